@@ -1,0 +1,19 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin
+
+from .models import User
+from .signals import account_access_changed
+
+
+@admin.register(User)
+class AccountAdmin(UserAdmin):
+    list_display = ("username", "tier", "is_staff", "is_superuser", "is_active", "date_joined")
+    list_filter = ("tier", "is_staff", "is_superuser", "is_active")
+    fieldsets = (*UserAdmin.fieldsets, ("Account", {"fields": ("tier",)}))
+    add_fieldsets = (*UserAdmin.add_fieldsets, ("Account", {"fields": ("tier",)}))
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # Deactivating or demoting here must cut live sockets like the service does.
+        if change and {"is_active", "is_staff", "is_superuser", "password"} & set(form.changed_data):
+            account_access_changed.send(sender=User, user=obj)

@@ -1,0 +1,43 @@
+"""Writes to accounts. Every path (command, admin, API) goes through here."""
+
+from __future__ import annotations
+
+from django.contrib.auth.password_validation import validate_password
+from django.db import transaction
+
+from .models import Tier, User
+from .signals import account_access_changed
+
+
+@transaction.atomic
+def account_upsert(
+    *, username: str, password: str | None, tier: str, staff: bool = False, superuser: bool = False
+) -> tuple[User, bool]:
+    """Create the account or update its password, tier and staff flag. Returns (user, created)."""
+    if tier not in Tier.values:
+        raise ValueError(f"tier must be one of {', '.join(Tier.values)}")
+    user = User.objects.select_for_update().filter(username=username).first()
+    created = user is None
+    if created:
+        user = User(username=username)
+    if password is not None:
+        validate_password(password, user)
+        user.set_password(password)
+    demoted = not created and ((user.is_staff and not staff) or (user.is_superuser and not superuser))
+    user.tier = tier
+    user.is_staff = staff or superuser
+    user.is_superuser = superuser
+    user.is_active = True
+    user.save()
+    if demoted or (not created and password is not None):
+        account_access_changed.send(sender=User, user=user)
+    return user, created
+
+
+@transaction.atomic
+def account_deactivate(*, user: User) -> User:
+    """Deactivate the account: no new tokens, and its open sockets are closed."""
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    account_access_changed.send(sender=User, user=user)
+    return user

@@ -1,0 +1,6 @@
+"""Account domain signals. Receivers only broadcast; see axisor.realtime.receivers."""
+
+from django.dispatch import Signal
+
+# Sent inside the transaction that deactivated, demoted or re-keyed (password) a user.
+account_access_changed = Signal()

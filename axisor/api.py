@@ -1,0 +1,81 @@
+"""Cross-app REST plumbing: the error shape and the staff-or-service-key permission."""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, permissions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+SERVICE_KEY_HEADER = "X-Service-Key"
+
+
+def _codes(detail):
+    if isinstance(detail, dict):
+        return {k: _codes(v) for k, v in detail.items()}
+    if isinstance(detail, list):
+        return [_codes(v) for v in detail]
+    return {"message": str(detail), "code": getattr(detail, "code", "invalid")}
+
+
+def exception_handler(exc, context):
+    """Every error is ``{"code": ..., "detail": ...}`` (+ ``fields`` for validation errors)."""
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _codes(exc.detail)
+        if isinstance(fields, list):
+            fields = {"non_field_errors": fields}
+        first = next(iter(fields.items()), None)
+        summary = "invalid input"
+        if first:
+            name, errs = first
+            if isinstance(errs, list) and errs and isinstance(errs[0], dict):
+                summary = f"{name}: {errs[0]['message']}"
+        response.data = {"code": "validation_error", "detail": summary, "fields": fields}
+        return response
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    code = getattr(exc, "default_code", "error")
+    if isinstance(detail, dict):
+        code = str(detail.get("code", code))
+        detail = detail.get("detail", detail)
+        # simplejwt puts the interesting code on the detail itself
+    elif hasattr(detail, "code") and detail.code:
+        code = detail.code
+    response.data = {"code": code, "detail": str(detail)}
+    return response
+
+
+class ApiConflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "the request conflicts with the current state"
+    default_code = "conflict"
+
+
+class IsStaffOrServiceKey(permissions.BasePermission):
+    """Staff users (JWT or session), or a caller presenting the configured service key."""
+
+    message = "staff or service key required"
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if user and user.is_authenticated and user.is_staff:
+            return True
+        key = settings.AXISOR_SERVICE_KEY
+        given = request.headers.get(SERVICE_KEY_HEADER)
+        return bool(key and given and hmac.compare_digest(key.encode(), given.encode()))
+
+
+def error_response(code: str, detail: str, http_status: int) -> Response:
+    return Response({"code": code, "detail": detail}, status=http_status)

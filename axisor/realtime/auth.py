@@ -1,0 +1,77 @@
+"""Credential checks for sockets, reusing simplejwt's validation (signature, exp, aud/iss,
+active user, password-change revocation) so the sockets and the REST API agree on who is in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from channels.db import database_sync_to_async
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.authentication import JWTAuthentication
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+_jwt = JWTAuthentication()
+
+
+class AuthError(Exception):
+    """The credentials are not good (→ AUTHENTICATION_FAILED, close 4001)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: object
+    expires_at: datetime | None
+
+
+def _check_jwt(raw: object) -> Identity:
+    if not isinstance(raw, str) or not raw or len(raw) > 4096:
+        raise AuthError("token must be a JWT string")
+    try:
+        token = _jwt.get_validated_token(raw.encode())
+        user = _jwt.get_user(token)
+    except (InvalidToken, TokenError, AuthenticationFailed) as exc:
+        raise AuthError(_reason(exc)) from None
+    exp = token.get("exp")
+    expires_at = datetime.fromtimestamp(exp, tz=UTC) if exp else None
+    return Identity(user=user, expires_at=expires_at)
+
+
+def _reason(exc: Exception) -> str:
+    detail = getattr(exc, "detail", None)
+    if isinstance(detail, dict):
+        messages = detail.get("messages") or []
+        if messages and isinstance(messages[0], dict) and "message" in messages[0]:
+            return str(messages[0]["message"])
+        return str(detail.get("detail", "invalid token"))
+    return str(detail or exc or "invalid token")
+
+
+check_jwt = database_sync_to_async(_check_jwt)
+
+
+@database_sync_to_async
+def user_still_allowed(user_id: int, password_hash: str, is_staff: bool, is_superuser: bool) -> str | None:
+    """None while the user may keep its socket as it is; otherwise why not."""
+    from django.contrib.auth import get_user_model
+
+    row = (
+        get_user_model().objects.filter(pk=user_id).values("is_active", "password", "is_staff", "is_superuser").first()
+    )
+    if row is None or not row["is_active"]:
+        return "account deactivated"
+    if row["password"] != password_hash:
+        return "password changed"
+    if (row["is_staff"], row["is_superuser"]) != (is_staff, is_superuser):
+        return "role changed"
+    return None
+
+
+def bearer_token(scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            kind, _, token = value.decode("latin1").partition(" ")
+            if kind.lower() == "bearer" and token.strip():
+                return token.strip()
+            return ""
+    return None

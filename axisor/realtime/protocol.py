@@ -1,0 +1,46 @@
+"""Wire constants and message builders shared by the socket consumers."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from .publish import now_iso
+
+
+class Close(IntEnum):
+    """Close codes we send (documented in README, "Close codes")."""
+
+    AUTHENTICATION_FAILED = 4001  # bad/expired/missing credentials, or a message before auth
+    TOKEN_EXPIRED = 4002  # the token expired on an open socket and no fresh `auth` came
+    ACCESS_REVOKED = 4003  # account deactivated, password changed, role changed, session revoked
+    RATE_LIMITED = 4008  # sustained flooding after RATE_LIMIT_EXCEEDED errors
+    TOO_MANY_CONNECTIONS = 4029  # /ws/orders: tier's concurrent-connection limit
+    TOO_MANY_ATTEMPTS = 4030  # /ws/orders: tier's reconnect rate limit
+    IDLE_TIMEOUT = 4040  # /ws/orders: nothing heard from the client for too long
+
+
+class Code:
+    """Error codes in {"type":"error","code":...}."""
+
+    AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"
+    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    INVALID_ROOM = "INVALID_ROOM"
+    FORBIDDEN = "FORBIDDEN"
+    INVALID_MESSAGE = "INVALID_MESSAGE"
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    ACCESS_REVOKED = "ACCESS_REVOKED"
+
+
+def error(code: str, message: str, **extra) -> dict:
+    return {"type": "error", "code": code, "message": message, **extra}
+
+
+def connection(*, user_id: int, session_id: str) -> dict:
+    return {
+        "type": "connection",
+        "status": "connected",
+        "userId": str(user_id),
+        "sessionId": session_id,
+        "serverTime": now_iso(),
+    }

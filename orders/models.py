@@ -1,0 +1,1 @@
+"""Orders, order updates and trades (filled by the orders issue)."""

@@ -1,0 +1,40 @@
+"""Payload builders for the seed's system events (channel ``system``)."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from axisor.realtime.publish import iso
+
+from .models import NoticeKind, ServiceStatus, SystemNotice
+
+
+def notice_event(notice: SystemNotice) -> tuple[str, dict]:
+    """(type, data) for a notice as it stands now."""
+    if notice.kind == NoticeKind.MAINTENANCE:
+        now = timezone.now()
+        if notice.ended_at is not None or notice.end_time <= now:
+            state = "ended"
+        elif notice.start_time > now:
+            state = "scheduled"
+        else:
+            state = "in_progress"
+        return "server_maintenance", {
+            "id": str(notice.pk),
+            "scheduled": state == "scheduled",
+            "startTime": iso(notice.start_time),
+            "endTime": iso(
+                notice.ended_at if notice.ended_at and notice.ended_at < notice.end_time else notice.end_time
+            ),
+            "message": notice.message,
+            "status": state,
+        }
+    status = ServiceStatus.OPERATIONAL if notice.ended_at is not None else notice.status
+    return "service_status_update", {
+        "id": str(notice.pk),
+        "service": notice.service,
+        "status": status,
+        "message": notice.message,
+        "estimatedRecovery": iso(notice.estimated_recovery),
+        "updatedAt": iso(notice.ended_at or notice.updated_at),
+    }

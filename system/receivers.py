@@ -1,0 +1,15 @@
+"""Broadcast every system-notice change to the ``system`` room (every connection)."""
+
+from django.dispatch import receiver
+
+from axisor.realtime.publish import publish
+from axisor.realtime.rooms import system_room
+
+from .events import notice_event
+from .signals import notice_changed
+
+
+@receiver(notice_changed)
+def on_notice_changed(sender, notice, **kwargs) -> None:
+    type_, data = notice_event(notice)
+    publish(room=system_room(), type=type_, channel="system", data=data)

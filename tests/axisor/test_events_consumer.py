@@ -1,0 +1,336 @@
+"""The /ws gateway against the real ASGI application, channel layer on Redis."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from rest_framework_simplejwt.tokens import AccessToken
+
+from axisor.realtime.publish import dumps
+from tests.conftest import closed_with, connected, jwt_for, ws
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]
+
+
+async def personal_event(user_id: int, channel: str, marker: str) -> None:
+    """Put a personal event on the user's group the way the outbox does."""
+    text = dumps({"type": f"{channel}_test", "channel": channel, "data": {"marker": marker}, "seq": 1})
+    await get_channel_layer().group_send(
+        f"user.{user_id}", {"type": "event.message", "channel": channel, "personal": True, "text": text}
+    )
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("alice")
+
+
+# ---- authentication ---------------------------------------------------------------------------
+
+
+async def test_bearer_header_authenticates_with_seed_connection_message(user):
+    comm, hello = await connected(jwt_for(user))
+    assert hello["status"] == "connected"
+    assert hello["userId"] == str(user.pk)
+    assert hello["sessionId"].startswith("session_")
+    assert hello["serverTime"].endswith("Z")
+    await comm.disconnect()
+
+
+async def test_auth_message_after_connect_authenticates(user):
+    comm = ws()
+    assert (await comm.connect())[0]
+    await comm.send_json_to({"type": "auth", "token": jwt_for(user)})
+    hello = await comm.receive_json_from()
+    assert hello["type"] == "connection" and hello["userId"] == str(user.pk)
+    await comm.send_json_to({"type": "list_rooms"})
+    rooms = await comm.receive_json_from()
+    assert rooms["subscribedRooms"][:2] == [f"user:{user.pk}", "system"]
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize("token", ["not-a-jwt", "", "eyJhbGciOiJIUzI1NiJ9.e30.bad"])
+async def test_bad_token_in_header_is_refused_with_4001(user, token):
+    comm = ws(token=token or "x")
+    assert (await comm.connect())[0]
+    err = await comm.receive_json_from()
+    assert err["type"] == "error" and err["code"] == "AUTHENTICATION_FAILED" and err["message"]
+    assert await closed_with(comm) == 4001
+
+
+async def test_bad_token_in_auth_message_is_refused_with_4001(user):
+    comm = ws()
+    await comm.connect()
+    await comm.send_json_to({"type": "auth", "token": 12345})
+    assert (await comm.receive_json_from())["code"] == "AUTHENTICATION_FAILED"
+    assert await closed_with(comm) == 4001
+
+
+async def test_expired_token_is_refused(user):
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=-timedelta(seconds=5))
+    comm = ws(token=str(token))
+    await comm.connect()
+    err = await comm.receive_json_from()
+    assert err["code"] == "AUTHENTICATION_FAILED" and "expired" in err["message"].lower()
+    assert await closed_with(comm) == 4001
+
+
+async def test_token_of_inactive_user_is_refused(make_user):
+    user = await database_sync_to_async(make_user)("bob")
+    token = jwt_for(user)
+    user.is_active = False
+    await database_sync_to_async(user.save)()
+    comm = ws(token=token)
+    await comm.connect()
+    assert (await comm.receive_json_from())["code"] == "AUTHENTICATION_FAILED"
+    assert await closed_with(comm) == 4001
+
+
+@pytest.mark.parametrize("first", [{"type": "subscribe", "channel": "system"}, "not json", {"no": "type"}])
+async def test_any_other_message_before_auth_closes_4001(user, first):
+    comm = ws()
+    await comm.connect()
+    if isinstance(first, str):
+        await comm.send_to(text_data=first)
+    else:
+        await comm.send_json_to(first)
+    assert (await comm.receive_json_from())["code"] == "AUTHENTICATION_FAILED"
+    assert await closed_with(comm) == 4001
+
+
+async def test_no_auth_within_timeout_closes_4001(user, settings):
+    settings.AXISOR_WS = {**settings.AXISOR_WS, "AUTH_TIMEOUT_SECONDS": 0.2}
+    comm = ws()
+    await comm.connect()
+    err = await comm.receive_json_from(timeout=5)
+    assert err["code"] == "AUTHENTICATION_FAILED" and "time" in err["message"]
+    assert await closed_with(comm) == 4001
+
+
+async def test_token_expiring_on_open_socket_warns_then_closes_4002(user):
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=timedelta(seconds=2))
+    comm, hello = await connected(str(token))
+    assert hello["tokenExpiresAt"]
+    warning = await comm.receive_json_from(timeout=5)
+    assert warning == {"type": "auth_expiring", "expiresAt": hello["tokenExpiresAt"]}
+    err = await comm.receive_json_from(timeout=5)
+    assert err["type"] == "error" and err["code"] == "TOKEN_EXPIRED"
+    assert await closed_with(comm) == 4002
+
+
+async def test_fresh_auth_before_expiry_keeps_socket_open(user):
+    short = AccessToken.for_user(user)
+    short.set_exp(lifetime=timedelta(seconds=1))
+    comm, hello = await connected(str(short))
+    await comm.send_json_to({"type": "auth", "token": jwt_for(user)})
+    again = await comm.receive_json_from()
+    assert again["type"] == "connection" and again["sessionId"] == hello["sessionId"]
+    assert again["tokenExpiresAt"] > hello["tokenExpiresAt"]
+    # The first token's expiry passes without a warning or a close.
+    assert await comm.receive_nothing(timeout=1.5, interval=0.05)
+    await comm.send_json_to({"type": "ping"})
+    assert (await comm.receive_json_from())["type"] == "pong"
+    await comm.disconnect()
+
+
+async def test_auth_with_another_users_token_closes(user, make_user):
+    other = await database_sync_to_async(make_user)("mallory")
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_json_to({"type": "auth", "token": jwt_for(other)})
+    assert (await comm.receive_json_from())["code"] == "AUTHENTICATION_FAILED"
+    assert await closed_with(comm) == 4001
+
+
+# ---- origin -----------------------------------------------------------------------------------
+
+
+async def test_foreign_browser_origin_is_refused_at_handshake(user):
+    comm = ws(token=jwt_for(user), origin="https://evil.example")
+    ok, _ = await comm.connect()
+    assert not ok
+
+
+async def test_allowed_origin_and_missing_origin_are_accepted(user):
+    for origin in ("http://localhost:8000", None):
+        comm, hello = await connected(jwt_for(user), origin=origin)
+        assert hello["status"] == "connected"
+        await comm.disconnect()
+
+
+# ---- rooms ------------------------------------------------------------------------------------
+
+
+async def test_subscribe_unsubscribe_and_list_rooms(user):
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_json_to({"type": "subscribe", "channel": "market:BTC_USD"})
+    reply = await comm.receive_json_from()
+    assert reply["type"] == "room_subscription"
+    assert reply["channel"] == "market:BTC_USD" and reply["status"] == "subscribed"
+    assert f"user:{user.pk}" in reply["subscribedRooms"] and "market:BTC_USD" in reply["subscribedRooms"]
+
+    await comm.send_json_to({"type": "unsubscribe", "channel": "market:BTC_USD"})
+    reply = await comm.receive_json_from()
+    assert reply["status"] == "unsubscribed" and "market:BTC_USD" not in reply["subscribedRooms"]
+
+    await comm.send_json_to({"type": "list_rooms"})
+    listing = await comm.receive_json_from()
+    assert listing == {"type": "room_list", "subscribedRooms": reply["subscribedRooms"]}
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("channel", "code"),
+    [
+        ("market:NOPE_USD", "INVALID_ROOM"),
+        ("garbage", "INVALID_ROOM"),
+        ("user:1/../2", "INVALID_ROOM"),
+        ("market:" + "A" * 200, "INVALID_ROOM"),
+        ("market:BTC_USD\u0430", "INVALID_ROOM"),
+        (42, "INVALID_ROOM"),
+        ("admin:staff", "FORBIDDEN"),
+        ("admin:superuser", "FORBIDDEN"),
+    ],
+)
+async def test_bad_subscriptions_are_refused_and_socket_stays(user, channel, code):
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_json_to({"type": "subscribe", "channel": channel})
+    err = await comm.receive_json_from()
+    assert err["type"] == "error" and err["code"] == code and err["message"]
+    await comm.send_json_to({"type": "list_rooms"})
+    assert "admin:staff" not in (await comm.receive_json_from())["subscribedRooms"]
+    await comm.disconnect()
+
+
+async def test_another_users_room_is_forbidden(user, make_user):
+    other = await database_sync_to_async(make_user)("carol")
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_json_to({"type": "subscribe", "channel": f"user:{other.pk}"})
+    err = await comm.receive_json_from()
+    assert err["code"] == "FORBIDDEN"
+    # and nothing of the other user's reaches us
+    await personal_event(other.pk, "notifications", "theirs")
+    await personal_event(user.pk, "notifications", "mine")
+    got = await comm.receive_json_from()
+    assert got["data"]["marker"] == "mine"
+    await comm.disconnect()
+
+
+async def test_staff_auto_join_admin_rooms(make_user):
+    staff = await database_sync_to_async(make_user)("sam", staff=True)
+    root = await database_sync_to_async(make_user)("root", superuser=True)
+    comm, _ = await connected(jwt_for(staff))
+    await comm.send_json_to({"type": "list_rooms"})
+    rooms = (await comm.receive_json_from())["subscribedRooms"]
+    assert "admin:staff" in rooms and "admin:superuser" not in rooms
+    await comm.send_json_to({"type": "subscribe", "channel": "admin:superuser"})
+    assert (await comm.receive_json_from())["code"] == "FORBIDDEN"
+    await comm.disconnect()
+    comm, _ = await connected(jwt_for(root))
+    await comm.send_json_to({"type": "list_rooms"})
+    rooms = (await comm.receive_json_from())["subscribedRooms"]
+    assert {"admin:staff", "admin:superuser"} <= set(rooms)
+    await comm.disconnect()
+
+
+async def test_market_room_receives_group_messages(user):
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_json_to({"type": "subscribe", "channel": "market:SBIN-EQ"})
+    await comm.receive_json_from()
+    text = dumps({"type": "market_data_update", "channel": "market_data", "data": {"symbol": "SBIN-EQ"}})
+    await get_channel_layer().group_send(
+        "market.SBIN-EQ", {"type": "event.message", "channel": "market_data", "personal": False, "text": text}
+    )
+    assert (await comm.receive_json_from())["data"]["symbol"] == "SBIN-EQ"
+    await comm.disconnect()
+
+
+async def test_category_filters_on_personal_stream(user):
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_json_to({"type": "unsubscribe", "channel": "notifications"})
+    reply = await comm.receive_json_from()
+    assert reply["status"] == "unsubscribed" and "notifications" not in reply["subscribedRooms"]
+    await personal_event(user.pk, "notifications", "filtered")
+    await personal_event(user.pk, "orders", "passes")
+    assert (await comm.receive_json_from())["data"]["marker"] == "passes"
+    await comm.send_json_to({"type": "subscribe", "channel": "notifications"})
+    assert (await comm.receive_json_from())["status"] == "subscribed"
+    await personal_event(user.pk, "notifications", "back")
+    assert (await comm.receive_json_from())["data"]["marker"] == "back"
+    await comm.disconnect()
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frame", ["{not json", "[]", '"str"', '{"type": 5}', '{"type": "launch_rockets"}'])
+async def test_bad_messages_get_invalid_message_and_socket_stays(user, frame):
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_to(text_data=frame)
+    err = await comm.receive_json_from()
+    assert err["type"] == "error" and err["code"] == "INVALID_MESSAGE"
+    await comm.send_json_to({"type": "ping"})
+    assert (await comm.receive_json_from())["type"] == "pong"
+    await comm.disconnect()
+
+
+async def test_binary_frame_is_invalid_message(user):
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_to(bytes_data=b"\x00\xff")
+    assert (await comm.receive_json_from())["code"] == "INVALID_MESSAGE"
+    await comm.disconnect()
+
+
+async def test_oversized_message_is_refused(user, settings):
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_to(text_data=json.dumps({"type": "ping", "pad": "x" * (64 * 1024)}))
+    assert (await comm.receive_json_from())["code"] == "MESSAGE_TOO_LARGE"
+    await comm.send_json_to({"type": "ping"})
+    assert (await comm.receive_json_from())["type"] == "pong"
+    await comm.disconnect()
+
+
+async def test_rate_limit_then_close_on_sustained_abuse(user, settings):
+    settings.AXISOR_WS = {**settings.AXISOR_WS, "RATE_PER_SECOND": 0.001, "RATE_BURST": 3, "RATE_ABUSE_CLOSE_AFTER": 5}
+    comm, _ = await connected(jwt_for(user))
+    for _ in range(3):
+        await comm.send_json_to({"type": "ping"})
+        assert (await comm.receive_json_from())["type"] == "pong"
+    for _ in range(4):
+        await comm.send_json_to({"type": "ping"})
+        assert (await comm.receive_json_from())["code"] == "RATE_LIMIT_EXCEEDED"
+    await comm.send_json_to({"type": "ping"})
+    assert (await comm.receive_json_from())["code"] == "RATE_LIMIT_EXCEEDED"
+    assert await closed_with(comm) == 4008
+
+
+# ---- access changes ---------------------------------------------------------------------------
+
+
+async def test_deactivated_user_socket_is_closed_4003(user):
+    from accounts.services import account_deactivate
+
+    comm, _ = await connected(jwt_for(user))
+    await database_sync_to_async(account_deactivate)(user=user)
+    err = await comm.receive_json_from(timeout=5)
+    assert err["code"] == "ACCESS_REVOKED"
+    assert await closed_with(comm) == 4003
+
+
+async def test_password_change_closes_socket_and_old_token_stops_working(user):
+    from accounts.services import account_upsert
+
+    token = jwt_for(user)
+    comm, _ = await connected(token)
+    await database_sync_to_async(account_upsert)(username=user.username, password="a-new-password-1", tier="basic")
+    assert (await comm.receive_json_from(timeout=5))["code"] == "ACCESS_REVOKED"
+    assert await closed_with(comm) == 4003
+    again = ws(token=token)
+    await again.connect()
+    assert (await again.receive_json_from())["code"] == "AUTHENTICATION_FAILED"
+    assert await closed_with(again) == 4001

@@ -1,0 +1,73 @@
+"""The outbox: a committed change sends exactly once, a rolled-back one sends nothing."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from axisor.realtime.models import EventLog
+from axisor.realtime.publish import publish
+from axisor.realtime.rooms import system_room, user_room
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Boom(Exception):
+    pass
+
+
+async def listen(group: str) -> str:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    return channel
+
+
+def personal(user_id: int, marker: str) -> None:
+    publish(room=user_room(user_id), type="test_event", channel="notifications", data={"m": marker}, user_id=user_id)
+
+
+async def test_rolled_back_broadcast_sends_nothing_committed_sends_once(make_user):
+    user = await database_sync_to_async(make_user)("u")
+    layer = get_channel_layer()
+    channel = await listen(user_room(user.pk).group)
+
+    def rolled_back():
+        with pytest.raises(Boom), transaction.atomic():
+            personal(user.pk, "rolled-back")
+            raise Boom
+
+    await database_sync_to_async(rolled_back)()
+    await database_sync_to_async(personal)(user.pk, "committed")
+
+    first = await layer.receive(channel)
+    assert '"m":"committed"' in first["text"] and first["personal"] is True
+    # Nothing else was sent: a second committed marker is the very next message.
+    await database_sync_to_async(personal)(user.pk, "next")
+    assert '"m":"next"' in (await layer.receive(channel))["text"]
+    rows = await database_sync_to_async(lambda: list(EventLog.objects.values_list("seq", "payload__data__m")))()
+    assert rows == [(1, "committed"), (2, "next")]  # gap-free: the rolled-back seq was never taken
+
+
+@pytest.mark.django_db
+def test_capture_on_commit_sends_exactly_once(make_user, django_capture_on_commit_callbacks):
+    user = make_user("v")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        publish(room=system_room(), type="server_maintenance", channel="system", data={"message": "x"})
+    assert len(callbacks) == 1
+    entry = EventLog.objects.get()
+    assert entry.user_id is None and entry.seq is None and entry.room == "system"
+    assert entry.payload == {"type": "server_maintenance", "channel": "system", "data": {"message": "x"}}
+    assert user.pk
+
+
+def test_personal_seq_is_per_user_and_gap_free(make_user):
+    a, b = make_user("a"), make_user("b")
+    for marker in "xyz":
+        personal(a.pk, marker)
+    personal(b.pk, "only")
+    assert list(EventLog.objects.filter(user=a).values_list("seq", flat=True)) == [1, 2, 3]
+    assert list(EventLog.objects.filter(user=b).values_list("seq", flat=True)) == [1]
+    assert EventLog.objects.filter(user=a).last().payload["seq"] == 3

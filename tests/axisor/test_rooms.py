@@ -1,0 +1,82 @@
+"""Room names ⇄ group names and the permission rules, in one module."""
+
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from axisor.realtime import rooms
+
+GROUP_OK = re.compile(r"^[A-Za-z0-9._-]{1,99}$")
+
+
+def person(pk, staff=False, superuser=False):
+    return SimpleNamespace(pk=pk, is_staff=staff, is_superuser=superuser)
+
+
+@pytest.mark.parametrize(
+    ("name", "group"),
+    [
+        ("user:42", "user.42"),
+        ("market:BTC_USD", "market.BTC_USD"),
+        ("market:SBIN-EQ", "market.SBIN-EQ"),
+        ("admin:staff", "admin.staff"),
+        ("system", "system"),
+    ],
+)
+def test_room_to_group(name, group):
+    room = rooms.parse(name)
+    assert room.name == name and room.group == group
+
+
+@pytest.mark.parametrize("symbol", ["BTC/USD", "M&M", "A.B", "X.2f.Y", "BRK.B", "A" * 32])
+def test_symbols_with_unsafe_characters_map_to_valid_distinct_groups(symbol):
+    group = rooms.market_room(symbol).group
+    assert GROUP_OK.match(group), group
+    assert group != rooms.market_room(symbol + "x").group
+
+
+def test_escaping_is_injective():
+    symbols = ["A.B", "A/B", "A_B", "A-B", "A.2f.B", "A2fB"]
+    assert len({rooms.market_room(s).group for s in symbols}) == len(symbols)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "user:",
+        "user:abc",
+        "user:01",
+        "user:1/../2",
+        "admin:root",
+        "market:",
+        "market:$X",
+        "x" * 101,
+        "market:BTC_USD\u0430",
+        None,
+        5,
+    ],
+)
+def test_malformed_names_are_invalid(name):
+    with pytest.raises(rooms.InvalidRoom):
+        rooms.parse(name)
+
+
+def test_permissions():
+    alice, staff, root = person(1), person(2, staff=True), person(3, superuser=True)
+    symbols = {"BTC_USD"}
+    rooms.check_join(alice, rooms.parse("user:1"), known_symbols=symbols)
+    rooms.check_join(alice, rooms.parse("market:BTC_USD"), known_symbols=symbols)
+    rooms.check_join(alice, rooms.parse("notifications"), known_symbols=symbols)
+    with pytest.raises(rooms.Forbidden):
+        rooms.check_join(alice, rooms.parse("user:2"), known_symbols=symbols)
+    with pytest.raises(rooms.Forbidden):
+        rooms.check_join(alice, rooms.parse("admin:staff"), known_symbols=symbols)
+    with pytest.raises(rooms.InvalidRoom):
+        rooms.check_join(alice, rooms.parse("market:ETH_USD"), known_symbols=symbols)
+    rooms.check_join(staff, rooms.parse("admin:staff"), known_symbols=symbols)
+    with pytest.raises(rooms.Forbidden):
+        rooms.check_join(staff, rooms.parse("admin:superuser"), known_symbols=symbols)
+    rooms.check_join(root, rooms.parse("admin:superuser"), known_symbols=symbols)
+    assert [r.name for r in rooms.auto_rooms(root)] == ["user:3", "system", "admin:staff", "admin:superuser"]

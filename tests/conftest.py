@@ -1,0 +1,109 @@
+"""Shared fixtures. The suite runs on the real PostgreSQL and Redis named by DATABASE_URL and
+REDIS_URL (scripts/test sets them for this machine); without them it stops at once, loudly."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import AccessToken
+
+from axisor.asgi import application
+
+
+def pytest_configure(config):
+    from django.conf import settings
+
+    problems = []
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        problems.append("DATABASE_URL must point at PostgreSQL (e.g. postgres://postgres@127.0.0.1:5432/test)")
+    if not settings.REDIS_URL:
+        problems.append("REDIS_URL must point at Redis (e.g. redis://127.0.0.1:6379/0)")
+    if problems:
+        pytest.exit("the test suite runs against the real services: " + "; ".join(problems), returncode=3)
+
+
+@pytest.fixture
+def instruments(db):
+    """The default instruments (a transactional test's flush removes the migration's rows)."""
+    from market.defaults import load_default_instruments
+    from market.models import Instrument
+    from market.selectors import instrument_symbols_forget
+
+    load_default_instruments(Instrument)
+    instrument_symbols_forget()
+    yield
+    instrument_symbols_forget()
+
+
+@pytest.fixture
+def make_user(db):
+    from accounts.models import User
+
+    counter = iter(range(1, 10_000))
+
+    def make(
+        username: str | None = None,
+        *,
+        tier: str = "basic",
+        staff: bool = False,
+        superuser: bool = False,
+        password: str = "pw-secret-123",
+    ):
+        user = User(
+            username=username or f"user{next(counter)}", tier=tier, is_staff=staff or superuser, is_superuser=superuser
+        )
+        user.set_password(password)
+        user.save()
+        return user
+
+    return make
+
+
+def jwt_for(user, **claims) -> str:
+    token = AccessToken.for_user(user)
+    for key, value in claims.items():
+        token[key] = value
+    return str(token)
+
+
+@pytest.fixture
+def api(db):
+    return APIClient()
+
+
+def auth_api(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(user)}")
+    return client
+
+
+def ws(path: str = "/ws", *, token: str | None = None, origin: str | None = None) -> WebsocketCommunicator:
+    headers = []
+    if token is not None:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def connected(token: str, **kwargs) -> tuple[WebsocketCommunicator, dict]:
+    """Open /ws with a bearer token and return the communicator and its `connection` message."""
+    comm = ws(token=token, **kwargs)
+    ok, _ = await comm.connect()
+    assert ok
+    hello = await comm.receive_json_from(timeout=5)
+    assert hello["type"] == "connection", hello
+    return comm, hello
+
+
+async def closed_with(comm: WebsocketCommunicator, timeout: float = 5) -> int:
+    out = await comm.receive_output(timeout=timeout)
+    assert out["type"] == "websocket.close", out
+    return out.get("code")
+
+
+def redis_url() -> str:
+    return os.environ["REDIS_URL"]

@@ -1,0 +1,81 @@
+"""Real daphne processes on the test database and Redis, for multi-process tests."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"Listening on TCP address [\d.]+:(\d+)")
+
+
+@dataclass
+class Daphne:
+    proc: subprocess.Popen
+    port: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            (self.proc.kill if kill else self.proc.terminate)()
+            self.proc.wait(timeout=15)
+
+
+def test_database_url() -> str:
+    s = connection.settings_dict
+    return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def daphne(transactional_db):
+    """Start daphne processes on the test database: ``server = daphne(**extra_env)``."""
+    started: list[Daphne] = []
+
+    def start(**extra_env: str) -> Daphne:
+        env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1", **extra_env}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "axisor.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        ports: queue.Queue[int] = queue.Queue()
+        server = Daphne(proc=proc, port=0)
+
+        def pump() -> None:
+            for line in proc.stderr:
+                server.lines.append(line)
+                if m := LISTENING.search(line):
+                    ports.put(int(m.group(1)))
+            ports.put(-1)
+
+        threading.Thread(target=pump, daemon=True).start()
+        port = ports.get(timeout=60)
+        if port < 0:
+            raise RuntimeError("daphne exited:\n" + "".join(server.lines[-40:]))
+        server.port = port
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
