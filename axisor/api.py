@@ -11,6 +11,8 @@ from rest_framework import exceptions, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from .errors import Conflict, NotFound, Unprocessable
+
 SERVICE_KEY_HEADER = "X-Service-Key"
 
 
@@ -28,8 +30,12 @@ def exception_handler(exc, context):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         )
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound()
+    if isinstance(exc, Conflict):
+        return error_response(exc.code, str(exc), status.HTTP_409_CONFLICT)
+    if isinstance(exc, Unprocessable):
+        return error_response(exc.code, str(exc), status.HTTP_422_UNPROCESSABLE_ENTITY)
+    if isinstance(exc, Http404 | NotFound):
+        exc = exceptions.NotFound(str(exc) or None)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -55,12 +61,6 @@ def exception_handler(exc, context):
         code = detail.code
     response.data = {"code": code, "detail": str(detail)}
     return response
-
-
-class ApiConflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_detail = "the request conflicts with the current state"
-    default_code = "conflict"
 
 
 class IsStaffOrServiceKey(permissions.BasePermission):

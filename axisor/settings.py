@@ -208,6 +208,16 @@ AXISOR_WS = {
     # This many refused messages in a row closes the socket (4008).
     "RATE_ABUSE_CLOSE_AFTER": env_int("WS_RATE_ABUSE_CLOSE_AFTER", 100),
 }
+AXISOR_ORDERS = {
+    "SESSION_SECONDS": env_int("ORDERS_SESSION_SECONDS", 24 * 3600),
+    # Heartbeat well inside the seed clients' 30 s read timeout; idle close after 90 s of silence.
+    "HEARTBEAT_SECONDS": env_float("ORDERS_HEARTBEAT_SECONDS", 10.0),
+    "IDLE_TIMEOUT_SECONDS": env_float("ORDERS_IDLE_TIMEOUT_SECONDS", 90.0),
+    # A connection's slot is a lease in Redis; a dead process's slots free themselves after this.
+    "LEASE_SECONDS": env_float("ORDERS_LEASE_SECONDS", 30.0),
+    # tier: (max concurrent connections, connection attempts per minute or None for unlimited)
+    "TIER_LIMITS": {"basic": (1, 10), "premium": (3, 30), "enterprise": (10, None)},
+}
 AXISOR_SERVICE_KEY = env("AXISOR_SERVICE_KEY")
 AXISOR_SIMULATE = env("AXISOR_SIMULATE", "")
 

@@ -1,13 +1,23 @@
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from orders.apis import ExecutionApi, OrderViewSet, SessionCreateApi, SessionRevokeApi, TradeViewSet
 from system.apis import NoticeEndApi, NoticeListApi
 
 from .health import healthz, readyz
 
+router = SimpleRouter(trailing_slash=False)
+router.register("orders", OrderViewSet, basename="order")
+router.register("trades", TradeViewSet, basename="trade")
+
 api = [
+    *router.urls,
+    path("auth/sessions", SessionCreateApi.as_view(), name="order-sessions"),
+    path("auth/sessions/<str:session>", SessionRevokeApi.as_view(), name="order-session"),
+    path("internal/executions", ExecutionApi.as_view(), name="executions"),
     path("auth/token", TokenObtainPairView.as_view(), name="token"),
     path("auth/token/refresh", TokenRefreshView.as_view(), name="token-refresh"),
     path("system/notices", NoticeListApi.as_view(), name="system-notices"),

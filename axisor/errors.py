@@ -1,0 +1,27 @@
+"""Domain errors services raise; the REST layer maps them to status codes (axisor/api.py)."""
+
+
+class Conflict(Exception):
+    """The request is valid but the current state refuses it (HTTP 409)."""
+
+    code = "conflict"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
+class NotFound(Exception):
+    """No such object for this caller (HTTP 404)."""
+
+
+class Unprocessable(Exception):
+    """Well-formed but cannot be processed as sent (HTTP 422)."""
+
+    code = "unprocessable"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code

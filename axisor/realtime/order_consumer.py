@@ -1,0 +1,127 @@
+"""The `/ws/orders` order-updates socket (seed 004): session+token in the query string, the seed's
+flat order-update objects (plus ``version`` and ``seq``), ``PONG`` heartbeats, tier limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from orders.selectors import order_session_alive
+from orders.services import order_session_check
+
+from . import rooms
+from .limits import limiter
+from .protocol import Close, Code, error
+from .publish import dumps, now_iso
+
+
+@database_sync_to_async
+def _session(session_id: str, token: str):
+    found = order_session_check(session_id, token)
+    return None if found is None else (found.pk, found.user)
+
+
+@database_sync_to_async
+def _session_still_valid(session_pk: int) -> bool:
+    return order_session_alive(session_pk)
+
+
+class OrderUpdatesConsumer(AsyncWebsocketConsumer):
+    # ---- connection lifecycle -------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self.user = None
+        self.member = uuid.uuid4().hex
+        self.holding = False
+        self.closing = False
+        self.task: asyncio.Task | None = None
+        params = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        session_id = (params.get("session") or [""])[0]
+        token = (params.get("token") or [""])[0]
+        found = await _session(session_id, token) if session_id and token else None
+        if found is None:
+            await self.close()  # before accept: the handshake is refused (HTTP 403)
+            return
+        self.session_pk, self.user = found
+        await self.accept()
+        refusal = await limiter().acquire(self.user.pk, self.user.tier, self.member)
+        if refusal is not None:
+            self.closing = True
+            await self.send(
+                text_data=dumps(error(Code.RATE_LIMIT_EXCEEDED, refusal.reason, closeCode=int(refusal.code)))
+            )
+            await self.close(code=refusal.code, reason=refusal.reason)
+            return
+        self.holding = True
+        self.group = rooms.user_room(self.user.pk).group
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.last_heard = time.monotonic()
+        self.task = asyncio.ensure_future(self._keepalive())
+
+    async def disconnect(self, code: int) -> None:
+        self.closing = True
+        if self.task is not None:
+            self.task.cancel()
+        if self.holding:
+            self.holding = False
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await limiter().release(self.user.pk, self.member)
+
+    async def dispatch(self, message: dict) -> None:
+        # No per-message aclose_old_connections(): ORM access here goes through
+        # database_sync_to_async, which does its own connection cleanup.
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def _keepalive(self) -> None:
+        """Heartbeat inside the seed's 30 s read timeout, lease renewal, idle close."""
+        conf = settings.AXISOR_ORDERS
+        interval = min(conf["HEARTBEAT_SECONDS"], conf["LEASE_SECONDS"] / 3)
+        while not self.closing:
+            await asyncio.sleep(interval)
+            if time.monotonic() - self.last_heard > conf["IDLE_TIMEOUT_SECONDS"]:
+                self.closing = True
+                await self.close(code=Close.IDLE_TIMEOUT, reason="nothing heard from the client")
+                return
+            await limiter().renew(self.user.pk, self.member)
+            await self.send(text_data=dumps({"type": "heartbeat", "serverTime": now_iso()}))
+
+    # ---- client messages ------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.last_heard = time.monotonic()
+        if text_data is not None and text_data.strip() == "PONG":
+            return
+        if text_data is not None and text_data.strip().startswith("{"):
+            try:
+                if json.loads(text_data).get("type") == "ping":
+                    await self.send(text_data=dumps({"type": "heartbeat", "serverTime": now_iso()}))
+                    return
+            except (ValueError, AttributeError, RecursionError):
+                pass
+        await self.send(text_data=dumps(error(Code.INVALID_MESSAGE, "this socket only accepts the text PONG")))
+
+    # ---- channel-layer handlers -----------------------------------------------------------
+
+    async def event_message(self, message: dict) -> None:
+        if self.closing or message["channel"] != "orders":
+            return
+        event = json.loads(message["text"])
+        await self.send(text_data=dumps({**event["data"], "seq": event["seq"]}))
+
+    async def access_changed(self, message: dict) -> None:
+        if self.closing or self.user is None:
+            return
+        if not await _session_still_valid(self.session_pk):
+            self.closing = True
+            await self.send(text_data=dumps(error(Code.ACCESS_REVOKED, "session revoked or account changed")))
+            await self.close(code=Close.ACCESS_REVOKED, reason="session revoked")

@@ -1,0 +1,116 @@
+from rest_framework import serializers
+
+from .events import order_fields
+from .models import ExecutionReport, OrderStatus, OrderType, Side, UpdateType
+
+QTY = {"max_digits": 24, "decimal_places": 8}
+
+
+class OrderPlaceInput(serializers.Serializer):
+    tradingSymbol = serializers.CharField(max_length=32)
+    exchange = serializers.CharField(max_length=16, required=False)
+    orderType = serializers.ChoiceField(choices=OrderType.values)
+    transactionType = serializers.ChoiceField(choices=Side.values)
+    quantity = serializers.DecimalField(**QTY)
+    price = serializers.DecimalField(required=False, allow_null=True, **QTY)
+    triggerPrice = serializers.DecimalField(required=False, allow_null=True, **QTY)
+    leverage = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1000)
+    amo = serializers.BooleanField(required=False, default=False)
+
+
+class OrderModifyInput(serializers.Serializer):
+    quantity = serializers.DecimalField(required=False, **QTY)
+    price = serializers.DecimalField(required=False, **QTY)
+    triggerPrice = serializers.DecimalField(required=False, **QTY)
+
+
+class OrderFilterInput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=OrderStatus.values, required=False)
+    symbol = serializers.CharField(required=False, max_length=32)
+    dateFrom = serializers.DateTimeField(required=False)
+    dateTo = serializers.DateTimeField(required=False)
+
+
+class OrderOutput(serializers.Serializer):
+    orderId = serializers.CharField()
+    orderStatus = serializers.ChoiceField(choices=OrderStatus.values)
+    tradingSymbol = serializers.CharField()
+    exchange = serializers.CharField()
+    orderType = serializers.ChoiceField(choices=OrderType.values)
+    transactionType = serializers.ChoiceField(choices=Side.values)
+    quantity = serializers.FloatField()
+    filledQuantity = serializers.FloatField()
+    pendingQuantity = serializers.FloatField()
+    price = serializers.FloatField()
+    triggerPrice = serializers.FloatField()
+    averagePrice = serializers.FloatField()
+    rejectionReason = serializers.CharField()
+    leverage = serializers.IntegerField()
+    amo = serializers.BooleanField()
+    version = serializers.IntegerField()
+    createdAt = serializers.DateTimeField()
+    updatedAt = serializers.DateTimeField()
+
+    def to_representation(self, order) -> dict:
+        from axisor.realtime.publish import iso
+
+        return {**order_fields(order), "createdAt": iso(order.created_at), "updatedAt": iso(order.updated_at)}
+
+
+class OrderUpdateOutput(serializers.Serializer):
+    updateType = serializers.ChoiceField(choices=UpdateType.values)
+    version = serializers.IntegerField()
+    order = serializers.DictField(help_text="the order update exactly as it was sent")
+
+    def to_representation(self, update) -> dict:
+        return {"updateType": update.update_type, "version": update.version, "order": update.snapshot}
+
+
+class TradeOutput(serializers.Serializer):
+    tradeId = serializers.CharField()
+    execId = serializers.CharField()
+    orderId = serializers.CharField()
+    tradingSymbol = serializers.CharField()
+    transactionType = serializers.CharField()
+    quantity = serializers.FloatField()
+    price = serializers.FloatField()
+    time = serializers.DateTimeField()
+
+    def to_representation(self, trade) -> dict:
+        from axisor.realtime.publish import iso
+
+        from .events import num
+
+        return {
+            "tradeId": trade.trade_id,
+            "execId": trade.exec_id,
+            "orderId": trade.order.order_id,
+            "tradingSymbol": trade.order.instrument.symbol,
+            "transactionType": trade.order.transaction_type,
+            "quantity": num(trade.quantity),
+            "price": num(trade.price),
+            "time": iso(trade.time),
+        }
+
+
+class ExecutionInput(serializers.Serializer):
+    orderId = serializers.CharField(max_length=20)
+    execId = serializers.CharField(max_length=64)
+    type = serializers.ChoiceField(choices=ExecutionReport.Kind.values)
+    quantity = serializers.DecimalField(required=False, allow_null=True, **QTY)
+    price = serializers.DecimalField(required=False, allow_null=True, **QTY)
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=255)
+
+    def validate(self, attrs):
+        if attrs["type"] == "fill":
+            errors = {f: "required for a fill" for f in ("quantity", "price") if attrs.get(f) is None}
+            errors.update({f: "must be positive" for f in ("quantity", "price") if f not in errors and attrs[f] <= 0})
+            if errors:
+                raise serializers.ValidationError(errors)
+        return attrs
+
+
+class SessionOutput(serializers.Serializer):
+    session = serializers.CharField()
+    token = serializers.CharField()
+    expiresAt = serializers.DateTimeField()

@@ -1,0 +1,359 @@
+"""Every write to orders: the REST API, the executions API, the paper venue and the Django admin
+all call these. The state machine is the TRANSITIONS table; each change locks the order row, so
+a cancel racing a fill (or a modify racing a fill) is serialised and the loser gets Conflict."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from axisor.errors import Conflict, NotFound
+from market.models import Instrument
+
+from .events import order_message
+from .models import (
+    LIVE,
+    PRICED,
+    TRIGGERED,
+    ExecutionReport,
+    Order,
+    OrderSession,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Side,
+    Trade,
+    UpdateType,
+)
+from .signals import order_updated
+
+S = OrderStatus
+TRANSITIONS: dict[str, frozenset[str]] = {
+    S.PENDING: frozenset({S.OPEN, S.REJECTED, S.TRIGGER_PENDING, S.AMO}),
+    S.TRIGGER_PENDING: frozenset({S.OPEN, S.CANCELLED, S.REJECTED}),
+    S.AMO: frozenset({S.OPEN, S.CANCELLED, S.REJECTED}),
+    S.OPEN: frozenset({S.COMPLETE, S.CANCELLED}),
+}
+AVG_QUANT = Decimal("0.00000001")
+
+
+def can_transition(current: str, target: str) -> bool:
+    return target in TRANSITIONS.get(current, frozenset())
+
+
+def _move(order: Order, target: str) -> None:
+    if not can_transition(order.order_status, target):
+        raise Conflict(
+            f"order {order.order_id} is {order.order_status}; it cannot become {target}", code="invalid_transition"
+        )
+    order.order_status = target
+    if target in (S.CANCELLED, S.REJECTED, S.COMPLETE):
+        order.pending_quantity = Decimal(0)
+
+
+def _record(order: Order, update_type: str, trade: Trade | None = None) -> OrderUpdate:
+    """Save the order, append its history row and signal the update (broadcast on commit)."""
+    if update_type != UpdateType.ORDER_PLACED:
+        order.version += 1
+    order.save()
+    update = OrderUpdate.objects.create(
+        order=order, update_type=update_type, version=order.version, snapshot=order_message(order, update_type, trade)
+    )
+    order_updated.send(sender=Order, order=order, update=update)
+    return update
+
+
+def _locked(order: Order | str) -> Order:
+    order_id = order if isinstance(order, str) else order.order_id
+    try:
+        return Order.objects.select_for_update().select_related("instrument").get(order_id=order_id)
+    except Order.DoesNotExist:
+        raise NotFound(f"no order {order_id}") from None
+
+
+def _multiple_of(value: Decimal, step: Decimal) -> bool:
+    return (value / step) == (value / step).to_integral_value()
+
+
+def _validate_prices(errors: dict, instrument: Instrument, order_type: str, side: str, price, trigger_price) -> None:
+    if order_type in PRICED:
+        if price is None:
+            errors["price"] = f"required for {order_type} orders"
+        elif price <= 0:
+            errors["price"] = "must be positive"
+        elif not _multiple_of(price, instrument.tick_size):
+            errors["price"] = f"must be a multiple of the tick size {instrument.tick_size.normalize()}"
+    elif price is not None:
+        errors["price"] = f"not allowed for {order_type} orders"
+    if order_type in TRIGGERED:
+        if trigger_price is None:
+            errors["triggerPrice"] = f"required for {order_type} orders"
+        elif trigger_price <= 0:
+            errors["triggerPrice"] = "must be positive"
+        elif not _multiple_of(trigger_price, instrument.tick_size):
+            errors["triggerPrice"] = f"must be a multiple of the tick size {instrument.tick_size.normalize()}"
+    elif trigger_price is not None:
+        errors["triggerPrice"] = f"not allowed for {order_type} orders"
+    if order_type == OrderType.SL and not errors and price is not None and trigger_price is not None:
+        if side == Side.BUY and price < trigger_price:
+            errors["price"] = "a BUY stop-limit's price must be at or above its trigger price"
+        if side == Side.SELL and price > trigger_price:
+            errors["price"] = "a SELL stop-limit's price must be at or below its trigger price"
+
+
+def _validate_quantity(errors: dict, instrument: Instrument, quantity: Decimal, field: str = "quantity") -> None:
+    if quantity is None or quantity <= 0:
+        errors[field] = "must be positive"
+    elif not _multiple_of(quantity, instrument.lot_size):
+        errors[field] = f"must be a multiple of the lot size {instrument.lot_size.normalize()}"
+
+
+def _new_order_id() -> str:
+    return f"{timezone.now():%y%m%d}{secrets.randbelow(10**9):09d}"
+
+
+@transaction.atomic
+def order_place(
+    *,
+    user,
+    trading_symbol: str,
+    exchange: str | None,
+    order_type: str,
+    transaction_type: str,
+    quantity: Decimal,
+    price: Decimal | None = None,
+    trigger_price: Decimal | None = None,
+    leverage: int = 1,
+    amo: bool = False,
+) -> Order:
+    errors: dict[str, str] = {}
+    instrument = Instrument.objects.filter(symbol=trading_symbol, active=True).first()
+    if instrument is None:
+        raise ValidationError({"tradingSymbol": f"unknown instrument {trading_symbol!r}"})
+    if exchange and exchange != instrument.exchange:
+        raise ValidationError({"exchange": f"{trading_symbol} trades on {instrument.exchange}, not {exchange}"})
+    if order_type not in OrderType.values:
+        errors["orderType"] = f"must be one of {', '.join(OrderType.values)}"
+    if transaction_type not in Side.values:
+        errors["transactionType"] = "must be BUY or SELL"
+    if errors:
+        raise ValidationError(errors)
+    _validate_quantity(errors, instrument, quantity)
+    _validate_prices(errors, instrument, order_type, transaction_type, price, trigger_price)
+    if not 1 <= leverage <= instrument.max_leverage:
+        errors["leverage"] = f"must be between 1 and {instrument.max_leverage} for {instrument.symbol}"
+    if errors:
+        raise ValidationError(errors)
+    order = Order(
+        user=user,
+        instrument=instrument,
+        order_type=order_type,
+        transaction_type=transaction_type,
+        quantity=quantity,
+        pending_quantity=quantity,
+        price=price,
+        trigger_price=trigger_price,
+        leverage=leverage,
+        amo=amo,
+    )
+    for _ in range(5):
+        order.order_id = _new_order_id()
+        try:
+            with transaction.atomic():
+                order.save()
+            break
+        except IntegrityError:
+            if Order.objects.filter(order_id=order.order_id).exists():
+                continue  # id collision: draw again
+            raise
+    _record(order, UpdateType.ORDER_PLACED)
+    return order
+
+
+@transaction.atomic
+def order_modify(
+    *, order: Order | str, quantity: Decimal | None = None, price: Decimal | None = None, trigger_price=None
+) -> Order:
+    order = _locked(order)
+    if order.order_status not in LIVE:
+        raise Conflict(
+            f"order {order.order_id} is {order.order_status}; it cannot be modified", code="invalid_transition"
+        )
+    if quantity is None and price is None and trigger_price is None:
+        raise ValidationError({"non_field_errors": "give at least one of quantity, price, triggerPrice"})
+    errors: dict[str, str] = {}
+    new_price = order.price if price is None else price
+    new_trigger = order.trigger_price if trigger_price is None else trigger_price
+    if price is not None and order.order_type not in PRICED:
+        errors["price"] = f"{order.order_type} orders have no price"
+    if trigger_price is not None and order.order_type not in TRIGGERED:
+        errors["triggerPrice"] = f"{order.order_type} orders have no trigger price"
+    if not errors:
+        _validate_prices(errors, order.instrument, order.order_type, order.transaction_type, new_price, new_trigger)
+    if quantity is not None:
+        _validate_quantity(errors, order.instrument, quantity)
+        if "quantity" not in errors and quantity <= order.filled_quantity:
+            errors["quantity"] = f"must be above the filled quantity {order.filled_quantity.normalize()}"
+    if errors:
+        raise ValidationError(errors)
+    if quantity is not None:
+        order.quantity = quantity
+        order.pending_quantity = quantity - order.filled_quantity
+    order.price, order.trigger_price = new_price, new_trigger
+    _record(order, UpdateType.ORDER_MODIFIED)
+    return order
+
+
+@transaction.atomic
+def order_cancel(*, order: Order | str) -> Order:
+    order = _locked(order)
+    _move(order, S.CANCELLED)
+    _record(order, UpdateType.ORDER_CANCELLED)
+    return order
+
+
+@transaction.atomic
+def order_reject(*, order: Order | str, reason: str) -> Order:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "a rejection needs a reason"})
+    order = _locked(order)
+    _move(order, S.REJECTED)
+    order.rejection_reason = reason[:255]
+    _record(order, UpdateType.ORDER_REJECTED)
+    return order
+
+
+def _accepted_status(order: Order) -> str:
+    if order.order_status == S.PENDING:
+        if order.amo:
+            return S.AMO
+        if order.order_type in TRIGGERED:
+            return S.TRIGGER_PENDING
+    return S.OPEN
+
+
+@transaction.atomic
+def order_accept(*, order: Order | str) -> Order:
+    """The venue took the order: PENDING → OPEN (or TRIGGER_PENDING for stops, AMO for after-market);
+    a stop whose trigger fired, or an AMO at the open: → OPEN."""
+    order = _locked(order)
+    _move(order, _accepted_status(order))
+    _record(order, UpdateType.ORDER_STATUS)
+    return order
+
+
+@transaction.atomic
+def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal, price: Decimal) -> Trade:
+    """One execution leg. A fill on a PENDING, TRIGGER_PENDING or AMO order implies acceptance."""
+    order = _locked(order)
+    if order.order_status in (S.PENDING, S.TRIGGER_PENDING, S.AMO):
+        _move(order, S.OPEN)
+    if order.order_status != S.OPEN:
+        raise Conflict(
+            f"order {order.order_id} is {order.order_status}; it cannot be filled", code="invalid_transition"
+        )
+    if quantity is None or quantity <= 0 or price is None or price <= 0:
+        raise ValidationError({"quantity": "a fill needs a positive quantity and price"})
+    if quantity > order.pending_quantity:
+        raise Conflict(
+            f"fill of {quantity.normalize()} exceeds the pending {order.pending_quantity.normalize()}", code="overfill"
+        )
+    trade = Trade.objects.create(
+        trade_id=f"{order.order_id}{order.trades.count() + 1:03d}",
+        exec_id=exec_id,
+        order=order,
+        user_id=order.user_id,
+        quantity=quantity,
+        price=price,
+    )
+    order.filled_quantity += quantity
+    order.filled_notional += quantity * price
+    order.average_price = (order.filled_notional / order.filled_quantity).quantize(AVG_QUANT)
+    order.pending_quantity = order.quantity - order.filled_quantity
+    if order.pending_quantity == 0:
+        _move(order, S.COMPLETE)
+    _record(order, UpdateType.TRADE_UPDATE, trade)
+    _record(order, UpdateType.ORDER_EXECUTED if order.order_status == S.COMPLETE else UpdateType.ORDER_PARTIAL)
+    return trade
+
+
+@transaction.atomic
+def execution_apply(
+    *, order_id: str, exec_id: str, kind: str, quantity: Decimal | None = None, price=None, reason: str = ""
+) -> tuple[Order, bool]:
+    """Apply a venue's execution report once. Returns (order, applied); a replayed execId
+    changes nothing, sends nothing and returns applied=False."""
+    order = _locked(order_id)  # serialises reports for one order, replays included
+    existing = ExecutionReport.objects.filter(exec_id=exec_id).first()
+    if existing is not None:
+        if existing.order_id != order.pk or existing.kind != kind:
+            raise Conflict(f"execId {exec_id} was already used for another report", code="exec_id_reused")
+        return order, False
+    ExecutionReport.objects.create(
+        exec_id=exec_id, order=order, kind=kind, quantity=quantity, price=price, reason=reason or ""
+    )
+    if kind == ExecutionReport.Kind.ACCEPT:
+        order_accept(order=order)
+    elif kind == ExecutionReport.Kind.FILL:
+        order_fill(order=order, exec_id=exec_id, quantity=quantity, price=price)
+    elif kind == ExecutionReport.Kind.REJECT:
+        order_reject(order=order, reason=reason or "rejected by venue")
+    elif kind == ExecutionReport.Kind.CANCEL:
+        order_cancel(order=order)
+    else:
+        raise ValidationError({"type": "must be accept, fill, reject or cancel"})
+    order.refresh_from_db()
+    return order, True
+
+
+# ---- order-socket sessions ---------------------------------------------------------------------
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@transaction.atomic
+def order_session_create(*, user) -> tuple[OrderSession, str]:
+    """A session + token for /ws/orders. The token is returned once; only its hash is kept."""
+    token = secrets.token_urlsafe(32)
+    session = OrderSession.objects.create(
+        session=f"sess_{secrets.token_hex(12)}",
+        token_hash=_token_hash(token),
+        user=user,
+        expires_at=timezone.now() + timedelta(seconds=settings.AXISOR_ORDERS["SESSION_SECONDS"]),
+    )
+    return session, token
+
+
+@transaction.atomic
+def order_session_revoke(*, session: OrderSession) -> OrderSession:
+    from accounts.models import User
+    from accounts.signals import account_access_changed
+
+    if session.revoked_at is None:
+        session.revoked_at = timezone.now()
+        session.save(update_fields=["revoked_at"])
+        account_access_changed.send(sender=User, user=session.user)
+    return session
+
+
+def order_session_check(session_id: str, token: str) -> OrderSession | None:
+    """The live session these credentials open, or None (bad, expired, revoked, inactive user)."""
+    if not (isinstance(session_id, str) and isinstance(token, str)) or len(session_id) > 40 or len(token) > 200:
+        return None
+    found = OrderSession.objects.select_related("user").filter(session=session_id).first()
+    if found is None or not hmac.compare_digest(found.token_hash, _token_hash(token)):
+        return None
+    if found.revoked_at is not None or found.expires_at <= timezone.now() or not found.user.is_active:
+        return None
+    return found
