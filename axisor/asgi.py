@@ -11,10 +11,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from axisor.realtime.origin import allowed_hosts_origin_validator  # noqa: E402
 from axisor.routing import websocket_urlpatterns  # noqa: E402
+from axisor.simulate import SimulationStarter  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": allowed_hosts_origin_validator(URLRouter(websocket_urlpatterns)),
-    }
+application = SimulationStarter(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": allowed_hosts_origin_validator(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )

@@ -220,6 +220,8 @@ AXISOR_ORDERS = {
 }
 AXISOR_SERVICE_KEY = env("AXISOR_SERVICE_KEY")
 AXISOR_SIMULATE = env("AXISOR_SIMULATE", "")
+if AXISOR_SIMULATE not in {"", "venue", "all"}:
+    raise ImproperlyConfigured(f"AXISOR_SIMULATE must be unset, 'venue' or 'all', got {AXISOR_SIMULATE!r}")
 
 # --- i18n, static ---------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -236,7 +238,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact": {"()": "axisor.logfilters.RedactSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

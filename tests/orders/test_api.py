@@ -1,0 +1,154 @@
+"""The orders REST API: placement, idempotency, listing, modify, cancel, history, trades,
+sessions and the venue executions endpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from axisor.realtime.models import EventLog
+from orders.models import Order, OrderSession
+from tests.conftest import auth_api
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("instruments")]
+
+LIMIT = {
+    "tradingSymbol": "SBIN-EQ",
+    "exchange": "NSE",
+    "orderType": "LIMIT",
+    "transactionType": "BUY",
+    "quantity": 10,
+    "price": 625.5,
+}
+
+
+@pytest.fixture
+def user(make_user):
+    return make_user("rest")
+
+
+@pytest.fixture
+def client(user):
+    return auth_api(user)
+
+
+@pytest.fixture
+def staff(make_user):
+    return auth_api(make_user("venue", staff=True))
+
+
+def test_place_get_list_modify_cancel(client, staff):
+    resp = client.post("/api/orders", LIMIT, format="json")
+    assert resp.status_code == 201, resp.content
+    order = resp.json()
+    assert order["orderStatus"] == "PENDING" and order["quantity"] == 10 and order["pendingQuantity"] == 10
+    assert order["price"] == 625.5 and order["version"] == 1 and order["orderId"].isdigit()
+    oid = order["orderId"]
+
+    assert client.get(f"/api/orders/{oid}").json()["orderId"] == oid
+    listing = client.get("/api/orders?status=PENDING&symbol=SBIN-EQ").json()
+    assert listing["count"] == 1 and listing["results"][0]["orderId"] == oid
+    assert client.get("/api/orders?status=OPEN").json()["count"] == 0
+    assert client.get("/api/orders?status=BOGUS").status_code == 400
+
+    assert client.post(f"/api/orders/{oid}/cancel").status_code == 409  # PENDING cannot be cancelled
+    accept = staff.post("/api/internal/executions", {"orderId": oid, "execId": "a1", "type": "accept"}, format="json")
+    assert accept.status_code == 200 and accept.json()["order"]["orderStatus"] == "OPEN"
+
+    modified = client.patch(f"/api/orders/{oid}", {"price": 624.0, "quantity": 12}, format="json")
+    assert modified.status_code == 200 and modified.json()["pendingQuantity"] == 12
+    cancelled = client.post(f"/api/orders/{oid}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["orderStatus"] == "CANCELLED"
+    again = client.post(f"/api/orders/{oid}/cancel")
+    assert again.status_code == 409 and again.json()["code"] == "invalid_transition"
+
+    history = client.get(f"/api/orders/{oid}/updates").json()
+    assert [h["updateType"] for h in history] == ["ORDER_PLACED", "ORDER_STATUS", "ORDER_MODIFIED", "ORDER_CANCELLED"]
+    assert [h["version"] for h in history] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"tradingSymbol": "NOPE"}, "tradingSymbol"),
+        ({"exchange": "NYSE"}, "exchange"),
+        ({"orderType": "FOK"}, "orderType"),
+        ({"transactionType": "HOLD"}, "transactionType"),
+        ({"quantity": -1}, "quantity"),
+        ({"quantity": "ten"}, "quantity"),
+        ({"price": None}, "price"),
+        ({"leverage": 50}, "leverage"),
+    ],
+)
+def test_bad_input_is_400_with_field_and_writes_nothing(client, change, field):
+    resp = client.post("/api/orders", {**LIMIT, **change}, format="json")
+    assert resp.status_code == 400, resp.content
+    body = resp.json()
+    assert body["code"] == "validation_error" and field in body["fields"]
+    assert Order.objects.count() == 0 and EventLog.objects.count() == 0
+
+
+def test_idempotency_key_replays_first_answer_and_refuses_other_body(client):
+    first = client.post("/api/orders", LIMIT, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    again = client.post("/api/orders", LIMIT, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json() and again["Idempotent-Replayed"] == "true"
+    other = client.post("/api/orders", {**LIMIT, "quantity": 11}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert Order.objects.count() == 1
+    # a failed placement does not burn the key
+    bad = client.post("/api/orders", {**LIMIT, "price": None}, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+    assert bad.status_code == 400
+    ok = client.post("/api/orders", LIMIT, format="json", HTTP_IDEMPOTENCY_KEY="k-2")
+    assert ok.status_code == 201 and Order.objects.count() == 2
+
+
+def test_another_users_order_is_404(client, make_user, staff):
+    oid = client.post("/api/orders", LIMIT, format="json").json()["orderId"]
+    other = auth_api(make_user("other"))
+    assert other.get(f"/api/orders/{oid}").status_code == 404
+    assert other.patch(f"/api/orders/{oid}", {"price": 600}, format="json").status_code == 404
+    assert other.post(f"/api/orders/{oid}/cancel").status_code == 404
+    assert other.get(f"/api/orders/{oid}/updates").status_code == 404
+    assert other.get("/api/orders").json()["count"] == 0
+
+
+def test_executions_api_fills_idempotently_and_trades_list(client, staff):
+    oid = client.post("/api/orders", LIMIT, format="json").json()["orderId"]
+    fill = {"orderId": oid, "execId": "f1", "type": "fill", "quantity": 4, "price": 625.5}
+    first = staff.post("/api/internal/executions", fill, format="json").json()
+    replay = staff.post("/api/internal/executions", fill, format="json").json()
+    assert first["applied"] is True and replay["applied"] is False
+    assert replay["order"]["filledQuantity"] == 4 and replay["order"]["orderStatus"] == "OPEN"
+    over = staff.post("/api/internal/executions", {**fill, "execId": "f2", "quantity": 7}, format="json")
+    assert over.status_code == 409 and over.json()["code"] == "overfill"
+    missing = staff.post("/api/internal/executions", {**fill, "execId": "f3", "quantity": None}, format="json")
+    assert missing.status_code == 400
+    unknown = staff.post("/api/internal/executions", {**fill, "execId": "f4", "orderId": "999999999"}, format="json")
+    assert unknown.status_code == 404
+    trades = client.get("/api/trades").json()
+    assert trades["count"] == 1 and trades["results"][0]["execId"] == "f1" and trades["results"][0]["quantity"] == 4
+
+
+def test_executions_api_is_staff_or_service_key(client, api, settings):
+    oid = client.post("/api/orders", LIMIT, format="json").json()["orderId"]
+    body = {"orderId": oid, "execId": "x1", "type": "reject", "reason": "Insufficient funds"}
+    assert client.post("/api/internal/executions", body, format="json").status_code == 403
+    settings.AXISOR_SERVICE_KEY = "venue-key"
+    resp = api.post("/api/internal/executions", body, format="json", HTTP_X_SERVICE_KEY="venue-key")
+    assert resp.status_code == 200
+    assert (
+        resp.json()["order"]["orderStatus"] == "REJECTED"
+        and resp.json()["order"]["rejectionReason"] == "Insufficient funds"
+    )
+
+
+def test_sessions_store_only_a_hash_and_can_be_revoked(client):
+    resp = client.post("/api/auth/sessions")
+    assert resp.status_code == 201
+    body = resp.json()
+    assert set(body) == {"session", "token", "expiresAt"} and body["expiresAt"].endswith("Z")
+    stored = OrderSession.objects.get(session=body["session"])
+    assert body["token"] not in stored.token_hash and len(stored.token_hash) == 64
+    assert client.delete(f"/api/auth/sessions/{body['session']}").status_code == 204
+    stored.refresh_from_db()
+    assert stored.revoked_at is not None

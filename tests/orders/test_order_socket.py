@@ -1,0 +1,115 @@
+"""/ws/orders through the ASGI application: auth at the handshake, flat updates with version and
+seq, PONG, heartbeat, idle close, revocation."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+
+from orders.services import order_session_create, order_session_revoke
+from tests.conftest import closed_with, ws
+from tests.orders.factories import execute, place
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]
+
+
+@pytest.fixture
+def fast(settings):
+    settings.AXISOR_ORDERS = {**settings.AXISOR_ORDERS, "HEARTBEAT_SECONDS": 0.2, "IDLE_TIMEOUT_SECONDS": 60}
+    return settings
+
+
+async def open_socket(user):
+    session, token = await database_sync_to_async(order_session_create)(user=user)
+    comm = ws(f"/ws/orders?session={session.session}&token={token}")
+    ok, _ = await comm.connect()
+    assert ok
+    return comm, session
+
+
+async def next_update(comm) -> dict:
+    while True:
+        msg = await comm.receive_json_from(timeout=5)
+        if "updateType" in msg:
+            return msg
+        assert msg["type"] == "heartbeat", msg
+
+
+async def test_bad_credentials_are_refused_at_handshake(make_user):
+    user = await database_sync_to_async(make_user)("o1")
+    session, token = await database_sync_to_async(order_session_create)(user=user)
+    for query in (
+        "",
+        f"session={session.session}",
+        f"session={session.session}&token=wrong",
+        f"session=nope&token={token}",
+    ):
+        ok, _ = await ws(f"/ws/orders?{query}").connect()
+        assert not ok, query
+    await database_sync_to_async(order_session_revoke)(session=session)
+    ok, _ = await ws(f"/ws/orders?session={session.session}&token={token}").connect()
+    assert not ok
+
+
+async def test_flat_updates_with_version_and_seq_for_own_orders_only(make_user):
+    user = await database_sync_to_async(make_user)("o2", tier="premium")
+    other = await database_sync_to_async(make_user)("o3")
+    comm, _ = await open_socket(user)
+    await database_sync_to_async(place)(other)  # not ours
+    order = await database_sync_to_async(place)(user, quantity="10")
+    await database_sync_to_async(execute)(order, "fill", 10, "625.5")
+    got = [await next_update(comm) for _ in range(3)]
+    assert [u["updateType"] for u in got] == ["ORDER_PLACED", "TRADE_UPDATE", "ORDER_EXECUTED"]
+    assert [u["version"] for u in got] == [1, 2, 3]
+    assert [u["seq"] for u in got] == [1, 2, 3]
+    assert got[0]["orderId"] == order.order_id and got[0]["tradingSymbol"] == "SBIN-EQ" and got[0]["exchange"] == "NSE"
+    assert got[-1]["orderStatus"] == "COMPLETE" and got[-1]["averagePrice"] == 625.5 and got[-1]["pendingQuantity"] == 0
+    assert got[0]["timestamp"].endswith("Z")
+    await comm.disconnect()
+
+
+async def test_pong_is_silent_other_text_gets_error_heartbeat_arrives(make_user, fast):
+    user = await database_sync_to_async(make_user)("o4")
+    comm, _ = await open_socket(user)
+    await comm.send_to(text_data="PONG")
+    beat = await comm.receive_json_from(timeout=5)
+    assert beat["type"] == "heartbeat" and beat["serverTime"].endswith("Z")
+    await comm.send_to(text_data="hello")
+    while (msg := await comm.receive_json_from(timeout=5))["type"] == "heartbeat":
+        pass
+    assert msg["type"] == "error" and msg["code"] == "INVALID_MESSAGE"
+    await comm.disconnect()
+
+
+async def test_silent_client_is_closed_4040(make_user, settings):
+    settings.AXISOR_ORDERS = {**settings.AXISOR_ORDERS, "HEARTBEAT_SECONDS": 0.1, "IDLE_TIMEOUT_SECONDS": 0.3}
+    user = await database_sync_to_async(make_user)("o5")
+    comm, _ = await open_socket(user)
+    while (out := await comm.receive_output(timeout=5))["type"] != "websocket.close":
+        pass
+    assert out["code"] == 4040
+
+
+async def test_revoked_session_closes_open_socket_4003(make_user):
+    user = await database_sync_to_async(make_user)("o6")
+    comm, session = await open_socket(user)
+    await database_sync_to_async(order_session_revoke)(session=session)
+    err = await comm.receive_json_from(timeout=5)
+    assert err["code"] == "ACCESS_REVOKED"
+    assert await closed_with(comm) == 4003
+
+
+async def test_basic_tier_second_connection_refused_4029(make_user):
+    user = await database_sync_to_async(make_user)("o7", tier="basic")
+    first, _ = await open_socket(user)
+    second, _ = await open_socket(user)
+    err = await second.receive_json_from(timeout=5)
+    assert err["type"] == "error" and err["closeCode"] == 4029
+    assert await closed_with(second) == 4029
+    await database_sync_to_async(place)(user)
+    assert (await next_update(first))["updateType"] == "ORDER_PLACED"
+    await first.disconnect()
+    third, _ = await open_socket(user)  # the slot was released on disconnect
+    await database_sync_to_async(place)(user)
+    assert (await next_update(third))["updateType"] == "ORDER_PLACED"
+    await third.disconnect()
