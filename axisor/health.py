@@ -39,7 +39,7 @@ async def readyz(request):
         try:
             await check()
             checks[name] = "ok"
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - report any failure, never crash the probe
             checks[name] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values())
     return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

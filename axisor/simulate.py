@@ -56,7 +56,7 @@ class Simulator:
             try:
                 if await self._leader():
                     await database_sync_to_async(self._step)()
-            except Exception:  # noqa: BLE001 - a bad step must not stop the simulation
+            except Exception:  # a bad step must not stop the simulation
                 logger.exception("simulator step failed")
             await asyncio.sleep(STEP_SECONDS)
 
