@@ -9,11 +9,11 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from axisor.background import BackgroundStarter  # noqa: E402
 from axisor.realtime.origin import allowed_hosts_origin_validator  # noqa: E402
 from axisor.routing import websocket_urlpatterns  # noqa: E402
-from axisor.simulate import SimulationStarter  # noqa: E402
 
-application = SimulationStarter(
+application = BackgroundStarter(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,

@@ -218,6 +218,18 @@ AXISOR_ORDERS = {
     # tier: (max concurrent connections, connection attempts per minute or None for unlimited)
     "TIER_LIMITS": {"basic": (1, 10), "premium": (3, 30), "enterprise": (10, None)},
 }
+AXISOR_NOTIFICATIONS = {
+    "MAX_ATTEMPTS": env_int("NOTIFY_MAX_ATTEMPTS", 5),
+    "BACKOFF_BASE_SECONDS": env_float("NOTIFY_BACKOFF_BASE_SECONDS", 2.0),
+    "BACKOFF_MAX_SECONDS": env_float("NOTIFY_BACKOFF_MAX_SECONDS", 300.0),
+    "CLAIM_SECONDS": env_float("NOTIFY_CLAIM_SECONDS", 60.0),
+    "BATCH": env_int("NOTIFY_BATCH", 100),
+    "WEBHOOK_TIMEOUT_SECONDS": env_float("NOTIFY_WEBHOOK_TIMEOUT_SECONDS", 5.0),
+    "POLL_SECONDS": env_float("NOTIFY_POLL_SECONDS", 0.5),
+}
+# Run the simulator and the notification delivery loop inside each daphne process (see
+# axisor/background.py); set 0 to run `manage.py deliver_notifications` as a separate worker.
+AXISOR_BACKGROUND = env_bool("AXISOR_BACKGROUND", True)
 AXISOR_SERVICE_KEY = env("AXISOR_SERVICE_KEY")
 AXISOR_SIMULATE = env("AXISOR_SIMULATE", "")
 if AXISOR_SIMULATE not in {"", "venue", "all"}:
@@ -233,6 +245,12 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "notifications@axisor.local")
 
 LOGGING = {
     "version": 1,

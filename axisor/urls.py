@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from notifications.apis import NotificationViewSet
 from orders.apis import ExecutionApi, OrderViewSet, SessionCreateApi, SessionRevokeApi, TradeViewSet
 from system.apis import NoticeEndApi, NoticeListApi
 
@@ -12,6 +13,7 @@ from .health import healthz, readyz
 router = SimpleRouter(trailing_slash=False)
 router.register("orders", OrderViewSet, basename="order")
 router.register("trades", TradeViewSet, basename="trade")
+router.register("notifications", NotificationViewSet, basename="notification")
 
 api = [
     *router.urls,

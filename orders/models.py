@@ -84,8 +84,11 @@ class Order(models.Model):
             ),
             models.CheckConstraint(
                 condition=(
-                    Q(order_status__in=[s.value for s in LIVE], pending_quantity=F("quantity") - F("filled_quantity"))
-                    | Q(order_status__in=[s.value for s in TERMINAL], pending_quantity=0)
+                    Q(
+                        order_status__in=sorted(s.value for s in LIVE),
+                        pending_quantity=F("quantity") - F("filled_quantity"),
+                    )
+                    | Q(order_status__in=sorted(s.value for s in TERMINAL), pending_quantity=0)
                 ),
                 name="order_pending_is_unfilled_while_live",
             ),
@@ -99,13 +102,13 @@ class Order(models.Model):
                 name="order_average_iff_filled",
             ),
             models.CheckConstraint(
-                condition=Q(order_type__in=[t.value for t in PRICED], price__gt=0)
-                | ~Q(order_type__in=[t.value for t in PRICED]) & Q(price__isnull=True),
+                condition=Q(order_type__in=sorted(t.value for t in PRICED), price__gt=0)
+                | ~Q(order_type__in=sorted(t.value for t in PRICED)) & Q(price__isnull=True),
                 name="order_price_matches_type",
             ),
             models.CheckConstraint(
-                condition=Q(order_type__in=[t.value for t in TRIGGERED], trigger_price__gt=0)
-                | ~Q(order_type__in=[t.value for t in TRIGGERED]) & Q(trigger_price__isnull=True),
+                condition=Q(order_type__in=sorted(t.value for t in TRIGGERED), trigger_price__gt=0)
+                | ~Q(order_type__in=sorted(t.value for t in TRIGGERED)) & Q(trigger_price__isnull=True),
                 name="order_trigger_matches_type",
             ),
             models.CheckConstraint(condition=Q(leverage__gte=1), name="order_leverage_min"),

@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from axisor.errors import Conflict, NotFound
 from market.models import Instrument
+from notifications.services import notification_create
 
-from .events import order_message
+from .events import num, order_message
 from .models import (
     LIVE,
     PRICED,
@@ -229,7 +230,23 @@ def order_reject(*, order: Order | str, reason: str) -> Order:
     _move(order, S.REJECTED)
     order.rejection_reason = reason[:255]
     _record(order, UpdateType.ORDER_REJECTED)
+    _notify(order, "Order rejected", f"{_describe(order)} was rejected: {order.rejection_reason}", "error")
     return order
+
+
+def _describe(order: Order) -> str:
+    return f"{order.transaction_type} {num(order.quantity)} {order.instrument.symbol} ({order.order_id})"
+
+
+def _notify(order: Order, title: str, message: str, type_: str) -> None:
+    notification_create(
+        user=order.user_id,
+        title=title,
+        message=message,
+        type=type_,
+        category="orders",
+        data={"orderId": order.order_id, "orderStatus": order.order_status},
+    )
 
 
 def _accepted_status(order: Order) -> str:
@@ -283,6 +300,8 @@ def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal, price: De
         _move(order, S.COMPLETE)
     _record(order, UpdateType.TRADE_UPDATE, trade)
     _record(order, UpdateType.ORDER_EXECUTED if order.order_status == S.COMPLETE else UpdateType.ORDER_PARTIAL)
+    if order.order_status == S.COMPLETE:
+        _notify(order, "Order executed", f"{_describe(order)} executed at {num(order.average_price)}", "success")
     return trade
 
 

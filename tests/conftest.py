@@ -21,6 +21,8 @@ def pytest_configure(config):
         problems.append("DATABASE_URL must point at PostgreSQL (e.g. postgres://postgres@127.0.0.1:5432/test)")
     if not settings.REDIS_URL:
         problems.append("REDIS_URL must point at Redis (e.g. redis://127.0.0.1:6379/0)")
+    # Hashing passwords at full strength makes user factories dominate the run time.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     if problems:
         pytest.exit("the test suite runs against the real services: " + "; ".join(problems), returncode=3)
 

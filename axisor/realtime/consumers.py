@@ -18,7 +18,7 @@ from django.conf import settings
 from market.selectors import instrument_symbols_async
 from system.selectors import notices_in_force_async
 
-from . import rooms
+from . import presence, rooms
 from .auth import AuthError, bearer_token, check_jwt, user_still_allowed
 from .protocol import Close, Code, connection, error
 from .publish import iso, now_iso
@@ -41,6 +41,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         self.closing = False
         self.expires_at: datetime | None = None
         self.timer: asyncio.Task | None = None
+        self.presence_task: asyncio.Task | None = None
         await self.accept()
         token = bearer_token(self.scope)
         if token is not None:
@@ -50,8 +51,11 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
-        if self.timer is not None:
-            self.timer.cancel()
+        for task in (self.timer, self.presence_task):
+            if task is not None:
+                task.cancel()
+        if self.user is not None:
+            await presence.leave(self.user.pk, self.channel_name)
         for room in list(self.joined.values()):
             await self.channel_layer.group_discard(room.group, self.channel_name)
         self.joined.clear()
@@ -96,6 +100,12 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             else:
                 await asyncio.sleep(left)
 
+    async def _presence(self) -> None:
+        """Hold this connection's presence lease while it is open."""
+        while not self.closing:
+            await asyncio.sleep(presence.LEASE_SECONDS / 3)
+            await presence.join(self.user.pk, self.channel_name)
+
     async def authenticate(self, token: object) -> None:
         try:
             identity = await check_jwt(token)
@@ -114,6 +124,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         if first:
             for room in rooms.auto_rooms(self.user):
                 await self._join(room)
+            await presence.join(self.user.pk, self.channel_name)
+            self.presence_task = asyncio.ensure_future(self._presence())
         reply = connection(user_id=self.user.pk, session_id=self.session_id)
         reply["tokenExpiresAt"] = iso(self.expires_at)
         await self.send_json(reply)

@@ -60,24 +60,31 @@ def _refusal(result: int, tier: str) -> Refusal | None:
     return None
 
 
+_clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
+
+
+def redis_client() -> aioredis.Redis:
+    """This event loop's client for REDIS_URL (redis.asyncio clients are bound to their loop)."""
+    global _clients
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = aioredis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+        )
+        _clients = {lp: c for lp, c in _clients.items() if not lp.is_closed()}
+        _clients[loop] = client
+    return client
+
+
 class RedisLimiter:
-    def __init__(self, url: str, prefix: str) -> None:
-        self.url = url
+    def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self._clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
 
     def _client(self) -> aioredis.Redis:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = aioredis.from_url(
-                self.url,
-                socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-                socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
-            )
-            self._clients = {lp: c for lp, c in self._clients.items() if not lp.is_closed()}
-            self._clients[loop] = client
-        return client
+        return redis_client()
 
     def _keys(self, user_id: int) -> list[str]:
         return [f"{self.prefix}:orders:conns:{user_id}", f"{self.prefix}:orders:attempts:{user_id}"]
@@ -140,7 +147,5 @@ _limiter: RedisLimiter | MemoryLimiter | None = None
 def limiter() -> RedisLimiter | MemoryLimiter:
     global _limiter
     if _limiter is None:
-        _limiter = (
-            RedisLimiter(settings.REDIS_URL, settings.CHANNEL_LAYER_PREFIX) if settings.REDIS_URL else MemoryLimiter()
-        )
+        _limiter = RedisLimiter(settings.CHANNEL_LAYER_PREFIX) if settings.REDIS_URL else MemoryLimiter()
     return _limiter

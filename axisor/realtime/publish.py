@@ -15,7 +15,6 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
-from django.db.models import F
 
 from .models import EventLog, UserSequence
 from .rooms import Room, user_room
@@ -50,25 +49,39 @@ def dumps(payload: dict) -> str:
     return json.dumps(payload, default=_json_default, separators=(",", ":"))
 
 
-def next_seq(user_id: int) -> int:
-    """Hand out the user's next seq. The row lock serialises a user's writers until commit."""
-    updated = UserSequence.objects.filter(user_id=user_id).update(last_seq=F("last_seq") + 1)
-    if not updated:
-        UserSequence.objects.get_or_create(user_id=user_id)
-        UserSequence.objects.filter(user_id=user_id).update(last_seq=F("last_seq") + 1)
-    return UserSequence.objects.values_list("last_seq", flat=True).get(user_id=user_id)
-
-
 def group_send(group: str, message: dict) -> None:
     """Send a layer message now, from sync code. Failures are logged, never raised to the caller:
     the change is committed and its event is in the log for resume."""
+    group_send_many([(group, message)])
+
+
+def group_send_many(sends: list[tuple[str, dict]]) -> None:
+    """Several layer messages in one trip into the event loop, in order."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not sends:
         return
-    try:
-        async_to_sync(layer.group_send)(group, message)
-    except Exception:
-        logger.exception("group_send to %s failed", group)
+
+    async def send_all() -> None:
+        for group, message in sends:
+            try:
+                await layer.group_send(group, message)
+            except Exception:
+                logger.exception("group_send to %s failed", group)
+
+    async_to_sync(send_all)()
+
+
+def next_seqs(counts: dict[int, int]) -> dict[int, int]:
+    """Reserve ``counts[user]`` seqs for each user; returns each user's first reserved seq.
+    Rows are locked in user order, so concurrent publishers cannot deadlock."""
+    UserSequence.objects.bulk_create([UserSequence(user_id=u) for u in counts], ignore_conflicts=True)
+    rows = list(UserSequence.objects.select_for_update().filter(user_id__in=list(counts)).order_by("user_id"))
+    first = {}
+    for row in rows:
+        first[row.user_id] = row.last_seq + 1
+        row.last_seq += counts[row.user_id]
+    UserSequence.objects.bulk_update(rows, ["last_seq"], batch_size=2000)
+    return first
 
 
 @transaction.atomic
@@ -82,7 +95,7 @@ def publish(*, room: Room, type: str, channel: str, data: dict, user_id: int | N
     seq = None
     if user_id is not None:
         room = user_room(user_id)
-        seq = next_seq(user_id)
+        seq = next_seqs({user_id: 1})[user_id]
         message["seq"] = seq
     text = dumps(message)
     entry = EventLog.objects.create(
@@ -92,6 +105,30 @@ def publish(*, room: Room, type: str, channel: str, data: dict, user_id: int | N
     group = room.group
     transaction.on_commit(lambda: group_send(group, layer_message))
     return entry
+
+
+@transaction.atomic
+def publish_personal_many(events: list[tuple[int, str, str, dict]]) -> list[EventLog]:
+    """Log many personal events ``(user_id, type, channel, data)`` with one seq reservation and one
+    bulk insert; send them all on commit. Events of one user keep their list order."""
+    if not events:
+        return []
+    counts: dict[int, int] = {}
+    for user_id, *_ in events:
+        counts[user_id] = counts.get(user_id, 0) + 1
+    seqs = next_seqs(counts)
+    rows, sends = [], []
+    for user_id, type_, channel, data in events:
+        seq = seqs[user_id]
+        seqs[user_id] += 1
+        text = dumps({"type": type_, "channel": channel, "data": data, "seq": seq})
+        room = user_room(user_id)
+        payload = json.loads(text)
+        rows.append(EventLog(user_id=user_id, seq=seq, room=room.name, type=type_, channel=channel, payload=payload))
+        sends.append((room.group, {"type": EVENT_MESSAGE, "channel": channel, "personal": True, "text": text}))
+    created = EventLog.objects.bulk_create(rows, batch_size=2000)
+    transaction.on_commit(lambda: group_send_many(sends))
+    return created
 
 
 def signal_access_changed(*, user_id: int, reason: str) -> None:

@@ -49,7 +49,8 @@ def daphne(transactional_db):
     started: list[Daphne] = []
 
     def start(**extra_env: str) -> Daphne:
-        env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1", **extra_env}
+        env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1", "AXISOR_BACKGROUND": "1"}
+        env.update(extra_env)
         proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "axisor.asgi:application"],
             cwd=ROOT,

@@ -29,7 +29,7 @@ def test_admin_reject_with_reason_and_cancel(make_user, django_capture_on_commit
     open_.refresh_from_db()
     assert pending.order_status == OrderStatus.REJECTED and pending.rejection_reason == "Risk limit"
     assert open_.order_status == OrderStatus.CANCELLED
-    assert len(sent) == 2
+    assert len(sent) == 3  # two order updates and the rejection notification
     assert EventLog.objects.filter(user=user, payload__data__updateType="ORDER_REJECTED").exists()
     page = client.get(f"/admin/orders/order/{pending.pk}/change/")
     assert page.status_code == 200 and b"ORDER_REJECTED" in page.content

@@ -1,0 +1,93 @@
+"""Background loops inside a server process: the simulator (AXISOR_SIMULATE=venue|all: the paper
+venue fills orders against a simulated price walk) and the notification delivery worker.
+
+They start with the first request or socket a process gets (daphne has no start-up hook). With
+Redis, one process at a time holds the simulator lease, so several daphne processes never run two
+venues; the delivery worker needs no lease (it claims rows with SKIP LOCKED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from axisor.realtime.limits import redis_client
+
+logger = logging.getLogger(__name__)
+
+SIMULATOR_STEP_SECONDS = 0.5
+LEADER_LEASE_MS = 5000
+
+
+class Simulator:
+    def __init__(self) -> None:
+        from market.prices import RandomWalkPrices
+        from orders.venue import PaperVenue
+
+        self.prices = RandomWalkPrices()
+        self.venue = PaperVenue(self.prices)
+        self.me = uuid.uuid4().hex
+
+    def step(self) -> None:
+        if not self.prices.prices:
+            self.prices.load()
+        self.prices.step()
+        self.venue.step()
+
+    async def leader(self) -> bool:
+        if not settings.REDIS_URL:
+            return True
+        client = redis_client()
+        key = f"{settings.CHANNEL_LAYER_PREFIX}:simulator:leader"
+        if await client.set(key, self.me, nx=True, px=LEADER_LEASE_MS):
+            return True
+        if (await client.get(key) or b"").decode() == self.me:
+            await client.pexpire(key, LEADER_LEASE_MS)
+            return True
+        return False
+
+
+async def loop(name: str, step: Callable[[], object], every: float, leader=None) -> None:
+    logger.info("%s started, every %.2fs", name, every)
+    while True:
+        try:
+            if leader is None or await leader():
+                await database_sync_to_async(step)()
+        except Exception:  # a bad step must not stop the loop
+            logger.exception("%s step failed", name)
+        await asyncio.sleep(every)
+
+
+def deliver_step() -> None:
+    from notifications.delivery import deliver_due
+
+    while deliver_due() == settings.AXISOR_NOTIFICATIONS["BATCH"]:
+        pass  # a full batch: more may be due
+
+
+class BackgroundStarter:
+    """ASGI wrapper that starts the background loops in the server's event loop on the first scope."""
+
+    def __init__(self, application) -> None:
+        self.application = application
+        self.tasks: list[asyncio.Task] | None = None
+
+    def start(self) -> list[asyncio.Task]:
+        tasks = []
+        if settings.AXISOR_SIMULATE in ("venue", "all"):
+            sim = Simulator()
+            tasks.append(asyncio.ensure_future(loop("simulator", sim.step, SIMULATOR_STEP_SECONDS, sim.leader)))
+        every = settings.AXISOR_NOTIFICATIONS["POLL_SECONDS"]
+        tasks.append(asyncio.ensure_future(loop("notification delivery", deliver_step, every)))
+        return tasks
+
+    async def __call__(self, scope, receive, send):
+        if settings.AXISOR_BACKGROUND and scope["type"] in ("http", "websocket"):
+            if self.tasks is None or all(t.done() for t in self.tasks):
+                self.tasks = self.start()
+        return await self.application(scope, receive, send)

@@ -1,0 +1,45 @@
+"""Payload builders for the seed's notification events (channel ``notifications``)."""
+
+from __future__ import annotations
+
+from axisor.realtime.publish import iso
+
+IN_APP = "in_app_notification"
+STATUS = "notification_status_update"
+CHANNEL = "notifications"
+
+
+def notification_data(n) -> dict:
+    return {
+        "id": str(n.pk),
+        "userId": str(n.user_id),
+        "title": n.title,
+        "message": n.message,
+        "type": n.type,
+        "category": n.category,
+        "data": n.data,
+        "read": n.read,
+        "readAt": iso(n.read_at),
+        "createdAt": iso(n.created_at),
+    }
+
+
+def delivery_status_data(delivery) -> dict:
+    return {
+        "id": str(delivery.notification_id),
+        "status": delivery.status,
+        "deliveredAt": iso(delivery.delivered_at),
+        "deliveryMethod": delivery.method,
+        "attempts": delivery.attempts,
+        **({"error": delivery.last_error} if delivery.status == "failed" else {}),
+    }
+
+
+def read_status_data(n) -> dict:
+    return {
+        "id": str(n.pk),
+        "status": "read",
+        "deliveredAt": None,
+        "readAt": iso(n.read_at),
+        "deliveryMethod": "in_app",
+    }

@@ -1,0 +1,199 @@
+"""Every write to notifications. All producers (orders, price alerts, margin guard, system, staff)
+call ``notification_create`` or ``notification_broadcast``; deliveries change only here."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from .models import (
+    Category,
+    Delivery,
+    DeliveryStatus,
+    Method,
+    Notification,
+    NotificationPreference,
+    NotificationType,
+    WebhookEndpoint,
+)
+from .signals import delivery_changed, notification_created, notifications_read
+
+DEFAULT_METHODS = {Method.IN_APP: True, Method.EMAIL: False, Method.WEBHOOK: False}
+
+
+def _validate(*, title: str, message: str, type: str, category: str, data) -> None:
+    errors = {}
+    if type not in NotificationType.values:
+        errors["type"] = f"must be one of {', '.join(NotificationType.values)}"
+    if category not in Category.values:
+        errors["category"] = f"must be one of {', '.join(Category.values)}"
+    if not title or len(title) > 200:
+        errors["title"] = "1 to 200 characters"
+    if not message or len(message) > 2000:
+        errors["message"] = "1 to 2000 characters"
+    if data is not None and not isinstance(data, dict):
+        errors["data"] = "must be a JSON object"
+    if errors:
+        raise ValidationError(errors)
+
+
+def methods_for(user_ids: list[int], category: str) -> dict[int, list[str]]:
+    """Enabled delivery methods per user for a category (in-app always on for margin_guard)."""
+    enabled = {uid: dict(DEFAULT_METHODS) for uid in user_ids}
+    for pref in NotificationPreference.objects.filter(user_id__in=user_ids, category=category):
+        enabled[pref.user_id] = {Method.IN_APP: pref.in_app, Method.EMAIL: pref.email, Method.WEBHOOK: pref.webhook}
+    if category == Category.MARGIN_GUARD:
+        for methods in enabled.values():
+            methods[Method.IN_APP] = True
+    return {uid: [m for m, on in methods.items() if on] for uid, methods in enabled.items()}
+
+
+def _create_many(
+    *, user_ids: list[int], title: str, message: str, type: str, category: str, data
+) -> list[Notification]:
+    _validate(title=title, message=message, type=type, category=category, data=data)
+    rows = [
+        Notification(user_id=uid, title=title, message=message, type=type, category=category, data=data or {})
+        for uid in user_ids
+    ]
+    created = Notification.objects.bulk_create(rows, batch_size=2000)
+    methods = methods_for(user_ids, category)
+    now = timezone.now()
+    Delivery.objects.bulk_create(
+        [Delivery(notification=n, method=m, next_attempt_at=now) for n in created for m in methods[n.user_id]],
+        batch_size=2000,
+    )
+    notification_created.send(
+        sender=Notification,
+        notifications=created,
+        in_app={n.pk for n in created if Method.IN_APP in methods[n.user_id]},
+    )
+    return created
+
+
+@transaction.atomic
+def notification_create(
+    *, user, title: str, message: str, type: str = NotificationType.INFO, category: str, data: dict | None = None
+) -> Notification:
+    """Persist a notification and its deliveries; on commit the user gets ``in_app_notification``."""
+    user_id = user if isinstance(user, int) else user.pk
+    return _create_many(user_ids=[user_id], title=title, message=message, type=type, category=category, data=data)[0]
+
+
+@transaction.atomic
+def notification_broadcast(
+    *, audience: str, title: str, message: str, type: str = NotificationType.INFO, category: str, data=None
+) -> int:
+    """One notification per active user of ``audience`` (``all`` or a tier), in bulk."""
+    from accounts.models import Tier
+
+    users = get_user_model().objects.filter(is_active=True)
+    if audience != "all":
+        if audience not in Tier.values:
+            raise ValidationError({"audience": f"must be 'all' or a tier: {', '.join(Tier.values)}"})
+        users = users.filter(tier=audience)
+    user_ids = list(users.order_by("pk").values_list("pk", flat=True))
+    if not user_ids:
+        return 0
+    return len(_create_many(user_ids=user_ids, title=title, message=message, type=type, category=category, data=data))
+
+
+@transaction.atomic
+def notification_mark_read(*, notification: Notification) -> Notification:
+    """Idempotent: a second call changes nothing and sends nothing."""
+    updated = Notification.objects.filter(pk=notification.pk, read=False).update(read=True, read_at=timezone.now())
+    notification.refresh_from_db()
+    if updated:
+        notifications_read.send(sender=Notification, user_id=notification.user_id, notifications=[notification])
+    return notification
+
+
+@transaction.atomic
+def notification_mark_all_read(*, user) -> int:
+    unread = list(Notification.objects.select_for_update().filter(user=user, read=False).order_by("id"))
+    now = timezone.now()
+    Notification.objects.filter(pk__in=[n.pk for n in unread]).update(read=True, read_at=now)
+    for n in unread:
+        n.read, n.read_at = True, now
+    if unread:
+        notifications_read.send(sender=Notification, user_id=user.pk, notifications=unread)
+    return len(unread)
+
+
+@transaction.atomic
+def notification_resend(*, notification: Notification) -> int:
+    """Deliver again by every method it had (staff action). Returns deliveries reset."""
+    return Delivery.objects.filter(notification=notification).update(
+        status=DeliveryStatus.PENDING, attempts=0, last_error="", delivered_at=None, next_attempt_at=timezone.now()
+    )
+
+
+# ---- delivery state (the worker calls these) ------------------------------------------------
+
+
+@transaction.atomic
+def delivery_claim(*, batch: int, lease: timedelta, now: datetime | None = None) -> list[Delivery]:
+    """Take up to ``batch`` due deliveries for ``lease``; a worker that dies lets them fall due again."""
+    now = now or timezone.now()
+    due = list(
+        Delivery.objects.select_for_update(skip_locked=True)
+        .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
+        .order_by("next_attempt_at", "id")[:batch]
+    )
+    for d in due:
+        d.attempts += 1
+        d.next_attempt_at = now + lease
+    Delivery.objects.bulk_update(due, ["attempts", "next_attempt_at"])
+    return due
+
+
+@transaction.atomic
+def delivery_succeeded(*, delivery: Delivery, status: str) -> Delivery:
+    delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    if delivery.status != DeliveryStatus.PENDING:
+        return delivery  # someone else finished it
+    delivery.status = status
+    delivery.delivered_at = timezone.now()
+    delivery.last_error = ""
+    delivery.save(update_fields=["status", "delivered_at", "last_error", "updated_at"])
+    delivery_changed.send(sender=Delivery, delivery=delivery)
+    return delivery
+
+
+@transaction.atomic
+def delivery_failed(*, delivery: Delivery, error: str, retry_in: timedelta | None) -> Delivery:
+    """Record a failed attempt: retry after ``retry_in``, or give up (``None``) → ``failed``."""
+    delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    if delivery.status != DeliveryStatus.PENDING:
+        return delivery
+    delivery.last_error = error[:2000]
+    if retry_in is None:
+        delivery.status = DeliveryStatus.FAILED
+        delivery.save(update_fields=["status", "last_error", "updated_at"])
+        delivery_changed.send(sender=Delivery, delivery=delivery)
+    else:
+        delivery.next_attempt_at = timezone.now() + retry_in
+        delivery.save(update_fields=["last_error", "next_attempt_at", "updated_at"])
+    return delivery
+
+
+# ---- preferences ----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def preferences_set(*, user, categories: dict[str, dict[str, bool]], webhook: dict | None = None) -> None:
+    """Replace the given categories' method switches; set or clear the webhook endpoint."""
+    for category, methods in categories.items():
+        values = {m: methods.get(m, DEFAULT_METHODS[m]) for m in Method.values}
+        if category == Category.MARGIN_GUARD and not values[Method.IN_APP]:
+            raise ValidationError({"categories": "in-app notifications are always on for margin_guard"})
+        NotificationPreference.objects.update_or_create(user=user, category=category, defaults=values)
+    if webhook is not None:
+        if webhook.get("url"):
+            WebhookEndpoint.objects.update_or_create(user=user, defaults=webhook)
+        else:
+            WebhookEndpoint.objects.filter(user=user).delete()
