@@ -38,7 +38,7 @@ class Daphne:
             self.proc.wait(timeout=15)
 
 
-def test_database_url() -> str:
+def subprocess_database_url() -> str:
     s = connection.settings_dict
     return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
@@ -49,7 +49,12 @@ def daphne(transactional_db):
     started: list[Daphne] = []
 
     def start(**extra_env: str) -> Daphne:
-        env = {**os.environ, "DATABASE_URL": test_database_url(), "PYTHONUNBUFFERED": "1", "AXISOR_BACKGROUND": "1"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": subprocess_database_url(),
+            "PYTHONUNBUFFERED": "1",
+            "AXISOR_BACKGROUND": "1",
+        }
         env.update(extra_env)
         proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "axisor.asgi:application"],

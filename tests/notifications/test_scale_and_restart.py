@@ -1,0 +1,95 @@
+"""Broadcast to 10,000 users in one request; a delivery worker killed mid-batch loses nothing."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.hashers import make_password
+
+from accounts.models import User
+from notifications.models import Delivery, DeliveryStatus, Notification
+from notifications.services import notification_create, preferences_set
+from tests.conftest import auth_api, connected, jwt_for
+from tests.integration.conftest import subprocess_database_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_broadcast_to_ten_thousand_users_in_one_request(make_user):
+    staff = await database_sync_to_async(make_user)("ops", staff=True)
+    online = [await database_sync_to_async(make_user)(f"online{i}") for i in range(5)]
+    password = make_password(None)
+    await database_sync_to_async(User.objects.bulk_create)(
+        [User(username=f"bulk{i:05d}", password=password) for i in range(10_000 - 5)], batch_size=2000
+    )
+    socks = [(await connected(jwt_for(u)))[0] for u in online]
+
+    body = {"audience": "all", "title": "Release", "message": "v2 is live", "type": "info", "category": "system"}
+    resp = await database_sync_to_async(auth_api(staff).post)("/api/notifications", body, format="json")
+    assert resp.status_code == 201 and resp.json() == {"created": 10_001}  # everyone active, staff included
+    assert await database_sync_to_async(Notification.objects.count)() == 10_001
+    for user, sock in zip(online, socks, strict=True):
+        event = await sock.receive_json_from(timeout=30)
+        assert event["type"] == "in_app_notification" and event["data"]["userId"] == str(user.pk)
+        assert event["data"]["title"] == "Release" and event["seq"] == 1
+        await sock.disconnect()
+
+
+class SlowHook(http.server.BaseHTTPRequestHandler):
+    """Holds the first request until released, so the worker can be killed mid-batch."""
+
+    release = threading.Event()
+    first_arrived = threading.Event()
+    ids: list[str] = []
+
+    def do_POST(self):  # http.server's method name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        SlowHook.first_arrived.set()
+        SlowHook.release.wait(timeout=30)
+        SlowHook.ids.append(self.headers["X-Axisor-Delivery"])
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_mid_batch_loses_nothing(make_user):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    user = make_user("hooked")
+    preferences_set(
+        user=user,
+        categories={"account": {"in_app": False, "webhook": True}},
+        webhook={"url": f"http://127.0.0.1:{server.server_port}/h", "secret": "x" * 20},
+    )
+    for i in range(5):
+        notification_create(user=user, title=f"n{i}", message="m", category="account")
+    env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "NOTIFY_CLAIM_SECONDS": "1", "NOTIFY_BATCH": "5"}
+    cmd = [sys.executable, "manage.py", "deliver_notifications", "--once"]
+    worker = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    try:
+        assert SlowHook.first_arrived.wait(timeout=30)
+        worker.kill()  # mid-batch: five claimed, none recorded
+        worker.wait(timeout=10)
+        assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 5
+        SlowHook.release.set()
+        # A fresh worker, once the dead one's claims lapse, delivers everything exactly once in our records.
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=60)
+    finally:
+        SlowHook.release.set()
+        server.shutdown()
+        if worker.poll() is None:
+            worker.kill()
+    statuses = list(Delivery.objects.values_list("status", flat=True))
+    assert statuses == [DeliveryStatus.DELIVERED] * 5
+    assert set(SlowHook.ids) == {str(pk) for pk in Delivery.objects.values_list("pk", flat=True)}
