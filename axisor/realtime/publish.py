@@ -14,7 +14,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 
 from .models import EventLog, UserSequence
 from .rooms import Room, user_room
@@ -76,11 +76,19 @@ def next_seqs(counts: dict[int, int]) -> dict[int, int]:
     Rows are locked in user order, so concurrent publishers cannot deadlock."""
     UserSequence.objects.bulk_create([UserSequence(user_id=u) for u in counts], ignore_conflicts=True)
     rows = list(UserSequence.objects.select_for_update().filter(user_id__in=list(counts)).order_by("user_id"))
-    first = {}
-    for row in rows:
-        first[row.user_id] = row.last_seq + 1
-        row.last_seq += counts[row.user_id]
-    UserSequence.objects.bulk_update(rows, ["last_seq"], batch_size=2000)
+    first = {row.user_id: row.last_seq + 1 for row in rows}
+    if connection.vendor == "postgresql":
+        # One statement for any number of users (bulk_update's CASE is slow at 10k rows).
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {UserSequence._meta.db_table} AS s SET last_seq = s.last_seq + c.n"
+                " FROM unnest(%s::bigint[], %s::bigint[]) AS c(user_id, n) WHERE s.user_id = c.user_id",
+                [list(counts), list(counts.values())],
+            )
+    else:
+        for row in rows:
+            row.last_seq += counts[row.user_id]
+        UserSequence.objects.bulk_update(rows, ["last_seq"], batch_size=500)
     return first
 
 
