@@ -1,9 +1,10 @@
 """Background loops inside a server process: the simulator (AXISOR_SIMULATE=venue|all: the paper
-venue fills orders against a simulated price walk) and the notification delivery worker.
+venue fills orders against a simulated price walk), the notification delivery worker, the relay
+that sends committed-but-unpublished events, and event-log retention.
 
 They start with the first request or socket a process gets (daphne has no start-up hook). With
-Redis, one process at a time holds the simulator lease, so several daphne processes never run two
-venues; the delivery worker needs no lease (it claims rows with SKIP LOCKED).
+Redis, one process at a time holds the simulator, relay and retention leases, so several daphne
+processes never run two venues; the delivery worker needs no lease (it claims rows with SKIP LOCKED).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 SIMULATOR_STEP_SECONDS = 0.5
 LEADER_LEASE_MS = 5000
+RELAY_SECONDS = 1.0
+PRUNE_SECONDS = 300.0
 
 
 class Simulator:
@@ -31,25 +34,12 @@ class Simulator:
 
         self.prices = RandomWalkPrices()
         self.venue = PaperVenue(self.prices)
-        self.me = uuid.uuid4().hex
 
     def step(self) -> None:
         if not self.prices.prices:
             self.prices.load()
         self.prices.step()
         self.venue.step()
-
-    async def leader(self) -> bool:
-        if not settings.REDIS_URL:
-            return True
-        client = redis_client()
-        key = f"{settings.CHANNEL_LAYER_PREFIX}:simulator:leader"
-        if await client.set(key, self.me, nx=True, px=LEADER_LEASE_MS):
-            return True
-        if (await client.get(key) or b"").decode() == self.me:
-            await client.pexpire(key, LEADER_LEASE_MS)
-            return True
-        return False
 
 
 async def loop(name: str, step: Callable[[], object], every: float, leader=None) -> None:
@@ -70,6 +60,38 @@ def deliver_step() -> None:
         pass  # a full batch: more may be due
 
 
+def relay_step() -> None:
+    from axisor.realtime.publish import relay_unpublished
+
+    relay_unpublished()
+
+
+def prune_step() -> None:
+    from axisor.realtime.eventlog import prune
+
+    prune()
+
+
+class Leader:
+    """One process at a time holds a named lease in Redis (always this one without Redis)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.me = uuid.uuid4().hex
+
+    async def __call__(self) -> bool:
+        if not settings.REDIS_URL:
+            return True
+        client = redis_client()
+        key = f"{settings.CHANNEL_LAYER_PREFIX}:leader:{self.name}"
+        if await client.set(key, self.me, nx=True, px=LEADER_LEASE_MS):
+            return True
+        if (await client.get(key) or b"").decode() == self.me:
+            await client.pexpire(key, LEADER_LEASE_MS)
+            return True
+        return False
+
+
 class BackgroundStarter:
     """ASGI wrapper that starts the background loops in the server's event loop on the first scope."""
 
@@ -81,9 +103,13 @@ class BackgroundStarter:
         tasks = []
         if settings.AXISOR_SIMULATE in ("venue", "all"):
             sim = Simulator()
-            tasks.append(asyncio.ensure_future(loop("simulator", sim.step, SIMULATOR_STEP_SECONDS, sim.leader)))
+            tasks.append(
+                asyncio.ensure_future(loop("simulator", sim.step, SIMULATOR_STEP_SECONDS, Leader("simulator")))
+            )
         every = settings.AXISOR_NOTIFICATIONS["POLL_SECONDS"]
         tasks.append(asyncio.ensure_future(loop("notification delivery", deliver_step, every)))
+        tasks.append(asyncio.ensure_future(loop("event relay", relay_step, RELAY_SECONDS, Leader("relay"))))
+        tasks.append(asyncio.ensure_future(loop("event retention", prune_step, PRUNE_SECONDS, Leader("prune"))))
         return tasks
 
     async def __call__(self, scope, receive, send):

@@ -218,6 +218,12 @@ AXISOR_ORDERS = {
     # tier: (max concurrent connections, connection attempts per minute or None for unlimited)
     "TIER_LIMITS": {"basic": (1, 10), "premium": (3, 30), "enterprise": (10, None)},
 }
+AXISOR_EVENTS = {
+    # The event log keeps each user's events for resume: at most this many days, and at most this
+    # many events behind the user's latest.
+    "RETENTION_DAYS": env_float("EVENTS_RETENTION_DAYS", 7.0),
+    "RETENTION_EVENTS": env_int("EVENTS_RETENTION_PER_USER", 10_000),
+}
 AXISOR_NOTIFICATIONS = {
     "MAX_ATTEMPTS": env_int("NOTIFY_MAX_ATTEMPTS", 5),
     "BACKOFF_BASE_SECONDS": env_float("NOTIFY_BACKOFF_BASE_SECONDS", 2.0),

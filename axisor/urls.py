@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
+from axisor.realtime.apis import EventsApi
 from notifications.apis import NotificationViewSet
 from orders.apis import ExecutionApi, OrderViewSet, SessionCreateApi, SessionRevokeApi, TradeViewSet
 from system.apis import NoticeEndApi, NoticeListApi
@@ -20,6 +21,7 @@ api = [
     path("auth/sessions", SessionCreateApi.as_view(), name="order-sessions"),
     path("auth/sessions/<str:session>", SessionRevokeApi.as_view(), name="order-session"),
     path("internal/executions", ExecutionApi.as_view(), name="executions"),
+    path("events", EventsApi.as_view(), name="events"),
     path("auth/token", TokenObtainPairView.as_view(), name="token"),
     path("auth/token/refresh", TokenRefreshView.as_view(), name="token-refresh"),
     path("system/notices", NoticeListApi.as_view(), name="system-notices"),

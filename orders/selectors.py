@@ -45,3 +45,15 @@ def trade_list(*, user, symbol: str | None = None, order_id: str | None = None) 
 def order_session_alive(session_pk: int) -> bool:
     found = OrderSession.objects.select_related("user").filter(pk=session_pk).first()
     return found is not None and found.revoked_at is None and found.expires_at > timezone.now() and found.user.is_active
+
+
+def open_order_snapshots(*, user_id: int) -> list[dict]:
+    """Each live order's latest update, exactly as it was sent, oldest order first."""
+    from .models import LIVE, OrderUpdate
+
+    latest = {}
+    for update in OrderUpdate.objects.filter(order__user_id=user_id, order__order_status__in=sorted(LIVE)).order_by(
+        "order_id", "version"
+    ):
+        latest[update.order_id] = update.snapshot
+    return [latest[k] for k in sorted(latest)]

@@ -20,9 +20,11 @@ from system.selectors import notices_in_force_async
 
 from . import presence, rooms
 from .auth import AuthError, bearer_token, check_jwt, user_still_allowed
+from .eventlog import ResumeRefused
 from .protocol import Close, Code, connection, error
 from .publish import iso, now_iso
 from .ratelimit import TokenBucket
+from .stream import PersonalStream
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +128,11 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
                 await self._join(room)
             await presence.join(self.user.pk, self.channel_name)
             self.presence_task = asyncio.ensure_future(self._presence())
+            self.stream = PersonalStream(self.user.pk, self._emit_personal)
+            await self.stream.baseline()
         reply = connection(user_id=self.user.pk, session_id=self.session_id)
         reply["tokenExpiresAt"] = iso(self.expires_at)
+        reply["lastSeq"] = self.stream.last_seq
         await self.send_json(reply)
         if first:
             for notice in await notices_in_force_async():
@@ -228,6 +233,18 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def cmd_list_rooms(self, content: dict) -> None:
         await self.send_json({"type": "room_list", "subscribedRooms": self._subscribed()})
 
+    async def cmd_resume(self, content: dict) -> None:
+        since = content.get("since")
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            await self.send_json(error(Code.INVALID_MESSAGE, "resume needs 'since': the last seq you have (0 for all)"))
+            return
+        try:
+            replayed = await self.stream.resume(since)
+        except ResumeRefused as refused:
+            await self.send_json(refused.as_message())
+            return
+        await self.send_json({"type": "resumed", "since": since, "lastSeq": self.stream.last_seq, "replayed": replayed})
+
     async def cmd_ping(self, content: dict) -> None:
         await self.send_json({"type": "pong", "serverTime": now_iso()})
 
@@ -236,6 +253,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         "subscribe": cmd_subscribe,
         "unsubscribe": cmd_unsubscribe,
         "list_rooms": cmd_list_rooms,
+        "resume": cmd_resume,
         "ping": cmd_ping,
     }
 
@@ -258,9 +276,16 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     # ---- channel-layer handlers -----------------------------------------------------------
 
     async def event_message(self, message: dict) -> None:
-        if self.closing or (message["personal"] and message["channel"] not in self.filters):
+        if self.closing:
             return
-        await self.send(text_data=message["text"])
+        if message["personal"]:
+            await self.stream.live(message["seq"], message["channel"], message["text"])
+        else:
+            await self.send(text_data=message["text"])
+
+    async def _emit_personal(self, seq: int, channel: str, text: str) -> None:
+        if channel in self.filters:
+            await self.send(text_data=text)
 
     async def access_changed(self, message: dict) -> None:
         if self.user is None or self.closing:

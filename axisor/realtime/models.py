@@ -30,9 +30,16 @@ class EventLog(models.Model):
     channel = models.CharField(max_length=32)
     payload = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set once the event went to the channel layer; the relay sends what stays unset.
+    published_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["id"], name="realtime_eventlog_unpublished", condition=models.Q(published_at__isnull=True)
+            )
+        ]
         constraints = [
             models.UniqueConstraint(fields=["user", "seq"], name="realtime_eventlog_user_seq_unique"),
             models.CheckConstraint(

@@ -13,13 +13,15 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from orders.selectors import order_session_alive
+from orders.selectors import open_order_snapshots, order_session_alive
 from orders.services import order_session_check
 
 from . import rooms
+from .eventlog import ResumeRefused
 from .limits import limiter
 from .protocol import Close, Code, error
 from .publish import dumps, now_iso
+from .stream import PersonalStream
 
 
 @database_sync_to_async
@@ -33,6 +35,18 @@ def _session_still_valid(session_pk: int) -> bool:
     return order_session_alive(session_pk)
 
 
+@database_sync_to_async
+def _open_order_snapshots(user_id: int) -> list[dict]:
+    return open_order_snapshots(user_id=user_id)
+
+
+def _since(params: dict) -> int | None | str:
+    raw = (params.get("since") or [None])[0]
+    if raw is None:
+        return None
+    return int(raw) if raw.isdigit() and len(raw) < 19 else "invalid"
+
+
 class OrderUpdatesConsumer(AsyncWebsocketConsumer):
     # ---- connection lifecycle -------------------------------------------------------------
 
@@ -43,6 +57,7 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
         self.closing = False
         self.task: asyncio.Task | None = None
         params = parse_qs(self.scope.get("query_string", b"").decode("latin1"))
+        self.stream = None
         session_id = (params.get("session") or [""])[0]
         token = (params.get("token") or [""])[0]
         found = await _session(session_id, token) if session_id and token else None
@@ -50,20 +65,45 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
             await self.close()  # before accept: the handshake is refused (HTTP 403)
             return
         self.session_pk, self.user = found
-        await self.accept()
         refusal = await limiter().acquire(self.user.pk, self.user.tier, self.member)
         if refusal is not None:
             self.closing = True
+            await self.accept()  # to say why: a refused handshake carries no close code
             await self.send(
                 text_data=dumps(error(Code.RATE_LIMIT_EXCEEDED, refusal.reason, closeCode=int(refusal.code)))
             )
             await self.close(code=refusal.code, reason=refusal.reason)
             return
         self.holding = True
+        # Join and take the baseline before accepting: once the client sees the socket open,
+        # every later update of its orders reaches it.
         self.group = rooms.user_room(self.user.pk).group
         await self.channel_layer.group_add(self.group, self.channel_name)
+        self.stream = PersonalStream(self.user.pk, self._emit)
+        await self.stream.baseline()
+        await self.accept()
         self.last_heard = time.monotonic()
         self.task = asyncio.ensure_future(self._keepalive())
+        await self._catch_up(params)
+
+    async def _catch_up(self, params: dict) -> None:
+        """``?snapshot=1``: the open orders as they stand; ``?since=N``: every update after N."""
+        since = _since(params)
+        if since == "invalid":
+            await self.send(text_data=dumps(error(Code.INVALID_MESSAGE, "since must be a whole number")))
+            since = None
+        refused = None
+        if since is not None:
+            try:
+                await self.stream.resume(since)
+            except ResumeRefused as exc:
+                refused = exc
+                await self.send(text_data=dumps(exc.as_message()))
+        if (params.get("snapshot") or ["0"])[0] in ("1", "true"):
+            for snapshot in await _open_order_snapshots(self.user.pk):
+                await self.send(text_data=dumps({**snapshot, "snapshot": True, "seq": self.stream.last_seq}))
+        if since is not None and refused is None:
+            await self.send(text_data=dumps({"type": "resumed", "since": since, "lastSeq": self.stream.last_seq}))
 
     async def disconnect(self, code: int) -> None:
         self.closing = True
@@ -113,10 +153,13 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
     # ---- channel-layer handlers -----------------------------------------------------------
 
     async def event_message(self, message: dict) -> None:
-        if self.closing or message["channel"] != "orders":
-            return
-        event = json.loads(message["text"])
-        await self.send(text_data=dumps({**event["data"], "seq": event["seq"]}))
+        if not self.closing and message["personal"]:
+            await self.stream.live(message["seq"], message["channel"], message["text"])
+
+    async def _emit(self, seq: int, channel: str, text: str) -> None:
+        if channel == "orders":
+            event = json.loads(text)
+            await self.send(text_data=dumps({**event["data"], "seq": seq}))
 
     async def access_changed(self, message: dict) -> None:
         if self.closing or self.user is None:

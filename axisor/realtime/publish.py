@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
+from django.utils import timezone
 
 from .models import EventLog, UserSequence
 from .rooms import Room, user_room
@@ -92,6 +93,38 @@ def next_seqs(counts: dict[int, int]) -> dict[int, int]:
     return first
 
 
+def layer_event(*, channel: str, seq: int | None, text: str) -> dict:
+    """The channel-layer message for a logged event: primitives only, the client text pre-serialised."""
+    return {"type": EVENT_MESSAGE, "channel": channel, "personal": seq is not None, "seq": seq, "text": text}
+
+
+def send_logged(ids: list[int], sends: list[tuple[str, dict]]) -> None:
+    """After commit: send, then mark the log rows published (the relay sends what stays unmarked)."""
+    group_send_many(sends)
+    EventLog.objects.filter(pk__in=ids).update(published_at=timezone.now())
+
+
+def relay_unpublished(*, older_than_seconds: float = 2.0, batch: int = 500) -> int:
+    """Send committed events that never reached the layer (their process died between commit and
+    send). Clients drop duplicates by seq, and our consumers do it for them."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    rows = list(EventLog.objects.filter(published_at__isnull=True, created_at__lt=cutoff).order_by("id")[:batch])
+    if rows:
+        sends = [
+            (group_for_logged(row), layer_event(channel=row.channel, seq=row.seq, text=dumps(row.payload)))
+            for row in rows
+        ]
+        send_logged([row.pk for row in rows], sends)
+        logger.warning("relayed %d unpublished event(s)", len(rows))
+    return len(rows)
+
+
+def group_for_logged(row: EventLog) -> str:
+    from .rooms import parse
+
+    return user_room(row.user_id).group if row.user_id else parse(row.room).group
+
+
 @transaction.atomic
 def publish(*, room: Room, type: str, channel: str, data: dict, user_id: int | None = None) -> EventLog:
     """Log an event and send it to ``room`` when the current transaction commits.
@@ -109,9 +142,9 @@ def publish(*, room: Room, type: str, channel: str, data: dict, user_id: int | N
     entry = EventLog.objects.create(
         user_id=user_id, seq=seq, room=room.name, type=type, channel=channel, payload=json.loads(text)
     )
-    layer_message = {"type": EVENT_MESSAGE, "channel": channel, "personal": seq is not None, "text": text}
+    layer_message = layer_event(channel=channel, seq=seq, text=text)
     group = room.group
-    transaction.on_commit(lambda: group_send(group, layer_message))
+    transaction.on_commit(lambda: send_logged([entry.pk], [(group, layer_message)]))
     return entry
 
 
@@ -133,9 +166,10 @@ def publish_personal_many(events: list[tuple[int, str, str, dict]]) -> list[Even
         room = user_room(user_id)
         payload = json.loads(text)
         rows.append(EventLog(user_id=user_id, seq=seq, room=room.name, type=type_, channel=channel, payload=payload))
-        sends.append((room.group, {"type": EVENT_MESSAGE, "channel": channel, "personal": True, "text": text}))
+        sends.append((room.group, layer_event(channel=channel, seq=seq, text=text)))
     created = EventLog.objects.bulk_create(rows, batch_size=2000)
-    transaction.on_commit(lambda: group_send_many(sends))
+    ids = [row.pk for row in created]
+    transaction.on_commit(lambda: send_logged(ids, sends))
     return created
 
 

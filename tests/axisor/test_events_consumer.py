@@ -10,17 +10,17 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from rest_framework_simplejwt.tokens import AccessToken
 
-from axisor.realtime.publish import dumps
+from axisor.realtime.publish import dumps, publish
+from axisor.realtime.rooms import user_room
 from tests.conftest import closed_with, connected, jwt_for, ws
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]
 
 
 async def personal_event(user_id: int, channel: str, marker: str) -> None:
-    """Put a personal event on the user's group the way the outbox does."""
-    text = dumps({"type": f"{channel}_test", "channel": channel, "data": {"marker": marker}, "seq": 1})
-    await get_channel_layer().group_send(
-        f"user.{user_id}", {"type": "event.message", "channel": channel, "personal": True, "text": text}
+    """Publish a personal event through the outbox."""
+    await database_sync_to_async(publish)(
+        room=user_room(user_id), type=f"{channel}_test", channel=channel, data={"marker": marker}, user_id=user_id
     )
 
 
