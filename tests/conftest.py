@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken
 
 from axisor.asgi import application
+from tests.integration.conftest import daphne, subprocess_database_url  # noqa: F401 - shared fixtures
 
 
 def pytest_configure(config):
@@ -91,9 +92,9 @@ def ws(path: str = "/ws", *, token: str | None = None, origin: str | None = None
     return WebsocketCommunicator(application, path, headers=headers)
 
 
-async def connected(token: str, **kwargs) -> tuple[WebsocketCommunicator, dict]:
+async def connected(token: str, path: str = "/ws", **kwargs) -> tuple[WebsocketCommunicator, dict]:
     """Open /ws with a bearer token and return the communicator and its `connection` message."""
-    comm = ws(token=token, **kwargs)
+    comm = ws(path, token=token, **kwargs)
     ok, _ = await comm.connect()
     assert ok
     hello = await comm.receive_json_from(timeout=5)

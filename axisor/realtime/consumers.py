@@ -11,6 +11,7 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -47,7 +48,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         token = bearer_token(self.scope)
         if token is not None:
-            await self.authenticate(token)
+            since = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get("since", [None])[0]
+            await self.authenticate(token, since=int(since) if since and since.isdigit() and len(since) < 19 else since)
         else:
             self.timer = asyncio.ensure_future(self._auth_deadline(conf["AUTH_TIMEOUT_SECONDS"]))
 
@@ -108,7 +110,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await asyncio.sleep(presence.LEASE_SECONDS / 3)
             await presence.join(self.user.pk, self.channel_name)
 
-    async def authenticate(self, token: object) -> None:
+    async def authenticate(self, token: object, since: object = None) -> None:
+        """Check the token; on the first success join the auto rooms and answer ``connection``.
+        With ``since`` (first auth only) the missed events follow at once, before any live one."""
         try:
             identity = await check_jwt(token)
         except AuthError as exc:
@@ -137,6 +141,8 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         if first:
             for notice in await notices_in_force_async():
                 await self.send(text_data=notice)
+            if since is not None:
+                await self._resume(since)
 
     # ---- client commands ------------------------------------------------------------------
 
@@ -166,7 +172,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         content = self._decode(text_data)
         if self.user is None:
             if isinstance(content, dict) and content.get("type") == "auth":
-                await self.authenticate(content.get("token"))
+                await self.authenticate(content.get("token"), since=content.get("since"))
             else:
                 await self.fail(
                     Code.AUTHENTICATION_FAILED,
@@ -234,7 +240,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "room_list", "subscribedRooms": self._subscribed()})
 
     async def cmd_resume(self, content: dict) -> None:
-        since = content.get("since")
+        await self._resume(content.get("since"))
+
+    async def _resume(self, since: object) -> None:
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             await self.send_json(error(Code.INVALID_MESSAGE, "resume needs 'since': the last seq you have (0 for all)"))
             return
