@@ -8,6 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "axisor.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from axisor.background import BackgroundStarter  # noqa: E402
 from axisor.realtime.origin import allowed_hosts_origin_validator  # noqa: E402
@@ -16,7 +17,8 @@ from axisor.routing import websocket_urlpatterns  # noqa: E402
 application = BackgroundStarter(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            # The browser client and the admin's assets; behind nginx, serve STATIC_ROOT there instead.
+            "http": ASGIStaticFilesHandler(django_asgi_app),
             "websocket": allowed_hosts_origin_validator(URLRouter(websocket_urlpatterns)),
         }
     )
