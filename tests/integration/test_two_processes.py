@@ -61,11 +61,10 @@ async def test_seed_style_auth_message_client_against_real_server(daphne, make_u
         assert reply["type"] == "room_subscription" and reply["status"] == "subscribed"
 
 
-async def test_browser_client_is_served_by_daphne(daphne):
+
+def test_browser_client_is_served_by_daphne(daphne):
     import urllib.request
 
-    server = await asyncio.to_thread(daphne)
-    body = await asyncio.to_thread(
-        lambda: urllib.request.urlopen(f"{server.http}/static/axisor-ws.js", timeout=10).read()
-    )
+    server = daphne()
+    body = urllib.request.urlopen(f"{server.http}/static/axisor-ws.js", timeout=10).read()
     assert b"function AxisorSocket" in body
