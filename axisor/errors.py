@@ -1,27 +1,28 @@
 """Domain errors services raise; the REST layer maps them to status codes (axisor/api.py)."""
 
 
-class Conflict(Exception):
+class CodedError(Exception):
+    """An error with a stable machine-readable ``code``."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code:
+            self.code = code
+
+
+class Conflict(CodedError):
     """The request is valid but the current state refuses it (HTTP 409)."""
 
     code = "conflict"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code:
-            self.code = code
 
-
-class NotFound(Exception):
-    """No such object for this caller (HTTP 404)."""
-
-
-class Unprocessable(Exception):
+class Unprocessable(CodedError):
     """Well-formed but cannot be processed as sent (HTTP 422)."""
 
     code = "unprocessable"
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code:
-            self.code = code
+
+class NotFound(Exception):
+    """No such object for this caller (HTTP 404)."""

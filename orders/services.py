@@ -84,25 +84,25 @@ def _multiple_of(value: Decimal, step: Decimal) -> bool:
     return (value / step) == (value / step).to_integral_value()
 
 
+def _validate_level(errors: dict, field: str, value, *, needed: bool, order_type: str, tick: Decimal) -> None:
+    """A price-like field: present exactly when the order type needs it, positive, on the tick."""
+    if not needed:
+        if value is not None:
+            errors[field] = f"not allowed for {order_type} orders"
+    elif value is None:
+        errors[field] = f"required for {order_type} orders"
+    elif value <= 0:
+        errors[field] = "must be positive"
+    elif not _multiple_of(value, tick):
+        errors[field] = f"must be a multiple of the tick size {tick.normalize()}"
+
+
 def _validate_prices(errors: dict, instrument: Instrument, order_type: str, side: str, price, trigger_price) -> None:
-    if order_type in PRICED:
-        if price is None:
-            errors["price"] = f"required for {order_type} orders"
-        elif price <= 0:
-            errors["price"] = "must be positive"
-        elif not _multiple_of(price, instrument.tick_size):
-            errors["price"] = f"must be a multiple of the tick size {instrument.tick_size.normalize()}"
-    elif price is not None:
-        errors["price"] = f"not allowed for {order_type} orders"
-    if order_type in TRIGGERED:
-        if trigger_price is None:
-            errors["triggerPrice"] = f"required for {order_type} orders"
-        elif trigger_price <= 0:
-            errors["triggerPrice"] = "must be positive"
-        elif not _multiple_of(trigger_price, instrument.tick_size):
-            errors["triggerPrice"] = f"must be a multiple of the tick size {instrument.tick_size.normalize()}"
-    elif trigger_price is not None:
-        errors["triggerPrice"] = f"not allowed for {order_type} orders"
+    tick = instrument.tick_size
+    _validate_level(errors, "price", price, needed=order_type in PRICED, order_type=order_type, tick=tick)
+    _validate_level(
+        errors, "triggerPrice", trigger_price, needed=order_type in TRIGGERED, order_type=order_type, tick=tick
+    )
     if order_type == OrderType.SL and not errors and price is not None and trigger_price is not None:
         if side == Side.BUY and price < trigger_price:
             errors["price"] = "a BUY stop-limit's price must be at or above its trigger price"
