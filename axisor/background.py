@@ -21,24 +21,47 @@ from axisor.realtime.limits import redis_client
 
 logger = logging.getLogger(__name__)
 
-SIMULATOR_STEP_SECONDS = 0.5
 LEADER_LEASE_MS = 5000
 RELAY_SECONDS = 1.0
 PRUNE_SECONDS = 300.0
 
 
-class Simulator:
+class LatestPrices:
+    """The venue's price source: the market snapshot (reference price before the first tick)."""
+
     def __init__(self) -> None:
-        from market.prices import RandomWalkPrices
+        self.prices: dict = {}
+
+    def refresh(self) -> None:
+        from market.selectors import latest_prices
+
+        self.prices = latest_prices()
+
+    def latest(self, symbol: str):
+        return self.prices.get(symbol)
+
+
+class Simulator:
+    """AXISOR_SIMULATE=all: a random-walk tick per instrument each step, then the venue;
+    AXISOR_SIMULATE=venue: the venue only, at whatever prices the market has."""
+
+    def __init__(self, *, feed: bool) -> None:
         from orders.venue import PaperVenue
 
-        self.prices = RandomWalkPrices()
+        self.feed_enabled = feed
+        self.feed = None
+        self.prices = LatestPrices()
         self.venue = PaperVenue(self.prices)
 
     def step(self) -> None:
-        if not self.prices.prices:
-            self.prices.load()
-        self.prices.step()
+        if self.feed_enabled:
+            from market.feed import RandomWalkFeed
+            from market.services import ticks_ingest
+
+            if self.feed is None:
+                self.feed = RandomWalkFeed()
+            ticks_ingest(self.feed.ticks())
+        self.prices.refresh()
         self.venue.step()
 
 
@@ -68,8 +91,10 @@ def relay_step() -> None:
 
 def prune_step() -> None:
     from axisor.realtime.eventlog import prune
+    from market.services import ticks_prune
 
     prune()
+    ticks_prune()
 
 
 class Leader:
@@ -102,10 +127,9 @@ class BackgroundStarter:
     def start(self) -> list[asyncio.Task]:
         tasks = []
         if settings.AXISOR_SIMULATE in ("venue", "all"):
-            sim = Simulator()
-            tasks.append(
-                asyncio.ensure_future(loop("simulator", sim.step, SIMULATOR_STEP_SECONDS, Leader("simulator")))
-            )
+            sim = Simulator(feed=settings.AXISOR_SIMULATE == "all")
+            every = settings.AXISOR_MARKET["FEED_INTERVAL_SECONDS"]
+            tasks.append(asyncio.ensure_future(loop("simulator", sim.step, every, Leader("simulator"))))
         every = settings.AXISOR_NOTIFICATIONS["POLL_SECONDS"]
         tasks.append(asyncio.ensure_future(loop("notification delivery", deliver_step, every)))
         tasks.append(asyncio.ensure_future(loop("event relay", relay_step, RELAY_SECONDS, Leader("relay"))))

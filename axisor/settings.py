@@ -224,6 +224,15 @@ AXISOR_EVENTS = {
     "RETENTION_DAYS": env_float("EVENTS_RETENTION_DAYS", 7.0),
     "RETENTION_EVENTS": env_int("EVENTS_RETENTION_PER_USER", 10_000),
 }
+AXISOR_MARKET = {
+    # Conflation: at most this many market_data_update per second per symbol, and
+    # historical_data_update per second per symbol and timeframe.
+    "UPDATES_PER_SECOND": env_float("MARKET_UPDATES_PER_SECOND", 4.0),
+    "HISTORY_PER_SECOND": env_float("MARKET_HISTORY_PER_SECOND", 1.0),
+    "TICK_RETENTION_HOURS": env_float("MARKET_TICK_RETENTION_HOURS", 24.0),
+    # The simulated feed (AXISOR_SIMULATE=all): one tick per instrument every this many seconds.
+    "FEED_INTERVAL_SECONDS": env_float("MARKET_FEED_INTERVAL_SECONDS", 0.5),
+}
 AXISOR_NOTIFICATIONS = {
     "MAX_ATTEMPTS": env_int("NOTIFY_MAX_ATTEMPTS", 5),
     "BACKOFF_BASE_SECONDS": env_float("NOTIFY_BACKOFF_BASE_SECONDS", 2.0),

@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from axisor.realtime.apis import EventsApi
+from market.apis import CandlesApi, InstrumentsApi, PriceAlertViewSet, SnapshotApi, TicksApi
 from notifications.apis import NotificationViewSet
 from orders.apis import ExecutionApi, OrderViewSet, SessionCreateApi, SessionRevokeApi, TradeViewSet
 from system.apis import NoticeEndApi, NoticeListApi
@@ -15,6 +16,7 @@ router = SimpleRouter(trailing_slash=False)
 router.register("orders", OrderViewSet, basename="order")
 router.register("trades", TradeViewSet, basename="trade")
 router.register("notifications", NotificationViewSet, basename="notification")
+router.register("price-alerts", PriceAlertViewSet, basename="price-alert")
 
 api = [
     *router.urls,
@@ -22,6 +24,10 @@ api = [
     path("auth/sessions/<str:session>", SessionRevokeApi.as_view(), name="order-session"),
     path("internal/executions", ExecutionApi.as_view(), name="executions"),
     path("events", EventsApi.as_view(), name="events"),
+    path("internal/ticks", TicksApi.as_view(), name="ticks"),
+    path("market/instruments", InstrumentsApi.as_view(), name="instruments"),
+    path("market/<str:symbol>", SnapshotApi.as_view(), name="market-snapshot"),
+    path("market/<str:symbol>/candles", CandlesApi.as_view(), name="market-candles"),
     path("auth/token", TokenObtainPairView.as_view(), name="token"),
     path("auth/token/refresh", TokenRefreshView.as_view(), name="token-refresh"),
     path("system/notices", NoticeListApi.as_view(), name="system-notices"),

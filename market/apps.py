@@ -3,3 +3,6 @@ from django.apps import AppConfig
 
 class MarketConfig(AppConfig):
     name = "market"
+
+    def ready(self) -> None:
+        from . import receivers  # noqa: F401

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from market.selectors import instrument_symbols_async
+from market.selectors import instrument_symbols_async, snapshot_text_async
 from system.selectors import notices_in_force_async
 
 from . import presence, rooms
@@ -221,6 +221,10 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         else:
             await self._join(room)
         await self.send_json(self._room_reply(room, "subscribed"))
+        if room.kind is rooms.RoomKind.MARKET:
+            snapshot = await snapshot_text_async(room.key)
+            if snapshot is not None:
+                await self.send(text_data=snapshot)
 
     async def cmd_unsubscribe(self, content: dict) -> None:
         name = content.get("channel")

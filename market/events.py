@@ -1,0 +1,59 @@
+"""Payload builders for the seed's market events."""
+
+from __future__ import annotations
+
+from axisor.realtime.publish import iso
+from orders.events import num
+
+
+def snapshot_data(state) -> dict:
+    return {
+        "symbol": state.instrument.symbol if hasattr(state, "instrument") else state.instrument_id,
+        "price": num(state.price),
+        "change": num(state.change),
+        "changePercent": num(state.change_percent),
+        "volume": num(state.volume),
+        "high24h": num(state.high24h),
+        "low24h": num(state.low24h),
+        "timestamp": iso(state.timestamp),
+    }
+
+
+def market_data_update(state) -> dict:
+    return {"type": "market_data_update", "channel": "market_data", "data": snapshot_data(state)}
+
+
+def candle_data(candle) -> dict:
+    return {
+        "time": int(candle.start.timestamp()),
+        "open": num(candle.open),
+        "high": num(candle.high),
+        "low": num(candle.low),
+        "close": num(candle.close),
+        "volume": num(candle.volume),
+    }
+
+
+def historical_data_update(symbol: str, timeframe: str, candles: list, timestamp) -> dict:
+    return {
+        "type": "historical_data_update",
+        "channel": "historical_data",
+        "data": {
+            "symbol": symbol,
+            "timeframe": timeframe,
+            "candles": [candle_data(c) for c in candles],
+            "timestamp": iso(timestamp),
+        },
+    }
+
+
+def price_alert_data(alert, symbol: str) -> dict:
+    return {
+        "id": str(alert.pk),
+        "symbol": symbol,
+        "condition": alert.condition,
+        "price": num(alert.price),
+        "currentPrice": num(alert.triggered_price),
+        "triggeredAt": iso(alert.triggered_at),
+        "note": alert.note,
+    }

@@ -1,0 +1,86 @@
+"""Conflation of market events: per key (symbol, or symbol + timeframe), at most ``rate`` sends per
+second; when updates come faster, the latest waits and goes out at the next slot, the ones it
+replaced are dropped. A subscriber therefore always ends on the latest price, and a fast feed
+cannot queue more than ``rate`` messages per second per symbol towards anyone.
+
+One conflater per event loop (daphne's, or the ``market_feed`` command's); on_commit hands it the
+events with ``conflate([...])`` from sync code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+class Conflater:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.last: dict[str, float] = {}
+        self.pending: dict[str, tuple[str, dict]] = {}
+        self.timers: dict[str, asyncio.TimerHandle] = {}
+        self.sent = 0
+        self.dropped = 0
+
+    @staticmethod
+    def interval(key: str) -> float:
+        conf = settings.AXISOR_MARKET
+        rate = conf["HISTORY_PER_SECOND"] if key.startswith("hd:") else conf["UPDATES_PER_SECOND"]
+        return 1.0 / rate
+
+    async def offer(self, key: str, group: str, message: dict) -> None:
+        now = self.loop.time()
+        due = self.last.get(key, float("-inf")) + self.interval(key)
+        if now >= due and key not in self.timers:
+            self.last[key] = now
+            await self._send(group, message)
+            return
+        if key in self.pending:
+            self.dropped += 1  # replaced by a newer update before its slot
+        self.pending[key] = (group, message)
+        if key not in self.timers:
+            self.timers[key] = self.loop.call_at(due, self._flush, key)
+
+    def _flush(self, key: str) -> None:
+        self.timers.pop(key, None)
+        item = self.pending.pop(key, None)
+        if item is not None:
+            self.last[key] = self.loop.time()
+            self.loop.create_task(self._send(*item))
+
+    async def _send(self, group: str, message: dict) -> None:
+        try:
+            await get_channel_layer().group_send(group, message)
+            self.sent += 1
+        except Exception:
+            logger.exception("market fan-out to %s failed", group)
+
+
+_conflaters: dict[asyncio.AbstractEventLoop, Conflater] = {}
+
+
+def conflater() -> Conflater:
+    loop = asyncio.get_running_loop()
+    found = _conflaters.get(loop)
+    if found is None:
+        for old in [lp for lp in _conflaters if lp.is_closed()]:
+            del _conflaters[old]
+        found = _conflaters[loop] = Conflater(loop)
+    return found
+
+
+async def conflate_async(items: list[tuple[str, str, dict]]) -> None:
+    c = conflater()
+    for key, group, message in items:
+        await c.offer(key, group, message)
+
+
+def conflate(items: list[tuple[str, str, dict]]) -> None:
+    """From sync code (an on_commit callback): hand the events to this process's conflater."""
+    async_to_sync(conflate_async)(items)
