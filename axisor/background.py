@@ -65,15 +65,19 @@ class Simulator:
         self.venue.step()
 
 
-async def loop(name: str, step: Callable[[], object], every: float, leader=None) -> None:
+async def loop(name: str, step: Callable[[], object], every: float, stopping: asyncio.Event, leader=None) -> None:
     logger.info("%s started, every %.2fs", name, every)
-    while True:
+    while not stopping.is_set():
         try:
             if leader is None or await leader():
                 await database_sync_to_async(step)()
         except Exception:  # a bad step must not stop the loop
             logger.exception("%s step failed", name)
-        await asyncio.sleep(every)
+        try:
+            await asyncio.wait_for(stopping.wait(), timeout=every)
+        except TimeoutError:
+            pass
+    logger.info("%s stopped", name)
 
 
 def deliver_step() -> None:
@@ -125,16 +129,39 @@ class BackgroundStarter:
         self.tasks: list[asyncio.Task] | None = None
 
     def start(self) -> list[asyncio.Task]:
+        self.stopping = asyncio.Event()
+
+        def run(name, step, every, leader=None):
+            return asyncio.ensure_future(loop(name, step, every, self.stopping, leader))
+
         tasks = []
         if settings.AXISOR_SIMULATE in ("venue", "all"):
             sim = Simulator(feed=settings.AXISOR_SIMULATE == "all")
-            every = settings.AXISOR_MARKET["FEED_INTERVAL_SECONDS"]
-            tasks.append(asyncio.ensure_future(loop("simulator", sim.step, every, Leader("simulator"))))
-        every = settings.AXISOR_NOTIFICATIONS["POLL_SECONDS"]
-        tasks.append(asyncio.ensure_future(loop("notification delivery", deliver_step, every)))
-        tasks.append(asyncio.ensure_future(loop("event relay", relay_step, RELAY_SECONDS, Leader("relay"))))
-        tasks.append(asyncio.ensure_future(loop("event retention", prune_step, PRUNE_SECONDS, Leader("prune"))))
+            tasks.append(
+                run("simulator", sim.step, settings.AXISOR_MARKET["FEED_INTERVAL_SECONDS"], Leader("simulator"))
+            )
+        tasks.append(run("notification delivery", deliver_step, settings.AXISOR_NOTIFICATIONS["POLL_SECONDS"]))
+        tasks.append(run("event relay", relay_step, RELAY_SECONDS, Leader("relay")))
+        tasks.append(run("event retention", prune_step, PRUNE_SECONDS, Leader("prune")))
+        self._stop_with_server(tasks)
         return tasks
+
+    def _stop_with_server(self, tasks: list[asyncio.Task]) -> None:
+        """Under daphne, let the loops finish their step before the event loop stops: a step that
+        is committing hands its events to the loop, and would wait forever for a stopped loop."""
+        try:
+            from twisted.internet import reactor
+            from twisted.internet.defer import Deferred
+        except ImportError:
+            return
+        if not reactor.running:
+            return
+
+        def stop():
+            self.stopping.set()
+            return Deferred.fromFuture(asyncio.ensure_future(asyncio.wait(tasks, timeout=10)))
+
+        reactor.addSystemEventTrigger("before", "shutdown", stop)
 
     async def __call__(self, scope, receive, send):
         if settings.AXISOR_BACKGROUND and scope["type"] in ("http", "websocket"):
