@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Max, Min, Sum
 from django.utils import timezone
 
-from notifications.services import notification_create
+from notifications.services import notification_create_each
 
 from .models import TIMEFRAME_SECONDS, AlertCondition, Candle, Instrument, MarketState, PriceAlert, Tick
 from .signals import alerts_fired, market_changed
@@ -147,15 +147,20 @@ def _fire_alerts(tick: TickIn, previous: Decimal | None) -> list[PriceAlert]:
         alert.triggered_at = tick.timestamp
         alert.triggered_price = price
     PriceAlert.objects.bulk_update(fired, ["active", "triggered_at", "triggered_price"])
-    for alert in fired:
-        notification_create(
-            user=alert.user_id,
-            title=f"{tick.instrument.symbol} {alert.condition} {alert.price.normalize()}",
-            message=f"{tick.instrument.symbol} is at {price.normalize()}" + (f": {alert.note}" if alert.note else ""),
-            type="info",
-            category="price_alert",
-            data={"alertId": str(alert.pk), "symbol": tick.instrument.symbol, "currentPrice": float(price)},
-        )
+    notification_create_each(
+        [
+            {
+                "user_id": alert.user_id,
+                "title": f"{tick.instrument.symbol} {alert.condition} {alert.price.normalize()}",
+                "message": f"{tick.instrument.symbol} is at {price.normalize()}"
+                + (f": {alert.note}" if alert.note else ""),
+                "type": "info",
+                "category": "price_alert",
+                "data": {"alertId": str(alert.pk), "symbol": tick.instrument.symbol, "currentPrice": float(price)},
+            }
+            for alert in fired
+        ]
+    )
     return fired
 
 

@@ -55,24 +55,50 @@ def methods_for(user_ids: list[int], category: str) -> dict[int, list[str]]:
 def _create_many(
     *, user_ids: list[int], title: str, message: str, type: str, category: str, data
 ) -> list[Notification]:
-    _validate(title=title, message=message, type=type, category=category, data=data)
-    rows = [
-        Notification(user_id=uid, title=title, message=message, type=type, category=category, data=data or {})
-        for uid in user_ids
-    ]
-    created = Notification.objects.bulk_create(rows, batch_size=2000)
-    methods = methods_for(user_ids, category)
+    return _create_each(
+        [
+            {"user_id": uid, "title": title, "message": message, "type": type, "category": category, "data": data}
+            for uid in user_ids
+        ]
+    )
+
+
+def _create_each(items: list[dict]) -> list[Notification]:
+    """Bulk-create notifications (each its own user and text) with their deliveries, then signal."""
+    for item in items:
+        _validate(
+            title=item["title"],
+            message=item["message"],
+            type=item["type"],
+            category=item["category"],
+            data=item["data"],
+        )
+    created = Notification.objects.bulk_create(
+        [Notification(**{**item, "data": item["data"] or {}}) for item in items], batch_size=2000
+    )
+    methods: dict[tuple[int, str], list[str]] = {}
+    for category in {n.category for n in created}:
+        ids = sorted({n.user_id for n in created if n.category == category})
+        for uid, enabled in methods_for(ids, category).items():
+            methods[(uid, category)] = enabled
     now = timezone.now()
     Delivery.objects.bulk_create(
-        [Delivery(notification=n, method=m, next_attempt_at=now) for n in created for m in methods[n.user_id]],
+        [
+            Delivery(notification=n, method=m, next_attempt_at=now)
+            for n in created
+            for m in methods[(n.user_id, n.category)]
+        ],
         batch_size=2000,
     )
-    notification_created.send(
-        sender=Notification,
-        notifications=created,
-        in_app={n.pk for n in created if Method.IN_APP in methods[n.user_id]},
-    )
+    in_app = {n.pk for n in created if Method.IN_APP in methods[(n.user_id, n.category)]}
+    notification_created.send(sender=Notification, notifications=created, in_app=in_app)
     return created
+
+
+@transaction.atomic
+def notification_create_each(items: list[dict]) -> list[Notification]:
+    """Many different notifications at once: ``[{"user_id", "title", "message", "type", "category", "data"}]``."""
+    return _create_each(items)
 
 
 @transaction.atomic

@@ -75,9 +75,22 @@ def _record(order: Order, update_type: str, trade: Trade | None = None) -> Order
 def _locked(order: Order | str) -> Order:
     order_id = order if isinstance(order, str) else order.order_id
     try:
-        return Order.objects.select_for_update().select_related("instrument").get(order_id=order_id)
+        # of=("self",): lock the order row only, not the joined instrument every order shares.
+        return Order.objects.select_for_update(of=("self",)).select_related("instrument").get(order_id=order_id)
     except Order.DoesNotExist:
         raise NotFound(f"no order {order_id}") from None
+
+
+MAX_NUMBER = Decimal("1e15")
+
+
+def _bad_number(value) -> str | None:
+    """Why a decimal input cannot be stored (NaN, infinite, too large), or None."""
+    if not isinstance(value, Decimal) or not value.is_finite():
+        return "must be a finite number"
+    if abs(value) >= MAX_NUMBER:
+        return "must be below 1e15"
+    return None
 
 
 def _multiple_of(value: Decimal, step: Decimal) -> bool:
@@ -91,6 +104,8 @@ def _validate_level(errors: dict, field: str, value, *, needed: bool, order_type
             errors[field] = f"not allowed for {order_type} orders"
     elif value is None:
         errors[field] = f"required for {order_type} orders"
+    elif problem := _bad_number(value):
+        errors[field] = problem
     elif value <= 0:
         errors[field] = "must be positive"
     elif not _multiple_of(value, tick):
@@ -111,7 +126,9 @@ def _validate_prices(errors: dict, instrument: Instrument, order_type: str, side
 
 
 def _validate_quantity(errors: dict, instrument: Instrument, quantity: Decimal, field: str = "quantity") -> None:
-    if quantity is None or quantity <= 0:
+    if quantity is not None and (problem := _bad_number(quantity)):
+        errors[field] = problem
+    elif quantity is None or quantity <= 0:
         errors[field] = "must be positive"
     elif not _multiple_of(quantity, instrument.lot_size):
         errors[field] = f"must be a multiple of the lot size {instrument.lot_size.normalize()}"
@@ -278,8 +295,12 @@ def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal, price: De
         raise Conflict(
             f"order {order.order_id} is {order.order_status}; it cannot be filled", code="invalid_transition"
         )
-    if quantity is None or quantity <= 0 or price is None or price <= 0:
-        raise ValidationError({"quantity": "a fill needs a positive quantity and price"})
+    errors: dict[str, str] = {}
+    _validate_quantity(errors, order.instrument, quantity)
+    if price is None or _bad_number(price) or price <= 0 or price != price.quantize(Decimal("1e-8")):
+        errors["price"] = "a fill needs a positive price with at most 8 decimals"
+    if errors:
+        raise ValidationError(errors)
     if quantity > order.pending_quantity:
         raise Conflict(
             f"fill of {quantity.normalize()} exceeds the pending {order.pending_quantity.normalize()}", code="overfill"
@@ -311,25 +332,32 @@ def execution_apply(
 ) -> tuple[Order, bool]:
     """Apply a venue's execution report once. Returns (order, applied); a replayed execId
     changes nothing, sends nothing and returns applied=False."""
+    if kind not in ExecutionReport.Kind.values:
+        raise ValidationError({"type": "must be accept, fill, reject or cancel"})
+    reason = (reason or "")[:255]
     order = _locked(order_id)  # serialises reports for one order, replays included
     existing = ExecutionReport.objects.filter(exec_id=exec_id).first()
+    if existing is None:
+        try:
+            with transaction.atomic():
+                ExecutionReport.objects.create(
+                    exec_id=exec_id, order=order, kind=kind, quantity=quantity, price=price, reason=reason
+                )
+        except IntegrityError:
+            # The same execId committed meanwhile for another order (the order lock covers only ours).
+            existing = ExecutionReport.objects.get(exec_id=exec_id)
     if existing is not None:
         if existing.order_id != order.pk or existing.kind != kind:
             raise Conflict(f"execId {exec_id} was already used for another report", code="exec_id_reused")
         return order, False
-    ExecutionReport.objects.create(
-        exec_id=exec_id, order=order, kind=kind, quantity=quantity, price=price, reason=reason or ""
-    )
     if kind == ExecutionReport.Kind.ACCEPT:
         order_accept(order=order)
     elif kind == ExecutionReport.Kind.FILL:
         order_fill(order=order, exec_id=exec_id, quantity=quantity, price=price)
     elif kind == ExecutionReport.Kind.REJECT:
         order_reject(order=order, reason=reason or "rejected by venue")
-    elif kind == ExecutionReport.Kind.CANCEL:
-        order_cancel(order=order)
     else:
-        raise ValidationError({"type": "must be accept, fill, reject or cancel"})
+        order_cancel(order=order)
     order.refresh_from_db()
     return order, True
 

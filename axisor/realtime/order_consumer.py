@@ -133,7 +133,9 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
                 await self.close(code=Close.IDLE_TIMEOUT, reason="nothing heard from the client")
                 return
             await limiter().renew(self.user.pk, self.member)
-            await self.send(text_data=dumps({"type": "heartbeat", "serverTime": now_iso()}))
+            await self.send(
+                text_data=dumps({"type": "heartbeat", "serverTime": now_iso(), "lastSeq": self.stream.last_seq})
+            )
 
     # ---- client messages ------------------------------------------------------------------
 
@@ -144,7 +146,9 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
         if text_data is not None and text_data.strip().startswith("{"):
             try:
                 if json.loads(text_data).get("type") == "ping":
-                    await self.send(text_data=dumps({"type": "heartbeat", "serverTime": now_iso()}))
+                    await self.send(
+                        text_data=dumps({"type": "heartbeat", "serverTime": now_iso(), "lastSeq": self.stream.last_seq})
+                    )
                     return
             except (ValueError, AttributeError, RecursionError):
                 pass

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
-
 from .publish import now_iso
 
 
-class Close(IntEnum):
-    """Close codes we send (documented in README, "Close codes")."""
+class Close:
+    """Close codes we send (documented in README, "Close codes"). Plain ints, not an IntEnum:
+    daphne hands the code to autobahn, whose sendClose() accepts exactly ``int`` and nothing else."""
 
     AUTHENTICATION_FAILED = 4001  # bad/expired/missing credentials, or a message before auth
     TOKEN_EXPIRED = 4002  # the token expired on an open socket and no fresh `auth` came

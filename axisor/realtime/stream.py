@@ -34,8 +34,13 @@ class PersonalStream:
         return self.last_seq
 
     async def resume(self, since: int) -> int:
-        """Replay the log after ``since``; raises eventlog.ResumeRefused. Returns events replayed."""
-        await _check_resume(self.user_id, since)
+        """Replay the log after ``since``; raises eventlog.ResumeRefused (whose ``lastSeq`` is where
+        this connection's live stream continues from). Returns events replayed."""
+        try:
+            await _check_resume(self.user_id, since)
+        except eventlog.ResumeRefused as refused:
+            refused.last_seq = self.last_seq
+            raise
         self.last_seq = since
         return await self._fill(upto=None)
 

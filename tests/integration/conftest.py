@@ -35,7 +35,13 @@ class Daphne:
     def stop(self, kill: bool = False) -> None:
         if self.proc.poll() is None:
             (self.proc.kill if kill else self.proc.terminate)()
-            self.proc.wait(timeout=15)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()  # never leave it holding the test database
+                self.proc.wait(timeout=15)
+                tail = "".join(self.lines[-30:])
+                raise AssertionError(f"daphne did not stop within 15 s of SIGTERM:\n{tail}") from None
 
 
 def subprocess_database_url() -> str:

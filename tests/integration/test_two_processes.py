@@ -61,7 +61,6 @@ async def test_seed_style_auth_message_client_against_real_server(daphne, make_u
         assert reply["type"] == "room_subscription" and reply["status"] == "subscribed"
 
 
-
 def test_browser_client_is_served_by_daphne(daphne):
     import urllib.request
 
