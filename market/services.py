@@ -11,8 +11,8 @@ from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
-from django.db.models import Max, Min, Sum
+from django.db import connection, transaction
+from django.db.models import Max, Min, Q, Sum
 from django.utils import timezone
 
 from notifications.services import notification_create_each
@@ -94,6 +94,10 @@ def ticks_validate(raw: object) -> list[TickIn]:
 
 
 def _fold_candles(tick: TickIn) -> list[Candle]:
+    """Fold the tick into its bucket of every timeframe. On PostgreSQL one INSERT … ON CONFLICT
+    statement does all six; elsewhere (the SQLite default) the ORM does it row by row."""
+    if connection.vendor == "postgresql":
+        return _fold_candles_upsert(tick)
     changed = []
     for timeframe in TIMEFRAME_SECONDS:
         start = bucket_start(tick.timestamp, timeframe)
@@ -119,6 +123,30 @@ def _fold_candles(tick: TickIn) -> list[Candle]:
     return changed
 
 
+def _fold_candles_upsert(tick: TickIn) -> list[Candle]:
+    table = Candle._meta.db_table
+    rows, params = [], []
+    for timeframe in TIMEFRAME_SECONDS:
+        rows.append("(%s, %s, %s, %s, %s, %s, %s, %s)")
+        p, start = tick.price, bucket_start(tick.timestamp, timeframe)
+        params += [tick.instrument.pk, timeframe, start, p, p, p, p, tick.volume]
+    sql = (
+        f"INSERT INTO {table} (instrument_id, timeframe, start, open, high, low, close, volume)"
+        f" VALUES {', '.join(rows)}"
+        f" ON CONFLICT (instrument_id, timeframe, start) DO UPDATE SET"
+        f" high = GREATEST({table}.high, EXCLUDED.high), low = LEAST({table}.low, EXCLUDED.low),"
+        f" close = EXCLUDED.close, volume = {table}.volume + EXCLUDED.volume"
+        f" RETURNING id, timeframe, start, open, high, low, close, volume"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        fetched = cursor.fetchall()
+    return [
+        Candle(id=i, instrument=tick.instrument, timeframe=tf, start=st, open=o, high=h, low=lo, close=c, volume=v)
+        for i, tf, st, o, h, lo, c, v in fetched
+    ]
+
+
 def _rolling_24h(instrument: Instrument, now: datetime) -> dict:
     window = Candle.objects.filter(
         instrument=instrument, timeframe="1m", start__gt=bucket_start(now - timedelta(hours=24), "1m")
@@ -132,14 +160,14 @@ def _fire_alerts(tick: TickIn, previous: Decimal | None) -> list[PriceAlert]:
     """Alerts this tick meets, via the (instrument, condition, price) index of active alerts.
     Rows locked by a concurrent ingest are skipped: each alert fires once."""
     price = tick.price
-    base = PriceAlert.objects.select_for_update(skip_locked=True).filter(instrument=tick.instrument, active=True)
-    fired = list(base.filter(condition=AlertCondition.ABOVE, price__lte=price))
-    fired += base.filter(condition=AlertCondition.BELOW, price__gte=price)
+    met = Q(condition=AlertCondition.ABOVE, price__lte=price) | Q(condition=AlertCondition.BELOW, price__gte=price)
     if previous is not None and previous != price:
-        low, high = min(previous, price), max(previous, price)
         # crossing: the threshold lies between the previous and the new price (the old side excluded)
-        crossed = base.filter(condition=AlertCondition.CROSSES, price__gte=low, price__lte=high)
-        fired += [a for a in crossed if a.price != previous]
+        met |= Q(condition=AlertCondition.CROSSES, price__gte=min(previous, price), price__lte=max(previous, price))
+    candidates = PriceAlert.objects.select_for_update(skip_locked=True).filter(
+        met, instrument=tick.instrument, active=True
+    )
+    fired = [a for a in candidates if not (a.condition == AlertCondition.CROSSES and a.price == previous)]
     if not fired:
         return []
     for alert in fired:
