@@ -110,3 +110,14 @@ async def closed_with(comm: WebsocketCommunicator, timeout: float = 5) -> int:
 
 def redis_url() -> str:
     return os.environ["REDIS_URL"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_worker_thread_connections(django_db_setup):
+    """Consumers reach the ORM on asgiref's shared sync thread, whose persistent connection would
+    otherwise outlive the session and keep the test database from being dropped."""
+    yield
+    from asgiref.sync import SyncToAsync
+    from django.db import connections
+
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
