@@ -94,10 +94,8 @@ def ticks_validate(raw: object) -> list[TickIn]:
 
 
 def _fold_candles(tick: TickIn) -> list[Candle]:
-    """Fold the tick into its bucket of every timeframe. On PostgreSQL one INSERT … ON CONFLICT
-    statement does all six; elsewhere (the SQLite default) the ORM does it row by row."""
-    if connection.vendor == "postgresql":
-        return _fold_candles_upsert(tick)
+    """Fold one tick into its bucket of every timeframe, row by row through the ORM (the SQLite
+    default; PostgreSQL takes the one-statement path in _fold_candles_many)."""
     changed = []
     for timeframe in TIMEFRAME_SECONDS:
         start = bucket_start(tick.timestamp, timeframe)
@@ -123,103 +121,179 @@ def _fold_candles(tick: TickIn) -> list[Candle]:
     return changed
 
 
-def _fold_candles_upsert(tick: TickIn) -> list[Candle]:
+def _fold_candles_many(ticks: list[TickIn]) -> dict[int, list[Candle]]:
+    """All the call's ticks into their buckets: per instrument, the candles that changed."""
+    if connection.vendor != "postgresql":
+        changed: dict[int, dict[tuple, Candle]] = {}
+        for tick in ticks:
+            for candle in _fold_candles(tick):
+                changed.setdefault(tick.instrument.pk, {})[(candle.timeframe, candle.start)] = candle
+        return {k: list(v.values()) for k, v in changed.items()}
+    # Pre-aggregate each bucket in tick order, then one upsert for everything.
+    buckets: dict[tuple, list] = {}
+    for tick in ticks:
+        for timeframe in TIMEFRAME_SECONDS:
+            key = (tick.instrument.pk, timeframe, bucket_start(tick.timestamp, timeframe))
+            b = buckets.get(key)
+            if b is None:
+                buckets[key] = [tick.price, tick.price, tick.price, tick.price, tick.volume]
+            else:
+                b[1], b[2], b[3], b[4] = max(b[1], tick.price), min(b[2], tick.price), tick.price, b[4] + tick.volume
     table = Candle._meta.db_table
     rows, params = [], []
-    for timeframe in TIMEFRAME_SECONDS:
+    for (instrument_id, timeframe, start), (o, h, lo, c, v) in buckets.items():
         rows.append("(%s, %s, %s, %s, %s, %s, %s, %s)")
-        p, start = tick.price, bucket_start(tick.timestamp, timeframe)
-        params += [tick.instrument.pk, timeframe, start, p, p, p, p, tick.volume]
+        params += [instrument_id, timeframe, start, o, h, lo, c, v]
     sql = (
         f"INSERT INTO {table} (instrument_id, timeframe, start, open, high, low, close, volume)"
         f" VALUES {', '.join(rows)}"
         f" ON CONFLICT (instrument_id, timeframe, start) DO UPDATE SET"
         f" high = GREATEST({table}.high, EXCLUDED.high), low = LEAST({table}.low, EXCLUDED.low),"
         f" close = EXCLUDED.close, volume = {table}.volume + EXCLUDED.volume"
-        f" RETURNING id, timeframe, start, open, high, low, close, volume"
+        f" RETURNING id, instrument_id, timeframe, start, open, high, low, close, volume"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         fetched = cursor.fetchall()
-    return [
-        Candle(id=i, instrument=tick.instrument, timeframe=tf, start=st, open=o, high=h, low=lo, close=c, volume=v)
-        for i, tf, st, o, h, lo, c, v in fetched
-    ]
+    instruments = {t.instrument.pk: t.instrument for t in ticks}
+    out: dict[int, list[Candle]] = {}
+    for i, inst, tf, st, o, h, lo, c, v in sorted(fetched, key=lambda r: (r[1], r[3])):
+        out.setdefault(inst, []).append(
+            Candle(
+                id=i, instrument=instruments[inst], timeframe=tf, start=st, open=o, high=h, low=lo, close=c, volume=v
+            )
+        )
+    return out
 
 
-def _rolling_24h(instrument: Instrument, now: datetime) -> dict:
-    window = Candle.objects.filter(
-        instrument=instrument, timeframe="1m", start__gt=bucket_start(now - timedelta(hours=24), "1m")
+def _rolling_24h_many(until: dict[int, datetime]) -> dict[int, dict]:
+    """Per instrument: high, low, volume and opening price over the 24 h up to its latest tick."""
+    window = Q()
+    for instrument_id, now in until.items():
+        window |= Q(instrument_id=instrument_id, start__gt=bucket_start(now - timedelta(hours=24), "1m"))
+    m1 = Candle.objects.filter(window, timeframe="1m")
+    stats = {
+        row["instrument_id"]: row
+        for row in m1.values("instrument_id").annotate(
+            high=Max("high"), low=Min("low"), volume=Sum("volume"), first=Min("start")
+        )
+    }
+    opening = Q()
+    for instrument_id, row in stats.items():
+        opening |= Q(instrument_id=instrument_id, start=row["first"])
+    if stats:
+        for instrument_id, price in Candle.objects.filter(opening, timeframe="1m").values_list("instrument_id", "open"):
+            stats[instrument_id]["open"] = price
+    return stats
+
+
+def _meets(alert: PriceAlert, previous: Decimal | None, price: Decimal) -> bool:
+    if alert.condition == AlertCondition.ABOVE:
+        return price >= alert.price
+    if alert.condition == AlertCondition.BELOW:
+        return price <= alert.price
+    # crosses: the threshold lies between the previous and the new price (the old side excluded)
+    return (
+        previous is not None and previous != alert.price and min(previous, price) <= alert.price <= max(previous, price)
     )
-    stats = window.aggregate(high=Max("high"), low=Min("low"), volume=Sum("volume"))
-    first = window.order_by("start").values_list("open", flat=True).first()
-    return {**stats, "open": first}
 
 
-def _fire_alerts(tick: TickIn, previous: Decimal | None) -> list[PriceAlert]:
-    """Alerts this tick meets, via the (instrument, condition, price) index of active alerts.
+def _fire_alerts(paths: dict[int, list[TickIn]], previous: dict[int, Decimal | None]) -> dict[int, list[PriceAlert]]:
+    """Alerts the call's ticks meet, found through the (instrument, condition, price) index of active
+    alerts: one range read per symbol and condition. Each fires at the first tick that meets it.
     Rows locked by a concurrent ingest are skipped: each alert fires once."""
-    price = tick.price
-    met = Q(condition=AlertCondition.ABOVE, price__lte=price) | Q(condition=AlertCondition.BELOW, price__gte=price)
-    if previous is not None and previous != price:
-        # crossing: the threshold lies between the previous and the new price (the old side excluded)
-        met |= Q(condition=AlertCondition.CROSSES, price__gte=min(previous, price), price__lte=max(previous, price))
-    candidates = PriceAlert.objects.select_for_update(skip_locked=True).filter(
-        met, instrument=tick.instrument, active=True
-    )
-    fired = [a for a in candidates if not (a.condition == AlertCondition.CROSSES and a.price == previous)]
-    if not fired:
-        return []
-    for alert in fired:
-        alert.active = False
-        alert.triggered_at = tick.timestamp
-        alert.triggered_price = price
-    PriceAlert.objects.bulk_update(fired, ["active", "triggered_at", "triggered_price"])
-    notification_create_each(
-        [
-            {
-                "user_id": alert.user_id,
-                "title": f"{tick.instrument.symbol} {alert.condition} {alert.price.normalize()}",
-                "message": f"{tick.instrument.symbol} is at {price.normalize()}"
-                + (f": {alert.note}" if alert.note else ""),
-                "type": "info",
-                "category": "price_alert",
-                "data": {"alertId": str(alert.pk), "symbol": tick.instrument.symbol, "currentPrice": float(price)},
-            }
-            for alert in fired
-        ]
-    )
+    met = Q(pk__in=[])
+    for instrument_id, path in paths.items():
+        prices = [t.price for t in path]
+        span = prices + ([previous[instrument_id]] if previous[instrument_id] is not None else [])
+        met |= Q(instrument_id=instrument_id) & (
+            Q(condition=AlertCondition.ABOVE, price__lte=max(prices))
+            | Q(condition=AlertCondition.BELOW, price__gte=min(prices))
+            | Q(condition=AlertCondition.CROSSES, price__gte=min(span), price__lte=max(span))
+        )
+    fired: dict[int, list[PriceAlert]] = {}
+    for alert in PriceAlert.objects.select_for_update(skip_locked=True).filter(met, active=True):
+        before = previous[alert.instrument_id]
+        for tick in paths[alert.instrument_id]:
+            if _meets(alert, before, tick.price):
+                alert.active, alert.triggered_at, alert.triggered_price = False, tick.timestamp, tick.price
+                fired.setdefault(alert.instrument_id, []).append(alert)
+                break
+            before = tick.price
+    every = [a for alerts in fired.values() for a in alerts]
+    if every:
+        PriceAlert.objects.bulk_update(every, ["active", "triggered_at", "triggered_price"])
+        symbols = {t.instrument.pk: t.instrument.symbol for path in paths.values() for t in path}
+        notification_create_each(
+            [
+                {
+                    "user_id": a.user_id,
+                    "title": f"{symbols[a.instrument_id]} {a.condition} {a.price.normalize()}",
+                    "message": f"{symbols[a.instrument_id]} is at {a.triggered_price.normalize()}"
+                    + (f": {a.note}" if a.note else ""),
+                    "type": "info",
+                    "category": "price_alert",
+                    "data": {
+                        "alertId": str(a.pk),
+                        "symbol": symbols[a.instrument_id],
+                        "currentPrice": float(a.triggered_price),
+                    },
+                }
+                for a in every
+            ]
+        )
     return fired
 
 
 @transaction.atomic
 def ticks_ingest(raw: object) -> list[MarketState]:
-    """Validate every tick, then apply them in order: raw tick, candles, snapshot, alerts."""
+    """Validate every tick, then apply them together: raw ticks, candles, snapshots, alerts.
+    A call costs a fixed handful of statements however many ticks and symbols it carries."""
     ticks = ticks_validate(raw)
-    states: dict[int, MarketState] = {}
+    paths: dict[int, list[TickIn]] = {}
     for tick in ticks:
-        # The state row lock serialises ingests of one symbol, so "previous price" is well defined.
-        state = MarketState.objects.select_for_update().filter(instrument=tick.instrument).first()
-        previous = state.price if state else None
-        Tick.objects.create(instrument=tick.instrument, price=tick.price, volume=tick.volume, timestamp=tick.timestamp)
-        candles = _fold_candles(tick)
-        day = _rolling_24h(tick.instrument, tick.timestamp)
-        opening = day["open"] or tick.price
-        state = state or MarketState(instrument=tick.instrument)
-        state.price = tick.price
-        state.change = tick.price - opening
+        paths.setdefault(tick.instrument.pk, []).append(tick)
+    # The state rows, locked in instrument order, serialise ingests of a symbol (no deadlocks).
+    states = {
+        s.instrument_id: s
+        for s in MarketState.objects.select_for_update()
+        .filter(instrument_id__in=sorted(paths))
+        .order_by("instrument_id")
+    }
+    previous = {i: states[i].price if i in states else None for i in paths}
+    Tick.objects.bulk_create(
+        [Tick(instrument=t.instrument, price=t.price, volume=t.volume, timestamp=t.timestamp) for t in ticks],
+        batch_size=2000,
+    )
+    candles = _fold_candles_many(ticks)
+    days = _rolling_24h_many({i: path[-1].timestamp for i, path in paths.items()})
+    for instrument_id, path in paths.items():
+        last = path[-1]
+        day = days.get(instrument_id, {})
+        opening = day.get("open") or last.price
+        state = states.get(instrument_id) or MarketState(instrument=last.instrument)
+        state.instrument = last.instrument
+        state.price = last.price
+        state.change = last.price - opening
         state.change_percent = (state.change / opening * 100).quantize(Decimal("0.0001"))
-        state.volume = day["volume"] or Decimal(0)
-        state.high24h = day["high"] or tick.price
-        state.low24h = day["low"] or tick.price
-        state.timestamp = tick.timestamp
-        state.save()
-        states[tick.instrument.pk] = state
-        fired = _fire_alerts(tick, previous)
-        if fired:
-            alerts_fired.send(sender=PriceAlert, alerts=fired, symbol=tick.instrument.symbol)
-        market_changed.send(sender=MarketState, state=state, candles=candles)
-    return list(states.values())
+        state.volume = day.get("volume") or Decimal(0)
+        state.high24h = day.get("high") or last.price
+        state.low24h = day.get("low") or last.price
+        state.timestamp = last.timestamp
+        states[instrument_id] = state
+    changed = [states[i] for i in paths]
+    MarketState.objects.bulk_create(
+        changed,
+        update_conflicts=True,
+        unique_fields=["instrument"],
+        update_fields=["price", "change", "change_percent", "volume", "high24h", "low24h", "timestamp"],
+    )
+    fired = _fire_alerts(paths, previous)
+    for instrument_id, path in paths.items():
+        if instrument_id in fired:
+            alerts_fired.send(sender=PriceAlert, alerts=fired[instrument_id], symbol=path[-1].instrument.symbol)
+        market_changed.send(sender=MarketState, state=states[instrument_id], candles=candles.get(instrument_id, []))
+    return changed
 
 
 @transaction.atomic
