@@ -56,7 +56,7 @@ class Conflater:
 
     async def _send(self, group: str, message: dict) -> None:
         try:
-            await get_channel_layer().group_send(group, message)
+            await get_channel_layer().group_send(group, {**message, "group": group})
             self.sent += 1
         except Exception:
             logger.exception("market fan-out to %s failed", group)

@@ -15,14 +15,12 @@ from .signals import alerts_fired, market_changed
 def on_market_changed(sender, state, candles, **kwargs) -> None:
     symbol = state.instrument.symbol
     group = market_room(symbol).group
-    items = [
-        (f"md:{symbol}", group, layer_event(channel="market_data", seq=None, text=dumps(market_data_update(state))))
-    ]
+    texts = [(f"md:{symbol}", "market_data", dumps(market_data_update(state)))]
     for candle in candles:
         text = dumps(historical_data_update(symbol, candle.timeframe, [candle], state.timestamp))
-        items.append(
-            (f"hd:{symbol}:{candle.timeframe}", group, layer_event(channel="historical_data", seq=None, text=text))
-        )
+        texts.append((f"hd:{symbol}:{candle.timeframe}", "historical_data", text))
+    # the key conflates twice: per process before the layer, per connection in its outbox
+    items = [(key, group, layer_event(channel=ch, seq=None, text=text, key=key)) for key, ch, text in texts]
     transaction.on_commit(lambda: conflate(items))
 
 

@@ -22,6 +22,7 @@ from system.selectors import notices_in_force_async
 from . import presence, rooms
 from .auth import AuthError, bearer_token, check_jwt, user_still_allowed
 from .eventlog import ResumeRefused
+from .hub import Outbox, hub
 from .protocol import Close, Code, connection, error
 from .publish import iso, now_iso
 from .ratelimit import TokenBucket
@@ -45,6 +46,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         self.expires_at: datetime | None = None
         self.timer: asyncio.Task | None = None
         self.presence_task: asyncio.Task | None = None
+        self.outbox: Outbox | None = None
         await self.accept()
         token = bearer_token(self.scope)
         if token is not None:
@@ -58,10 +60,12 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         for task in (self.timer, self.presence_task):
             if task is not None:
                 task.cancel()
+        if self.outbox is not None:
+            self.outbox.close()
         if self.user is not None:
             await presence.leave(self.user.pk, self.channel_name)
         for room in list(self.joined.values()):
-            await self.channel_layer.group_discard(room.group, self.channel_name)
+            await self._leave(room)
         self.joined.clear()
 
     async def dispatch(self, message: dict) -> None:
@@ -128,6 +132,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             self.timer.cancel()
         self.timer = asyncio.ensure_future(self._expiry_watch())
         if first:
+            self.outbox = Outbox(self._send_text, self.base_send, self._too_slow)
             for room in rooms.auto_rooms(self.user):
                 await self._join(room)
             await presence.join(self.user.pk, self.channel_name)
@@ -237,7 +242,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             self.filters.discard(room.key)
         elif room.name in self.joined:
             del self.joined[room.name]
-            await self.channel_layer.group_discard(room.group, self.channel_name)
+            await self._leave(room)
         await self.send_json(self._room_reply(room, "unsubscribed"))
 
     async def cmd_list_rooms(self, content: dict) -> None:
@@ -270,9 +275,20 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     }
 
     async def _join(self, room: rooms.Room) -> None:
+        """Personal events come on this socket's own channel (they need seq order and gap
+        filling); every other room through the process's hub."""
         if room.name not in self.joined:
             self.joined[room.name] = room
-            await self.channel_layer.group_add(room.group, self.channel_name)
+            if room.kind is rooms.RoomKind.USER:
+                await self.channel_layer.group_add(room.group, self.channel_name)
+            else:
+                await hub().join(room.group, self)
+
+    async def _leave(self, room: rooms.Room) -> None:
+        if room.kind is rooms.RoomKind.USER:
+            await self.channel_layer.group_discard(room.group, self.channel_name)
+        else:
+            await hub().leave(room.group, self)
 
     def _subscribed(self) -> list[str]:
         return [*self.joined, *(c for c in rooms.CATEGORIES if c in self.filters)]
@@ -294,6 +310,21 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.stream.live(message["seq"], message["channel"], message["text"])
         else:
             await self.send(text_data=message["text"])
+
+    def deliver(self, message: dict) -> None:
+        """From the hub: a room event for this connection's outbox."""
+        if not self.closing and self.outbox is not None:
+            self.outbox.put(message["text"], message.get("key"))
+
+    async def _send_text(self, text: str) -> None:
+        if not self.closing:
+            await self.send(text_data=text)
+
+    def _too_slow(self) -> None:
+        if not self.closing:
+            self.slow_close = asyncio.ensure_future(
+                self.fail(Code.SLOW_CONSUMER, "reading too slowly; reconnect and resume", Close.SLOW_CONSUMER)
+            )
 
     async def _emit_personal(self, seq: int, channel: str, text: str) -> None:
         if channel in self.filters:

@@ -13,6 +13,7 @@ class Close:
     TOKEN_EXPIRED = 4002  # the token expired on an open socket and no fresh `auth` came
     ACCESS_REVOKED = 4003  # account deactivated, password changed, role changed, session revoked
     RATE_LIMITED = 4008  # sustained flooding after RATE_LIMIT_EXCEEDED errors
+    SLOW_CONSUMER = 4009  # the client reads too slowly for events that may not be dropped; resume
     TOO_MANY_CONNECTIONS = 4029  # /ws/orders: tier's concurrent-connection limit
     TOO_MANY_ATTEMPTS = 4030  # /ws/orders: tier's reconnect rate limit
     IDLE_TIMEOUT = 4040  # /ws/orders: nothing heard from the client for too long
@@ -29,6 +30,7 @@ class Code:
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     TOKEN_EXPIRED = "TOKEN_EXPIRED"
     ACCESS_REVOKED = "ACCESS_REVOKED"
+    SLOW_CONSUMER = "SLOW_CONSUMER"
 
 
 def error(code: str, message: str, **extra) -> dict:

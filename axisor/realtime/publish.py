@@ -65,7 +65,8 @@ def group_send_many(sends: list[tuple[str, dict]]) -> None:
     async def send_all() -> None:
         for group, message in sends:
             try:
-                await layer.group_send(group, message)
+                # the group rides along: a process's hub receives many rooms on one channel
+                await layer.group_send(group, {**message, "group": group})
             except Exception:
                 logger.exception("group_send to %s failed", group)
 
@@ -93,9 +94,13 @@ def next_seqs(counts: dict[int, int]) -> dict[int, int]:
     return first
 
 
-def layer_event(*, channel: str, seq: int | None, text: str) -> dict:
-    """The channel-layer message for a logged event: primitives only, the client text pre-serialised."""
-    return {"type": EVENT_MESSAGE, "channel": channel, "personal": seq is not None, "seq": seq, "text": text}
+def layer_event(*, channel: str, seq: int | None, text: str, key: str | None = None) -> dict:
+    """The channel-layer message for an event: primitives only, the client text serialised once.
+    ``key`` marks room events a connection may conflate (a newer one replaces it)."""
+    message = {"type": EVENT_MESSAGE, "channel": channel, "personal": seq is not None, "seq": seq, "text": text}
+    if key is not None:
+        message["key"] = key
+    return message
 
 
 def send_logged(ids: list[int], sends: list[tuple[str, dict]]) -> None:

@@ -244,7 +244,8 @@ async def test_market_room_receives_group_messages(user):
     await comm.receive_json_from()
     text = dumps({"type": "market_data_update", "channel": "market_data", "data": {"symbol": "SBIN-EQ"}})
     await get_channel_layer().group_send(
-        "market.SBIN-EQ", {"type": "event.message", "channel": "market_data", "personal": False, "text": text}
+        "market.SBIN-EQ",
+        {"type": "event.message", "channel": "market_data", "personal": False, "text": text, "group": "market.SBIN-EQ"},
     )
     assert (await comm.receive_json_from())["data"]["symbol"] == "SBIN-EQ"
     await comm.disconnect()
