@@ -211,6 +211,12 @@ AXISOR_WS = {
     "RATE_BURST": env_int("WS_RATE_BURST", 40),
     # This many refused messages in a row closes the socket (4008).
     "RATE_ABUSE_CLOSE_AFTER": env_int("WS_RATE_ABUSE_CLOSE_AFTER", 100),
+    # Slow readers: hold room events back while this many bytes wait unsent in the socket (market
+    # data conflates meanwhile); close 4009 after this long held back with events that may not be
+    # dropped, or when this many of them wait.
+    "SLOW_BYTES": env_int("WS_SLOW_BYTES", 1 << 20),
+    "SLOW_SECONDS": env_float("WS_SLOW_SECONDS", 10.0),
+    "MAX_WAITING": env_int("WS_MAX_WAITING", 1000),
 }
 AXISOR_ORDERS = {
     "SESSION_SECONDS": env_int("ORDERS_SESSION_SECONDS", 24 * 3600),

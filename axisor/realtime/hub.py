@@ -19,12 +19,14 @@ import itertools
 import logging
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
-SLOW_BYTES = 1 << 20  # unsent bytes in the socket's transport before the writer holds back
-SLOW_SECONDS = 10.0  # held back this long with events it may not drop: the client is too slow
-MAX_WAITING = 1000  # events that must not be dropped, waiting in one connection's outbox
+_conf = settings.AXISOR_WS
+SLOW_BYTES = _conf["SLOW_BYTES"]  # unsent bytes in the socket's transport before the writer holds back
+SLOW_SECONDS = _conf["SLOW_SECONDS"]  # held back this long with events it may not drop: too slow
+MAX_WAITING = _conf["MAX_WAITING"]  # events that must not be dropped, waiting in one connection's outbox
 
 
 class Hub:

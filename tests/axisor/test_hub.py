@@ -1,0 +1,106 @@
+"""Process-local room hubs: one layer membership per room per process, local fan-out, conflation,
+and the slow-consumer close."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from axisor.realtime import hub as hubmod
+from axisor.realtime.hub import Hub, Outbox
+from axisor.realtime.publish import group_send_many, layer_event
+from tests.conftest import connected, jwt_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]
+
+
+class Conn:
+    def __init__(self) -> None:
+        self.got: list[dict] = []
+        self.event = asyncio.Event()
+
+    def deliver(self, message: dict) -> None:
+        self.got.append(message)
+        self.event.set()
+
+
+async def test_one_membership_per_room_and_local_fan_out(monkeypatch):
+    h = Hub()
+    adds, discards = [], []
+    real_add, real_discard = h.layer.group_add, h.layer.group_discard
+
+    async def add(group, channel):
+        adds.append(group)
+        await real_add(group, channel)
+
+    async def discard(group, channel):
+        discards.append(group)
+        await real_discard(group, channel)
+
+    monkeypatch.setattr(h.layer, "group_add", add)
+    monkeypatch.setattr(h.layer, "group_discard", discard)
+    a, b = Conn(), Conn()
+    await h.join("market.BTC_USD", a)
+    await h.join("market.BTC_USD", b)
+    assert adds == ["market.BTC_USD"]  # the second local member costs nothing on the layer
+    await h.layer.group_send("market.BTC_USD", {"type": "event.message", "group": "market.BTC_USD", "text": "x"})
+    await asyncio.wait_for(asyncio.gather(a.event.wait(), b.event.wait()), 5)
+    assert a.got[0]["text"] == b.got[0]["text"] == "x"
+    await h.leave("market.BTC_USD", a)
+    assert discards == []
+    await h.leave("market.BTC_USD", b)
+    assert discards == ["market.BTC_USD"]
+    h.task.cancel()
+
+
+async def test_outbox_conflates_keyed_events_while_the_socket_is_backed_up(monkeypatch):
+    sent: list[str] = []
+    both = asyncio.Event()
+    backlog = {"bytes": 10 * hubmod.SLOW_BYTES}
+    monkeypatch.setattr(hubmod, "transport_backlog", lambda send: backlog["bytes"])
+
+    async def send_text(text: str) -> None:
+        sent.append(text)
+        if len(sent) == 2:
+            both.set()
+
+    box = Outbox(send_text, None, lambda: None)
+    for price in range(100):
+        box.put(f"md {price}", "md:BTC_USD")
+    box.put("notice", None)
+    await asyncio.sleep(0)  # the writer is held back by the backlog
+    assert sent == [] and list(box.waiting.values()) == ["md 99", "notice"]
+    backlog["bytes"] = 0
+    await asyncio.wait_for(both.wait(), 5)
+    assert sent == ["md 99", "notice"]
+    box.close()
+
+
+async def test_outbox_too_slow_for_events_it_must_not_drop(monkeypatch):
+    monkeypatch.setattr(hubmod, "MAX_WAITING", 3)
+    monkeypatch.setattr(hubmod, "transport_backlog", lambda send: 10 * hubmod.SLOW_BYTES)
+    slow = asyncio.Event()
+
+    async def send_text(text: str) -> None:
+        pass
+
+    box = Outbox(send_text, None, slow.set)
+    for i in range(4):
+        box.put(f"event {i}", None)
+    assert slow.is_set()
+    box.close()
+
+
+async def test_slow_socket_is_closed_4009(make_user, monkeypatch):
+    from channels.db import database_sync_to_async
+
+    monkeypatch.setattr(hubmod, "MAX_WAITING", 2)
+    monkeypatch.setattr(hubmod, "transport_backlog", lambda send: 10 * hubmod.SLOW_BYTES)
+    user = await database_sync_to_async(make_user)("slow")
+    comm, _ = await connected(jwt_for(user))
+    sends = [("system", layer_event(channel="system", seq=None, text=f'{{"n":{i}}}')) for i in range(5)]
+    await asyncio.to_thread(group_send_many, sends)
+    while (out := await comm.receive_output(timeout=5))["type"] != "websocket.close":
+        pass
+    assert out["code"] == 4009
