@@ -90,6 +90,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "axisor.metrics.RequestTimingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -256,6 +257,8 @@ AXISOR_NOTIFICATIONS = {
 # axisor/background.py); set 0 to run `manage.py deliver_notifications` as a separate worker.
 AXISOR_BACKGROUND = env_bool("AXISOR_BACKGROUND", True)
 AXISOR_SERVICE_KEY = env("AXISOR_SERVICE_KEY")
+# /metrics (Prometheus) answers only with this bearer token; unset, the endpoint is off (404).
+METRICS_TOKEN = env("METRICS_TOKEN")
 AXISOR_SIMULATE = env("AXISOR_SIMULATE", "")
 if AXISOR_SIMULATE not in {"", "venue", "all"}:
     raise ImproperlyConfigured(f"AXISOR_SIMULATE must be unset, 'venue' or 'all', got {AXISOR_SIMULATE!r}")

@@ -11,6 +11,7 @@ from orders.apis import ExecutionApi, OrderViewSet, SessionCreateApi, SessionRev
 from system.apis import NoticeEndApi, NoticeListApi
 
 from .health import healthz, readyz
+from .metrics import metrics_view
 
 router = SimpleRouter(trailing_slash=False)
 router.register("orders", OrderViewSet, basename="order")
@@ -40,5 +41,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz),
     path("readyz", readyz),
+    path("metrics", metrics_view),
     path("api/", include(api)),
 ]

@@ -16,6 +16,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from axisor.metrics import CONFLATED, PUBLISHED
+
 logger = logging.getLogger(__name__)
 
 
@@ -43,6 +45,7 @@ class Conflater:
             return
         if key in self.pending:
             self.dropped += 1  # replaced by a newer update before its slot
+            CONFLATED.labels("process").inc()
         self.pending[key] = (group, message)
         if key not in self.timers:
             self.timers[key] = self.loop.call_at(due, self._flush, key)
@@ -58,6 +61,7 @@ class Conflater:
         try:
             await get_channel_layer().group_send(group, {**message, "group": group})
             self.sent += 1
+            PUBLISHED.labels(message.get("channel", "")).inc()
         except Exception:
             logger.exception("market fan-out to %s failed", group)
 

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from axisor.metrics import CONNECTIONS, DELIVERED, RESUMES, SLOW_CLOSES
 from market.selectors import instrument_symbols_async, snapshot_text_async
 from system.selectors import notices_in_force_async
 
@@ -48,6 +49,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         self.presence_task: asyncio.Task | None = None
         self.outbox: Outbox | None = None
         await self.accept()
+        CONNECTIONS.labels("/ws").inc()
         token = bearer_token(self.scope)
         if token is not None:
             since = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get("since", [None])[0]
@@ -56,6 +58,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             self.timer = asyncio.ensure_future(self._auth_deadline(conf["AUTH_TIMEOUT_SECONDS"]))
 
     async def disconnect(self, code: int) -> None:
+        CONNECTIONS.labels("/ws").dec()
         self.closing = True
         for task in (self.timer, self.presence_task):
             if task is not None:
@@ -258,8 +261,10 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         try:
             replayed = await self.stream.resume(since)
         except ResumeRefused as refused:
+            RESUMES.labels("/ws", refused.reason).inc()
             await self.send_json(refused.as_message())
             return
+        RESUMES.labels("/ws", "ok").inc()
         await self.send_json({"type": "resumed", "since": since, "lastSeq": self.stream.last_seq, "replayed": replayed})
 
     async def cmd_ping(self, content: dict) -> None:
@@ -314,7 +319,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     def deliver(self, message: dict) -> None:
         """From the hub: a room event for this connection's outbox."""
         if not self.closing and self.outbox is not None:
-            self.outbox.put(message["text"], message.get("key"))
+            self.outbox.put(message["text"], message.get("key"), message["channel"])
 
     async def _send_text(self, text: str) -> None:
         if not self.closing:
@@ -322,6 +327,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     def _too_slow(self) -> None:
         if not self.closing:
+            SLOW_CLOSES.inc()
             self.slow_close = asyncio.ensure_future(
                 self.fail(Code.SLOW_CONSUMER, "reading too slowly; reconnect and resume", Close.SLOW_CONSUMER)
             )
@@ -329,6 +335,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def _emit_personal(self, seq: int, channel: str, text: str) -> None:
         if channel in self.filters:
             await self.send(text_data=text)
+            DELIVERED.labels(channel).inc()
 
     async def access_changed(self, message: dict) -> None:
         if self.user is None or self.closing:

@@ -21,6 +21,8 @@ import logging
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from axisor.metrics import CONFLATED, DELIVERED
+
 logger = logging.getLogger(__name__)
 
 _conf = settings.AXISOR_WS
@@ -112,14 +114,16 @@ class Outbox:
         self.wake = asyncio.Event()
         self.task = asyncio.ensure_future(self._write())
 
-    def put(self, text: str, key: str | None) -> None:
+    def put(self, text: str, key: str | None, channel: str = "") -> None:
         if key is None:
             if self.must_send >= MAX_WAITING:
                 self.on_slow()
                 return
             self.must_send += 1
             key = ("event", next(self._ids))
-        self.waiting[key] = text  # a conflated key keeps its place and takes the newest text
+        elif key in self.waiting:
+            CONFLATED.labels("connection").inc()
+        self.waiting[key] = (channel, text)  # a conflated key keeps its place and takes the newest text
         self.wake.set()
 
     def close(self) -> None:
@@ -132,10 +136,11 @@ class Outbox:
             while self.waiting:
                 await self._wait_for_socket()
                 key = next(iter(self.waiting))
-                text = self.waiting.pop(key)
+                channel, text = self.waiting.pop(key)
                 if isinstance(key, tuple):
                     self.must_send -= 1
                 await self.send_text(text)
+                DELIVERED.labels(channel).inc()
 
     async def _wait_for_socket(self) -> None:
         held = 0.0

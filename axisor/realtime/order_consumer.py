@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from axisor.metrics import CONNECTIONS, DELIVERED, RESUMES
 from orders.selectors import open_order_snapshots, order_session_alive
 from orders.services import order_session_check
 
@@ -82,6 +83,8 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
         self.stream = PersonalStream(self.user.pk, self._emit)
         await self.stream.baseline()
         await self.accept()
+        CONNECTIONS.labels("/ws/orders").inc()
+        self.counted = True
         self.last_heard = time.monotonic()
         self.task = asyncio.ensure_future(self._keepalive())
         await self._catch_up(params)
@@ -96,8 +99,10 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
         if since is not None:
             try:
                 await self.stream.resume(since)
+                RESUMES.labels("/ws/orders", "ok").inc()
             except ResumeRefused as exc:
                 refused = exc
+                RESUMES.labels("/ws/orders", exc.reason).inc()
                 await self.send(text_data=dumps(exc.as_message()))
         if (params.get("snapshot") or ["0"])[0] in ("1", "true"):
             for snapshot in await _open_order_snapshots(self.user.pk):
@@ -106,6 +111,8 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=dumps({"type": "resumed", "since": since, "lastSeq": self.stream.last_seq}))
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            CONNECTIONS.labels("/ws/orders").dec()
         self.closing = True
         if self.task is not None:
             self.task.cancel()
@@ -164,6 +171,7 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
         if channel == "orders":
             event = json.loads(text)
             await self.send(text_data=dumps({**event["data"], "seq": seq}))
+            DELIVERED.labels(channel).inc()
 
     async def access_changed(self, message: dict) -> None:
         if self.closing or self.user is None:

@@ -17,6 +17,8 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.utils import timezone
 
+from axisor.metrics import PUBLISHED
+
 from .models import EventLog, UserSequence
 from .rooms import Room, user_room
 
@@ -67,6 +69,7 @@ def group_send_many(sends: list[tuple[str, dict]]) -> None:
             try:
                 # the group rides along: a process's hub receives many rooms on one channel
                 await layer.group_send(group, {**message, "group": group})
+                PUBLISHED.labels(message.get("channel", "")).inc()
             except Exception:
                 logger.exception("group_send to %s failed", group)
 

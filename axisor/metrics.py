@@ -1,0 +1,50 @@
+"""Prometheus metrics for one server process, served at /metrics when METRICS_TOKEN is set
+(scrape each daphne process; the figures are per process)."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from django.conf import settings
+from django.http import Http404, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+CONNECTIONS = Gauge("axisor_connections", "Open WebSocket connections", ["endpoint"])
+HUB_ROOMS = Gauge("axisor_hub_rooms", "Rooms this process's hub holds a channel-layer membership for")
+PUBLISHED = Counter("axisor_events_published_total", "Events sent to the channel layer", ["channel"])
+DELIVERED = Counter("axisor_events_delivered_total", "Events written to sockets", ["channel"])
+CONFLATED = Counter("axisor_events_conflated_total", "Market updates replaced by a newer one before sending", ["where"])
+SLOW_CLOSES = Counter("axisor_slow_consumer_closes_total", "Sockets closed because they read too slowly")
+RESUMES = Counter("axisor_resume_requests_total", "Resume requests", ["endpoint", "outcome"])
+HTTP_LATENCY = Histogram("axisor_http_request_duration_seconds", "REST request latency", ["method", "route", "status"])
+
+
+def metrics_view(request):
+    token = settings.METRICS_TOKEN
+    if not token:
+        raise Http404("metrics are off: set METRICS_TOKEN")
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return HttpResponse(
+            "metrics need Authorization: Bearer <METRICS_TOKEN>\n", status=401, content_type="text/plain"
+        )
+    from axisor.realtime.hub import _hubs
+
+    HUB_ROOMS.set(sum(len(h.members) for h in _hubs.values()))
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+class RequestTimingMiddleware:
+    """REST latency by route pattern (not raw path: ids would explode the label set)."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        start = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        route = match.route.replace("^", "").replace("$", "") if match else "unmatched"
+        HTTP_LATENCY.labels(request.method, route, str(response.status_code)).observe(time.perf_counter() - start)
+        return response
