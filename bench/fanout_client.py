@@ -44,11 +44,22 @@ async def client(url: str, token: str | None, stats: Stats, connected: list, n: 
 
 
 async def main(url: str, token: str | None, n: int) -> None:
-    stats, connected, ready = Stats(), [0], asyncio.Event()
+    stats, connected, ready = Stats(), [0, 0, ""], asyncio.Event()
     start = time.time()
     tasks = [asyncio.create_task(client(url, token, stats, connected, n, ready)) for _ in range(n)]
     await asyncio.wait_for(ready.wait(), 300)
-    print(json.dumps({"ready": True, "connectPerSecond": round(n / (time.time() - start), 1)}), flush=True)
+    n = connected[0]  # deliveries are expected on the sockets that did connect
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "connectPerSecond": round(n / (time.time() - start), 1),
+                "failed": connected[1],
+                "error": connected[2],
+            }
+        ),
+        flush=True,
+    )
     loop = asyncio.get_running_loop()
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)

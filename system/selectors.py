@@ -24,11 +24,19 @@ def notices_in_force() -> QuerySet[SystemNotice]:
     )
 
 
-@database_sync_to_async
-def notices_in_force_async() -> list[str]:
+def notices_in_force_texts() -> list[str]:
     """The notices in force as ready-to-send event texts, oldest first."""
     texts = []
     for notice in notices_in_force():
         type_, data = notice_event(notice)
         texts.append(dumps({"type": type_, "channel": "system", "data": data}))
     return texts
+
+
+@database_sync_to_async
+def connection_start(user_id: int) -> tuple[int, list[str]]:
+    """What a new /ws connection needs, in one trip to the database: the user's latest seq (its
+    stream starts after it) and the system notices in force."""
+    from axisor.realtime.eventlog import last_seq
+
+    return last_seq(user_id), notices_in_force_texts()

@@ -18,7 +18,7 @@ from django.conf import settings
 
 from axisor.metrics import CONNECTIONS, DELIVERED, RESUMES, SLOW_CLOSES
 from market.selectors import instrument_symbols_async, snapshot_text_async
-from system.selectors import notices_in_force_async
+from system.selectors import connection_start
 
 from . import presence, rooms
 from .auth import AuthError, bearer_token, check_jwt, user_still_allowed
@@ -141,13 +141,14 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await presence.join(self.user.pk, self.channel_name)
             self.presence_task = asyncio.ensure_future(self._presence())
             self.stream = PersonalStream(self.user.pk, self._emit_personal)
-            await self.stream.baseline()
+            last_seq, notices = await connection_start(self.user.pk)
+            self.stream.start_at(last_seq)
         reply = connection(user_id=self.user.pk, session_id=self.session_id)
         reply["tokenExpiresAt"] = iso(self.expires_at)
         reply["lastSeq"] = self.stream.last_seq
         await self.send_json(reply)
         if first:
-            for notice in await notices_in_force_async():
+            for notice in notices:
                 await self.send(text_data=notice)
             if since is not None:
                 await self._resume(since)

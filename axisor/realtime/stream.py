@@ -33,6 +33,10 @@ class PersonalStream:
         self.last_seq = await _last_seq(self.user_id)
         return self.last_seq
 
+    def start_at(self, last_seq: int) -> None:
+        """Start after ``last_seq``, read by the caller (once the socket is in the user's group)."""
+        self.last_seq = last_seq
+
     async def resume(self, since: int) -> int:
         """Replay the log after ``since``; raises eventlog.ResumeRefused (whose ``lastSeq`` is where
         this connection's live stream continues from). Returns events replayed."""

@@ -92,6 +92,8 @@ class Command(BaseCommand):
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
             ready = json.loads(client.stdout.readline())
+            if ready["failed"]:
+                self.stdout.write(f"  {ready['failed']} of {n} sockets failed to connect: {ready['error']}")
             idle_kb = (rss_kb(server.pid) - base) / n
 
             def measure(count: int, rate: float) -> dict:
@@ -112,6 +114,7 @@ class Command(BaseCommand):
                 "p50": paced["p50ms"],
                 "p99": paced["p99ms"],
                 "connects": ready["connectPerSecond"],
+                "failed": ready["failed"],
                 "idleKb": round(idle_kb, 1),
             }
         finally:
