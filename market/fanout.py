@@ -27,8 +27,6 @@ class Conflater:
         self.last: dict[str, float] = {}
         self.pending: dict[str, tuple[str, dict]] = {}
         self.timers: dict[str, asyncio.TimerHandle] = {}
-        self.sent = 0
-        self.dropped = 0
 
     @staticmethod
     def interval(key: str) -> float:
@@ -43,8 +41,7 @@ class Conflater:
             self.last[key] = now
             await self._send(group, message)
             return
-        if key in self.pending:
-            self.dropped += 1  # replaced by a newer update before its slot
+        if key in self.pending:  # replaced by a newer update before its slot
             CONFLATED.labels("process").inc()
         self.pending[key] = (group, message)
         if key not in self.timers:
@@ -60,7 +57,6 @@ class Conflater:
     async def _send(self, group: str, message: dict) -> None:
         try:
             await get_channel_layer().group_send(group, {**message, "group": group})
-            self.sent += 1
             PUBLISHED.labels(message.get("channel", "")).inc()
         except Exception:
             logger.exception("market fan-out to %s failed", group)

@@ -140,17 +140,11 @@ def publish(*, room: Room, type: str, channel: str, data: dict, user_id: int | N
     With ``user_id`` the event is personal: it gets the user's next ``seq`` and goes to the
     user's room whatever ``room`` says.
     """
-    message: dict[str, Any] = {"type": type, "channel": channel, "data": data}
-    seq = None
     if user_id is not None:
-        room = user_room(user_id)
-        seq = next_seqs({user_id: 1})[user_id]
-        message["seq"] = seq
-    text = dumps(message)
-    entry = EventLog.objects.create(
-        user_id=user_id, seq=seq, room=room.name, type=type, channel=channel, payload=json.loads(text)
-    )
-    layer_message = layer_event(channel=channel, seq=seq, text=text)
+        return publish_personal_many([(user_id, type, channel, data)])[0]
+    text = dumps({"type": type, "channel": channel, "data": data})
+    entry = EventLog.objects.create(room=room.name, type=type, channel=channel, payload=json.loads(text))
+    layer_message = layer_event(channel=channel, seq=None, text=text)
     group = room.group
     transaction.on_commit(lambda: send_logged([entry.pk], [(group, layer_message)]))
     return entry
