@@ -16,23 +16,26 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from axisor.metrics import CONNECTIONS, DELIVERED, RESUMES, SLOW_CLOSES
+from axisor.metrics import CONNECTIONS, RESUMES
 from market.selectors import instrument_symbols_async, snapshot_text_async
 from system.selectors import connection_start
 
 from . import presence, rooms
 from .auth import AuthError, bearer_token, check_jwt, user_still_allowed
 from .eventlog import ResumeRefused
-from .hub import Outbox, hub
+from .hub import HubMember
 from .protocol import Close, Code, connection, error
-from .publish import iso, now_iso
+from .publish import dumps, iso, now_iso
 from .ratelimit import TokenBucket
 from .stream import PersonalStream
 
 logger = logging.getLogger(__name__)
 
 
-class EventsConsumer(AsyncJsonWebsocketConsumer):
+class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
+    """Every room, the user's own included, comes through the process hub (see hub.HubMember):
+    a socket costs no channel-layer subscription of its own."""
+
     # ---- connection lifecycle -------------------------------------------------------------
 
     async def connect(self) -> None:
@@ -47,8 +50,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         self.expires_at: datetime | None = None
         self.timer: asyncio.Task | None = None
         self.presence_task: asyncio.Task | None = None
-        self.outbox: Outbox | None = None
+        self.stream: PersonalStream | None = None
         await self.accept()
+        self.hub_open()
         CONNECTIONS.labels("/ws").inc()
         token = bearer_token(self.scope)
         if token is not None:
@@ -63,12 +67,10 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         for task in (self.timer, self.presence_task):
             if task is not None:
                 task.cancel()
-        if self.outbox is not None:
-            self.outbox.close()
+        self.hub_close()
         if self.user is not None:
-            await presence.leave(self.user.pk, self.channel_name)
-        for room in list(self.joined.values()):
-            await self._leave(room)
+            await presence.leave(self.user.pk, self.session_id)
+        await self.hub_leave_all()
         self.joined.clear()
 
     async def dispatch(self, message: dict) -> None:
@@ -78,13 +80,6 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
-
-    async def fail(self, code: str, message: str, close: int) -> None:
-        if self.closing:
-            return
-        self.closing = True
-        await self.send_json(error(code, message))
-        await self.close(close)
 
     async def _auth_deadline(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -107,7 +102,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             warn_at = min(60.0, left / 4)
             if left > warn_at + 0.5:
                 await asyncio.sleep(left - warn_at)
-                await self.send_json({"type": "auth_expiring", "expiresAt": iso(self.expires_at)})
+                self.reply({"type": "auth_expiring", "expiresAt": iso(self.expires_at)})
             else:
                 await asyncio.sleep(left)
 
@@ -115,7 +110,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         """Hold this connection's presence lease while it is open."""
         while not self.closing:
             await asyncio.sleep(presence.LEASE_SECONDS / 3)
-            await presence.join(self.user.pk, self.channel_name)
+            await presence.join(self.user.pk, self.session_id)
 
     async def authenticate(self, token: object, since: object = None) -> None:
         """Check the token; on the first success join the auto rooms and answer ``connection``.
@@ -135,10 +130,11 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             self.timer.cancel()
         self.timer = asyncio.ensure_future(self._expiry_watch())
         if first:
-            self.outbox = Outbox(self._send_text, self.base_send, self._too_slow)
+            # In the user's group before the baseline is read: an event committed in between is
+            # either in the baseline or arrives live (and waits in the inbox until we start it).
             for room in rooms.auto_rooms(self.user):
                 await self._join(room)
-            await presence.join(self.user.pk, self.channel_name)
+            await presence.join(self.user.pk, self.session_id)
             self.presence_task = asyncio.ensure_future(self._presence())
             self.stream = PersonalStream(self.user.pk, self._emit_personal)
             last_seq, notices = await connection_start(self.user.pk)
@@ -146,12 +142,13 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         reply = connection(user_id=self.user.pk, session_id=self.session_id)
         reply["tokenExpiresAt"] = iso(self.expires_at)
         reply["lastSeq"] = self.stream.last_seq
-        await self.send_json(reply)
+        self.reply(reply)
         if first:
             for notice in notices:
-                await self.send(text_data=notice)
+                self.write(notice, "system")
             if since is not None:
                 await self._resume(since)
+            self.inbox.start()
 
     # ---- client commands ------------------------------------------------------------------
 
@@ -164,9 +161,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             if self.refused_in_row >= conf["RATE_ABUSE_CLOSE_AFTER"]:
                 await self.fail(Code.RATE_LIMIT_EXCEEDED, "too many messages; closing", Close.RATE_LIMITED)
             else:
-                await self.send_json(
-                    error(Code.RATE_LIMIT_EXCEEDED, f"at most {conf['RATE_PER_SECOND']:g} messages per second")
-                )
+                self.reply(error(Code.RATE_LIMIT_EXCEEDED, f"at most {conf['RATE_PER_SECOND']:g} messages per second"))
             return
         self.refused_in_row = 0
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
@@ -174,9 +169,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             if self.user is None:
                 await self.fail(Code.AUTHENTICATION_FAILED, "authenticate first", Close.AUTHENTICATION_FAILED)
             else:
-                await self.send_json(
-                    error(Code.MESSAGE_TOO_LARGE, f"messages are limited to {conf['MAX_MESSAGE_BYTES']} bytes")
-                )
+                self.reply(error(Code.MESSAGE_TOO_LARGE, f"messages are limited to {conf['MAX_MESSAGE_BYTES']} bytes"))
             return
         content = self._decode(text_data)
         if self.user is None:
@@ -190,12 +183,12 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
                 )
             return
         if content is None:
-            await self.send_json(error(Code.INVALID_MESSAGE, "messages are JSON text objects with a string 'type'"))
+            self.reply(error(Code.INVALID_MESSAGE, "messages are JSON text objects with a string 'type'"))
             return
         command = content["type"]
         handler = self.COMMANDS.get(command)
         if handler is None:
-            await self.send_json(error(Code.INVALID_MESSAGE, f"unknown message type {command[:64]!r}"))
+            self.reply(error(Code.INVALID_MESSAGE, f"unknown message type {command[:64]!r}"))
             return
         await handler(self, content)
 
@@ -220,56 +213,57 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             room = rooms.parse(name)
             rooms.check_join(self.user, room, known_symbols=await instrument_symbols_async())
         except rooms.InvalidRoom as exc:
-            await self.send_json(error(Code.INVALID_ROOM, str(exc), channel=name if isinstance(name, str) else None))
+            self.reply(error(Code.INVALID_ROOM, str(exc), channel=name if isinstance(name, str) else None))
             return
         except rooms.Forbidden as exc:
-            await self.send_json(error(Code.FORBIDDEN, str(exc), channel=name))
+            self.reply(error(Code.FORBIDDEN, str(exc), channel=name))
             return
         if room.is_personal_filter:
             self.filters.add(room.key)
         else:
             await self._join(room)
-        await self.send_json(self._room_reply(room, "subscribed"))
+        self.reply(self._room_reply(room, "subscribed"))
         if room.kind is rooms.RoomKind.MARKET:
             snapshot = await snapshot_text_async(room.key)
             if snapshot is not None:
-                await self.send(text_data=snapshot)
+                self.write(snapshot, "market_data")
 
     async def cmd_unsubscribe(self, content: dict) -> None:
         name = content.get("channel")
         try:
             room = rooms.parse(name)
         except rooms.InvalidRoom as exc:
-            await self.send_json(error(Code.INVALID_ROOM, str(exc), channel=name if isinstance(name, str) else None))
+            self.reply(error(Code.INVALID_ROOM, str(exc), channel=name if isinstance(name, str) else None))
             return
         if room.is_personal_filter:
             self.filters.discard(room.key)
         elif room.name in self.joined:
             del self.joined[room.name]
-            await self._leave(room)
-        await self.send_json(self._room_reply(room, "unsubscribed"))
+            await self.hub_leave(room.group)
+        self.reply(self._room_reply(room, "unsubscribed"))
 
     async def cmd_list_rooms(self, content: dict) -> None:
-        await self.send_json({"type": "room_list", "subscribedRooms": self._subscribed()})
+        self.reply({"type": "room_list", "subscribedRooms": self._subscribed()})
 
     async def cmd_resume(self, content: dict) -> None:
         await self._resume(content.get("since"))
 
     async def _resume(self, since: object) -> None:
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
-            await self.send_json(error(Code.INVALID_MESSAGE, "resume needs 'since': the last seq you have (0 for all)"))
+            self.reply(error(Code.INVALID_MESSAGE, "resume needs 'since': the last seq you have (0 for all)"))
             return
-        try:
-            replayed = await self.stream.resume(since)
-        except ResumeRefused as refused:
-            RESUMES.labels("/ws", refused.reason).inc()
-            await self.send_json(refused.as_message())
-            return
-        RESUMES.labels("/ws", "ok").inc()
-        await self.send_json({"type": "resumed", "since": since, "lastSeq": self.stream.last_seq, "replayed": replayed})
+        async with self.stream_lock:  # live events wait in the inbox meanwhile, then dedupe by seq
+            try:
+                replayed = await self.stream.resume(since)
+            except ResumeRefused as refused:
+                RESUMES.labels("/ws", refused.reason).inc()
+                self.reply(refused.as_message())
+                return
+            RESUMES.labels("/ws", "ok").inc()
+            self.reply({"type": "resumed", "since": since, "lastSeq": self.stream.last_seq, "replayed": replayed})
 
     async def cmd_ping(self, content: dict) -> None:
-        await self.send_json({"type": "pong", "serverTime": now_iso()})
+        self.reply({"type": "pong", "serverTime": now_iso()})
 
     COMMANDS = {
         "auth": cmd_auth,
@@ -281,20 +275,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     }
 
     async def _join(self, room: rooms.Room) -> None:
-        """Personal events come on this socket's own channel (they need seq order and gap
-        filling); every other room through the process's hub."""
         if room.name not in self.joined:
             self.joined[room.name] = room
-            if room.kind is rooms.RoomKind.USER:
-                await self.channel_layer.group_add(room.group, self.channel_name)
-            else:
-                await hub().join(room.group, self)
-
-    async def _leave(self, room: rooms.Room) -> None:
-        if room.kind is rooms.RoomKind.USER:
-            await self.channel_layer.group_discard(room.group, self.channel_name)
-        else:
-            await hub().leave(room.group, self)
+            await self.hub_join(room.group)
 
     def _subscribed(self) -> list[str]:
         return [*self.joined, *(c for c in rooms.CATEGORIES if c in self.filters)]
@@ -307,36 +290,15 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             "subscribedRooms": self._subscribed(),
         }
 
-    # ---- channel-layer handlers -----------------------------------------------------------
+    # ---- what reaches the client ------------------------------------------------------------
 
-    async def event_message(self, message: dict) -> None:
-        if self.closing:
-            return
-        if message["personal"]:
-            await self.stream.live(message["seq"], message["channel"], message["text"])
-        else:
-            await self.send(text_data=message["text"])
-
-    def deliver(self, message: dict) -> None:
-        """From the hub: a room event for this connection's outbox."""
-        if not self.closing and self.outbox is not None:
-            self.outbox.put(message["text"], message.get("key"), message["channel"])
-
-    async def _send_text(self, text: str) -> None:
-        if not self.closing:
-            await self.send(text_data=text)
-
-    def _too_slow(self) -> None:
-        if not self.closing:
-            SLOW_CLOSES.inc()
-            self.slow_close = asyncio.ensure_future(
-                self.fail(Code.SLOW_CONSUMER, "reading too slowly; reconnect and resume", Close.SLOW_CONSUMER)
-            )
+    def reply(self, content: dict) -> None:
+        """Answers and notices go out in order with everything else this socket writes."""
+        self.write(dumps(content))
 
     async def _emit_personal(self, seq: int, channel: str, text: str) -> None:
         if channel in self.filters:
-            await self.send(text_data=text)
-            DELIVERED.labels(channel).inc()
+            self.write(text, channel)
 
     async def access_changed(self, message: dict) -> None:
         if self.user is None or self.closing:

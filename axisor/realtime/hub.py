@@ -5,6 +5,11 @@ group message once per socket. Here each server process holds one hub channel; t
 room's group when the first local socket joins the room and leaves it with the last, receives
 each message once, and hands the pre-serialised text to its local connections.
 
+Sockets have no layer channel of their own: a user's personal events and control messages come
+through the hub too (the ``user`` group is a room like any other), into the connection's inbox,
+handled one at a time in arrival order by a task that exists only while messages wait (the personal
+stream needs that order for its seq checks and gap filling).
+
 Each connection keeps a small outbox written by one writer task: room events that carry a
 ``key`` (market data) are conflated — a newer update replaces the one still waiting — and the
 writer holds back while the socket's transport has more than ``SLOW_BYTES`` unsent, so a slow
@@ -17,11 +22,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from axisor.metrics import CONFLATED, DELIVERED
+from axisor.metrics import CONFLATED, DELIVERED, SLOW_CLOSES
+
+from .protocol import Close, Code, error
+from .publish import ACCESS_CHANGED, dumps
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +150,8 @@ class Outbox:
                 if isinstance(key, tuple):
                     self.must_send -= 1
                 await self.send_text(text)
-                DELIVERED.labels(channel).inc()
+                if channel:
+                    DELIVERED.labels(channel).inc()
 
     async def _wait_for_socket(self) -> None:
         held = 0.0
@@ -150,3 +161,123 @@ class Outbox:
                 raise asyncio.CancelledError
             await asyncio.sleep(0.05)  # the socket drains on its own; conflation keeps only the latest meanwhile
             held += 0.05
+
+
+class Inbox:
+    """Layer messages for one connection that must be handled in order, one at a time, by an
+    async handler (personal events: seq checks and gap filling may read the database). The task
+    that drains it exists only while messages wait; nothing runs until ``start()``."""
+
+    def __init__(self, handle: Callable[[dict], Awaitable[None]], on_full: Callable[[], None]) -> None:
+        self.handle = handle
+        self.on_full = on_full
+        self.queue: deque[dict] = deque()
+        self.started = False
+        self.task: asyncio.Task | None = None
+
+    def put(self, message: dict) -> None:
+        if len(self.queue) >= MAX_WAITING:
+            self.on_full()
+            return
+        self.queue.append(message)
+        self._kick()
+
+    def start(self) -> None:
+        self.started = True
+        self._kick()
+
+    def close(self) -> None:
+        self.started = False
+        self.queue.clear()
+        if self.task is not None:
+            self.task.cancel()
+
+    def _kick(self) -> None:
+        if self.started and self.task is None and self.queue:
+            self.task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue and self.started:
+                await self.handle(self.queue.popleft())
+        finally:
+            self.task = None
+
+
+class HubMember:
+    """What a socket consumer needs to be fed by the process hub instead of a layer channel of its
+    own: rooms joined through the hub, an outbox for what it writes after the handshake, an inbox
+    for its user's personal events (kept in order by ``self.stream``) and control messages.
+
+    The consumer sets ``self.closing``, ``self.stream`` (a PersonalStream) and implements
+    ``access_changed(message)``.
+    """
+
+    channel_layer_alias = None  # no per-socket layer channel: no SUBSCRIBE per connection
+
+    def hub_open(self) -> None:
+        self.outbox = Outbox(self._write_now, self.base_send, self._too_slow)
+        self.inbox = Inbox(self._handle_personal, self._too_slow)
+        self.stream_lock = asyncio.Lock()
+        self.hub_groups: set[str] = set()
+
+    def hub_close(self) -> None:
+        if getattr(self, "outbox", None) is not None:
+            self.outbox.close()
+            self.inbox.close()
+
+    async def hub_join(self, group: str) -> None:
+        if group not in self.hub_groups:
+            self.hub_groups.add(group)
+            await hub().join(group, self)
+
+    async def hub_leave(self, group: str) -> None:
+        if group in self.hub_groups:
+            self.hub_groups.discard(group)
+            await hub().leave(group, self)
+
+    async def hub_leave_all(self) -> None:
+        for group in list(getattr(self, "hub_groups", ())):
+            await self.hub_leave(group)
+
+    def write(self, text: str, channel: str = "", key: str | None = None) -> None:
+        """Queue text for the client, after everything queued before it (keyed text conflates)."""
+        if not self.closing:
+            self.outbox.put(text, key, channel)
+
+    def deliver(self, message: dict) -> None:
+        """From the hub: a message for one of this connection's groups."""
+        if self.closing:
+            return
+        if message.get("personal") or message.get("type") == ACCESS_CHANGED:
+            self.inbox.put(message)
+        else:
+            self.write(message["text"], message["channel"], message.get("key"))
+
+    async def _handle_personal(self, message: dict) -> None:
+        if self.closing:
+            return
+        if message.get("type") == ACCESS_CHANGED:
+            await self.access_changed(message)
+            return
+        async with self.stream_lock:
+            await self.stream.live(message["seq"], message["channel"], message["text"])
+
+    async def _write_now(self, text: str) -> None:
+        if not self.closing:
+            await self.send(text_data=text)
+
+    async def fail(self, code: str, message: str, close: int) -> None:
+        """Say why, then close (ahead of anything still queued: the client resumes after)."""
+        if self.closing:
+            return
+        self.closing = True
+        await self.send(text_data=dumps(error(code, message)))
+        await self.close(close)
+
+    def _too_slow(self) -> None:
+        if not self.closing:
+            SLOW_CLOSES.inc()
+            self.slow_close = asyncio.ensure_future(
+                self.fail(Code.SLOW_CONSUMER, "reading too slowly; reconnect and resume", Close.SLOW_CONSUMER)
+            )

@@ -13,12 +13,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from axisor.metrics import CONNECTIONS, DELIVERED, RESUMES
+from axisor.metrics import CONNECTIONS, RESUMES
 from orders.selectors import open_order_snapshots, order_session_alive
 from orders.services import order_session_check
 
 from . import rooms
 from .eventlog import ResumeRefused
+from .hub import HubMember
 from .limits import limiter
 from .protocol import Close, Code, error
 from .publish import dumps, now_iso
@@ -48,7 +49,9 @@ def _since(params: dict) -> int | None | str:
     return int(raw) if raw.isdigit() and len(raw) < 19 else "invalid"
 
 
-class OrderUpdatesConsumer(AsyncWebsocketConsumer):
+class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
+    """The user's group comes through the process hub (see hub.HubMember), like on /ws."""
+
     # ---- connection lifecycle -------------------------------------------------------------
 
     async def connect(self) -> None:
@@ -77,9 +80,9 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
             return
         self.holding = True
         # Join and take the baseline before accepting: once the client sees the socket open,
-        # every later update of its orders reaches it.
-        self.group = rooms.user_room(self.user.pk).group
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # every later update of its orders reaches it (live ones wait in the inbox until then).
+        self.hub_open()
+        await self.hub_join(rooms.user_room(self.user.pk).group)
         self.stream = PersonalStream(self.user.pk, self._emit)
         await self.stream.baseline()
         await self.accept()
@@ -87,13 +90,15 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
         self.counted = True
         self.last_heard = time.monotonic()
         self.task = asyncio.ensure_future(self._keepalive())
-        await self._catch_up(params)
+        async with self.stream_lock:
+            await self._catch_up(params)
+        self.inbox.start()
 
     async def _catch_up(self, params: dict) -> None:
         """``?snapshot=1``: the open orders as they stand; ``?since=N``: every update after N."""
         since = _since(params)
         if since == "invalid":
-            await self.send(text_data=dumps(error(Code.INVALID_MESSAGE, "since must be a whole number")))
+            self.write(dumps(error(Code.INVALID_MESSAGE, "since must be a whole number")))
             since = None
         refused = None
         if since is not None:
@@ -103,12 +108,12 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
             except ResumeRefused as exc:
                 refused = exc
                 RESUMES.labels("/ws/orders", exc.reason).inc()
-                await self.send(text_data=dumps(exc.as_message()))
+                self.write(dumps(exc.as_message()))
         if (params.get("snapshot") or ["0"])[0] in ("1", "true"):
             for snapshot in await _open_order_snapshots(self.user.pk):
-                await self.send(text_data=dumps({**snapshot, "snapshot": True, "seq": self.stream.last_seq}))
+                self.write(dumps({**snapshot, "snapshot": True, "seq": self.stream.last_seq}))
         if since is not None and refused is None:
-            await self.send(text_data=dumps({"type": "resumed", "since": since, "lastSeq": self.stream.last_seq}))
+            self.write(dumps({"type": "resumed", "since": since, "lastSeq": self.stream.last_seq}))
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "counted", False):
@@ -116,9 +121,10 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
         self.closing = True
         if self.task is not None:
             self.task.cancel()
+        self.hub_close()
+        await self.hub_leave_all()
         if self.holding:
             self.holding = False
-            await self.channel_layer.group_discard(self.group, self.channel_name)
             await limiter().release(self.user.pk, self.member)
 
     async def dispatch(self, message: dict) -> None:
@@ -140,9 +146,7 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
                 await self.close(code=Close.IDLE_TIMEOUT, reason="nothing heard from the client")
                 return
             await limiter().renew(self.user.pk, self.member)
-            await self.send(
-                text_data=dumps({"type": "heartbeat", "serverTime": now_iso(), "lastSeq": self.stream.last_seq})
-            )
+            self._heartbeat()
 
     # ---- client messages ------------------------------------------------------------------
 
@@ -153,30 +157,24 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
         if text_data is not None and text_data.strip().startswith("{"):
             try:
                 if json.loads(text_data).get("type") == "ping":
-                    await self.send(
-                        text_data=dumps({"type": "heartbeat", "serverTime": now_iso(), "lastSeq": self.stream.last_seq})
-                    )
+                    self._heartbeat()
                     return
             except (ValueError, AttributeError, RecursionError):
                 pass
-        await self.send(text_data=dumps(error(Code.INVALID_MESSAGE, "this socket only accepts the text PONG")))
+        self.write(dumps(error(Code.INVALID_MESSAGE, "this socket only accepts the text PONG")))
 
-    # ---- channel-layer handlers -----------------------------------------------------------
+    def _heartbeat(self) -> None:
+        self.write(dumps({"type": "heartbeat", "serverTime": now_iso(), "lastSeq": self.stream.last_seq}))
 
-    async def event_message(self, message: dict) -> None:
-        if not self.closing and message["personal"]:
-            await self.stream.live(message["seq"], message["channel"], message["text"])
+    # ---- personal events ------------------------------------------------------------------
 
     async def _emit(self, seq: int, channel: str, text: str) -> None:
         if channel == "orders":
             event = json.loads(text)
-            await self.send(text_data=dumps({**event["data"], "seq": seq}))
-            DELIVERED.labels(channel).inc()
+            self.write(dumps({**event["data"], "seq": seq}), channel)
 
     async def access_changed(self, message: dict) -> None:
         if self.closing or self.user is None:
             return
         if not await _session_still_valid(self.session_pk):
-            self.closing = True
-            await self.send(text_data=dumps(error(Code.ACCESS_REVOKED, "session revoked or account changed")))
-            await self.close(code=Close.ACCESS_REVOKED, reason="session revoked")
+            await self.fail(Code.ACCESS_REVOKED, "session revoked or account changed", Close.ACCESS_REVOKED)

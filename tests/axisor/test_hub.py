@@ -96,11 +96,104 @@ async def test_slow_socket_is_closed_4009(make_user, monkeypatch):
     from channels.db import database_sync_to_async
 
     monkeypatch.setattr(hubmod, "MAX_WAITING", 2)
-    monkeypatch.setattr(hubmod, "transport_backlog", lambda send: 10 * hubmod.SLOW_BYTES)
     user = await database_sync_to_async(make_user)("slow")
     comm, _ = await connected(jwt_for(user))
+    monkeypatch.setattr(hubmod, "transport_backlog", lambda send: 10 * hubmod.SLOW_BYTES)  # stops reading
     sends = [("system", layer_event(channel="system", seq=None, text=f'{{"n":{i}}}')) for i in range(5)]
     await asyncio.to_thread(group_send_many, sends)
     while (out := await comm.receive_output(timeout=5))["type"] != "websocket.close":
         pass
     assert out["code"] == 4009
+
+
+async def test_sockets_have_no_layer_channel_and_share_their_users_membership(make_user, monkeypatch):
+    """Three sockets of one user (two on /ws, one on /ws/orders): no layer channel of their own and
+    one layer membership of the user's group for the process; a personal event reaches all three
+    once, and the membership ends with the last socket."""
+    from channels.db import database_sync_to_async
+    from channels.layers import get_channel_layer
+
+    from axisor.realtime.publish import publish
+    from axisor.realtime.rooms import user_room
+    from orders.services import order_session_create
+
+    layer = get_channel_layer()
+    new_channels, adds, discards = [], [], []
+    real_new, real_add, real_discard = layer.new_channel, layer.group_add, layer.group_discard
+
+    async def new_channel(*args, **kwargs):
+        name = await real_new(*args, **kwargs)
+        new_channels.append(name)
+        return name
+
+    async def add(group, channel):
+        adds.append(group)
+        await real_add(group, channel)
+
+    async def discard(group, channel):
+        discards.append(group)
+        await real_discard(group, channel)
+
+    monkeypatch.setattr(layer, "new_channel", new_channel)
+    monkeypatch.setattr(layer, "group_add", add)
+    monkeypatch.setattr(layer, "group_discard", discard)
+    user = await database_sync_to_async(make_user)("sharer")
+    session, secret = await database_sync_to_async(order_session_create)(user=user)
+    group = user_room(user.pk).group
+    first, _ = await connected(jwt_for(user))
+    second, _ = await connected(jwt_for(user))
+    from tests.conftest import ws
+
+    orders = ws(f"/ws/orders?session={session.session}&token={secret}")
+    assert (await orders.connect())[0]
+    assert all(not name.startswith(layer.prefix + "specific.") for name in new_channels)  # hub only
+    assert adds.count(group) == 1
+
+    def emit():
+        publish(room=user_room(user.pk), type="order_update", channel="orders", data={"orderId": "x"}, user_id=user.pk)
+
+    await database_sync_to_async(emit)()
+    for comm in (first, second):
+        got = await comm.receive_json_from(timeout=5)
+        assert got["channel"] == "orders" and got["seq"] == 1
+    assert (await orders.receive_json_from(timeout=5))["seq"] == 1
+    for comm in (first, second, orders):
+        await comm.disconnect()
+    assert discards.count(group) == 1
+
+
+async def test_access_changed_reaches_sockets_through_the_hub(make_user):
+    from channels.db import database_sync_to_async
+
+    from tests.conftest import closed_with
+
+    user = await database_sync_to_async(make_user)("revoked")
+    comm, _ = await connected(jwt_for(user))
+
+    def deactivate():
+        from accounts.services import account_deactivate
+
+        account_deactivate(user=user)
+
+    await database_sync_to_async(deactivate)()
+    error = await comm.receive_json_from(timeout=5)
+    assert error["code"] == "ACCESS_REVOKED"
+    assert await closed_with(comm) == 4003
+
+
+async def test_inbox_full_of_personal_events_closes_the_socket(monkeypatch):
+    monkeypatch.setattr(hubmod, "MAX_WAITING", 3)
+    full = asyncio.Event()
+    handled: list[dict] = []
+
+    async def handle(message: dict) -> None:
+        handled.append(message)
+
+    inbox = hubmod.Inbox(handle, full.set)
+    for seq in range(4):  # not started: nothing is handled, the fourth does not fit
+        inbox.put({"seq": seq})
+    assert full.is_set() and handled == []
+    inbox.start()
+    await inbox.task
+    assert [m["seq"] for m in handled] == [0, 1, 2]
+    inbox.close()

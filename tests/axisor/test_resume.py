@@ -76,8 +76,9 @@ async def test_lost_layer_message_is_filled_from_the_log_and_duplicates_dropped(
     await database_sync_to_async(emit)(user.pk, 1)  # seq 2 arrives live: 1 is fetched first
     assert [(await comm.receive_json_from())["seq"] for _ in range(2)] == [1, 2]
     # the relay later sends seq 1 again: the connection drops it
+    group = user_room(user.pk).group
     await get_channel_layer().group_send(
-        user_room(user.pk).group, layer_event(channel="alerts", seq=lost.seq, text='{"seq":1}')
+        group, {**layer_event(channel="alerts", seq=lost.seq, text='{"seq":1}'), "group": group}
     )
     await database_sync_to_async(emit)(user.pk, 1)
     assert (await comm.receive_json_from())["seq"] == 3
