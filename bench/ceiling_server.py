@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, urlparse
 
 import websockets
 
+BACKLOG = 1024  # the same listen backlog as our server in the benchmark
+
 clients: set = set()
 
 
@@ -42,7 +44,7 @@ async def handler(ws) -> None:
 
 
 async def main(port: int) -> None:
-    async with websockets.serve(handler, "127.0.0.1", port, max_queue=None, ping_interval=None):
+    async with websockets.serve(handler, "127.0.0.1", port, max_queue=None, ping_interval=None, backlog=BACKLOG):
         print(f"Listening on TCP address 127.0.0.1:{port}", file=sys.stderr, flush=True)
         await asyncio.Future()
 

@@ -25,14 +25,22 @@ class Stats:
 
 async def client(url: str, token: str | None, stats: Stats, connected: list, n: int, ready: asyncio.Event):
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with websockets.connect(
-        url, additional_headers=headers, max_queue=None, ping_interval=None, open_timeout=60
-    ) as ws:
+    try:
+        ws = await websockets.connect(
+            url, additional_headers=headers, max_queue=None, ping_interval=None, open_timeout=60
+        )
         if token:
-            await ws.recv()  # connection
-        connected[0] += 1
-        if connected[0] == n:
+            await asyncio.wait_for(ws.recv(), 60)  # connection
+    except Exception as exc:  # a socket that did not open is counted and reported, not waited for
+        connected[1] += 1
+        connected[2] = connected[2] or f"{type(exc).__name__}: {exc}"[:200]
+        if connected[0] + connected[1] == n:
             ready.set()
+        return
+    connected[0] += 1
+    if connected[0] + connected[1] == n:
+        ready.set()
+    async with ws:
         async for raw in ws:
             if '"bench"' not in raw:
                 continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
@@ -31,12 +30,3 @@ def notices_in_force_texts() -> list[str]:
         type_, data = notice_event(notice)
         texts.append(dumps({"type": type_, "channel": "system", "data": data}))
     return texts
-
-
-@database_sync_to_async
-def connection_start(user_id: int) -> tuple[int, list[str]]:
-    """What a new /ws connection needs, in one trip to the database: the user's latest seq (its
-    stream starts after it) and the system notices in force."""
-    from axisor.realtime.eventlog import last_seq
-
-    return last_seq(user_id), notices_in_force_texts()

@@ -24,17 +24,35 @@ class Identity:
     expires_at: datetime | None
 
 
-def _check_jwt(raw: object) -> Identity:
+def validate_jwt(raw: object):
+    """Signature, expiry and claims only: no database, cheap enough for the event loop."""
     if not isinstance(raw, str) or not raw or len(raw) > 4096:
         raise AuthError("token must be a JWT string")
     try:
-        token = _jwt.get_validated_token(raw.encode())
+        return _jwt.get_validated_token(raw.encode())
+    except (InvalidToken, TokenError, AuthenticationFailed) as exc:
+        raise AuthError(_reason(exc)) from None
+
+
+def token_user_id(token) -> str:
+    from rest_framework_simplejwt.settings import api_settings
+
+    return str(token[api_settings.USER_ID_CLAIM])
+
+
+def identity_for(token) -> Identity:
+    """Sync, reads the database: the token's user, if still active and the token not revoked."""
+    try:
         user = _jwt.get_user(token)
     except (InvalidToken, TokenError, AuthenticationFailed) as exc:
         raise AuthError(_reason(exc)) from None
     exp = token.get("exp")
     expires_at = datetime.fromtimestamp(exp, tz=UTC) if exp else None
     return Identity(user=user, expires_at=expires_at)
+
+
+def _check_jwt(raw: object) -> Identity:
+    return identity_for(validate_jwt(raw))
 
 
 def _reason(exc: Exception) -> str:

@@ -9,27 +9,90 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
 from axisor.metrics import CONNECTIONS, RESUMES
 from market.selectors import instrument_symbols_async, snapshot_text_async
-from system.selectors import connection_start
+from system.selectors import notices_in_force_texts
 
 from . import presence, rooms
-from .auth import AuthError, bearer_token, check_jwt, user_still_allowed
-from .eventlog import ResumeRefused
-from .hub import HubMember
+from .auth import (
+    AuthError,
+    Identity,
+    bearer_token,
+    check_jwt,
+    identity_for,
+    token_user_id,
+    user_still_allowed,
+    validate_jwt,
+)
+from .eventlog import ResumeRefused, last_seq
+from .hub import HubMember, hub
 from .protocol import Close, Code, connection, error
 from .publish import dumps, iso, now_iso
 from .ratelimit import TokenBucket
 from .stream import PersonalStream
 
 logger = logging.getLogger(__name__)
+
+
+NOTICES_MAX_AGE = 10.0  # seconds; also bounds how long a maintenance window that ended by time lingers
+
+
+class NoticesCache:
+    """The system notices in force, read once per process and reused while the process's hub has
+    held the ``system`` group without a break and heard nothing in it since the read (every notice
+    change is announced there), for at most NOTICES_MAX_AGE. A socket joins ``system`` before it
+    asks, so a notice changed after the read reaches it live."""
+
+    def __init__(self) -> None:
+        self.stamp: int | None = None
+        self.read_at = 0.0
+        self.texts: list[str] = []
+
+    def get(self) -> list[str] | None:
+        fresh = time.monotonic() - self.read_at < NOTICES_MAX_AGE
+        if fresh and self.stamp is not None and hub().stamps.get(SYSTEM_GROUP) == self.stamp:
+            return self.texts
+        return None
+
+    def stamp_now(self) -> int | None:
+        return hub().stamps.get(SYSTEM_GROUP)
+
+    def put(self, stamp: int | None, texts: list[str], read_at: float) -> None:
+        self.stamp, self.texts, self.read_at = stamp, texts, read_at
+
+
+_notices = NoticesCache()
+SYSTEM_GROUP = rooms.system_room().group
+
+
+def _connection_start(token, notices: bool) -> tuple[Identity, int, list[str] | None]:
+    """What a new /ws connection needs, in one trip to the database: who the token's user is
+    (AuthError if no longer allowed), the latest seq of its stream, and (unless cached) the notices
+    in force."""
+    identity = identity_for(token)
+    return identity, last_seq(identity.user.pk), notices_in_force_texts() if notices else None
+
+
+_connection_start_async = database_sync_to_async(_connection_start)
+
+
+async def connection_start(token) -> tuple[Identity, int, list[str]]:
+    cached = _notices.get()
+    stamp, read_at = _notices.stamp_now(), time.monotonic()
+    identity, baseline, texts = await _connection_start_async(token, cached is None)
+    if texts is None:
+        return identity, baseline, cached
+    _notices.put(stamp, texts, read_at)
+    return identity, baseline, texts
 
 
 class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
@@ -88,6 +151,29 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
                 Code.AUTHENTICATION_FAILED, "no authentication within the time limit", Close.AUTHENTICATION_FAILED
             )
 
+    async def _first_auth(self, raw: object) -> tuple[Identity, list[str]]:
+        """The signature is checked here; the user, its stream's baseline and the notices in force
+        come in one database trip. The socket is in its user's group before the baseline is read:
+        an event committed in between is in the baseline or arrives live (and waits in the inbox
+        until the stream starts)."""
+        token = validate_jwt(raw)
+        try:
+            claimed = [rooms.user_room(token_user_id(token)), rooms.system_room()]
+        except (KeyError, ValueError):
+            raise AuthError("token has no valid user id") from None
+        for room in claimed:
+            await self._join(room)
+        try:
+            identity, baseline, notices = await connection_start(token)
+        except AuthError:
+            for room in claimed:
+                del self.joined[room.name]
+                await self.hub_leave(room.group)
+            raise
+        self.stream = PersonalStream(identity.user.pk, self._emit_personal)
+        self.stream.start_at(baseline)
+        return identity, notices
+
     async def _expiry_watch(self) -> None:
         """Warn before the token expires; close if no fresh `auth` arrived by then."""
         while not self.closing and self.expires_at is not None:
@@ -115,12 +201,15 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
     async def authenticate(self, token: object, since: object = None) -> None:
         """Check the token; on the first success join the auto rooms and answer ``connection``.
         With ``since`` (first auth only) the missed events follow at once, before any live one."""
+        first = self.user is None
         try:
-            identity = await check_jwt(token)
+            if first:
+                identity, notices = await self._first_auth(token)
+            else:
+                identity = await check_jwt(token)
         except AuthError as exc:
             await self.fail(Code.AUTHENTICATION_FAILED, str(exc), Close.AUTHENTICATION_FAILED)
             return
-        first = self.user is None
         if not first and identity.user.pk != self.user.pk:
             await self.fail(Code.AUTHENTICATION_FAILED, "token belongs to another user", Close.AUTHENTICATION_FAILED)
             return
@@ -130,15 +219,10 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             self.timer.cancel()
         self.timer = asyncio.ensure_future(self._expiry_watch())
         if first:
-            # In the user's group before the baseline is read: an event committed in between is
-            # either in the baseline or arrives live (and waits in the inbox until we start it).
-            for room in rooms.auto_rooms(self.user):
+            for room in rooms.admin_rooms_for(self.user):
                 await self._join(room)
             await presence.join(self.user.pk, self.session_id)
             self.presence_task = asyncio.ensure_future(self._presence())
-            self.stream = PersonalStream(self.user.pk, self._emit_personal)
-            last_seq, notices = await connection_start(self.user.pk)
-            self.stream.start_at(last_seq)
         reply = connection(user_id=self.user.pk, session_id=self.session_id)
         reply["tokenExpiresAt"] = iso(self.expires_at)
         reply["lastSeq"] = self.stream.last_seq

@@ -41,6 +41,9 @@ SLOW_SECONDS = _conf["SLOW_SECONDS"]  # held back this long with events it may n
 MAX_WAITING = _conf["MAX_WAITING"]  # events that must not be dropped, waiting in one connection's outbox
 
 
+_stamps = itertools.count(1)  # shared by every hub, so a stamp never means two things
+
+
 class Hub:
     def __init__(self) -> None:
         self.layer = get_channel_layer()
@@ -48,6 +51,9 @@ class Hub:
         self.members: dict[str, set] = {}
         self.task: asyncio.Task | None = None
         self.ready = asyncio.Lock()
+        # A stamp per group held, renewed when the membership starts and on every message: a
+        # value read while the stamp stays the same has seen no change announced in that group.
+        self.stamps: dict[str, int] = {}
 
     async def _ensure(self) -> None:
         async with self.ready:
@@ -61,6 +67,7 @@ class Hub:
         if members is None:
             members = self.members[group] = set()
             await self.layer.group_add(group, self.channel)
+            self.stamps[group] = next(_stamps)
         members.add(conn)
 
     async def leave(self, group: str, conn) -> None:
@@ -70,6 +77,7 @@ class Hub:
         members.discard(conn)
         if not members:
             del self.members[group]
+            self.stamps.pop(group, None)
             await self.layer.group_discard(group, self.channel)
 
     async def _run(self) -> None:
@@ -82,7 +90,10 @@ class Hub:
                 logger.exception("hub receive failed")
                 await asyncio.sleep(0.1)
                 continue
-            for conn in tuple(self.members.get(message.get("group"), ())):
+            group = message.get("group")
+            if group in self.stamps:
+                self.stamps[group] = next(_stamps)
+            for conn in tuple(self.members.get(group, ())):
                 conn.deliver(message)
 
 

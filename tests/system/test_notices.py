@@ -136,3 +136,31 @@ async def test_django_admin_save_broadcasts(make_user):
     event = await comm.receive_json_from(timeout=5)
     assert event["type"] == "service_status_update" and event["data"]["message"] == "feed lagging"
     await comm.disconnect()
+
+
+async def test_new_connections_see_notice_changes_while_the_process_reuses_its_read(make_user):
+    """The process reads the notices in force once and reuses them for later connections, until
+    a notice changes: each change reaches the next connection at once."""
+    user = await database_sync_to_async(make_user)("watcher")
+    watcher, _ = await connected(jwt_for(user))  # keeps the process in the system room throughout
+
+    async def notices_on_connect() -> list[str]:
+        comm, _ = await connected(jwt_for(user))
+        texts = []
+        while not await comm.receive_nothing(timeout=0.3):
+            texts.append((await comm.receive_json_from())["data"]["message"])
+        await comm.disconnect()
+        return texts
+
+    create = database_sync_to_async(system_notice_create)
+    first = await create(kind="service_status", service="orders", status="down", message="orders down")
+    await watcher.receive_json_from(timeout=5)
+    assert await notices_on_connect() == ["orders down"]
+    assert await notices_on_connect() == ["orders down"]  # reused
+    await create(kind="service_status", service="market_data", status="degraded", message="slow")
+    await watcher.receive_json_from(timeout=5)
+    assert await notices_on_connect() == ["orders down", "slow"]
+    await database_sync_to_async(system_notice_end)(notice=first)
+    await watcher.receive_json_from(timeout=5)
+    assert await notices_on_connect() == ["slow"]
+    await watcher.disconnect()

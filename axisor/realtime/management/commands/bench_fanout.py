@@ -71,7 +71,10 @@ class Command(BaseCommand):
             port = free_port()
             cmd = [sys.executable, str(ROOT / "bench" / "ceiling_server.py"), str(port)]
         else:
-            cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "axisor.asgi:application"]
+            # Twisted's listen backlog defaults to 50: a burst of connects overflows it and waits
+            # out SYN retransmits. Both servers get the same backlog (deploy/run-daphne.sh too).
+            endpoint = "tcp:port=0:interface=127.0.0.1:backlog=1024"
+            cmd = [sys.executable, "-m", "daphne", "-e", endpoint, "axisor.asgi:application"]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for line in proc.stderr:
             if "Listening on TCP address" in line:
