@@ -31,7 +31,7 @@ async def client(url: str, token: str | None, stats: Stats, connected: list, n: 
         )
         if token:
             await asyncio.wait_for(ws.recv(), 60)  # connection
-    except Exception as exc:  # a socket that did not open is counted and reported, not waited for
+    except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:  # counted, not waited for
         connected[1] += 1
         connected[2] = connected[2] or f"{type(exc).__name__}: {exc}"[:200]
         if connected[0] + connected[1] == n:
