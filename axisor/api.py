@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import logging
 
+from django import db
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
@@ -14,6 +16,14 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from .errors import Conflict, NotFound, Unprocessable
 
 SERVICE_KEY_HEADER = "X-Service-Key"
+logger = logging.getLogger(__name__)
+
+try:
+    from psycopg_pool import PoolTimeout
+except ImportError:  # SQLite installs without the pool
+
+    class PoolTimeout(Exception):
+        pass
 
 
 def _codes(detail):
@@ -36,6 +46,13 @@ def exception_handler(exc, context):
         return error_response(exc.code, str(exc), status.HTTP_422_UNPROCESSABLE_ENTITY)
     if isinstance(exc, Http404 | NotFound):
         exc = exceptions.NotFound(str(exc) or None)
+    if isinstance(exc, db.OperationalError | db.InterfaceError | PoolTimeout):
+        # The database is down, restarting or out of connections: nothing was committed (the
+        # request's transaction rolled back), so the caller may retry.
+        logger.warning("database unavailable: %s", exc)
+        response = error_response("service_unavailable", "the database is unavailable; retry shortly", 503)
+        response["Retry-After"] = "1"
+        return response
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

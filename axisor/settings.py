@@ -122,11 +122,19 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 DATABASE_URL = env("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}"
-# Persistent connections: channels' database_sync_to_async closes "old" connections around every
-# call, which with CONN_MAX_AGE=0 meant a new PostgreSQL connection per socket operation.
-DATABASES = {
-    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True)
-}
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_health_checks=True)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A connection pool per process (psycopg_pool), not persistent connections: under ASGI each
+    # request may run on a thread of its own, and a persistent connection per such thread piles
+    # up until PostgreSQL refuses clients (Django's docs: disable persistent connections with
+    # ASGI, use the backend's pool). Connections are checked as they leave the pool; a caller
+    # that waits longer than DB_POOL_TIMEOUT gets a 503.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DB_POOL_MIN", 2),
+        "max_size": env_int("DB_POOL_MAX", 10),
+        "timeout": env_float("DB_POOL_TIMEOUT", 10.0),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # Several threads (daphne + sync_to_async) share the file: wait for locks instead of failing.
