@@ -7,6 +7,10 @@ export AXISOR_ENV
 # Every socket is a file descriptor; leave room for 10,000+ per process.
 ulimit -n 65536 || echo "could not raise the open-files limit (ulimit -n); the hard limit is $(ulimit -Hn)" >&2
 for i in $(seq 1 "${PROCESSES:-$(nproc)}"); do
-  .venv/bin/python -m daphne -b 127.0.0.1 -p $((8000 + i)) --proxy-headers axisor.asgi:application &
+  # backlog: Twisted listens with 50, which a reconnect storm overflows (SYN retransmits of 1 s+).
+  # websocket_connect_timeout: daphne refuses (403) a handshake the app has not accepted in 5 s,
+  # which under a storm of thousands of handshakes at once is every one of them.
+  .venv/bin/python -m daphne -e "tcp:port=$((8000 + i)):interface=127.0.0.1:backlog=1024" \
+    --websocket_connect_timeout 30 --proxy-headers axisor.asgi:application &
 done
 wait
