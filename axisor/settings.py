@@ -219,6 +219,9 @@ AXISOR_WS = {
     "SLOW_SECONDS": env_float("WS_SLOW_SECONDS", 10.0),
     "MAX_WAITING": env_int("WS_MAX_WAITING", 1000),
 }
+# daphne: drop a connection that has not sent a whole HTTP request (or WebSocket handshake) after
+# this many idle seconds (Twisted's default is 60; see axisor/serving.py).
+HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 30.0)
 AXISOR_ORDERS = {
     "SESSION_SECONDS": env_int("ORDERS_SESSION_SECONDS", 24 * 3600),
     # Heartbeat well inside the seed clients' 30 s read timeout; idle close after 90 s of silence.

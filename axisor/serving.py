@@ -1,0 +1,38 @@
+"""Options of daphne's HTTP and WebSocket layers that its command line does not expose.
+
+daphne sets its factories up when its server starts, after importing the application, so the
+wrappers installed here take effect; under any other ASGI server they are never used.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+
+def tune_daphne() -> None:
+    try:
+        from daphne.http_protocol import HTTPFactory
+        from daphne.ws_protocol import WebSocketFactory
+    except ImportError:
+        return
+    if getattr(WebSocketFactory, "_axisor_tuned", False):
+        return
+    set_options = WebSocketFactory.setProtocolOptions
+    http_init = HTTPFactory.__init__
+
+    def setProtocolOptions(self, *args, **kwargs):  # noqa: N802 - autobahn's name
+        # daphne leaves autobahn's failByDrop on, so a message over the 1 MiB limit or a text frame
+        # that is not UTF-8 just cuts the connection: the client sees 1006, like a network fault.
+        # Off, the client gets a close frame with 1009 / 1007 (RFC 6455) and knows what it did.
+        kwargs.setdefault("failByDrop", False)
+        return set_options(self, *args, **kwargs)
+
+    def __init__(self, *args, **kwargs):  # noqa: N807
+        http_init(self, *args, **kwargs)
+        # Twisted's idle timeout for a connection that has not sent a whole request: a socket that
+        # connects and never finishes its HTTP/WebSocket handshake holds a descriptor until then.
+        self.timeOut = settings.HTTP_IDLE_TIMEOUT_SECONDS
+
+    WebSocketFactory.setProtocolOptions = setProtocolOptions
+    HTTPFactory.__init__ = __init__
+    WebSocketFactory._axisor_tuned = True
