@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from axisor.logfilters import redact
+
 
 def tune_daphne() -> None:
     try:
+        from daphne.access import AccessLogGenerator
         from daphne.http_protocol import HTTPFactory
         from daphne.ws_protocol import WebSocketFactory
     except ImportError:
@@ -20,19 +23,27 @@ def tune_daphne() -> None:
     set_options = WebSocketFactory.setProtocolOptions
     http_init = HTTPFactory.__init__
 
-    def setProtocolOptions(self, *args, **kwargs):  # noqa: N802 - autobahn's name
+    def setProtocolOptions(self, *args, **kwargs):
         # daphne leaves autobahn's failByDrop on, so a message over the 1 MiB limit or a text frame
         # that is not UTF-8 just cuts the connection: the client sees 1006, like a network fault.
         # Off, the client gets a close frame with 1009 / 1007 (RFC 6455) and knows what it did.
         kwargs.setdefault("failByDrop", False)
         return set_options(self, *args, **kwargs)
 
-    def __init__(self, *args, **kwargs):  # noqa: N807
+    def __init__(self, *args, **kwargs):
         http_init(self, *args, **kwargs)
         # Twisted's idle timeout for a connection that has not sent a whole request: a socket that
         # connects and never finishes its HTTP/WebSocket handshake holds a descriptor until then.
         self.timeOut = settings.HTTP_IDLE_TIMEOUT_SECONDS
 
+    def write_entry(self, host, date, request, *args, **kwargs):
+        # daphne's access log writes the whole request URI, query string and all, past Python's
+        # logging (and so past our redaction filter): a credential in a query string would land
+        # in the log file. Mask it the same way.
+        return write_access(self, host, date, redact(request), *args, **kwargs)
+
+    write_access = AccessLogGenerator.write_entry
+    AccessLogGenerator.write_entry = write_entry
     WebSocketFactory.setProtocolOptions = setProtocolOptions
     HTTPFactory.__init__ = __init__
     WebSocketFactory._axisor_tuned = True
