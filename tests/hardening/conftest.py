@@ -181,8 +181,8 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
-                    while not self.flowing:  # black-holed: hold the bytes, never deliver them
-                        await asyncio.sleep(3600)
+                    if not self.flowing:  # black-holed: hold the bytes, never deliver them
+                        await asyncio.Event().wait()
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
