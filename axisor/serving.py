@@ -15,7 +15,7 @@ def tune_daphne() -> None:
     try:
         from daphne.access import AccessLogGenerator
         from daphne.http_protocol import HTTPFactory
-        from daphne.ws_protocol import WebSocketFactory
+        from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
     except ImportError:
         return
     if getattr(WebSocketFactory, "_axisor_tuned", False):
@@ -42,8 +42,36 @@ def tune_daphne() -> None:
         # in the log file. Mask it the same way.
         return write_access(self, host, date, redact(request), *args, **kwargs)
 
+    def onMessage(self, payload, isBinary):
+        on_message(self, payload, isBinary)
+        queue = getattr(self, "application_queue", None)
+        if queue is not None and not self._axisor_paused and queue.qsize() >= settings.WS_INBOUND_QUEUE_HIGH:
+            # daphne queues every inbound message for the application without bound and keeps
+            # reading, so a client flooding faster than its consumer runs grows server memory and
+            # starves every other socket's consumer of the event loop. Stop reading this socket
+            # until its consumer catches up: the flood backs up in the client's own TCP buffers,
+            # and the consumer's rate limiter gets to refuse it and close it (4008).
+            self._axisor_paused = True
+            self.transport.pauseProducing()
+            _resume_when_drained(self)
+
+    on_message = WebSocketProtocol.onMessage
+    WebSocketProtocol._axisor_paused = False
+    WebSocketProtocol.onMessage = onMessage
     write_access = AccessLogGenerator.write_entry
     AccessLogGenerator.write_entry = write_entry
     WebSocketFactory.setProtocolOptions = setProtocolOptions
     HTTPFactory.__init__ = __init__
     WebSocketFactory._axisor_tuned = True
+
+
+def _resume_when_drained(protocol) -> None:
+    from twisted.internet import reactor
+
+    drained = protocol.application_queue.qsize() <= settings.WS_INBOUND_QUEUE_HIGH // 4
+    if drained or protocol.state != protocol.STATE_OPEN or protocol.transport is None:
+        protocol._axisor_paused = False
+        if protocol.transport is not None:
+            protocol.transport.resumeProducing()
+    else:
+        reactor.callLater(0.01, _resume_when_drained, protocol)
