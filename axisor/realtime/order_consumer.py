@@ -22,6 +22,7 @@ from .eventlog import ResumeRefused
 from .limits import limiter
 from .protocol import Close, Code, error
 from .publish import dumps, now_iso
+from .ratelimit import InboundLimiter
 from .stream import PersonalStream
 
 
@@ -86,6 +87,7 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
         CONNECTIONS.labels("/ws/orders").inc()
         self.counted = True
         self.last_heard = time.monotonic()
+        self.limiter = InboundLimiter.from_settings()
         self.task = asyncio.ensure_future(self._keepalive())
         await self._catch_up(params)
 
@@ -147,7 +149,17 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
     # ---- client messages ------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
         self.last_heard = time.monotonic()
+        verdict = self.limiter.check()
+        if verdict != "ok":
+            # Same inbound limits as /ws; a flood is refused, then closed (4008).
+            await self.send(text_data=dumps(error(Code.RATE_LIMIT_EXCEEDED, "too many messages")))
+            if verdict == "close":
+                self.closing = True
+                await self.close(code=Close.RATE_LIMITED, reason="too many messages")
+            return
         if text_data is not None and text_data.strip() == "PONG":
             return
         if text_data is not None and text_data.strip().startswith("{"):
