@@ -230,6 +230,13 @@ def tcp_proxy():
         proxy.close()
 
 
+def server_is_clean(server) -> None:
+    """No traceback in the daphne process's log, and it is still running."""
+    log = "".join(server.lines)
+    assert "Traceback" not in log, log[-4000:]
+    assert server.proc.poll() is None, "daphne died"
+
+
 # ---- wire helpers --------------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from websockets.sync.client import connect as sync_connect
 
 from axisor.realtime.protocol import Close, Code
 from tests.conftest import jwt_for
-from tests.hardening.conftest import raise_nofile, rest, rss_mib
+from tests.hardening.conftest import raise_nofile, rest, rss_mib, server_is_clean
 
 # Close codes a client may see, all in the README's table: ours (4xxx), and the WebSocket layer's
 # 1007 (text frame that is not UTF-8) and 1009 (message over daphne's 1 MiB).
@@ -112,12 +112,6 @@ def not_utf8(kind: str, payload: bytes) -> bool:
 def allowed_closes(kind: str, payload: bytes) -> set[int]:
     """A text frame that is not UTF-8 fails the connection in the WebSocket layer: 1007."""
     return DOCUMENTED_CLOSES
-
-
-def server_is_clean(server) -> None:
-    log = "".join(server.lines)
-    assert "Traceback" not in log, log[-4000:]
-    assert server.proc.poll() is None, "daphne died"
 
 
 class Fuzzer:
