@@ -23,13 +23,15 @@ from system.selectors import connection_start
 from . import presence, rooms
 from .auth import AuthError, bearer_token, check_jwt, user_still_allowed
 from .eventlog import ResumeRefused
-from .hub import Outbox, hub
+from .hub import SLOW_BYTES, Outbox, hub, transport_backlog
 from .protocol import Close, Code, connection, error
 from .publish import iso, now_iso
 from .ratelimit import InboundLimiter
 from .stream import PersonalStream
 
 logger = logging.getLogger(__name__)
+# Unsent bytes in a socket beyond which a personal event closes it as a slow consumer.
+PERSONAL_BACKLOG_BYTES = 4 * SLOW_BYTES
 
 
 class EventsConsumer(AsyncJsonWebsocketConsumer):
@@ -325,7 +327,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.send(text_data=text)
 
     def _too_slow(self) -> None:
-        if not self.closing:
+        if not self.closing and getattr(self, "slow_close", None) is None:
             SLOW_CLOSES.inc()
             self.slow_close = asyncio.ensure_future(
                 self.fail(Code.SLOW_CONSUMER, "reading too slowly; reconnect and resume", Close.SLOW_CONSUMER)
@@ -333,6 +335,12 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def _emit_personal(self, seq: int, channel: str, text: str) -> None:
         if channel in self.filters:
+            backlog = transport_backlog(self.base_send)
+            if backlog is not None and backlog > PERSONAL_BACKLOG_BYTES:
+                # Personal events are never dropped, and buffering them for a reader that stopped
+                # grows memory without bound: close it (4009); it resumes from its last seq.
+                self._too_slow()
+                return
             await self.send(text_data=text)
             DELIVERED.labels(channel).inc()
 
