@@ -78,7 +78,7 @@ async def test_deactivation_password_change_and_demotion_close_sockets_on_every_
         lambda: account_upsert(username="rekeyed", password="a-new-password-1", tier="basic"),
     )
     admin = await database_sync_to_async(make_user)("demoted", staff=True)
-    sock, hello = await open_ws(a, jwt_for(admin))
+    sock, _ = await open_ws(a, jwt_for(admin))
     await sock.send(json.dumps({"type": "list_rooms"}))
     rooms = (await recv_until(sock, lambda m: m["type"] == "room_list"))["subscribedRooms"]
     assert "admin:staff" in rooms

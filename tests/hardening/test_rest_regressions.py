@@ -21,7 +21,7 @@ from tests.conftest import auth_api
 )
 def test_notification_data_that_jsonb_cannot_store_is_a_400(make_user, data):
     staff = make_user("staff4", staff=True)
-    body = '{"userId": %d, "title": "t", "message": "m", "category": "orders", "data": %s}' % (staff.pk, data)
+    body = f'{{"userId": {staff.pk}, "title": "t", "message": "m", "category": "orders", "data": {data}}}'
     response = auth_api(staff).post("/api/notifications", body, content_type="application/json")
     assert response.status_code == 400, response.content
     assert response.json()["code"] in ("validation_error", "parse_error"), response.json()
