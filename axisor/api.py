@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+import math
 
 from django import db
 from django.conf import settings
@@ -92,6 +94,28 @@ class IsStaffOrServiceKey(permissions.BasePermission):
         key = settings.AXISOR_SERVICE_KEY
         given = request.headers.get(SERVICE_KEY_HEADER)
         return bool(key and given and hmac.compare_digest(key.encode(), given.encode()))
+
+
+def json_problem(value: object, *, max_bytes: int) -> str | None:
+    """Why ``value`` (parsed client JSON bound for a jsonb column and the sockets) cannot be stored
+    as it is, or None. PostgreSQL's jsonb refuses NUL characters (\\u0000) and NaN/Infinity, which
+    Python's JSON parser lets through; without this check they surface as a 500 at insert time."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if any("\x00" in key for key in item):
+                return "NUL characters are not allowed"
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and "\x00" in item:
+            return "NUL characters are not allowed"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "numbers must be finite"
+    if len(json.dumps(value)) > max_bytes:
+        return f"at most {max_bytes} bytes of JSON"
+    return None
 
 
 def error_response(code: str, detail: str, http_status: int) -> Response:

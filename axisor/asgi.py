@@ -13,6 +13,9 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from axisor.background import BackgroundStarter  # noqa: E402
 from axisor.realtime.origin import allowed_hosts_origin_validator  # noqa: E402
 from axisor.routing import websocket_urlpatterns  # noqa: E402
+from axisor.serving import tune_daphne  # noqa: E402
+
+tune_daphne()
 
 application = BackgroundStarter(
     ProtocolTypeRouter(

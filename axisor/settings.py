@@ -218,8 +218,9 @@ AXISOR_WS = {
     # Token bucket for inbound client messages: sustained rate and burst size.
     "RATE_PER_SECOND": env_float("WS_RATE_PER_SECOND", 20.0),
     "RATE_BURST": env_int("WS_RATE_BURST", 40),
-    # This many refused messages in a row closes the socket (4008).
+    # This many refused messages within about this many seconds close the socket (4008).
     "RATE_ABUSE_CLOSE_AFTER": env_int("WS_RATE_ABUSE_CLOSE_AFTER", 100),
+    "RATE_ABUSE_WINDOW_SECONDS": env_float("WS_RATE_ABUSE_WINDOW_SECONDS", 10.0),
     # Slow readers: hold room events back while this many bytes wait unsent in the socket (market
     # data conflates meanwhile); close 4009 after this long held back with events that may not be
     # dropped, or when this many of them wait.
@@ -227,6 +228,12 @@ AXISOR_WS = {
     "SLOW_SECONDS": env_float("WS_SLOW_SECONDS", 10.0),
     "MAX_WAITING": env_int("WS_MAX_WAITING", 1000),
 }
+# daphne: drop a connection that has not sent a whole HTTP request (or WebSocket handshake) after
+# this many idle seconds (Twisted's default is 60; see axisor/serving.py).
+HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 30.0)
+# daphne: stop reading a socket while this many of its messages wait for its consumer (flood
+# backpressure; reading resumes below a quarter of it; see axisor/serving.py).
+WS_INBOUND_QUEUE_HIGH = env_int("WS_INBOUND_QUEUE_HIGH", 64)
 AXISOR_ORDERS = {
     "SESSION_SECONDS": env_int("ORDERS_SESSION_SECONDS", 24 * 3600),
     # Heartbeat well inside the seed clients' 30 s read timeout; idle close after 90 s of silence.

@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from accounts.models import Tier
+from axisor.api import json_problem
 
 from .events import notification_data
 from .models import Category, DeliveryStatus, Method, NotificationType
@@ -42,6 +43,12 @@ class NotificationCreateInput(serializers.Serializer):
     type = serializers.ChoiceField(choices=NotificationType.values, default=NotificationType.INFO)
     category = serializers.ChoiceField(choices=Category.values)
     data = serializers.DictField(required=False, default=dict)
+
+    def validate_data(self, value):
+        problem = json_problem(value, max_bytes=16 * 1024)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
 
     def validate(self, attrs):
         if ("userId" in attrs) == ("audience" in attrs):

@@ -37,7 +37,7 @@ from .eventlog import ResumeRefused, last_seq
 from .hub import HubMember, hub
 from .protocol import Close, Code, connection, error
 from .publish import dumps, iso, now_iso
-from .ratelimit import TokenBucket
+from .ratelimit import InboundLimiter
 from .stream import PersonalStream
 
 logger = logging.getLogger(__name__)
@@ -107,8 +107,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.session_id = f"session_{uuid.uuid4().hex[:16]}"
         self.joined: dict[str, rooms.Room] = {}
         self.filters: set[str] = set(rooms.CATEGORIES)
-        self.bucket = TokenBucket(conf["RATE_PER_SECOND"], conf["RATE_BURST"])
-        self.refused_in_row = 0
+        self.limiter = InboundLimiter.from_settings()
         self.closing = False
         self.expires_at: datetime | None = None
         self.timer: asyncio.Task | None = None
@@ -240,14 +239,13 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         if self.closing:
             return
         conf = settings.AXISOR_WS
-        if not self.bucket.take():
-            self.refused_in_row += 1
-            if self.refused_in_row >= conf["RATE_ABUSE_CLOSE_AFTER"]:
-                await self.fail(Code.RATE_LIMIT_EXCEEDED, "too many messages; closing", Close.RATE_LIMITED)
-            else:
-                self.reply(error(Code.RATE_LIMIT_EXCEEDED, f"at most {conf['RATE_PER_SECOND']:g} messages per second"))
+        verdict = self.limiter.check()
+        if verdict == "close":
+            await self.fail(Code.RATE_LIMIT_EXCEEDED, "too many messages; closing", Close.RATE_LIMITED)
             return
-        self.refused_in_row = 0
+        if verdict == "refuse":
+            self.reply(error(Code.RATE_LIMIT_EXCEEDED, f"at most {conf['RATE_PER_SECOND']:g} messages per second"))
+            return
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > conf["MAX_MESSAGE_BYTES"]:
             if self.user is None:

@@ -287,7 +287,7 @@ class HubMember:
         await self.close(close)
 
     def _too_slow(self) -> None:
-        if not self.closing:
+        if not self.closing and getattr(self, "slow_close", None) is None:
             SLOW_CLOSES.inc()
             self.slow_close = asyncio.ensure_future(
                 self.fail(Code.SLOW_CONSUMER, "reading too slowly; reconnect and resume", Close.SLOW_CONSUMER)

@@ -23,6 +23,7 @@ from .hub import HubMember
 from .limits import limiter
 from .protocol import Close, Code, error
 from .publish import dumps, now_iso
+from .ratelimit import InboundLimiter
 from .stream import PersonalStream
 
 
@@ -89,6 +90,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         CONNECTIONS.labels("/ws/orders").inc()
         self.counted = True
         self.last_heard = time.monotonic()
+        self.limiter = InboundLimiter.from_settings()
         self.task = asyncio.ensure_future(self._keepalive())
         async with self.stream_lock:
             await self._catch_up(params)
@@ -151,7 +153,16 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
     # ---- client messages ------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
         self.last_heard = time.monotonic()
+        verdict = self.limiter.check()
+        if verdict == "close":  # same inbound limits as /ws: a flood is refused, then closed (4008)
+            await self.fail(Code.RATE_LIMIT_EXCEEDED, "too many messages; closing", Close.RATE_LIMITED)
+            return
+        if verdict == "refuse":
+            self.write(dumps(error(Code.RATE_LIMIT_EXCEEDED, "too many messages")))
+            return
         if text_data is not None and text_data.strip() == "PONG":
             return
         if text_data is not None and text_data.strip().startswith("{"):

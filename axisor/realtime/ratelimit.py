@@ -1,4 +1,5 @@
-"""A token bucket for one connection's inbound messages."""
+"""Inbound message limits for one connection: a token bucket, and an abuse budget that closes a
+socket which keeps sending over the limit."""
 
 from __future__ import annotations
 
@@ -22,3 +23,37 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+
+class InboundLimiter:
+    """``check()`` per inbound message: ``"ok"``, ``"refuse"`` (over the rate: answer with an error)
+    or ``"close"`` (``close_after`` refusals within about ``window`` seconds: sustained flooding).
+
+    The abuse budget is a second bucket that refusals drain and time refills, so a client flooding
+    at any rate above the limit is closed, not only one whose refusals come strictly in a row (a
+    flood slower than the server reads would otherwise get a token now and then and never close).
+    """
+
+    __slots__ = ("abuse", "bucket")
+
+    def __init__(self, *, rate: float, burst: int, close_after: int, window: float) -> None:
+        self.bucket = TokenBucket(rate, burst)
+        self.abuse = TokenBucket(max(close_after - 1, 0) / window, max(close_after - 1, 0))
+
+    def check(self) -> str:
+        now = time.monotonic()
+        if self.bucket.take(now):
+            return "ok"
+        return "refuse" if self.abuse.take(now) else "close"
+
+    @classmethod
+    def from_settings(cls) -> InboundLimiter:
+        from django.conf import settings
+
+        conf = settings.AXISOR_WS
+        return cls(
+            rate=conf["RATE_PER_SECOND"],
+            burst=conf["RATE_BURST"],
+            close_after=conf["RATE_ABUSE_CLOSE_AFTER"],
+            window=conf["RATE_ABUSE_WINDOW_SECONDS"],
+        )

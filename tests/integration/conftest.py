@@ -51,10 +51,11 @@ def subprocess_database_url() -> str:
 
 @pytest.fixture
 def daphne(transactional_db):
-    """Start daphne processes on the test database: ``server = daphne(**extra_env)``."""
+    """Start daphne processes on the test database: ``server = daphne(*daphne_args, **extra_env)``
+    (e.g. ``daphne("--ping-interval", "1", WS_AUTH_TIMEOUT_SECONDS="2")``)."""
     started: list[Daphne] = []
 
-    def start(**extra_env: str) -> Daphne:
+    def start(*daphne_args: str, **extra_env: str) -> Daphne:
         env = {
             **os.environ,
             "DATABASE_URL": subprocess_database_url(),
@@ -63,7 +64,7 @@ def daphne(transactional_db):
         }
         env.update(extra_env)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "axisor.asgi:application"],
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", *daphne_args, "axisor.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
