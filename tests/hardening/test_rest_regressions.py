@@ -26,3 +26,13 @@ def test_notification_data_that_jsonb_cannot_store_is_a_400(make_user, data):
     assert response.status_code == 400, response.content
     assert response.json()["code"] in ("validation_error", "parse_error"), response.json()
     assert not Notification.objects.exists()
+
+
+@pytest.mark.django_db
+def test_nul_character_in_the_query_string_is_a_400_not_a_500(make_user):
+    """Found by schemathesis: GET /api/trades?orderId=%00 reached PostgreSQL and answered 500."""
+    api = auth_api(make_user("nul"))
+    for url in ("/api/trades?orderId=%00", "/api/orders?symbol=a%00b", "/api/orders/%00"):
+        response = api.get(url)
+        assert response.status_code == 400, (url, response.status_code)
+        assert response.json()["code"] == "invalid_input"
