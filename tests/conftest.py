@@ -114,10 +114,15 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _close_worker_thread_connections(django_db_setup):
-    """Consumers reach the ORM on asgiref's shared sync thread, whose persistent connection would
-    otherwise outlive the session and keep the test database from being dropped."""
+    """Consumers reach the ORM on asgiref's shared sync thread: its connection goes back to the
+    pool, and the pool's idle connections are closed, or they would keep the test database from
+    being dropped."""
     yield
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+    connections.close_all()
+    for conn in connections.all():
+        if getattr(conn, "pool", None) is not None:
+            conn.close_pool()
