@@ -17,6 +17,7 @@ from collections.abc import Callable
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from axisor.realtime import presence
 from axisor.realtime.limits import redis_client
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,9 @@ class BackgroundStarter:
         tasks.append(run("notification delivery", deliver_step, settings.AXISOR_NOTIFICATIONS["POLL_SECONDS"]))
         tasks.append(run("event relay", relay_step, RELAY_SECONDS, Leader("relay")))
         tasks.append(run("event retention", prune_step, PRUNE_SECONDS, Leader("prune")))
+        # This process's presence lease and its once-per-second stats for the staff dashboard
+        # (also started by the first socket; here so a process running the simulator reports too).
+        presence.registry().ensure_running()
         self._stop_with_server(tasks)
         return tasks
 

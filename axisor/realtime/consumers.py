@@ -20,7 +20,7 @@ from axisor.metrics import CONNECTIONS, DELIVERED, RESUMES, SLOW_CLOSES
 from market.selectors import instrument_symbols_async, snapshot_text_async
 from system.selectors import connection_start
 
-from . import presence, rooms
+from . import adminfeed, presence, rooms
 from .auth import AuthError, bearer_token, check_jwt, user_still_allowed
 from .eventlog import ResumeRefused
 from .hub import Outbox, hub
@@ -46,7 +46,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
         self.closing = False
         self.expires_at: datetime | None = None
         self.timer: asyncio.Task | None = None
-        self.presence_task: asyncio.Task | None = None
+        self.presence: str | None = None
         self.outbox: Outbox | None = None
         await self.accept()
         CONNECTIONS.labels("/ws").inc()
@@ -60,13 +60,12 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         CONNECTIONS.labels("/ws").dec()
         self.closing = True
-        for task in (self.timer, self.presence_task):
-            if task is not None:
-                task.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
         if self.outbox is not None:
             self.outbox.close()
-        if self.user is not None:
-            await presence.leave(self.user.pk, self.channel_name)
+        if self.presence is not None:
+            await presence.leave(self.user.pk, self.presence)
         for room in list(self.joined.values()):
             await self._leave(room)
         self.joined.clear()
@@ -111,12 +110,6 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             else:
                 await asyncio.sleep(left)
 
-    async def _presence(self) -> None:
-        """Hold this connection's presence lease while it is open."""
-        while not self.closing:
-            await asyncio.sleep(presence.LEASE_SECONDS / 3)
-            await presence.join(self.user.pk, self.channel_name)
-
     async def authenticate(self, token: object, since: object = None) -> None:
         """Check the token; on the first success join the auto rooms and answer ``connection``.
         With ``since`` (first auth only) the missed events follow at once, before any live one."""
@@ -138,8 +131,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             self.outbox = Outbox(self._send_text, self.base_send, self._too_slow)
             for room in rooms.auto_rooms(self.user):
                 await self._join(room)
-            await presence.join(self.user.pk, self.channel_name)
-            self.presence_task = asyncio.ensure_future(self._presence())
+            self.presence = await presence.join(self.user.pk, "/ws", self.channel_name)
             self.stream = PersonalStream(self.user.pk, self._emit_personal)
             last_seq, notices = await connection_start(self.user.pk)
             self.stream.start_at(last_seq)
@@ -329,6 +321,7 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
     def _too_slow(self) -> None:
         if not self.closing:
             SLOW_CLOSES.inc()
+            adminfeed.count_slow_close()
             self.slow_close = asyncio.ensure_future(
                 self.fail(Code.SLOW_CONSUMER, "reading too slowly; reconnect and resume", Close.SLOW_CONSUMER)
             )
@@ -340,6 +333,9 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def access_changed(self, message: dict) -> None:
         if self.user is None or self.closing:
+            return
+        if "/ws" in message.get("disconnect", ()):
+            await self.fail(Code.DISCONNECTED, "disconnected by staff", Close.DISCONNECTED)
             return
         user = self.user
         reason = await user_still_allowed(user.pk, user.password, user.is_staff, user.is_superuser)

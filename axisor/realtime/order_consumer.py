@@ -17,7 +17,7 @@ from axisor.metrics import CONNECTIONS, DELIVERED, RESUMES
 from orders.selectors import open_order_snapshots, order_session_alive
 from orders.services import order_session_check
 
-from . import rooms
+from . import presence, rooms
 from .eventlog import ResumeRefused
 from .limits import limiter
 from .protocol import Close, Code, error
@@ -85,6 +85,7 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
         await self.accept()
         CONNECTIONS.labels("/ws/orders").inc()
         self.counted = True
+        self.presence = await presence.join(self.user.pk, "/ws/orders", self.channel_name)
         self.last_heard = time.monotonic()
         self.task = asyncio.ensure_future(self._keepalive())
         await self._catch_up(params)
@@ -113,6 +114,8 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if getattr(self, "counted", False):
             CONNECTIONS.labels("/ws/orders").dec()
+            if getattr(self, "presence", None):
+                await presence.leave(self.user.pk, self.presence)
         self.closing = True
         if self.task is not None:
             self.task.cancel()
@@ -175,6 +178,11 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
 
     async def access_changed(self, message: dict) -> None:
         if self.closing or self.user is None:
+            return
+        if "/ws/orders" in message.get("disconnect", ()):
+            self.closing = True
+            await self.send(text_data=dumps(error(Code.DISCONNECTED, "disconnected by staff")))
+            await self.close(code=Close.DISCONNECTED, reason="disconnected by staff")
             return
         if not await _session_still_valid(self.session_pk):
             self.closing = True
