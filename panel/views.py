@@ -14,8 +14,8 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.views import LoginView, LogoutView, redirect_to_login
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework_simplejwt.tokens import AccessToken
@@ -61,6 +61,13 @@ class PanelLoginView(LoginView):
 
 class PanelLogoutView(LogoutView):
     next_page = "panel:login"
+
+
+def _see_other(url: str) -> HttpResponseRedirect:
+    """Post/redirect/get with 303: the browser follows with a GET."""
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response
 
 
 def _messages_of(error: Exception) -> str:
@@ -135,7 +142,7 @@ def order_cancel_view(request: HttpRequest, order_id: str) -> HttpResponse:
         messages.error(request, f"Order {order_id} not cancelled: {_messages_of(exc)}")
         return _orders_page(request, status=_status_of(exc))
     messages.success(request, f"Order {order_id} cancelled.")
-    return redirect(reverse("panel:orders"), status=303)
+    return _see_other(reverse("panel:orders"))
 
 
 @require_POST
@@ -151,7 +158,7 @@ def order_reject_view(request: HttpRequest, order_id: str) -> HttpResponse:
         messages.error(request, f"Order {order_id} not rejected: {_messages_of(exc)}")
         return _orders_page(request, status=_status_of(exc))
     messages.success(request, f"Order {order_id} rejected.")
-    return redirect(reverse("panel:orders"), status=303)
+    return _see_other(reverse("panel:orders"))
 
 
 # ---- notifications --------------------------------------------------------------------------
@@ -184,7 +191,7 @@ def notifications(request: HttpRequest) -> HttpResponse:
             form.add_error(field if field in form.fields else None, errors)
         return _notifications_page(request, form, status=400)
     messages.success(request, f"Sent {count} notification(s).")
-    return redirect(reverse("panel:notifications"), status=303)
+    return _see_other(reverse("panel:notifications"))
 
 
 # ---- system notices -------------------------------------------------------------------------
@@ -216,7 +223,7 @@ def _create_notice(request: HttpRequest, form, kind: str, key: str) -> HttpRespo
             form.add_error(field if field in form.fields else None, errors)
         return _system_page(request, **{key: form}, status=400)
     messages.success(request, "Notice published to every connection.")
-    return redirect(reverse("panel:system"), status=303)
+    return _see_other(reverse("panel:system"))
 
 
 @require_POST
@@ -243,7 +250,7 @@ def notice_end(request: HttpRequest, notice_id: int) -> HttpResponse:
         return _system_page(request, status=409)
     system_notice_end(notice=notice)
     messages.success(request, f"Notice {notice_id} ended.")
-    return redirect(reverse("panel:system"), status=303)
+    return _see_other(reverse("panel:system"))
 
 
 # ---- users ----------------------------------------------------------------------------------
@@ -285,7 +292,7 @@ def user_disconnect(request: HttpRequest, user_id: int) -> HttpResponse:
         return _user_page(request, user, status=400)
     account_disconnect(user=user, endpoints=form.endpoints())
     messages.success(request, f"Disconnecting {user.username} from {', '.join(form.endpoints())} (close code 4004).")
-    return redirect(reverse("panel:user", args=[user.pk]), status=303)
+    return _see_other(reverse("panel:user", args=[user.pk]))
 
 
 @require_POST
@@ -301,7 +308,7 @@ def session_revoke(request: HttpRequest, user_id: int, session: str) -> HttpResp
         return _user_page(request, user, status=409)
     order_session_revoke(session=found)
     messages.success(request, f"Session {session} revoked; its /ws/orders sockets close with 4003.")
-    return redirect(reverse("panel:user", args=[user.pk]), status=303)
+    return _see_other(reverse("panel:user", args=[user.pk]))
 
 
 # ---- market ---------------------------------------------------------------------------------
