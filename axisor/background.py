@@ -161,9 +161,18 @@ class BackgroundStarter:
         if not reactor.running:
             return
 
+        registry = presence.registry()
+
+        async def finish() -> None:
+            await asyncio.wait(tasks, timeout=10)
+            try:
+                await asyncio.wait_for(registry.shutdown(), 5)
+            except Exception:  # Redis away: the leases expire on their own
+                logger.exception("presence shutdown failed")
+
         def stop():
             self.stopping.set()
-            return Deferred.fromFuture(asyncio.ensure_future(asyncio.wait(tasks, timeout=10)))
+            return Deferred.fromFuture(asyncio.ensure_future(finish()))
 
         reactor.addSystemEventTrigger("before", "shutdown", stop)
 

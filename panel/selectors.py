@@ -63,6 +63,7 @@ def process_rows(processes: list[dict]) -> list[dict]:
         {
             "process": p["process"],
             "started_at": p.get("startedAt"),
+            "seen": p.get("time"),
             "ws": p.get("connections", {}).get("/ws", 0),
             "orders": p.get("connections", {}).get("/ws/orders", 0),
             "market_rooms": p.get("marketRooms", 0),
@@ -155,7 +156,7 @@ def user_detail(user) -> dict:
     return {
         "connections": presence.connections_by_user([user.pk])[user.pk],
         "sessions": list(sessions.order_by("-created_at")),
-        "open_orders": Order.objects.filter(user=user).count(),
+        "order_count": Order.objects.filter(user=user).count(),
     }
 
 

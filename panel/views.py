@@ -32,6 +32,8 @@ from system.services import system_notice_create, system_notice_end
 from . import selectors
 from .forms import ComposeForm, DisconnectForm, MaintenanceForm, RejectForm, ServiceStatusForm, StaffLoginForm
 
+# Both system-notice forms have a "message": distinct element ids keep their labels apart.
+MAINTENANCE_IDS, SERVICE_IDS = "maint_%s", "svc_%s"
 # The panel's socket token: short-lived, renewed by the page when the server sends auth_expiring.
 SOCKET_TOKEN_LIFETIME = timedelta(minutes=5)
 
@@ -200,8 +202,8 @@ def notifications(request: HttpRequest) -> HttpResponse:
 def _system_page(request: HttpRequest, *, maintenance=None, service=None, status: int = 200) -> HttpResponse:
     context = {
         "page": "system",
-        "maintenance_form": maintenance or MaintenanceForm(),
-        "service_form": service or ServiceStatusForm(),
+        "maintenance_form": maintenance or MaintenanceForm(auto_id=MAINTENANCE_IDS),
+        "service_form": service or ServiceStatusForm(auto_id=SERVICE_IDS),
         **selectors.notices(),
     }
     return render(request, "panel/system.html", context, status=status)
@@ -229,13 +231,15 @@ def _create_notice(request: HttpRequest, form, kind: str, key: str) -> HttpRespo
 @require_POST
 @staff_required
 def maintenance_create(request: HttpRequest) -> HttpResponse:
-    return _create_notice(request, MaintenanceForm(request.POST), NoticeKind.MAINTENANCE, "maintenance")
+    form = MaintenanceForm(request.POST, auto_id=MAINTENANCE_IDS)
+    return _create_notice(request, form, NoticeKind.MAINTENANCE, "maintenance")
 
 
 @require_POST
 @staff_required
 def service_status_create(request: HttpRequest) -> HttpResponse:
-    return _create_notice(request, ServiceStatusForm(request.POST), NoticeKind.SERVICE_STATUS, "service")
+    form = ServiceStatusForm(request.POST, auto_id=SERVICE_IDS)
+    return _create_notice(request, form, NoticeKind.SERVICE_STATUS, "service")
 
 
 @require_POST

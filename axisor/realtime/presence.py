@@ -131,15 +131,32 @@ class Registry:
     async def tick(self) -> dict:
         """Renew the process lease (and, every third of a lease, the connections'); publish stats."""
         now = time.time()
-        stats = self.stats()
+        stats = {**self.stats(), "time": _iso(now), "interval": STATS_SECONDS}
         renew = now - self.last_renew >= LEASE_SECONDS / 3
         conns = [(uid, m) for m, (uid, _) in self.conns.items()] if renew else []
         await _write_leases(conns, now + LEASE_SECONDS, process=(self.pid, stats))
         if renew:
             self.last_renew = now
-        stats = {**stats, "time": _iso(now), "interval": STATS_SECONDS, "fanout": adminfeed.take_fanout()}
+        stats["fanout"] = adminfeed.take_fanout()
         await _publish_stats(stats)
         return stats
+
+    async def shutdown(self) -> None:
+        """A clean stop: drop this process and its connections now rather than at lease expiry."""
+        if self.task is not None:
+            self.task.cancel()
+        conns, self.conns = self.conns, {}
+        if not settings.REDIS_URL:
+            _memory_procs.pop(self.pid, None)
+            for member, (user_id, _) in conns.items():
+                _memory.get(user_id, {}).pop(member, None)
+            return
+        async with redis_client().pipeline(transaction=False) as pipe:
+            pipe.zrem(_procs_key(), self.pid)
+            pipe.delete(_proc_key(self.pid))
+            for member, (user_id, _) in conns.items():
+                pipe.zrem(_user_key(user_id), member)
+            await pipe.execute()
 
 
 def _iso(ts: float) -> str:

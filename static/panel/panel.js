@@ -100,7 +100,8 @@
     const MINUTES = history.minutes;
     for (const [type, minutes] of Object.entries(history.counts)) perMinute.set(type, new Map(Object.entries(minutes)));
     for (const row of document.querySelectorAll("#processes tbody tr[data-process]")) {
-      processes.set(row.dataset.process, { stats: null, seen: Date.now(), row });
+      // rendered from Redis: the time of the process's last report (the page drops it if it goes quiet)
+      processes.set(row.dataset.process, { stats: null, seen: Date.parse(row.dataset.seen) || Date.now(), row });
     }
 
     const FANOUT_TYPES = { market_data: "market_data_update", historical_data: "historical_data_update" };
@@ -482,7 +483,7 @@
       for (const col of ["price", "volume", "high24h", "low24h"]) row.querySelector(`[data-col="${col}"]`).textContent = d[col];
       const change = row.querySelector('[data-col="changePercent"]');
       change.textContent = Number(d.changePercent).toFixed(2);
-      change.className = "num " + (d.changePercent < 0 ? "down" : "up");
+      change.className = "num " + (d.changePercent < 0 ? "down" : d.changePercent > 0 ? "up" : "");
       row.querySelector('[data-col="timestamp"]').replaceChildren(el("time", { datetime: d.timestamp }, clock(d.timestamp)));
       flash(row);
     });
@@ -499,5 +500,10 @@
   const pages = { dashboard, events, orders, notifications, system, users, market };
   if (pages[body.dataset.page]) pages[body.dataset.page]();
   client.connect();
+  // Leaving the page closes its socket at once (the server's counts follow), bfcache or not.
+  window.addEventListener("pagehide", () => client.close());
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) client.connect();
+  });
   window.axisorPanel = client;
 })();

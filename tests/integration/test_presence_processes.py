@@ -89,3 +89,11 @@ async def test_counts_span_processes_and_a_dead_process_drops_out_within_the_lea
     print(f"dead process's connection gone {time.monotonic() - killed:.1f} s after SIGKILL (lease {LEASE:.0f} s)")
     await watcher.close()
     await on_b.close()
+
+    # a clean stop (SIGTERM) takes the process and its connections off at once, not at lease expiry
+    on_a = await connect(a, user)
+    await until(lambda: by_pid([a]), 5, "A in the registry")
+    await asyncio.to_thread(a.stop)
+    assert not by_pid([a])
+    assert presence.connections_by_user([user.pk])[user.pk]["/ws"] == 0
+    await on_a.close()
