@@ -166,7 +166,7 @@ class BackgroundStarter:
         async def finish() -> None:
             await asyncio.wait(tasks, timeout=10)
             try:
-                await asyncio.wait_for(registry.shutdown(), 5)
+                await registry.shutdown()
             except Exception:  # Redis away: the leases expire on their own
                 logger.exception("presence shutdown failed")
 

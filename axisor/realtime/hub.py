@@ -90,6 +90,12 @@ def hub() -> Hub:
     return found
 
 
+def local_members() -> dict[str, int]:
+    """Sockets per room group in this event loop's hub (for the process's stats)."""
+    found = _hubs.get(asyncio.get_running_loop())
+    return {group: len(members) for group, members in found.members.items()} if found else {}
+
+
 def transport_backlog(send) -> int | None:
     """Bytes written to the socket but not yet sent, when the server is daphne (None elsewhere)."""
     protocol = getattr(send, "args", (None,))[0]

@@ -82,10 +82,10 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.stream = PersonalStream(self.user.pk, self._emit)
         await self.stream.baseline()
+        self.presence = await presence.join(self.user.pk, "/ws/orders", self.channel_name)
         await self.accept()
         CONNECTIONS.labels("/ws/orders").inc()
         self.counted = True
-        self.presence = await presence.join(self.user.pk, "/ws/orders", self.channel_name)
         self.last_heard = time.monotonic()
         self.task = asyncio.ensure_future(self._keepalive())
         await self._catch_up(params)
@@ -114,8 +114,9 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if getattr(self, "counted", False):
             CONNECTIONS.labels("/ws/orders").dec()
-            if getattr(self, "presence", None):
-                await presence.leave(self.user.pk, self.presence)
+        if getattr(self, "presence", None):
+            await presence.leave(self.user.pk, self.presence)
+            self.presence = None
         self.closing = True
         if self.task is not None:
             self.task.cancel()

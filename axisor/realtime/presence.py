@@ -74,10 +74,11 @@ class Registry:
         self.started_at = time.time()
         self.conns: dict[str, tuple[int, str]] = {}  # member → (user_id, endpoint)
         self.task: asyncio.Task | None = None
+        self.stopping = asyncio.Event()
         self.last_renew = 0.0
 
     def ensure_running(self) -> None:
-        if self.task is None or self.task.done():
+        if (self.task is None or self.task.done()) and not self.stopping.is_set():
             self.task = asyncio.ensure_future(self._run())
 
     async def join(self, user_id: int, endpoint: str, channel: str) -> str:
@@ -97,17 +98,16 @@ class Registry:
 
     def stats(self) -> dict:
         """Connections by endpoint and socket subscriptions by room kind, in this process."""
-        from .hub import _hubs
+        from .hub import local_members
 
         endpoints = Counter({e: 0 for e in ENDPOINTS})
         for _, endpoint in self.conns.values():
             endpoints[endpoint] += 1
         rooms = Counter({"user": endpoints["/ws"], "system": 0, "admin": 0, "market": 0})
         market_rooms = 0
-        hub = _hubs.get(asyncio.get_running_loop())
-        for group, members in hub.members.items() if hub else ():
+        for group, members in local_members().items():
             kind = group.split(".", 1)[0]
-            rooms[kind] += len(members)
+            rooms[kind] += members
             market_rooms += kind == "market"
         return {
             "process": self.pid,
@@ -119,14 +119,15 @@ class Registry:
         }
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             try:
                 await self.tick()
-            except asyncio.CancelledError:
-                raise
             except Exception:  # Redis away for a moment: try again next tick
                 logger.exception("presence renewal failed")
-            await asyncio.sleep(STATS_SECONDS)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), STATS_SECONDS)
+            except TimeoutError:
+                pass
 
     async def tick(self) -> dict:
         """Renew the process lease (and, every third of a lease, the connections'); publish stats."""
@@ -142,9 +143,13 @@ class Registry:
         return stats
 
     async def shutdown(self) -> None:
-        """A clean stop: drop this process and its connections now rather than at lease expiry."""
+        """A clean stop: drop this process and its connections now rather than at lease expiry.
+        The loop finishes its tick first: cancelling it inside a channel-layer send could leave
+        the layer's connection lock held, and the server's shutdown waiting on it."""
+        self.stopping.set()
         if self.task is not None:
-            self.task.cancel()
+            await asyncio.wait([self.task], timeout=STATS_SECONDS + 5)
+        logger.info("presence: leaving the registry (%s, %d connection(s))", self.pid, len(self.conns))
         conns, self.conns = self.conns, {}
         if not settings.REDIS_URL:
             _memory_procs.pop(self.pid, None)

@@ -84,12 +84,62 @@
       console.warn(err);
     }
   });
+  // Messages reach the page's handlers through one router, so that they can wait while the page
+  // re-reads its live regions (see resync).
+  const listeners = new Map();
+  let queued = null; // messages held while a resync is in flight
+  function listen(type, handler) {
+    if (!listeners.has(type)) listeners.set(type, []);
+    listeners.get(type).push(handler);
+  }
+  function route(msg) {
+    for (const handler of listeners.get(msg.type) || []) {
+      try {
+        handler(msg);
+      } catch (err) {
+        console.error("panel handler failed", err);
+      }
+    }
+  }
+  client.on("*", (msg) => {
+    if (!msg || !listeners.has(msg.type)) return;
+    if (queued) queued.push(msg);
+    else route(msg);
+  });
   // Every admin_events entry, one at a time, with the batch's counts for pages that want totals.
   function onEntries(handler) {
-    client.on("admin_events", (msg) => {
+    listen("admin_events", (msg) => {
       for (const entry of msg.data.events) handler(entry, msg.data);
     });
   }
+
+  // A change committed between the page's render and its socket joining admin:staff (or while the
+  // socket was reconnecting) would never show. So on every connect the page re-reads its live
+  // regions ([data-live-region]) from the server, holding socket messages meanwhile and replaying
+  // them on top: nothing is missed, and updates are idempotent (orders by version, rows by id).
+  async function resync() {
+    const regions = [...document.querySelectorAll("[data-live-region]")];
+    if (!regions.length) return;
+    queued = queued || [];
+    try {
+      const response = await fetch(location.href, { credentials: "same-origin" });
+      if (response.ok) {
+        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+        for (const region of regions) {
+          const replacement = fresh.getElementById(region.id);
+          if (replacement) region.innerHTML = replacement.innerHTML;
+        }
+      }
+    } catch (err) {
+      console.warn("resync failed", err);
+    }
+    const held = queued;
+    queued = null;
+    for (const msg of held) route(msg);
+  }
+  client.on("status", (s) => {
+    if (s.state === "connected") resync();
+  });
 
   // ---- dashboard --------------------------------------------------------------------------
   function dashboard() {
@@ -120,7 +170,7 @@
       minutes.set(key, (minutes.get(key) || 0) + n);
     }
 
-    client.on("admin_events", (msg) => {
+    listen("admin_events", (msg) => {
       for (const [type, n] of Object.entries(msg.data.counts)) count(type, n);
       for (const entry of msg.data.events) {
         if (entry.type === "notification_status_update" && entry.data && entry.data.status === "failed") {
@@ -133,7 +183,7 @@
         if (entry.type === "server_maintenance" || entry.type === "service_status_update") notice(entry.type, entry.data);
       }
     });
-    client.on("admin_stats", (msg) => {
+    listen("admin_stats", (msg) => {
       const stats = msg.data;
       const known = processes.get(stats.process) || {};
       processes.set(stats.process, { ...known, stats, seen: Date.now() });
@@ -313,7 +363,7 @@
       for (const node of rows) tbody.prepend(node);
       trim(tbody, MAX);
     }
-    client.on("admin_events", (msg) => {
+    listen("admin_events", (msg) => {
       const rows = msg.data.events.map((entry) => row(entry, msg.data.time));
       const more = msg.data.total - msg.data.events.length;
       if (more > 0) rows.push(el("tr", { "data-type": "", "data-user": "", "data-room": "", class: "more" }, el("td", { colspan: 7 }, `… and ${more} more events in this batch (${Object.entries(msg.data.counts).map(([t, n]) => `${t}: ${n}`).join(", ")})`)));
@@ -476,7 +526,7 @@
   function market() {
     const tbody = document.querySelector("#market tbody");
     for (const row of tbody.querySelectorAll("tr[data-symbol]")) client.subscribe("market:" + row.dataset.symbol);
-    client.on("market_data_update", (msg) => {
+    listen("market_data_update", (msg) => {
       const d = msg.data;
       const row = tbody.querySelector(`tr[data-symbol="${CSS.escape(d.symbol)}"]`);
       if (!row) return;

@@ -51,8 +51,12 @@ def browser():
 
 
 @pytest.fixture
-def server(daphne):
-    return daphne()
+def server(daphne, browser):
+    server = daphne()
+    yield server
+    # Leave the page before the server stops: an HTTP request still in flight at SIGTERM can keep
+    # daphne from exiting (its worker thread waits for the stopped event loop).
+    browser.get("about:blank")
 
 
 @pytest.fixture

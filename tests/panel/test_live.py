@@ -9,9 +9,11 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
 from django.db import transaction
 from django.test import Client
 
+from axisor.asgi import application
 from axisor.realtime import adminfeed, presence
 from axisor.realtime.publish import publish
 from axisor.realtime.rooms import admin_room, system_room
@@ -169,3 +171,30 @@ async def test_disconnect_closes_the_users_sockets_with_4004_endpoint_by_endpoin
     again, hello = await connected(jwt_for(customer))
     assert hello["userId"] == str(customer.pk)
     await again.disconnect()
+
+
+# ---- the panel's socket: a token, never the session cookie ---------------------------------
+
+
+async def test_a_session_cookie_alone_opens_no_socket(make_user):
+    """The panel signs its socket in with a minted token; /ws ignores the session cookie, so a
+    foreign page riding a staff member's cookie gets nowhere (and a foreign Origin not even a socket)."""
+    staff = await database_sync_to_async(make_user)("op", staff=True)
+    panel = Client()
+    await database_sync_to_async(panel.force_login)(staff)
+    cookie = f"sessionid={panel.cookies['sessionid'].value}".encode()
+
+    foreign = WebsocketCommunicator(
+        application, "/ws", headers=[(b"cookie", cookie), (b"origin", b"https://evil.example")]
+    )
+    ok, _ = await foreign.connect()
+    assert not ok  # refused at the handshake by the Origin check
+
+    same_site = WebsocketCommunicator(
+        application, "/ws", headers=[(b"cookie", cookie), (b"origin", b"http://127.0.0.1")]
+    )
+    ok, _ = await same_site.connect()
+    assert ok
+    await same_site.send_json_to({"type": "list_rooms"})
+    assert (await same_site.receive_json_from())["code"] == "AUTHENTICATION_FAILED"
+    assert await closed_with(same_site) == 4001
