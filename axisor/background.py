@@ -17,6 +17,7 @@ from collections.abc import Callable
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from axisor.metrics import wait_until_idle
 from axisor.realtime import presence
 from axisor.realtime.limits import redis_client
 
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 LEADER_LEASE_MS = 5000
 RELAY_SECONDS = 1.0
 PRUNE_SECONDS = 300.0
+DRAIN_SECONDS = 10.0  # at shutdown, how long requests in flight may take to finish
 
 
 class LatestPrices:
@@ -165,6 +167,10 @@ class BackgroundStarter:
 
         async def finish() -> None:
             await asyncio.wait(tasks, timeout=10)
+            # Requests still running on worker threads need this loop to finish (their async parts
+            # run here); once it stops they would wait forever and keep the process from exiting.
+            if not await asyncio.to_thread(wait_until_idle, DRAIN_SECONDS):
+                logger.warning("requests still in flight after %.0f s; stopping anyway", DRAIN_SECONDS)
             try:
                 await registry.shutdown()
             except Exception:  # Redis away: the leases expire on their own
