@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from .models import Tier, User
-from .signals import account_access_changed
+from .signals import account_access_changed, account_disconnect_requested
+
+SOCKET_ENDPOINTS = ("/ws", "/ws/orders")
 
 
 @transaction.atomic
@@ -40,4 +43,15 @@ def account_deactivate(*, user: User) -> User:
     user.is_active = False
     user.save(update_fields=["is_active"])
     account_access_changed.send(sender=User, user=user)
+    return user
+
+
+@transaction.atomic
+def account_disconnect(*, user: User, endpoints: list[str] | tuple[str, ...] = SOCKET_ENDPOINTS) -> User:
+    """Close the user's open sockets on ``endpoints`` (close code 4004), on every server process.
+    Nothing about the account changes: clients may reconnect (deactivate or revoke to keep them out)."""
+    endpoints = list(dict.fromkeys(endpoints))
+    if not endpoints or any(e not in SOCKET_ENDPOINTS for e in endpoints):
+        raise ValidationError({"endpoint": f"must be one or more of {', '.join(SOCKET_ENDPOINTS)}"})
+    account_disconnect_requested.send(sender=User, user=user, endpoints=endpoints)
     return user

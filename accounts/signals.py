@@ -4,3 +4,6 @@ from django.dispatch import Signal
 
 # Sent inside the transaction that deactivated, demoted or re-keyed (password) a user.
 account_access_changed = Signal()
+
+# Sent when staff disconnect a user's sockets (endpoints=["/ws", "/ws/orders"] or a subset).
+account_disconnect_requested = Signal()

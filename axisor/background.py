@@ -17,6 +17,8 @@ from collections.abc import Callable
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from axisor.metrics import wait_until_idle
+from axisor.realtime import presence
 from axisor.realtime.limits import redis_client
 
 logger = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ logger = logging.getLogger(__name__)
 LEADER_LEASE_MS = 5000
 RELAY_SECONDS = 1.0
 PRUNE_SECONDS = 300.0
+DRAIN_SECONDS = 10.0  # at shutdown, how long requests in flight may take to finish
 
 
 class LatestPrices:
@@ -143,6 +146,9 @@ class BackgroundStarter:
         tasks.append(run("notification delivery", deliver_step, settings.AXISOR_NOTIFICATIONS["POLL_SECONDS"]))
         tasks.append(run("event relay", relay_step, RELAY_SECONDS, Leader("relay")))
         tasks.append(run("event retention", prune_step, PRUNE_SECONDS, Leader("prune")))
+        # This process's presence lease and its once-per-second stats for the staff dashboard
+        # (also started by the first socket; here so a process running the simulator reports too).
+        presence.registry().ensure_running()
         self._stop_with_server(tasks)
         return tasks
 
@@ -157,9 +163,22 @@ class BackgroundStarter:
         if not reactor.running:
             return
 
+        registry = presence.registry()
+
+        async def finish() -> None:
+            await asyncio.wait(tasks, timeout=10)
+            # Requests still running on worker threads need this loop to finish (their async parts
+            # run here); once it stops they would wait forever and keep the process from exiting.
+            if not await asyncio.to_thread(wait_until_idle, DRAIN_SECONDS):
+                logger.warning("requests still in flight after %.0f s; stopping anyway", DRAIN_SECONDS)
+            try:
+                await registry.shutdown()
+            except Exception:  # Redis away: the leases expire on their own
+                logger.exception("presence shutdown failed")
+
         def stop():
             self.stopping.set()
-            return Deferred.fromFuture(asyncio.ensure_future(asyncio.wait(tasks, timeout=10)))
+            return Deferred.fromFuture(asyncio.ensure_future(finish()))
 
         reactor.addSystemEventTrigger("before", "shutdown", stop)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hmac
+import threading
 import time
 
 from django.conf import settings
@@ -35,16 +36,36 @@ def metrics_view(request):
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 
+_in_flight = 0
+_idle = threading.Condition()
+
+
+def wait_until_idle(timeout: float) -> bool:
+    """Block until no HTTP request is in its sync part (on a worker thread), at most ``timeout``."""
+    with _idle:
+        return _idle.wait_for(lambda: _in_flight == 0, timeout)
+
+
 class RequestTimingMiddleware:
-    """REST latency by route pattern (not raw path: ids would explode the label set)."""
+    """REST latency by route pattern (not raw path: ids would explode the label set); also counts
+    requests in flight, so a stopping server can let them finish while its event loop still runs
+    (a worker thread waiting on a stopped loop would keep the process from exiting)."""
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
 
     def __call__(self, request):
-        start = time.perf_counter()
-        response = self.get_response(request)
-        match = getattr(request, "resolver_match", None)
-        route = match.route.replace("^", "").replace("$", "") if match else "unmatched"
-        HTTP_LATENCY.labels(request.method, route, str(response.status_code)).observe(time.perf_counter() - start)
-        return response
+        global _in_flight
+        with _idle:
+            _in_flight += 1
+        try:
+            start = time.perf_counter()
+            response = self.get_response(request)
+            match = getattr(request, "resolver_match", None)
+            route = match.route.replace("^", "").replace("$", "") if match else "unmatched"
+            HTTP_LATENCY.labels(request.method, route, str(response.status_code)).observe(time.perf_counter() - start)
+            return response
+        finally:
+            with _idle:
+                _in_flight -= 1
+                _idle.notify_all()

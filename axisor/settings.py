@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "system",
     "orders",
     "notifications",
+    "panel",
 ]
 
 MIDDLEWARE = [
@@ -244,6 +245,13 @@ AXISOR_ORDERS = {
     "LEASE_SECONDS": env_float("ORDERS_LEASE_SECONDS", 30.0),
     # tier: (max concurrent connections, connection attempts per minute or None for unlimited)
     "TIER_LIMITS": {"basic": (1, 10), "premium": (3, 30), "enterprise": (10, None)},
+}
+AXISOR_PRESENCE = {
+    # Each server process renews its own lease and its connections' in Redis; a process that dies
+    # drops off the dashboard, and its connections out of every count, within this many seconds.
+    "LEASE_SECONDS": env_float("PRESENCE_LEASE_SECONDS", 30.0),
+    # How often each process publishes its stats (connections, rooms, fan-out) to admin:staff.
+    "STATS_SECONDS": env_float("PRESENCE_STATS_SECONDS", 1.0),
 }
 AXISOR_EVENTS = {
     # The event log keeps each user's events for resume: at most this many days, and at most this

@@ -39,6 +39,7 @@ api = [
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("panel/", include("panel.urls")),
     path("healthz", healthz),
     path("readyz", readyz),
     path("metrics", metrics_view),

@@ -17,6 +17,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from axisor.metrics import CONFLATED, PUBLISHED
+from axisor.realtime.adminfeed import count_fanout
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Conflater:
         try:
             await get_channel_layer().group_send(group, {**message, "group": group})
             PUBLISHED.labels(message.get("channel", "")).inc()
+            count_fanout(message.get("channel", ""))
         except Exception:
             logger.exception("market fan-out to %s failed", group)
 

@@ -111,7 +111,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.closing = False
         self.expires_at: datetime | None = None
         self.timer: asyncio.Task | None = None
-        self.presence_task: asyncio.Task | None = None
+        self.presence: str | None = None
         self.stream: PersonalStream | None = None
         await self.accept()
         self.hub_open()
@@ -126,12 +126,11 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         CONNECTIONS.labels("/ws").dec()
         self.closing = True
-        for task in (self.timer, self.presence_task):
-            if task is not None:
-                task.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
         self.hub_close()
-        if self.user is not None:
-            await presence.leave(self.user.pk, self.session_id)
+        if self.presence is not None:
+            await presence.leave(self.user.pk, self.presence)
         await self.hub_leave_all()
         self.joined.clear()
 
@@ -191,12 +190,6 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             else:
                 await asyncio.sleep(left)
 
-    async def _presence(self) -> None:
-        """Hold this connection's presence lease while it is open."""
-        while not self.closing:
-            await asyncio.sleep(presence.LEASE_SECONDS / 3)
-            await presence.join(self.user.pk, self.session_id)
-
     async def authenticate(self, token: object, since: object = None) -> None:
         """Check the token; on the first success join the auto rooms and answer ``connection``.
         With ``since`` (first auth only) the missed events follow at once, before any live one."""
@@ -220,8 +213,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         if first:
             for room in rooms.admin_rooms_for(self.user):
                 await self._join(room)
-            await presence.join(self.user.pk, self.session_id)
-            self.presence_task = asyncio.ensure_future(self._presence())
+            self.presence = await presence.join(self.user.pk, "/ws", self.session_id)
         reply = connection(user_id=self.user.pk, session_id=self.session_id)
         reply["tokenExpiresAt"] = iso(self.expires_at)
         reply["lastSeq"] = self.stream.last_seq
@@ -384,6 +376,9 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
 
     async def access_changed(self, message: dict) -> None:
         if self.user is None or self.closing:
+            return
+        if "/ws" in message.get("disconnect", ()):
+            await self.fail(Code.DISCONNECTED, "disconnected by staff", Close.DISCONNECTED)
             return
         user = self.user
         reason = await user_still_allowed(user.pk, user.password, user.is_staff, user.is_superuser)

@@ -30,6 +30,7 @@ from django.conf import settings
 
 from axisor.metrics import CONFLATED, DELIVERED, SLOW_CLOSES
 
+from . import adminfeed
 from .protocol import Close, Code, error
 from .publish import ACCESS_CHANGED, dumps
 
@@ -109,6 +110,12 @@ def hub() -> Hub:
             del _hubs[old]
         found = _hubs[loop] = Hub()
     return found
+
+
+def local_members() -> dict[str, int]:
+    """Sockets per room group in this event loop's hub (for the process's stats)."""
+    found = _hubs.get(asyncio.get_running_loop())
+    return {group: len(members) for group, members in found.members.items()} if found else {}
 
 
 def transport_backlog(send) -> int | None:
@@ -289,6 +296,7 @@ class HubMember:
     def _too_slow(self) -> None:
         if not self.closing and getattr(self, "slow_close", None) is None:
             SLOW_CLOSES.inc()
+            adminfeed.count_slow_close()
             self.slow_close = asyncio.ensure_future(
                 self.fail(Code.SLOW_CONSUMER, "reading too slowly; reconnect and resume", Close.SLOW_CONSUMER)
             )

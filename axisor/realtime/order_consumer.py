@@ -17,7 +17,7 @@ from axisor.metrics import CONNECTIONS, RESUMES
 from orders.selectors import open_order_snapshots, order_session_alive
 from orders.services import order_session_check
 
-from . import rooms
+from . import presence, rooms
 from .eventlog import ResumeRefused
 from .hub import HubMember
 from .limits import limiter
@@ -86,6 +86,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         await self.hub_join(rooms.user_room(self.user.pk).group)
         self.stream = PersonalStream(self.user.pk, self._emit)
         await self.stream.baseline()
+        self.presence = await presence.join(self.user.pk, "/ws/orders", self.member)
         await self.accept()
         CONNECTIONS.labels("/ws/orders").inc()
         self.counted = True
@@ -120,6 +121,9 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if getattr(self, "counted", False):
             CONNECTIONS.labels("/ws/orders").dec()
+        if getattr(self, "presence", None):
+            await presence.leave(self.user.pk, self.presence)
+            self.presence = None
         self.closing = True
         if self.task is not None:
             self.task.cancel()
@@ -186,6 +190,9 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
 
     async def access_changed(self, message: dict) -> None:
         if self.closing or self.user is None:
+            return
+        if "/ws/orders" in message.get("disconnect", ()):
+            await self.fail(Code.DISCONNECTED, "disconnected by staff", Close.DISCONNECTED)
             return
         if not await _session_still_valid(self.session_pk):
             await self.fail(Code.ACCESS_REVOKED, "session revoked or account changed", Close.ACCESS_REVOKED)

@@ -1,54 +1,281 @@
-"""Who is online: each authenticated /ws connection holds a renewable lease per user, in Redis
-when configured (so every process sees every connection) or in memory. The notification worker
-asks ``online(user_id)`` to tell an in-app delivery `delivered` (pushed to a live socket) from
-`sent` (kept in the inbox and the event log)."""
+"""Who is online, on which endpoint and on which server process — across all processes.
+
+Each server process has an id (``host:pid``) and a lease in Redis: ``presence:procs`` (a sorted set
+of process ids scored by lease expiry) and ``presence:proc:{id}`` (its latest stats, expiring with
+the lease). Each authenticated connection holds a lease in its user's sorted set
+``presence:{user_id}`` (members ``endpoint|process|channel``, scored by expiry). One task per
+process renews all of them in one pipeline and publishes the process's stats to ``admin:staff``
+once per ``STATS_SECONDS``; nothing renews per connection. A process that dies stops renewing, so
+its entry and every one of its connections are gone within ``LEASE_SECONDS``.
+
+Without Redis (the embedded single-process default) the same bookkeeping lives in memory.
+The notification worker asks ``online(user_id)`` to tell an in-app delivery ``delivered`` (a live
+``/ws`` socket) from ``sent``; the panel reads ``processes()`` and ``connections_by_user()``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import os
+import socket
 import time
+from collections import Counter
+from datetime import UTC, datetime
 
 from django.conf import settings
 
+from . import adminfeed
 from .limits import redis_client
 
-LEASE_SECONDS = 60.0
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS: float = settings.AXISOR_PRESENCE["LEASE_SECONDS"]
+STATS_SECONDS: float = settings.AXISOR_PRESENCE["STATS_SECONDS"]
+ENDPOINTS = ("/ws", "/ws/orders")
 
 
-def _key(user_id: int) -> str:
-    return f"{settings.CHANNEL_LAYER_PREFIX}:presence:{user_id}"
+def process_id() -> str:
+    """This server process, as shown on the dashboard (asked each time: a fork changes the pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _prefix() -> str:
+    return f"{settings.CHANNEL_LAYER_PREFIX}:presence"
+
+
+def _user_key(user_id: int) -> str:
+    return f"{_prefix()}:{user_id}"
+
+
+def _procs_key() -> str:
+    return f"{_prefix()}:procs"
+
+
+def _proc_key(pid: str) -> str:
+    return f"{_prefix()}:proc:{pid}"
+
+
+def _endpoint_of(member: str) -> str:
+    return member.split("|", 1)[0]
+
+
+# In-memory stand-ins for the Redis keys (no REDIS_URL: one process only).
 _memory: dict[int, dict[str, float]] = {}
+_memory_procs: dict[str, tuple[float, dict]] = {}
 
 
-async def join(user_id: int, member: str) -> None:
-    expires = time.time() + LEASE_SECONDS
-    if settings.REDIS_URL:
-        client = redis_client()
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.zadd(_key(user_id), {member: expires})
-            pipe.expire(_key(user_id), int(LEASE_SECONDS) + 1)
+class Registry:
+    """This process's connections and the task that holds their leases and reports stats."""
+
+    def __init__(self) -> None:
+        self.pid = process_id()
+        self.started_at = time.time()
+        self.conns: dict[str, tuple[int, str]] = {}  # member → (user_id, endpoint)
+        self.task: asyncio.Task | None = None
+        self.stopping = asyncio.Event()
+        self.last_renew = 0.0
+
+    def ensure_running(self) -> None:
+        if (self.task is None or self.task.done()) and not self.stopping.is_set():
+            self.task = asyncio.ensure_future(self._run())
+
+    async def join(self, user_id: int, endpoint: str, channel: str) -> str:
+        """Register an authenticated connection; returns its member name for ``leave``."""
+        member = f"{endpoint}|{self.pid}|{channel}"
+        self.conns[member] = (user_id, endpoint)
+        self.ensure_running()
+        await _write_leases([(user_id, member)], time.time() + LEASE_SECONDS)
+        return member
+
+    async def leave(self, user_id: int, member: str) -> None:
+        self.conns.pop(member, None)
+        if settings.REDIS_URL:
+            await redis_client().zrem(_user_key(user_id), member)
+        else:
+            _memory.get(user_id, {}).pop(member, None)
+
+    def stats(self) -> dict:
+        """Connections by endpoint and socket subscriptions by room kind, in this process."""
+        from .hub import local_members
+
+        endpoints = Counter({e: 0 for e in ENDPOINTS})
+        for _, endpoint in self.conns.values():
+            endpoints[endpoint] += 1
+        rooms = Counter({"user": endpoints["/ws"], "system": 0, "admin": 0, "market": 0})
+        market_rooms = 0
+        for group, members in local_members().items():
+            kind = group.split(".", 1)[0]
+            rooms[kind] += members
+            market_rooms += kind == "market"
+        return {
+            "process": self.pid,
+            "startedAt": _iso(self.started_at),
+            "connections": dict(endpoints),
+            "rooms": dict(rooms),
+            "marketRooms": market_rooms,
+            "slowCloses": adminfeed.slow_closes,
+        }
+
+    async def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self.tick()
+            except Exception:  # Redis away for a moment: try again next tick
+                logger.exception("presence renewal failed")
+            try:
+                await asyncio.wait_for(self.stopping.wait(), STATS_SECONDS)
+            except TimeoutError:
+                pass
+
+    async def tick(self) -> dict:
+        """Renew the process lease (and, every third of a lease, the connections'); publish stats."""
+        now = time.time()
+        stats = {**self.stats(), "time": _iso(now), "interval": STATS_SECONDS}
+        renew = now - self.last_renew >= LEASE_SECONDS / 3
+        conns = [(uid, m) for m, (uid, _) in self.conns.items()] if renew else []
+        await _write_leases(conns, now + LEASE_SECONDS, process=(self.pid, stats))
+        if renew:
+            self.last_renew = now
+        stats["fanout"] = adminfeed.take_fanout()
+        await _publish_stats(stats)
+        return stats
+
+    async def shutdown(self) -> None:
+        """A clean stop: drop this process and its connections now rather than at lease expiry.
+        The loop finishes its tick first: cancelling it inside a channel-layer send could leave
+        the layer's connection lock held, and the server's shutdown waiting on it."""
+        self.stopping.set()
+        if self.task is not None:
+            await asyncio.wait([self.task], timeout=STATS_SECONDS + 5)
+        logger.info("presence: leaving the registry (%s, %d connection(s))", self.pid, len(self.conns))
+        conns, self.conns = self.conns, {}
+        if not settings.REDIS_URL:
+            _memory_procs.pop(self.pid, None)
+            for member, (user_id, _) in conns.items():
+                _memory.get(user_id, {}).pop(member, None)
+            return
+        async with redis_client().pipeline(transaction=False) as pipe:
+            pipe.zrem(_procs_key(), self.pid)
+            pipe.delete(_proc_key(self.pid))
+            for member, (user_id, _) in conns.items():
+                pipe.zrem(_user_key(user_id), member)
             await pipe.execute()
-    else:
-        _memory.setdefault(user_id, {})[member] = expires
+
+
+def _iso(ts: float) -> str:
+    from .publish import iso
+
+    return iso(datetime.fromtimestamp(ts, tz=UTC))
+
+
+async def _write_leases(conns: list[tuple[int, str]], expires: float, process: tuple[str, dict] | None = None) -> None:
+    ttl = int(LEASE_SECONDS) + 1
+    if not settings.REDIS_URL:
+        for user_id, member in conns:
+            _memory.setdefault(user_id, {})[member] = expires
+        if process is not None:
+            _memory_procs[process[0]] = (expires, process[1])
+        return
+    async with redis_client().pipeline(transaction=False) as pipe:
+        for user_id, member in conns:
+            pipe.zadd(_user_key(user_id), {member: expires})
+            pipe.expire(_user_key(user_id), ttl)
+        if process is not None:
+            pid, stats = process
+            pipe.zadd(_procs_key(), {pid: expires})
+            pipe.set(_proc_key(pid), json.dumps(stats), ex=ttl)
+        await pipe.execute()
+
+
+async def _publish_stats(stats: dict) -> None:
+    from channels.layers import get_channel_layer
+
+    from .publish import dumps, layer_event
+    from .rooms import admin_room
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    group = admin_room("staff").group
+    text = dumps({"type": adminfeed.STATS_TYPE, "channel": adminfeed.CHANNEL, "data": stats})
+    await layer.group_send(group, {**layer_event(channel=adminfeed.CHANNEL, seq=None, text=text), "group": group})
+
+
+_registries: dict[asyncio.AbstractEventLoop, Registry] = {}
+
+
+def registry() -> Registry:
+    """This event loop's registry (one per server process)."""
+    loop = asyncio.get_running_loop()
+    found = _registries.get(loop)
+    if found is None:
+        for old in [lp for lp in _registries if lp.is_closed()]:
+            del _registries[old]
+        found = _registries[loop] = Registry()
+    return found
+
+
+async def join(user_id: int, endpoint: str, channel: str) -> str:
+    return await registry().join(user_id, endpoint, channel)
 
 
 async def leave(user_id: int, member: str) -> None:
+    await registry().leave(user_id, member)
+
+
+# ---- sync reads (notification worker, panel) ----------------------------------------------------
+
+_sync_client = None
+
+
+def _redis():
+    global _sync_client
+    if _sync_client is None:
+        import redis
+
+        _sync_client = redis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
+            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
+        )
+    return _sync_client
+
+
+def connections_by_user(user_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Live connections per endpoint for each user (any process), e.g. ``{42: {"/ws": 2, "/ws/orders": 1}}``."""
+    now = time.time()
     if settings.REDIS_URL:
-        await redis_client().zrem(_key(user_id), member)
+        pipe = _redis().pipeline(transaction=False)
+        for uid in user_ids:
+            pipe.zrangebyscore(_user_key(uid), now, "+inf")
+        members = {uid: [m.decode() for m in found] for uid, found in zip(user_ids, pipe.execute(), strict=True)}
     else:
-        _memory.get(user_id, {}).pop(member, None)
+        members = {uid: [m for m, exp in _memory.get(uid, {}).items() if exp > now] for uid in user_ids}
+    out = {}
+    for uid, found in members.items():
+        counts = {e: 0 for e in ENDPOINTS}
+        for member in found:
+            counts[_endpoint_of(member)] = counts.get(_endpoint_of(member), 0) + 1
+        out[uid] = counts
+    return out
 
 
 def online(user_id: int) -> bool:
-    """Sync: is any connection of the user alive now (any process)?"""
-    now = time.time()
-    if settings.REDIS_URL:
-        import redis
+    """Is any ``/ws`` connection of the user alive now (any process)? In-app events go there."""
+    return connections_by_user([user_id])[user_id]["/ws"] > 0
 
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=settings.REDIS_SOCKET_TIMEOUT)
-        try:
-            return bool(client.zcount(_key(user_id), now, "+inf"))
-        finally:
-            client.close()
-    return any(exp > now for exp in _memory.get(user_id, {}).values())
+
+def processes() -> list[dict]:
+    """The live server processes with their latest stats, by process id."""
+    now = time.time()
+    if not settings.REDIS_URL:
+        return [stats for pid, (exp, stats) in sorted(_memory_procs.items()) if exp > now]
+    client = _redis()
+    client.zremrangebyscore(_procs_key(), "-inf", now)
+    pids = sorted(p.decode() for p in client.zrangebyscore(_procs_key(), now, "+inf"))
+    if not pids:
+        return []
+    found = client.mget([_proc_key(pid) for pid in pids])
+    return [json.loads(raw) for raw in found if raw]

@@ -12,6 +12,7 @@ class Close:
     AUTHENTICATION_FAILED = 4001  # bad/expired/missing credentials, or a message before auth
     TOKEN_EXPIRED = 4002  # the token expired on an open socket and no fresh `auth` came
     ACCESS_REVOKED = 4003  # account deactivated, password changed, role changed, session revoked
+    DISCONNECTED = 4004  # a staff member disconnected the user's sockets (/panel/); the client may reconnect
     RATE_LIMITED = 4008  # sustained flooding after RATE_LIMIT_EXCEEDED errors
     SLOW_CONSUMER = 4009  # the client reads too slowly for events that may not be dropped; resume
     TOO_MANY_CONNECTIONS = 4029  # /ws/orders: tier's concurrent-connection limit
@@ -30,6 +31,7 @@ class Code:
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     TOKEN_EXPIRED = "TOKEN_EXPIRED"
     ACCESS_REVOKED = "ACCESS_REVOKED"
+    DISCONNECTED = "DISCONNECTED"
     SLOW_CONSUMER = "SLOW_CONSUMER"
 
 

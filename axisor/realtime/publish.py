@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from axisor.metrics import PUBLISHED
 
+from .adminfeed import Batch
 from .models import EventLog, UserSequence
 from .rooms import Room, user_room
 
@@ -106,9 +107,11 @@ def layer_event(*, channel: str, seq: int | None, text: str, key: str | None = N
     return message
 
 
-def send_logged(ids: list[int], sends: list[tuple[str, dict]]) -> None:
-    """After commit: send, then mark the log rows published (the relay sends what stays unmarked)."""
-    group_send_many(sends)
+def send_logged(ids: list[int], sends: list[tuple[str, dict]], feed: Batch | None = None) -> None:
+    """After commit: send (and one staff-feed message for the batch), then mark the log rows
+    published (the relay sends what stays unmarked)."""
+    extra = feed.send() if feed is not None else None
+    group_send_many([*sends, extra] if extra else sends)
     EventLog.objects.filter(pk__in=ids).update(published_at=timezone.now())
 
 
@@ -122,7 +125,18 @@ def relay_unpublished(*, older_than_seconds: float = 2.0, batch: int = 500) -> i
             (group_for_logged(row), layer_event(channel=row.channel, seq=row.seq, text=dumps(row.payload)))
             for row in rows
         ]
-        send_logged([row.pk for row in rows], sends)
+        feed = Batch()
+        for row in rows:
+            feed.add(
+                type=row.type,
+                channel=row.channel,
+                room=row.room,
+                user_id=row.user_id,
+                seq=row.seq,
+                data=row.payload.get("data") or {},
+            )
+        extra = feed.send(relayed=True)
+        send_logged([row.pk for row in rows], [*sends, extra] if extra else sends)
         logger.warning("relayed %d unpublished event(s)", len(rows))
     return len(rows)
 
@@ -146,7 +160,9 @@ def publish(*, room: Room, type: str, channel: str, data: dict, user_id: int | N
     entry = EventLog.objects.create(room=room.name, type=type, channel=channel, payload=json.loads(text))
     layer_message = layer_event(channel=channel, seq=None, text=text)
     group = room.group
-    transaction.on_commit(lambda: send_logged([entry.pk], [(group, layer_message)]))
+    feed = Batch()
+    feed.add(type=type, channel=channel, room=room.name, user_id=None, seq=None, data=data)
+    transaction.on_commit(lambda: send_logged([entry.pk], [(group, layer_message)], feed))
     return entry
 
 
@@ -160,7 +176,7 @@ def publish_personal_many(events: list[tuple[int, str, str, dict]]) -> list[Even
     for user_id, *_ in events:
         counts[user_id] = counts.get(user_id, 0) + 1
     seqs = next_seqs(counts)
-    rows, sends = [], []
+    rows, sends, feed = [], [], Batch()
     for user_id, type_, channel, data in events:
         seq = seqs[user_id]
         seqs[user_id] += 1
@@ -169,13 +185,19 @@ def publish_personal_many(events: list[tuple[int, str, str, dict]]) -> list[Even
         payload = json.loads(text)
         rows.append(EventLog(user_id=user_id, seq=seq, room=room.name, type=type_, channel=channel, payload=payload))
         sends.append((room.group, layer_event(channel=channel, seq=seq, text=text)))
+        feed.add(type=type_, channel=channel, room=room.name, user_id=user_id, seq=seq, data=payload["data"])
     created = EventLog.objects.bulk_create(rows, batch_size=2000)
     ids = [row.pk for row in created]
-    transaction.on_commit(lambda: send_logged(ids, sends))
+    transaction.on_commit(lambda: send_logged(ids, sends, feed))
     return created
 
 
-def signal_access_changed(*, user_id: int, reason: str) -> None:
-    """Tell every socket of the user, on commit, to re-check its credentials."""
+def signal_access_changed(*, user_id: int, reason: str, disconnect: list[str] | None = None) -> None:
+    """Tell every socket of the user, on commit, to re-check its credentials. With ``disconnect``
+    (endpoints, e.g. ``["/ws", "/ws/orders"]``) the user's sockets on those endpoints close with
+    4004 whatever the check says: staff's "disconnect", on whichever process holds them."""
     group = user_room(user_id).group
-    transaction.on_commit(lambda: group_send(group, {"type": ACCESS_CHANGED, "reason": reason}))
+    message = {"type": ACCESS_CHANGED, "reason": reason}
+    if disconnect:
+        message["disconnect"] = list(disconnect)
+    transaction.on_commit(lambda: group_send(group, message))

@@ -110,6 +110,12 @@ def system_room() -> Room:
     return Room(RoomKind.SYSTEM, "system")
 
 
+def admin_room(level: str) -> Room:
+    if level not in ADMIN_LEVELS:
+        raise InvalidRoom(f"unknown admin level {level!r}")
+    return Room(RoomKind.ADMIN, level)
+
+
 def admin_rooms_for(user) -> list[Room]:
     rooms = []
     if user.is_staff or user.is_superuser:
