@@ -107,6 +107,8 @@ class Registry:
         market_rooms = 0
         for group, members in local_members().items():
             kind = group.split(".", 1)[0]
+            if kind == "user":  # the hub's user groups also carry /ws/orders sockets: counted above
+                continue
             rooms[kind] += members
             market_rooms += kind == "market"
         return {
