@@ -9,7 +9,7 @@ import time
 
 from django.conf import settings
 
-from .limits import redis_client
+from .limits import redis_client, redis_options
 
 LEASE_SECONDS = 60.0
 
@@ -46,9 +46,11 @@ def online(user_id: int) -> bool:
     if settings.REDIS_URL:
         import redis
 
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=settings.REDIS_SOCKET_TIMEOUT)
+        client = redis.Redis.from_url(settings.REDIS_URL, **redis_options(asyncio_client=False))
         try:
             return bool(client.zcount(_key(user_id), now, "+inf"))
+        except redis.RedisError:
+            return False  # Redis unreachable: say "sent" (in the inbox and the log), not "delivered"
         finally:
             client.close()
     return any(exp > now for exp in _memory.get(user_id, {}).values())
