@@ -344,6 +344,11 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             await self.send(text_data=text)
             DELIVERED.labels(channel).inc()
 
+    async def layer_reconnected(self, message: dict) -> None:
+        """The channel layer was cut off from Redis: personal events sent meanwhile never came."""
+        if self.user is not None and not self.closing:
+            await self.stream.catch_up()
+
     async def access_changed(self, message: dict) -> None:
         if self.user is None or self.closing:
             return

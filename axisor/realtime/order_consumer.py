@@ -185,6 +185,11 @@ class OrderUpdatesConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=dumps({**event["data"], "seq": seq}))
             DELIVERED.labels(channel).inc()
 
+    async def layer_reconnected(self, message: dict) -> None:
+        """The channel layer was cut off from Redis: order updates sent meanwhile never came."""
+        if self.stream is not None and not self.closing:
+            await self.stream.catch_up()
+
     async def access_changed(self, message: dict) -> None:
         if self.closing or self.user is None:
             return
