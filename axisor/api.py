@@ -8,6 +8,7 @@ import math
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, permissions, status
 from rest_framework.response import Response
@@ -16,6 +17,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from .errors import Conflict, NotFound, Unprocessable
 
 SERVICE_KEY_HEADER = "X-Service-Key"
+DatabaseUnavailable = (OperationalError, InterfaceError)
 
 
 def _codes(detail):
@@ -32,6 +34,12 @@ def exception_handler(exc, context):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         )
+    if isinstance(exc, DatabaseUnavailable):
+        # The database went away (restart, failover, network): the request's transaction did not
+        # commit, so nothing changed and the client may simply retry.
+        response = error_response("service_unavailable", "the database is unavailable; retry shortly", 503)
+        response["Retry-After"] = "1"
+        return response
     if isinstance(exc, Conflict):
         return error_response(exc.code, str(exc), status.HTTP_409_CONFLICT)
     if isinstance(exc, Unprocessable):
