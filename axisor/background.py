@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from axisor.metrics import wait_until_idle
 from axisor.realtime import presence
@@ -74,6 +75,8 @@ async def loop(name: str, step: Callable[[], object], every: float, stopping: as
         try:
             if leader is None or await leader():
                 await database_sync_to_async(step)()
+        except RedisError as exc:  # Redis away: expected in an outage, the next step tries again
+            logger.warning("%s step skipped: Redis unreachable (%r)", name, exc)
         except Exception:  # a bad step must not stop the loop
             logger.exception("%s step failed", name)
         try:

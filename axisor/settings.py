@@ -144,15 +144,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------------------
-# RedisPubSubChannelLayer, not RedisChannelLayer: see README "Why the pub/sub channel layer".
+# RedisPubSubChannelLayer, not RedisChannelLayer: see README "Why the pub/sub channel layer";
+# ours re-subscribes after losing Redis (axisor/realtime/layer.py).
 REDIS_URL = env("REDIS_URL")
+if REDIS_URL:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 5.0)
 REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 3.0)
 CHANNEL_LAYER_PREFIX = env("CHANNEL_LAYER_PREFIX", "axisor")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "axisor.realtime.layer.ResilientPubSubChannelLayer",
             "CONFIG": {
                 # redis-py's timeouts are set explicitly (django/channels_redis#422): the
                 # pub/sub reader polls with its own 0.1 s timeout, so a socket timeout only
@@ -165,6 +169,11 @@ if REDIS_URL:
                         "socket_keepalive": True,
                         "health_check_interval": 15,
                         "retry_on_timeout": True,
+                        # redis-py 6's default retry backs off up to 10 s between reconnects: after a
+                        # Redis restart the pub/sub reader stayed deaf for 8-12 s. Retry quickly
+                        # instead; a Redis that stays away still fails a call within about a second
+                        # plus the timeouts (the event stays in the log for the relay).
+                        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
                     }
                 ],
                 "prefix": CHANNEL_LAYER_PREFIX,

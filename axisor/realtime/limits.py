@@ -63,17 +63,31 @@ def _refusal(result: int, tier: str) -> Refusal | None:
 _clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
 
 
+def redis_options(*, asyncio_client: bool) -> dict:
+    """Connection options for our own Redis clients (leases, presence). Timeouts are explicit and
+    retries quick: redis-py 6 retries a failed call three times backing off up to 10 s, which held a
+    caller (and, from sync code, the one thread all ORM work shares) for many seconds when Redis
+    restarted or went away. A call now fails within about the timeouts, and callers degrade."""
+    from redis.backoff import ExponentialWithJitterBackoff
+
+    if asyncio_client:
+        from redis.asyncio.retry import Retry
+    else:
+        from redis.retry import Retry
+    return {
+        "socket_timeout": settings.REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
+    }
+
+
 def redis_client() -> aioredis.Redis:
     """This event loop's client for REDIS_URL (redis.asyncio clients are bound to their loop)."""
     global _clients
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
-        )
+        client = aioredis.from_url(settings.REDIS_URL, **redis_options(asyncio_client=True))
         _clients = {lp: c for lp, c in _clients.items() if not lp.is_closed()}
         _clients[loop] = client
     return client

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 from . import adminfeed
-from .limits import redis_client
+from .limits import redis_client, redis_options
 
 logger = logging.getLogger(__name__)
 
@@ -237,11 +237,7 @@ def _redis():
     if _sync_client is None:
         import redis
 
-        _sync_client = redis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=settings.REDIS_SOCKET_TIMEOUT,
-            socket_connect_timeout=settings.REDIS_CONNECT_TIMEOUT,
-        )
+        _sync_client = redis.Redis.from_url(settings.REDIS_URL, **redis_options(asyncio_client=False))
     return _sync_client
 
 
@@ -249,10 +245,19 @@ def connections_by_user(user_ids: list[int]) -> dict[int, dict[str, int]]:
     """Live connections per endpoint for each user (any process), e.g. ``{42: {"/ws": 2, "/ws/orders": 1}}``."""
     now = time.time()
     if settings.REDIS_URL:
+        import redis
+
         pipe = _redis().pipeline(transaction=False)
         for uid in user_ids:
             pipe.zrangebyscore(_user_key(uid), now, "+inf")
-        members = {uid: [m.decode() for m in found] for uid, found in zip(user_ids, pipe.execute(), strict=True)}
+        try:
+            found_all = pipe.execute()
+        except redis.RedisError as exc:
+            # Redis unreachable: nobody counts as connected (an in-app delivery says "sent": it is in
+            # the inbox and the event log), rather than the caller failing
+            logger.warning("presence unavailable: %r", exc)
+            found_all = [[] for _ in user_ids]
+        members = {uid: [m.decode() for m in found] for uid, found in zip(user_ids, found_all, strict=True)}
     else:
         members = {uid: [m for m, exp in _memory.get(uid, {}).items() if exp > now] for uid in user_ids}
     out = {}

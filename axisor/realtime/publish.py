@@ -59,22 +59,28 @@ def group_send(group: str, message: dict) -> None:
     group_send_many([(group, message)])
 
 
-def group_send_many(sends: list[tuple[str, dict]]) -> None:
-    """Several layer messages in one trip into the event loop, in order."""
+def group_send_many(sends: list[tuple[str, dict]]) -> int:
+    """Several layer messages in one trip into the event loop, in order. Returns how many were
+    sent: at the first failure (Redis away) the rest are not tried, each would only wait out the
+    timeouts again. Failures are logged, never raised: the change is committed either way."""
     layer = get_channel_layer()
     if layer is None or not sends:
-        return
+        return len(sends)
 
-    async def send_all() -> None:
-        for group, message in sends:
+    async def send_all() -> int:
+        for sent, (group, message) in enumerate(sends):
             try:
                 # the group rides along: a process's hub receives many rooms on one channel
                 await layer.group_send(group, {**message, "group": group})
                 PUBLISHED.labels(message.get("channel", "")).inc()
-            except Exception:
-                logger.exception("group_send to %s failed", group)
+            except Exception as exc:  # noqa: BLE001 - whatever the layer raised, the rows wait for the relay
+                logger.warning(
+                    "group_send to %s failed (%r); %d event(s) left for the relay", group, exc, len(sends) - sent
+                )
+                return sent
+        return len(sends)
 
-    async_to_sync(send_all)()
+    return async_to_sync(send_all)()
 
 
 def next_seqs(counts: dict[int, int]) -> dict[int, int]:
@@ -108,11 +114,13 @@ def layer_event(*, channel: str, seq: int | None, text: str, key: str | None = N
 
 
 def send_logged(ids: list[int], sends: list[tuple[str, dict]], feed: Batch | None = None) -> None:
-    """After commit: send (and one staff-feed message for the batch), then mark the log rows
-    published (the relay sends what stays unmarked)."""
+    """After commit: send (and one staff-feed message for the batch, last), then mark the rows that
+    were sent published; the relay sends what stays unmarked (its process died before sending, or
+    the layer was unreachable)."""
     extra = feed.send() if feed is not None else None
-    group_send_many([*sends, extra] if extra else sends)
-    EventLog.objects.filter(pk__in=ids).update(published_at=timezone.now())
+    sent = group_send_many([*sends, extra] if extra else sends)
+    if sent:
+        EventLog.objects.filter(pk__in=ids[:sent]).update(published_at=timezone.now())
 
 
 def relay_unpublished(*, older_than_seconds: float = 2.0, batch: int = 500) -> int:

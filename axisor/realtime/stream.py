@@ -48,6 +48,10 @@ class PersonalStream:
         self.last_seq = since
         return await self._fill(upto=None)
 
+    async def catch_up(self) -> int:
+        """Send whatever the log holds after ``last_seq`` (live events may have been lost)."""
+        return await self._fill(upto=None)
+
     async def live(self, seq: int, channel: str, text: str) -> None:
         if seq <= self.last_seq:
             return  # seen already

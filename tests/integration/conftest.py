@@ -90,5 +90,10 @@ def daphne(transactional_db):
         return server
 
     yield start
-    for server in started:
-        server.stop()
+    failures = []
+    for server in started:  # stop every one, even when one of them hangs
+        try:
+            server.stop()
+        except AssertionError as exc:
+            failures.append(str(exc))
+    assert not failures, "\n".join(failures)
