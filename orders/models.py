@@ -3,9 +3,11 @@ idempotency keys. Row invariants are database constraints too; transitions live 
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
 
 
 class OrderStatus(models.TextChoices):
@@ -50,6 +52,7 @@ class UpdateType(models.TextChoices):
 
 
 QTY = {"max_digits": 24, "decimal_places": 8}
+HALF_UNIT = Value(Decimal("0.000000005"))  # half of QTY's last decimal place
 
 
 class Order(models.Model):
@@ -86,7 +89,11 @@ class Order(models.Model):
                 condition=(
                     Q(
                         order_status__in=sorted(s.value for s in LIVE),
-                        pending_quantity=F("quantity") - F("filled_quantity"),
+                        # Within half a unit of the last decimal place: exact on PostgreSQL's
+                        # numeric, and it lets SQLite (the embedded demo), which does this sum in
+                        # binary floating point, accept 1 - 0.15 = 0.85.
+                        pending_quantity__gte=F("quantity") - F("filled_quantity") - HALF_UNIT,
+                        pending_quantity__lte=F("quantity") - F("filled_quantity") + HALF_UNIT,
                     )
                     | Q(order_status__in=sorted(s.value for s in TERMINAL), pending_quantity=0)
                 ),

@@ -149,3 +149,17 @@ def test_transition_table_is_the_issue_table():
         S.AMO: {S.OPEN, S.CANCELLED, S.REJECTED},
         S.OPEN: {S.COMPLETE, S.CANCELLED},
     }
+
+
+@pytest.mark.django_db
+def test_pending_quantity_constraint_refuses_one_unit_off(make_user, instruments):
+    """The live-order constraint allows half a unit of the last decimal place (SQLite sums in
+    floating point), not one unit: an order whose pending is off by 0.00000001 cannot be stored."""
+    from django.db import IntegrityError, transaction
+
+    from orders.models import Order
+    from tests.orders.factories import place
+
+    order = place(make_user("units"))
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Order.objects.filter(pk=order.pk).update(pending_quantity=order.quantity + Decimal("0.00000001"))
