@@ -25,21 +25,24 @@ class Conn:
         self.event.set()
 
 
+def record_calls(monkeypatch, layer, *names: str) -> list[list]:
+    """Let the layer's methods run as they are, recording each call's first argument."""
+    logs = []
+    for name in names:
+        real, log = getattr(layer, name), []
+
+        async def recorded(first, *args, _real=real, _log=log, **kwargs):
+            _log.append(first)
+            return await _real(first, *args, **kwargs)
+
+        monkeypatch.setattr(layer, name, recorded)
+        logs.append(log)
+    return logs
+
+
 async def test_one_membership_per_room_and_local_fan_out(monkeypatch):
     h = Hub()
-    adds, discards = [], []
-    real_add, real_discard = h.layer.group_add, h.layer.group_discard
-
-    async def add(group, channel):
-        adds.append(group)
-        await real_add(group, channel)
-
-    async def discard(group, channel):
-        discards.append(group)
-        await real_discard(group, channel)
-
-    monkeypatch.setattr(h.layer, "group_add", add)
-    monkeypatch.setattr(h.layer, "group_discard", discard)
+    adds, discards = record_calls(monkeypatch, h.layer, "group_add", "group_discard")
     a, b = Conn(), Conn()
     await h.join("market.BTC_USD", a)
     await h.join("market.BTC_USD", b)
@@ -118,25 +121,15 @@ async def test_sockets_have_no_layer_channel_and_share_their_users_membership(ma
     from orders.services import order_session_create
 
     layer = get_channel_layer()
-    new_channels, adds, discards = [], [], []
-    real_new, real_add, real_discard = layer.new_channel, layer.group_add, layer.group_discard
+    adds, discards = record_calls(monkeypatch, layer, "group_add", "group_discard")
+    new_channels = []
+    real_new = layer.new_channel
 
     async def new_channel(*args, **kwargs):
-        name = await real_new(*args, **kwargs)
-        new_channels.append(name)
+        new_channels.append(name := await real_new(*args, **kwargs))
         return name
 
-    async def add(group, channel):
-        adds.append(group)
-        await real_add(group, channel)
-
-    async def discard(group, channel):
-        discards.append(group)
-        await real_discard(group, channel)
-
     monkeypatch.setattr(layer, "new_channel", new_channel)
-    monkeypatch.setattr(layer, "group_add", add)
-    monkeypatch.setattr(layer, "group_discard", discard)
     user = await database_sync_to_async(make_user)("sharer")
     session, secret = await database_sync_to_async(order_session_create)(user=user)
     group = user_room(user.pk).group
