@@ -370,6 +370,10 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         """Answers and notices go out in order with everything else this socket writes."""
         self.write(dumps(content))
 
+    def wants(self, channel: str) -> bool:
+        # unlogged values on the user's room (position values) obey the category filters too
+        return channel in self.filters or channel not in rooms.CATEGORIES
+
     async def _emit_personal(self, seq: int, channel: str, text: str) -> None:
         if channel in self.filters:
             self.write(text, channel)

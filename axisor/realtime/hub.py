@@ -269,8 +269,13 @@ class HubMember:
             return
         if message.get("personal") or message.get("type") == ACCESS_CHANGED:
             self.inbox.put(message)
-        else:
+        elif self.wants(message["channel"]):
             self.write(message["text"], message["channel"], message.get("key"))
+
+    def wants(self, channel: str) -> bool:
+        """Whether an unlogged value of ``channel`` (room data, or a value on the user's room)
+        goes to this client."""
+        return True
 
     async def _handle_personal(self, message: dict) -> None:
         if self.closing:

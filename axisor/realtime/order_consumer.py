@@ -183,6 +183,9 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
 
     # ---- personal events ------------------------------------------------------------------
 
+    def wants(self, channel: str) -> bool:
+        return False  # the user's room also carries values for /ws (positions); only orders here
+
     async def _emit(self, seq: int, channel: str, text: str) -> None:
         if channel == "orders":
             event = json.loads(text)
