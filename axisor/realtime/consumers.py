@@ -314,8 +314,10 @@ class EventsConsumer(AsyncJsonWebsocketConsumer):
             return
         if message["personal"]:
             await self.stream.live(message["seq"], message["channel"], message["text"])
-        else:
+        elif message["channel"] in self.filters or message["channel"] not in rooms.CATEGORIES:
+            # unlogged values on the user's room (position_status_update) obey the category filters too
             await self.send(text_data=message["text"])
+            DELIVERED.labels(message["channel"]).inc()
 
     def deliver(self, message: dict) -> None:
         """From the hub: a room event for this connection's outbox."""

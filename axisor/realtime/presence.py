@@ -18,6 +18,12 @@ def _key(user_id: int) -> str:
     return f"{settings.CHANNEL_LAYER_PREFIX}:presence:{user_id}"
 
 
+def _online_key() -> str:
+    """Every user with a lease, scored by its latest expiry (for value streams sent only to users
+    who can see them: position_status_update)."""
+    return f"{settings.CHANNEL_LAYER_PREFIX}:presence:users"
+
+
 _memory: dict[int, dict[str, float]] = {}
 
 
@@ -28,6 +34,7 @@ async def join(user_id: int, member: str) -> None:
         async with client.pipeline(transaction=False) as pipe:
             pipe.zadd(_key(user_id), {member: expires})
             pipe.expire(_key(user_id), int(LEASE_SECONDS) + 1)
+            pipe.zadd(_online_key(), {str(user_id): expires})
             await pipe.execute()
     else:
         _memory.setdefault(user_id, {})[member] = expires
@@ -52,3 +59,17 @@ def online(user_id: int) -> bool:
         finally:
             client.close()
     return any(exp > now for exp in _memory.get(user_id, {}).values())
+
+
+async def online_users() -> set[int]:
+    """Users with a live connection lease, on any process (a user who just left may linger for
+    up to a lease)."""
+    now = time.time()
+    if settings.REDIS_URL:
+        client = redis_client()
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(_online_key(), "-inf", now)
+            pipe.zrange(_online_key(), 0, -1)
+            _, members = await pipe.execute()
+        return {int(m) for m in members}
+    return {uid for uid, leases in _memory.items() if any(exp > now for exp in leases.values())}

@@ -1,0 +1,457 @@
+"""Every write to positions and the Margin Guard.
+
+- ``position_apply_fill``: the orders service calls it for each fill, in the fill's transaction
+  (open, add, reduce, close, flip).
+- ``positions_evaluate``: ``ticks_ingest`` calls it with each symbol's tick path, in the ingest's
+  transaction. It reads only the positions whose state can change at these prices, through
+  indexes on the liquidation price, the guard price (distance = threshold) and the re-arm price
+  (distance = threshold + band): liquidations, guards that fire, guards that re-arm.
+- ``position_close``, ``position_liquidate``, ``margin_guard_config_set``.
+
+Lock order: a Position row before the user's event sequence (publishing), everywhere.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from axisor.errors import Conflict
+from axisor.realtime.publish import iso
+from notifications.services import notification_create
+from orders.events import num
+from orders.models import LIVE, Order, Side
+
+from .formula import distance_to_liquidation, in_risk, liquidation_price, price_at_distance, recovered
+from .models import (
+    CloseKind,
+    GuardAction,
+    MarginGuardConfig,
+    MarginGuardExecution,
+    Position,
+    PositionSide,
+    PositionStatus,
+)
+from .signals import auto_closed, guard_executed, positions_changed, prices_moved
+
+LONG, SHORT = PositionSide.LONG, PositionSide.SHORT
+OPEN = PositionStatus.OPEN
+PRICE_QUANT = Decimal("1e-8")
+LEVERAGE_QUANT = Decimal("0.01")
+MAX_COOLDOWN_SECONDS = 7 * 86400
+
+
+def _band() -> Decimal:
+    return Decimal(str(settings.AXISOR_MARGIN["REARM_BAND"]))
+
+
+# ---- configuration -----------------------------------------------------------------------------
+
+
+def guard_config(user_id: int) -> MarginGuardConfig:
+    """The user's guard settings; an unsaved row with the defaults when the user never set them."""
+    return MarginGuardConfig.objects.filter(user_id=user_id).first() or MarginGuardConfig(user_id=user_id)
+
+
+def guard_configs(user_ids) -> dict[int, MarginGuardConfig]:
+    found = {c.user_id: c for c in MarginGuardConfig.objects.filter(user_id__in=list(user_ids))}
+    return {uid: found.get(uid) or MarginGuardConfig(user_id=uid) for uid in user_ids}
+
+
+def _reindex(position: Position, config: MarginGuardConfig) -> None:
+    """Liquidation, guard and re-arm prices from the position's entry, leverage and the settings."""
+    m = position.instrument.maintenance_margin_rate
+    position.liquidation_price = liquidation_price(position.side, position.entry_price, position.leverage, m)
+    if config.enabled:
+        position.guard_price = price_at_distance(position.entry_price, position.liquidation_price, config.threshold)
+        position.rearm_price = price_at_distance(
+            position.entry_price, position.liquidation_price, min(Decimal(1), config.threshold + _band())
+        )
+    else:
+        position.guard_price = position.rearm_price = None
+        position.guard_armed, position.guard_rearm_at = True, None
+
+
+@transaction.atomic
+def margin_guard_config_set(
+    *,
+    user,
+    enabled: bool | None = None,
+    threshold: Decimal | None = None,
+    action: str | None = None,
+    cooldown_seconds: int | None = None,
+) -> MarginGuardConfig:
+    """Change any of the settings (None keeps the current value); re-index the open positions."""
+    errors = {}
+    if enabled is not None and not isinstance(enabled, bool):
+        errors["enabled"] = "must be true or false"
+    if threshold is not None and not (isinstance(threshold, Decimal) and threshold.is_finite() and 0 < threshold < 1):
+        errors["threshold"] = "must be a number strictly between 0 and 1"
+    if action is not None and action not in GuardAction.values:
+        errors["action"] = f"must be one of {', '.join(GuardAction.values)}"
+    if cooldown_seconds is not None and (
+        isinstance(cooldown_seconds, bool)
+        or not isinstance(cooldown_seconds, int)
+        or not 0 <= cooldown_seconds <= MAX_COOLDOWN_SECONDS
+    ):
+        errors["cooldownSeconds"] = f"must be a whole number of seconds from 0 to {MAX_COOLDOWN_SECONDS}"
+    if errors:
+        raise ValidationError(errors)
+    config, _ = MarginGuardConfig.objects.select_for_update().get_or_create(user=user)
+    was_enabled = config.enabled
+    if enabled is not None:
+        config.enabled = enabled
+    if threshold is not None:
+        config.threshold = threshold.quantize(Decimal("0.00001"))
+        if not 0 < config.threshold < 1:
+            raise ValidationError({"threshold": "must be a number strictly between 0 and 1"})
+    if action is not None:
+        config.action = action
+    if cooldown_seconds is not None:
+        config.cooldown_seconds = cooldown_seconds
+    config.save()
+    positions = list(
+        Position.objects.select_for_update().select_related("instrument").filter(user=user, status=OPEN).order_by("pk")
+    )
+    for position in positions:
+        _reindex(position, config)
+        if config.enabled and not was_enabled:
+            position.guard_armed, position.guard_rearm_at = True, None
+    Position.objects.bulk_update(positions, ["guard_price", "rearm_price", "guard_armed", "guard_rearm_at"])
+    if positions:
+        positions_changed.send(sender=Position, positions=positions)
+    return config
+
+
+# ---- fills -------------------------------------------------------------------------------------
+
+
+def _open(order: Order, signed: Decimal, price: Decimal, config: MarginGuardConfig) -> Position:
+    position = Position(
+        user_id=order.user_id,
+        instrument=order.instrument,
+        side=LONG if signed > 0 else SHORT,
+        quantity=abs(signed),
+        entry_price=price,
+        leverage=Decimal(order.leverage),
+    )
+    _reindex(position, config)
+    position.save()
+    return position
+
+
+def _closed(position: Position, order: Order, now, *, flipped: bool) -> None:
+    position.status = PositionStatus.CLOSED
+    position.closed_at = now
+    ours = position.close_order_id == order.pk
+    position.close_reason = position.close_kind if ours and position.close_kind else ("flipped" if flipped else "order")
+    position.guard_price = position.rearm_price = None
+    stale = position.close_order if position.close_order_id and not ours else None
+    if stale is not None and stale.order_status in LIVE:
+        _cancel_if_free(stale, f"{position.public_id} already closed")
+
+
+def _cancel_if_free(order: Order, reason: str) -> None:
+    """Withdraw a close order left over when the position closed otherwise (a PENDING order cannot
+    be cancelled, the venue rejects it), unless the venue holds the order right now: waiting on it
+    here could deadlock against that fill."""
+    from orders.services import order_cancel, order_reject
+
+    if Order.objects.select_for_update(skip_locked=True, of=("self",)).filter(pk=order.pk).exists():
+        try:
+            if order.order_status == "PENDING":
+                order_reject(order=order.order_id, reason=reason)
+            else:
+                order_cancel(order=order.order_id)
+        except Conflict:
+            pass
+
+
+@transaction.atomic
+def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> list[Position]:
+    """Fold one fill into the user's net position in the instrument. Returns the rows changed
+    (a flip closes one row and opens another)."""
+    signed = quantity if order.transaction_type == Side.BUY else -quantity
+    config = guard_config(order.user_id)
+    now = timezone.now()
+    position = (
+        Position.objects.select_for_update(of=("self",))
+        .select_related("instrument", "close_order", "guard_execution")
+        .filter(user_id=order.user_id, instrument_id=order.instrument_id, status=OPEN)
+        .first()
+    )
+    if position is None:
+        changed = [_open(order, signed, price, config)]
+    elif (position.side == LONG) == (signed > 0):  # add: average entry, margin-weighted leverage
+        added = abs(signed)
+        margin = position.margin + added * price / Decimal(order.leverage)
+        quantity_after = position.quantity + added
+        position.entry_price = ((position.quantity * position.entry_price + added * price) / quantity_after).quantize(
+            PRICE_QUANT
+        )
+        position.quantity = quantity_after
+        position.leverage = max(Decimal(1), (quantity_after * position.entry_price / margin).quantize(LEVERAGE_QUANT))
+        _reindex(position, config)
+        position.save()
+        changed = [position]
+    else:  # reduce, close or flip
+        closing = min(abs(signed), position.quantity)
+        sign = 1 if position.side == LONG else -1
+        position.realized_pnl += (price - position.entry_price) * closing * sign
+        rest = abs(signed) - closing
+        if closing == position.quantity:
+            _closed(position, order, now, flipped=rest > 0)
+        else:
+            position.quantity -= closing
+        position.save()
+        changed = [position]
+        if position.status == PositionStatus.CLOSED:
+            _after_close(position, order, now)
+        if rest > 0:
+            changed.append(_open(order, rest if signed > 0 else -rest, price, config))
+    positions_changed.send(sender=Position, positions=changed)
+    return changed
+
+
+def _after_close(position: Position, order: Order, now) -> None:
+    symbol = position.instrument.symbol
+    pnl = num(position.realized_pnl.quantize(PRICE_QUANT))
+    if position.close_reason == CloseKind.LIQUIDATION:
+        notification_create(
+            user=position.user_id,
+            title="Position liquidated",
+            message=f"Your {position.side} {symbol} position was liquidated at {num(position.liquidation_price)}"
+            f" (realized pnl {pnl})",
+            type="error",
+            category="margin_guard",
+            data={"positionId": position.public_id, "symbol": symbol, "orderId": order.order_id, "pnl": pnl},
+        )
+    elif position.close_reason == CloseKind.AUTO_CLOSE and position.guard_execution_id:
+        execution = MarginGuardExecution.objects.select_for_update().get(pk=position.guard_execution_id)
+        record = {
+            "executionId": f"auto_close_{uuid.uuid4().hex[:12]}",
+            "positionId": position.public_id,
+            "orderId": order.order_id,
+            "pnl": pnl,
+            "executedAt": iso(now),
+        }
+        execution.auto_closes = [*execution.auto_closes, record]
+        execution.save(update_fields=["auto_closes"])
+        auto_closed.send(sender=MarginGuardExecution, execution=execution, position=position, record=record)
+        notification_create(
+            user=position.user_id,
+            title="Position closed by Margin Guard",
+            message=f"Your {position.side} {symbol} position was closed automatically (realized pnl {pnl})",
+            type="warning",
+            category="margin_guard",
+            data={"positionId": position.public_id, "executionId": record["executionId"], "pnl": pnl},
+        )
+
+
+# ---- closing -----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def position_close(*, position: Position, kind: str = CloseKind.MANUAL, execution=None) -> Order:
+    """Close with a MARKET order through the orders service (order updates flow as for any order);
+    the position closes when the order fills."""
+    from orders.services import order_place
+
+    position = (
+        Position.objects.select_for_update(of=("self",)).select_related("instrument", "close_order").get(pk=position.pk)
+    )
+    if position.status != OPEN:
+        raise Conflict(f"{position.public_id} is already closed", code="position_closed")
+    if position.close_order is not None and position.close_order.order_status in LIVE:
+        raise Conflict(
+            f"{position.public_id} already has a close order {position.close_order.order_id} working",
+            code="close_pending",
+        )
+    order = order_place(
+        user=position.user,
+        trading_symbol=position.instrument.symbol,
+        exchange=None,
+        order_type="MARKET",
+        transaction_type=Side.SELL if position.side == LONG else Side.BUY,
+        quantity=position.quantity,
+        leverage=1,
+    )
+    position.close_order, position.close_kind, position.guard_execution = order, kind, execution
+    position.save(update_fields=["close_order", "close_kind", "guard_execution", "updated_at"])
+    return order
+
+
+@transaction.atomic
+def position_liquidate(*, position: Position) -> Order:
+    """The venue takes over a position that reached its liquidation price: a MARKET order filled at
+    the liquidation price at once (a trade and order updates like any other), the position closed
+    with reason ``liquidation`` and a ``margin_guard`` notification."""
+    from orders.services import execution_apply, order_place
+
+    live = position.close_order if position.close_order_id else None
+    order = order_place(
+        user=position.user,
+        trading_symbol=position.instrument.symbol,
+        exchange=None,
+        order_type="MARKET",
+        transaction_type=Side.SELL if position.side == LONG else Side.BUY,
+        quantity=position.quantity,
+        leverage=1,
+    )
+    Position.objects.filter(pk=position.pk).update(close_order=order, close_kind=CloseKind.LIQUIDATION)
+    execution_apply(
+        order_id=order.order_id,
+        exec_id=f"liq-{uuid.uuid4().hex}",
+        kind="fill",
+        quantity=position.quantity,
+        price=position.liquidation_price,
+    )
+    if live is not None and live.order_status in LIVE:
+        _cancel_if_free(live, f"{position.public_id} was liquidated")
+    return order
+
+
+# ---- ticks -------------------------------------------------------------------------------------
+
+
+def _candidates(paths: dict[int, list[Decimal]], now) -> list[Position]:
+    """Open positions whose state can change on these paths, read through the price indexes."""
+    liq = fire = rearm = Q(pk__in=[])
+    for instrument_id, prices in paths.items():
+        lo, hi, last = min(prices), max(prices), prices[-1]
+        liq |= Q(instrument_id=instrument_id, status=OPEN) & (
+            Q(side=LONG, liquidation_price__gte=lo) | Q(side=SHORT, liquidation_price__lte=hi)
+        )
+        fire |= Q(instrument_id=instrument_id, status=OPEN, guard_armed=True, guard_price__isnull=False) & (
+            Q(side=LONG, guard_price__gte=lo) | Q(side=SHORT, guard_price__lte=hi)
+        )
+        rearm |= Q(instrument_id=instrument_id, status=OPEN, guard_armed=False) & (
+            Q(side=LONG, rearm_price__lt=last) | Q(side=SHORT, rearm_price__gt=last) | Q(guard_rearm_at__lte=now)
+        )
+    # Rows a concurrent fill holds are skipped: every condition here is a level, so the next tick
+    # sees them again.
+    return list(
+        Position.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("instrument", "close_order")
+        .filter(liq | fire | rearm)
+        .order_by("pk")
+    )
+
+
+@transaction.atomic
+def positions_evaluate(*, paths: dict[int, list[Decimal]]) -> dict[str, int]:
+    """Re-evaluate the open positions of the instruments in ``paths`` (instrument id → the call's
+    prices in order): liquidate those whose liquidation price was reached, fire the guards that
+    are armed and at risk, re-arm those that recovered or whose cooldown ended."""
+    now = timezone.now()
+    last = {i: prices[-1] for i, prices in paths.items()}
+    candidates = _candidates(paths, now)
+    liquidated, fired, guard_rows = [], {}, []
+    for p in candidates:
+        prices = paths[p.instrument_id]
+        worst = min(prices) if p.side == LONG else max(prices)
+        if in_risk(p.side, p.liquidation_price, worst):
+            liquidated.append(p)
+            continue
+        if p.guard_price is None:
+            continue
+        if not p.guard_armed:
+            if recovered(p.side, p.rearm_price, last[p.instrument_id]):
+                p.guard_armed, p.guard_rearm_at = True, None
+                guard_rows.append(p)
+                continue  # out of risk by definition
+            if p.guard_rearm_at is not None and p.guard_rearm_at <= now:
+                p.guard_armed, p.guard_rearm_at = True, None
+                guard_rows.append(p)
+                if in_risk(p.side, p.guard_price, last[p.instrument_id]):
+                    fired.setdefault(p.user_id, []).append((p, "cooldown"))
+            continue
+        if in_risk(p.side, p.guard_price, worst):
+            fired.setdefault(p.user_id, []).append((p, "threshold"))
+            guard_rows.append(p)
+    for p in liquidated:
+        position_liquidate(position=p)
+    if fired:
+        configs = guard_configs(fired)
+        for user_id, items in fired.items():
+            _guard_execute(configs[user_id], items, last, now)
+    if guard_rows:
+        Position.objects.bulk_update(
+            [p for p in guard_rows if p.status == OPEN],
+            ["guard_armed", "guard_rearm_at", "guard_fired_at", "close_order", "close_kind", "guard_execution"],
+        )
+    prices_moved.send(sender=Position, instrument_ids=list(paths))
+    return {"candidates": len(candidates), "liquidated": len(liquidated), "fired": sum(map(len, fired.values()))}
+
+
+def _guard_execute(config: MarginGuardConfig, items: list[tuple[Position, str]], last: dict, now) -> None:
+    """One guard run for one user: check all their open positions, notify, and with
+    ``close_position`` place a close order for each position that fired."""
+    from market.models import MarketState
+
+    fired_ids = {p.pk for p, _ in items}
+    held = list(Position.objects.select_related("instrument").filter(user_id=config.user_id, status=OPEN))
+    others = {i for i in {p.instrument_id for p in held} if i not in last}
+    prices = {
+        **dict(MarketState.objects.filter(instrument_id__in=others).values_list("instrument_id", "price")),
+        **last,
+    }
+    rows, at_risk = [], 0
+    for p in held:
+        price = prices.get(p.instrument_id, p.entry_price)
+        distance = distance_to_liquidation(p.side, p.entry_price, p.liquidation_price, price)
+        risky = distance <= config.threshold
+        at_risk += risky
+        rows.append(
+            {
+                "id": p.public_id,
+                "symbol": p.instrument.symbol,
+                "distanceToLiquidation": num(distance.quantize(Decimal("0.0001"))),
+                "isAtRisk": risky,
+                "recommendedAction": "close_position" if risky else "none",
+                "guardFired": p.pk in fired_ids,
+            }
+        )
+    closing = config.action == GuardAction.CLOSE_POSITION
+    actions = ["notification_sent", *(["close_order_placed"] if closing else [])]
+    execution = MarginGuardExecution.objects.create(
+        execution_id=f"mg_exec_{uuid.uuid4().hex[:12]}",
+        user_id=config.user_id,
+        action="close_position" if closing else "notification_sent",
+        trigger=items[0][1],
+        threshold=config.threshold,
+        positions=rows,
+        summary={"positionsChecked": len(held), "positionsAtRisk": at_risk, "actionsExecuted": actions},
+        executed_at=now,
+    )
+    first = next(r for r in rows if r["id"] == items[0][0].public_id)
+    symbols = ", ".join(p.instrument.symbol for p, _ in items)
+    notification_create(
+        user=config.user_id,
+        title="Margin Guard Alert",
+        message=f"Position {symbols} is at risk of liquidation"
+        if len(items) == 1
+        else f"Positions {symbols} are at risk of liquidation",
+        type="warning",
+        category="margin_guard",
+        data={
+            "positionId": first["id"],
+            "distanceToLiquidation": first["distanceToLiquidation"],
+            "executionId": execution.execution_id,
+            "action": execution.action,
+        },
+    )
+    guard_executed.send(sender=MarginGuardExecution, execution=execution)
+    for p, _ in items:
+        p.guard_armed, p.guard_fired_at = False, now
+        p.guard_rearm_at = now + timedelta(seconds=config.cooldown_seconds) if config.cooldown_seconds else None
+        if closing and not (p.close_order is not None and p.close_order.order_status in LIVE):
+            order = position_close(position=p, kind=CloseKind.AUTO_CLOSE, execution=execution)
+            p.close_order, p.close_kind, p.guard_execution = order, CloseKind.AUTO_CLOSE, execution
