@@ -8,6 +8,7 @@ always goes out."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 
 from channels.db import database_sync_to_async
@@ -40,7 +41,11 @@ class Sweeper:
             self.last[instrument_id] = now
             await self.sweep(instrument_id)
         else:
-            self.timers[instrument_id] = self.loop.call_at(due, self._due, instrument_id)
+            # A fresh context: the requester's (an async_to_sync call from a sync thread) is gone by
+            # then, and database_sync_to_async would try to run on its finished thread executor.
+            self.timers[instrument_id] = self.loop.call_at(
+                due, self._due, instrument_id, context=contextvars.Context()
+            )
 
     def _due(self, instrument_id: int) -> None:
         self.timers.pop(instrument_id, None)
