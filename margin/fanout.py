@@ -43,9 +43,7 @@ class Sweeper:
         else:
             # A fresh context: the requester's (an async_to_sync call from a sync thread) is gone by
             # then, and database_sync_to_async would try to run on its finished thread executor.
-            self.timers[instrument_id] = self.loop.call_at(
-                due, self._due, instrument_id, context=contextvars.Context()
-            )
+            self.timers[instrument_id] = self.loop.call_at(due, self._due, instrument_id, context=contextvars.Context())
 
     def _due(self, instrument_id: int) -> None:
         self.timers.pop(instrument_id, None)
