@@ -251,7 +251,7 @@ AXISOR_MARGIN = {
     "POSITION_UPDATES_PER_SECOND": env_float("MARGIN_POSITION_UPDATES_PER_SECOND", 2.0),
     # Hysteresis: a guard that fired re-arms once the distance recovers above threshold + this band
     # (or after the user's cooldown).
-    "REARM_BAND": env_float("MARGIN_REARM_BAND", 0.05),
+    "REARM_BAND": env_float("MARGIN_REARM_BAND", 0.1),
 }
 AXISOR_NOTIFICATIONS = {
     "MAX_ATTEMPTS": env_int("NOTIFY_MAX_ATTEMPTS", 5),

@@ -143,7 +143,7 @@ def test_executions_are_listed_newest_first(make_user, trade):
     user = make_user()
     trade(user, "BUY", "1", "100", leverage=10)
     tick("BTC_USD", 98)
-    tick("BTC_USD", 99.5)
+    tick("BTC_USD", 99.6)
     tick("BTC_USD", 98)
     body = auth_api(user).get("/api/margin-guard/executions").json()
     assert body["count"] == 2

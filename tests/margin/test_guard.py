@@ -20,7 +20,7 @@ from tests.orders.factories import execute
 pytestmark = pytest.mark.django_db
 
 # A long of 1 BTC_USD at 100, 10x, m 0.005: liquidation 90.5; threshold 0.85 → guard price 98.575;
-# re-arm at distance 0.90 (band 0.05) → 99.05.
+# re-arm at distance 0.95 (band 0.1) → 99.525.
 
 
 @pytest.fixture
@@ -66,7 +66,10 @@ def test_guard_fires_once_per_crossing_and_rearms_after_recovery(long_btc):
     assert note.title == "Margin Guard Alert" and note.message == "Position BTC_USD is at risk of liquidation"
     assert note.data["positionId"] == position.public_id and note.type == "warning"
 
-    tick("BTC_USD", 99.5)  # recovered past 0.90: re-armed
+    tick("BTC_USD", 99.5)  # distance 0.947: not yet recovered
+    tick("BTC_USD", 98.4)
+    assert len(executions(user)) == 1
+    tick("BTC_USD", 99.6)  # recovered past 0.95: re-armed
     assert len(executions(user)) == 1
     tick("BTC_USD", 98.4)  # a new crossing
     assert len(executions(user)) == 2
