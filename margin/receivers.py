@@ -33,9 +33,9 @@ def on_prices_moved(sender, instrument_ids, **kwargs) -> None:
 
 
 @receiver(guard_executed)
-def on_guard_executed(sender, execution, **kwargs) -> None:
+def on_guard_executed(sender, executions, **kwargs) -> None:
     publish_personal_many(
-        [(execution.user_id, "margin_guard_execution", "margin_guard", guard_execution_data(execution))]
+        [(e.user_id, "margin_guard_execution", "margin_guard", guard_execution_data(e)) for e in executions]
     )
 
 

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from axisor.errors import Conflict
 from axisor.realtime.publish import iso
-from notifications.services import notification_create
+from notifications.services import notification_create, notification_create_each
 from orders.events import num
 from orders.models import LIVE, Order, Side
 
@@ -379,9 +379,7 @@ def positions_evaluate(*, paths: dict[int, list[Decimal]]) -> dict[str, int]:
     for p in liquidated:
         position_liquidate(position=p)
     if fired:
-        configs = guard_configs(fired)
-        for user_id, items in fired.items():
-            _guard_execute(configs[user_id], items, last, now)
+        _guard_execute(fired, last, now)
     if guard_rows:
         Position.objects.bulk_update(
             [p for p in guard_rows if p.status == OPEN],
@@ -391,67 +389,83 @@ def positions_evaluate(*, paths: dict[int, list[Decimal]]) -> dict[str, int]:
     return {"candidates": len(candidates), "liquidated": len(liquidated), "fired": sum(map(len, fired.values()))}
 
 
-def _guard_execute(config: MarginGuardConfig, items: list[tuple[Position, str]], last: dict, now) -> None:
-    """One guard run for one user: check all their open positions, notify, and with
-    ``close_position`` place a close order for each position that fired."""
+def _guard_execute(fired: dict[int, list[tuple[Position, str]]], last: dict, now) -> None:
+    """One guard run per user with positions that fired on this call, all users together: check
+    all their open positions, notify, and with ``close_position`` place a close order for each
+    position that fired. A fixed handful of statements however many users fired (plus the close
+    orders)."""
     from market.models import MarketState
 
-    fired_ids = {p.pk for p, _ in items}
-    held = list(Position.objects.select_related("instrument").filter(user_id=config.user_id, status=OPEN))
-    others = {i for i in {p.instrument_id for p in held} if i not in last}
+    configs = guard_configs(fired)
+    held: dict[int, list[Position]] = {}
+    for p in Position.objects.select_related("instrument").filter(user_id__in=list(fired), status=OPEN).order_by("pk"):
+        held.setdefault(p.user_id, []).append(p)
+    others = {p.instrument_id for ps in held.values() for p in ps} - set(last)
     prices = {
         **dict(MarketState.objects.filter(instrument_id__in=others).values_list("instrument_id", "price")),
         **last,
     }
-    rows, at_risk = [], 0
-    for p in held:
-        price = prices.get(p.instrument_id, p.entry_price)
-        distance = distance_to_liquidation(p.side, p.entry_price, p.liquidation_price, price)
-        risky = distance <= config.threshold
-        at_risk += risky
-        rows.append(
+    executions, notes = [], []
+    for user_id, items in fired.items():
+        config = configs[user_id]
+        fired_ids = {p.pk for p, _ in items}
+        rows, at_risk = [], 0
+        for p in held.get(user_id, []):
+            price = prices.get(p.instrument_id, p.entry_price)
+            distance = distance_to_liquidation(p.side, p.entry_price, p.liquidation_price, price)
+            risky = distance <= config.threshold
+            at_risk += risky
+            rows.append(
+                {
+                    "id": p.public_id,
+                    "symbol": p.instrument.symbol,
+                    "distanceToLiquidation": num(distance.quantize(Decimal("0.0001"))),
+                    "isAtRisk": risky,
+                    "recommendedAction": "close_position" if risky else "none",
+                    "guardFired": p.pk in fired_ids,
+                }
+            )
+        closing = config.action == GuardAction.CLOSE_POSITION
+        actions = ["notification_sent", *(["close_order_placed"] if closing else [])]
+        execution = MarginGuardExecution(
+            execution_id=f"mg_exec_{uuid.uuid4().hex[:12]}",
+            user_id=user_id,
+            action="close_position" if closing else "notification_sent",
+            trigger=items[0][1],
+            threshold=config.threshold,
+            positions=rows,
+            summary={"positionsChecked": len(rows), "positionsAtRisk": at_risk, "actionsExecuted": actions},
+            executed_at=now,
+        )
+        executions.append(execution)
+        first = next(r for r in rows if r["id"] == items[0][0].public_id)
+        symbols = ", ".join(p.instrument.symbol for p, _ in items)
+        notes.append(
             {
-                "id": p.public_id,
-                "symbol": p.instrument.symbol,
-                "distanceToLiquidation": num(distance.quantize(Decimal("0.0001"))),
-                "isAtRisk": risky,
-                "recommendedAction": "close_position" if risky else "none",
-                "guardFired": p.pk in fired_ids,
+                "user_id": user_id,
+                "title": "Margin Guard Alert",
+                "message": f"Position {symbols} is at risk of liquidation"
+                if len(items) == 1
+                else f"Positions {symbols} are at risk of liquidation",
+                "type": "warning",
+                "category": "margin_guard",
+                "data": {
+                    "positionId": first["id"],
+                    "distanceToLiquidation": first["distanceToLiquidation"],
+                    "executionId": execution.execution_id,
+                    "action": execution.action,
+                },
             }
         )
-    closing = config.action == GuardAction.CLOSE_POSITION
-    actions = ["notification_sent", *(["close_order_placed"] if closing else [])]
-    execution = MarginGuardExecution.objects.create(
-        execution_id=f"mg_exec_{uuid.uuid4().hex[:12]}",
-        user_id=config.user_id,
-        action="close_position" if closing else "notification_sent",
-        trigger=items[0][1],
-        threshold=config.threshold,
-        positions=rows,
-        summary={"positionsChecked": len(held), "positionsAtRisk": at_risk, "actionsExecuted": actions},
-        executed_at=now,
-    )
-    first = next(r for r in rows if r["id"] == items[0][0].public_id)
-    symbols = ", ".join(p.instrument.symbol for p, _ in items)
-    notification_create(
-        user=config.user_id,
-        title="Margin Guard Alert",
-        message=f"Position {symbols} is at risk of liquidation"
-        if len(items) == 1
-        else f"Positions {symbols} are at risk of liquidation",
-        type="warning",
-        category="margin_guard",
-        data={
-            "positionId": first["id"],
-            "distanceToLiquidation": first["distanceToLiquidation"],
-            "executionId": execution.execution_id,
-            "action": execution.action,
-        },
-    )
-    guard_executed.send(sender=MarginGuardExecution, execution=execution)
-    for p, _ in items:
-        p.guard_armed, p.guard_fired_at = False, now
-        p.guard_rearm_at = now + timedelta(seconds=config.cooldown_seconds) if config.cooldown_seconds else None
-        if closing and not (p.close_order is not None and p.close_order.order_status in LIVE):
-            order = position_close(position=p, kind=CloseKind.AUTO_CLOSE, execution=execution)
-            p.close_order, p.close_kind, p.guard_execution = order, CloseKind.AUTO_CLOSE, execution
+    MarginGuardExecution.objects.bulk_create(executions, batch_size=2000)
+    notification_create_each(notes)
+    guard_executed.send(sender=MarginGuardExecution, executions=executions)
+    for execution in executions:
+        for p, _ in fired[execution.user_id]:
+            config = configs[execution.user_id]
+            p.guard_armed, p.guard_fired_at = False, now
+            p.guard_rearm_at = now + timedelta(seconds=config.cooldown_seconds) if config.cooldown_seconds else None
+            live = p.close_order is not None and p.close_order.order_status in LIVE
+            if config.action == GuardAction.CLOSE_POSITION and not live:
+                order = position_close(position=p, kind=CloseKind.AUTO_CLOSE, execution=execution)
+                p.close_order, p.close_kind, p.guard_execution = order, CloseKind.AUTO_CLOSE, execution

@@ -6,7 +6,7 @@ from django.dispatch import Signal
 positions_changed = Signal()
 # symbols=[str] whose prices moved: send connected holders their positions' values (throttled)
 prices_moved = Signal()
-# execution=MarginGuardExecution just recorded
+# executions=[MarginGuardExecution] just recorded (one tick's guard runs)
 guard_executed = Signal()
 # execution=MarginGuardExecution whose auto-close order filled, position=Position it closed
 auto_closed = Signal()
