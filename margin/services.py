@@ -338,9 +338,10 @@ def _candidates(paths: dict[int, list[Decimal]], now) -> list[Position]:
     one instrument and side, so the cost follows the positions that cross, not the positions held.
     Written as SQL: building seventy querysets per call cost more than running them."""
     table = Position._meta.db_table
+    when = connection.ops.adapt_datetimefield_value(now)  # raw SQL: the backend's own spelling
     parts, params = [], []
     for instrument_id, prices in paths.items():
-        bound = {"lo": min(prices), "hi": max(prices), "last": prices[-1], "now": now}
+        bound = {"lo": min(prices), "hi": max(prices), "last": prices[-1], "now": when}
         for condition, which in _BRANCHES:
             parts.append(f"SELECT id FROM {table} WHERE status = 'open' AND instrument_id = %s AND {condition}")
             params += [instrument_id, bound[which]]
