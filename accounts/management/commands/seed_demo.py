@@ -17,8 +17,8 @@ DEMO_ACCOUNTS = [
 ]
 
 # symbol, side, quantity, leverage: a long and a short, so whichever way the walk goes one of them
-# heads for its guard price (BTC_USD 20x: liquidation 4.5 % away, guard at 0.45 %; ETH_USD 25x:
-# liquidation 3 % away, guard at 0.3 %).
+# heads for its guard price (BTC_USD 20x: liquidation 4.5 % away, guard at 0.315 %; ETH_USD 25x:
+# liquidation 3 % away, guard at 0.21 %).
 DEMO_POSITIONS = [("BTC_USD", "BUY", "0.01", 20), ("ETH_USD", "SELL", "0.1", 25)]
 
 
@@ -43,7 +43,7 @@ class Command(BaseCommand):
         from orders.services import order_place
 
         margin_guard_config_set(
-            user=alice, enabled=True, threshold=Decimal("0.9"), action="notify", cooldown_seconds=60
+            user=alice, enabled=True, threshold=Decimal("0.93"), action="notify", cooldown_seconds=60
         )
         placed = []
         for symbol, side, quantity, leverage in DEMO_POSITIONS:
@@ -62,6 +62,6 @@ class Command(BaseCommand):
             )
             placed.append(f"{side} {quantity} {symbol} {leverage}x")
         self.stdout.write(
-            "  alice's Margin Guard: on, threshold 0.9, notify, cooldown 60 s"
+            "  alice's Margin Guard: on, threshold 0.93, notify, cooldown 60 s"
             + (f"; market orders placed: {', '.join(placed)}" if placed else "; positions already open")
         )
