@@ -3,7 +3,7 @@ second per process. A sweep reads the open positions of the instrument held by u
 socket (presence), builds their values at the latest price and hands them to the market conflater
 keyed per position, towards each holder's user room (no seq, not logged: a value stream, like
 market data). A sweep asked for inside the interval runs at its end, so the last price of a burst
-always goes out."""
+always goes out; the ingest that asks never waits for it."""
 
 from __future__ import annotations
 
@@ -32,18 +32,15 @@ class Sweeper:
     def interval() -> float:
         return 1.0 / settings.AXISOR_MARGIN["POSITION_UPDATES_PER_SECOND"]
 
-    async def request(self, instrument_id: int) -> None:
+    def request(self, instrument_id: int) -> None:
+        """Ask for a sweep of the instrument: now if its interval has passed, else at its end. The
+        sweep runs as its own task (the ingest that asked does not wait for it), in a fresh context:
+        the requester's (an async_to_sync call from a sync thread) may be gone by then, and
+        database_sync_to_async would try to run on its finished thread executor."""
         if instrument_id in self.timers:
             return  # a sweep is already due; it will read the latest price
-        now = self.loop.time()
-        due = self.last.get(instrument_id, float("-inf")) + self.interval()
-        if now >= due:
-            self.last[instrument_id] = now
-            await self.sweep(instrument_id)
-        else:
-            # A fresh context: the requester's (an async_to_sync call from a sync thread) is gone by
-            # then, and database_sync_to_async would try to run on its finished thread executor.
-            self.timers[instrument_id] = self.loop.call_at(due, self._due, instrument_id, context=contextvars.Context())
+        due = max(self.loop.time(), self.last.get(instrument_id, float("-inf")) + self.interval())
+        self.timers[instrument_id] = self.loop.call_at(due, self._due, instrument_id, context=contextvars.Context())
 
     def _due(self, instrument_id: int) -> None:
         self.timers.pop(instrument_id, None)
@@ -78,4 +75,4 @@ def sweeper() -> Sweeper:
 async def request_sweeps(instrument_ids: list[int]) -> None:
     s = sweeper()
     for instrument_id in instrument_ids:
-        await s.request(instrument_id)
+        s.request(instrument_id)
