@@ -194,3 +194,47 @@ def test_short_positions_fire_and_liquidate_on_rising_prices(make_user, trade):
     tick("BTC_USD", 110)
     assert Position.objects.get(user=user).close_reason == "liquidation"
     assert Position.objects.get(user=user).realized_pnl == D("-9.5")
+
+
+def test_a_rolled_back_tick_leaves_no_execution_and_sends_nothing(long_btc, django_capture_on_commit_callbacks):
+    from django.db import transaction
+
+    user, position = long_btc()
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            tick("BTC_USD", 97)
+            raise RuntimeError("ingest failed after evaluation")
+    assert sent == [] and executions(user) == [] and events(user, "margin_guard_execution") == []
+    position.refresh_from_db()
+    assert position.guard_armed  # still armed: the next tick at risk fires
+    tick("BTC_USD", 97)
+    assert len(executions(user)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_position_locked_by_a_fill_is_seen_by_the_next_tick(make_user, trade):
+    import threading
+
+    from django.db import connection, transaction
+
+    user = make_user()
+    trade(user, "BUY", "1", "100", leverage=10)
+    position = Position.objects.get(user=user)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # a fill in progress elsewhere holds the position row
+        with transaction.atomic():
+            Position.objects.select_for_update().get(pk=position.pk)
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert locked.wait(10)
+    tick("BTC_USD", 97)  # does not wait for the lock: skipped this time
+    assert executions(user) == []
+    release.set()
+    holder.join(10)
+    tick("BTC_USD", 97.1)  # still at risk: fires now
+    assert len(executions(user)) == 1
