@@ -65,11 +65,11 @@ def position_update_items(positions: list[Position], at=None) -> list[tuple[str,
     return items
 
 
-def position_updates(*, instrument_id: int, user_ids) -> list[tuple[str, str, dict]]:
-    """A tick sweep: the open positions in the instrument held by these (connected) users."""
+def position_updates(*, instrument_ids, user_ids) -> list[tuple[str, str, dict]]:
+    """A tick sweep: the open positions in these instruments held by these (connected) users."""
     positions = list(
         Position.objects.select_related("instrument").filter(
-            instrument_id=instrument_id, status=PositionStatus.OPEN, user_id__in=list(user_ids)
+            instrument_id__in=list(instrument_ids), status=PositionStatus.OPEN, user_id__in=list(user_ids)
         )
     )
     return position_update_items(positions, at=timezone.now())
