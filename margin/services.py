@@ -13,6 +13,7 @@ Lock order: a Position row before the user's event sequence (publishing), everyw
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -39,6 +40,8 @@ from .models import (
     PositionStatus,
 )
 from .signals import auto_closed, guard_executed, positions_changed, prices_moved
+
+logger = logging.getLogger(__name__)
 
 LONG, SHORT = PositionSide.LONG, PositionSide.SHORT
 OPEN = PositionStatus.OPEN
@@ -423,12 +426,24 @@ def positions_evaluate(*, paths: dict[int, list[Decimal]]) -> dict[str, int]:
             fired.setdefault(p.user_id, []).append((p, "threshold"))
             guard_rows.append(p)
     for p in liquidated:
-        position_liquidate(position=p)
+        _isolated(position_liquidate, p, position=p)
     if fired:
         _guard_execute(fired, last, now)
     _save_guard_state(guard_rows)
     prices_moved.send(sender=Position, instrument_ids=list(paths))
     return {"candidates": len(candidates), "liquidated": len(liquidated), "fired": sum(map(len, fired.values()))}
+
+
+def _isolated(action, subject: Position, **kwargs):
+    """Run one position's order in a savepoint: an order the orders service refuses (say the
+    instrument's lot size changed under an old position) is logged and retried on the next tick,
+    and never stops the ingest of the market's prices."""
+    try:
+        with transaction.atomic():
+            return action(**kwargs)
+    except (ValidationError, Conflict):
+        logger.exception("%s of %s failed; the next tick retries", action.__name__, subject.public_id)
+        return None
 
 
 def _save_guard_state(rows: list[Position]) -> None:
@@ -519,5 +534,6 @@ def _guard_execute(fired: dict[int, list[tuple[Position, str]]], last: dict, now
             p.guard_rearm_at = now + timedelta(seconds=config.cooldown_seconds) if config.cooldown_seconds else None
             working = p.close_order_id is not None and p.close_order.order_status in LIVE
             if config.action == GuardAction.CLOSE_POSITION and not working:
-                order = position_close(position=p, kind=CloseKind.AUTO_CLOSE, execution=execution)
-                p.close_order, p.close_kind, p.guard_execution = order, CloseKind.AUTO_CLOSE, execution
+                order = _isolated(position_close, p, position=p, kind=CloseKind.AUTO_CLOSE, execution=execution)
+                if order is not None:
+                    p.close_order, p.close_kind, p.guard_execution = order, CloseKind.AUTO_CLOSE, execution

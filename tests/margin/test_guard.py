@@ -238,3 +238,18 @@ def test_a_position_locked_by_a_fill_is_seen_by_the_next_tick(make_user, trade):
     holder.join(10)
     tick("BTC_USD", 97.1)  # still at risk: fires now
     assert len(executions(user)) == 1
+
+
+def test_a_liquidation_the_orders_service_refuses_does_not_stop_the_ingest(long_btc):
+    from market.models import Instrument, MarketState
+
+    _, position = long_btc()
+    Instrument.objects.filter(symbol="BTC_USD").update(lot_size=D("3"))  # 1 is no longer a lot
+    tick("BTC_USD", 90)
+    assert MarketState.objects.get(instrument__symbol="BTC_USD").price == 90  # the tick went in
+    position.refresh_from_db()
+    assert position.status == "open"  # refused, logged, retried on the next tick
+    Instrument.objects.filter(symbol="BTC_USD").update(lot_size=D("0.001"))
+    tick("BTC_USD", 89)
+    position.refresh_from_db()
+    assert position.status == "closed" and position.close_reason == "liquidation"
