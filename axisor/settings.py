@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "orders",
     "notifications",
     "panel",
+    "margin",
 ]
 
 MIDDLEWARE = [
@@ -276,6 +277,14 @@ AXISOR_MARKET = {
     "TICK_RETENTION_HOURS": env_float("MARKET_TICK_RETENTION_HOURS", 24.0),
     # The simulated feed (AXISOR_SIMULATE=all): one tick per instrument every this many seconds.
     "FEED_INTERVAL_SECONDS": env_float("MARKET_FEED_INTERVAL_SECONDS", 0.5),
+}
+AXISOR_MARGIN = {
+    # position_status_update: at most this many per second per position (a tick sweep of a symbol
+    # reads the open positions of its connected holders at most this often).
+    "POSITION_UPDATES_PER_SECOND": env_float("MARGIN_POSITION_UPDATES_PER_SECOND", 2.0),
+    # Hysteresis: a guard that fired re-arms once the distance recovers above threshold + this band
+    # (or after the user's cooldown).
+    "REARM_BAND": env_float("MARGIN_REARM_BAND", 0.1),
 }
 AXISOR_NOTIFICATIONS = {
     "MAX_ATTEMPTS": env_int("NOTIFY_MAX_ATTEMPTS", 5),

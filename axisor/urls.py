@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from axisor.realtime.apis import EventsApi
+from margin.apis import MarginGuardApi, MarginGuardExecutionsApi, PositionViewSet
 from market.apis import CandlesApi, InstrumentsApi, PriceAlertViewSet, SnapshotApi, TicksApi
 from notifications.apis import NotificationViewSet
 from orders.apis import ExecutionApi, OrderViewSet, SessionCreateApi, SessionRevokeApi, TradeViewSet
@@ -18,6 +19,7 @@ router.register("orders", OrderViewSet, basename="order")
 router.register("trades", TradeViewSet, basename="trade")
 router.register("notifications", NotificationViewSet, basename="notification")
 router.register("price-alerts", PriceAlertViewSet, basename="price-alert")
+router.register("positions", PositionViewSet, basename="position")
 
 api = [
     *router.urls,
@@ -25,6 +27,8 @@ api = [
     path("auth/sessions/<str:session>", SessionRevokeApi.as_view(), name="order-session"),
     path("internal/executions", ExecutionApi.as_view(), name="executions"),
     path("events", EventsApi.as_view(), name="events"),
+    path("margin-guard", MarginGuardApi.as_view(), name="margin-guard"),
+    path("margin-guard/executions", MarginGuardExecutionsApi.as_view(), name="margin-guard-executions"),
     path("internal/ticks", TicksApi.as_view(), name="ticks"),
     path("market/instruments", InstrumentsApi.as_view(), name="instruments"),
     path("market/<str:symbol>", SnapshotApi.as_view(), name="market-snapshot"),

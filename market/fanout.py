@@ -1,4 +1,4 @@
-"""Conflation of market events: per key (symbol, or symbol + timeframe), at most ``rate`` sends per
+"""Conflation of market events: per key (symbol, symbol + timeframe, or position), at most ``rate`` sends per
 second; when updates come faster, the latest waits and goes out at the next slot, the ones it
 replaced are dropped. A subscriber therefore always ends on the latest price, and a fast feed
 cannot queue more than ``rate`` messages per second per symbol towards anyone.
@@ -32,6 +32,8 @@ class Conflater:
     @staticmethod
     def interval(key: str) -> float:
         conf = settings.AXISOR_MARKET
+        if key.startswith("pos:"):  # position_status_update, per position
+            return 1.0 / settings.AXISOR_MARGIN["POSITION_UPDATES_PER_SECOND"]
         rate = conf["HISTORY_PER_SECOND"] if key.startswith("hd:") else conf["UPDATES_PER_SECOND"]
         return 1.0 / rate
 

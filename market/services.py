@@ -289,6 +289,9 @@ def ticks_ingest(raw: object) -> list[MarketState]:
         update_fields=["price", "change", "change_percent", "volume", "high24h", "low24h", "timestamp"],
     )
     fired = _fire_alerts(paths, previous)
+    from margin.services import positions_evaluate  # margin builds on market: import at call time
+
+    positions_evaluate(paths={i: [t.price for t in path] for i, path in paths.items()})
     for instrument_id, path in paths.items():
         if instrument_id in fired:
             alerts_fired.send(sender=PriceAlert, alerts=fired[instrument_id], symbol=path[-1].instrument.symbol)

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from axisor.errors import Conflict, NotFound
+from margin.services import position_apply_fill
 from market.models import Instrument
 from notifications.services import notification_create
 
@@ -168,6 +169,12 @@ def order_place(
     _validate_prices(errors, instrument, order_type, transaction_type, price, trigger_price)
     if not 1 <= leverage <= instrument.max_leverage:
         errors["leverage"] = f"must be between 1 and {instrument.max_leverage} for {instrument.symbol}"
+    elif 1 / Decimal(leverage) <= instrument.maintenance_margin_rate:
+        # the initial margin must exceed the maintenance margin, or the position opens liquidated
+        errors["leverage"] = (
+            f"must be below {(1 / instrument.maintenance_margin_rate).normalize()} for {instrument.symbol}"
+            f" (maintenance margin rate {instrument.maintenance_margin_rate.normalize()})"
+        )
     if errors:
         raise ValidationError(errors)
     order = Order(
@@ -319,6 +326,8 @@ def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal, price: De
     order.pending_quantity = order.quantity - order.filled_quantity
     if order.pending_quantity == 0:
         _move(order, S.COMPLETE)
+    # The position first: its row is locked before the user's event sequence (margin/services.py).
+    position_apply_fill(order=order, quantity=quantity, price=price)
     _record(order, UpdateType.TRADE_UPDATE, trade)
     _record(order, UpdateType.ORDER_EXECUTED if order.order_status == S.COMPLETE else UpdateType.ORDER_PARTIAL)
     if order.order_status == S.COMPLETE:

@@ -61,6 +61,12 @@ def _endpoint_of(member: str) -> str:
     return member.split("|", 1)[0]
 
 
+def _online_key() -> str:
+    """Every user with a lease, scored by its latest expiry (for value streams sent only to users
+    who can see them: position_status_update)."""
+    return f"{_prefix()}:users"
+
+
 # In-memory stand-ins for the Redis keys (no REDIS_URL: one process only).
 _memory: dict[int, dict[str, float]] = {}
 _memory_procs: dict[str, tuple[float, dict]] = {}
@@ -184,6 +190,7 @@ async def _write_leases(conns: list[tuple[int, str]], expires: float, process: t
         for user_id, member in conns:
             pipe.zadd(_user_key(user_id), {member: expires})
             pipe.expire(_user_key(user_id), ttl)
+            pipe.zadd(_online_key(), {str(user_id): expires})
         if process is not None:
             pid, stats = process
             pipe.zadd(_procs_key(), {pid: expires})
@@ -286,3 +293,16 @@ def processes() -> list[dict]:
         return []
     found = client.mget([_proc_key(pid) for pid in pids])
     return [json.loads(raw) for raw in found if raw]
+
+
+async def online_users() -> set[int]:
+    """Users with a live connection lease, on any process (a user who just left may linger for
+    up to a lease)."""
+    now = time.time()
+    if settings.REDIS_URL:
+        async with redis_client().pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(_online_key(), "-inf", now)
+            pipe.zrange(_online_key(), 0, -1)
+            _, members = await pipe.execute()
+        return {int(m) for m in members}
+    return {uid for uid, leases in _memory.items() if any(exp > now for exp in leases.values())}

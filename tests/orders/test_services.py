@@ -34,7 +34,8 @@ def test_two_fills_emit_placed_trade_partial_trade_executed(user, django_capture
     assert updates(order) == ["ORDER_PLACED", "TRADE_UPDATE", "ORDER_PARTIAL", "TRADE_UPDATE", "ORDER_EXECUTED"]
     assert order.version == 5 and order.pending_quantity == 0 and order.filled_quantity == 10
     assert order.average_price == Decimal("625.44")  # (4×625.50 + 6×625.40) / 10
-    assert len(sent) == 6  # five order updates, then the "Order executed" notification
+    # five order updates, the "Order executed" notification, and the position's values after each fill
+    assert len(sent) == 8
     events = list(EventLog.objects.filter(user=user, type="order_update").order_by("seq"))
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
     note = EventLog.objects.get(user=user, type="in_app_notification")

@@ -1,4 +1,8 @@
-"""Create the demo accounts the README talks about (idempotent)."""
+"""Create the demo accounts the README talks about (idempotent), and give alice a Margin Guard demo:
+two leveraged market orders (the paper venue fills them on its first step) and a guard tight
+enough to fire within a minute or two of the simulated market."""
+
+from decimal import Decimal
 
 from django.core.management.base import BaseCommand
 
@@ -12,13 +16,52 @@ DEMO_ACCOUNTS = [
     ("admin", "admin-demo-1", "enterprise", True, True),
 ]
 
+# symbol, side, quantity, leverage: a long and a short, so whichever way the walk goes one of them
+# heads for its guard price (BTC_USD 20x: liquidation 4.5 % away, guard at 0.315 %; ETH_USD 25x:
+# liquidation 3 % away, guard at 0.21 %).
+DEMO_POSITIONS = [("BTC_USD", "BUY", "0.01", 20), ("ETH_USD", "SELL", "0.1", 25)]
+
 
 class Command(BaseCommand):
-    help = "Create or reset the demo accounts (alice, bob, carol, admin)."
+    help = "Create or reset the demo accounts (alice, bob, carol, admin) and alice's Margin Guard demo."
 
     def handle(self, *args, **options):
+        users = {}
         for username, password, tier, staff, superuser in DEMO_ACCOUNTS:
-            account_upsert(username=username, password=password, tier=tier, staff=staff, superuser=superuser)
+            users[username], _ = account_upsert(
+                username=username, password=password, tier=tier, staff=staff, superuser=superuser
+            )
             self.stdout.write(
                 f"  {username:<6} password {password:<13} tier {tier}{' (staff, superuser)' if superuser else ''}"
             )
+        self.margin_demo(users["alice"])
+
+    def margin_demo(self, alice) -> None:
+        from margin.models import Position
+        from margin.services import margin_guard_config_set
+        from orders.models import LIVE, Order
+        from orders.services import order_place
+
+        margin_guard_config_set(
+            user=alice, enabled=True, threshold=Decimal("0.93"), action="notify", cooldown_seconds=60
+        )
+        placed = []
+        for symbol, side, quantity, leverage in DEMO_POSITIONS:
+            held = Position.objects.filter(user=alice, instrument__symbol=symbol, status="open").exists()
+            working = Order.objects.filter(user=alice, instrument__symbol=symbol, order_status__in=LIVE).exists()
+            if held or working:
+                continue
+            order_place(
+                user=alice,
+                trading_symbol=symbol,
+                exchange=None,
+                order_type="MARKET",
+                transaction_type=side,
+                quantity=Decimal(quantity),
+                leverage=leverage,
+            )
+            placed.append(f"{side} {quantity} {symbol} {leverage}x")
+        self.stdout.write(
+            "  alice's Margin Guard: on, threshold 0.93, notify, cooldown 60 s"
+            + (f"; market orders placed: {', '.join(placed)}" if placed else "; positions already open")
+        )

@@ -1,0 +1,191 @@
+"""REST for positions and the Margin Guard. Thin: validate, call one service, shape the answer."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from orders.events import num
+from orders.serializers import OrderOutput
+
+from . import selectors, services
+from .events import guard_execution_data
+from .models import GuardAction, PositionStatus
+
+
+class PositionOutput(serializers.Serializer):
+    """The seed's position object (as in position_status_update) plus quantity, liquidationPrice,
+    realizedPnl/unrealizedPnl, status and close details."""
+
+    id = serializers.CharField()
+    symbol = serializers.CharField()
+    side = serializers.ChoiceField(choices=["long", "short"])
+    quantity = serializers.FloatField()
+    size = serializers.FloatField()
+    entryPrice = serializers.FloatField()
+    currentPrice = serializers.FloatField()
+    margin = serializers.FloatField()
+    leverage = serializers.FloatField()
+    liquidationPrice = serializers.FloatField()
+    pnl = serializers.FloatField()
+    realizedPnl = serializers.FloatField()
+    unrealizedPnl = serializers.FloatField()
+    distanceToLiquidation = serializers.FloatField()
+    isAtRisk = serializers.BooleanField()
+    status = serializers.ChoiceField(choices=PositionStatus.values)
+    openedAt = serializers.DateTimeField()
+    closedAt = serializers.DateTimeField(allow_null=True)
+    closeReason = serializers.CharField(allow_null=True)
+    updatedAt = serializers.DateTimeField()
+
+
+class PositionFilterInput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=PositionStatus.values, required=False, default=PositionStatus.OPEN)
+    symbol = serializers.CharField(required=False, max_length=32)
+
+
+class PositionViewSet(viewsets.GenericViewSet):
+    lookup_field = "position_id"
+    lookup_value_regex = r"(pos_)?[0-9]{1,18}"
+    serializer_class = PositionOutput
+
+    @extend_schema(parameters=[PositionFilterInput], responses=PositionOutput(many=True), summary="Your positions")
+    def list(self, request):
+        filters = PositionFilterInput(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        f = filters.validated_data
+        page = self.paginate_queryset(
+            selectors.position_list(user=request.user, status=f["status"], symbol=f.get("symbol"))
+        )
+        return self.get_paginated_response(selectors.positions_values(page))
+
+    @extend_schema(responses=PositionOutput, summary="One of your positions")
+    def retrieve(self, request, position_id: str):
+        position = selectors.position_get(user=request.user, position_id=position_id)
+        return Response(selectors.positions_values([position])[0])
+
+    @extend_schema(
+        request=None,
+        responses={202: inline_serializer("PositionClose", {"position": PositionOutput(), "order": OrderOutput()})},
+        summary="Close with a MARKET order (the position closes when it fills)",
+    )
+    @action(detail=True, methods=["post"])
+    def close(self, request, position_id: str):
+        position = selectors.position_get(user=request.user, position_id=position_id)
+        order = services.position_close(position=position)
+        position.refresh_from_db()
+        return Response(
+            {"position": selectors.positions_values([position])[0], "order": OrderOutput(order).data},
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class StrictBoolean(serializers.BooleanField):
+    """true/false only (DRF's BooleanField also takes "yes", 1, "on", ...)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictInteger(serializers.IntegerField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictDecimal(serializers.DecimalField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float | str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class MarginGuardInput(serializers.Serializer):
+    enabled = StrictBoolean(required=False)
+    threshold = StrictDecimal(required=False, max_digits=12, decimal_places=10, coerce_to_string=False)
+    action = serializers.ChoiceField(choices=GuardAction.values, required=False)
+    cooldownSeconds = StrictInteger(required=False, min_value=0, max_value=services.MAX_COOLDOWN_SECONDS)
+
+    def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        if not attrs:
+            raise serializers.ValidationError("give at least one of enabled, threshold, action, cooldownSeconds")
+        return attrs
+
+
+class MarginGuardOutput(serializers.Serializer):
+    enabled = serializers.BooleanField()
+    threshold = serializers.FloatField()
+    action = serializers.ChoiceField(choices=GuardAction.values)
+    cooldownSeconds = serializers.IntegerField()
+
+    def to_representation(self, c) -> dict:
+        return {
+            "enabled": c.enabled,
+            "threshold": num(Decimal(c.threshold).normalize()),
+            "action": c.action,
+            "cooldownSeconds": c.cooldown_seconds,
+        }
+
+
+class MarginGuardApi(APIView):
+    @extend_schema(responses=MarginGuardOutput, summary="Your Margin Guard settings")
+    def get(self, request):
+        return Response(MarginGuardOutput(services.guard_config(request.user.pk)).data)
+
+    @extend_schema(
+        request=MarginGuardInput,
+        responses=MarginGuardOutput,
+        summary="Change your Margin Guard settings (fields left out keep their values)",
+    )
+    def put(self, request):
+        body = MarginGuardInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        d = body.validated_data
+        config = services.margin_guard_config_set(
+            user=request.user,
+            enabled=d.get("enabled"),
+            threshold=d.get("threshold"),
+            action=d.get("action"),
+            cooldown_seconds=d.get("cooldownSeconds"),
+        )
+        return Response(MarginGuardOutput(config).data)
+
+
+class ExecutionOutput(serializers.Serializer):
+    executionId = serializers.CharField()
+    userId = serializers.CharField()
+    action = serializers.CharField()
+    positions = serializers.ListField(child=serializers.DictField())
+    summary = serializers.DictField()
+    threshold = serializers.FloatField()
+    trigger = serializers.CharField()
+    autoCloses = serializers.ListField(child=serializers.DictField())
+    executedAt = serializers.DateTimeField()
+
+    def to_representation(self, e) -> dict:
+        return {**guard_execution_data(e), "autoCloses": e.auto_closes}
+
+
+class MarginGuardExecutionsApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        responses=ExecutionOutput(many=True),
+        summary="Your Margin Guard executions, newest first",
+    )
+    def get(self, request):
+        from rest_framework.pagination import LimitOffsetPagination
+
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(selectors.execution_list(user=request.user), request, view=self)
+        return paginator.get_paginated_response(ExecutionOutput(page, many=True).data)

@@ -1,0 +1,84 @@
+"""Payload builders for the seed's margin events: position_status_update, margin_guard_execution,
+auto_close_execution (seed 000, "Margin Guard Events")."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from axisor.realtime.publish import iso
+from orders.events import num
+
+from .formula import distance_to_liquidation
+
+
+def _round(value: Decimal, places: int = 8) -> int | float:
+    return num(Decimal(value).quantize(Decimal(1).scaleb(-places)))
+
+
+def position_values(position, price: Decimal | None, threshold: Decimal, at=None) -> dict:
+    """The seed's position object, plus quantity, liquidationPrice, realized/unrealized pnl,
+    status and the close details. ``pnl`` is the unrealized pnl at ``price``."""
+    current = price if price is not None else position.entry_price
+    sign = 1 if position.side == "long" else -1
+    unrealized = (current - position.entry_price) * position.quantity * sign if position.status == "open" else 0
+    distance = distance_to_liquidation(position.side, position.entry_price, position.liquidation_price, current)
+    return {
+        "id": position.public_id,
+        "symbol": position.instrument.symbol,
+        "side": position.side,
+        "quantity": num(position.quantity),
+        "size": _round(position.size),
+        "entryPrice": num(position.entry_price),
+        "currentPrice": num(current),
+        "margin": _round(position.margin),
+        "leverage": num(position.leverage),
+        "liquidationPrice": _round(position.liquidation_price),
+        "pnl": _round(unrealized),
+        "unrealizedPnl": _round(unrealized),
+        "realizedPnl": _round(position.realized_pnl),
+        "distanceToLiquidation": _round(distance, 4),
+        "isAtRisk": position.status == "open" and distance <= threshold,
+        "status": position.status,
+        "openedAt": iso(position.opened_at),
+        "closedAt": iso(position.closed_at),
+        "closeReason": position.close_reason or None,
+        "updatedAt": iso(at or position.updated_at),
+    }
+
+
+def position_status_update(user_id: int, values: dict) -> dict:
+    return {
+        "type": "position_status_update",
+        "channel": "positions",
+        "data": {"userId": str(user_id), "position": values},
+    }
+
+
+def guard_execution_data(execution) -> dict:
+    return {
+        "executionId": execution.execution_id,
+        "userId": str(execution.user_id),
+        "action": execution.action,
+        "positions": execution.positions,
+        "summary": execution.summary,
+        "threshold": num(execution.threshold),
+        "trigger": execution.trigger,
+        "executedAt": iso(execution.executed_at),
+    }
+
+
+def auto_close_data(execution, position, record: dict) -> dict:
+    return {
+        "executionId": record["executionId"],
+        "userId": str(position.user_id),
+        "guardExecutionId": execution.execution_id,
+        "position": {
+            "id": position.public_id,
+            "symbol": position.instrument.symbol,
+            "closedAt": iso(position.closed_at),
+            "reason": "margin_guard_auto_close",
+            "pnl": _round(position.realized_pnl),
+            "orderId": record["orderId"],
+        },
+        "executedAt": record["executedAt"],
+    }

@@ -1,0 +1,79 @@
+"""Reads of positions and Margin Guard state shared by the REST API, the admin and the fan-out."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from axisor.errors import NotFound
+from axisor.realtime.publish import dumps, layer_event
+from axisor.realtime.rooms import user_room
+from market.models import MarketState
+
+from .events import position_status_update, position_values
+from .models import MarginGuardConfig, MarginGuardExecution, Position, PositionStatus
+
+
+def position_list(*, user, status: str = PositionStatus.OPEN, symbol: str | None = None) -> QuerySet[Position]:
+    qs = Position.objects.filter(user=user, status=status).select_related("instrument")
+    if symbol:
+        qs = qs.filter(instrument__symbol=symbol)
+    return qs.order_by("-opened_at", "-id")
+
+
+def position_get(*, user, position_id: str) -> Position:
+    """The caller's position by ``pos_123`` or ``123``; another user's is as good as missing."""
+    raw = position_id.removeprefix("pos_")
+    found = (
+        Position.objects.select_related("instrument").filter(user=user, pk=int(raw)).first() if raw.isdigit() else None
+    )
+    if found is None:
+        raise NotFound(f"no position {position_id}")
+    return found
+
+
+def prices_for(instrument_ids) -> dict[int, Decimal]:
+    return dict(MarketState.objects.filter(instrument_id__in=set(instrument_ids)).values_list("instrument_id", "price"))
+
+
+def thresholds_for(user_ids) -> dict[int, Decimal]:
+    from .models import DEFAULT_THRESHOLD
+
+    found = dict(MarginGuardConfig.objects.filter(user_id__in=set(user_ids)).values_list("user_id", "threshold"))
+    return {uid: found.get(uid, DEFAULT_THRESHOLD) for uid in user_ids}
+
+
+def positions_values(positions: list[Position]) -> list[dict]:
+    """The wire values of these positions at the latest prices."""
+    prices = prices_for(p.instrument_id for p in positions)
+    thresholds = thresholds_for({p.user_id for p in positions})
+    return [position_values(p, prices.get(p.instrument_id), thresholds[p.user_id]) for p in positions]
+
+
+def position_update_items(positions: list[Position], at=None) -> list[tuple[str, str, dict]]:
+    """(conflation key, user group, layer message) for each position's position_status_update."""
+    prices = prices_for(p.instrument_id for p in positions)
+    thresholds = thresholds_for({p.user_id for p in positions})
+    items = []
+    for p in positions:
+        values = position_values(p, prices.get(p.instrument_id), thresholds[p.user_id], at=at)
+        key = f"pos:{p.pk}"
+        text = dumps(position_status_update(p.user_id, values))
+        items.append((key, user_room(p.user_id).group, layer_event(channel="positions", seq=None, text=text, key=key)))
+    return items
+
+
+def position_updates(*, instrument_ids, user_ids) -> list[tuple[str, str, dict]]:
+    """A tick sweep: the open positions in these instruments held by these (connected) users."""
+    positions = list(
+        Position.objects.select_related("instrument").filter(
+            instrument_id__in=list(instrument_ids), status=PositionStatus.OPEN, user_id__in=list(user_ids)
+        )
+    )
+    return position_update_items(positions, at=timezone.now())
+
+
+def execution_list(*, user) -> QuerySet[MarginGuardExecution]:
+    return MarginGuardExecution.objects.filter(user=user).order_by("-executed_at", "-id")

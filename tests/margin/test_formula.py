@@ -1,0 +1,41 @@
+"""The README's liquidation formula, for longs and shorts: at entry, in profit, at the threshold,
+at liquidation."""
+
+from decimal import Decimal as D
+
+from margin.formula import distance_to_liquidation, in_risk, liquidation_price, price_at_distance, recovered
+
+
+def test_long_liquidation_price_and_distance():
+    # entry 100, 10x, m 0.005: liq = 100 × (1 − 0.1 + 0.005) = 90.5
+    liq = liquidation_price("long", D("100"), D("10"), D("0.005"))
+    assert liq == D("90.5")
+    assert distance_to_liquidation("long", D("100"), liq, D("100")) == 1  # at entry
+    assert distance_to_liquidation("long", D("100"), liq, D("109.5")) == 2  # in profit
+    assert distance_to_liquidation("long", D("100"), liq, liq) == 0  # at liquidation
+    threshold = price_at_distance(D("100"), liq, D("0.85"))
+    assert threshold == D("98.575")  # 90.5 + 0.85 × 9.5
+    assert distance_to_liquidation("long", D("100"), liq, threshold) == D("0.85")
+    assert in_risk("long", threshold, threshold) and not in_risk("long", threshold, D("98.58"))
+    assert in_risk("long", liq, D("90")) and not in_risk("long", liq, D("90.51"))
+
+
+def test_short_liquidation_price_and_distance():
+    # entry 100, 10x, m 0.005: liq = 100 × (1 + 0.1 − 0.005) = 109.5
+    liq = liquidation_price("short", D("100"), D("10"), D("0.005"))
+    assert liq == D("109.5")
+    assert distance_to_liquidation("short", D("100"), liq, D("100")) == 1
+    assert distance_to_liquidation("short", D("100"), liq, D("90.5")) == 2  # in profit (price fell)
+    assert distance_to_liquidation("short", D("100"), liq, liq) == 0
+    threshold = price_at_distance(D("100"), liq, D("0.85"))
+    assert threshold == D("101.425")  # 109.5 − 0.85 × 9.5
+    assert distance_to_liquidation("short", D("100"), liq, threshold) == D("0.85")
+    assert in_risk("short", threshold, D("101.43")) and not in_risk("short", threshold, D("101.42"))
+    rearm = price_at_distance(D("100"), liq, D("0.90"))
+    assert recovered("short", rearm, D("100.9")) and not recovered("short", rearm, D("101"))
+
+
+def test_beyond_liquidation_the_distance_is_negative():
+    liq = liquidation_price("long", D("100"), D("2"), D("0.01"))
+    assert liq == D("51")
+    assert distance_to_liquidation("long", D("100"), liq, D("50")) < 0
