@@ -164,3 +164,10 @@ def market_snapshots() -> list[dict]:
     states = {s.instrument_id: s for s in MarketState.objects.all()}
     instruments = Instrument.objects.filter(active=True).order_by("symbol")
     return [{"instrument": i, "state": states.get(i.pk)} for i in instruments]
+
+
+def guard_executions(*, limit: int = 20) -> list:
+    """The latest Margin Guard runs, newest first."""
+    from margin.models import MarginGuardExecution
+
+    return list(MarginGuardExecution.objects.select_related("user")[:limit])

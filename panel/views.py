@@ -321,4 +321,8 @@ def session_revoke(request: HttpRequest, user_id: int, session: str) -> HttpResp
 @require_GET
 @staff_required
 def market(request: HttpRequest) -> HttpResponse:
-    return render(request, "panel/market.html", {"page": "market", "rows": selectors.market_snapshots()})
+    return render(
+        request,
+        "panel/market.html",
+        {"page": "market", "rows": selectors.market_snapshots(), "executions": selectors.guard_executions()},
+    )

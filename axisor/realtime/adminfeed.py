@@ -41,9 +41,9 @@ DATA_FIELDS: dict[str, tuple[str, ...] | None] = {
     "notification_status_update": ("id", "status", "deliveryMethod", "attempts", "deliveredAt", "readAt", "error"),
     "server_maintenance": None,
     "service_status_update": None,
+    "margin_guard_execution": ("executionId", "action", "trigger", "summary", "executedAt"),
+    "auto_close_execution": ("executionId", "guardExecutionId", "position", "executedAt"),
 }
-# Margin-guard executions (another issue) are shown as they land: any type starting with this.
-MARGIN_GUARD_PREFIX = "margin_guard"
 
 
 def _now_ms() -> str:
@@ -55,7 +55,7 @@ def entry(*, type: str, channel: str, room: str, user_id: int | None, seq: int |
     item = {"type": type, "channel": channel, "room": room, "userId": None if user_id is None else str(user_id)}
     if seq is not None:
         item["seq"] = seq
-    if type in DATA_FIELDS or type.startswith(MARGIN_GUARD_PREFIX):
+    if type in DATA_FIELDS:
         fields = DATA_FIELDS.get(type)
         item["data"] = dict(data) if fields is None else {k: data[k] for k in fields if k in data}
     return item

@@ -539,10 +539,13 @@
     });
     const guard = document.getElementById("guard");
     onEntries((entry) => {
-      if (!entry.type.startsWith("margin_guard")) return;
+      if (entry.type !== "margin_guard_execution" && entry.type !== "auto_close_execution") return;
       dropEmpty(guard);
       const d = entry.data || {};
-      guard.prepend(el("li", {}, el("span", { class: "badge warn" }, entry.type), ` user #${entry.userId} ${d.symbol || ""} ${d.action || d.status || ""} ${d.message || ""}`));
+      const what = entry.type === "margin_guard_execution"
+        ? `${(d.summary || {}).positionsAtRisk ?? "?"} of ${(d.summary || {}).positionsChecked ?? "?"} position(s) at risk · ${d.trigger || ""}`
+        : `auto-close of ${(d.position || {}).symbol || ""} filled, pnl ${(d.position || {}).pnl ?? ""}`;
+      guard.prepend(el("li", {}, el("span", { class: "badge warn" }, d.action || entry.type), ` user #${entry.userId} · ${what}`));
       trim(guard, 50);
     });
   }

@@ -337,3 +337,23 @@ def test_disconnect_with_an_unknown_endpoint_is_refused(panel, customer, django_
         response = panel.post(f"/panel/users/{customer.pk}/disconnect", {"endpoint": "/ws/everything"})
     assert response.status_code == 400
     assert callbacks == []
+
+
+@pytest.mark.django_db
+def test_market_page_lists_recent_margin_guard_executions(panel, customer):
+    from django.utils import timezone
+
+    from margin.models import MarginGuardExecution
+
+    MarginGuardExecution.objects.create(
+        execution_id="mg_panel_1",
+        user=customer,
+        action="notification_sent",
+        trigger="threshold",
+        threshold="0.85",
+        positions=[],
+        summary={"positionsChecked": 2, "positionsAtRisk": 1, "actionsExecuted": ["notification_sent"]},
+        executed_at=timezone.now(),
+    )
+    page = panel.get("/panel/market").content.decode()
+    assert "notification_sent" in page and "1 of 2 position(s) at risk" in page and "customer" in page
