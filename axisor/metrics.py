@@ -30,9 +30,9 @@ def metrics_view(request):
         return HttpResponse(
             "metrics need Authorization: Bearer <METRICS_TOKEN>\n", status=401, content_type="text/plain"
         )
-    from axisor.realtime.hub import _hubs
+    from axisor.realtime.hub import hub
 
-    HUB_ROOMS.set(sum(len(h.members) for h in _hubs.values()))
+    HUB_ROOMS.set(sum(len(h.members) for h in hub.by_loop.values()))
     return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connection
 
 from axisor.realtime import presence
+from axisor.realtime.perloop import PerLoop
 from market.fanout import conflate_async
 
 from . import selectors
@@ -67,17 +68,7 @@ class Sweeper:
             logger.exception("position sweep of instruments %s failed", sorted(instrument_ids))
 
 
-_sweepers: dict[asyncio.AbstractEventLoop, Sweeper] = {}
-
-
-def sweeper() -> Sweeper:
-    loop = asyncio.get_running_loop()
-    found = _sweepers.get(loop)
-    if found is None:
-        for old in [lp for lp in _sweepers if lp.is_closed()]:
-            del _sweepers[old]
-        found = _sweepers[loop] = Sweeper(loop)
-    return found
+sweeper: PerLoop[Sweeper] = PerLoop(Sweeper)  # sweeper(): this process's sweeper
 
 
 async def request_sweeps(instrument_ids: list[int]) -> None:

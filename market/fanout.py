@@ -18,6 +18,7 @@ from django.conf import settings
 
 from axisor.metrics import CONFLATED, PUBLISHED
 from axisor.realtime.adminfeed import count_fanout
+from axisor.realtime.perloop import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -66,17 +67,7 @@ class Conflater:
             logger.exception("market fan-out to %s failed", group)
 
 
-_conflaters: dict[asyncio.AbstractEventLoop, Conflater] = {}
-
-
-def conflater() -> Conflater:
-    loop = asyncio.get_running_loop()
-    found = _conflaters.get(loop)
-    if found is None:
-        for old in [lp for lp in _conflaters if lp.is_closed()]:
-            del _conflaters[old]
-        found = _conflaters[loop] = Conflater(loop)
-    return found
+conflater: PerLoop[Conflater] = PerLoop(Conflater)  # conflater(): this process's conflater
 
 
 async def conflate_async(items: list[tuple[str, str, dict]]) -> None:

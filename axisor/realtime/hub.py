@@ -31,6 +31,7 @@ from django.conf import settings
 from axisor.metrics import CONFLATED, DELIVERED, SLOW_CLOSES
 
 from . import adminfeed
+from .perloop import PerLoop
 from .protocol import Close, Code, error
 from .publish import ACCESS_CHANGED, dumps
 
@@ -98,23 +99,12 @@ class Hub:
                 conn.deliver(message)
 
 
-_hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
-
-
-def hub() -> Hub:
-    """This event loop's hub (one per server process)."""
-    loop = asyncio.get_running_loop()
-    found = _hubs.get(loop)
-    if found is None:
-        for old in [lp for lp in _hubs if lp.is_closed()]:
-            del _hubs[old]
-        found = _hubs[loop] = Hub()
-    return found
+hub: PerLoop[Hub] = PerLoop(lambda loop: Hub())  # hub(): this process's hub
 
 
 def local_members() -> dict[str, int]:
     """Sockets per room group in this event loop's hub (for the process's stats)."""
-    found = _hubs.get(asyncio.get_running_loop())
+    found = hub.current()
     return {group: len(members) for group, members in found.members.items()} if found else {}
 
 

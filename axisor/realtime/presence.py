@@ -28,6 +28,7 @@ from django.conf import settings
 
 from . import adminfeed
 from .limits import redis_client, redis_options
+from .perloop import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -212,18 +213,7 @@ async def _publish_stats(stats: dict) -> None:
     await layer.group_send(group, {**layer_event(channel=adminfeed.CHANNEL, seq=None, text=text), "group": group})
 
 
-_registries: dict[asyncio.AbstractEventLoop, Registry] = {}
-
-
-def registry() -> Registry:
-    """This event loop's registry (one per server process)."""
-    loop = asyncio.get_running_loop()
-    found = _registries.get(loop)
-    if found is None:
-        for old in [lp for lp in _registries if lp.is_closed()]:
-            del _registries[old]
-        found = _registries[loop] = Registry()
-    return found
+registry: PerLoop[Registry] = PerLoop(lambda loop: Registry())  # registry(): this process's registry
 
 
 async def join(user_id: int, endpoint: str, channel: str) -> str:
