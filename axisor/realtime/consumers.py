@@ -378,11 +378,6 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         if channel in self.filters:
             self.write(text, channel)
 
-    async def layer_reconnected(self, message: dict) -> None:
-        """The channel layer was cut off from Redis: personal events sent meanwhile never came."""
-        if self.user is not None and not self.closing:
-            await self.stream.catch_up()
-
     async def access_changed(self, message: dict) -> None:
         if self.user is None or self.closing:
             return

@@ -31,6 +31,7 @@ from django.conf import settings
 from axisor.metrics import CONFLATED, DELIVERED, SLOW_CLOSES
 
 from . import adminfeed
+from .layer import RECONNECTED
 from .perloop import PerLoop
 from .protocol import Close, Code, error
 from .publish import ACCESS_CHANGED, dumps
@@ -91,6 +92,15 @@ class Hub:
             except Exception:
                 logger.exception("hub receive failed")
                 await asyncio.sleep(0.1)
+                continue
+            if message.get("type") == RECONNECTED:
+                # The layer was cut off from Redis and is subscribed again: whatever was published
+                # meanwhile never comes. Every value read under a stamp is stale, and every
+                # connection catches its personal stream up from the event log.
+                for held in self.stamps:
+                    self.stamps[held] = next(_stamps)
+                for conn in {conn for members in self.members.values() for conn in members}:
+                    conn.deliver(message)
                 continue
             group = message.get("group")
             if group in self.stamps:
@@ -257,7 +267,7 @@ class HubMember:
         """From the hub: a message for one of this connection's groups."""
         if self.closing:
             return
-        if message.get("personal") or message.get("type") == ACCESS_CHANGED:
+        if message.get("personal") or message.get("type") in (ACCESS_CHANGED, RECONNECTED):
             self.inbox.put(message)
         elif self.wants(message["channel"]):
             self.write(message["text"], message["channel"], message.get("key"))
@@ -274,7 +284,10 @@ class HubMember:
             await self.access_changed(message)
             return
         async with self.stream_lock:
-            await self.stream.live(message["seq"], message["channel"], message["text"])
+            if message.get("type") == RECONNECTED:
+                await self.stream.catch_up()  # personal events sent while the layer was deaf
+            else:
+                await self.stream.live(message["seq"], message["channel"], message["text"])
 
     async def _write_now(self, text: str) -> None:
         if not self.closing:

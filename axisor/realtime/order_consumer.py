@@ -191,11 +191,6 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
             event = json.loads(text)
             self.write(dumps({**event["data"], "seq": seq}), channel)
 
-    async def layer_reconnected(self, message: dict) -> None:
-        """The channel layer was cut off from Redis: order updates sent meanwhile never came."""
-        if self.stream is not None and not self.closing:
-            await self.stream.catch_up()
-
     async def access_changed(self, message: dict) -> None:
         if self.closing or self.user is None:
             return

@@ -27,7 +27,10 @@ import websockets
 
 from tests.integration.http import call
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The newest PostgreSQL server binaries installed (Debian layout: /usr/lib/postgresql/<major>/bin).
+PG_BIN = max(
+    Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]), default=Path("/none/x")
+).parent
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -136,7 +139,8 @@ def private_postgres():
     if not (PG_BIN / "initdb").exists():
         pytest.fail(f"PostgreSQL server binaries not found in {PG_BIN}")
     tmp = Path(tempfile.mkdtemp(prefix="axhard-pg-"))
-    shutil.chown(tmp, "postgres") if os.geteuid() == 0 else None
+    if os.geteuid() == 0:
+        shutil.chown(tmp, "postgres")
     pg = PrivatePostgres(datadir=tmp / "data")
     pg.init()
     yield pg
