@@ -25,6 +25,7 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from . import adminfeed
 from .limits import redis_client, redis_options
@@ -131,7 +132,9 @@ class Registry:
         while not self.stopping.is_set():
             try:
                 await self.tick()
-            except Exception:  # Redis away for a moment: try again next tick
+            except (OSError, RedisError) as exc:  # Redis away for a moment: try again next tick
+                logger.warning("presence renewal skipped: Redis unreachable (%r)", exc)
+            except Exception:
                 logger.exception("presence renewal failed")
             try:
                 await asyncio.wait_for(self.stopping.wait(), STATS_SECONDS)
