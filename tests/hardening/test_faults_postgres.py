@@ -38,7 +38,11 @@ async def test_postgres_restart_during_order_traffic_fails_cleanly_and_leaves_no
         await asyncio.to_thread(
             manage, pg.url, "create_account", f"trader{i}", "--password", PASSWORD, "--tier", "enterprise"
         )
-    server = await asyncio.to_thread(daphne, DATABASE_URL=pg.url, AXISOR_SIMULATE="venue", DB_CONN_MAX_AGE="60")
+    # A request waits up to DB_POOL_TIMEOUT for a pooled connection: shorter than the outage, so
+    # requests that arrive while PostgreSQL is down get their 503 rather than outwait it.
+    server = await asyncio.to_thread(
+        daphne, DATABASE_URL=pg.url, AXISOR_SIMULATE="venue", DB_POOL_TIMEOUT=str(DOWN_SECONDS / 3)
+    )
     tokens = []
     for i in range(4):
         status, pair = await rest(
