@@ -34,7 +34,7 @@ from .auth import (
     validate_jwt,
 )
 from .eventlog import ResumeRefused, last_seq
-from .hub import HubMember, hub
+from .hub import UNAVAILABLE, HubMember, LayerUnavailable, hub
 from .protocol import Close, Code, connection, error
 from .publish import dumps, iso, now_iso
 from .ratelimit import InboundLimiter
@@ -202,6 +202,9 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         except AuthError as exc:
             await self.fail(Code.AUTHENTICATION_FAILED, str(exc), Close.AUTHENTICATION_FAILED)
             return
+        except LayerUnavailable:
+            await self.fail(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, Close.TRY_AGAIN_LATER)
+            return
         if not first and identity.user.pk != self.user.pk:
             await self.fail(Code.AUTHENTICATION_FAILED, "token belongs to another user", Close.AUTHENTICATION_FAILED)
             return
@@ -212,7 +215,11 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.timer = asyncio.ensure_future(self._expiry_watch())
         if first:
             for room in rooms.admin_rooms_for(self.user):
-                await self._join(room)
+                try:
+                    await self._join(room)
+                except LayerUnavailable:
+                    await self.fail(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, Close.TRY_AGAIN_LATER)
+                    return
             self.presence = await presence.join(self.user.pk, "/ws", self.session_id)
         reply = connection(user_id=self.user.pk, session_id=self.session_id)
         reply["tokenExpiresAt"] = iso(self.expires_at)
@@ -295,7 +302,11 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         if room.is_personal_filter:
             self.filters.add(room.key)
         else:
-            await self._join(room)
+            try:
+                await self._join(room)
+            except LayerUnavailable:
+                self.reply(error(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, channel=name))
+                return
         self.reply(self._room_reply(room, "subscribed"))
         if room.kind is rooms.RoomKind.MARKET:
             snapshot = await snapshot_text_async(room.key)
@@ -350,8 +361,8 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
 
     async def _join(self, room: rooms.Room) -> None:
         if room.name not in self.joined:
-            self.joined[room.name] = room
             await self.hub_join(room.group)
+            self.joined[room.name] = room
 
     def _subscribed(self) -> list[str]:
         return [*self.joined, *(c for c in rooms.CATEGORIES if c in self.filters)]

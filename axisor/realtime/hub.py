@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from axisor.metrics import CONFLATED, DELIVERED, SLOW_CLOSES
 
@@ -47,6 +48,13 @@ MAX_WAITING = _conf["MAX_WAITING"]  # events that must not be dropped, waiting i
 _stamps = itertools.count(1)  # shared by every hub, so a stamp never means two things
 
 
+UNAVAILABLE = "the server cannot reach its message bus right now; reconnect shortly"
+
+
+class LayerUnavailable(Exception):
+    """The channel layer (Redis) cannot be reached: the socket cannot be served now (→ 1013)."""
+
+
 class Hub:
     def __init__(self) -> None:
         self.layer = get_channel_layer()
@@ -65,11 +73,19 @@ class Hub:
                 self.task = asyncio.ensure_future(self._run())
 
     async def join(self, group: str, conn) -> None:
-        await self._ensure()
+        """Raises LayerUnavailable when the process cannot subscribe (Redis unreachable)."""
         members = self.members.get(group)
         if members is None:
             members = self.members[group] = set()
-            await self.layer.group_add(group, self.channel)
+            members.add(conn)
+            try:
+                await self._ensure()
+                await self.layer.group_add(group, self.channel)
+            except (OSError, RedisError) as exc:
+                members.discard(conn)
+                if not members:
+                    del self.members[group]
+                raise LayerUnavailable(str(exc)) from exc
             self.stamps[group] = next(_stamps)
         members.add(conn)
 
@@ -246,8 +262,8 @@ class HubMember:
 
     async def hub_join(self, group: str) -> None:
         if group not in self.hub_groups:
-            self.hub_groups.add(group)
             await hub().join(group, self)
+            self.hub_groups.add(group)
 
     async def hub_leave(self, group: str) -> None:
         if group in self.hub_groups:

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from axisor.metrics import CONNECTIONS, RESUMES
 from orders.selectors import open_order_snapshots, order_session_alive
@@ -19,7 +20,7 @@ from orders.services import order_session_check
 
 from . import presence, rooms
 from .eventlog import ResumeRefused
-from .hub import HubMember
+from .hub import UNAVAILABLE, HubMember, LayerUnavailable
 from .limits import limiter
 from .protocol import Close, Code, error
 from .publish import dumps, now_iso
@@ -70,7 +71,11 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
             await self.close()  # before accept: the handshake is refused (HTTP 403)
             return
         self.session_pk, self.user = found
-        refusal = await limiter().acquire(self.user.pk, self.user.tier, self.member)
+        try:
+            refusal = await limiter().acquire(self.user.pk, self.user.tier, self.member)
+        except (OSError, RedisError):  # the tier limits live in Redis: cannot admit anyone now
+            await self._unavailable()
+            return
         if refusal is not None:
             self.closing = True
             await self.accept()  # to say why: a refused handshake carries no close code
@@ -83,7 +88,11 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         # Join and take the baseline before accepting: once the client sees the socket open,
         # every later update of its orders reaches it (live ones wait in the inbox until then).
         self.hub_open()
-        await self.hub_join(rooms.user_room(self.user.pk).group)
+        try:
+            await self.hub_join(rooms.user_room(self.user.pk).group)
+        except LayerUnavailable:
+            await self._unavailable()
+            return
         self.stream = PersonalStream(self.user.pk, self._emit)
         await self.stream.baseline()
         self.presence = await presence.join(self.user.pk, "/ws/orders", self.member)
@@ -96,6 +105,10 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         async with self.stream_lock:
             await self._catch_up(params)
         self.inbox.start()
+
+    async def _unavailable(self) -> None:
+        await self.accept()  # to say why: a refused handshake carries no close code
+        await self.fail(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, Close.TRY_AGAIN_LATER)
 
     async def _catch_up(self, params: dict) -> None:
         """``?snapshot=1``: the open orders as they stand; ``?since=N``: every update after N."""

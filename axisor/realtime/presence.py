@@ -94,7 +94,10 @@ class Registry:
         member = f"{endpoint}|{self.pid}|{channel}"
         self.conns[member] = (user_id, endpoint)
         self.ensure_running()
-        await _write_leases([(user_id, member)], time.time() + LEASE_SECONDS)
+        try:
+            await _write_leases([(user_id, member)], time.time() + LEASE_SECONDS)
+        except (OSError, RedisError) as exc:  # the renewal loop writes it once Redis is back
+            logger.warning("presence lease not written: Redis unreachable (%r)", exc)
         return member
 
     async def leave(self, user_id: int, member: str) -> None:

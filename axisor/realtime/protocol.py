@@ -18,6 +18,7 @@ class Close:
     TOO_MANY_CONNECTIONS = 4029  # /ws/orders: tier's concurrent-connection limit
     TOO_MANY_ATTEMPTS = 4030  # /ws/orders: tier's reconnect rate limit
     IDLE_TIMEOUT = 4040  # /ws/orders: nothing heard from the client for too long
+    TRY_AGAIN_LATER = 4013  # the server cannot reach its channel layer (Redis) right now (cf. 1013)
 
 
 class Code:
@@ -33,6 +34,7 @@ class Code:
     ACCESS_REVOKED = "ACCESS_REVOKED"
     DISCONNECTED = "DISCONNECTED"
     SLOW_CONSUMER = "SLOW_CONSUMER"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
 def error(code: str, message: str, **extra) -> dict:

@@ -211,3 +211,36 @@ async def test_daphne_killed_under_500_clients_they_resume_on_the_other(private_
     )
     assert min(after) <= 3 * min(before) + 500
     server_is_clean(b, expected=REDIS_LOST)
+
+
+async def test_socket_opened_while_redis_is_unreachable_is_told_to_retry_then_served(
+    private_redis, tcp_proxy, daphne, make_user, instruments
+):
+    """A socket opened while the process cannot reach Redis cannot be served (it could not receive
+    its events): an error SERVICE_UNAVAILABLE and close 4013 (try again later), on both sockets,
+    never a 1011 or a refused handshake; once Redis is back the same client is served."""
+    import websockets
+
+    from orders.services import order_session_create
+    from tests.hardening.conftest import close_code, open_ws, recv_json
+
+    proxy = tcp_proxy(private_redis.port)
+    server = await asyncio.to_thread(daphne, **env_for(f"redis://127.0.0.1:{proxy.port}/0"))
+    user = await database_sync_to_async(make_user)("r-late")
+    session, secret = await database_sync_to_async(order_session_create)(user=user)
+    orders_url = f"{server.ws}/ws/orders?session={session.session}&token={secret}"
+    proxy.cut()
+    sock = await websockets.connect(f"{server.ws}/ws", additional_headers={"Authorization": f"Bearer {jwt_for(user)}"})
+    answer = await recv_json(sock, 30)
+    assert answer["type"] == "error" and answer["code"] == "SERVICE_UNAVAILABLE", answer
+    assert await close_code(sock, 30) == 4013
+    sock = await websockets.connect(orders_url)
+    assert (await recv_json(sock, 30))["code"] == "SERVICE_UNAVAILABLE"
+    assert await close_code(sock, 30) == 4013
+
+    proxy.restore()
+    sock, _ = await open_ws(server, jwt_for(user))
+    await sock.send('{"type":"list_rooms"}')
+    assert (await recv_json(sock, 30))["type"] == "room_list"
+    await sock.close()
+    server_is_clean(server, expected=("Redis", "redis", "ConnectionError", "presence"))
