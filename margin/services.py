@@ -264,8 +264,6 @@ def _after_close(position: Position, order: Order, now) -> None:
 def position_close(*, position: Position, kind: str = CloseKind.MANUAL, execution=None) -> Order:
     """Close with a MARKET order through the orders service (order updates flow as for any order);
     the position closes when the order fills."""
-    from orders.services import order_place
-
     position = (
         Position.objects.select_for_update(of=("self",)).select_related("instrument", "close_order").get(pk=position.pk)
     )
@@ -276,7 +274,17 @@ def position_close(*, position: Position, kind: str = CloseKind.MANUAL, executio
             f"{position.public_id} already has a close order {position.close_order.order_id} working",
             code="close_pending",
         )
-    order = order_place(
+    order = _closing_order(position)
+    position.close_order, position.close_kind, position.guard_execution = order, kind, execution
+    position.save(update_fields=["close_order", "close_kind", "guard_execution", "updated_at"])
+    return order
+
+
+def _closing_order(position: Position) -> Order:
+    """A MARKET order for the whole position, on the other side, through the orders service."""
+    from orders.services import order_place
+
+    return order_place(
         user=position.user,
         trading_symbol=position.instrument.symbol,
         exchange=None,
@@ -285,9 +293,6 @@ def position_close(*, position: Position, kind: str = CloseKind.MANUAL, executio
         quantity=position.quantity,
         leverage=1,
     )
-    position.close_order, position.close_kind, position.guard_execution = order, kind, execution
-    position.save(update_fields=["close_order", "close_kind", "guard_execution", "updated_at"])
-    return order
 
 
 @transaction.atomic
@@ -295,18 +300,10 @@ def position_liquidate(*, position: Position) -> Order:
     """The venue takes over a position that reached its liquidation price: a MARKET order filled at
     the liquidation price at once (a trade and order updates like any other), the position closed
     with reason ``liquidation`` and a ``margin_guard`` notification."""
-    from orders.services import execution_apply, order_place
+    from orders.services import execution_apply
 
     live = position.close_order if position.close_order_id else None
-    order = order_place(
-        user=position.user,
-        trading_symbol=position.instrument.symbol,
-        exchange=None,
-        order_type="MARKET",
-        transaction_type=Side.SELL if position.side == LONG else Side.BUY,
-        quantity=position.quantity,
-        leverage=1,
-    )
+    order = _closing_order(position)
     Position.objects.filter(pk=position.pk).update(close_order=order, close_kind=CloseKind.LIQUIDATION)
     execution_apply(
         order_id=order.order_id,
