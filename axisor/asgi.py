@@ -13,7 +13,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from axisor.background import BackgroundStarter  # noqa: E402
 from axisor.realtime.origin import allowed_hosts_origin_validator  # noqa: E402
 from axisor.routing import websocket_urlpatterns  # noqa: E402
-from axisor.serving import tune_daphne  # noqa: E402
+from axisor.serving import tune_daphne, tune_gc  # noqa: E402
 
 tune_daphne()
 
@@ -26,3 +26,4 @@ application = BackgroundStarter(
         }
     )
 )
+tune_gc()  # last: what start-up built is frozen out of every collection

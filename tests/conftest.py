@@ -116,11 +116,14 @@ def redis_url() -> str:
 def _close_worker_thread_connections(django_db_setup):
     """Consumers reach the ORM on asgiref's shared sync thread: its connection goes back to the
     pool, and the pool's idle connections are closed, or they would keep the test database from
-    being dropped."""
+    being dropped. So is the connection the /ws connect read keeps per event loop."""
     yield
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
+    from axisor.realtime import startread
+
+    startread.close_all()  # the /ws connect read's own connection, one per event loop that used it
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
     connections.close_all()
     for conn in connections.all():

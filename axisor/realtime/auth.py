@@ -42,10 +42,33 @@ def token_user_id(token) -> str:
 
 def identity_for(token) -> Identity:
     """Sync, reads the database: the token's user, if still active and the token not revoked."""
+    from django.contrib.auth import get_user_model
+    from rest_framework_simplejwt.settings import api_settings
+
     try:
-        user = _jwt.get_user(token)
-    except (InvalidToken, TokenError, AuthenticationFailed) as exc:
-        raise AuthError(_reason(exc)) from None
+        user_id = token[api_settings.USER_ID_CLAIM]
+    except KeyError:
+        raise AuthError("Token contained no recognizable user identification") from None
+    user = get_user_model().objects.filter(**{api_settings.USER_ID_FIELD: user_id}).first()
+    return identity_of(token, user)
+
+
+def identity_of(token, user) -> Identity:
+    """The token's identity, given its user as read (None: no such user). simplejwt's rules for a
+    request (``JWTAuthentication.get_user``), as its settings set them: the user exists, is active
+    when CHECK_USER_IS_ACTIVE, and has not changed its password since the token when
+    CHECK_REVOKE_TOKEN."""
+    from rest_framework_simplejwt.settings import api_settings
+    from rest_framework_simplejwt.utils import get_md5_hash_password
+
+    if user is None:
+        raise AuthError("User not found")
+    if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
+        raise AuthError("User is inactive")
+    if api_settings.CHECK_REVOKE_TOKEN and token.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(
+        user.password
+    ):
+        raise AuthError("The user's password has been changed.")
     exp = token.get("exp")
     expires_at = datetime.fromtimestamp(exp, tz=UTC) if exp else None
     return Identity(user=user, expires_at=expires_at)

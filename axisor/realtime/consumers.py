@@ -22,22 +22,23 @@ from axisor.metrics import CONNECTIONS, RESUMES
 from market.selectors import instrument_symbols_async, snapshot_text_async
 from system.selectors import notices_in_force_texts
 
-from . import presence, rooms
+from . import presence, rooms, startread
 from .auth import (
     AuthError,
     Identity,
     bearer_token,
     check_jwt,
-    identity_for,
+    identity_of,
     token_user_id,
     user_still_allowed,
     validate_jwt,
 )
-from .eventlog import ResumeRefused, last_seq
+from .eventlog import ResumeRefused
 from .hub import UNAVAILABLE, HubMember, LayerUnavailable, hub
 from .protocol import Close, Code, connection, error
 from .publish import dumps, iso, now_iso
 from .ratelimit import InboundLimiter
+from .startread import DB_UNAVAILABLE, DatabaseUnavailable
 from .stream import PersonalStream
 
 logger = logging.getLogger(__name__)
@@ -50,12 +51,14 @@ class NoticesCache:
     """The system notices in force, read once per process and reused while the process's hub has
     held the ``system`` group without a break and heard nothing in it since the read (every notice
     change is announced there), for at most NOTICES_MAX_AGE. A socket joins ``system`` before it
-    asks, so a notice changed after the read reaches it live."""
+    asks, so a notice changed after the read reaches it live. Sockets that ask while a read is
+    under way (a connect storm on a cold process) wait for that read instead of each making one."""
 
     def __init__(self) -> None:
         self.stamp: int | None = None
         self.read_at = 0.0
         self.texts: list[str] = []
+        self.pending: tuple[int | None, asyncio.Future] | None = None
 
     def get(self) -> list[str] | None:
         fresh = time.monotonic() - self.read_at < NOTICES_MAX_AGE
@@ -63,36 +66,46 @@ class NoticesCache:
             return self.texts
         return None
 
-    def stamp_now(self) -> int | None:
-        return hub().stamps.get(SYSTEM_GROUP)
+    async def current(self) -> list[str]:
+        cached = self.get()
+        if cached is not None:
+            return cached
+        stamp = hub().stamps.get(SYSTEM_GROUP)
+        pending = self.pending
+        if (
+            pending is None
+            or pending[0] != stamp  # a notice changed since that read began: it may miss it
+            or pending[1].done()
+            or pending[1].get_loop() is not asyncio.get_running_loop()
+        ):
+            pending = self.pending = (stamp, asyncio.ensure_future(self._read(stamp)))
+        return await asyncio.shield(pending[1])
 
-    def put(self, stamp: int | None, texts: list[str], read_at: float) -> None:
+    async def _read(self, stamp: int | None) -> list[str]:
+        read_at = time.monotonic()
+        texts = await _notices_read()
         self.stamp, self.texts, self.read_at = stamp, texts, read_at
+        return texts
 
 
 _notices = NoticesCache()
+_notices_read = database_sync_to_async(notices_in_force_texts)
 SYSTEM_GROUP = rooms.system_room().group
 
 
-def _connection_start(token, notices: bool) -> tuple[Identity, int, list[str] | None]:
-    """What a new /ws connection needs, in one trip to the database: who the token's user is
-    (AuthError if no longer allowed), the latest seq of its stream, and (unless cached) the notices
-    in force."""
-    identity = identity_for(token)
-    return identity, last_seq(identity.user.pk), notices_in_force_texts() if notices else None
-
-
-_connection_start_async = database_sync_to_async(_connection_start)
-
-
-async def connection_start(token) -> tuple[Identity, int, list[str]]:
-    cached = _notices.get()
-    stamp, read_at = _notices.stamp_now(), time.monotonic()
-    identity, baseline, texts = await _connection_start_async(token, cached is None)
-    if texts is None:
-        return identity, baseline, cached
-    _notices.put(stamp, texts, read_at)
-    return identity, baseline, texts
+async def connection_start(token, user_id: int) -> tuple[Identity, int, list[str]]:
+    """What a new /ws connection needs: who the token's user is (AuthError if no longer allowed),
+    the latest seq of its stream (one statement, startread), and the notices in force (cached per
+    process). Raises DatabaseUnavailable when the database cannot answer."""
+    try:
+        notices = _notices.get()
+        if notices is None:
+            (user, baseline), notices = await asyncio.gather(startread.user_row(user_id), _notices.current())
+        else:
+            user, baseline = await startread.user_row(user_id)
+    except startread.DATABASE_ERRORS as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    return identity_of(token, user), baseline, notices
 
 
 class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
@@ -114,7 +127,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.presence: str | None = None
         self.stream: PersonalStream | None = None
         await self.accept()
-        self.hub_open()
+        self.hub_open(hold=True)
         CONNECTIONS.labels("/ws").inc()
         token = bearer_token(self.scope)
         if token is not None:
@@ -156,14 +169,15 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         until the stream starts)."""
         token = validate_jwt(raw)
         try:
-            claimed = [rooms.user_room(token_user_id(token)), rooms.system_room()]
+            user_id = int(token_user_id(token))
+            claimed = [rooms.user_room(user_id), rooms.system_room()]
         except (KeyError, ValueError):
             raise AuthError("token has no valid user id") from None
         for room in claimed:
             await self._join(room)
         try:
-            identity, baseline, notices = await connection_start(token)
-        except AuthError:
+            identity, baseline, notices = await connection_start(token, user_id)
+        except (AuthError, DatabaseUnavailable):
             for room in claimed:
                 del self.joined[room.name]
                 await self.hub_leave(room.group)
@@ -205,6 +219,9 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         except LayerUnavailable:
             await self.fail(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, Close.TRY_AGAIN_LATER)
             return
+        except DatabaseUnavailable:
+            await self.fail(Code.SERVICE_UNAVAILABLE, DB_UNAVAILABLE, Close.TRY_AGAIN_LATER)
+            return
         if not first and identity.user.pk != self.user.pk:
             await self.fail(Code.AUTHENTICATION_FAILED, "token belongs to another user", Close.AUTHENTICATION_FAILED)
             return
@@ -228,6 +245,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         if first:
             for notice in notices:
                 self.write(notice, "system")
+            self.release()  # what the user's and system rooms carried since joining: after the notices read
             if since is not None:
                 await self._resume(since)
             self.inbox.start()

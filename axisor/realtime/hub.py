@@ -249,7 +249,10 @@ class HubMember:
 
     channel_layer_alias = None  # no per-socket layer channel: no SUBSCRIBE per connection
 
-    def hub_open(self) -> None:
+    def hub_open(self, *, hold: bool = False) -> None:
+        """With ``hold``, room messages wait until ``release()``: a socket joins its rooms before
+        its first message (``connection``) is written, and nothing may come before that."""
+        self.held: list[dict] | None = [] if hold else None
         self.outbox = Outbox(self._write_now, self.base_send, self._too_slow)
         self.inbox = Inbox(self._handle_personal, self._too_slow)
         self.stream_lock = asyncio.Lock()
@@ -286,6 +289,15 @@ class HubMember:
         if message.get("personal") or message.get("type") in (ACCESS_CHANGED, RECONNECTED):
             self.inbox.put(message)
         elif self.wants(message["channel"]):
+            if self.held is not None:
+                self.held.append(message)
+            else:
+                self.write(message["text"], message["channel"], message.get("key"))
+
+    def release(self) -> None:
+        """Write the room messages held since ``hub_open(hold=True)``, and stop holding."""
+        held, self.held = self.held or [], None
+        for message in held:
             self.write(message["text"], message["channel"], message.get("key"))
 
     def wants(self, channel: str) -> bool:

@@ -11,8 +11,9 @@ T = TypeVar("T")
 
 
 class PerLoop(Generic[T]):
-    def __init__(self, make: Callable[[asyncio.AbstractEventLoop], T]) -> None:
+    def __init__(self, make: Callable[[asyncio.AbstractEventLoop], T], drop: Callable[[T], None] | None = None) -> None:
         self.make = make
+        self.drop = drop  # called with the object of a loop found closed, as it is let go
         self.by_loop: dict[asyncio.AbstractEventLoop, T] = {}
 
     def __call__(self) -> T:
@@ -21,7 +22,9 @@ class PerLoop(Generic[T]):
         found = self.by_loop.get(loop)
         if found is None:
             for old in [lp for lp in self.by_loop if lp.is_closed()]:
-                del self.by_loop[old]
+                dropped = self.by_loop.pop(old)
+                if self.drop is not None:
+                    self.drop(dropped)
             found = self.by_loop[loop] = self.make(loop)
         return found
 

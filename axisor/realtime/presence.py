@@ -84,21 +84,41 @@ class Registry:
         self.task: asyncio.Task | None = None
         self.stopping = asyncio.Event()
         self.last_renew = 0.0
+        self.joining: list[tuple[int, str, asyncio.Future]] = []  # leases for the next write
+        self.join_writer: asyncio.Task | None = None
 
     def ensure_running(self) -> None:
         if (self.task is None or self.task.done()) and not self.stopping.is_set():
             self.task = asyncio.ensure_future(self._run())
 
     async def join(self, user_id: int, endpoint: str, channel: str) -> str:
-        """Register an authenticated connection; returns its member name for ``leave``."""
+        """Register an authenticated connection; returns its member name for ``leave`` once its
+        lease is written. Leases of connections that join while a write is under way go together
+        in the next one (a connect storm costs a pipeline per round trip, not one per socket)."""
         member = f"{endpoint}|{self.pid}|{channel}"
         self.conns[member] = (user_id, endpoint)
         self.ensure_running()
-        try:
-            await _write_leases([(user_id, member)], time.time() + LEASE_SECONDS)
-        except (OSError, RedisError) as exc:  # the renewal loop writes it once Redis is back
-            logger.warning("presence lease not written: Redis unreachable (%r)", exc)
+        written = asyncio.get_running_loop().create_future()
+        self.joining.append((user_id, member, written))
+        if self.join_writer is None or self.join_writer.done():
+            self.join_writer = asyncio.ensure_future(self._write_joins())
+        await asyncio.shield(written)
         return member
+
+    async def _write_joins(self) -> None:
+        while self.joining:
+            batch, self.joining = self.joining, []
+            try:
+                await _write_leases([(user_id, member) for user_id, member, _ in batch], time.time() + LEASE_SECONDS)
+            except (OSError, RedisError) as exc:  # the renewal loop writes them once Redis is back
+                logger.warning(
+                    "presence lease not written for %d connection(s): Redis unreachable (%r)", len(batch), exc
+                )
+            except Exception:  # the renewal loop retries; no join may wait forever
+                logger.exception("presence lease write failed for %d connection(s)", len(batch))
+            for *_, written in batch:
+                if not written.done():
+                    written.set_result(None)
 
     async def leave(self, user_id: int, member: str) -> None:
         self.conns.pop(member, None)

@@ -91,6 +91,96 @@ async def test_token_of_inactive_user_is_refused(make_user):
     assert await closed_with(comm) == 4001
 
 
+async def test_sockets_opening_together_each_get_their_own_user_and_baseline(make_user):
+    """Connect reads asked for together share one statement (startread): each socket still gets its
+    own user and seq baseline, and each of simplejwt's refusals applies to its own token only."""
+    import asyncio
+
+    from accounts.services import account_upsert
+
+    users = [await database_sync_to_async(make_user)(f"storm{i}") for i in range(4)]
+    for i, user in enumerate(users):
+        for n in range(i):  # user i has i events: baseline i
+            await personal_event(user.pk, "notifications", f"{i}.{n}")
+    tokens = [jwt_for(user) for user in users]
+    inactive = await database_sync_to_async(make_user)("storm-inactive")
+    inactive_token = jwt_for(inactive)
+    inactive.is_active = False
+    await database_sync_to_async(inactive.save)()
+    moved = await database_sync_to_async(make_user)("storm-moved")
+    moved_token = jwt_for(moved)
+    await database_sync_to_async(account_upsert)(username="storm-moved", password="a-new-password-1", tier="basic")
+    gone = await database_sync_to_async(make_user)("storm-gone")
+    gone_token = jwt_for(gone)
+    await database_sync_to_async(gone.delete)()
+
+    good = [ws(token=t) for t in tokens + tokens[:2]]  # two users with a second socket each
+    bad = [ws(token=t) for t in (inactive_token, moved_token, gone_token)]
+    await asyncio.gather(*(comm.connect() for comm in good + bad))
+    hellos = await asyncio.gather(*(comm.receive_json_from(timeout=10) for comm in good))
+    for hello, user in zip(hellos, users + users[:2], strict=True):
+        assert hello["type"] == "connection" and hello["userId"] == str(user.pk), hello
+        assert hello["lastSeq"] == users.index(user), hello
+    for comm, reason in zip(bad, ("inactive", "password", "not found"), strict=True):
+        err = await comm.receive_json_from(timeout=10)
+        assert err["code"] == "AUTHENTICATION_FAILED" and reason in err["message"], err
+        assert await closed_with(comm) == 4001
+    for comm in good:
+        await comm.disconnect()
+
+
+async def test_room_value_arriving_while_the_socket_authenticates_comes_after_connection(user, monkeypatch):
+    """The socket joins its user's room before its connect read; a value published on that room in
+    between (a position update) waits until `connection`, which is always the first message."""
+    import asyncio
+
+    from axisor.realtime import startread
+    from axisor.realtime.hub import hub
+
+    read = startread.user_row
+    group = user_room(user.pk).group
+    text = dumps({"type": "position_status_update", "channel": "positions", "data": {"marker": "early"}})
+
+    async def read_after_a_value(user_id):
+        before = hub().stamps[group]  # the socket is in the room: the process's hub holds the group
+        message = {"type": "event.message", "channel": "positions", "personal": False, "text": text}
+        await get_channel_layer().group_send(group, {**message, "group": group})
+        async with asyncio.timeout(5):
+            while hub().stamps[group] == before:  # noqa: ASYNC110 - the hub bumps it on delivery
+                await asyncio.sleep(0.01)
+        return await read(user_id)
+
+    monkeypatch.setattr(startread, "user_row", read_after_a_value)
+    comm, hello = await connected(jwt_for(user))
+    assert hello["type"] == "connection"
+    value = await comm.receive_json_from(timeout=5)
+    assert value["type"] == "position_status_update" and value["data"]["marker"] == "early", value
+    await comm.disconnect()
+
+
+async def test_connect_read_survives_its_connection_being_cut(user):
+    """The process's connect-read connection killed by the server (a restart, a proxy timeout):
+    the next socket's read is retried on a fresh connection and succeeds."""
+    from axisor.realtime import startread
+
+    comm, _ = await connected(jwt_for(user))
+    await comm.disconnect()
+    reader = startread._readers()
+    pid = reader.conn.info.backend_pid
+    await database_sync_to_async(_terminate_backend)(pid)
+    comm, hello = await connected(jwt_for(user))
+    assert hello["userId"] == str(user.pk)
+    assert reader.conn.info.backend_pid != pid
+    await comm.disconnect()
+
+
+def _terminate_backend(pid: int) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
 @pytest.mark.parametrize("first", [{"type": "subscribe", "channel": "system"}, "not json", {"no": "type"}])
 async def test_any_other_message_before_auth_closes_4001(user, first):
     comm = ws()

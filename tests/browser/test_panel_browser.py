@@ -16,6 +16,7 @@ import pytest
 import websocket
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -70,20 +71,23 @@ def staff(make_user):
 
 def log_in(driver, server, staff) -> None:
     driver.get(f"{server.http}/panel/")
-    WebDriverWait(driver, WAIT).until(EC.url_contains("/panel/login"))
+    waiting(driver).until(EC.url_contains("/panel/login"))
     driver.find_element(By.ID, "id_username").send_keys(staff.username)
     driver.find_element(By.ID, "id_password").send_keys(PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    WebDriverWait(driver, WAIT).until(EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Dashboard"))
+    waiting(driver).until(EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Dashboard"))
     live(driver)
     staff.refresh_from_db()  # the server upgraded the cheap test hash at login: later JWTs carry the new one
 
 
+def waiting(driver) -> WebDriverWait:
+    """A wait that polls again when the live page replaced the element it was reading."""
+    return WebDriverWait(driver, WAIT, ignored_exceptions=(StaleElementReferenceException,))
+
+
 def live(driver) -> None:
     """Wait until the page's socket is connected (authenticated with its minted token)."""
-    WebDriverWait(driver, WAIT).until(
-        EC.text_to_be_present_in_element_attribute((By.ID, "live"), "data-state", "connected")
-    )
+    waiting(driver).until(EC.text_to_be_present_in_element_attribute((By.ID, "live"), "data-state", "connected"))
 
 
 def visit(driver, server, path: str) -> None:
@@ -125,21 +129,21 @@ def test_staff_log_in_and_see_a_connection_appear_on_the_dashboard(browser, serv
     trader = make_user("trader", tier="premium")
     log_in(browser, server, staff)
     ws_total = (By.CSS_SELECTOR, '#endpoint-totals [data-endpoint="/ws"]')
-    WebDriverWait(browser, WAIT).until(text_is(ws_total, "1"))  # the panel's own socket
-    WebDriverWait(browser, WAIT).until(text_is((By.CSS_SELECTOR, '#room-totals [data-room="admin"]'), "1"))
+    waiting(browser).until(text_is(ws_total, "1"))  # the panel's own socket
+    waiting(browser).until(text_is((By.CSS_SELECTOR, '#room-totals [data-room="admin"]'), "1"))
 
     sock = client_socket(server, trader)
     try:
-        WebDriverWait(browser, WAIT).until(text_is(ws_total, "2"))
+        waiting(browser).until(text_is(ws_total, "2"))
         # this server's row (a process an earlier test killed may linger until its lease runs out)
         row = f'#processes tbody tr[data-process$=":{server.proc.pid}"]'
-        WebDriverWait(browser, WAIT).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="ws"]'), "2"))
-        WebDriverWait(browser, WAIT).until(text_is((By.CSS_SELECTOR, '[data-check="database"]'), "ok"))
+        waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="ws"]'), "2"))
+        waiting(browser).until(text_is((By.CSS_SELECTOR, '[data-check="database"]'), "ok"))
         assert browser.find_element(By.CSS_SELECTOR, '[data-check="channelLayer"]').text == "ok"
         screenshot(browser, "dashboard")
     finally:
         sock.close()
-    WebDriverWait(browser, WAIT).until(text_is(ws_total, "1"))
+    waiting(browser).until(text_is(ws_total, "1"))
 
 
 def test_compose_a_notification_and_the_client_receives_it(browser, server, staff, make_user):
@@ -157,12 +161,12 @@ def test_compose_a_notification_and_the_client_receives_it(browser, server, staf
 
         received = receive_type(sock, "in_app_notification")
         assert received["data"]["title"] == "Desk message" and received["data"]["type"] == "success"
-        WebDriverWait(browser, WAIT).until(
+        waiting(browser).until(
             EC.text_to_be_present_in_element((By.CSS_SELECTOR, ".messages"), "Sent 1 notification(s).")
         )
         badge = f'#notifications tr[data-notification="{received["data"]["id"]}"] [data-method="in_app"]'
         # the delivery worker sees the trader online and marks it delivered; the row follows live
-        WebDriverWait(browser, WAIT).until(text_is((By.CSS_SELECTOR, badge), "in_app: delivered"))
+        waiting(browser).until(text_is((By.CSS_SELECTOR, badge), "in_app: delivered"))
         screenshot(browser, "notifications")
 
         # a form error is shown beside its field and sends nothing
@@ -170,7 +174,7 @@ def test_compose_a_notification_and_the_client_receives_it(browser, server, staf
         browser.find_element(By.ID, "id_title").send_keys("x")
         browser.find_element(By.ID, "id_message").send_keys("x")
         browser.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
-        WebDriverWait(browser, WAIT).until(
+        waiting(browser).until(
             EC.text_to_be_present_in_element((By.CSS_SELECTOR, "small.error"), "No active user with this name.")
         )
         screenshot(browser, "notifications-error")
@@ -187,7 +191,7 @@ def test_order_status_changes_live_in_the_blotter(browser, server, staff, make_u
     status, order = call("POST", f"{server.http}/api/orders", body, token=jwt_for(trader))
     assert status == 201, order
     row = f'#orders tr[data-order="{order["orderId"]}"]'
-    WebDriverWait(browser, WAIT).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "PENDING"))
+    waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "PENDING"))
 
     def execution(kind: str, exec_id: str, **extra) -> None:
         report = {"orderId": order["orderId"], "execId": exec_id, "type": kind, **extra}
@@ -195,13 +199,13 @@ def test_order_status_changes_live_in_the_blotter(browser, server, staff, make_u
         assert status == 200 and answer["applied"], answer
 
     execution("fill", "venue-1", quantity=4, price=625.5)
-    WebDriverWait(browser, WAIT).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="filledQuantity"]'), "4"))
-    assert browser.find_element(By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]').text == "OPEN"
-    assert browser.find_element(By.CSS_SELECTOR, f'{row} [data-col="averagePrice"]').text == "625.5"
+    waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="filledQuantity"]'), "4"))
+    waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "OPEN"))
+    waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="averagePrice"]'), "625.5"))
     execution("fill", "venue-2", quantity=6, price=625.0)
-    WebDriverWait(browser, WAIT).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "COMPLETE"))
-    assert browser.find_element(By.CSS_SELECTOR, f'{row} [data-col="filledQuantity"]').text == "10"
-    assert browser.find_element(By.CSS_SELECTOR, f'{row} [data-col="averagePrice"]').text == "625.2"
+    waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "COMPLETE"))
+    waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="filledQuantity"]'), "10"))
+    waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="averagePrice"]'), "625.2"))
     assert not browser.find_elements(By.CSS_SELECTOR, f"{row} .actions form")  # nothing left to cancel
 
     # staff cancel from the blotter: a second order, accepted, cancelled with the row's button
@@ -210,11 +214,11 @@ def test_order_status_changes_live_in_the_blotter(browser, server, staff, make_u
     second = order
     execution("accept", "venue-3")
     row = f'#orders tr[data-order="{second["orderId"]}"]'
-    WebDriverWait(browser, WAIT).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "OPEN"))
+    waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "OPEN"))
     screenshot(browser, "orders")
     browser.find_element(By.CSS_SELECTOR, f'{row} form[action$="/cancel"] button').click()
-    WebDriverWait(browser, WAIT).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, ".messages"), "cancelled"))
-    WebDriverWait(browser, WAIT).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "CANCELLED"))
+    waiting(browser).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, ".messages"), "cancelled"))
+    waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "CANCELLED"))
 
 
 def test_every_page_live_and_screenshotted(browser, server, staff, make_user):
@@ -232,12 +236,14 @@ def test_every_page_live_and_screenshotted(browser, server, staff, make_user):
             token=jwt_for(trader),
         )
         assert status == 201
-        WebDriverWait(browser, WAIT).until(
+        waiting(browser).until(
             text_is((By.CSS_SELECTOR, "#stream tbody tr[data-type] td:nth-child(2)"), "order_update")
         )
-        assert order["orderId"] in browser.find_element(By.CSS_SELECTOR, "#stream tbody tr td.detail").text
+        waiting(browser).until(
+            EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#stream tbody tr td.detail"), order["orderId"])
+        )
         browser.find_element(By.ID, "pause").click()
-        WebDriverWait(browser, WAIT).until(EC.text_to_be_present_in_element((By.ID, "stream-state"), "Paused"))
+        waiting(browser).until(EC.text_to_be_present_in_element((By.ID, "stream-state"), "Paused"))
         status, _ = call(
             "POST",
             f"{server.http}/api/notifications",
@@ -245,7 +251,7 @@ def test_every_page_live_and_screenshotted(browser, server, staff, make_user):
             token=jwt_for(staff),
         )
         assert status == 201
-        WebDriverWait(browser, WAIT).until(EC.text_to_be_present_in_element((By.ID, "held"), "waiting"))
+        waiting(browser).until(EC.text_to_be_present_in_element((By.ID, "held"), "waiting"))
         assert "in_app_notification" not in browser.find_element(By.ID, "stream").text  # held, not shown
         browser.find_element(By.ID, "f-type").send_keys("notification")
         browser.find_element(By.ID, "pause").click()
@@ -254,7 +260,7 @@ def test_every_page_live_and_screenshotted(browser, server, staff, make_user):
             rows = driver.find_elements(By.CSS_SELECTOR, "#stream tbody tr[data-type]")
             return [r.get_attribute("data-type") for r in rows if r.is_displayed()]
 
-        WebDriverWait(browser, WAIT).until(lambda d: "in_app_notification" in visible_types(d))
+        waiting(browser).until(lambda d: "in_app_notification" in visible_types(d))
         assert all("notification" in t for t in visible_types(browser))  # the filter hides order_update
         screenshot(browser, "events")
 
@@ -265,9 +271,7 @@ def test_every_page_live_and_screenshotted(browser, server, staff, make_user):
         browser.find_element(By.ID, "svc_message").send_keys("Delayed quotes")
         browser.find_element(By.CSS_SELECTOR, 'form[action$="/system/status"] button').click()
         assert receive_type(sock, "service_status_update")["data"]["status"] == "degraded"
-        WebDriverWait(browser, WAIT).until(
-            EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#in-force"), "market-data degraded")
-        )
+        waiting(browser).until(EC.text_to_be_present_in_element((By.CSS_SELECTOR, "#in-force"), "market-data degraded"))
         screenshot(browser, "system")
 
         # market: a tick posted to the server moves the price on the page
@@ -279,7 +283,7 @@ def test_every_page_live_and_screenshotted(browser, server, staff, make_user):
             token=jwt_for(staff),
         )
         assert status == 202
-        WebDriverWait(browser, WAIT).until(
+        waiting(browser).until(
             text_is((By.CSS_SELECTOR, '#market tr[data-symbol="BTC_USD"] [data-col="price"]'), "50123.5")
         )
         assert "No margin-guard executions" in browser.find_element(By.ID, "guard").text
@@ -288,16 +292,16 @@ def test_every_page_live_and_screenshotted(browser, server, staff, make_user):
         visit(browser, server, "/panel/users")
         screenshot(browser, "users")
         visit(browser, server, f"/panel/users/{trader.pk}")
-        WebDriverWait(browser, WAIT).until(text_is((By.CSS_SELECTOR, '#connections [data-endpoint="/ws"]'), "1"))
+        waiting(browser).until(text_is((By.CSS_SELECTOR, '#connections [data-endpoint="/ws"]'), "1"))
         screenshot(browser, "user")
         browser.find_element(By.CSS_SELECTOR, 'form input[name="endpoint"][value="/ws"] + button').click()
         assert receive_type(sock, "error")["code"] == "DISCONNECTED"
-        WebDriverWait(browser, WAIT).until(text_is((By.CSS_SELECTOR, '#connections [data-endpoint="/ws"]'), "0"))
+        waiting(browser).until(text_is((By.CSS_SELECTOR, '#connections [data-endpoint="/ws"]'), "0"))
 
         # every page visited before closed its socket on leaving: only this page's is left
         visit(browser, server, "/panel/")
         ws_total = (By.CSS_SELECTOR, '#endpoint-totals [data-endpoint="/ws"]')
-        WebDriverWait(browser, WAIT).until(text_is(ws_total, "1"))
+        waiting(browser).until(text_is(ws_total, "1"))
         screenshot(browser, "dashboard-after")
     finally:
         sock.close()

@@ -13,8 +13,9 @@ import time
 
 import psycopg
 import pytest
+import websockets
 
-from tests.hardening.conftest import ROOT, rest, server_is_clean
+from tests.hardening.conftest import ROOT, close_code, open_ws, recv_json, rest, server_is_clean
 
 DOWN_SECONDS = float(os.environ.get("HARDENING_PG_DOWN_SECONDS", "5"))
 PASSWORD = "trader-pass-123"
@@ -90,10 +91,18 @@ async def test_postgres_restart_during_order_traffic_fails_cleanly_and_leaves_no
                     assert status in (200, 409, 503), (status, answer, label, method)
 
     traders = [asyncio.ensure_future(trader(t, n)) for n, t in enumerate(tokens)]
+    sock, _ = await open_ws(server, tokens[0])  # the process's /ws connect read has its connection
+    await sock.close()
     await asyncio.sleep(4)
     phase["name"] = "down"
     await asyncio.to_thread(pg.stop, "fast")  # a restart: every connection is cut
-    await asyncio.sleep(DOWN_SECONDS)
+    down_at = time.monotonic()
+    # A /ws socket opened meanwhile is told why and closed "try again later", like a REST call's 503.
+    sock = await websockets.connect(f"{server.ws}/ws", additional_headers={"Authorization": f"Bearer {tokens[1]}"})
+    answer = await recv_json(sock, 10)
+    assert answer["type"] == "error" and answer["code"] == "SERVICE_UNAVAILABLE", answer
+    assert await close_code(sock, 10) == 4013
+    await asyncio.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - down_at)))
     await asyncio.to_thread(pg.start)
     phase["name"] = "after"
     started = time.monotonic()
@@ -101,6 +110,9 @@ async def test_postgres_restart_during_order_traffic_fails_cleanly_and_leaves_no
         assert time.monotonic() - started < 30, f"no recovery: {seen}"
         await asyncio.sleep(0.1)  # traffic is running; wait for it to succeed again
     recovered = time.monotonic() - started
+    sock, hello = await open_ws(server, tokens[1])  # the connect read is on a fresh connection
+    assert hello["status"] == "connected"
+    await sock.close()
     stop.set()
     await asyncio.gather(*traders)
     await asyncio.sleep(2)  # the venue's next steps fill what it accepted
