@@ -66,7 +66,13 @@ def tune_daphne() -> None:
             self.transport.pauseProducing()
             _resume_when_drained(self)
 
+    def connectionMade(self):
+        connection_made(self)
+        eager_writes(self.transport)
+
     on_message = WebSocketProtocol.onMessage
+    connection_made = WebSocketProtocol.connectionMade
+    WebSocketProtocol.connectionMade = connectionMade
     WebSocketProtocol._axisor_paused = False
     WebSocketProtocol.onMessage = onMessage
     write_access = AccessLogGenerator.write_entry
@@ -77,32 +83,90 @@ def tune_daphne() -> None:
     _lazy_autobahn_config_log()
 
 
-class _Pretty:
-    """pprint.pformat(value), computed only if the log line that holds it is written."""
+def eager_writes(transport) -> bool:
+    """Send each write to a plain TCP transport at once when nothing waits in its buffer.
 
-    __slots__ = ("value",)
+    Twisted buffers every write and sends it on the next turn of the reactor (twisted#5303). A
+    broadcast to 5,000 sockets then sends nothing until all 5,000 frames are queued, and pays an
+    epoll registration and a callback per socket on top. Here a write goes straight to the
+    socket, as asyncio's transports do; what the kernel does not take (a slow reader), and every
+    write while anything is buffered, takes Twisted's path, so order and back-pressure hold.
+    Nagle is off, as asyncio has it, or a second small frame waits for the first one's ACK.
+    Returns whether it was installed (not on TLS or any other kind of transport)."""
+    from twisted.internet import tcp
 
-    def __init__(self, value) -> None:
-        self.value = value
+    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False) or "write" in vars(transport):
+        return False
+    buffered = transport.write
+    sock = transport.socket
+
+    def write(data: bytes) -> None:
+        t = transport
+        if (
+            t._tempDataLen
+            or len(t.dataBuffer) > t.offset
+            or t.disconnecting
+            or t._writeDisconnecting
+            or t._writeDisconnected
+            or not t.connected
+        ):
+            buffered(data)
+            return
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            buffered(data)  # Twisted's own write meets the error and closes the connection its way
+            return
+        if sent < len(data):
+            buffered(data[sent:])
+
+    transport.write = write
+    transport.setTcpNoDelay(True)
+    return True
+
+
+class _Lazy:
+    """``fn(*args, **kwargs)``, computed only if the log line that holds it is written."""
+
+    __slots__ = ("args", "fn", "kwargs")
+
+    def __init__(self, fn, args, kwargs) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
 
     def __str__(self) -> str:
-        from pprint import pformat
-
-        return pformat(self.value)
+        return str(self.fn(*self.args, **self.kwargs))
 
     def __format__(self, spec: str) -> str:
         return format(str(self), spec)
 
 
+def _lazily(fn):
+    def deferred(*args, **kwargs) -> _Lazy:
+        return _Lazy(fn, args, kwargs)
+
+    deferred._axisor_lazy = True
+    return deferred
+
+
 def _lazy_autobahn_config_log() -> None:
-    """autobahn pretty-prints its whole option table for a debug line on every new WebSocket,
-    logged or not: ~6 % of the CPU of a connect storm. Make it lazy."""
+    """autobahn builds the arguments of its debug lines whether or not they are written: it
+    pretty-prints its whole option table for every new WebSocket (~6 % of a connect storm's CPU)
+    and colours names and sizes with click for every frame it sends (~15 % of a broadcast's).
+    Make them lazy."""
     try:
+        from pprint import pformat
+
         from autobahn.websocket import protocol
     except ImportError:
         return
-    if getattr(protocol, "pformat", None) is not None:
-        protocol.pformat = _Pretty
+    if getattr(protocol, "pformat", None) is not None and not hasattr(protocol.pformat, "_axisor_lazy"):
+        protocol.pformat = _lazily(pformat)
+    for name in ("hltype", "hlval"):
+        fn = getattr(protocol, name, None)
+        if fn is not None and not hasattr(fn, "_axisor_lazy"):
+            setattr(protocol, name, _lazily(fn))
 
 
 def _resume_when_drained(protocol) -> None:

@@ -144,21 +144,62 @@ def transport_backlog(send) -> int | None:
     return buffered + getattr(transport, "_tempDataLen", 0)
 
 
+def direct_sender(base_send) -> Callable[[str], None] | None:
+    """A synchronous write of one text frame to the socket behind daphne's ``send``: what
+    ``await send({"type": "websocket.send", "text": ...})`` does, checks included, without a task
+    per write. None under any other server."""
+    protocol = getattr(base_send, "args", (None,))[0]
+    connections = getattr(getattr(getattr(base_send, "func", None), "__self__", None), "connections", None)
+    if protocol is None or not isinstance(connections, dict) or not hasattr(protocol, "handle_reply"):
+        return None
+
+    def send(text: str) -> None:
+        # Never raises into the hub's pass over a room: a socket already closing gets nothing more
+        # (what it missed of its personal stream, it resumes).
+        details = connections.get(protocol)
+        if details is not None and not details.get("disconnected") and protocol.state == protocol.STATE_OPEN:
+            protocol.handle_reply({"type": "websocket.send", "text": text})
+
+    return send
+
+
+_delivered: dict[str, object] = {}
+
+
+def count_delivered(channel: str) -> None:
+    child = _delivered.get(channel)
+    if child is None:
+        child = _delivered[channel] = DELIVERED.labels(channel)
+    child.inc()
+
+
 class Outbox:
-    """One connection's waiting room events and the task that writes them in order."""
+    """One connection's room events on their way to the socket, in order.
+
+    An event is written at once, synchronously, while nothing waits before it and the socket keeps
+    up (a broadcast is one pass over the room's sockets, as ``websockets.broadcast`` does). Else it
+    waits here for a writer task that exists only while events wait: room events that carry a
+    ``key`` (market data) conflate — a newer update replaces the one still waiting — and the writer
+    holds back while the socket has more than ``SLOW_BYTES`` unsent.
+    """
 
     _ids = itertools.count()
 
     def __init__(self, send_text, base_send, on_slow) -> None:
         self.send_text = send_text
         self.base_send = base_send
+        self.send_now = direct_sender(base_send)
         self.on_slow = on_slow
-        self.waiting: dict[object, str] = {}
+        self.waiting: dict[object, tuple[str, str]] = {}
         self.must_send = 0
-        self.wake = asyncio.Event()
-        self.task = asyncio.ensure_future(self._write())
+        self.task: asyncio.Task | None = None
 
     def put(self, text: str, key: str | None, channel: str = "") -> None:
+        if self.task is None and self.send_now is not None and self._keeps_up():  # no writer: nothing waits
+            self.send_now(text)
+            if channel:
+                count_delivered(channel)
+            return
         if key is None:
             if self.must_send >= MAX_WAITING:
                 self.on_slow()
@@ -168,15 +209,19 @@ class Outbox:
         elif key in self.waiting:
             CONFLATED.labels("connection").inc()
         self.waiting[key] = (channel, text)  # a conflated key keeps its place and takes the newest text
-        self.wake.set()
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._write())
 
     def close(self) -> None:
-        self.task.cancel()
+        if self.task is not None:
+            self.task.cancel()
+
+    def _keeps_up(self) -> bool:
+        backlog = transport_backlog(self.base_send)
+        return backlog is None or backlog <= SLOW_BYTES
 
     async def _write(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
+        try:
             while self.waiting:
                 await self._wait_for_socket()
                 key = next(iter(self.waiting))
@@ -185,11 +230,13 @@ class Outbox:
                     self.must_send -= 1
                 await self.send_text(text)
                 if channel:
-                    DELIVERED.labels(channel).inc()
+                    count_delivered(channel)
+        finally:
+            self.task = None
 
     async def _wait_for_socket(self) -> None:
         held = 0.0
-        while (backlog := transport_backlog(self.base_send)) is not None and backlog > SLOW_BYTES:
+        while not self._keeps_up():
             if self.must_send and held >= SLOW_SECONDS:
                 self.on_slow()
                 raise asyncio.CancelledError

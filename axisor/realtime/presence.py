@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 LEASE_SECONDS: float = settings.AXISOR_PRESENCE["LEASE_SECONDS"]
 STATS_SECONDS: float = settings.AXISOR_PRESENCE["STATS_SECONDS"]
+LEASE_CHUNK = 500  # users whose leases go in one pipeline
 ENDPOINTS = ("/ws", "/ws/orders")
 
 
@@ -213,16 +214,26 @@ async def _write_leases(conns: list[tuple[int, str]], expires: float, process: t
         if process is not None:
             _memory_procs[process[0]] = (expires, process[1])
         return
-    async with redis_client().pipeline(transaction=False) as pipe:
-        for user_id, member in conns:
-            pipe.zadd(_user_key(user_id), {member: expires})
-            pipe.expire(_user_key(user_id), ttl)
-            pipe.zadd(_online_key(), {str(user_id): expires})
-        if process is not None:
-            pid, stats = process
-            pipe.zadd(_procs_key(), {pid: expires})
-            pipe.set(_proc_key(pid), json.dumps(stats), ex=ttl)
-        await pipe.execute()
+    by_user: dict[int, dict[str, float]] = {}
+    for user_id, member in conns:
+        by_user.setdefault(user_id, {})[member] = expires
+    users = list(by_user.items())
+    client = redis_client()
+    # A pipeline per LEASE_CHUNK users: packing and parsing 10,000 commands at once would hold the
+    # event loop (and every socket's next event) for a tenth of a second.
+    for start in range(0, max(len(users), 1), LEASE_CHUNK):
+        chunk = users[start : start + LEASE_CHUNK]
+        async with client.pipeline(transaction=False) as pipe:
+            for user_id, members in chunk:
+                pipe.zadd(_user_key(user_id), members)
+                pipe.expire(_user_key(user_id), ttl)
+            if chunk:
+                pipe.zadd(_online_key(), {str(user_id): expires for user_id, _ in chunk})
+            if process is not None and start == 0:
+                pid, stats = process
+                pipe.zadd(_procs_key(), {pid: expires})
+                pipe.set(_proc_key(pid), json.dumps(stats), ex=ttl)
+            await pipe.execute()
 
 
 async def _publish_stats(stats: dict) -> None:

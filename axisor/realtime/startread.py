@@ -145,9 +145,15 @@ def _user_row_sync(user_id: int) -> tuple[object | None, int]:
 _user_row_thread = database_sync_to_async(_user_row_sync)
 
 
+@functools.cache
+def _on_postgresql() -> bool:
+    # Asked once: on the event loop, ``connections[...]`` builds a database wrapper per task.
+    return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
+
+
 async def user_row(user_id: int) -> tuple[object | None, int]:
     """The user (or None) and its stream's latest seq. Raises one of DATABASE_ERRORS when the
     database cannot answer."""
-    if connections[DEFAULT_DB_ALIAS].vendor != "postgresql":
+    if not _on_postgresql():
         return await _user_row_thread(user_id)
     return await _readers().user_row(user_id)
