@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisSingleShardConnection
+from channels_redis.utils import _consistent_hash, decode_hosts
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,46 @@ class ResilientShardConnection(RedisSingleShardConnection):
 
 
 class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
-    """``RedisPubSubChannelLayer`` whose per-loop layers use ``ResilientShardConnection``."""
+    """``RedisPubSubChannelLayer`` whose per-loop layers use ``ResilientShardConnection``, and
+    which synchronous code can publish to without an event loop (``publish_blocking``)."""
+
+    _blocking_lock = threading.Lock()
+    _sync_clients: list | None = None  # a class default: the base class's __getattr__ needs a loop
+
+    def publish_blocking(self, sends: list[tuple[str, dict]]) -> None:
+        """``group_send`` of each ``(group, message)``, in order, from a thread with no event loop:
+        the same channel names and serialisation as ``group_send``, one pipeline per shard (one
+        round trip for a transaction's events). ``async_to_sync(group_send)`` instead waits for a
+        turn of the server's event loop, busy with every socket, twice per call: ~30 ms per order
+        placement at 100 orders/s. Raises redis-py's errors when Redis cannot be reached."""
+        clients = self._blocking_clients()
+        prefix = self._kwargs.get("prefix", "asgi")
+        pipes: dict[int, object] = {}
+        for group, message in sends:
+            name = f"{prefix}__group__{group}"
+            shard = _consistent_hash(name, len(clients))
+            pipe = pipes.get(shard)
+            if pipe is None:
+                pipe = pipes[shard] = clients[shard].pipeline(transaction=False)
+            pipe.publish(name, self.serialize(message))
+        for pipe in pipes.values():
+            pipe.execute()
+
+    def _blocking_clients(self) -> list:
+        clients = self._sync_clients
+        if clients is None:
+            import redis
+
+            from .limits import redis_options
+
+            with self._blocking_lock:
+                clients = self._sync_clients
+                if clients is None:
+                    hosts = decode_hosts(self._kwargs.get("hosts"))
+                    clients = self._sync_clients = [
+                        redis.Redis.from_url(host["address"], **redis_options(asyncio_client=False)) for host in hosts
+                    ]
+        return clients
 
     def _get_layer(self):
         loop = asyncio.get_running_loop()

@@ -240,3 +240,49 @@ async def check_leases(users: list[int], pipelines: list[int]) -> None:
     assert all(counts[uid] == {"/ws": 3, "/ws/orders": 0} for uid in users[1:])
     assert set(users) <= await presence.online_users()
     assert any(p["process"] == "test-proc:1" for p in await asyncio.to_thread(presence.processes))
+
+
+def test_rest_middleware_stack_runs_synchronously():
+    """The innermost middleware is sync-only, so Django adapts the whole stack to sync once and
+    runs it on the request's thread, instead of hopping to the event loop around each built-in
+    middleware (settings.MIDDLEWARE)."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
+
+    innermost = import_string(settings.MIDDLEWARE[-1])
+    assert getattr(innermost, "sync_capable", True) and not getattr(innermost, "async_capable", False)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_transactions_events_go_to_redis_in_one_pipeline_from_its_own_thread(monkeypatch):
+    from channels.layers import get_channel_layer
+
+    from axisor.realtime.hub import Hub
+    from axisor.realtime.publish import group_send_many, layer_event
+
+    layer = get_channel_layer()
+    pipelines: list[int] = []
+    real = layer.publish_blocking
+
+    def recorded(sends):
+        pipelines.append(len(sends))
+        return real(sends)
+
+    monkeypatch.setattr(layer, "publish_blocking", recorded)
+    got: list[str] = []
+    both = asyncio.Event()
+
+    class Member:
+        def deliver(self, message: dict) -> None:
+            got.append(message["text"])
+            if len(got) == 2:
+                both.set()
+
+    h = Hub()
+    await h.join("system", Member())
+    sends = [("system", layer_event(channel="system", seq=None, text=f'{{"n":{i}}}')) for i in range(2)]
+    assert await asyncio.to_thread(group_send_many, sends) == 2  # a thread with no event loop of its own
+    await asyncio.wait_for(both.wait(), 5)
+    assert got == ['{"n":0}', '{"n":1}'] and pipelines == [2]
+    await h.leave("system", h.members["system"].copy().pop())
+    h.task.cancel()
