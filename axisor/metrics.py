@@ -1,18 +1,25 @@
-"""Prometheus metrics for one server process, served at /metrics when METRICS_TOKEN is set
-(scrape each daphne process; the figures are per process)."""
+"""Prometheus metrics, served at /metrics when METRICS_TOKEN is set. A daphne process answers
+for itself (scrape each one); the gunicorn workers of the REST tier answer together, through
+prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by deploy/gunicorn.conf.py)."""
 
 from __future__ import annotations
 
 import hmac
+import os
 import threading
 import time
 
 from django.conf import settings
 from django.http import Http404, HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
-CONNECTIONS = Gauge("axisor_connections", "Open WebSocket connections", ["endpoint"])
-HUB_ROOMS = Gauge("axisor_hub_rooms", "Rooms this process's hub holds a channel-layer membership for")
+# livesum: in the gunicorn workers' multiprocess mode, the sum over live workers, no series left
+# behind by a worker that exited (ignored in a daphne process, which answers for itself).
+CONNECTIONS = Gauge("axisor_connections", "Open WebSocket connections", ["endpoint"], multiprocess_mode="livesum")
+HUB_ROOMS = Gauge(
+    "axisor_hub_rooms", "Rooms this process's hub holds a channel-layer membership for", multiprocess_mode="livesum"
+)
 PUBLISHED = Counter("axisor_events_published_total", "Events sent to the channel layer", ["channel"])
 DELIVERED = Counter("axisor_events_delivered_total", "Events written to sockets", ["channel"])
 CONFLATED = Counter("axisor_events_conflated_total", "Market updates replaced by a newer one before sending", ["where"])
@@ -30,6 +37,10 @@ def metrics_view(request):
         return HttpResponse(
             "metrics need Authorization: Bearer <METRICS_TOKEN>\n", status=401, content_type="text/plain"
         )
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a gunicorn worker: every worker's figures
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
     from axisor.realtime.hub import hub
 
     HUB_ROOMS.set(sum(len(h.members) for h in hub.by_loop.values()))

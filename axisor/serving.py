@@ -10,6 +10,10 @@ from django.conf import settings
 
 from axisor.logfilters import redact
 
+# "asgi" in daphne; axisor/wsgi.py sets "wsgi" in the REST tier's workers, which have no event loop
+# that outlives a request (what needs one, tick ingest, refuses to run there).
+TIER = "asgi"
+
 
 def tune_gc() -> None:
     """Freeze what start-up built (modules, settings, URL resolvers: never garbage) out of every

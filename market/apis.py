@@ -8,6 +8,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from axisor import serving
 from axisor.api import IsStaffOrServiceKey
 from axisor.errors import NotFound
 from orders.events import num
@@ -100,6 +101,17 @@ class TicksApi(APIView):
         summary="Ingest ticks (staff or service key); all or nothing",
     )
     def post(self, request):
+        if serving.TIER == "wsgi":
+            # The market and position fan-out after a tick paces itself with timers on the server's
+            # event loop; a WSGI worker has none that outlives the request, so they would never fire.
+            return Response(
+                {
+                    "code": "wrong_tier",
+                    "detail": "ticks are ingested by the daphne processes (deploy/nginx.conf sends "
+                    "/api/internal/ticks there); this is the REST tier",
+                },
+                status=status.HTTP_421_MISDIRECTED_REQUEST,
+            )
         body = (
             request.data
             if isinstance(request.data, list)

@@ -63,9 +63,9 @@ def _move(order: Order, target: str) -> None:
 
 def _record(order: Order, update_type: str, trade: Trade | None = None) -> OrderUpdate:
     """Save the order, append its history row and signal the update (broadcast on commit)."""
-    if update_type != UpdateType.ORDER_PLACED:
+    if update_type != UpdateType.ORDER_PLACED:  # a placed order was inserted just now, as it stands
         order.version += 1
-    order.save()
+        order.save()
     update = OrderUpdate.objects.create(
         order=order, update_type=update_type, version=order.version, snapshot=order_message(order, update_type, trade)
     )

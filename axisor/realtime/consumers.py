@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import connection as db_connection
 
 from axisor.metrics import CONNECTIONS, RESUMES
 from market.selectors import instrument_symbols_async, snapshot_text_async
@@ -89,7 +90,18 @@ class NoticesCache:
 
 
 _notices = NoticesCache()
-_notices_read = database_sync_to_async(notices_in_force_texts)
+
+
+def _notices_in_force_texts() -> list[str]:
+    try:
+        return notices_in_force_texts()
+    finally:
+        db_connection.close()  # a pool thread: leave no connection behind it
+
+
+# On a pool thread, not the one ORM thread the background loops share: after a database restart a
+# venue or relay step there can wait out DB_POOL_TIMEOUT, and a socket's hello with it.
+_notices_read = database_sync_to_async(_notices_in_force_texts, thread_sensitive=False)
 SYSTEM_GROUP = rooms.system_room().group
 
 

@@ -22,7 +22,9 @@ import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -75,6 +77,41 @@ _memory: dict[int, dict[str, float]] = {}
 _memory_procs: dict[str, tuple[float, dict]] = {}
 
 
+class Batched:
+    """Runs ``write(items)`` once for everything added while the previous write was under way: a
+    storm of connects or disconnects costs one Redis pipeline per round trip, not a round trip per
+    socket. ``add`` returns once its item's write is done. A failed write is logged, not raised:
+    the renewal loop writes the leases again, and a removed lease is no longer renewed anyway."""
+
+    def __init__(self, write: Callable[[list], Awaitable[None]], what: str) -> None:
+        self.write = write
+        self.what = what
+        self.items: list[tuple[Any, asyncio.Future]] = []
+        self.writer: asyncio.Task | None = None
+
+    async def add(self, item: Any) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self.items.append((item, done))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.ensure_future(self._drain())
+        await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        while self.items:
+            batch, self.items = self.items, []
+            try:
+                await self.write([item for item, _ in batch])
+            except (OSError, RedisError) as exc:
+                logger.warning(
+                    "presence %s failed for %d connection(s): Redis unreachable (%r)", self.what, len(batch), exc
+                )
+            except Exception:  # no join or leave may wait forever
+                logger.exception("presence %s failed for %d connection(s)", self.what, len(batch))
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+
 class Registry:
     """This process's connections and the task that holds their leases and reports stats."""
 
@@ -85,8 +122,8 @@ class Registry:
         self.task: asyncio.Task | None = None
         self.stopping = asyncio.Event()
         self.last_renew = 0.0
-        self.joining: list[tuple[int, str, asyncio.Future]] = []  # leases for the next write
-        self.join_writer: asyncio.Task | None = None
+        self.joins = Batched(lambda conns: _write_leases(conns, time.time() + LEASE_SECONDS), "lease write")
+        self.leaves = Batched(_remove_leases, "lease removal")
 
     def ensure_running(self) -> None:
         if (self.task is None or self.task.done()) and not self.stopping.is_set():
@@ -94,39 +131,18 @@ class Registry:
 
     async def join(self, user_id: int, endpoint: str, channel: str) -> str:
         """Register an authenticated connection; returns its member name for ``leave`` once its
-        lease is written. Leases of connections that join while a write is under way go together
-        in the next one (a connect storm costs a pipeline per round trip, not one per socket)."""
+        lease is written."""
         member = f"{endpoint}|{self.pid}|{channel}"
         self.conns[member] = (user_id, endpoint)
         self.ensure_running()
-        written = asyncio.get_running_loop().create_future()
-        self.joining.append((user_id, member, written))
-        if self.join_writer is None or self.join_writer.done():
-            self.join_writer = asyncio.ensure_future(self._write_joins())
-        await asyncio.shield(written)
+        await self.joins.add((user_id, member))
         return member
 
-    async def _write_joins(self) -> None:
-        while self.joining:
-            batch, self.joining = self.joining, []
-            try:
-                await _write_leases([(user_id, member) for user_id, member, _ in batch], time.time() + LEASE_SECONDS)
-            except (OSError, RedisError) as exc:  # the renewal loop writes them once Redis is back
-                logger.warning(
-                    "presence lease not written for %d connection(s): Redis unreachable (%r)", len(batch), exc
-                )
-            except Exception:  # the renewal loop retries; no join may wait forever
-                logger.exception("presence lease write failed for %d connection(s)", len(batch))
-            for *_, written in batch:
-                if not written.done():
-                    written.set_result(None)
-
     async def leave(self, user_id: int, member: str) -> None:
+        """Drop a connection's lease; returns once it is gone (or Redis failed: the lease, no
+        longer renewed, expires within LEASE_SECONDS)."""
         self.conns.pop(member, None)
-        if settings.REDIS_URL:
-            await redis_client().zrem(_user_key(user_id), member)
-        else:
-            _memory.get(user_id, {}).pop(member, None)
+        await self.leaves.add((user_id, member))
 
     def stats(self) -> dict:
         """Connections by endpoint and socket subscriptions by room kind, in this process."""
@@ -233,6 +249,22 @@ async def _write_leases(conns: list[tuple[int, str]], expires: float, process: t
                 pid, stats = process
                 pipe.zadd(_procs_key(), {pid: expires})
                 pipe.set(_proc_key(pid), json.dumps(stats), ex=ttl)
+            await pipe.execute()
+
+
+async def _remove_leases(conns: list[tuple[int, str]]) -> None:
+    if not settings.REDIS_URL:
+        for user_id, member in conns:
+            _memory.get(user_id, {}).pop(member, None)
+        return
+    by_user: dict[int, list[str]] = {}
+    for user_id, member in conns:
+        by_user.setdefault(user_id, []).append(member)
+    users = list(by_user.items())
+    for start in range(0, len(users), LEASE_CHUNK):  # bounded pipelines, as _write_leases
+        async with redis_client().pipeline(transaction=False) as pipe:
+            for user_id, members in users[start : start + LEASE_CHUNK]:
+                pipe.zrem(_user_key(user_id), *members)
             await pipe.execute()
 
 

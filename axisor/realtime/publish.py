@@ -95,22 +95,27 @@ def group_send_many(sends: list[tuple[str, dict]]) -> int:
 
 def next_seqs(counts: dict[int, int]) -> dict[int, int]:
     """Reserve ``counts[user]`` seqs for each user; returns each user's first reserved seq.
-    Rows are locked in user order, so concurrent publishers cannot deadlock."""
+    Rows are locked in user order, so concurrent publishers cannot deadlock. Each row stays
+    locked until the transaction ends: a user's seqs commit in the order they were handed out."""
+    if connection.vendor == "postgresql":
+        # One statement takes the lock, creates a missing row and reserves: the lock is held from
+        # here to COMMIT, so every round trip saved here is one that a user's next event waits less.
+        users = sorted(counts)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {UserSequence._meta.db_table} AS s (user_id, last_seq)"
+                " SELECT c.user_id, c.n FROM unnest(%s::bigint[], %s::bigint[]) AS c(user_id, n) ORDER BY c.user_id"
+                " ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq"
+                " RETURNING s.user_id, s.last_seq",
+                [users, [counts[u] for u in users]],
+            )
+            return {user_id: last - counts[user_id] + 1 for user_id, last in cursor.fetchall()}
     UserSequence.objects.bulk_create([UserSequence(user_id=u) for u in counts], ignore_conflicts=True)
     rows = list(UserSequence.objects.select_for_update().filter(user_id__in=list(counts)).order_by("user_id"))
     first = {row.user_id: row.last_seq + 1 for row in rows}
-    if connection.vendor == "postgresql":
-        # One statement for any number of users (bulk_update's CASE is slow at 10k rows).
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {UserSequence._meta.db_table} AS s SET last_seq = s.last_seq + c.n"
-                " FROM unnest(%s::bigint[], %s::bigint[]) AS c(user_id, n) WHERE s.user_id = c.user_id",
-                [list(counts), list(counts.values())],
-            )
-    else:
-        for row in rows:
-            row.last_seq += counts[row.user_id]
-        UserSequence.objects.bulk_update(rows, ["last_seq"], batch_size=500)
+    for row in rows:
+        row.last_seq += counts[row.user_id]
+    UserSequence.objects.bulk_update(rows, ["last_seq"], batch_size=500)
     return first
 
 
@@ -165,7 +170,7 @@ def group_for_logged(row: EventLog) -> str:
     return user_room(row.user_id).group if row.user_id else parse(row.room).group
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # part of the caller's transaction: no savepoint of its own
 def publish(*, room: Room, type: str, channel: str, data: dict, user_id: int | None = None) -> EventLog:
     """Log an event and send it to ``room`` when the current transaction commits.
 
@@ -184,7 +189,7 @@ def publish(*, room: Room, type: str, channel: str, data: dict, user_id: int | N
     return entry
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)
 def publish_personal_many(events: list[tuple[int, str, str, dict]]) -> list[EventLog]:
     """Log many personal events ``(user_id, type, channel, data)`` with one seq reservation and one
     bulk insert; send them all on commit. Events of one user keep their list order."""

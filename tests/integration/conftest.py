@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"Listening on TCP address [\d.]+:(\d+)")
+WORKER_READY = re.compile(r"Worker \d+ ready")
 
 
 @dataclass
@@ -97,3 +99,71 @@ def daphne(transactional_db):
         except AssertionError as exc:
             failures.append(str(exc))
     assert not failures, "\n".join(failures)
+
+
+@dataclass
+class Gunicorn:
+    proc: subprocess.Popen
+    port: int
+    metrics_dir: Path
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def gunicorn(transactional_db, tmp_path):
+    """Start the REST tier as deploy/ runs it (gunicorn with deploy/gunicorn.conf.py) on the test
+    database: ``web = gunicorn(workers=2, **extra_env)``; returns once every worker has loaded."""
+    started: list[Gunicorn] = []
+
+    def start(workers: int = 2, **extra_env: str) -> Gunicorn:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        metrics_dir = tmp_path / f"metrics-{port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": subprocess_database_url(),
+            "PYTHONUNBUFFERED": "1",
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "WEB_CONCURRENCY": str(workers),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            **extra_env,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        server = Gunicorn(proc=proc, port=port, metrics_dir=metrics_dir)
+        ready: queue.Queue[bool] = queue.Queue()
+
+        def pump() -> None:
+            for line in proc.stderr:
+                server.lines.append(line)
+                if WORKER_READY.search(line):
+                    ready.put(True)
+            ready.put(False)
+
+        threading.Thread(target=pump, daemon=True).start()
+        started.append(server)
+        for _ in range(workers):
+            if not ready.get(timeout=60):
+                raise RuntimeError("gunicorn exited:\n" + "".join(server.lines[-40:]))
+        return server
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.terminate()
+            try:
+                server.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()
+                server.proc.wait(timeout=15)

@@ -1,0 +1,35 @@
+"""WSGI entry point of the REST tier: the HTTP API, the staff panel and the Django admin served by
+gunicorn workers (deploy/gunicorn.conf.py), the sockets by daphne (deploy/run-daphne.sh).
+
+A WSGI request runs on one thread from start to finish. Under ASGI, Django hands each request
+between the event loop and a thread several times, and on a daphne process that also serves
+sockets those hand-overs cost more than the request (README: *Measured*). What a request here
+commits reaches the sockets through Redis, so a process-local channel layer is refused: its events
+would reach no socket at all.
+"""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "axisor.settings")
+application = get_wsgi_application()
+
+from channels.layers import InMemoryChannelLayer, get_channel_layer  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+
+if get_channel_layer() is None or isinstance(get_channel_layer(), InMemoryChannelLayer):
+    raise ImproperlyConfigured(
+        "the WSGI REST tier needs the Redis channel layer (set REDIS_URL): with a process-local "
+        "layer, what it commits would reach no socket; serve everything from daphne instead (scripts/run)"
+    )
+
+from django.urls import get_resolver  # noqa: E402
+
+from axisor import serving  # noqa: E402
+from axisor.serving import tune_gc  # noqa: E402
+
+serving.TIER = "wsgi"
+
+get_resolver().url_patterns  # noqa: B018 - imports every view now, so tune_gc freezes them too
+tune_gc()  # last, as in axisor.asgi: a worker's collections scan only what requests build
