@@ -18,7 +18,8 @@ application = get_wsgi_application()
 from channels.layers import InMemoryChannelLayer, get_channel_layer  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 
-if get_channel_layer() is None or isinstance(get_channel_layer(), InMemoryChannelLayer):
+layer = get_channel_layer()
+if layer is None or isinstance(layer, InMemoryChannelLayer):
     raise ImproperlyConfigured(
         "the WSGI REST tier needs the Redis channel layer (set REDIS_URL): with a process-local "
         "layer, what it commits would reach no socket; serve everything from daphne instead (scripts/run)"
@@ -27,9 +28,8 @@ if get_channel_layer() is None or isinstance(get_channel_layer(), InMemoryChanne
 from django.urls import get_resolver  # noqa: E402
 
 from axisor import serving  # noqa: E402
-from axisor.serving import tune_gc  # noqa: E402
 
 serving.TIER = "wsgi"
 
 get_resolver().url_patterns  # noqa: B018 - imports every view now, so tune_gc freezes them too
-tune_gc()  # last, as in axisor.asgi: a worker's collections scan only what requests build
+serving.tune_gc()  # last, as in axisor.asgi: a worker's collections scan only what requests build

@@ -25,19 +25,13 @@ import psutil
 import pytest
 import websockets
 
-from tests.integration.http import call
+from tests.integration.http import call, free_port
 
 # The newest PostgreSQL server binaries installed (Debian layout: /usr/lib/postgresql/<major>/bin).
 PG_BIN = max(
     Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]), default=Path("/none/x")
 ).parent
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 30) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import queue
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+
+from tests.integration.http import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"Listening on TCP address [\d.]+:(\d+)")
@@ -51,6 +52,27 @@ def subprocess_database_url() -> str:
     return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+def watch(proc: subprocess.Popen, lines: list[str], pattern: re.Pattern, count: int, name: str) -> list[re.Match]:
+    """Keep every stderr line of ``proc`` in ``lines`` (a thread reads for the process's life) and
+    return the first ``count`` matches of ``pattern``; RuntimeError if the process exits first."""
+    found: queue.Queue[re.Match | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if m := pattern.search(line):
+                found.put(m)
+        found.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    matches = []
+    for _ in range(count):
+        if (m := found.get(timeout=60)) is None:
+            raise RuntimeError(f"{name} exited:\n" + "".join(lines[-40:]))
+        matches.append(m)
+    return matches
+
+
 @pytest.fixture
 def daphne(transactional_db):
     """Start daphne processes on the test database: ``server = daphne(*daphne_args, **extra_env)``
@@ -73,21 +95,8 @@ def daphne(transactional_db):
             stderr=subprocess.PIPE,
             text=True,
         )
-        ports: queue.Queue[int] = queue.Queue()
         server = Daphne(proc=proc, port=0)
-
-        def pump() -> None:
-            for line in proc.stderr:
-                server.lines.append(line)
-                if m := LISTENING.search(line):
-                    ports.put(int(m.group(1)))
-            ports.put(-1)
-
-        threading.Thread(target=pump, daemon=True).start()
-        port = ports.get(timeout=60)
-        if port < 0:
-            raise RuntimeError("daphne exited:\n" + "".join(server.lines[-40:]))
-        server.port = port
+        server.port = int(watch(proc, server.lines, LISTENING, 1, "daphne")[0].group(1))
         started.append(server)
         return server
 
@@ -120,9 +129,7 @@ def gunicorn(transactional_db, tmp_path):
     started: list[Gunicorn] = []
 
     def start(workers: int = 2, **extra_env: str) -> Gunicorn:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         metrics_dir = tmp_path / f"metrics-{port}"
         env = {
             **os.environ,
@@ -142,20 +149,8 @@ def gunicorn(transactional_db, tmp_path):
             text=True,
         )
         server = Gunicorn(proc=proc, port=port, metrics_dir=metrics_dir)
-        ready: queue.Queue[bool] = queue.Queue()
-
-        def pump() -> None:
-            for line in proc.stderr:
-                server.lines.append(line)
-                if WORKER_READY.search(line):
-                    ready.put(True)
-            ready.put(False)
-
-        threading.Thread(target=pump, daemon=True).start()
         started.append(server)
-        for _ in range(workers):
-            if not ready.get(timeout=60):
-                raise RuntimeError("gunicorn exited:\n" + "".join(server.lines[-40:]))
+        watch(proc, server.lines, WORKER_READY, workers, "gunicorn")
         return server
 
     yield start
