@@ -15,7 +15,7 @@ from rest_framework import exceptions, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from .errors import Conflict, NotFound, Unprocessable
+from .errors import BadRequest, Conflict, NotFound, Unprocessable
 
 SERVICE_KEY_HEADER = "X-Service-Key"
 logger = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ def exception_handler(exc, context):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         )
+    if isinstance(exc, BadRequest):
+        return error_response(exc.code, str(exc), status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Conflict):
         return error_response(exc.code, str(exc), status.HTTP_409_CONFLICT)
     if isinstance(exc, Unprocessable):

@@ -1,32 +1,30 @@
-"""Background loops inside a server process: the simulator (AXISOR_SIMULATE=venue|all: the paper
-venue fills orders against a simulated price walk), the notification delivery worker, the relay
-that sends committed-but-unpublished events, and event-log retention.
+"""The background work every worker runs (``axisor/worker.py``): the simulator (AXISOR_SIMULATE=
+venue|all: the paper venue fills orders against a simulated price walk), the relay that sends
+committed-but-unpublished events, the delivery sweep and retention, each under a lease; plus the
+queued jobs (notification deliveries and their retries).
 
-They start with the first request or socket a process gets (daphne has no start-up hook). With
-Redis, one process at a time holds the simulator, relay and retention leases, so several daphne
-processes never run two venues; the delivery worker needs no lease (it claims rows with SKIP LOCKED).
+``manage.py worker`` runs it as its own process. With ``AXISOR_BACKGROUND=1`` (the run command) a
+server process runs the same worker on threads of its own, started with the first request or socket
+it gets (daphne has no start-up hook).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Callable
+from datetime import timedelta
 
-from channels.db import database_sync_to_async
 from django.conf import settings
-from redis.exceptions import RedisError
 
 from axisor.metrics import wait_until_idle
 from axisor.realtime import presence
-from axisor.realtime.limits import redis_client
+from axisor.worker import Periodic, Worker
 
 logger = logging.getLogger(__name__)
 
-LEADER_LEASE_MS = 5000
 RELAY_SECONDS = 1.0
 PRUNE_SECONDS = 300.0
+JOB_RESULTS_KEPT = timedelta(days=1)
 DRAIN_SECONDS = 10.0  # at shutdown, how long requests in flight may take to finish
 
 
@@ -69,30 +67,6 @@ class Simulator:
         self.venue.step()
 
 
-async def loop(name: str, step: Callable[[], object], every: float, stopping: asyncio.Event, leader=None) -> None:
-    logger.info("%s started, every %.2fs", name, every)
-    while not stopping.is_set():
-        try:
-            if leader is None or await leader():
-                await database_sync_to_async(step)()
-        except RedisError as exc:  # Redis away: expected in an outage, the next step tries again
-            logger.warning("%s step skipped: Redis unreachable (%r)", name, exc)
-        except Exception:  # a bad step must not stop the loop
-            logger.exception("%s step failed", name)
-        try:
-            await asyncio.wait_for(stopping.wait(), timeout=every)
-        except TimeoutError:
-            pass
-    logger.info("%s stopped", name)
-
-
-def deliver_step() -> None:
-    from notifications.delivery import deliver_due
-
-    while deliver_due() == settings.AXISOR_NOTIFICATIONS["BATCH"]:
-        pass  # a full batch: more may be due
-
-
 def relay_step() -> None:
     from axisor.realtime.publish import relay_unpublished
 
@@ -105,26 +79,33 @@ def prune_step() -> None:
 
     prune()
     ticks_prune()
+    prune_job_results()
 
 
-class Leader:
-    """One process at a time holds a named lease in Redis (always this one without Redis)."""
+def prune_job_results() -> None:
+    """Finished job rows are kept for a day (staff can read them in the admin), then deleted."""
+    from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.me = uuid.uuid4().hex
+    DBTaskResult.objects.finished().filter(finished_at__lt=timezone.now() - JOB_RESULTS_KEPT).delete()
 
-    async def __call__(self) -> bool:
-        if not settings.REDIS_URL:
-            return True
-        client = redis_client()
-        key = f"{settings.CHANNEL_LAYER_PREFIX}:leader:{self.name}"
-        if await client.set(key, self.me, nx=True, px=LEADER_LEASE_MS):
-            return True
-        if (await client.get(key) or b"").decode() == self.me:
-            await client.pexpire(key, LEADER_LEASE_MS)
-            return True
-        return False
+
+def sweep_step() -> None:
+    from notifications.tasks import sweep_deliveries
+
+    sweep_deliveries()
+
+
+def periodic_jobs() -> list[Periodic]:
+    """What every worker runs besides queued jobs (each single job by one process at a time)."""
+    jobs = []
+    if settings.AXISOR_SIMULATE in ("venue", "all"):
+        sim = Simulator(feed=settings.AXISOR_SIMULATE == "all")
+        jobs.append(Periodic("simulator", sim.step, settings.AXISOR_MARKET["FEED_INTERVAL_SECONDS"]))
+    jobs.append(Periodic("event relay", relay_step, RELAY_SECONDS))
+    jobs.append(Periodic("delivery sweep", sweep_step, settings.AXISOR_NOTIFICATIONS["SWEEP_SECONDS"]))
+    jobs.append(Periodic("retention", prune_step, PRUNE_SECONDS))
+    return jobs
 
 
 class BackgroundStarter:
@@ -136,19 +117,7 @@ class BackgroundStarter:
 
     def start(self) -> list[asyncio.Task]:
         self.stopping = asyncio.Event()
-
-        def run(name, step, every, leader=None):
-            return asyncio.ensure_future(loop(name, step, every, self.stopping, leader))
-
-        tasks = []
-        if settings.AXISOR_SIMULATE in ("venue", "all"):
-            sim = Simulator(feed=settings.AXISOR_SIMULATE == "all")
-            tasks.append(
-                run("simulator", sim.step, settings.AXISOR_MARKET["FEED_INTERVAL_SECONDS"], Leader("simulator"))
-            )
-        tasks.append(run("notification delivery", deliver_step, settings.AXISOR_NOTIFICATIONS["POLL_SECONDS"]))
-        tasks.append(run("event relay", relay_step, RELAY_SECONDS, Leader("relay")))
-        tasks.append(run("event retention", prune_step, PRUNE_SECONDS, Leader("prune")))
+        tasks = [asyncio.ensure_future(Worker(periodic=periodic_jobs()).run(self.stopping))]
         # This process's presence lease and its once-per-second stats for the staff dashboard
         # (also started by the first socket; here so a process running the simulator reports too).
         presence.registry().ensure_running()

@@ -12,6 +12,12 @@ class CodedError(Exception):
             self.code = code
 
 
+class BadRequest(CodedError):
+    """The input is refused for a reason its ``code`` names (HTTP 400)."""
+
+    code = "bad_request"
+
+
 class Conflict(CodedError):
     """The request is valid but the current state refuses it (HTTP 409)."""
 

@@ -81,6 +81,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "channels",
+    # Background jobs: Django's task framework (django.tasks from Django 6; this is its backport)
+    # with its database backend, so a job is a row written in the same transaction as its cause.
+    "django_tasks",
+    "django_tasks_db",
     "accounts",
     "axisor.realtime",
     "market",
@@ -300,13 +304,36 @@ AXISOR_NOTIFICATIONS = {
     "MAX_ATTEMPTS": env_int("NOTIFY_MAX_ATTEMPTS", 5),
     "BACKOFF_BASE_SECONDS": env_float("NOTIFY_BACKOFF_BASE_SECONDS", 2.0),
     "BACKOFF_MAX_SECONDS": env_float("NOTIFY_BACKOFF_MAX_SECONDS", 300.0),
+    # A worker holds a delivery this long per attempt (longer than any attempt can take); one that
+    # died mid-attempt lets it go after this, and the delivery sweep hands it to another worker.
     "CLAIM_SECONDS": env_float("NOTIFY_CLAIM_SECONDS", 60.0),
+    "SWEEP_SECONDS": env_float("NOTIFY_SWEEP_SECONDS", 10.0),
+    # In-app deliveries are checked in jobs of this many.
     "BATCH": env_int("NOTIFY_BATCH", 100),
-    "WEBHOOK_TIMEOUT_SECONDS": env_float("NOTIFY_WEBHOOK_TIMEOUT_SECONDS", 5.0),
-    "POLL_SECONDS": env_float("NOTIFY_POLL_SECONDS", 0.5),
+    # At most this many webhook deliveries of one user in flight at once, across all workers: one
+    # user's slow or failing endpoint cannot take every worker thread from everyone else.
+    "PER_USER_CONCURRENCY": env_int("NOTIFY_PER_USER_CONCURRENCY", 2),
 }
-# Run the simulator and the notification delivery loop inside each daphne process (see
-# axisor/background.py); set 0 to run `manage.py deliver_notifications` as a separate worker.
+# Outbound HTTP on a user's behalf (webhooks), see axisor/outbound.py. ALLOW_HOSTS names private
+# receivers ("host:port", "[::1]:8080") that skip the public-address rule: tests, on-premise.
+AXISOR_OUTBOUND = {
+    "HTTPS_ONLY": env_bool("OUTBOUND_HTTPS_ONLY", PRODUCTION),
+    "ALLOW_HOSTS": frozenset(
+        h.strip().lower() for h in (env("NOTIFY_WEBHOOK_ALLOW_HOSTS") or "").split(",") if h.strip()
+    ),
+    "PORTS": frozenset(int(p) for p in (env("OUTBOUND_ALLOWED_PORTS") or "443,80").split(",") if p.strip()),
+    # Total per attempt: connect + TLS + send + read.
+    "TIMEOUT_SECONDS": env_float("OUTBOUND_TIMEOUT_SECONDS", 10.0),
+    "MAX_RESPONSE_BYTES": env_int("OUTBOUND_MAX_RESPONSE_BYTES", 65536),
+}
+# Background work (axisor/worker.py): `manage.py worker` processes, or, with AXISOR_BACKGROUND=1
+# (the run command's default), the same worker inside the server process on threads of its own.
+AXISOR_WORKER = {
+    "THREADS": env_int("WORKER_THREADS", 4),  # jobs run at once per worker
+    "POLL_SECONDS": env_float("WORKER_POLL_SECONDS", 0.5),  # an idle job thread looks this often
+    # Single jobs (venue, feed, relay, sweep, retention): a dead holder's successor waits this long.
+    "LEASE_SECONDS": env_float("WORKER_LEASE_SECONDS", 5.0),
+}
 AXISOR_BACKGROUND = env_bool("AXISOR_BACKGROUND", True)
 AXISOR_SERVICE_KEY = env("AXISOR_SERVICE_KEY")
 # /metrics (Prometheus) answers only with this bearer token; unset, the endpoint is off (404).
@@ -331,6 +358,10 @@ EMAIL_HOST_USER = env("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "notifications@axisor.local")
+# An SMTP server that stops answering must not hold a worker thread for ever.
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
+
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 LOGGING = {
     "version": 1,

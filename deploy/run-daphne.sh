@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${AXISOR_ENV:=production}"
 export AXISOR_ENV
+# Socket work only: background work runs in the worker processes (deploy/run-worker.sh).
+export AXISOR_BACKGROUND=0
 # Every socket is a file descriptor; leave room for 10,000+ per process.
 ulimit -n 65536 || echo "could not raise the open-files limit (ulimit -n); the hard limit is $(ulimit -Hn)" >&2
 for i in $(seq 1 "${PROCESSES:-$(nproc)}"); do
@@ -15,23 +17,5 @@ for i in $(seq 1 "${PROCESSES:-$(nproc)}"); do
   .venv/bin/python -m daphne -e "tcp:port=$((8000 + i)):interface=127.0.0.1:backlog=1024" \
     --websocket_connect_timeout 30 --ping-interval 10 --ping-timeout 10 \
     --proxy-headers axisor.asgi:application &
-done
-# daphne has no start-up hook: a process starts its background loops (the venue, the relay of
-# unsent events, notification delivery) with its first request or socket. The REST tier sends
-# it no requests, so ask each one once.
-for i in $(seq 1 "${PROCESSES:-$(nproc)}"); do
-  .venv/bin/python - "$((8000 + i))" <<'PY'
-import sys, time, urllib.error, urllib.request
-for _ in range(120):
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=2).read()
-        break
-    except urllib.error.HTTPError:
-        break  # any answer will do (its Host may not be in ALLOWED_HOSTS): the process has started them
-    except OSError:
-        time.sleep(0.5)
-else:
-    sys.exit(f"daphne on port {sys.argv[1]} did not answer /healthz within 60 s")
-PY
 done
 wait

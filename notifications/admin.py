@@ -21,7 +21,16 @@ class DeliveryInline(admin.TabularInline):
     model = Delivery
     extra = 0
     can_delete = False
-    fields = ("method", "status", "attempts", "last_error", "delivered_at", "next_attempt_at")
+    fields = (
+        "method",
+        "status",
+        "attempts",
+        "last_error",
+        "error_detail",
+        "delivered_at",
+        "next_attempt_at",
+        "claimed_until",
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):

@@ -1,111 +1,108 @@
-"""The delivery worker: takes due deliveries from the database (so a pending one survives any
-restart), delivers each by its method and records the outcome through the services.
+"""How each delivery method delivers one notification. The jobs in ``notifications/tasks.py`` claim
+a delivery, call its sender here (outside any transaction: it may wait on the network) and record
+the outcome.
 
 in_app: the event already went out on commit; the delivery is ``delivered`` when the user had a
 live socket (presence lease), else ``sent`` (it waits in the inbox and the event log).
-email: Django's email backend (console by default, SMTP by settings).
-webhook: POST of the notification as JSON to the user's URL, signed
-``X-Axisor-Signature: sha256=<hex HMAC of the body with the user's secret>``; the header
-``X-Axisor-Delivery`` is stable across retries so a receiver can drop a duplicate.
-
-A failed attempt is retried with exponential backoff; after ``MAX_ATTEMPTS`` the delivery is
-``failed`` with ``lastError``. A worker that dies mid-batch leaves its claims to expire; they are
-then retried — at-least-once towards the outside world, never twice in our records.
+email: Django's email backend (console by default, SMTP by settings, ``EMAIL_TIMEOUT`` bounded).
+webhook: a POST of the notification as JSON to the user's URL through ``axisor.outbound`` (the
+outbound policy: public addresses only, no redirects, capped time and size), signed the Standard
+Webhooks way: ``webhook-id`` (stable across retries, so a receiver drops a duplicate),
+``webhook-timestamp`` and ``webhook-signature`` = ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
+import binascii
 import json
-import logging
-import urllib.error
-import urllib.request
-from datetime import timedelta
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core.mail import send_mail
+from standardwebhooks import Webhook
 
+from axisor import outbound
 from axisor.realtime import presence
 
 from .events import notification_data
-from .models import Delivery, DeliveryStatus, Method
-from .services import delivery_claim, delivery_failed, delivery_succeeded
+from .models import Delivery, DeliveryStatus
 
-logger = logging.getLogger(__name__)
-
-
-class PermanentFailure(Exception):
-    """Retrying cannot help (no address, no endpoint)."""
+SECRET_PREFIX = "whsec_"
 
 
-def conf(name: str):
-    return settings.AXISOR_NOTIFICATIONS[name]
+class DeliveryError(Exception):
+    """A failed attempt: ``code`` is what the user sees, ``detail`` what staff see; ``final``
+    when retrying cannot help (no address, no endpoint)."""
+
+    def __init__(self, code: str, detail: str = "", *, final: bool = False) -> None:
+        super().__init__(code)
+        self.code, self.detail, self.final = code, detail, final
 
 
-def backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=min(conf("BACKOFF_MAX_SECONDS"), conf("BACKOFF_BASE_SECONDS") * 2 ** (attempts - 1)))
-
-
-def deliver_in_app(delivery: Delivery) -> str:
-    return DeliveryStatus.DELIVERED if presence.online(delivery.notification.user_id) else DeliveryStatus.SENT
+def in_app_statuses(deliveries: list[Delivery]) -> dict[int, str]:
+    """``delivered`` for each delivery whose user has a live ``/ws`` socket, else ``sent``."""
+    users = sorted({d.notification.user_id for d in deliveries})
+    live = presence.connections_by_user(users) if users else {}
+    return {
+        d.pk: DeliveryStatus.DELIVERED if live[d.notification.user_id]["/ws"] > 0 else DeliveryStatus.SENT
+        for d in deliveries
+    }
 
 
 def deliver_email(delivery: Delivery) -> str:
     n = delivery.notification
     if not n.user.email:
-        raise PermanentFailure("the user has no email address")
-    send_mail(
-        subject=f"[Axisor] {n.title}",
-        message=n.message,
-        from_email=settings.DEFAULT_FROM_EMAIL,
-        recipient_list=[n.user.email],
-        fail_silently=False,
-    )
+        raise DeliveryError("no_email_address", "the user has no email address", final=True)
+    try:
+        send_mail(
+            subject=f"[Axisor] {n.title}",
+            message=n.message,
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=[n.user.email],
+            fail_silently=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - whatever the mail server did, the attempt failed
+        raise DeliveryError("email_error", f"{type(exc).__name__}: {exc}") from None
     return DeliveryStatus.DELIVERED
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signing_key(secret: str) -> bytes:
+    """A ``whsec_``-prefixed secret is a base64 key (the Standard Webhooks form); any other
+    secret signs with its UTF-8 bytes."""
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            return base64.b64decode(secret[len(SECRET_PREFIX) :] + "==", validate=False)
+        except binascii.Error:
+            pass
+    return secret.encode()
+
+
+def webhook_headers(*, secret: str, message_id: str, body: str, at: datetime | None = None) -> dict[str, str]:
+    at = at or datetime.now(UTC)
+    return {
+        "Content-Type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": Webhook(signing_key(secret)).sign(message_id, at, body),
+    }
+
+
+def webhook_id(delivery: Delivery) -> str:
+    return f"dlv_{delivery.pk}"
 
 
 def deliver_webhook(delivery: Delivery) -> str:
     endpoint = getattr(delivery.notification.user, "webhook", None)
     if endpoint is None:
-        raise PermanentFailure("the user has no webhook endpoint")
-    body = json.dumps(notification_data(delivery.notification), separators=(",", ":")).encode()
-    request = urllib.request.Request(endpoint.url, data=body, method="POST")
-    request.add_header("Content-Type", "application/json")
-    request.add_header("X-Axisor-Signature", sign(endpoint.secret, body))
-    request.add_header("X-Axisor-Delivery", str(delivery.pk))
+        raise DeliveryError("no_webhook_endpoint", "the user has no webhook endpoint", final=True)
+    body = json.dumps(notification_data(delivery.notification), separators=(",", ":"))
+    headers = webhook_headers(secret=endpoint.secret, message_id=webhook_id(delivery), body=body)
     try:
-        with urllib.request.urlopen(request, timeout=conf("WEBHOOK_TIMEOUT_SECONDS")) as resp:
-            resp.read(1024)
-    except urllib.error.HTTPError as exc:
-        raise RuntimeError(f"webhook answered HTTP {exc.code}") from None
+        outbound.post(endpoint.url, body=body.encode(), headers=headers)
+    except outbound.OutboundError as exc:
+        raise DeliveryError(exc.code, exc.detail) from None
     return DeliveryStatus.DELIVERED
 
 
-SENDERS = {Method.IN_APP: deliver_in_app, Method.EMAIL: deliver_email, Method.WEBHOOK: deliver_webhook}
-
-
-def deliver_due(batch: int | None = None) -> int:
-    """Deliver what is due now; returns how many deliveries were attempted."""
-    claimed = delivery_claim(batch=batch or conf("BATCH"), lease=timedelta(seconds=conf("CLAIM_SECONDS")))
-    for delivery in claimed:
-        delivery = Delivery.objects.select_related("notification__user__webhook").get(pk=delivery.pk)
-        try:
-            status = SENDERS[delivery.method](delivery)
-        except PermanentFailure as exc:
-            delivery_failed(delivery=delivery, error=str(exc), retry_in=None)
-        except Exception as exc:  # noqa: BLE001 - any failure of the outside world is a retry
-            final = delivery.attempts >= conf("MAX_ATTEMPTS")
-            logger.warning("delivery %s attempt %s failed: %s", delivery.pk, delivery.attempts, exc)
-            delivery_failed(
-                delivery=delivery,
-                error=f"{type(exc).__name__}: {exc}",
-                retry_in=None if final else backoff(delivery.attempts),
-            )
-        else:
-            delivery_succeeded(delivery=delivery, status=status)
-    return len(claimed)
+SENDERS = {"email": deliver_email, "webhook": deliver_webhook}

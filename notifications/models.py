@@ -69,10 +69,16 @@ class Delivery(models.Model):
         max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING, db_index=True
     )
     attempts = models.PositiveSmallIntegerField(default=0)
-    last_error = models.TextField(blank=True, default="")
+    # What the user sees of a failure: a short generic code (``timeout``, ``http_500``,
+    # ``blocked_address``), never the remote's text. The detail is for staff (admin, panel).
+    last_error = models.CharField(max_length=40, blank=True, default="")
+    error_detail = models.TextField(blank=True, default="")
     delivered_at = models.DateTimeField(null=True, blank=True)
-    # The worker holding this delivery may work on it until then; after that another may take it.
+    # When the next attempt is due (a retry waits out its backoff).
     next_attempt_at = models.DateTimeField(db_index=True)
+    # The worker making an attempt holds the delivery until then; a worker that died mid-attempt
+    # lets it go then, and the delivery sweep hands it to another.
+    claimed_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -106,7 +112,7 @@ class NotificationPreference(models.Model):
 
 
 class WebhookEndpoint(models.Model):
-    """Where a user's webhook deliveries go, and the secret that signs them (HMAC-SHA256)."""
+    """Where a user's webhook deliveries go, and the secret that signs them (Standard Webhooks)."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook")
     url = models.URLField(max_length=500)

@@ -1,14 +1,16 @@
 """Every write to notifications. All producers (orders, price alerts, margin guard, system, staff)
-call ``notification_create`` or ``notification_broadcast``; deliveries change only here."""
+call ``notification_create`` or ``notification_broadcast``; the delivery jobs are enqueued here, in
+the same transaction, and record their attempts in ``notifications/tasks.py``."""
 
 from __future__ import annotations
-
-from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+
+from axisor import outbound
+from axisor.errors import BadRequest
 
 from .models import (
     Category,
@@ -20,7 +22,8 @@ from .models import (
     NotificationType,
     WebhookEndpoint,
 )
-from .signals import delivery_changed, notification_created, notifications_read
+from .signals import notification_created, notifications_read
+from .tasks import enqueue_deliveries
 
 DEFAULT_METHODS = {Method.IN_APP: True, Method.EMAIL: False, Method.WEBHOOK: False}
 
@@ -82,7 +85,7 @@ def _create_each(items: list[dict]) -> list[Notification]:
         for uid, enabled in methods_for(ids, category).items():
             methods[(uid, category)] = enabled
     now = timezone.now()
-    Delivery.objects.bulk_create(
+    deliveries = Delivery.objects.bulk_create(
         [
             Delivery(notification=n, method=m, next_attempt_at=now)
             for n in created
@@ -90,6 +93,7 @@ def _create_each(items: list[dict]) -> list[Notification]:
         ],
         batch_size=2000,
     )
+    enqueue_deliveries(deliveries)
     in_app = {n.pk for n in created if Method.IN_APP in methods[(n.user_id, n.category)]}
     notification_created.send(sender=Notification, notifications=created, in_app=in_app)
     return created
@@ -153,58 +157,17 @@ def notification_mark_all_read(*, user) -> int:
 @transaction.atomic
 def notification_resend(*, notification: Notification) -> int:
     """Deliver again by every method it had (staff action). Returns deliveries reset."""
-    return Delivery.objects.filter(notification=notification).update(
-        status=DeliveryStatus.PENDING, attempts=0, last_error="", delivered_at=None, next_attempt_at=timezone.now()
+    deliveries = list(Delivery.objects.select_for_update().filter(notification=notification))
+    now = timezone.now()
+    for d in deliveries:
+        d.status, d.attempts, d.last_error, d.error_detail = DeliveryStatus.PENDING, 0, "", ""
+        d.delivered_at, d.claimed_until, d.next_attempt_at = None, None, now
+    Delivery.objects.bulk_update(
+        deliveries,
+        ["status", "attempts", "last_error", "error_detail", "delivered_at", "claimed_until", "next_attempt_at"],
     )
-
-
-# ---- delivery state (the worker calls these) ------------------------------------------------
-
-
-@transaction.atomic
-def delivery_claim(*, batch: int, lease: timedelta, now: datetime | None = None) -> list[Delivery]:
-    """Take up to ``batch`` due deliveries for ``lease``; a worker that dies lets them fall due again."""
-    now = now or timezone.now()
-    due = list(
-        Delivery.objects.select_for_update(skip_locked=True)
-        .filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-        .order_by("next_attempt_at", "id")[:batch]
-    )
-    for d in due:
-        d.attempts += 1
-        d.next_attempt_at = now + lease
-    Delivery.objects.bulk_update(due, ["attempts", "next_attempt_at"])
-    return due
-
-
-@transaction.atomic
-def delivery_succeeded(*, delivery: Delivery, status: str) -> Delivery:
-    delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
-    if delivery.status != DeliveryStatus.PENDING:
-        return delivery  # someone else finished it
-    delivery.status = status
-    delivery.delivered_at = timezone.now()
-    delivery.last_error = ""
-    delivery.save(update_fields=["status", "delivered_at", "last_error", "updated_at"])
-    delivery_changed.send(sender=Delivery, delivery=delivery)
-    return delivery
-
-
-@transaction.atomic
-def delivery_failed(*, delivery: Delivery, error: str, retry_in: timedelta | None) -> Delivery:
-    """Record a failed attempt: retry after ``retry_in``, or give up (``None``) → ``failed``."""
-    delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
-    if delivery.status != DeliveryStatus.PENDING:
-        return delivery
-    delivery.last_error = error[:2000]
-    if retry_in is None:
-        delivery.status = DeliveryStatus.FAILED
-        delivery.save(update_fields=["status", "last_error", "updated_at"])
-        delivery_changed.send(sender=Delivery, delivery=delivery)
-    else:
-        delivery.next_attempt_at = timezone.now() + retry_in
-        delivery.save(update_fields=["last_error", "next_attempt_at", "updated_at"])
-    return delivery
+    enqueue_deliveries(deliveries)
+    return len(deliveries)
 
 
 # ---- preferences ----------------------------------------------------------------------------
@@ -220,6 +183,10 @@ def preferences_set(*, user, categories: dict[str, dict[str, bool]], webhook: di
         NotificationPreference.objects.update_or_create(user=user, category=category, defaults=values)
     if webhook is not None:
         if webhook.get("url"):
+            try:
+                outbound.check_url(webhook["url"])
+            except outbound.OutboundError as exc:
+                raise BadRequest(f"webhookUrl is not allowed: {exc.code}", code="webhook_url_not_allowed") from None
             WebhookEndpoint.objects.update_or_create(user=user, defaults=webhook)
         else:
             WebhookEndpoint.objects.filter(user=user).delete()

@@ -93,6 +93,20 @@ def redis_client() -> aioredis.Redis:
     return client
 
 
+_sync_client = None
+
+
+def redis_sync_client():
+    """The process's blocking client for REDIS_URL (thread-safe: a connection pool), for code on
+    worker threads: presence reads, the worker's leases."""
+    global _sync_client
+    if _sync_client is None:
+        import redis
+
+        _sync_client = redis.Redis.from_url(settings.REDIS_URL, **redis_options(asyncio_client=False))
+    return _sync_client
+
+
 class RedisLimiter:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix

@@ -30,7 +30,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from . import adminfeed
-from .limits import redis_client, redis_options
+from .limits import redis_client, redis_sync_client
 from .perloop import PerLoop
 
 logger = logging.getLogger(__name__)
@@ -295,16 +295,9 @@ async def leave(user_id: int, member: str) -> None:
 
 # ---- sync reads (notification worker, panel) ----------------------------------------------------
 
-_sync_client = None
-
 
 def _redis():
-    global _sync_client
-    if _sync_client is None:
-        import redis
-
-        _sync_client = redis.Redis.from_url(settings.REDIS_URL, **redis_options(asyncio_client=False))
-    return _sync_client
+    return redis_sync_client()
 
 
 def connections_by_user(user_ids: list[int]) -> dict[int, dict[str, int]]:

@@ -162,3 +162,51 @@ def gunicorn(transactional_db, tmp_path):
             except subprocess.TimeoutExpired:
                 server.proc.kill()
                 server.proc.wait(timeout=15)
+
+
+WORKER_STARTED = re.compile(r"worker (\S+): \d+ job thread")
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen
+    lines: list[str] = field(default_factory=list)
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            (self.proc.kill if kill else self.proc.terminate)()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+                raise AssertionError(f"worker did not stop within 20 s of SIGTERM:\n{self.log()[-3000:]}") from None
+
+
+@pytest.fixture
+def worker(transactional_db):
+    """Start ``manage.py worker`` processes on the test database and Redis:
+    ``w = worker(**extra_env)``; returns once its job threads run."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, **extra_env: str) -> WorkerProcess:
+        env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "PYTHONUNBUFFERED": "1", **extra_env}
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "worker", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        process = WorkerProcess(proc=proc)
+        watch(proc, process.lines, WORKER_STARTED, 1, "worker")
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop(kill=True)

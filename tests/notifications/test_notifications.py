@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import http.server
-import json
 import threading
 
 import pytest
 from channels.db import database_sync_to_async
 from django.core import mail
+from django.db import transaction
 from django.test import Client
+from django_tasks_db.models import DBTaskResult
+from standardwebhooks import Webhook
 
+from axisor.errors import BadRequest
 from axisor.realtime.models import EventLog
-from notifications.delivery import deliver_due, sign
+from axisor.worker import run_ready
 from notifications.models import Delivery, DeliveryStatus, Notification, WebhookEndpoint
 from notifications.services import notification_broadcast, notification_create, preferences_set
 from tests.conftest import auth_api, connected, jwt_for
@@ -63,13 +66,13 @@ def test_bad_type_or_category_writes_nothing(make_user):
 def test_in_app_offline_is_sent_and_status_event_follows(make_user):
     user = make_user("n3")
     n = notify(user)
-    assert deliver_due() == 1
+    assert run_ready() == 1  # one in-app job
     delivery = n.deliveries.get()
     assert delivery.status == DeliveryStatus.SENT and delivery.attempts == 1
     [status] = events(user, "notification_status_update")
     assert status["data"]["id"] == str(n.pk) and status["data"]["status"] == "sent"
     assert status["data"]["deliveryMethod"] == "in_app"
-    assert deliver_due() == 0  # nothing twice
+    assert run_ready() == 0  # nothing twice
 
 
 def test_email_retries_then_fails_with_last_error(make_user, settings):
@@ -81,12 +84,14 @@ def test_email_retries_then_fails_with_last_error(make_user, settings):
     preferences_set(user=user, categories={"orders": {"in_app": False, "email": True}})
     n = notify(user, category="orders")
     assert list(n.deliveries.values_list("method", flat=True)) == ["email"]
-    for _ in range(3):
-        assert deliver_due() == 1
+    for attempt in range(1, 4):  # each failed attempt enqueues its retry (no backoff here)
+        assert run_ready(limit=1) == 1
+        assert n.deliveries.get().attempts == attempt
     delivery = n.deliveries.get()
     assert delivery.status == DeliveryStatus.FAILED and delivery.attempts == 3
-    assert "SMTP is down" in delivery.last_error
-    assert deliver_due() == 0
+    assert delivery.last_error == "email_error"  # what the user sees: a code
+    assert "SMTP is down" in delivery.error_detail  # what staff see
+    assert run_ready() == 0
     [failed] = events(user, "notification_status_update")
     assert failed["data"]["status"] == "failed" and failed["data"]["deliveryMethod"] == "email"
     assert events(user, "in_app_notification") == []  # in-app was off for orders
@@ -99,7 +104,7 @@ def test_email_delivered_through_django_backend(make_user, settings):
     user.save()
     preferences_set(user=user, categories={"system": {"email": True}})
     notify(user, category="system", title="Maintenance tonight")
-    deliver_due()
+    run_ready()
     assert [m.subject for m in mail.outbox] == ["[Axisor] Maintenance tonight"]
     statuses = {e["data"]["deliveryMethod"]: e["data"]["status"] for e in events(user, "notification_status_update")}
     assert statuses == {"in_app": "sent", "email": "delivered"}
@@ -120,11 +125,14 @@ class Hook(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hook_server():
+def hook_server(settings):
     Hook.received, Hook.answer = [], 200
     server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    # A private address: only an allow-listed receiver may be called (the outbound policy).
+    allow = settings.AXISOR_OUTBOUND["ALLOW_HOSTS"] | {f"127.0.0.1:{server.server_port}"}
+    settings.AXISOR_OUTBOUND = {**settings.AXISOR_OUTBOUND, "ALLOW_HOSTS": allow}
     yield f"http://127.0.0.1:{server.server_port}/hook"
     server.shutdown()
 
@@ -137,35 +145,115 @@ def test_webhook_signed_post_and_retry_on_error(make_user, settings, hook_server
     )
     n = notify(user, category="price_alert")
     Hook.answer = 500
-    deliver_due()
+    assert run_ready(limit=2) == 2  # the in-app job and the first webhook attempt
     delivery = n.deliveries.get(method="webhook")
-    assert delivery.status == DeliveryStatus.PENDING and "HTTP 500" in delivery.last_error
+    assert delivery.status == DeliveryStatus.PENDING and delivery.last_error == "http_500"
     Hook.answer = 200
-    deliver_due()
+    assert run_ready() == 1  # the retry the failed attempt enqueued
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 2
     headers, body = Hook.received[-1]
-    assert headers["X-Axisor-Signature"] == sign("s" * 20, body)
-    assert headers["X-Axisor-Delivery"] == str(delivery.pk) == Hook.received[0][0]["X-Axisor-Delivery"]
-    assert json.loads(body)["id"] == str(n.pk)
+    # A receiver verifies the Standard Webhooks way (the secret's bytes are the key).
+    assert Webhook(("s" * 20).encode()).verify(body, headers)["id"] == str(n.pk)
+    assert headers["webhook-id"] == f"dlv_{delivery.pk}" == Hook.received[0][0]["webhook-id"]  # stable
+    tampered = {**headers, "webhook-timestamp": str(int(headers["webhook-timestamp"]) - 1)}
+    with pytest.raises(Exception, match="signature"):
+        Webhook(("s" * 20).encode()).verify(body, tampered)
     assert WebhookEndpoint.objects.get(user=user).url == hook_server
 
 
-def test_claim_expiry_lets_another_worker_retry(make_user, settings):
+def test_whsec_secret_is_a_standard_webhooks_key(make_user, hook_server):
+    import base64
+
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    user = make_user("n6b")
+    preferences_set(user=user, categories={"orders": {"webhook": True}}, webhook={"url": hook_server, "secret": secret})
+    notify(user, category="orders")
+    run_ready()
+    headers, body = Hook.received[-1]
+    assert Webhook(secret).verify(body, headers)["userId"] == str(user.pk)
+
+
+def test_webhook_url_refused_at_save_changes_nothing(make_user, settings):
+    user = make_user("n6c")
+    for url in ("http://127.0.0.1:6379/", "http://169.254.169.254/latest/meta-data/", "ftp://example.com/x"):
+        with pytest.raises(BadRequest) as refused:
+            preferences_set(
+                user=user, categories={"orders": {"webhook": True}}, webhook={"url": url, "secret": "s" * 20}
+            )
+        assert refused.value.code == "webhook_url_not_allowed"
+    assert not WebhookEndpoint.objects.filter(user=user).exists()
+    assert not user.notification_preferences.exists()  # the whole change rolled back
+    resp = auth_api(user).put(
+        "/api/notifications/preferences",
+        {"webhookUrl": "http://[::ffff:127.0.0.1]/", "webhookSecret": "s" * 20},
+        format="json",
+    )
+    assert resp.status_code == 400 and resp.json()["code"] == "webhook_url_not_allowed"
+    assert "blocked_address" in resp.json()["detail"]
+
+
+def test_rolled_back_notification_enqueues_nothing_committed_one_has_its_jobs(make_user):
+    user = make_user("n7")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        notify(user)
+        raise RuntimeError("the caller's transaction fails after the notification")
+    assert DBTaskResult.objects.count() == 0 and Delivery.objects.count() == 0
+    n = notify(user)
+    [job] = DBTaskResult.objects.all()
+    assert job.task_path == "notifications.tasks.deliver_in_app"
+    assert job.args_kwargs["args"] == [[n.deliveries.get().pk]]
+
+
+def test_lapsed_claim_is_swept_and_delivered_once(make_user, settings, hook_server):
     from datetime import timedelta
 
     from django.utils import timezone
 
-    from notifications.services import delivery_claim
+    from notifications.tasks import _claim, sweep_deliveries
 
-    user = make_user("n7")
-    n = notify(user)
-    claimed = delivery_claim(batch=10, lease=timedelta(seconds=60))
-    assert [d.notification_id for d in claimed] == [n.pk]
-    assert delivery_claim(batch=10, lease=timedelta(seconds=60)) == []  # held by the first worker
-    # the first worker died; once its claim expires the delivery is due again
-    later = timezone.now() + timedelta(seconds=61)
-    assert [d.pk for d in delivery_claim(batch=10, lease=timedelta(seconds=60), now=later)] == [claimed[0].pk]
+    user = make_user("n8")
+    preferences_set(
+        user=user,
+        categories={"orders": {"in_app": False, "webhook": True}},
+        webhook={"url": hook_server, "secret": "s" * 20},
+    )
+    n = notify(user, category="orders")
+    delivery = n.deliveries.get()
+    assert _claim(delivery.pk) is not None  # a worker took it ...
+    assert _claim(delivery.pk) is None  # ... and holds it: a duplicate job does nothing
+    assert sweep_deliveries() == 0  # its claim has not lapsed
+    # ... and died: once its claim lapses the sweep hands the delivery to another worker
+    Delivery.objects.filter(pk=delivery.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert sweep_deliveries() == 1
+    run_ready()
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 2
+    assert len(Hook.received) == 1
+    assert [e["data"]["status"] for e in events(user, "notification_status_update")] == ["delivered"]
+
+
+def test_one_users_webhooks_in_flight_are_capped(make_user, settings, hook_server):
+    from notifications.tasks import _claim
+
+    settings.AXISOR_NOTIFICATIONS = {**settings.AXISOR_NOTIFICATIONS, "PER_USER_CONCURRENCY": 2}
+    hooked, other = make_user("n9"), make_user("n10")
+    for user in (hooked, other):
+        preferences_set(
+            user=user,
+            categories={"orders": {"in_app": False, "webhook": True}},
+            webhook={"url": hook_server, "secret": "s" * 20},
+        )
+    mine = [notify(hooked, category="orders").deliveries.get() for _ in range(3)]
+    theirs = notify(other, category="orders").deliveries.get()
+    assert _claim(mine[0].pk) is not None and _claim(mine[1].pk) is not None
+    DBTaskResult.objects.all().delete()
+    assert _claim(mine[2].pk) is None  # over the cap: not an attempt, looked at again shortly
+    mine[2].refresh_from_db()
+    assert mine[2].attempts == 0 and mine[2].claimed_until is None
+    [again] = DBTaskResult.objects.all()
+    assert again.args_kwargs["args"] == [mine[2].pk] and again.run_after is not None
+    assert _claim(theirs.pk) is not None  # another user's delivery is not held up
 
 
 def test_broadcast_to_tier_in_bulk(make_user, django_assert_max_num_queries):
@@ -252,7 +340,7 @@ def test_admin_compose_and_actions(make_user):
     client.post("/admin/notifications/notification/", {"action": "mark_read", "_selected_action": [n.pk]})
     n.refresh_from_db()
     assert n.read
-    deliver_due()
+    run_ready()
     client.post("/admin/notifications/notification/", {"action": "resend", "_selected_action": [n.pk]})
     assert n.deliveries.get().status == "pending"
     page = client.get(f"/admin/notifications/notification/{n.pk}/change/")
@@ -269,7 +357,7 @@ async def test_sockets_get_notification_and_read_on_other_device(make_user):
     for sock in (phone, laptop):
         event = await sock.receive_json_from(timeout=5)
         assert event["type"] == "in_app_notification" and event["data"]["id"] == str(n.pk) and event["seq"] == 1
-    await database_sync_to_async(deliver_due)()
+    await database_sync_to_async(run_ready)()
     for sock in (phone, laptop):
         status = await sock.receive_json_from(timeout=5)
         assert status["type"] == "notification_status_update" and status["data"]["status"] == "delivered"

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth.hashers import make_password
+from django.test import override_settings
+from standardwebhooks import Webhook
 
 from accounts.models import User
+from axisor.realtime.models import EventLog
 from notifications.models import Delivery, DeliveryStatus, Notification
 from notifications.services import notification_create, preferences_set
 from tests.conftest import auth_api, connected, jwt_for
@@ -45,17 +49,18 @@ async def test_broadcast_to_ten_thousand_users_in_one_request(make_user):
 
 
 class SlowHook(http.server.BaseHTTPRequestHandler):
-    """Holds the first request until released, so the worker can be killed mid-batch."""
+    """Holds every request until released, so the worker can be killed mid-batch."""
 
     release = threading.Event()
     first_arrived = threading.Event()
     ids: list[str] = []
 
     def do_POST(self):  # http.server's method name
-        self.rfile.read(int(self.headers["Content-Length"]))
+        body = self.rfile.read(int(self.headers["Content-Length"]))
         SlowHook.first_arrived.set()
         SlowHook.release.wait(timeout=30)
-        SlowHook.ids.append(self.headers["X-Axisor-Delivery"])
+        Webhook(("x" * 20).encode()).verify(body, dict(self.headers))  # signed, and fresh
+        SlowHook.ids.append(self.headers["webhook-id"])
         self.send_response(200)
         self.end_headers()
 
@@ -65,40 +70,55 @@ class SlowHook(http.server.BaseHTTPRequestHandler):
 
 @pytest.mark.django_db(transaction=True)
 def test_worker_killed_mid_batch_loses_nothing(make_user):
+    """A real worker process SIGKILLed while its webhook attempts wait on the receiver: a restarted
+    worker finishes every delivery, each ``delivered`` exactly once in our records; the receiver
+    may see an attempt twice and drops the duplicate by ``webhook-id``."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"127.0.0.1:{server.server_port}"
     user = make_user("hooked")
-    preferences_set(
-        user=user,
-        categories={"account": {"in_app": False, "webhook": True}},
-        webhook={"url": f"http://127.0.0.1:{server.server_port}/h", "secret": "x" * 20},
-    )
-    for i in range(5):
+    with override_settings(AXISOR_OUTBOUND={**settings.AXISOR_OUTBOUND, "ALLOW_HOSTS": {hook}}):
+        preferences_set(
+            user=user,
+            categories={"account": {"in_app": False, "webhook": True}},
+            webhook={"url": f"http://{hook}/h", "secret": "x" * 20},
+        )
+    for i in range(8):
         notification_create(user=user, title=f"n{i}", message="m", category="account")
-    env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "NOTIFY_CLAIM_SECONDS": "1", "NOTIFY_BATCH": "5"}
-    cmd = [sys.executable, "manage.py", "deliver_notifications", "--once"]
+    env = {
+        **os.environ,
+        "DATABASE_URL": subprocess_database_url(),
+        "NOTIFY_WEBHOOK_ALLOW_HOSTS": hook,
+        "NOTIFY_CLAIM_SECONDS": "1",
+        "NOTIFY_SWEEP_SECONDS": "0.5",
+        "WORKER_POLL_SECONDS": "0.1",
+    }
+    cmd = [sys.executable, "manage.py", "worker", "--threads", "4"]
     worker = subprocess.Popen(cmd, cwd=ROOT, env=env)
     try:
         assert SlowHook.first_arrived.wait(timeout=30)
-        worker.kill()  # mid-batch: five claimed, none recorded
+        worker.kill()  # mid-batch: attempts claimed, none recorded
         worker.wait(timeout=10)
-        assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 5
+        assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 8
+        assert Delivery.objects.filter(attempts__gt=0).exists()
         SlowHook.release.set()
         # A restarted worker takes the dead one's deliveries once their claims lapse and delivers each
         # exactly once in our records. Watch the database until it has (bounded), then stop it.
-        worker = subprocess.Popen(cmd[:-1], cwd=ROOT, env=env)
-        deadline = time.monotonic() + 30
+        worker = subprocess.Popen(cmd, cwd=ROOT, env=env)
+        deadline = time.monotonic() + 60
         while Delivery.objects.exclude(status=DeliveryStatus.DELIVERED).exists():
             assert time.monotonic() < deadline, "the restarted worker did not deliver everything"
             assert worker.poll() is None, "the restarted worker died"
             time.sleep(0.1)
         worker.terminate()
-        worker.wait(timeout=10)
+        assert worker.wait(timeout=20) == 0  # SIGTERM: finishes its steps, exits cleanly
     finally:
         SlowHook.release.set()
         server.shutdown()
         if worker.poll() is None:
             worker.kill()
-    statuses = list(Delivery.objects.values_list("status", flat=True))
-    assert statuses == [DeliveryStatus.DELIVERED] * 5
-    assert set(SlowHook.ids) == {str(pk) for pk in Delivery.objects.values_list("pk", flat=True)}
+    deliveries = list(Delivery.objects.order_by("pk"))
+    assert [d.status for d in deliveries] == [DeliveryStatus.DELIVERED] * 8
+    status_events = EventLog.objects.filter(user=user, type="notification_status_update")
+    assert sorted(e.payload["data"]["id"] for e in status_events) == sorted(str(d.notification_id) for d in deliveries)
+    assert set(SlowHook.ids) == {f"dlv_{d.pk}" for d in deliveries}  # each id, duplicates dropped by id

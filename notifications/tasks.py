@@ -1,0 +1,197 @@
+"""Delivery jobs, run by the background worker (``axisor/worker.py``), and the state changes of a
+delivery attempt (claim, outcome, retry), each in its own transaction.
+
+A notification's jobs are enqueued in the transaction that creates it (``enqueue_deliveries``), so a
+rolled-back notification has none and a committed one always has them. A failed attempt enqueues
+its retry, with exponential backoff, in the transaction that records it. A worker that dies
+mid-attempt leaves its claim to lapse; the delivery sweep then enqueues the delivery again. The
+outside world may see an attempt twice (receivers drop duplicates by ``webhook-id``); our records
+end ``delivered``/``sent`` or ``failed`` exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django_tasks import task
+
+from .delivery import SENDERS, DeliveryError, in_app_statuses
+from .models import Delivery, DeliveryStatus, Method, WebhookEndpoint
+from .signals import delivery_changed
+
+logger = logging.getLogger(__name__)
+
+# A user over their in-flight cap is looked at again after this.
+BUSY_RETRY = timedelta(seconds=1)
+
+
+def conf(name: str):
+    return settings.AXISOR_NOTIFICATIONS[name]
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(conf("BACKOFF_MAX_SECONDS"), conf("BACKOFF_BASE_SECONDS") * 2 ** (attempts - 1)))
+
+
+# ---- jobs ------------------------------------------------------------------------------------
+
+
+@task()
+def deliver_in_app(delivery_ids: list[int]) -> int:
+    """In-app deliveries in bulk: ``delivered`` where the user has a live socket, else ``sent``."""
+    claimed = _claim_many(delivery_ids)
+    if not claimed:
+        return 0
+    statuses = in_app_statuses(claimed)
+    with transaction.atomic():
+        for delivery in claimed:
+            _finish(delivery.pk, status=statuses[delivery.pk])
+    return len(claimed)
+
+
+@task()
+def deliver(delivery_id: int) -> str:
+    """One email or webhook attempt."""
+    delivery = _claim(delivery_id)
+    if delivery is None:
+        return "skipped"
+    try:
+        status = SENDERS[delivery.method](delivery)
+    except DeliveryError as exc:
+        final = exc.final or delivery.attempts >= conf("MAX_ATTEMPTS")
+        logger.warning("delivery %s attempt %s failed: %s (%s)", delivery.pk, delivery.attempts, exc.code, exc.detail)
+        _finish(delivery.pk, code=exc.code, detail=exc.detail, retry_in=None if final else backoff(delivery.attempts))
+        return exc.code
+    _finish(delivery.pk, status=status)
+    return status
+
+
+def enqueue_deliveries(deliveries: Iterable[Delivery]) -> None:
+    """The jobs for these deliveries, in the caller's transaction: in-app ones in batches, the
+    others one job each (each may wait on the network)."""
+    in_app, others = [], []
+    for d in deliveries:
+        (in_app if d.method == Method.IN_APP else others).append(d.pk)
+    batch = conf("BATCH")
+    for start in range(0, len(in_app), batch):
+        deliver_in_app.enqueue(in_app[start : start + batch])
+    for pk in others:
+        deliver.enqueue(pk)
+
+
+def _enqueue_one(delivery: Delivery, *, at=None) -> None:
+    if delivery.method == Method.IN_APP:
+        deliver_in_app.using(run_after=at).enqueue([delivery.pk])
+    else:
+        deliver.using(run_after=at).enqueue(delivery.pk)
+
+
+def sweep_deliveries() -> int:
+    """Enqueue again the deliveries whose worker died: a lapsed claim, or due for longer than a
+    claim lasts and never claimed (a worker died between taking the job and claiming it; a backlog
+    that old only gets a second job, which finds the delivery done or held). Returns how many (a
+    periodic job of the worker, under a lease)."""
+    now = timezone.now()
+    lost_after = timedelta(seconds=conf("CLAIM_SECONDS"))
+    with transaction.atomic():
+        lapsed = list(
+            Delivery.objects.select_for_update(skip_locked=True).filter(
+                status=DeliveryStatus.PENDING, claimed_until__lt=now
+            )[:500]
+        )
+        lost = list(
+            Delivery.objects.select_for_update(skip_locked=True).filter(
+                status=DeliveryStatus.PENDING, claimed_until__isnull=True, next_attempt_at__lt=now - lost_after
+            )[:500]
+        )
+        for d in lapsed + lost:
+            d.claimed_until = None
+            d.next_attempt_at = now
+            _enqueue_one(d)
+        Delivery.objects.bulk_update(lapsed + lost, ["claimed_until", "next_attempt_at"])
+    if lapsed or lost:
+        logger.warning("delivery sweep: %d lapsed claim(s), %d lost job(s) enqueued again", len(lapsed), len(lost))
+    return len(lapsed) + len(lost)
+
+
+# ---- attempt state ---------------------------------------------------------------------------
+
+
+def _claimable(delivery: Delivery | None, now) -> bool:
+    """Still pending and not held by a live attempt (a duplicate job finds it done or held)."""
+    return (
+        delivery is not None
+        and delivery.status == DeliveryStatus.PENDING
+        and not (delivery.claimed_until and delivery.claimed_until > now)
+    )
+
+
+def _take(delivery: Delivery, now) -> None:
+    delivery.attempts += 1
+    delivery.claimed_until = now + timedelta(seconds=conf("CLAIM_SECONDS"))
+
+
+@transaction.atomic
+def _claim_many(delivery_ids: list[int]) -> list[Delivery]:
+    now = timezone.now()
+    rows = Delivery.objects.select_for_update(skip_locked=True).filter(pk__in=delivery_ids).order_by("pk")
+    claimed = [d for d in rows if _claimable(d, now)]
+    for d in claimed:
+        _take(d, now)
+    Delivery.objects.bulk_update(claimed, ["attempts", "claimed_until"])
+    ids = [d.pk for d in claimed]
+    return list(Delivery.objects.select_related("notification").filter(pk__in=ids).order_by("pk"))
+
+
+@transaction.atomic
+def _claim(delivery_id: int) -> Delivery | None:
+    now = timezone.now()
+    delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
+    if not _claimable(delivery, now):
+        return None
+    if delivery.method == Method.WEBHOOK:
+        user_id = delivery.notification.user_id
+        # The user's endpoint row serialises their claims, so the cap holds across workers.
+        WebhookEndpoint.objects.select_for_update().filter(user_id=user_id).first()
+        in_flight = Delivery.objects.filter(
+            notification__user_id=user_id,
+            method=Method.WEBHOOK,
+            status=DeliveryStatus.PENDING,
+            claimed_until__gt=now,
+        ).count()
+        if in_flight >= conf("PER_USER_CONCURRENCY"):
+            # Not an attempt: look again shortly (and the sweep knows it is not lost).
+            delivery.next_attempt_at = now + BUSY_RETRY
+            delivery.save(update_fields=["next_attempt_at", "updated_at"])
+            _enqueue_one(delivery, at=delivery.next_attempt_at)
+            return None
+    _take(delivery, now)
+    delivery.save(update_fields=["attempts", "claimed_until", "updated_at"])
+    return Delivery.objects.select_related("notification__user__webhook").get(pk=delivery.pk)
+
+
+@transaction.atomic
+def _finish(delivery_id: int, *, status: str = "", code: str = "", detail: str = "", retry_in=None) -> None:
+    """Record an attempt's outcome: ``status`` on success; else the error and a retry after
+    ``retry_in``, or ``failed`` (``retry_in`` None). A delivery someone else finished is left alone."""
+    delivery = Delivery.objects.select_for_update().select_related("notification").get(pk=delivery_id)
+    if delivery.status != DeliveryStatus.PENDING:
+        return
+    delivery.claimed_until = None
+    if status:
+        delivery.status, delivery.delivered_at, delivery.last_error = status, timezone.now(), ""
+    else:
+        delivery.last_error, delivery.error_detail = code[:40], detail[:2000]
+        if retry_in is None:
+            delivery.status = DeliveryStatus.FAILED
+        else:
+            delivery.next_attempt_at = timezone.now() + retry_in
+            _enqueue_one(delivery, at=delivery.next_attempt_at)
+    delivery.save()
+    if delivery.status != DeliveryStatus.PENDING:
+        delivery_changed.send(sender=Delivery, delivery=delivery)
