@@ -83,11 +83,14 @@ def prune_step() -> None:
 
 
 def prune_job_results() -> None:
-    """Finished job rows are kept for a day (staff can read them in the admin), then deleted."""
+    """Finished job rows are kept for a day (staff can read them in the admin), then deleted; so are
+    rows left running a day ago by a worker that died (their deliveries were swept long since)."""
     from django.utils import timezone
     from django_tasks_db.models import DBTaskResult
 
-    DBTaskResult.objects.finished().filter(finished_at__lt=timezone.now() - JOB_RESULTS_KEPT).delete()
+    before = timezone.now() - JOB_RESULTS_KEPT
+    DBTaskResult.objects.finished().filter(finished_at__lt=before).delete()
+    DBTaskResult.objects.running().filter(started_at__lt=before).delete()
 
 
 def sweep_step() -> None:

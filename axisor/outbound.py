@@ -12,6 +12,8 @@ import ssl
 import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,12 @@ from django.conf import settings
 
 MAX_URL_LENGTH = 2000
 DETAIL_BYTES = 500
+# A lookup of a name whose DNS server never answers waits for the resolver's own timeouts (tens of
+# seconds with retries and search domains). It runs on this small pool and the caller waits at most
+# this long (less when the attempt's deadline is nearer); a stuck lookup holds a pool thread, not
+# the caller. Eight stuck at once make the next lookups wait their turn and time out too.
+DNS_SECONDS = 5.0
+_resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="outbound-dns")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -80,6 +88,7 @@ _BLOCKED_V6 = tuple(
     )
 )
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # SIIT (RFC 2765): a translator delivers it to IPv4
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
@@ -88,7 +97,7 @@ def _embedded_v4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     found = []
     if ip.ipv4_mapped is not None:
         found.append(ip.ipv4_mapped)
-    if ip in _IPV4_COMPATIBLE or ip in _NAT64:
+    if ip in _IPV4_COMPATIBLE or ip in _NAT64 or ip in _IPV4_TRANSLATED:
         found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     if ip.sixtofour is not None:
         found.append(ip.sixtofour)
@@ -163,9 +172,12 @@ def _hostname(parts: urllib.parse.SplitResult) -> tuple[str, bool]:
     return host, False
 
 
-def _resolve(host: str, port: int) -> tuple[tuple[int, Any], ...]:
+def _resolve(host: str, port: int, seconds: float) -> tuple[tuple[int, Any], ...]:
+    lookup = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = lookup.result(timeout=max(0.0, seconds))
+    except FutureTimeout:
+        raise OutboundError("dns_error", detail=f"{host}: no answer within {seconds:.1f} s") from None
     except (OSError, UnicodeError) as exc:
         raise OutboundError("dns_error", detail=f"{host}: {exc!r}") from None
     addresses = []
@@ -179,7 +191,7 @@ def _resolve(host: str, port: int) -> tuple[tuple[int, Any], ...]:
     return tuple(addresses)
 
 
-def _check(url: str, conf: dict[str, Any]) -> _Target:
+def _check(url: str, conf: dict[str, Any], dns_seconds: float = DNS_SECONDS) -> _Target:
     if not isinstance(url, str):
         raise OutboundError("invalid_url", detail=f"not a string: {type(url).__name__}")
     _refuse_characters(url)
@@ -210,7 +222,7 @@ def _check(url: str, conf: dict[str, Any]) -> _Target:
     if not allow_listed and port not in conf["PORTS"]:
         raise OutboundError("port_not_allowed", detail=f"port {port}")
 
-    addresses = _resolve(host, port)
+    addresses = _resolve(host, port, dns_seconds)
     if not allow_listed:
         for _family, sockaddr in addresses:
             try:
@@ -372,7 +384,7 @@ def post(
     response: http.client.HTTPResponse | None = None
     where = url
     try:
-        target = _check(url, conf)
+        target = _check(url, conf, min(DNS_SECONDS, deadline.remaining()))
         where = target.hostname
         sock = _connect(target, deadline)
         where = f"{target.hostname} at {sock.getpeername()[0]}"

@@ -67,15 +67,21 @@ def deliver_email(delivery: Delivery) -> str:
     return DeliveryStatus.DELIVERED
 
 
+MIN_KEY_BYTES = 24  # Standard Webhooks: keys of 24 to 64 random bytes
+
+
 def signing_key(secret: str) -> bytes:
     """A ``whsec_``-prefixed secret is a base64 key (the Standard Webhooks form); any other
-    secret signs with its UTF-8 bytes."""
-    if secret.startswith(SECRET_PREFIX):
-        try:
-            return base64.b64decode(secret[len(SECRET_PREFIX) :] + "==", validate=False)
-        except binascii.Error:
-            pass
-    return secret.encode()
+    secret signs with its UTF-8 bytes. ValueError for a ``whsec_`` secret that is not one."""
+    if not secret.startswith(SECRET_PREFIX):
+        return secret.encode()
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except binascii.Error:
+        raise ValueError("a whsec_ secret must be base64") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"a whsec_ secret must hold at least {MIN_KEY_BYTES} bytes")
+    return key
 
 
 def webhook_headers(*, secret: str, message_id: str, body: str, at: datetime | None = None) -> dict[str, str]:
@@ -97,7 +103,10 @@ def deliver_webhook(delivery: Delivery) -> str:
     if endpoint is None:
         raise DeliveryError("no_webhook_endpoint", "the user has no webhook endpoint", final=True)
     body = json.dumps(notification_data(delivery.notification), separators=(",", ":"))
-    headers = webhook_headers(secret=endpoint.secret, message_id=webhook_id(delivery), body=body)
+    try:
+        headers = webhook_headers(secret=endpoint.secret, message_id=webhook_id(delivery), body=body)
+    except ValueError as exc:  # a secret saved before secrets were checked
+        raise DeliveryError("invalid_secret", str(exc), final=True) from None
     try:
         outbound.post(endpoint.url, body=body.encode(), headers=headers)
     except outbound.OutboundError as exc:

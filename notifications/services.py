@@ -12,6 +12,7 @@ from django.utils import timezone
 from axisor import outbound
 from axisor.errors import BadRequest
 
+from .delivery import signing_key
 from .models import (
     Category,
     Delivery,
@@ -173,9 +174,23 @@ def notification_resend(*, notification: Notification) -> int:
 # ---- preferences ----------------------------------------------------------------------------
 
 
-@transaction.atomic
 def preferences_set(*, user, categories: dict[str, dict[str, bool]], webhook: dict | None = None) -> None:
-    """Replace the given categories' method switches; set or clear the webhook endpoint."""
+    """Replace the given categories' method switches; set or clear the webhook endpoint. The URL is
+    checked first, outside the transaction: its DNS lookup may take seconds."""
+    if webhook and webhook.get("url"):
+        try:
+            outbound.check_url(webhook["url"])
+        except outbound.OutboundError as exc:
+            raise BadRequest(f"webhookUrl is not allowed: {exc.code}", code="webhook_url_not_allowed") from None
+        try:
+            signing_key(webhook.get("secret", ""))
+        except ValueError as exc:
+            raise BadRequest(f"webhookSecret: {exc}", code="webhook_secret_invalid") from None
+    _preferences_write(user=user, categories=categories, webhook=webhook)
+
+
+@transaction.atomic
+def _preferences_write(*, user, categories: dict[str, dict[str, bool]], webhook: dict | None) -> None:
     for category, methods in categories.items():
         values = {m: methods.get(m, DEFAULT_METHODS[m]) for m in Method.values}
         if category == Category.MARGIN_GUARD and not values[Method.IN_APP]:
@@ -183,10 +198,6 @@ def preferences_set(*, user, categories: dict[str, dict[str, bool]], webhook: di
         NotificationPreference.objects.update_or_create(user=user, category=category, defaults=values)
     if webhook is not None:
         if webhook.get("url"):
-            try:
-                outbound.check_url(webhook["url"])
-            except outbound.OutboundError as exc:
-                raise BadRequest(f"webhookUrl is not allowed: {exc.code}", code="webhook_url_not_allowed") from None
             WebhookEndpoint.objects.update_or_create(user=user, defaults=webhook)
         else:
             WebhookEndpoint.objects.filter(user=user).delete()

@@ -26,9 +26,6 @@ from .signals import delivery_changed
 
 logger = logging.getLogger(__name__)
 
-# A user over their in-flight cap is looked at again after this.
-BUSY_RETRY = timedelta(seconds=1)
-
 
 def conf(name: str):
     return settings.AXISOR_NOTIFICATIONS[name]
@@ -50,7 +47,7 @@ def deliver_in_app(delivery_ids: list[int]) -> int:
     statuses = in_app_statuses(claimed)
     with transaction.atomic():
         for delivery in claimed:
-            _finish(delivery.pk, status=statuses[delivery.pk])
+            _finish(delivery, status=statuses[delivery.pk])
     return len(claimed)
 
 
@@ -62,12 +59,15 @@ def deliver(delivery_id: int) -> str:
         return "skipped"
     try:
         status = SENDERS[delivery.method](delivery)
-    except DeliveryError as exc:
+    except Exception as exc:
+        if not isinstance(exc, DeliveryError):
+            logger.exception("delivery %s attempt %s: unexpected error", delivery.pk, delivery.attempts)
+            exc = DeliveryError("internal_error", f"{type(exc).__name__}: {exc}")
         final = exc.final or delivery.attempts >= conf("MAX_ATTEMPTS")
         logger.warning("delivery %s attempt %s failed: %s (%s)", delivery.pk, delivery.attempts, exc.code, exc.detail)
-        _finish(delivery.pk, code=exc.code, detail=exc.detail, retry_in=None if final else backoff(delivery.attempts))
+        _finish(delivery, code=exc.code, detail=exc.detail, retry_in=None if final else backoff(delivery.attempts))
         return exc.code
-    _finish(delivery.pk, status=status)
+    _finish(delivery, status=status)
     return status
 
 
@@ -77,14 +77,18 @@ def enqueue_deliveries(deliveries: Iterable[Delivery]) -> None:
     in_app, others = [], []
     for d in deliveries:
         (in_app if d.method == Method.IN_APP else others).append(d.pk)
+    # Every job gets a time: the database backend runs timed jobs before untimed ones, so untimed
+    # new jobs would wait behind every retry. With a time each, jobs run first come, first served.
+    now = timezone.now()
     batch = conf("BATCH")
     for start in range(0, len(in_app), batch):
-        deliver_in_app.enqueue(in_app[start : start + batch])
+        deliver_in_app.using(run_after=now).enqueue(in_app[start : start + batch])
     for pk in others:
-        deliver.enqueue(pk)
+        deliver.using(run_after=now).enqueue(pk)
 
 
 def _enqueue_one(delivery: Delivery, *, at=None) -> None:
+    at = at or timezone.now()
     if delivery.method == Method.IN_APP:
         deliver_in_app.using(run_after=at).enqueue([delivery.pk])
     else:
@@ -165,10 +169,10 @@ def _claim(delivery_id: int) -> Delivery | None:
             claimed_until__gt=now,
         ).count()
         if in_flight >= conf("PER_USER_CONCURRENCY"):
-            # Not an attempt: look again shortly (and the sweep knows it is not lost).
-            delivery.next_attempt_at = now + BUSY_RETRY
+            # Not an attempt, and no polling: the attempt in flight that finishes first enqueues
+            # this user's waiting deliveries (_finish); the sweep is the backstop.
+            delivery.next_attempt_at = now
             delivery.save(update_fields=["next_attempt_at", "updated_at"])
-            _enqueue_one(delivery, at=delivery.next_attempt_at)
             return None
     _take(delivery, now)
     delivery.save(update_fields=["attempts", "claimed_until", "updated_at"])
@@ -176,11 +180,17 @@ def _claim(delivery_id: int) -> Delivery | None:
 
 
 @transaction.atomic
-def _finish(delivery_id: int, *, status: str = "", code: str = "", detail: str = "", retry_in=None) -> None:
-    """Record an attempt's outcome: ``status`` on success; else the error and a retry after
-    ``retry_in``, or ``failed`` (``retry_in`` None). A delivery someone else finished is left alone."""
-    delivery = Delivery.objects.select_for_update().select_related("notification").get(pk=delivery_id)
-    if delivery.status != DeliveryStatus.PENDING:
+def _finish(claimed: Delivery, *, status: str = "", code: str = "", detail: str = "", retry_in=None) -> None:
+    """Record the outcome of the attempt ``claimed`` made: ``status`` on success; else the error
+    and a retry after ``retry_in``, or ``failed`` (``retry_in`` None). Only the latest attempt may
+    record: one that outlived its claim (and was made again) is dropped, as is one on a delivery
+    someone else finished."""
+    if claimed.method == Method.WEBHOOK:
+        # Serialised with the user's claims (_claim), so a delivery that found the user busy is
+        # either seen waiting here or sees this attempt finished.
+        WebhookEndpoint.objects.select_for_update().filter(user_id=claimed.notification.user_id).first()
+    delivery = Delivery.objects.select_for_update().select_related("notification").get(pk=claimed.pk)
+    if delivery.status != DeliveryStatus.PENDING or delivery.attempts != claimed.attempts:
         return
     delivery.claimed_until = None
     if status:
@@ -195,3 +205,23 @@ def _finish(delivery_id: int, *, status: str = "", code: str = "", detail: str =
     delivery.save()
     if delivery.status != DeliveryStatus.PENDING:
         delivery_changed.send(sender=Delivery, delivery=delivery)
+    if delivery.method == Method.WEBHOOK:
+        _wake_waiting(delivery)
+
+
+def _wake_waiting(finished: Delivery) -> None:
+    """A webhook slot of the user is free: enqueue the user's deliveries that found them busy."""
+    now = timezone.now()
+    waiting = (
+        Delivery.objects.filter(
+            notification__user_id=finished.notification.user_id,
+            method=Method.WEBHOOK,
+            status=DeliveryStatus.PENDING,
+            claimed_until__isnull=True,
+            next_attempt_at__lte=now,
+        )
+        .exclude(pk=finished.pk)
+        .order_by("next_attempt_at", "pk")[: conf("PER_USER_CONCURRENCY")]
+    )
+    for delivery in waiting:
+        _enqueue_one(delivery, at=now)
