@@ -19,15 +19,20 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django_tasks_db.management.commands.db_worker import Worker as DbWorker
 from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction, is_locked_database_exception
+from psycopg_pool import PoolTimeout
 from redis.exceptions import LockError, RedisError
 
 from axisor.realtime.limits import redis_sync_client
 
 logger = logging.getLogger(__name__)
+
+# A database or Redis outage is expected now and then: the next turn tries again, and the log says
+# so in one line, not a traceback per thread per turn.
+OUTAGES = (OperationalError, InterfaceError, PoolTimeout, RedisError)
 
 
 def conf(name: str):
@@ -178,7 +183,10 @@ class Worker:
         while not stopping.is_set():
             try:
                 ran = await self._in_thread(turn)
-            except Exception:  # the database away: try again after a pause
+            except OUTAGES as exc:
+                logger.warning("job thread %d: could not take a job, database unavailable (%r)", n, exc)
+                ran = False
+            except Exception:  # anything else is a bug: say where, and go on
                 logger.exception("job thread %d: could not take a job", n)
                 ran = False
             if not ran:
@@ -193,8 +201,8 @@ class Worker:
             close_old_connections()
             try:
                 job.step()
-            except RedisError as exc:  # Redis away: expected in an outage, the next turn tries again
-                logger.warning("%s step skipped: Redis unreachable (%r)", job.name, exc)
+            except OUTAGES as exc:
+                logger.warning("%s step skipped: database or Redis unavailable (%r)", job.name, exc)
             except Exception:  # a bad step must not stop the job
                 logger.exception("%s step failed", job.name)
             finally:
@@ -202,7 +210,10 @@ class Worker:
 
         logger.info("%s started, every %.2fs", job.name, job.every)
         while not stopping.is_set():
-            await self._in_thread(turn)
+            try:
+                await self._in_thread(turn)
+            except OUTAGES as exc:  # the lease's Redis call, or closing connections
+                logger.warning("%s: turn skipped (%r)", job.name, exc)
             await _pause(stopping, job.every)
         if lease is not None:
             await self._in_thread(lease.release)  # a successor need not wait out the lease
