@@ -149,8 +149,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
-    # Several threads (daphne + sync_to_async) share the file: wait for locks instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # The embedded default serves the run command's requests, sockets, venue, feed and worker
+    # threads from one file. SQLite's default (DEFERRED) transactions take the write lock only at
+    # their first write, and a reader that must then upgrade fails at once with "database is
+    # locked" whatever the timeout. IMMEDIATE takes the lock at BEGIN, so writers queue for it
+    # (up to the busy timeout) instead; WAL lets readers go on while one writer writes, and
+    # synchronous=NORMAL is WAL's recommended durability (a power cut may lose the last
+    # transactions, never corrupt the file).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------------------
@@ -370,5 +382,10 @@ LOGGING = {
     "filters": {"redact": {"()": "axisor.logfilters.RedactSecrets"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # A line per job started and finished: too many to read; failures still show.
+        "django_tasks": {"level": "WARNING"},
+        "django_tasks_db": {"level": "WARNING"},
+    },
 }

@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from axisor.errors import Conflict
 from axisor.realtime.publish import iso
+from market.models import decimal_text
 from notifications.services import notification_create, notification_create_each
 from orders.events import num
 from orders.models import LIVE, Order, Side
@@ -229,8 +230,8 @@ def _after_close(position: Position, order: Order, now) -> None:
         notification_create(
             user=position.user_id,
             title="Position liquidated",
-            message=f"Your {position.side} {symbol} position was liquidated at {num(position.liquidation_price)}"
-            f" (realized pnl {pnl})",
+            message=f"Your {position.side} {symbol} position was liquidated at "
+            f"{position.instrument.price_text(position.liquidation_price)} (realized pnl {decimal_text(pnl)})",
             type="error",
             category="margin_guard",
             data={"positionId": position.public_id, "symbol": symbol, "orderId": order.order_id, "pnl": pnl},
@@ -250,7 +251,8 @@ def _after_close(position: Position, order: Order, now) -> None:
         notification_create(
             user=position.user_id,
             title="Position closed by Margin Guard",
-            message=f"Your {position.side} {symbol} position was closed automatically (realized pnl {pnl})",
+            message=f"Your {position.side} {symbol} position was closed automatically"
+            f" (realized pnl {decimal_text(pnl)})",
             type="warning",
             category="margin_guard",
             data={"positionId": position.public_id, "executionId": record["executionId"], "pnl": pnl},

@@ -36,6 +36,16 @@ class Instrument(models.Model):
     def __str__(self) -> str:
         return f"{self.symbol} ({self.exchange})"
 
+    def price_text(self, value) -> str:
+        """A price for people to read: to the tick size's decimals, with thousands separators
+        ("43,320.50", never "4.332E+4")."""
+        return decimal_text(value, places=max(0, -self.tick_size.normalize().as_tuple().exponent))
+
+
+def decimal_text(value, *, places: int = 2) -> str:
+    """A number for people to read, rounded to ``places`` decimals, with thousands separators."""
+    return f"{Decimal(str(value)).quantize(Decimal(1).scaleb(-places)):,.{places}f}"
+
 
 class Timeframe(models.TextChoices):
     M1 = "1m"

@@ -223,13 +223,18 @@ def _fire_alerts(paths: dict[int, list[TickIn]], previous: dict[int, Decimal | N
     every = [a for alerts in fired.values() for a in alerts]
     if every:
         PriceAlert.objects.bulk_update(every, ["active", "triggered_at", "triggered_price"])
-        symbols = {t.instrument.pk: t.instrument.symbol for path in paths.values() for t in path}
+        instruments = {t.instrument.pk: t.instrument for path in paths.values() for t in path}
+        symbols = {pk: instrument.symbol for pk, instrument in instruments.items()}
+
+        def price_text(alert, value) -> str:
+            return instruments[alert.instrument_id].price_text(value)
+
         notification_create_each(
             [
                 {
                     "user_id": a.user_id,
-                    "title": f"{symbols[a.instrument_id]} {a.condition} {a.price.normalize()}",
-                    "message": f"{symbols[a.instrument_id]} is at {a.triggered_price.normalize()}"
+                    "title": f"{symbols[a.instrument_id]} {a.condition} {price_text(a, a.price)}",
+                    "message": f"{symbols[a.instrument_id]} is at {price_text(a, a.triggered_price)}"
                     + (f": {a.note}" if a.note else ""),
                     "type": "info",
                     "category": "price_alert",

@@ -331,7 +331,8 @@ def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal, price: De
     _record(order, UpdateType.TRADE_UPDATE, trade)
     _record(order, UpdateType.ORDER_EXECUTED if order.order_status == S.COMPLETE else UpdateType.ORDER_PARTIAL)
     if order.order_status == S.COMPLETE:
-        _notify(order, "Order executed", f"{_describe(order)} executed at {num(order.average_price)}", "success")
+        price = order.instrument.price_text(order.average_price)
+        _notify(order, "Order executed", f"{_describe(order)} executed at {price}", "success")
     return trade
 
 

@@ -180,30 +180,42 @@ class AxisorWebSocketClient {
 }
 // ---- end of seed code ----------------------------------------------------------------------
 
-const [url, token] = process.argv.slice(2);
+const [url, token, example = "margin", seconds = "60"] = process.argv.slice(2);
 const out = (obj) => console.log(JSON.stringify(obj));
 const wsClient = new AxisorWebSocketClient(url, token);
 wsClient.on("room_subscription", (data) => out({ handler: "room_subscription", message: data }));
 await wsClient.connect();
 out({ status: "connected" });
+setTimeout(() => process.exit(3), Number(seconds) * 1000);
 
-// The seed's "Margin Guard Monitoring" example, with its UI calls replaced by printing.
-wsClient.subscribe('margin_guard');
-wsClient.subscribe('positions');
+if (example === "market") {
+  // The seed's "Market Data Streaming" example, with its chart calls replaced by printing.
+  wsClient.subscribe('market:BTC_USD');
 
-wsClient.on('margin_guard_execution', (data) => {
-  out({ handler: "margin_guard_execution", action: data.data.action, message: data });
-});
+  wsClient.on('market_data_update', (data) => {
+    out({ handler: "market_data_update", price: data.data.price, message: data });
+  });
 
-wsClient.on('position_status_update', (data) => {
-  out({ handler: "position_status_update", position: data.data.position, message: data });
-});
+  wsClient.on('historical_data_update', (data) => {
+    out({ handler: "historical_data_update", candles: data.data.candles.length });
+  });
+} else {
+  // The seed's "Margin Guard Monitoring" example, with its UI calls replaced by printing.
+  wsClient.subscribe('margin_guard');
+  wsClient.subscribe('positions');
 
-wsClient.on('auto_close_execution', (data) => {
-  out({ handler: "auto_close_execution", position: data.data.position, message: data });
-  wsClient.maxReconnectAttempts = 0;
-  wsClient.disconnect();
-  process.exit(0);
-});
+  wsClient.on('margin_guard_execution', (data) => {
+    out({ handler: "margin_guard_execution", action: data.data.action, message: data });
+  });
 
-setTimeout(() => process.exit(3), 60000);
+  wsClient.on('position_status_update', (data) => {
+    out({ handler: "position_status_update", position: data.data.position, message: data });
+  });
+
+  wsClient.on('auto_close_execution', (data) => {
+    out({ handler: "auto_close_execution", position: data.data.position, message: data });
+    wsClient.maxReconnectAttempts = 0;
+    wsClient.disconnect();
+    process.exit(0);
+  });
+}

@@ -200,3 +200,20 @@ async def test_burst_is_conflated_to_the_rate_and_ends_on_the_latest(make_user, 
     assert len(got) <= 5 * elapsed + 1, (len(got), elapsed, burst)
     assert len(got) < len(prices)
     await comm.disconnect()
+
+
+def test_prices_people_read_follow_the_tick_size(make_user):
+    from market.models import Instrument, decimal_text
+
+    cents = Instrument(tick_size=Decimal("0.01"))
+    assert cents.price_text(Decimal("4.332E+4")) == "43,320.00"  # never scientific notation
+    assert cents.price_text(Decimal("43320.505")) == "43,320.50"  # to the tick
+    assert Instrument.objects.get(symbol="BTC_USD").tick_size == Decimal("0.5")
+    assert Instrument(tick_size=Decimal("0.5")).price_text(Decimal("1250")) == "1,250.0"
+    assert Instrument(tick_size=Decimal("1E+1")).price_text(Decimal("1234567")) == "1,234,567"
+    assert decimal_text(-1249.5) == "-1,249.50"
+    user = make_user("reader")
+    price_alert_create(user=user, symbol="BTC_USD", condition="above", price=Decimal("4.4E+4"))
+    ticks_ingest([{"symbol": "BTC_USD", "price": "44250.5", "volume": "1"}])
+    note = Notification.objects.get(user=user, category="price_alert")
+    assert (note.title, note.message) == ("BTC_USD above 44,000.0", "BTC_USD is at 44,250.5")
