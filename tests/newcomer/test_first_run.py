@@ -36,6 +36,8 @@ from tests.js.test_seed_margin_client import node_command
 
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("NEWCOMER_SECONDS", "120"))
+# The commit a newcomer clones: this one, or another to compare with (e.g. before a fix).
+REF = os.environ.get("NEWCOMER_REF", "HEAD")
 ACCESS = re.compile(r'"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) [^"]*" (\d{3}) ')
 # What scripts/test exports for the suite: a newcomer has none of it.
 SUITE_ENV = ("DATABASE_URL", "REDIS_URL", "CHANNEL_LAYER_PREFIX", "AXISOR_BACKGROUND", "DB_POOL_MAX", "PORT")
@@ -89,6 +91,7 @@ class Server:
 def newcomer(tmp_path):
     clone = tmp_path / "axisor"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", REF], cwd=clone, check=True)
     server = Server(clone)
     yield server
     server.stop()
