@@ -36,15 +36,21 @@ class Daphne:
         return f"ws://127.0.0.1:{self.port}"
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc.poll() is None:
-            (self.proc.kill if kill else self.proc.terminate)()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()  # never leave it holding the test database
-                self.proc.wait(timeout=15)
-                tail = "".join(self.lines[-30:])
-                raise AssertionError(f"daphne did not stop within 15 s of SIGTERM:\n{tail}") from None
+        stop_process(self.proc, self.lines, "daphne", kill=kill, timeout=15)
+
+
+def stop_process(proc: subprocess.Popen, lines: list[str], name: str, *, kill: bool, timeout: float) -> None:
+    """SIGTERM (or SIGKILL) and wait; a process that ignores SIGTERM is killed (never left holding
+    the test database) and the test fails with the end of its log."""
+    if proc.poll() is None:
+        (proc.kill if kill else proc.terminate)()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+            tail = "".join(lines[-30:])
+            raise AssertionError(f"{name} did not stop within {timeout:.0f} s of SIGTERM:\n{tail}") from None
 
 
 def subprocess_database_url() -> str:
@@ -176,14 +182,7 @@ class WorkerProcess:
         return "".join(self.lines)
 
     def stop(self, kill: bool = False) -> None:
-        if self.proc.poll() is None:
-            (self.proc.kill if kill else self.proc.terminate)()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-                raise AssertionError(f"worker did not stop within 20 s of SIGTERM:\n{self.log()[-3000:]}") from None
+        stop_process(self.proc, self.lines, "worker", kill=kill, timeout=20)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from tests.browser.test_panel_browser import browser, live, waiting  # noqa: F401 - the browser fixture
+from tests.integration.conftest import Daphne
 from tests.integration.http import call, free_port
 from tests.integration.seed_order_client import OrderUpdatesClient
 from tests.js.test_seed_margin_client import node_command
@@ -43,14 +44,14 @@ ACCESS = re.compile(r'"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) [^"]*" (\d{3}) '
 SUITE_ENV = ("DATABASE_URL", "REDIS_URL", "CHANNEL_LAYER_PREFIX", "AXISOR_BACKGROUND", "DB_POOL_MAX", "PORT")
 
 
-class Server:
+class Server(Daphne):
     """scripts/run in a clean clone, its output kept (and watched for lines) as it runs."""
 
     def __init__(self, clone: Path) -> None:
-        self.port = free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in SUITE_ENV and not k.startswith("PYTEST")}
-        env["PORT"] = str(self.port)  # README: HOST/PORT choose where it listens (8000 may be taken)
-        self.proc = subprocess.Popen(
+        env["PORT"] = str(port)  # README: HOST/PORT choose where it listens (8000 may be taken)
+        proc = subprocess.Popen(
             ["scripts/run"],
             cwd=clone,
             env=env,
@@ -59,7 +60,7 @@ class Server:
             text=True,
             start_new_session=True,
         )
-        self.lines: list[str] = []
+        super().__init__(proc=proc, port=port)
         self.listening = threading.Event()
         threading.Thread(target=self.read, daemon=True).start()
 
@@ -69,15 +70,8 @@ class Server:
             if "Listening on TCP address" in line:
                 self.listening.set()
 
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        # The whole session: before daphne replaces it, scripts/run is a shell with pip under it.
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, 15)
             try:
