@@ -45,9 +45,11 @@ def deliver_in_app(delivery_ids: list[int]) -> int:
     if not claimed:
         return 0
     statuses = in_app_statuses(claimed)
-    with transaction.atomic():
-        for delivery in claimed:
-            _finish(delivery, status=statuses[delivery.pk])
+    # One transaction each, as the other writers of a user's stream do: one for the whole batch
+    # would hold several users' seq rows at once, in delivery order, and could deadlock with a
+    # fill or a broadcast taking them in user order.
+    for delivery in claimed:
+        _finish(delivery, status=statuses[delivery.pk])
     return len(claimed)
 
 

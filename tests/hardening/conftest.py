@@ -232,11 +232,12 @@ def server_is_clean(server, *, expected: tuple[str, ...] = ()) -> None:
     """No traceback in the daphne process's log (except under records naming one of ``expected``,
     e.g. a library logging a lost Redis connection in a fault test), and it is still running."""
     record = ""
-    for line in server.lines:
+    for n, line in enumerate(server.lines):
         if line[:4].isdigit():
             record = line
         elif line.startswith("Traceback") and not any(marker in record for marker in expected):
-            raise AssertionError(f"traceback under {record!r}:\n{''.join(server.lines[-80:])}")
+            where = "".join(server.lines[n : n + 60])  # the traceback itself, then the log's end
+            raise AssertionError(f"traceback under {record!r}:\n{where}\n...\n{''.join(server.lines[-30:])}")
     assert server.proc.poll() is None, "daphne died"
 
 

@@ -7,7 +7,7 @@ in-memory layer, the simulated market and venue), then for two minutes (NEWCOMER
   ``ORDER_PLACED`` ... ``ORDER_EXECUTED`` for each;
 - alice's demo Margin Guard fires (``margin_guard_execution``) within the README's "a minute or two";
 - ``/panel/`` renders in headless Chromium and its market rows move;
-- more orders and REST reads keep coming, and at the end the server's log has no traceback, no
+- four clients at once place orders, post ticks and read, and at the end the server's log has no traceback, no
   ``database is locked`` and no 5xx answer.
 
 It needs nothing of the test database or Redis: the server is the newcomer's own.
@@ -200,17 +200,26 @@ def test_the_run_command_from_a_clean_clone_serves_the_demo(newcomer, browser): 
         guard = first(guard_lines, "margin_guard_execution", max(10.0, 150 - (time.monotonic() - started)))
         assert guard["message"]["data"]["positions"], guard
 
-        # Keep the demo busy for the rest of the window: four clients at once placing orders and
-        # reading, while the feed ticks, the venue fills and the worker delivers.
-        def busy(_: int) -> int:
+        # Keep the demo busy for the rest of the window: four clients at once placing orders,
+        # posting ticks (as a feed would, beside the simulated one) and reading, while the venue
+        # fills and the worker delivers.
+        admin = token(server, "admin", "admin-demo-1")
+
+        def busy(n: int) -> int:
             done = 0
             while time.monotonic() - started < SECONDS:
                 status, _ = place(0)
                 assert status == 201
+                price = 625.5 + (done % 20) * 0.05 * (1 if n % 2 else -1)
+                status, _ = call(
+                    "POST", f"{server.http}/api/internal/ticks", [{"symbol": "SBIN-EQ", "price": price, "volume": 1}],
+                    token=admin,
+                )  # fmt: skip
+                assert status == 202
                 for path in ("/api/orders", "/api/positions", "/api/market/BTC_USD", "/api/notifications"):
                     status, _ = call("GET", f"{server.http}{path}", token=carol)
                     assert status == 200, path
-                done += 5
+                done += 6
             return done
 
         with ThreadPoolExecutor(4) as pool:
