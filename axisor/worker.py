@@ -10,16 +10,18 @@ so a job that waits on the network cannot delay a handshake, a resume or a feed 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django_tasks_db.management.commands.db_worker import Worker as DbWorker
 from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction, is_locked_database_exception
@@ -131,6 +133,28 @@ class Lease:
         self.held = False
 
 
+@contextmanager
+def exclusive(name: str) -> Iterator[bool]:
+    """The step itself, exclusive across processes: a PostgreSQL advisory lock for its duration
+    (yields False, and the caller skips the step, while another process holds it). The lease picks
+    who acts; this makes sure that a holder that stalled past its lease and its successor never
+    step at once. The lock goes with the connection, so a process that dies frees it. SQLite: one
+    process, nothing to exclude."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    key = int.from_bytes(hashlib.blake2b(f"axisor:{name}".encode(), digest_size=8).digest(), "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        (alone,) = cursor.fetchone()
+    try:
+        yield alone
+    finally:
+        if alone:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
 @dataclass(frozen=True)
 class Periodic:
     """A job run every ``every`` seconds; ``single`` ones by one process at a time (a lease)."""
@@ -200,7 +224,12 @@ class Worker:
                 return
             close_old_connections()
             try:
-                job.step()
+                if not job.single:
+                    job.step()
+                else:
+                    with exclusive(job.name) as alone:
+                        if alone:
+                            job.step()
             except OUTAGES as exc:
                 logger.warning("%s step skipped: database or Redis unavailable (%r)", job.name, exc)
             except Exception:  # a bad step must not stop the job
