@@ -2,7 +2,7 @@
 
 from django.dispatch import receiver
 
-from axisor.realtime.publish import signal_access_changed
+from broadcast.outbox import signal_access_changed
 
 from .signals import account_access_changed, account_disconnect_requested
 

@@ -10,10 +10,10 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from axisor.background import BackgroundStarter  # noqa: E402
-from axisor.realtime.origin import allowed_hosts_origin_validator  # noqa: E402
-from axisor.routing import websocket_urlpatterns  # noqa: E402
-from axisor.serving import tune_daphne, tune_gc  # noqa: E402
+from gateway.internals import tune_daphne, tune_gc  # noqa: E402
+from gateway.origin import allowed_hosts_origin_validator  # noqa: E402
+from gateway.routing import websocket_urlpatterns  # noqa: E402
+from jobs.schedule import BackgroundStarter  # noqa: E402
 
 tune_daphne()
 

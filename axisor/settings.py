@@ -86,12 +86,14 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "accounts",
-    "axisor.realtime",
+    "broadcast",
     "market",
     "system",
     "orders",
     "notifications",
     "panel",
+    "jobs",
+    "devtools",
     "margin",
 ]
 
@@ -101,7 +103,7 @@ INSTALLED_APPS = [
 # through an event loop that is also serving every socket, per request (a third of the server's
 # CPU at 100 order placements/s).
 MIDDLEWARE = [
-    "axisor.metrics.RequestTimingMiddleware",
+    "core.metrics.RequestTimingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -109,7 +111,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "axisor.middleware.RefuseNulCharacters",
+    "core.middleware.RefuseNulCharacters",
 ]
 
 ROOT_URLCONF = "axisor.urls"
@@ -167,7 +169,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------------------
 # RedisPubSubChannelLayer, not RedisChannelLayer: see README "Why the pub/sub channel layer";
-# ours re-subscribes after losing Redis (axisor/realtime/layer.py).
+# ours re-subscribes after losing Redis (broadcast/layer.py).
 REDIS_URL = env("REDIS_URL")
 if REDIS_URL:
     from redis.asyncio.retry import Retry
@@ -178,7 +180,7 @@ CHANNEL_LAYER_PREFIX = env("CHANNEL_LAYER_PREFIX", "axisor")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "axisor.realtime.layer.ResilientPubSubChannelLayer",
+            "BACKEND": "broadcast.layer.ResilientPubSubChannelLayer",
             "CONFIG": {
                 # redis-py's timeouts are set explicitly (django/channels_redis#422): the
                 # pub/sub reader polls with its own 0.1 s timeout, so a socket timeout only
@@ -232,7 +234,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "axisor.api.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
 }
@@ -262,12 +264,12 @@ AXISOR_WS = {
     "MAX_WAITING": env_int("WS_MAX_WAITING", 1000),
 }
 # daphne: drop a connection that has not sent a whole HTTP request (or WebSocket handshake) after
-# this many idle seconds (Twisted's default is 60; see axisor/serving.py).
+# this many idle seconds (Twisted's default is 60; see gateway/internals.py).
 HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 30.0)
 # daphne: stop reading a socket while this many of its messages wait for its consumer (flood
-# backpressure; reading resumes below a quarter of it; see axisor/serving.py).
+# backpressure; reading resumes below a quarter of it; see gateway/internals.py).
 WS_INBOUND_QUEUE_HIGH = env_int("WS_INBOUND_QUEUE_HIGH", 64)
-# The server process's garbage collector (axisor.serving.tune_gc): what start-up built is frozen out
+# The server process's garbage collector (gateway.internals.tune_gc): what start-up built is frozen out
 # of every collection, and collections run at these generation thresholds. CPython's default
 # (2000, 10, 10) makes a process holding thousands of sockets re-scan all of them every few
 # hundred messages: at 5,000 sockets a broadcast's median delivery took ~0.9 s, ~0.25 s with these.
@@ -326,7 +328,7 @@ AXISOR_NOTIFICATIONS = {
     # user's slow or failing endpoint cannot take every worker thread from everyone else.
     "PER_USER_CONCURRENCY": env_int("NOTIFY_PER_USER_CONCURRENCY", 2),
 }
-# Outbound HTTP on a user's behalf (webhooks), see axisor/outbound.py. ALLOW_HOSTS names private
+# Outbound HTTP on a user's behalf (webhooks), see core/outbound.py. ALLOW_HOSTS names private
 # receivers ("host:port", "[::1]:8080") that skip the public-address rule: tests, on-premise.
 AXISOR_OUTBOUND = {
     "HTTPS_ONLY": env_bool("OUTBOUND_HTTPS_ONLY", PRODUCTION),
@@ -338,7 +340,7 @@ AXISOR_OUTBOUND = {
     "TIMEOUT_SECONDS": env_float("OUTBOUND_TIMEOUT_SECONDS", 10.0),
     "MAX_RESPONSE_BYTES": env_int("OUTBOUND_MAX_RESPONSE_BYTES", 65536),
 }
-# Background work (axisor/worker.py): `manage.py worker` processes, or, with AXISOR_BACKGROUND=1
+# Background work (core/worker.py): `manage.py worker` processes, or, with AXISOR_BACKGROUND=1
 # (the run command's default), the same worker inside the server process on threads of its own.
 AXISOR_WORKER = {
     "THREADS": env_int("WORKER_THREADS", 4),  # jobs run at once per worker
@@ -379,7 +381,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"redact": {"()": "axisor.logfilters.RedactSecrets"}},
+    "filters": {"redact": {"()": "core.logfilters.RedactSecrets"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {

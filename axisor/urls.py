@@ -4,15 +4,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from axisor.realtime.apis import EventsApi
-from margin.apis import MarginGuardApi, MarginGuardExecutionsApi, PositionViewSet
-from market.apis import CandlesApi, InstrumentsApi, PriceAlertViewSet, SnapshotApi, TicksApi
+from broadcast.apis import EventsApi
+from core.health import healthz, readyz
+from core.metrics import metrics_view
+from margin.apis import ExecutionApi, MarginGuardApi, MarginGuardExecutionsApi, PositionViewSet, TicksApi
+from market.apis import CandlesApi, InstrumentsApi, PriceAlertViewSet, SnapshotApi
 from notifications.apis import NotificationViewSet
-from orders.apis import ExecutionApi, OrderViewSet, SessionCreateApi, SessionRevokeApi, TradeViewSet
+from orders.apis import OrderViewSet, SessionCreateApi, SessionRevokeApi, TradeViewSet
 from system.apis import NoticeEndApi, NoticeListApi
-
-from .health import healthz, readyz
-from .metrics import metrics_view
 
 router = SimpleRouter(trailing_slash=False)
 router.register("orders", OrderViewSet, basename="order")

@@ -27,9 +27,10 @@ if layer is None or isinstance(layer, InMemoryChannelLayer):
 
 from django.urls import get_resolver  # noqa: E402
 
-from axisor import serving  # noqa: E402
+from core import tier  # noqa: E402
+from gateway.internals import tune_gc  # noqa: E402
 
-serving.TIER = "wsgi"
+tier.TIER = "wsgi"
 
 get_resolver().url_patterns  # noqa: B018 - imports every view now, so tune_gc freezes them too
-serving.tune_gc()  # last, as in axisor.asgi: a worker's collections scan only what requests build
+tune_gc()  # last, as in axisor.asgi: a worker's collections scan only what requests build

@@ -22,7 +22,7 @@ worker_class = "sync"
 workers = int(os.environ.get("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1) + 1))
 # A sync worker uses one database connection at a time: keep one open, not the pool's usual two.
 os.environ.setdefault("DB_POOL_MIN", "1")
-# What daphne's drain allows a request in flight at shutdown (axisor.background.DRAIN_SECONDS).
+# What daphne's drain allows a request in flight at shutdown (jobs.schedule.DRAIN_SECONDS).
 graceful_timeout = 10
 timeout = 30
 accesslog = None  # nginx logs requests; errors and worker restarts go to stderr

@@ -6,7 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 
-from axisor.errors import Conflict
+from core.errors import Conflict
 
 from .models import GuardAction, MarginGuardConfig, MarginGuardExecution, Position
 from .services import margin_guard_config_set, position_close

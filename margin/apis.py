@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from orders.events import num
-from orders.serializers import OrderOutput
+from core import tier
+from core.api import IsStaffOrServiceKey
+from orders.serializers import ExecutionInput, OrderOutput
+from wire import num
 
 from . import selectors, services
 from .events import guard_execution_data
+from .executions import execution_apply
 from .models import GuardAction, PositionStatus
+from .positions import guard_config
+from .ticks import ticks_ingest
 
 
 class PositionOutput(serializers.Serializer):
@@ -141,7 +147,7 @@ class MarginGuardOutput(serializers.Serializer):
 class MarginGuardApi(APIView):
     @extend_schema(responses=MarginGuardOutput, summary="Your Margin Guard settings")
     def get(self, request):
-        return Response(MarginGuardOutput(services.guard_config(request.user.pk)).data)
+        return Response(MarginGuardOutput(guard_config(request.user.pk)).data)
 
     @extend_schema(
         request=MarginGuardInput,
@@ -189,3 +195,67 @@ class MarginGuardExecutionsApi(APIView):
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(selectors.execution_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(ExecutionOutput(page, many=True).data)
+
+
+class TicksApi(APIView):
+    permission_classes = [IsStaffOrServiceKey]
+
+    @extend_schema(
+        request=inline_serializer(
+            "Tick",
+            {
+                "symbol": serializers.CharField(),
+                "price": serializers.FloatField(),
+                "volume": serializers.FloatField(),
+                "timestamp": serializers.DateTimeField(required=False),
+            },
+            many=True,
+        ),
+        responses={202: inline_serializer("Ingested", {"applied": serializers.IntegerField()})},
+        summary="Ingest ticks (staff or service key); all or nothing",
+    )
+    def post(self, request):
+        if tier.TIER == "wsgi":
+            # The market and position fan-out after a tick paces itself with timers on the server's
+            # event loop; a WSGI worker has none that outlives the request, so they would never fire.
+            return Response(
+                {
+                    "code": "wrong_tier",
+                    "detail": "ticks are ingested by the daphne processes (deploy/nginx.conf sends "
+                    "/api/internal/ticks there); this is the REST tier",
+                },
+                status=status.HTTP_421_MISDIRECTED_REQUEST,
+            )
+        body = (
+            request.data
+            if isinstance(request.data, list)
+            else request.data.get("ticks")
+            if isinstance(request.data, dict)
+            else None
+        )
+        try:
+            ticks_ingest(body)
+        except ValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        return Response({"applied": len(body)}, status=status.HTTP_202_ACCEPTED)
+
+
+class ExecutionApi(APIView):
+    permission_classes = [IsStaffOrServiceKey]
+
+    @extend_schema(
+        request=ExecutionInput, responses=OrderOutput, summary="A venue's execution report (staff or service key)"
+    )
+    def post(self, request):
+        body = ExecutionInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        d = body.validated_data
+        order, applied = execution_apply(
+            order_id=d["orderId"],
+            exec_id=d["execId"],
+            kind=d["type"],
+            quantity=d.get("quantity"),
+            price=d.get("price"),
+            reason=d.get("reason", ""),
+        )
+        return Response({"applied": applied, "order": OrderOutput(order).data})

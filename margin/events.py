@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from axisor.realtime.publish import iso
-from orders.events import num
+from wire import iso, num
 
 from .formula import distance_to_liquidation
 

@@ -5,11 +5,12 @@ from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.dispatch import receiver
 
-from axisor.realtime.publish import publish_personal_many
-from market.fanout import conflate
+from broadcast.conflation import conflate
+from broadcast.outbox import publish_personal_many
+from margin.sweeps import request_sweeps
 
 from .events import auto_close_data, guard_execution_data
-from .fanout import request_sweeps
+from .models import Position
 from .selectors import position_update_items
 from .signals import auto_closed, guard_executed, positions_changed, prices_moved
 
@@ -19,8 +20,6 @@ def on_positions_changed(sender, positions, **kwargs) -> None:
     ids = [p.pk for p in positions]
 
     def send() -> None:
-        from .models import Position
-
         fresh = list(Position.objects.select_related("instrument").filter(pk__in=ids))
         conflate(position_update_items(fresh))
 

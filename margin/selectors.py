@@ -7,13 +7,14 @@ from decimal import Decimal
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from axisor.errors import NotFound
-from axisor.realtime.publish import dumps, layer_event
-from axisor.realtime.rooms import user_room
+from broadcast.outbox import layer_event
+from broadcast.rooms import user_room
+from core.errors import NotFound
 from market.models import MarketState
+from wire import dumps
 
 from .events import position_status_update, position_values
-from .models import MarginGuardConfig, MarginGuardExecution, Position, PositionStatus
+from .models import DEFAULT_THRESHOLD, MarginGuardConfig, MarginGuardExecution, Position, PositionStatus
 
 
 def position_list(*, user, status: str = PositionStatus.OPEN, symbol: str | None = None) -> QuerySet[Position]:
@@ -39,8 +40,6 @@ def prices_for(instrument_ids) -> dict[int, Decimal]:
 
 
 def thresholds_for(user_ids) -> dict[int, Decimal]:
-    from .models import DEFAULT_THRESHOLD
-
     found = dict(MarginGuardConfig.objects.filter(user_id__in=set(user_ids)).values_list("user_id", "threshold"))
     return {uid: found.get(uid, DEFAULT_THRESHOLD) for uid in user_ids}
 

@@ -1,11 +1,9 @@
-"""Every write to positions and the Margin Guard.
+"""The Margin Guard and system closes, on top of positions and executions.
 
-- ``position_apply_fill``: the orders service calls it for each fill, in the fill's transaction
-  (open, add, reduce, close, flip).
-- ``positions_evaluate``: ``ticks_ingest`` calls it with each symbol's tick path, in the ingest's
-  transaction. It reads only the positions whose state can change at these prices, through
-  indexes on the liquidation price, the guard price (distance = threshold) and the re-arm price
-  (distance = threshold + band): liquidations, guards that fire, guards that re-arm.
+- ``positions_evaluate``: ``margin.ticks.ticks_ingest`` calls it with each symbol's tick path, in
+  the ingest's transaction. It reads only the positions whose state can change at these prices,
+  through indexes on the liquidation price, the guard price (distance = threshold) and the re-arm
+  price (distance = threshold + band): liquidations, guards that fire, guards that re-arm.
 - ``position_close``, ``position_liquidate``, ``margin_guard_config_set``.
 
 Lock order: a Position row before the user's event sequence (publishing), everywhere.
@@ -18,68 +16,40 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from axisor.errors import Conflict
-from axisor.realtime.publish import iso
-from market.models import decimal_text
-from notifications.services import notification_create, notification_create_each
-from orders.events import num
+from core.errors import Conflict
+from margin.executions import execution_apply
+from market.models import MarketState
+from notifications.services import notification_create_each
 from orders.models import LIVE, Order, Side
+from orders.services import order_place
+from wire import num
 
-from .formula import distance_to_liquidation, in_risk, liquidation_price, price_at_distance, recovered
+from .formula import distance_to_liquidation, in_risk, recovered
 from .models import (
     CloseKind,
     GuardAction,
     MarginGuardConfig,
     MarginGuardExecution,
     Position,
-    PositionSide,
-    PositionStatus,
 )
-from .signals import auto_closed, guard_executed, positions_changed, prices_moved
+from .positions import (
+    LONG,
+    MAX_COOLDOWN_SECONDS,
+    OPEN,
+    close_order_withdraw,
+    guard_configs,
+    position_reindex,
+)
+from .signals import guard_executed, positions_changed, prices_moved
 
 logger = logging.getLogger(__name__)
 
-LONG, SHORT = PositionSide.LONG, PositionSide.SHORT
-OPEN = PositionStatus.OPEN
-PRICE_QUANT = Decimal("1e-8")
-LEVERAGE_QUANT = Decimal("0.01")
-MAX_COOLDOWN_SECONDS = 7 * 86400
-
-
-def _band() -> Decimal:
-    return Decimal(str(settings.AXISOR_MARGIN["REARM_BAND"]))
-
 
 # ---- configuration -----------------------------------------------------------------------------
-
-
-def guard_config(user_id: int) -> MarginGuardConfig:
-    """The user's guard settings; an unsaved row with the defaults when the user never set them."""
-    return MarginGuardConfig.objects.filter(user_id=user_id).first() or MarginGuardConfig(user_id=user_id)
-
-
-def guard_configs(user_ids) -> dict[int, MarginGuardConfig]:
-    found = {c.user_id: c for c in MarginGuardConfig.objects.filter(user_id__in=list(user_ids))}
-    return {uid: found.get(uid) or MarginGuardConfig(user_id=uid) for uid in user_ids}
-
-
-def _reindex(position: Position, config: MarginGuardConfig) -> None:
-    """Liquidation, guard and re-arm prices from the position's entry, leverage and the settings."""
-    m = position.instrument.maintenance_margin_rate
-    position.liquidation_price = liquidation_price(position.side, position.entry_price, position.leverage, m)
-    if config.enabled:
-        position.guard_price = price_at_distance(position.entry_price, position.liquidation_price, config.threshold)
-        position.rearm_price = price_at_distance(
-            position.entry_price, position.liquidation_price, min(Decimal(1), config.threshold + _band())
-        )
-    else:
-        position.guard_price = position.rearm_price = None
-        position.guard_armed, position.guard_rearm_at = True, None
 
 
 @transaction.atomic
@@ -124,7 +94,7 @@ def margin_guard_config_set(
         Position.objects.select_for_update().select_related("instrument").filter(user=user, status=OPEN).order_by("pk")
     )
     for position in positions:
-        _reindex(position, config)
+        position_reindex(position, config)
         if config.enabled and not was_enabled:
             position.guard_armed, position.guard_rearm_at = True, None
     Position.objects.bulk_update(positions, ["guard_price", "rearm_price", "guard_armed", "guard_rearm_at"])
@@ -134,129 +104,6 @@ def margin_guard_config_set(
 
 
 # ---- fills -------------------------------------------------------------------------------------
-
-
-def _open(order: Order, signed: Decimal, price: Decimal, config: MarginGuardConfig) -> Position:
-    position = Position(
-        user_id=order.user_id,
-        instrument=order.instrument,
-        side=LONG if signed > 0 else SHORT,
-        quantity=abs(signed),
-        entry_price=price,
-        leverage=Decimal(order.leverage),
-    )
-    _reindex(position, config)
-    position.save()
-    return position
-
-
-def _closed(position: Position, order: Order, now, *, flipped: bool) -> None:
-    position.status = PositionStatus.CLOSED
-    position.closed_at = now
-    ours = position.close_order_id == order.pk
-    position.close_reason = position.close_kind if ours and position.close_kind else ("flipped" if flipped else "order")
-    position.guard_price = position.rearm_price = None
-    stale = position.close_order if position.close_order_id and not ours else None
-    if stale is not None and stale.order_status in LIVE:
-        _cancel_if_free(stale, f"{position.public_id} already closed")
-
-
-def _cancel_if_free(order: Order, reason: str) -> None:
-    """Withdraw a close order left over when the position closed otherwise (a PENDING order cannot
-    be cancelled, the venue rejects it), unless the venue holds the order right now: waiting on it
-    here could deadlock against that fill."""
-    from orders.services import order_cancel, order_reject
-
-    if Order.objects.select_for_update(skip_locked=True, of=("self",)).filter(pk=order.pk).exists():
-        try:
-            if order.order_status == "PENDING":
-                order_reject(order=order.order_id, reason=reason)
-            else:
-                order_cancel(order=order.order_id)
-        except Conflict:
-            pass
-
-
-@transaction.atomic
-def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> list[Position]:
-    """Fold one fill into the user's net position in the instrument. Returns the rows changed
-    (a flip closes one row and opens another)."""
-    signed = quantity if order.transaction_type == Side.BUY else -quantity
-    config = guard_config(order.user_id)
-    now = timezone.now()
-    position = (
-        Position.objects.select_for_update(of=("self",))
-        .select_related("instrument", "close_order", "guard_execution")
-        .filter(user_id=order.user_id, instrument_id=order.instrument_id, status=OPEN)
-        .first()
-    )
-    if position is None:
-        changed = [_open(order, signed, price, config)]
-    elif (position.side == LONG) == (signed > 0):  # add: average entry, margin-weighted leverage
-        added = abs(signed)
-        margin = position.margin + added * price / Decimal(order.leverage)
-        quantity_after = position.quantity + added
-        position.entry_price = ((position.quantity * position.entry_price + added * price) / quantity_after).quantize(
-            PRICE_QUANT
-        )
-        position.quantity = quantity_after
-        position.leverage = max(Decimal(1), (quantity_after * position.entry_price / margin).quantize(LEVERAGE_QUANT))
-        _reindex(position, config)
-        position.save()
-        changed = [position]
-    else:  # reduce, close or flip
-        closing = min(abs(signed), position.quantity)
-        sign = 1 if position.side == LONG else -1
-        position.realized_pnl += (price - position.entry_price) * closing * sign
-        rest = abs(signed) - closing
-        if closing == position.quantity:
-            _closed(position, order, now, flipped=rest > 0)
-        else:
-            position.quantity -= closing
-        position.save()
-        changed = [position]
-        if position.status == PositionStatus.CLOSED:
-            _after_close(position, order, now)
-        if rest > 0:
-            changed.append(_open(order, rest if signed > 0 else -rest, price, config))
-    positions_changed.send(sender=Position, positions=changed)
-    return changed
-
-
-def _after_close(position: Position, order: Order, now) -> None:
-    symbol = position.instrument.symbol
-    pnl = num(position.realized_pnl.quantize(PRICE_QUANT))
-    if position.close_reason == CloseKind.LIQUIDATION:
-        notification_create(
-            user=position.user_id,
-            title="Position liquidated",
-            message=f"Your {position.side} {symbol} position was liquidated at "
-            f"{position.instrument.price_text(position.liquidation_price)} (realized pnl {decimal_text(pnl)})",
-            type="error",
-            category="margin_guard",
-            data={"positionId": position.public_id, "symbol": symbol, "orderId": order.order_id, "pnl": pnl},
-        )
-    elif position.close_reason == CloseKind.AUTO_CLOSE and position.guard_execution_id:
-        execution = MarginGuardExecution.objects.select_for_update().get(pk=position.guard_execution_id)
-        record = {
-            "executionId": f"auto_close_{uuid.uuid4().hex[:12]}",
-            "positionId": position.public_id,
-            "orderId": order.order_id,
-            "pnl": pnl,
-            "executedAt": iso(now),
-        }
-        execution.auto_closes = [*execution.auto_closes, record]
-        execution.save(update_fields=["auto_closes"])
-        auto_closed.send(sender=MarginGuardExecution, execution=execution, position=position, record=record)
-        notification_create(
-            user=position.user_id,
-            title="Position closed by Margin Guard",
-            message=f"Your {position.side} {symbol} position was closed automatically"
-            f" (realized pnl {decimal_text(pnl)})",
-            type="warning",
-            category="margin_guard",
-            data={"positionId": position.public_id, "executionId": record["executionId"], "pnl": pnl},
-        )
 
 
 # ---- closing -----------------------------------------------------------------------------------
@@ -284,7 +131,6 @@ def position_close(*, position: Position, kind: str = CloseKind.MANUAL, executio
 
 def _closing_order(position: Position) -> Order:
     """A MARKET order for the whole position, on the other side, through the orders service."""
-    from orders.services import order_place
 
     return order_place(
         user=position.user,
@@ -302,7 +148,6 @@ def position_liquidate(*, position: Position) -> Order:
     """The venue takes over a position that reached its liquidation price: a MARKET order filled at
     the liquidation price at once (a trade and order updates like any other), the position closed
     with reason ``liquidation`` and a ``margin_guard`` notification."""
-    from orders.services import execution_apply
 
     live = position.close_order if position.close_order_id else None
     order = _closing_order(position)
@@ -315,7 +160,7 @@ def position_liquidate(*, position: Position) -> Order:
         price=position.liquidation_price,
     )
     if live is not None and live.order_status in LIVE:
-        _cancel_if_free(live, f"{position.public_id} was liquidated")
+        close_order_withdraw(live, f"{position.public_id} was liquidated")
     return order
 
 
@@ -460,7 +305,6 @@ def _guard_execute(fired: dict[int, list[tuple[Position, str]]], last: dict, now
     all their open positions, notify, and with ``close_position`` place a close order for each
     position that fired. A fixed handful of statements however many users fired (plus the close
     orders)."""
-    from market.models import MarketState
 
     configs = guard_configs(fired)
     held: dict[int, list[Position]] = {}

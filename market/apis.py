@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from axisor import serving
-from axisor.api import IsStaffOrServiceKey
-from axisor.errors import NotFound
-from orders.events import num
+from core.errors import NotFound
+from wire import num
 
 from . import selectors, services
 from .events import candle_data, price_alert_data, snapshot_data
@@ -81,49 +78,6 @@ class CandlesApi(APIView):
             symbol=symbol, timeframe=d["timeframe"], since=since, until=until, limit=d["limit"]
         )
         return Response({"symbol": symbol, "timeframe": d["timeframe"], "candles": [candle_data(c) for c in candles]})
-
-
-class TicksApi(APIView):
-    permission_classes = [IsStaffOrServiceKey]
-
-    @extend_schema(
-        request=inline_serializer(
-            "Tick",
-            {
-                "symbol": serializers.CharField(),
-                "price": serializers.FloatField(),
-                "volume": serializers.FloatField(),
-                "timestamp": serializers.DateTimeField(required=False),
-            },
-            many=True,
-        ),
-        responses={202: inline_serializer("Ingested", {"applied": serializers.IntegerField()})},
-        summary="Ingest ticks (staff or service key); all or nothing",
-    )
-    def post(self, request):
-        if serving.TIER == "wsgi":
-            # The market and position fan-out after a tick paces itself with timers on the server's
-            # event loop; a WSGI worker has none that outlives the request, so they would never fire.
-            return Response(
-                {
-                    "code": "wrong_tier",
-                    "detail": "ticks are ingested by the daphne processes (deploy/nginx.conf sends "
-                    "/api/internal/ticks there); this is the REST tier",
-                },
-                status=status.HTTP_421_MISDIRECTED_REQUEST,
-            )
-        body = (
-            request.data
-            if isinstance(request.data, list)
-            else request.data.get("ticks")
-            if isinstance(request.data, dict)
-            else None
-        )
-        try:
-            services.ticks_ingest(body)
-        except ValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict) from None
-        return Response({"applied": len(body)}, status=status.HTTP_202_ACCEPTED)
 
 
 class PriceAlertInput(serializers.Serializer):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from axisor.realtime.publish import iso
-from orders.events import num
+from wire import iso, num
 
 
 def snapshot_data(state) -> dict:

@@ -3,11 +3,12 @@
 from django.db import transaction
 from django.dispatch import receiver
 
-from axisor.realtime.publish import dumps, layer_event, publish_personal_many
-from axisor.realtime.rooms import market_room
+from broadcast.conflation import conflate
+from broadcast.outbox import layer_event, publish_personal_many
+from broadcast.rooms import market_room
+from wire import dumps
 
 from .events import historical_data_update, market_data_update, price_alert_data
-from .fanout import conflate
 from .signals import alerts_fired, market_changed
 
 

@@ -6,7 +6,10 @@ import time
 
 from channels.db import database_sync_to_async
 
-from .models import Instrument
+from wire import dumps
+
+from .events import market_data_update
+from .models import Candle, Instrument, MarketState
 
 _SYMBOLS_TTL = 5.0
 _symbols: tuple[float, frozenset[str]] = (0.0, frozenset())
@@ -35,16 +38,11 @@ def instrument_symbols_forget() -> None:
 
 
 def snapshot_get(*, symbol: str):
-    from .models import MarketState
-
     return MarketState.objects.select_related("instrument").filter(instrument__symbol=symbol).first()
 
 
 async def snapshot_text_async(symbol: str) -> str | None:
     """The current ``market_data_update`` for a symbol, ready to send (None before any tick)."""
-    from axisor.realtime.publish import dumps
-
-    from .events import market_data_update
 
     state = await database_sync_to_async(snapshot_get)(symbol=symbol)
     return None if state is None else dumps(market_data_update(state))
@@ -52,7 +50,6 @@ async def snapshot_text_async(symbol: str) -> str | None:
 
 def latest_prices() -> dict:
     """Latest price per active symbol: the last tick, or the reference price before any."""
-    from .models import MarketState
 
     prices = {i.symbol: i.reference_price for i in Instrument.objects.filter(active=True)}
     for symbol, price in MarketState.objects.filter(instrument__active=True).values_list("instrument__symbol", "price"):
@@ -61,8 +58,6 @@ def latest_prices() -> dict:
 
 
 def candles_list(*, symbol: str, timeframe: str, since=None, until=None, limit: int = 500):
-    from .models import Candle
-
     qs = Candle.objects.filter(instrument__symbol=symbol, timeframe=timeframe)
     if since:
         qs = qs.filter(start__gte=since)

@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.db.models import Max, Min, Q, Sum
 from django.utils import timezone
 
+from core.errors import Conflict
 from notifications.services import notification_create_each
 
 from .models import TIMEFRAME_SECONDS, AlertCondition, Candle, Instrument, MarketState, PriceAlert, Tick
@@ -250,10 +251,24 @@ def _fire_alerts(paths: dict[int, list[TickIn]], previous: dict[int, Decimal | N
     return fired
 
 
+@dataclass
+class Recorded:
+    """What ``ticks_record`` changed, for the caller to act on and then ``ticks_announce``."""
+
+    changed: list[MarketState]
+    paths: dict[int, list[TickIn]]
+    fired: dict[int, list[PriceAlert]]
+    candles: dict[int, list[Candle]]
+
+    def price_paths(self) -> dict[int, list[Decimal]]:
+        return {i: [t.price for t in path] for i, path in self.paths.items()}
+
+
 @transaction.atomic
-def ticks_ingest(raw: object) -> list[MarketState]:
+def ticks_record(raw: object) -> Recorded:
     """Validate every tick, then apply them together: raw ticks, candles, snapshots, alerts.
-    A call costs a fixed handful of statements however many ticks and symbols it carries."""
+    A call costs a fixed handful of statements however many ticks and symbols it carries.
+    Sends nothing: ``margin.ticks.ticks_ingest`` runs the guard, then ``ticks_announce``."""
     ticks = ticks_validate(raw)
     paths: dict[int, list[TickIn]] = {}
     for tick in ticks:
@@ -294,14 +309,17 @@ def ticks_ingest(raw: object) -> list[MarketState]:
         update_fields=["price", "change", "change_percent", "volume", "high24h", "low24h", "timestamp"],
     )
     fired = _fire_alerts(paths, previous)
-    from margin.services import positions_evaluate  # margin builds on market: import at call time
+    return Recorded(changed=changed, paths=paths, fired=fired, candles=candles)
 
-    positions_evaluate(paths={i: [t.price for t in path] for i, path in paths.items()})
-    for instrument_id, path in paths.items():
-        if instrument_id in fired:
-            alerts_fired.send(sender=PriceAlert, alerts=fired[instrument_id], symbol=path[-1].instrument.symbol)
-        market_changed.send(sender=MarketState, state=states[instrument_id], candles=candles.get(instrument_id, []))
-    return changed
+
+def ticks_announce(recorded: Recorded) -> None:
+    """The domain signals of recorded ticks: alerts that fired, and each symbol's new state."""
+    for state, (instrument_id, path) in zip(recorded.changed, recorded.paths.items(), strict=True):
+        if instrument_id in recorded.fired:
+            alerts_fired.send(
+                sender=PriceAlert, alerts=recorded.fired[instrument_id], symbol=path[-1].instrument.symbol
+            )
+        market_changed.send(sender=MarketState, state=state, candles=recorded.candles.get(instrument_id, []))
 
 
 @transaction.atomic
@@ -321,8 +339,6 @@ def price_alert_create(*, user, symbol: str, condition: str, price: Decimal, not
 
 @transaction.atomic
 def price_alert_update(*, alert: PriceAlert, **fields) -> PriceAlert:
-    from axisor.errors import Conflict
-
     alert = PriceAlert.objects.select_for_update().get(pk=alert.pk)
     if not alert.active:
         raise Conflict("a triggered alert cannot be changed; create a new one", code="alert_triggered")

@@ -5,7 +5,7 @@ the outcome.
 in_app: the event already went out on commit; the delivery is ``delivered`` when the user had a
 live socket (presence lease), else ``sent`` (it waits in the inbox and the event log).
 email: Django's email backend (console by default, SMTP by settings, ``EMAIL_TIMEOUT`` bounded).
-webhook: a POST of the notification as JSON to the user's URL through ``axisor.outbound`` (the
+webhook: a POST of the notification as JSON to the user's URL through ``core.outbound`` (the
 outbound policy: public addresses only, no redirects, capped time and size), signed the Standard
 Webhooks way: ``webhook-id`` (stable across retries, so a receiver drops a duplicate),
 ``webhook-timestamp`` and ``webhook-signature`` = ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``.
@@ -22,8 +22,8 @@ from django.conf import settings
 from django.core.mail import send_mail
 from standardwebhooks import Webhook
 
-from axisor import outbound
-from axisor.realtime import presence
+from broadcast import presence
+from core import outbound
 
 from .events import notification_data
 from .models import Delivery, DeliveryStatus

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from axisor.realtime.publish import iso
+from wire import iso
 
 IN_APP = "in_app_notification"
 STATUS = "notification_status_update"

@@ -2,7 +2,7 @@
 
 from django.dispatch import receiver
 
-from axisor.realtime.publish import publish_personal_many
+from broadcast.outbox import publish_personal_many
 
 from .events import CHANNEL, IN_APP, STATUS, delivery_status_data, notification_data, read_status_data
 from .signals import delivery_changed, notification_created, notifications_read

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from axisor.errors import NotFound
+from core.errors import NotFound
 
 from .models import Category, Method, Notification, NotificationPreference, WebhookEndpoint
 from .services import DEFAULT_METHODS

@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from accounts.models import Tier
-from axisor.api import json_problem
+from core.api import json_problem
 
 from .events import notification_data
 from .models import Category, DeliveryStatus, Method, NotificationType

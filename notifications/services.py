@@ -9,8 +9,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from axisor import outbound
-from axisor.errors import BadRequest
+from accounts.models import Tier
+from core import outbound
+from core.errors import BadRequest
 
 from .delivery import signing_key
 from .models import (
@@ -120,7 +121,6 @@ def notification_broadcast(
     *, audience: str, title: str, message: str, type: str = NotificationType.INFO, category: str, data=None
 ) -> int:
     """One notification per active user of ``audience`` (``all`` or a tier), in bulk."""
-    from accounts.models import Tier
 
     users = get_user_model().objects.filter(is_active=True)
     if audience != "all":

@@ -1,4 +1,4 @@
-"""Delivery jobs, run by the background worker (``axisor/worker.py``), and the state changes of a
+"""Delivery jobs, run by the background worker (``core/worker.py``), and the state changes of a
 delivery attempt (claim, outcome, retry), each in its own transaction.
 
 A notification's jobs are enqueued in the transaction that creates it (``enqueue_deliveries``), so a

@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.core.exceptions import ValidationError
 
-from axisor.errors import Conflict
+from core.errors import Conflict
 
 from .models import Order, OrderSession, OrderUpdate, Trade
 from .services import order_cancel, order_reject, order_session_revoke

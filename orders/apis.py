@@ -11,13 +11,12 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from axisor.api import IsStaffOrServiceKey
+from wire import iso
 
 from . import selectors, services
 from .idempotency import request_fingerprint, run_once
 from .models import OrderSession
 from .serializers import (
-    ExecutionInput,
     OrderFilterInput,
     OrderModifyInput,
     OrderOutput,
@@ -132,7 +131,6 @@ class SessionCreateApi(APIView):
     @extend_schema(request=None, responses={201: SessionOutput}, summary="Credentials for the /ws/orders socket")
     def post(self, request):
         session, token = services.order_session_create(user=request.user)
-        from axisor.realtime.publish import iso
 
         return Response(
             {"session": session.session, "token": token, "expiresAt": iso(session.expires_at)},
@@ -148,22 +146,3 @@ class SessionRevokeApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class ExecutionApi(APIView):
-    permission_classes = [IsStaffOrServiceKey]
-
-    @extend_schema(
-        request=ExecutionInput, responses=OrderOutput, summary="A venue's execution report (staff or service key)"
-    )
-    def post(self, request):
-        body = ExecutionInput(data=request.data)
-        body.is_valid(raise_exception=True)
-        d = body.validated_data
-        order, applied = services.execution_apply(
-            order_id=d["orderId"],
-            exec_id=d["execId"],
-            kind=d["type"],
-            quantity=d.get("quantity"),
-            price=d.get("price"),
-            reason=d.get("reason", ""),
-        )
-        return Response({"applied": applied, "order": OrderOutput(order).data})

@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.utils import timezone
 
-from axisor.realtime.publish import iso
-
-
-def num(value: Decimal | None) -> int | float:
-    """Numbers as JSON numbers: integral values as ints (100, not 100.0), absent prices as 0."""
-    if value is None:
-        return 0
-    value = Decimal(value)
-    if value == value.to_integral_value():
-        return int(value)
-    return float(value)
+from wire import iso, num
 
 
 def order_fields(order) -> dict:

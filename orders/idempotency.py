@@ -15,7 +15,7 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from axisor.errors import Unprocessable
+from core.errors import Unprocessable
 
 from .models import IdempotencyKey
 

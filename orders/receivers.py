@@ -2,8 +2,8 @@
 
 from django.dispatch import receiver
 
-from axisor.realtime.publish import publish
-from axisor.realtime.rooms import user_room
+from broadcast.outbox import publish
+from broadcast.rooms import user_room
 
 from .signals import order_updated
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from axisor.errors import NotFound
+from core.errors import NotFound
 
-from .models import Order, OrderSession, Trade
+from .models import LIVE, Order, OrderSession, OrderUpdate, Trade
 
 
 def order_list(
@@ -49,7 +49,6 @@ def order_session_alive(session_pk: int) -> bool:
 
 def open_order_snapshots(*, user_id: int) -> list[dict]:
     """Each live order's latest update, exactly as it was sent, oldest order first."""
-    from .models import LIVE, OrderUpdate
 
     latest = {}
     for update in OrderUpdate.objects.filter(order__user_id=user_id, order__order_status__in=sorted(LIVE)).order_by(

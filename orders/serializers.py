@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from wire import iso, num
+
 from .events import order_fields
 from .models import ExecutionReport, OrderStatus, OrderType, Side, UpdateType
 
@@ -52,8 +54,6 @@ class OrderOutput(serializers.Serializer):
     updatedAt = serializers.DateTimeField()
 
     def to_representation(self, order) -> dict:
-        from axisor.realtime.publish import iso
-
         return {**order_fields(order), "createdAt": iso(order.created_at), "updatedAt": iso(order.updated_at)}
 
 
@@ -77,10 +77,6 @@ class TradeOutput(serializers.Serializer):
     time = serializers.DateTimeField()
 
     def to_representation(self, trade) -> dict:
-        from axisor.realtime.publish import iso
-
-        from .events import num
-
         return {
             "tradeId": trade.trade_id,
             "execId": trade.exec_id,

@@ -15,17 +15,18 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from axisor.errors import Conflict, NotFound
-from margin.services import position_apply_fill
+from accounts.models import User
+from accounts.signals import account_access_changed
+from core.errors import Conflict, NotFound
 from market.models import Instrument
 from notifications.services import notification_create
+from orders.events import order_message
+from wire import num
 
-from .events import num, order_message
 from .models import (
     LIVE,
     PRICED,
     TRIGGERED,
-    ExecutionReport,
     Order,
     OrderSession,
     OrderStatus,
@@ -73,7 +74,7 @@ def _record(order: Order, update_type: str, trade: Trade | None = None) -> Order
     return update
 
 
-def _locked(order: Order | str) -> Order:
+def order_lock(order: Order | str) -> Order:
     order_id = order if isinstance(order, str) else order.order_id
     try:
         # of=("self",): lock the order row only, not the joined instrument every order shares.
@@ -207,7 +208,7 @@ def order_place(
 def order_modify(
     *, order: Order | str, quantity: Decimal | None = None, price: Decimal | None = None, trigger_price=None
 ) -> Order:
-    order = _locked(order)
+    order = order_lock(order)
     if order.order_status not in LIVE:
         raise Conflict(
             f"order {order.order_id} is {order.order_status}; it cannot be modified", code="invalid_transition"
@@ -239,7 +240,7 @@ def order_modify(
 
 @transaction.atomic
 def order_cancel(*, order: Order | str) -> Order:
-    order = _locked(order)
+    order = order_lock(order)
     _move(order, S.CANCELLED)
     _record(order, UpdateType.ORDER_CANCELLED)
     return order
@@ -250,7 +251,7 @@ def order_reject(*, order: Order | str, reason: str) -> Order:
     reason = (reason or "").strip()
     if not reason:
         raise ValidationError({"reason": "a rejection needs a reason"})
-    order = _locked(order)
+    order = order_lock(order)
     _move(order, S.REJECTED)
     order.rejection_reason = reason[:255]
     _record(order, UpdateType.ORDER_REJECTED)
@@ -286,16 +287,18 @@ def _accepted_status(order: Order) -> str:
 def order_accept(*, order: Order | str) -> Order:
     """The venue took the order: PENDING → OPEN (or TRIGGER_PENDING for stops, AMO for after-market);
     a stop whose trigger fired, or an AMO at the open: → OPEN."""
-    order = _locked(order)
+    order = order_lock(order)
     _move(order, _accepted_status(order))
     _record(order, UpdateType.ORDER_STATUS)
     return order
 
 
 @transaction.atomic
-def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal, price: Decimal) -> Trade:
-    """One execution leg. A fill on a PENDING, TRIGGER_PENDING or AMO order implies acceptance."""
-    order = _locked(order)
+def order_trade_add(*, order: Order | str, exec_id: str, quantity: Decimal, price: Decimal) -> tuple[Order, Trade]:
+    """The order's side of one execution leg: the trade, the filled and pending quantities, COMPLETE
+    when nothing is pending. A fill on a PENDING, TRIGGER_PENDING or AMO order implies acceptance.
+    Sends nothing: ``margin.executions.order_fill`` moves the position, then ``order_fill_record``."""
+    order = order_lock(order)
     if order.order_status in (S.PENDING, S.TRIGGER_PENDING, S.AMO):
         _move(order, S.OPEN)
     if order.order_status != S.OPEN:
@@ -326,50 +329,16 @@ def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal, price: De
     order.pending_quantity = order.quantity - order.filled_quantity
     if order.pending_quantity == 0:
         _move(order, S.COMPLETE)
-    # The position first: its row is locked before the user's event sequence (margin/services.py).
-    position_apply_fill(order=order, quantity=quantity, price=price)
+    return order, trade
+
+
+def order_fill_record(*, order: Order, trade: Trade) -> None:
+    """The updates (and, once complete, the notification) of a fill ``order_trade_add`` made."""
     _record(order, UpdateType.TRADE_UPDATE, trade)
     _record(order, UpdateType.ORDER_EXECUTED if order.order_status == S.COMPLETE else UpdateType.ORDER_PARTIAL)
     if order.order_status == S.COMPLETE:
         price = order.instrument.price_text(order.average_price)
         _notify(order, "Order executed", f"{_describe(order)} executed at {price}", "success")
-    return trade
-
-
-@transaction.atomic
-def execution_apply(
-    *, order_id: str, exec_id: str, kind: str, quantity: Decimal | None = None, price=None, reason: str = ""
-) -> tuple[Order, bool]:
-    """Apply a venue's execution report once. Returns (order, applied); a replayed execId
-    changes nothing, sends nothing and returns applied=False."""
-    if kind not in ExecutionReport.Kind.values:
-        raise ValidationError({"type": "must be accept, fill, reject or cancel"})
-    reason = (reason or "")[:255]
-    order = _locked(order_id)  # serialises reports for one order, replays included
-    existing = ExecutionReport.objects.filter(exec_id=exec_id).first()
-    if existing is None:
-        try:
-            with transaction.atomic():
-                ExecutionReport.objects.create(
-                    exec_id=exec_id, order=order, kind=kind, quantity=quantity, price=price, reason=reason
-                )
-        except IntegrityError:
-            # The same execId committed meanwhile for another order (the order lock covers only ours).
-            existing = ExecutionReport.objects.get(exec_id=exec_id)
-    if existing is not None:
-        if existing.order_id != order.pk or existing.kind != kind:
-            raise Conflict(f"execId {exec_id} was already used for another report", code="exec_id_reused")
-        return order, False
-    if kind == ExecutionReport.Kind.ACCEPT:
-        order_accept(order=order)
-    elif kind == ExecutionReport.Kind.FILL:
-        order_fill(order=order, exec_id=exec_id, quantity=quantity, price=price)
-    elif kind == ExecutionReport.Kind.REJECT:
-        order_reject(order=order, reason=reason or "rejected by venue")
-    else:
-        order_cancel(order=order)
-    order.refresh_from_db()
-    return order, True
 
 
 # ---- order-socket sessions ---------------------------------------------------------------------
@@ -394,9 +363,6 @@ def order_session_create(*, user) -> tuple[OrderSession, str]:
 
 @transaction.atomic
 def order_session_revoke(*, session: OrderSession) -> OrderSession:
-    from accounts.models import User
-    from accounts.signals import account_access_changed
-
     if session.revoked_at is None:
         session.revoked_at = timezone.now()
         session.save(update_fields=["revoked_at"])

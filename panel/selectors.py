@@ -12,8 +12,9 @@ from django.db.models import Count, Prefetch
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
-from axisor.realtime import presence
-from axisor.realtime.models import EventLog
+from broadcast import presence
+from broadcast.models import EventLog
+from margin.models import MarginGuardExecution
 from market.models import Instrument, MarketState
 from notifications.models import Delivery, DeliveryStatus, Notification
 from orders.models import Order, OrderSession
@@ -168,6 +169,5 @@ def market_snapshots() -> list[dict]:
 
 def guard_executions(*, limit: int = 20) -> list:
     """The latest Margin Guard runs, newest first."""
-    from margin.models import MarginGuardExecution
 
     return list(MarginGuardExecution.objects.select_related("user")[:limit])

@@ -21,13 +21,13 @@ from django.views.decorators.http import require_GET, require_POST
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.services import account_disconnect
-from axisor.errors import Conflict, NotFound
-from axisor.realtime.publish import iso
+from core.errors import Conflict, NotFound
 from notifications.services import notification_broadcast, notification_create
 from orders.models import OrderSession
 from orders.services import order_cancel, order_reject, order_session_revoke
 from system.models import NoticeKind, SystemNotice
 from system.services import system_notice_create, system_notice_end
+from wire import iso
 
 from . import selectors
 from .forms import ComposeForm, DisconnectForm, MaintenanceForm, RejectForm, ServiceStatusForm, StaffLoginForm

@@ -7,7 +7,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from axisor.api import IsStaffOrServiceKey
+from core.api import IsStaffOrServiceKey
 
 from .models import SystemNotice
 from .selectors import notices_in_force

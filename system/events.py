@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from axisor.realtime.publish import iso
+from wire import iso
 
 from .models import NoticeKind, ServiceStatus, SystemNotice
 

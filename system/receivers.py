@@ -2,8 +2,8 @@
 
 from django.dispatch import receiver
 
-from axisor.realtime.publish import publish
-from axisor.realtime.rooms import system_room
+from broadcast.outbox import publish
+from broadcast.rooms import system_room
 
 from .events import notice_event
 from .signals import notice_changed

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from axisor.realtime.publish import dumps
+from wire import dumps
 
 from .events import notice_event
 from .models import NoticeKind, ServiceStatus, SystemNotice

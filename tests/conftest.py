@@ -121,9 +121,9 @@ def _close_worker_thread_connections(django_db_setup):
     from asgiref.sync import SyncToAsync
     from django.db import connections
 
-    from axisor.realtime import startread
+    from gateway import connect_read
 
-    startread.close_all()  # the /ws connect read's own connection, one per event loop that used it
+    connect_read.close_all()  # the /ws connect read's own connection, one per event loop that used it
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
     connections.close_all()
     for conn in connections.all():

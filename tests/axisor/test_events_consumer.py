@@ -10,9 +10,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from rest_framework_simplejwt.tokens import AccessToken
 
-from axisor.realtime.publish import dumps, publish
-from axisor.realtime.rooms import user_room
+from broadcast.outbox import publish
+from broadcast.rooms import user_room
 from tests.conftest import closed_with, connected, jwt_for, ws
+from wire import dumps
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]
 
@@ -134,10 +135,10 @@ async def test_room_value_arriving_while_the_socket_authenticates_comes_after_co
     between (a position update) waits until `connection`, which is always the first message."""
     import asyncio
 
-    from axisor.realtime import startread
-    from axisor.realtime.hub import hub
+    from gateway import connect_read
+    from gateway.hub import hub
 
-    read = startread.user_row
+    read = connect_read.user_row
     group = user_room(user.pk).group
     text = dumps({"type": "position_status_update", "channel": "positions", "data": {"marker": "early"}})
 
@@ -150,7 +151,7 @@ async def test_room_value_arriving_while_the_socket_authenticates_comes_after_co
                 await asyncio.sleep(0.01)
         return await read(user_id)
 
-    monkeypatch.setattr(startread, "user_row", read_after_a_value)
+    monkeypatch.setattr(connect_read, "user_row", read_after_a_value)
     comm, hello = await connected(jwt_for(user))
     assert hello["type"] == "connection"
     value = await comm.receive_json_from(timeout=5)
@@ -161,11 +162,11 @@ async def test_room_value_arriving_while_the_socket_authenticates_comes_after_co
 async def test_connect_read_survives_its_connection_being_cut(user):
     """The process's connect-read connection killed by the server (a restart, a proxy timeout):
     the next socket's read is retried on a fresh connection and succeeds."""
-    from axisor.realtime import startread
+    from gateway import connect_read
 
     comm, _ = await connected(jwt_for(user))
     await comm.disconnect()
-    reader = startread._readers()
+    reader = connect_read._readers()
     pid = reader.conn.info.backend_pid
     await database_sync_to_async(_terminate_backend)(pid)
     comm, hello = await connected(jwt_for(user))

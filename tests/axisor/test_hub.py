@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from axisor.realtime import hub as hubmod
-from axisor.realtime.hub import Hub, Outbox
-from axisor.realtime.publish import group_send_many, layer_event
+from broadcast.outbox import group_send_many, layer_event
+from gateway import hub as hubmod
+from gateway.hub import Hub, Outbox
 from tests.conftest import connected, jwt_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]
@@ -116,8 +116,8 @@ async def test_sockets_have_no_layer_channel_and_share_their_users_membership(ma
     from channels.db import database_sync_to_async
     from channels.layers import get_channel_layer
 
-    from axisor.realtime.publish import publish
-    from axisor.realtime.rooms import user_room
+    from broadcast.outbox import publish
+    from broadcast.rooms import user_room
     from orders.services import order_session_create
 
     layer = get_channel_layer()

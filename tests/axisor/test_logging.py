@@ -2,7 +2,7 @@
 
 import logging
 
-from axisor.logfilters import RedactSecrets, redact
+from core.logfilters import RedactSecrets, redact
 
 
 def test_query_string_and_bearer_tokens_are_redacted():

@@ -1,4 +1,4 @@
-"""Outbound HTTP on a user's behalf (axisor/outbound.py): what it refuses to reach, and how a call ends.
+"""Outbound HTTP on a user's behalf (core/outbound.py): what it refuses to reach, and how a call ends.
 
 Every socket these tests open or reach is on this machine's loopback: the autouse guard below fails
 a test that would connect anywhere else or look a name up in DNS."""
@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from axisor import outbound
-from axisor.outbound import OutboundError, Response, check_url, post
+from core import outbound
+from core.outbound import OutboundError, Response, check_url, post
 
 SERVER_LIFETIME = 30.0  # no test server thread outlives this, whatever the test does
 

@@ -7,9 +7,9 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from axisor.realtime.models import EventLog
-from axisor.realtime.publish import publish
-from axisor.realtime.rooms import system_room, user_room
+from broadcast.models import EventLog
+from broadcast.outbox import publish
+from broadcast.rooms import system_room, user_room
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,10 +9,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from axisor.realtime import eventlog
-from axisor.realtime.models import EventLog
-from axisor.realtime.publish import layer_event, publish, relay_unpublished
-from axisor.realtime.rooms import user_room
+from broadcast import history
+from broadcast.models import EventLog
+from broadcast.outbox import layer_event, publish, relay_unpublished
+from broadcast.rooms import user_room
 from orders.services import order_session_create
 from tests.conftest import auth_api, connected, jwt_for, ws
 from tests.orders.factories import execute, place
@@ -56,7 +56,7 @@ async def test_resume_racing_live_events_has_no_gap_and_no_duplicate(make_user):
         writer = asyncio.ensure_future(database_sync_to_async(emit)(user.pk, 10))
         await comm.send_json_to({"type": "resume", "since": max(0, hello["lastSeq"] - 30)})
         await writer
-        last = await database_sync_to_async(eventlog.last_seq)(user.pk)
+        last = await database_sync_to_async(history.last_seq)(user.pk)
         got = await seqs_until(comm, last)
         assert got == list(range(hello["lastSeq"] - 29, last + 1))
         await comm.disconnect()
@@ -100,7 +100,7 @@ async def test_retention_boundary_and_resume_failed(make_user, settings):
     settings.AXISOR_EVENTS = {**settings.AXISOR_EVENTS, "RETENTION_EVENTS": 5}
     user = await database_sync_to_async(make_user)("old")
     await database_sync_to_async(emit)(user.pk, 12)
-    await database_sync_to_async(eventlog.prune)()
+    await database_sync_to_async(history.prune)()
     kept = await database_sync_to_async(
         lambda: list(EventLog.objects.filter(user=user).values_list("seq", flat=True))
     )()
@@ -137,7 +137,7 @@ def test_rest_events_pages_and_too_old(make_user, settings):
     assert api.get("/api/events?since=x").status_code == 400
     assert api.get("/api/events?since=50").status_code == 400
     settings.AXISOR_EVENTS = {**settings.AXISOR_EVENTS, "RETENTION_EVENTS": 2}
-    eventlog.prune()
+    history.prune()
     gone = api.get("/api/events?since=1")
     assert gone.status_code == 410 and gone.json()["code"] == "too_old" and gone.json()["snapshotRequired"] is True
 

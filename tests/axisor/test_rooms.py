@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from axisor.realtime import rooms
+from broadcast import rooms
 
 GROUP_OK = re.compile(r"^[A-Za-z0-9._-]{1,99}$")
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 from django.db import connection
 
-from axisor.worker import exclusive
+from core.worker import exclusive
 
 
 @pytest.mark.django_db(transaction=True)

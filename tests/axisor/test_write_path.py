@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from axisor import serving
-from axisor.realtime import hub as hubmod
-from axisor.realtime import presence
-from axisor.realtime.hub import Outbox
+from broadcast import presence
+from gateway import hub as hubmod
+from gateway import internals
+from gateway.hub import Outbox
 
 # ---- the outbox's synchronous path ---------------------------------------------------------------
 
@@ -140,8 +140,8 @@ def test_eager_writes_send_at_once_and_fall_back_to_twisteds_buffer_in_order():
     reactor = FakeReactor()
     transport = tcp.Connection(server_sock, twisted_protocol.Protocol(), reactor)
     transport.connected = 1
-    assert serving.eager_writes(transport) is True
-    assert serving.eager_writes(transport) is False  # once per transport
+    assert internals.eager_writes(transport) is True
+    assert internals.eager_writes(transport) is False  # once per transport
     assert server_sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
     transport.write(b"frame-1")
@@ -179,16 +179,16 @@ def test_eager_writes_only_on_plain_tcp():
     class Other:
         def write(self, data: bytes) -> None: ...
 
-    assert serving.eager_writes(Other()) is False
+    assert internals.eager_writes(Other()) is False
 
 
 def test_autobahn_debug_arguments_are_lazy():
     from autobahn import util
     from autobahn.websocket import protocol
 
-    serving.tune_daphne()
+    internals.tune_daphne()
     lazy = protocol.hltype(util.hltype)
-    assert isinstance(lazy, serving._Lazy)
+    assert isinstance(lazy, internals._Lazy)
     assert str(lazy) == util.hltype(util.hltype)  # the same text when a debug line is written
     assert f"{protocol.hlval(42)}" == util.hlval(42)
 
@@ -297,8 +297,8 @@ def test_rest_middleware_stack_runs_synchronously():
 async def test_a_transactions_events_go_to_redis_in_one_pipeline_from_its_own_thread(monkeypatch):
     from channels.layers import get_channel_layer
 
-    from axisor.realtime.hub import Hub
-    from axisor.realtime.publish import group_send_many, layer_event
+    from broadcast.outbox import group_send_many, layer_event
+    from gateway.hub import Hub
 
     layer = get_channel_layer()
     pipelines: list[int] = []

@@ -11,9 +11,9 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-from axisor.realtime.models import EventLog
-from axisor.realtime.publish import publish
-from axisor.realtime.rooms import user_room
+from broadcast.models import EventLog
+from broadcast.outbox import publish
+from broadcast.rooms import user_room
 
 # No paper venue and no background loops in the servers: the test alone produces events.
 QUIET = {"AXISOR_SIMULATE": "", "AXISOR_BACKGROUND": "0"}

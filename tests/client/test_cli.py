@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from axisor.realtime.models import EventLog
+from broadcast.models import EventLog
 from tests.client.support import PASSWORD, QUIET, logged, notify, set_login_password
 from tests.orders.factories import execute, place
 

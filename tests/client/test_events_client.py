@@ -11,10 +11,10 @@ import time
 import pytest
 import websockets
 
-from axisor.realtime.models import EventLog
-from axisor.realtime.publish import publish
-from axisor.realtime.rooms import market_room, user_room
 from axisor_client import AxisorClient
+from broadcast.models import EventLog
+from broadcast.outbox import publish
+from broadcast.rooms import market_room, user_room
 from notifications.services import notification_create
 from tests.client.support import Recorder, db, logged, notify, start_server, wait_until
 from tests.conftest import jwt_for

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from axisor.realtime.models import EventLog
 from axisor_client import Login, OrderUpdatesClient
+from broadcast.models import EventLog
 from tests.client.support import PASSWORD, Recorder, db, logged, set_login_password, start_server, wait_until
 from tests.conftest import jwt_for
 from tests.integration.http import call

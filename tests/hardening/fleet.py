@@ -8,8 +8,8 @@ import time
 
 from channels.db import database_sync_to_async
 
-from axisor.realtime.models import EventLog
 from axisor_client import AxisorClient
+from broadcast.models import EventLog
 from tests.conftest import jwt_for
 from tests.hardening.conftest import rest
 

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.sync.client import connect as sync_connect
 
-from axisor.realtime.protocol import Close, Code
 from tests.conftest import jwt_for
 from tests.hardening.conftest import raise_nofile, rest, rss_mib, server_is_clean
+from wire import Close, Code
 
 # Close codes a client may see, all in the README's table: ours (4xxx), and the WebSocket layer's
 # 1007 (text frame that is not UTF-8) and 1009 (message over daphne's 1 MiB).

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from axisor.realtime.publish import publish
-from axisor.realtime.rooms import system_room
+from broadcast.outbox import publish
+from broadcast.rooms import system_room
 from tests.conftest import jwt_for
 
 ROOT = Path(__file__).resolve().parents[2]

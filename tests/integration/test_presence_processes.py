@@ -11,7 +11,7 @@ import websockets
 from channels.db import database_sync_to_async
 
 from accounts.services import account_disconnect
-from axisor.realtime import presence
+from broadcast import presence
 from tests.conftest import jwt_for
 
 LEASE = 3.0

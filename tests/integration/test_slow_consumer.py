@@ -10,7 +10,7 @@ import json
 import websockets
 from channels.db import database_sync_to_async
 
-from axisor.realtime.publish import group_send_many, layer_event
+from broadcast.outbox import group_send_many, layer_event
 from tests.conftest import jwt_for
 
 

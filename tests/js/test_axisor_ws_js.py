@@ -12,8 +12,8 @@ from queue import Queue
 
 import pytest
 
-from axisor.realtime.publish import publish
-from axisor.realtime.rooms import user_room
+from broadcast.outbox import publish
+from broadcast.rooms import user_room
 from tests.conftest import jwt_for
 
 HERE = Path(__file__).parent

@@ -23,6 +23,6 @@ def trade(instruments):
 
 
 def tick(symbol: str, *prices) -> None:
-    from market.services import ticks_ingest
+    from margin.ticks import ticks_ingest
 
     ticks_ingest([{"symbol": symbol, "price": str(Decimal(str(p))), "volume": "1"} for p in prices])

@@ -7,7 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from axisor.realtime.models import EventLog
+from broadcast.models import EventLog
 from margin.models import MarginGuardConfig, Position
 from tests.conftest import auth_api
 from tests.margin.conftest import tick

@@ -9,7 +9,7 @@ from decimal import Decimal as D
 import pytest
 from django.utils import timezone
 
-from axisor.realtime.models import EventLog
+from broadcast.models import EventLog
 from margin.models import MarginGuardExecution, Position
 from margin.services import margin_guard_config_set
 from notifications.models import Notification

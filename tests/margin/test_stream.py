@@ -8,7 +8,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from market.services import ticks_ingest
+from margin.ticks import ticks_ingest
 from tests.conftest import connected, jwt_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]

@@ -10,9 +10,10 @@ import pytest
 from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 
-from axisor.realtime.models import EventLog
+from broadcast.models import EventLog
+from margin.ticks import ticks_ingest
 from market.models import Candle, MarketState, PriceAlert, Tick
-from market.services import price_alert_create, ticks_ingest
+from market.services import price_alert_create
 from notifications.models import Notification
 from tests.conftest import auth_api, connected, jwt_for
 

@@ -11,9 +11,9 @@ from django.db import transaction
 from django_tasks_db.models import DBTaskResult
 from standardwebhooks import Webhook
 
-from axisor.errors import BadRequest
-from axisor.realtime.models import EventLog
-from axisor.worker import run_ready
+from broadcast.models import EventLog
+from core.errors import BadRequest
+from core.worker import run_ready
 from notifications.models import Delivery, DeliveryStatus, Notification, WebhookEndpoint
 from notifications.services import notification_create, preferences_set
 from tests.conftest import auth_api

@@ -18,7 +18,7 @@ from django.test import override_settings
 from standardwebhooks import Webhook
 
 from accounts.models import User
-from axisor.realtime.models import EventLog
+from broadcast.models import EventLog
 from notifications.models import Delivery, DeliveryStatus, Notification
 from notifications.services import notification_create, preferences_set
 from tests.conftest import auth_api, connected, jwt_for

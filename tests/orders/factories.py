@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from decimal import Decimal
 
+from margin.executions import execution_apply
 from orders import services
 
 _exec = itertools.count(1)
@@ -25,7 +26,7 @@ def place(user, *, symbol="SBIN-EQ", order_type="LIMIT", side="BUY", quantity="1
 
 
 def execute(order, kind, quantity=None, price=None, reason="", exec_id=None):
-    return services.execution_apply(
+    return execution_apply(
         order_id=order.order_id,
         exec_id=exec_id or f"ex-{next(_exec)}",
         kind=kind,

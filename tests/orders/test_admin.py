@@ -3,7 +3,7 @@
 import pytest
 from django.test import Client
 
-from axisor.realtime.models import EventLog
+from broadcast.models import EventLog
 from orders.models import OrderStatus
 from orders.services import order_accept
 from tests.orders.factories import place

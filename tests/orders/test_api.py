@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from axisor.realtime.models import EventLog
+from broadcast.models import EventLog
 from orders.models import Order, OrderSession
 from tests.conftest import auth_api
 

@@ -21,7 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, OperationalError, connection, transaction
 from rest_framework.test import APIClient
 
-from axisor.errors import Conflict
+from core.errors import Conflict
 from orders.models import IdempotencyKey, Order, OrderStatus
 from orders.services import order_accept, order_cancel, order_modify
 from tests.conftest import jwt_for

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 from django.core.exceptions import ValidationError
 
-from axisor.errors import Conflict
-from axisor.realtime.models import EventLog
+from broadcast.models import EventLog
+from core.errors import Conflict
 from orders.models import Order, OrderStatus, Trade
 from orders.services import TRANSITIONS, order_accept, order_cancel, order_modify, order_reject
 from tests.orders.factories import execute, place

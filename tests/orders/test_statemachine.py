@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from accounts.models import User
-from axisor.errors import Conflict
-from axisor.realtime.models import EventLog, UserSequence
+from broadcast.models import EventLog, UserSequence
+from core.errors import Conflict
 from orders.models import ExecutionReport, Order, OrderStatus, OrderUpdate, Trade
 from orders.services import TRANSITIONS, order_accept, order_cancel, order_modify, order_reject
 from tests.orders.factories import execute, place

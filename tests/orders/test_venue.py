@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
+from margin.venue import LIQUIDITY_LOTS_PER_STEP, PaperVenue
 from orders.models import OrderStatus
 from orders.services import order_cancel
-from orders.venue import LIQUIDITY_LOTS_PER_STEP, PaperVenue
 from tests.orders.factories import place
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("instruments")]

@@ -14,9 +14,9 @@ from django.db import transaction
 from django.test import Client
 
 from axisor.asgi import application
-from axisor.realtime import adminfeed, presence
-from axisor.realtime.publish import publish
-from axisor.realtime.rooms import admin_room, system_room
+from broadcast import presence, stafffeed
+from broadcast.outbox import publish
+from broadcast.rooms import admin_room, system_room
 from notifications.services import notification_broadcast
 from tests.conftest import closed_with, connected, jwt_for
 from tests.orders.factories import place
@@ -49,7 +49,7 @@ async def next_feed(layer, channel) -> dict:
     while True:
         message = await asyncio.wait_for(layer.receive(channel), 5)
         payload = json.loads(message["text"])
-        if payload["type"] == adminfeed.FEED_TYPE:
+        if payload["type"] == stafffeed.FEED_TYPE:
             return payload["data"]
 
 
@@ -94,7 +94,7 @@ async def test_one_feed_message_per_transaction_however_many_recipients(make_use
     assert created == len(users)
     data = await next_feed(layer, channel)
     assert data["counts"] == {"in_app_notification": 60} and data["total"] == 60
-    assert len(data["events"]) == adminfeed.MAX_ENTRIES
+    assert len(data["events"]) == stafffeed.MAX_ENTRIES
     assert data["events"][0]["data"]["title"] == "Hello"
     # the very next feed message is the next transaction's: nothing per recipient came in between
     await database_sync_to_async(marker)("next")

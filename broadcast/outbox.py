@@ -1,0 +1,187 @@
+"""The transactional outbox: write an event to the log in the caller's transaction, send it to its room on commit.
+
+Only signal receivers call this (STYLE.md: "only one layer produces events"). A rolled-back
+transaction leaves no log row and sends nothing; a committed one sends exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection, transaction
+from django.utils import timezone
+
+from broadcast.messages import ACCESS_CHANGED, layer_event
+from broadcast.models import EventLog, UserSequence
+from broadcast.rooms import Room, parse, user_room
+from broadcast.stafffeed import Batch
+from core.metrics import PUBLISHED
+from wire import dumps
+
+logger = logging.getLogger(__name__)
+
+
+def group_send(group: str, message: dict) -> None:
+    """Send a layer message now, from sync code. Failures are logged, never raised to the caller:
+    the change is committed and its event is in the log for resume."""
+    group_send_many([(group, message)])
+
+
+def group_send_many(sends: list[tuple[str, dict]]) -> int:
+    """Several layer messages, in order: on Redis in one pipeline from the calling thread, else
+    (the in-memory layer) in one trip into the event loop. Returns how many were sent: at the first
+    failure (Redis away) the rest are not tried, each would only wait out the timeouts again.
+    Failures are logged, never raised: the change is committed either way."""
+    layer = get_channel_layer()
+    if layer is None or not sends:
+        return len(sends)
+    if hasattr(layer, "publish_blocking"):
+        try:
+            layer.publish_blocking([(group, {**message, "group": group}) for group, message in sends])
+        except Exception as exc:  # noqa: BLE001 - whatever Redis raised, the rows wait for the relay
+            logger.warning("group_send of %d event(s) failed (%r); left for the relay", len(sends), exc)
+            return 0
+        for _, message in sends:
+            PUBLISHED.labels(message.get("channel", "")).inc()
+        return len(sends)
+
+    async def send_all() -> int:
+        for sent, (group, message) in enumerate(sends):
+            try:
+                # the group rides along: a process's hub receives many rooms on one channel
+                await layer.group_send(group, {**message, "group": group})
+                PUBLISHED.labels(message.get("channel", "")).inc()
+            except Exception as exc:  # noqa: BLE001 - whatever the layer raised, the rows wait for the relay
+                logger.warning(
+                    "group_send to %s failed (%r); %d event(s) left for the relay", group, exc, len(sends) - sent
+                )
+                return sent
+        return len(sends)
+
+    return async_to_sync(send_all)()
+
+
+def next_seqs(counts: dict[int, int]) -> dict[int, int]:
+    """Reserve ``counts[user]`` seqs for each user; returns each user's first reserved seq.
+    Rows are locked in user order, so concurrent publishers cannot deadlock. Each row stays
+    locked until the transaction ends: a user's seqs commit in the order they were handed out."""
+    if connection.vendor == "postgresql":
+        # One statement takes the lock, creates a missing row and reserves: the lock is held from
+        # here to COMMIT, so every round trip saved here is one that a user's next event waits less.
+        users = sorted(counts)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {UserSequence._meta.db_table} AS s (user_id, last_seq)"
+                " SELECT c.user_id, c.n FROM unnest(%s::bigint[], %s::bigint[]) AS c(user_id, n) ORDER BY c.user_id"
+                " ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq"
+                " RETURNING s.user_id, s.last_seq",
+                [users, [counts[u] for u in users]],
+            )
+            return {user_id: last - counts[user_id] + 1 for user_id, last in cursor.fetchall()}
+    UserSequence.objects.bulk_create([UserSequence(user_id=u) for u in counts], ignore_conflicts=True)
+    rows = list(UserSequence.objects.select_for_update().filter(user_id__in=list(counts)).order_by("user_id"))
+    first = {row.user_id: row.last_seq + 1 for row in rows}
+    for row in rows:
+        row.last_seq += counts[row.user_id]
+    UserSequence.objects.bulk_update(rows, ["last_seq"], batch_size=500)
+    return first
+
+
+def send_logged(ids: list[int], sends: list[tuple[str, dict]], feed: Batch | None = None) -> None:
+    """After commit: send (and one staff-feed message for the batch, last), then mark the rows that
+    were sent published; the relay sends what stays unmarked (its process died before sending, or
+    the layer was unreachable)."""
+    extra = feed.send() if feed is not None else None
+    sent = group_send_many([*sends, extra] if extra else sends)
+    if sent:
+        EventLog.objects.filter(pk__in=ids[:sent]).update(published_at=timezone.now())
+
+
+def relay_unpublished(*, older_than_seconds: float = 2.0, batch: int = 500) -> int:
+    """Send committed events that never reached the layer (their process died between commit and
+    send). Clients drop duplicates by seq, and our consumers do it for them."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    rows = list(EventLog.objects.filter(published_at__isnull=True, created_at__lt=cutoff).order_by("id")[:batch])
+    if rows:
+        sends = [
+            (group_for_logged(row), layer_event(channel=row.channel, seq=row.seq, text=dumps(row.payload)))
+            for row in rows
+        ]
+        feed = Batch()
+        for row in rows:
+            feed.add(
+                type=row.type,
+                channel=row.channel,
+                room=row.room,
+                user_id=row.user_id,
+                seq=row.seq,
+                data=row.payload.get("data") or {},
+            )
+        extra = feed.send(relayed=True)
+        send_logged([row.pk for row in rows], [*sends, extra] if extra else sends)
+        logger.warning("relayed %d unpublished event(s)", len(rows))
+    return len(rows)
+
+
+def group_for_logged(row: EventLog) -> str:
+    return user_room(row.user_id).group if row.user_id else parse(row.room).group
+
+
+@transaction.atomic(savepoint=False)  # part of the caller's transaction: no savepoint of its own
+def publish(*, room: Room, type: str, channel: str, data: dict, user_id: int | None = None) -> EventLog:
+    """Log an event and send it to ``room`` when the current transaction commits.
+
+    With ``user_id`` the event is personal: it gets the user's next ``seq`` and goes to the
+    user's room whatever ``room`` says.
+    """
+    if user_id is not None:
+        return publish_personal_many([(user_id, type, channel, data)])[0]
+    text = dumps({"type": type, "channel": channel, "data": data})
+    entry = EventLog.objects.create(room=room.name, type=type, channel=channel, payload=json.loads(text))
+    layer_message = layer_event(channel=channel, seq=None, text=text)
+    group = room.group
+    feed = Batch()
+    feed.add(type=type, channel=channel, room=room.name, user_id=None, seq=None, data=data)
+    transaction.on_commit(lambda: send_logged([entry.pk], [(group, layer_message)], feed))
+    return entry
+
+
+@transaction.atomic(savepoint=False)
+def publish_personal_many(events: list[tuple[int, str, str, dict]]) -> list[EventLog]:
+    """Log many personal events ``(user_id, type, channel, data)`` with one seq reservation and one
+    bulk insert; send them all on commit. Events of one user keep their list order."""
+    if not events:
+        return []
+    counts: dict[int, int] = {}
+    for user_id, *_ in events:
+        counts[user_id] = counts.get(user_id, 0) + 1
+    seqs = next_seqs(counts)
+    rows, sends, feed = [], [], Batch()
+    for user_id, type_, channel, data in events:
+        seq = seqs[user_id]
+        seqs[user_id] += 1
+        text = dumps({"type": type_, "channel": channel, "data": data, "seq": seq})
+        room = user_room(user_id)
+        payload = json.loads(text)
+        rows.append(EventLog(user_id=user_id, seq=seq, room=room.name, type=type_, channel=channel, payload=payload))
+        sends.append((room.group, layer_event(channel=channel, seq=seq, text=text)))
+        feed.add(type=type_, channel=channel, room=room.name, user_id=user_id, seq=seq, data=payload["data"])
+    created = EventLog.objects.bulk_create(rows, batch_size=2000)
+    ids = [row.pk for row in created]
+    transaction.on_commit(lambda: send_logged(ids, sends, feed))
+    return created
+
+
+def signal_access_changed(*, user_id: int, reason: str, disconnect: list[str] | None = None) -> None:
+    """Tell every socket of the user, on commit, to re-check its credentials. With ``disconnect``
+    (endpoints, e.g. ``["/ws", "/ws/orders"]``) the user's sockets on those endpoints close with
+    4004 whatever the check says: staff's "disconnect", on whichever process holds them."""
+    group = user_room(user_id).group
+    message = {"type": ACCESS_CHANGED, "reason": reason}
+    if disconnect:
+        message["disconnect"] = list(disconnect)
+    transaction.on_commit(lambda: group_send(group, message))

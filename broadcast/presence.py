@@ -1,0 +1,359 @@
+"""Who is online, on which endpoint and on which server process — across all processes.
+
+Each server process has an id (``host:pid``) and a lease in Redis: ``presence:procs`` (a sorted set
+of process ids scored by lease expiry) and ``presence:proc:{id}`` (its latest stats, expiring with
+the lease). Each authenticated connection holds a lease in its user's sorted set
+``presence:{user_id}`` (members ``endpoint|process|channel``, scored by expiry). One task per
+process renews all of them in one pipeline and publishes the process's stats to ``admin:staff``
+once per ``STATS_SECONDS``; nothing renews per connection. A process that dies stops renewing, so
+its entry and every one of its connections are gone within ``LEASE_SECONDS``.
+
+Without Redis (the embedded single-process default) the same bookkeeping lives in memory.
+The notification worker asks ``online(user_id)`` to tell an in-app delivery ``delivered`` (a live
+``/ws`` socket) from ``sent``; the panel reads ``processes()`` and ``connections_by_user()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from broadcast import stafffeed
+from broadcast.messages import layer_event
+from broadcast.rooms import admin_room
+from core.perloop import PerLoop
+from core.redis_clients import redis_client, redis_sync_client
+from wire import dumps, iso
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS: float = settings.AXISOR_PRESENCE["LEASE_SECONDS"]
+STATS_SECONDS: float = settings.AXISOR_PRESENCE["STATS_SECONDS"]
+LEASE_CHUNK = 500  # users whose leases go in one pipeline
+ENDPOINTS = ("/ws", "/ws/orders")
+
+
+def process_id() -> str:
+    """This server process, as shown on the dashboard (asked each time: a fork changes the pid)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _prefix() -> str:
+    return f"{settings.CHANNEL_LAYER_PREFIX}:presence"
+
+
+def _user_key(user_id: int) -> str:
+    return f"{_prefix()}:{user_id}"
+
+
+def _procs_key() -> str:
+    return f"{_prefix()}:procs"
+
+
+def _proc_key(pid: str) -> str:
+    return f"{_prefix()}:proc:{pid}"
+
+
+def _endpoint_of(member: str) -> str:
+    return member.split("|", 1)[0]
+
+
+def _online_key() -> str:
+    """Every user with a lease, scored by its latest expiry (for value streams sent only to users
+    who can see them: position_status_update)."""
+    return f"{_prefix()}:users"
+
+
+# This process's room memberships by group, for the stats: the gateway's hub owns them and sets
+# this when it is imported (the broadcast layer never imports the gateway).
+local_rooms: Callable[[], dict[str, int]] = dict
+
+# In-memory stand-ins for the Redis keys (no REDIS_URL: one process only).
+_memory: dict[int, dict[str, float]] = {}
+_memory_procs: dict[str, tuple[float, dict]] = {}
+
+
+class Batched:
+    """Runs ``write(items)`` once for everything added while the previous write was under way: a
+    storm of connects or disconnects costs one Redis pipeline per round trip, not a round trip per
+    socket. ``add`` returns once its item's write is done. A failed write is logged, not raised:
+    the renewal loop writes the leases again, and a removed lease is no longer renewed anyway."""
+
+    def __init__(self, write: Callable[[list], Awaitable[None]], what: str) -> None:
+        self.write = write
+        self.what = what
+        self.items: list[tuple[Any, asyncio.Future]] = []
+        self.writer: asyncio.Task | None = None
+
+    async def add(self, item: Any) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self.items.append((item, done))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.ensure_future(self._drain())
+        await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        while self.items:
+            batch, self.items = self.items, []
+            try:
+                await self.write([item for item, _ in batch])
+            except (OSError, RedisError) as exc:
+                logger.warning(
+                    "presence %s failed for %d connection(s): Redis unreachable (%r)", self.what, len(batch), exc
+                )
+            except Exception:  # no join or leave may wait forever
+                logger.exception("presence %s failed for %d connection(s)", self.what, len(batch))
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+
+class Registry:
+    """This process's connections and the task that holds their leases and reports stats."""
+
+    def __init__(self) -> None:
+        self.pid = process_id()
+        self.started_at = time.time()
+        self.conns: dict[str, tuple[int, str]] = {}  # member → (user_id, endpoint)
+        self.task: asyncio.Task | None = None
+        self.stopping = asyncio.Event()
+        self.last_renew = 0.0
+        self.joins = Batched(lambda conns: _write_leases(conns, time.time() + LEASE_SECONDS), "lease write")
+        self.leaves = Batched(_remove_leases, "lease removal")
+
+    def ensure_running(self) -> None:
+        if (self.task is None or self.task.done()) and not self.stopping.is_set():
+            self.task = asyncio.ensure_future(self._run())
+
+    async def join(self, user_id: int, endpoint: str, channel: str) -> str:
+        """Register an authenticated connection; returns its member name for ``leave`` once its
+        lease is written."""
+        member = f"{endpoint}|{self.pid}|{channel}"
+        self.conns[member] = (user_id, endpoint)
+        self.ensure_running()
+        await self.joins.add((user_id, member))
+        return member
+
+    async def leave(self, user_id: int, member: str) -> None:
+        """Drop a connection's lease; returns once it is gone (or Redis failed: the lease, no
+        longer renewed, expires within LEASE_SECONDS)."""
+        self.conns.pop(member, None)
+        await self.leaves.add((user_id, member))
+
+    def stats(self) -> dict:
+        """Connections by endpoint and socket subscriptions by room kind, in this process."""
+        endpoints = Counter({e: 0 for e in ENDPOINTS})
+        for _, endpoint in self.conns.values():
+            endpoints[endpoint] += 1
+        rooms = Counter({"user": endpoints["/ws"], "system": 0, "admin": 0, "market": 0})
+        market_rooms = 0
+        for group, members in local_rooms().items():
+            kind = group.split(".", 1)[0]
+            if kind == "user":  # the hub's user groups also carry /ws/orders sockets: counted above
+                continue
+            rooms[kind] += members
+            market_rooms += kind == "market"
+        return {
+            "process": self.pid,
+            "startedAt": _iso(self.started_at),
+            "connections": dict(endpoints),
+            "rooms": dict(rooms),
+            "marketRooms": market_rooms,
+            "slowCloses": stafffeed.slow_closes,
+        }
+
+    async def _run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self.tick()
+            except (OSError, RedisError) as exc:  # Redis away for a moment: try again next tick
+                logger.warning("presence renewal skipped: Redis unreachable (%r)", exc)
+            except Exception:
+                logger.exception("presence renewal failed")
+            try:
+                await asyncio.wait_for(self.stopping.wait(), STATS_SECONDS)
+            except TimeoutError:
+                pass
+
+    async def tick(self) -> dict:
+        """Renew the process lease (and, every third of a lease, the connections'); publish stats."""
+        now = time.time()
+        stats = {**self.stats(), "time": _iso(now), "interval": STATS_SECONDS}
+        renew = now - self.last_renew >= LEASE_SECONDS / 3
+        conns = [(uid, m) for m, (uid, _) in self.conns.items()] if renew else []
+        await _write_leases(conns, now + LEASE_SECONDS, process=(self.pid, stats))
+        if renew:
+            self.last_renew = now
+        stats["fanout"] = stafffeed.take_fanout()
+        await _publish_stats(stats)
+        return stats
+
+    async def shutdown(self) -> None:
+        """A clean stop: drop this process and its connections now rather than at lease expiry.
+        The loop finishes its tick first: cancelling it inside a channel-layer send could leave
+        the layer's connection lock held, and the server's shutdown waiting on it."""
+        self.stopping.set()
+        if self.task is not None:
+            await asyncio.wait([self.task], timeout=STATS_SECONDS + 5)
+        logger.info("presence: leaving the registry (%s, %d connection(s))", self.pid, len(self.conns))
+        conns, self.conns = self.conns, {}
+        if not settings.REDIS_URL:
+            _memory_procs.pop(self.pid, None)
+            for member, (user_id, _) in conns.items():
+                _memory.get(user_id, {}).pop(member, None)
+            return
+        async with redis_client().pipeline(transaction=False) as pipe:
+            pipe.zrem(_procs_key(), self.pid)
+            pipe.delete(_proc_key(self.pid))
+            for member, (user_id, _) in conns.items():
+                pipe.zrem(_user_key(user_id), member)
+            await pipe.execute()
+
+
+def _iso(ts: float) -> str:
+    return iso(datetime.fromtimestamp(ts, tz=UTC))
+
+
+async def _write_leases(conns: list[tuple[int, str]], expires: float, process: tuple[str, dict] | None = None) -> None:
+    ttl = int(LEASE_SECONDS) + 1
+    if not settings.REDIS_URL:
+        for user_id, member in conns:
+            _memory.setdefault(user_id, {})[member] = expires
+        if process is not None:
+            _memory_procs[process[0]] = (expires, process[1])
+        return
+    by_user: dict[int, dict[str, float]] = {}
+    for user_id, member in conns:
+        by_user.setdefault(user_id, {})[member] = expires
+    users = list(by_user.items())
+    client = redis_client()
+    # A pipeline per LEASE_CHUNK users: packing and parsing 10,000 commands at once would hold the
+    # event loop (and every socket's next event) for a tenth of a second.
+    for start in range(0, max(len(users), 1), LEASE_CHUNK):
+        chunk = users[start : start + LEASE_CHUNK]
+        async with client.pipeline(transaction=False) as pipe:
+            for user_id, members in chunk:
+                pipe.zadd(_user_key(user_id), members)
+                pipe.expire(_user_key(user_id), ttl)
+            if chunk:
+                pipe.zadd(_online_key(), {str(user_id): expires for user_id, _ in chunk})
+            if process is not None and start == 0:
+                pid, stats = process
+                pipe.zadd(_procs_key(), {pid: expires})
+                pipe.set(_proc_key(pid), json.dumps(stats), ex=ttl)
+            await pipe.execute()
+
+
+async def _remove_leases(conns: list[tuple[int, str]]) -> None:
+    if not settings.REDIS_URL:
+        for user_id, member in conns:
+            _memory.get(user_id, {}).pop(member, None)
+        return
+    by_user: dict[int, list[str]] = {}
+    for user_id, member in conns:
+        by_user.setdefault(user_id, []).append(member)
+    users = list(by_user.items())
+    for start in range(0, len(users), LEASE_CHUNK):  # bounded pipelines, as _write_leases
+        async with redis_client().pipeline(transaction=False) as pipe:
+            for user_id, members in users[start : start + LEASE_CHUNK]:
+                pipe.zrem(_user_key(user_id), *members)
+            await pipe.execute()
+
+
+async def _publish_stats(stats: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    group = admin_room("staff").group
+    text = dumps({"type": stafffeed.STATS_TYPE, "channel": stafffeed.CHANNEL, "data": stats})
+    await layer.group_send(group, {**layer_event(channel=stafffeed.CHANNEL, seq=None, text=text), "group": group})
+
+
+registry: PerLoop[Registry] = PerLoop(lambda loop: Registry())  # registry(): this process's registry
+
+
+async def join(user_id: int, endpoint: str, channel: str) -> str:
+    return await registry().join(user_id, endpoint, channel)
+
+
+async def leave(user_id: int, member: str) -> None:
+    await registry().leave(user_id, member)
+
+
+# ---- sync reads (notification worker, panel) ----------------------------------------------------
+
+
+def _redis():
+    return redis_sync_client()
+
+
+def connections_by_user(user_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Live connections per endpoint for each user (any process), e.g. ``{42: {"/ws": 2, "/ws/orders": 1}}``."""
+    now = time.time()
+    if settings.REDIS_URL:
+        import redis
+
+        pipe = _redis().pipeline(transaction=False)
+        for uid in user_ids:
+            pipe.zrangebyscore(_user_key(uid), now, "+inf")
+        try:
+            found_all = pipe.execute()
+        except redis.RedisError as exc:
+            # Redis unreachable: nobody counts as connected (an in-app delivery says "sent": it is in
+            # the inbox and the event log), rather than the caller failing
+            logger.warning("presence unavailable: %r", exc)
+            found_all = [[] for _ in user_ids]
+        members = {uid: [m.decode() for m in found] for uid, found in zip(user_ids, found_all, strict=True)}
+    else:
+        members = {uid: [m for m, exp in _memory.get(uid, {}).items() if exp > now] for uid in user_ids}
+    out = {}
+    for uid, found in members.items():
+        counts = {e: 0 for e in ENDPOINTS}
+        for member in found:
+            counts[_endpoint_of(member)] = counts.get(_endpoint_of(member), 0) + 1
+        out[uid] = counts
+    return out
+
+
+def online(user_id: int) -> bool:
+    """Is any ``/ws`` connection of the user alive now (any process)? In-app events go there."""
+    return connections_by_user([user_id])[user_id]["/ws"] > 0
+
+
+def processes() -> list[dict]:
+    """The live server processes with their latest stats, by process id."""
+    now = time.time()
+    if not settings.REDIS_URL:
+        return [stats for pid, (exp, stats) in sorted(_memory_procs.items()) if exp > now]
+    client = _redis()
+    client.zremrangebyscore(_procs_key(), "-inf", now)
+    pids = sorted(p.decode() for p in client.zrangebyscore(_procs_key(), now, "+inf"))
+    if not pids:
+        return []
+    found = client.mget([_proc_key(pid) for pid in pids])
+    return [json.loads(raw) for raw in found if raw]
+
+
+async def online_users() -> set[int]:
+    """Users with a live connection lease, on any process (a user who just left may linger for
+    up to a lease)."""
+    now = time.time()
+    if settings.REDIS_URL:
+        async with redis_client().pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(_online_key(), "-inf", now)
+            pipe.zrange(_online_key(), 0, -1)
+            _, members = await pipe.execute()
+        return {int(m) for m in members}
+    return {uid for uid, leases in _memory.items() if any(exp > now for exp in leases.values())}

@@ -1,0 +1,124 @@
+"""Cross-app REST plumbing: the error shape and the staff-or-service-key permission."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+
+from django import db
+from django.conf import settings
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from rest_framework import exceptions, permissions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from core.errors import BadRequest, Conflict, NotFound, Unprocessable
+
+SERVICE_KEY_HEADER = "X-Service-Key"
+logger = logging.getLogger(__name__)
+
+try:
+    from psycopg_pool import PoolTimeout
+except ImportError:  # SQLite installs without the pool
+
+    class PoolTimeout(Exception):
+        pass
+
+
+def _codes(detail):
+    if isinstance(detail, dict):
+        return {k: _codes(v) for k, v in detail.items()}
+    if isinstance(detail, list):
+        return [_codes(v) for v in detail]
+    return {"message": str(detail), "code": getattr(detail, "code", "invalid")}
+
+
+def exception_handler(exc, context):
+    """Every error is ``{"code": ..., "detail": ...}`` (+ ``fields`` for validation errors)."""
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
+    if isinstance(exc, BadRequest):
+        return error_response(exc.code, str(exc), status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, Conflict):
+        return error_response(exc.code, str(exc), status.HTTP_409_CONFLICT)
+    if isinstance(exc, Unprocessable):
+        return error_response(exc.code, str(exc), status.HTTP_422_UNPROCESSABLE_ENTITY)
+    if isinstance(exc, Http404 | NotFound):
+        exc = exceptions.NotFound(str(exc) or None)
+    if isinstance(exc, db.OperationalError | db.InterfaceError | PoolTimeout):
+        # The database is down, restarting or out of connections: nothing was committed (the
+        # request's transaction rolled back), so the caller may retry.
+        logger.warning("database unavailable: %s", exc)
+        response = error_response("service_unavailable", "the database is unavailable; retry shortly", 503)
+        response["Retry-After"] = "1"
+        return response
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _codes(exc.detail)
+        if isinstance(fields, list):
+            fields = {"non_field_errors": fields}
+        first = next(iter(fields.items()), None)
+        summary = "invalid input"
+        if first:
+            name, errs = first
+            if isinstance(errs, list) and errs and isinstance(errs[0], dict):
+                summary = f"{name}: {errs[0]['message']}"
+        response.data = {"code": "validation_error", "detail": summary, "fields": fields}
+        return response
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    code = getattr(exc, "default_code", "error")
+    if isinstance(detail, dict):
+        code = str(detail.get("code", code))
+        detail = detail.get("detail", detail)
+        # simplejwt puts the interesting code on the detail itself
+    elif hasattr(detail, "code") and detail.code:
+        code = detail.code
+    response.data = {"code": code, "detail": str(detail)}
+    return response
+
+
+class IsStaffOrServiceKey(permissions.BasePermission):
+    """Staff users (JWT or session), or a caller presenting the configured service key."""
+
+    message = "staff or service key required"
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if user and user.is_authenticated and user.is_staff:
+            return True
+        key = settings.AXISOR_SERVICE_KEY
+        given = request.headers.get(SERVICE_KEY_HEADER)
+        return bool(key and given and hmac.compare_digest(key.encode(), given.encode()))
+
+
+def json_problem(value: object, *, max_bytes: int) -> str | None:
+    """Why ``value`` (parsed client JSON bound for a jsonb column and the sockets) cannot be stored
+    as it is, or None. PostgreSQL's jsonb refuses NUL characters (\\u0000) and NaN/Infinity, which
+    Python's JSON parser lets through; without this check they surface as a 500 at insert time."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if any("\x00" in key for key in item):
+                return "NUL characters are not allowed"
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and "\x00" in item:
+            return "NUL characters are not allowed"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "numbers must be finite"
+    if len(json.dumps(value)) > max_bytes:
+        return f"at most {max_bytes} bytes of JSON"
+    return None
+
+
+def error_response(code: str, detail: str, http_status: int) -> Response:
+    return Response({"code": code, "detail": detail}, status=http_status)

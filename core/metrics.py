@@ -1,0 +1,79 @@
+"""Prometheus metrics, served at /metrics when METRICS_TOKEN is set. A daphne process answers
+for itself (scrape each one); the gunicorn workers of the REST tier answer together, through
+prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by deploy/gunicorn.conf.py)."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+import time
+
+from django.conf import settings
+from django.http import Http404, HttpResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# livesum: in the gunicorn workers' multiprocess mode, the sum over live workers, no series left
+# behind by a worker that exited (ignored in a daphne process, which answers for itself).
+CONNECTIONS = Gauge("axisor_connections", "Open WebSocket connections", ["endpoint"], multiprocess_mode="livesum")
+HUB_ROOMS = Gauge(
+    "axisor_hub_rooms", "Rooms this process's hub holds a channel-layer membership for", multiprocess_mode="livesum"
+)
+PUBLISHED = Counter("axisor_events_published_total", "Events sent to the channel layer", ["channel"])
+DELIVERED = Counter("axisor_events_delivered_total", "Events written to sockets", ["channel"])
+CONFLATED = Counter("axisor_events_conflated_total", "Market updates replaced by a newer one before sending", ["where"])
+SLOW_CLOSES = Counter("axisor_slow_consumer_closes_total", "Sockets closed because they read too slowly")
+RESUMES = Counter("axisor_resume_requests_total", "Resume requests", ["endpoint", "outcome"])
+HTTP_LATENCY = Histogram("axisor_http_request_duration_seconds", "REST request latency", ["method", "route", "status"])
+
+
+def metrics_view(request):
+    token = settings.METRICS_TOKEN
+    if not token:
+        raise Http404("metrics are off: set METRICS_TOKEN")
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return HttpResponse(
+            "metrics need Authorization: Bearer <METRICS_TOKEN>\n", status=401, content_type="text/plain"
+        )
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a gunicorn worker: every worker's figures
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(), content_type=CONTENT_TYPE_LATEST)
+
+
+_in_flight = 0
+_idle = threading.Condition()
+
+
+def wait_until_idle(timeout: float) -> bool:
+    """Block until no HTTP request is in its sync part (on a worker thread), at most ``timeout``."""
+    with _idle:
+        return _idle.wait_for(lambda: _in_flight == 0, timeout)
+
+
+class RequestTimingMiddleware:
+    """REST latency by route pattern (not raw path: ids would explode the label set); also counts
+    requests in flight, so a stopping server can let them finish while its event loop still runs
+    (a worker thread waiting on a stopped loop would keep the process from exiting)."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        global _in_flight
+        with _idle:
+            _in_flight += 1
+        try:
+            start = time.perf_counter()
+            response = self.get_response(request)
+            match = getattr(request, "resolver_match", None)
+            route = match.route.replace("^", "").replace("$", "") if match else "unmatched"
+            HTTP_LATENCY.labels(request.method, route, str(response.status_code)).observe(time.perf_counter() - start)
+            return response
+        finally:
+            with _idle:
+                _in_flight -= 1
+                _idle.notify_all()

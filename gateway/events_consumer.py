@@ -1,0 +1,430 @@
+"""The `/ws` events gateway (seed 000): authenticate, manage rooms, forward events.
+
+Thin by design: no business logic, no ORM writes. Events arrive pre-serialised from the outbox
+(broadcast.outbox) and are forwarded as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.db import connection as db_connection
+
+from broadcast import presence, rooms
+from broadcast.history import ResumeRefused
+from core.metrics import CONNECTIONS, RESUMES
+from gateway import connect_read
+from gateway.auth import (
+    AuthError,
+    Identity,
+    bearer_token,
+    check_jwt,
+    identity_of,
+    token_user_id,
+    user_still_allowed,
+    validate_jwt,
+)
+from gateway.connect_read import DB_UNAVAILABLE, DatabaseUnavailable
+from gateway.hub import UNAVAILABLE, HubMember, LayerUnavailable, hub
+from gateway.inbound_limits import InboundLimiter
+from gateway.stream import PersonalStream
+from market.selectors import instrument_symbols_async, snapshot_text_async
+from system.selectors import notices_in_force_texts
+from wire import Close, Code, connection, dumps, error, iso, now_iso
+
+logger = logging.getLogger(__name__)
+
+
+NOTICES_MAX_AGE = 10.0  # seconds; also bounds how long a maintenance window that ended by time lingers
+
+
+class NoticesCache:
+    """The system notices in force, read once per process and reused while the process's hub has
+    held the ``system`` group without a break and heard nothing in it since the read (every notice
+    change is announced there), for at most NOTICES_MAX_AGE. A socket joins ``system`` before it
+    asks, so a notice changed after the read reaches it live. Sockets that ask while a read is
+    under way (a connect storm on a cold process) wait for that read instead of each making one."""
+
+    def __init__(self) -> None:
+        self.stamp: int | None = None
+        self.read_at = 0.0
+        self.texts: list[str] = []
+        self.pending: tuple[int | None, asyncio.Future] | None = None
+
+    def get(self) -> list[str] | None:
+        fresh = time.monotonic() - self.read_at < NOTICES_MAX_AGE
+        if fresh and self.stamp is not None and hub().stamps.get(SYSTEM_GROUP) == self.stamp:
+            return self.texts
+        return None
+
+    async def current(self) -> list[str]:
+        cached = self.get()
+        if cached is not None:
+            return cached
+        stamp = hub().stamps.get(SYSTEM_GROUP)
+        pending = self.pending
+        if (
+            pending is None
+            or pending[0] != stamp  # a notice changed since that read began: it may miss it
+            or pending[1].done()
+            or pending[1].get_loop() is not asyncio.get_running_loop()
+        ):
+            pending = self.pending = (stamp, asyncio.ensure_future(self._read(stamp)))
+        return await asyncio.shield(pending[1])
+
+    async def _read(self, stamp: int | None) -> list[str]:
+        read_at = time.monotonic()
+        texts = await _notices_read()
+        self.stamp, self.texts, self.read_at = stamp, texts, read_at
+        return texts
+
+
+_notices = NoticesCache()
+
+
+def _notices_in_force_texts() -> list[str]:
+    try:
+        return notices_in_force_texts()
+    finally:
+        db_connection.close()  # a pool thread: leave no connection behind it
+
+
+# On a pool thread, not the one ORM thread the background loops share: after a database restart a
+# venue or relay step there can wait out DB_POOL_TIMEOUT, and a socket's hello with it.
+_notices_read = database_sync_to_async(_notices_in_force_texts, thread_sensitive=False)
+SYSTEM_GROUP = rooms.system_room().group
+
+
+async def connection_start(token, user_id: int) -> tuple[Identity, int, list[str]]:
+    """What a new /ws connection needs: who the token's user is (AuthError if no longer allowed),
+    the latest seq of its stream (one statement, startread), and the notices in force (cached per
+    process). Raises DatabaseUnavailable when the database cannot answer."""
+    try:
+        notices = _notices.get()
+        if notices is None:
+            (user, baseline), notices = await asyncio.gather(connect_read.user_row(user_id), _notices.current())
+        else:
+            user, baseline = await connect_read.user_row(user_id)
+    except connect_read.DATABASE_ERRORS as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    return identity_of(token, user), baseline, notices
+
+
+class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
+    """Every room, the user's own included, comes through the process hub (see hub.HubMember):
+    a socket costs no channel-layer subscription of its own."""
+
+    # ---- connection lifecycle -------------------------------------------------------------
+
+    async def connect(self) -> None:
+        conf = settings.AXISOR_WS
+        self.user = None
+        self.session_id = f"session_{uuid.uuid4().hex[:16]}"
+        self.joined: dict[str, rooms.Room] = {}
+        self.filters: set[str] = set(rooms.CATEGORIES)
+        self.limiter = InboundLimiter.from_settings()
+        self.closing = False
+        self.expires_at: datetime | None = None
+        self.timer: asyncio.Task | None = None
+        self.presence: str | None = None
+        self.stream: PersonalStream | None = None
+        await self.accept()
+        self.hub_open(hold=True)
+        CONNECTIONS.labels("/ws").inc()
+        token = bearer_token(self.scope)
+        if token is not None:
+            since = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get("since", [None])[0]
+            await self.authenticate(token, since=int(since) if since and since.isdigit() and len(since) < 19 else since)
+        else:
+            self.timer = asyncio.ensure_future(self._auth_deadline(conf["AUTH_TIMEOUT_SECONDS"]))
+
+    async def disconnect(self, code: int) -> None:
+        CONNECTIONS.labels("/ws").dec()
+        self.closing = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.hub_close()
+        if self.presence is not None:
+            await presence.leave(self.user.pk, self.presence)
+        await self.hub_leave_all()
+        self.joined.clear()
+
+    async def dispatch(self, message: dict) -> None:
+        # Channels awaits aclose_old_connections() (a thread hop) before every handler. Nothing
+        # here touches the ORM outside database_sync_to_async, which cleans up by itself.
+        handler = getattr(self, message["type"].replace(".", "_"), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def _auth_deadline(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if self.user is None:
+            await self.fail(
+                Code.AUTHENTICATION_FAILED, "no authentication within the time limit", Close.AUTHENTICATION_FAILED
+            )
+
+    async def _first_auth(self, raw: object) -> tuple[Identity, list[str]]:
+        """The signature is checked here; the user, its stream's baseline and the notices in force
+        come in one database trip. The socket is in its user's group before the baseline is read:
+        an event committed in between is in the baseline or arrives live (and waits in the inbox
+        until the stream starts)."""
+        token = validate_jwt(raw)
+        try:
+            user_id = int(token_user_id(token))
+            claimed = [rooms.user_room(user_id), rooms.system_room()]
+        except (KeyError, ValueError):
+            raise AuthError("token has no valid user id") from None
+        for room in claimed:
+            await self._join(room)
+        try:
+            identity, baseline, notices = await connection_start(token, user_id)
+        except (AuthError, DatabaseUnavailable):
+            for room in claimed:
+                del self.joined[room.name]
+                await self.hub_leave(room.group)
+            raise
+        self.stream = PersonalStream(identity.user.pk, self._emit_personal)
+        self.stream.start_at(baseline)
+        return identity, notices
+
+    async def _expiry_watch(self) -> None:
+        """Warn before the token expires; close if no fresh `auth` arrived by then."""
+        while not self.closing and self.expires_at is not None:
+            left = (self.expires_at - datetime.now(UTC)).total_seconds()
+            if left <= 0:
+                await self.fail(
+                    Code.TOKEN_EXPIRED,
+                    "token expired; send a fresh auth message to stay connected",
+                    Close.TOKEN_EXPIRED,
+                )
+                return
+            warn_at = min(60.0, left / 4)
+            if left > warn_at + 0.5:
+                await asyncio.sleep(left - warn_at)
+                self.reply({"type": "auth_expiring", "expiresAt": iso(self.expires_at)})
+            else:
+                await asyncio.sleep(left)
+
+    async def authenticate(self, token: object, since: object = None) -> None:
+        """Check the token; on the first success join the auto rooms and answer ``connection``.
+        With ``since`` (first auth only) the missed events follow at once, before any live one."""
+        first = self.user is None
+        try:
+            if first:
+                identity, notices = await self._first_auth(token)
+            else:
+                identity = await check_jwt(token)
+        except AuthError as exc:
+            await self.fail(Code.AUTHENTICATION_FAILED, str(exc), Close.AUTHENTICATION_FAILED)
+            return
+        except LayerUnavailable:
+            await self.fail(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, Close.TRY_AGAIN_LATER)
+            return
+        except DatabaseUnavailable:
+            await self.fail(Code.SERVICE_UNAVAILABLE, DB_UNAVAILABLE, Close.TRY_AGAIN_LATER)
+            return
+        if not first and identity.user.pk != self.user.pk:
+            await self.fail(Code.AUTHENTICATION_FAILED, "token belongs to another user", Close.AUTHENTICATION_FAILED)
+            return
+        self.user = identity.user
+        self.expires_at = identity.expires_at
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = asyncio.ensure_future(self._expiry_watch())
+        if first:
+            for room in rooms.admin_rooms_for(self.user):
+                try:
+                    await self._join(room)
+                except LayerUnavailable:
+                    await self.fail(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, Close.TRY_AGAIN_LATER)
+                    return
+            self.presence = await presence.join(self.user.pk, "/ws", self.session_id)
+        reply = connection(user_id=self.user.pk, session_id=self.session_id)
+        reply["tokenExpiresAt"] = iso(self.expires_at)
+        reply["lastSeq"] = self.stream.last_seq
+        self.reply(reply)
+        if first:
+            for notice in notices:
+                self.write(notice, "system")
+            self.release()  # what the user's and system rooms carried since joining: after the notices read
+            if since is not None:
+                await self._resume(since)
+            self.inbox.start()
+
+    # ---- client commands ------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
+        conf = settings.AXISOR_WS
+        verdict = self.limiter.check()
+        if verdict == "close":
+            await self.fail(Code.RATE_LIMIT_EXCEEDED, "too many messages; closing", Close.RATE_LIMITED)
+            return
+        if verdict == "refuse":
+            self.reply(error(Code.RATE_LIMIT_EXCEEDED, f"at most {conf['RATE_PER_SECOND']:g} messages per second"))
+            return
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > conf["MAX_MESSAGE_BYTES"]:
+            if self.user is None:
+                await self.fail(Code.AUTHENTICATION_FAILED, "authenticate first", Close.AUTHENTICATION_FAILED)
+            else:
+                self.reply(error(Code.MESSAGE_TOO_LARGE, f"messages are limited to {conf['MAX_MESSAGE_BYTES']} bytes"))
+            return
+        content = self._decode(text_data)
+        if self.user is None:
+            if isinstance(content, dict) and content.get("type") == "auth":
+                await self.authenticate(content.get("token"), since=content.get("since"))
+            else:
+                await self.fail(
+                    Code.AUTHENTICATION_FAILED,
+                    'the first message must be {"type":"auth","token":...}',
+                    Close.AUTHENTICATION_FAILED,
+                )
+            return
+        if content is None:
+            self.reply(error(Code.INVALID_MESSAGE, "messages are JSON text objects with a string 'type'"))
+            return
+        command = content["type"]
+        handler = self.COMMANDS.get(command)
+        if handler is None:
+            self.reply(error(Code.INVALID_MESSAGE, f"unknown message type {command[:64]!r}"))
+            return
+        await handler(self, content)
+
+    @staticmethod
+    def _decode(text_data: str | None) -> dict | None:
+        if text_data is None:
+            return None
+        try:
+            content = json.loads(text_data)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(content, dict) or not isinstance(content.get("type"), str):
+            return None
+        return content
+
+    async def cmd_auth(self, content: dict) -> None:
+        await self.authenticate(content.get("token"))
+
+    async def cmd_subscribe(self, content: dict) -> None:
+        name = content.get("channel")
+        try:
+            room = rooms.parse(name)
+            rooms.check_join(self.user, room, known_symbols=await instrument_symbols_async())
+        except rooms.InvalidRoom as exc:
+            self.reply(error(Code.INVALID_ROOM, str(exc), channel=name if isinstance(name, str) else None))
+            return
+        except rooms.Forbidden as exc:
+            self.reply(error(Code.FORBIDDEN, str(exc), channel=name))
+            return
+        if room.is_personal_filter:
+            self.filters.add(room.key)
+        else:
+            try:
+                await self._join(room)
+            except LayerUnavailable:
+                self.reply(error(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, channel=name))
+                return
+        self.reply(self._room_reply(room, "subscribed"))
+        if room.kind is rooms.RoomKind.MARKET:
+            snapshot = await snapshot_text_async(room.key)
+            if snapshot is not None:
+                self.write(snapshot, "market_data")
+
+    async def cmd_unsubscribe(self, content: dict) -> None:
+        name = content.get("channel")
+        try:
+            room = rooms.parse(name)
+        except rooms.InvalidRoom as exc:
+            self.reply(error(Code.INVALID_ROOM, str(exc), channel=name if isinstance(name, str) else None))
+            return
+        if room.is_personal_filter:
+            self.filters.discard(room.key)
+        elif room.name in self.joined:
+            del self.joined[room.name]
+            await self.hub_leave(room.group)
+        self.reply(self._room_reply(room, "unsubscribed"))
+
+    async def cmd_list_rooms(self, content: dict) -> None:
+        self.reply({"type": "room_list", "subscribedRooms": self._subscribed()})
+
+    async def cmd_resume(self, content: dict) -> None:
+        await self._resume(content.get("since"))
+
+    async def _resume(self, since: object) -> None:
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            self.reply(error(Code.INVALID_MESSAGE, "resume needs 'since': the last seq you have (0 for all)"))
+            return
+        async with self.stream_lock:  # live events wait in the inbox meanwhile, then dedupe by seq
+            try:
+                replayed = await self.stream.resume(since)
+            except ResumeRefused as refused:
+                RESUMES.labels("/ws", refused.reason).inc()
+                self.reply(refused.as_message())
+                return
+            RESUMES.labels("/ws", "ok").inc()
+            self.reply({"type": "resumed", "since": since, "lastSeq": self.stream.last_seq, "replayed": replayed})
+
+    async def cmd_ping(self, content: dict) -> None:
+        self.reply({"type": "pong", "serverTime": now_iso()})
+
+    COMMANDS = {
+        "auth": cmd_auth,
+        "subscribe": cmd_subscribe,
+        "unsubscribe": cmd_unsubscribe,
+        "list_rooms": cmd_list_rooms,
+        "resume": cmd_resume,
+        "ping": cmd_ping,
+    }
+
+    async def _join(self, room: rooms.Room) -> None:
+        if room.name not in self.joined:
+            await self.hub_join(room.group)
+            self.joined[room.name] = room
+
+    def _subscribed(self) -> list[str]:
+        return [*self.joined, *(c for c in rooms.CATEGORIES if c in self.filters)]
+
+    def _room_reply(self, room: rooms.Room, status: str) -> dict:
+        return {
+            "type": "room_subscription",
+            "channel": room.name,
+            "status": status,
+            "subscribedRooms": self._subscribed(),
+        }
+
+    # ---- what reaches the client ------------------------------------------------------------
+
+    def reply(self, content: dict) -> None:
+        """Answers and notices go out in order with everything else this socket writes."""
+        self.write(dumps(content))
+
+    def wants(self, channel: str) -> bool:
+        # unlogged values on the user's room (position values) obey the category filters too
+        return channel in self.filters or channel not in rooms.CATEGORIES
+
+    async def _emit_personal(self, seq: int, channel: str, text: str) -> None:
+        if channel in self.filters:
+            self.write(text, channel)
+
+    async def access_changed(self, message: dict) -> None:
+        if self.user is None or self.closing:
+            return
+        if "/ws" in message.get("disconnect", ()):
+            await self.fail(Code.DISCONNECTED, "disconnected by staff", Close.DISCONNECTED)
+            return
+        user = self.user
+        reason = await user_still_allowed(user.pk, user.password, user.is_staff, user.is_superuser)
+        if reason:
+            await self.fail(Code.ACCESS_REVOKED, reason, Close.ACCESS_REVOKED)

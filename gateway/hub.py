@@ -1,0 +1,389 @@
+"""Process-local room hubs: one channel-layer membership per room per process, fanned out locally.
+
+Stock Channels gives every socket its own layer channel and delivers (and deserialises) every
+group message once per socket. Here each server process holds one hub channel; the hub joins a
+room's group when the first local socket joins the room and leaves it with the last, receives
+each message once, and hands the pre-serialised text to its local connections.
+
+Sockets have no layer channel of their own: a user's personal events and control messages come
+through the hub too (the ``user`` group is a room like any other), into the connection's inbox,
+handled one at a time in arrival order by a task that exists only while messages wait (the personal
+stream needs that order for its seq checks and gap filling).
+
+Each connection keeps a small outbox written by one writer task: room events that carry a
+``key`` (market data) are conflated — a newer update replaces the one still waiting — and the
+writer holds back while the socket's transport has more than ``SLOW_BYTES`` unsent, so a slow
+reader gets the latest price rather than a backlog. A connection whose backlog of events that must
+not be dropped stays full for ``SLOW_SECONDS`` is closed with 4009 and recovers by resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from broadcast import presence, stafffeed
+from broadcast.layer import RECONNECTED
+from broadcast.outbox import ACCESS_CHANGED
+from core.metrics import CONFLATED, DELIVERED, HUB_ROOMS, SLOW_CLOSES
+from core.perloop import PerLoop
+from wire import Close, Code, dumps, error
+
+logger = logging.getLogger(__name__)
+
+_conf = settings.AXISOR_WS
+SLOW_BYTES = _conf["SLOW_BYTES"]  # unsent bytes in the socket's transport before the writer holds back
+SLOW_SECONDS = _conf["SLOW_SECONDS"]  # held back this long with events it may not drop: too slow
+MAX_WAITING = _conf["MAX_WAITING"]  # events that must not be dropped, waiting in one connection's outbox
+
+
+_stamps = itertools.count(1)  # shared by every hub, so a stamp never means two things
+
+
+UNAVAILABLE = "the server cannot reach its message bus right now; reconnect shortly"
+
+
+class LayerUnavailable(Exception):
+    """The channel layer (Redis) cannot be reached: the socket cannot be served now (→ 1013)."""
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+        self.members: dict[str, set] = {}
+        self.task: asyncio.Task | None = None
+        self.ready = asyncio.Lock()
+        # A stamp per group held, renewed when the membership starts and on every message: a
+        # value read while the stamp stays the same has seen no change announced in that group.
+        self.stamps: dict[str, int] = {}
+
+    async def _ensure(self) -> None:
+        async with self.ready:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel(prefix="hub.")
+                self.task = asyncio.ensure_future(self._run())
+
+    async def join(self, group: str, conn) -> None:
+        """Raises LayerUnavailable when the process cannot subscribe (Redis unreachable)."""
+        members = self.members.get(group)
+        if members is None:
+            members = self.members[group] = set()
+            members.add(conn)
+            try:
+                await self._ensure()
+                await self.layer.group_add(group, self.channel)
+            except (OSError, RedisError) as exc:
+                members.discard(conn)
+                if not members:
+                    del self.members[group]
+                raise LayerUnavailable(str(exc)) from exc
+            self.stamps[group] = next(_stamps)
+        members.add(conn)
+
+    async def leave(self, group: str, conn) -> None:
+        members = self.members.get(group)
+        if members is None:
+            return
+        members.discard(conn)
+        if not members:
+            del self.members[group]
+            self.stamps.pop(group, None)
+            await self.layer.group_discard(group, self.channel)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("hub receive failed")
+                await asyncio.sleep(0.1)
+                continue
+            if message.get("type") == RECONNECTED:
+                # The layer was cut off from Redis and is subscribed again: whatever was published
+                # meanwhile never comes. Every value read under a stamp is stale, and every
+                # connection catches its personal stream up from the event log.
+                for held in self.stamps:
+                    self.stamps[held] = next(_stamps)
+                for conn in {conn for members in self.members.values() for conn in members}:
+                    conn.deliver(message)
+                continue
+            group = message.get("group")
+            if group in self.stamps:
+                self.stamps[group] = next(_stamps)
+            for conn in tuple(self.members.get(group, ())):
+                conn.deliver(message)
+
+
+hub: PerLoop[Hub] = PerLoop(lambda loop: Hub())  # hub(): this process's hub
+
+
+def local_members() -> dict[str, int]:
+    """Sockets per room group in this event loop's hub (for the process's stats)."""
+    found = hub.current()
+    return {group: len(members) for group, members in found.members.items()} if found else {}
+
+
+def transport_backlog(send) -> int | None:
+    """Bytes written to the socket but not yet sent, when the server is daphne (None elsewhere)."""
+    protocol = getattr(send, "args", (None,))[0]
+    transport = getattr(protocol, "transport", None)
+    if transport is None:
+        return None
+    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+    return buffered + getattr(transport, "_tempDataLen", 0)
+
+
+def direct_sender(base_send) -> Callable[[str], None] | None:
+    """A synchronous write of one text frame to the socket behind daphne's ``send``: what
+    ``await send({"type": "websocket.send", "text": ...})`` does, checks included, without a task
+    per write. None under any other server."""
+    protocol = getattr(base_send, "args", (None,))[0]
+    connections = getattr(getattr(getattr(base_send, "func", None), "__self__", None), "connections", None)
+    if protocol is None or not isinstance(connections, dict) or not hasattr(protocol, "handle_reply"):
+        return None
+
+    def send(text: str) -> None:
+        # Never raises into the hub's pass over a room: a socket already closing gets nothing more
+        # (what it missed of its personal stream, it resumes).
+        details = connections.get(protocol)
+        if details is not None and not details.get("disconnected") and protocol.state == protocol.STATE_OPEN:
+            protocol.handle_reply({"type": "websocket.send", "text": text})
+
+    return send
+
+
+_delivered: dict[str, object] = {}
+
+
+def count_delivered(channel: str) -> None:
+    child = _delivered.get(channel)
+    if child is None:
+        child = _delivered[channel] = DELIVERED.labels(channel)
+    child.inc()
+
+
+class Outbox:
+    """One connection's room events on their way to the socket, in order.
+
+    An event is written at once, synchronously, while nothing waits before it and the socket keeps
+    up (a broadcast is one pass over the room's sockets, as ``websockets.broadcast`` does). Else it
+    waits here for a writer task that exists only while events wait: room events that carry a
+    ``key`` (market data) conflate — a newer update replaces the one still waiting — and the writer
+    holds back while the socket has more than ``SLOW_BYTES`` unsent.
+    """
+
+    _ids = itertools.count()
+
+    def __init__(self, send_text, base_send, on_slow) -> None:
+        self.send_text = send_text
+        self.base_send = base_send
+        self.send_now = direct_sender(base_send)
+        self.on_slow = on_slow
+        self.waiting: dict[object, tuple[str, str]] = {}
+        self.must_send = 0
+        self.task: asyncio.Task | None = None
+
+    def put(self, text: str, key: str | None, channel: str = "") -> None:
+        if self.task is None and self.send_now is not None and self._keeps_up():  # no writer: nothing waits
+            self.send_now(text)
+            if channel:
+                count_delivered(channel)
+            return
+        if key is None:
+            if self.must_send >= MAX_WAITING:
+                self.on_slow()
+                return
+            self.must_send += 1
+            key = ("event", next(self._ids))
+        elif key in self.waiting:
+            CONFLATED.labels("connection").inc()
+        self.waiting[key] = (channel, text)  # a conflated key keeps its place and takes the newest text
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._write())
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def _keeps_up(self) -> bool:
+        backlog = transport_backlog(self.base_send)
+        return backlog is None or backlog <= SLOW_BYTES
+
+    async def _write(self) -> None:
+        try:
+            while self.waiting:
+                await self._wait_for_socket()
+                key = next(iter(self.waiting))
+                channel, text = self.waiting.pop(key)
+                if isinstance(key, tuple):
+                    self.must_send -= 1
+                await self.send_text(text)
+                if channel:
+                    count_delivered(channel)
+        finally:
+            self.task = None
+
+    async def _wait_for_socket(self) -> None:
+        held = 0.0
+        while not self._keeps_up():
+            if self.must_send and held >= SLOW_SECONDS:
+                self.on_slow()
+                raise asyncio.CancelledError
+            await asyncio.sleep(0.05)  # the socket drains on its own; conflation keeps only the latest meanwhile
+            held += 0.05
+
+
+class Inbox:
+    """Layer messages for one connection that must be handled in order, one at a time, by an
+    async handler (personal events: seq checks and gap filling may read the database). The task
+    that drains it exists only while messages wait; nothing runs until ``start()``."""
+
+    def __init__(self, handle: Callable[[dict], Awaitable[None]], on_full: Callable[[], None]) -> None:
+        self.handle = handle
+        self.on_full = on_full
+        self.queue: deque[dict] = deque()
+        self.started = False
+        self.task: asyncio.Task | None = None
+
+    def put(self, message: dict) -> None:
+        if len(self.queue) >= MAX_WAITING:
+            self.on_full()
+            return
+        self.queue.append(message)
+        self._kick()
+
+    def start(self) -> None:
+        self.started = True
+        self._kick()
+
+    def close(self) -> None:
+        self.started = False
+        self.queue.clear()
+        if self.task is not None:
+            self.task.cancel()
+
+    def _kick(self) -> None:
+        if self.started and self.task is None and self.queue:
+            self.task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue and self.started:
+                await self.handle(self.queue.popleft())
+        finally:
+            self.task = None
+
+
+class HubMember:
+    """What a socket consumer needs to be fed by the process hub instead of a layer channel of its
+    own: rooms joined through the hub, an outbox for what it writes after the handshake, an inbox
+    for its user's personal events (kept in order by ``self.stream``) and control messages.
+
+    The consumer sets ``self.closing``, ``self.stream`` (a PersonalStream) and implements
+    ``access_changed(message)``.
+    """
+
+    channel_layer_alias = None  # no per-socket layer channel: no SUBSCRIBE per connection
+
+    def hub_open(self, *, hold: bool = False) -> None:
+        """With ``hold``, room messages wait until ``release()``: a socket joins its rooms before
+        its first message (``connection``) is written, and nothing may come before that."""
+        self.held: list[dict] | None = [] if hold else None
+        self.outbox = Outbox(self._write_now, self.base_send, self._too_slow)
+        self.inbox = Inbox(self._handle_personal, self._too_slow)
+        self.stream_lock = asyncio.Lock()
+        self.hub_groups: set[str] = set()
+
+    def hub_close(self) -> None:
+        if getattr(self, "outbox", None) is not None:
+            self.outbox.close()
+            self.inbox.close()
+
+    async def hub_join(self, group: str) -> None:
+        if group not in self.hub_groups:
+            await hub().join(group, self)
+            self.hub_groups.add(group)
+
+    async def hub_leave(self, group: str) -> None:
+        if group in self.hub_groups:
+            self.hub_groups.discard(group)
+            await hub().leave(group, self)
+
+    async def hub_leave_all(self) -> None:
+        for group in list(getattr(self, "hub_groups", ())):
+            await self.hub_leave(group)
+
+    def write(self, text: str, channel: str = "", key: str | None = None) -> None:
+        """Queue text for the client, after everything queued before it (keyed text conflates)."""
+        if not self.closing:
+            self.outbox.put(text, key, channel)
+
+    def deliver(self, message: dict) -> None:
+        """From the hub: a message for one of this connection's groups."""
+        if self.closing:
+            return
+        if message.get("personal") or message.get("type") in (ACCESS_CHANGED, RECONNECTED):
+            self.inbox.put(message)
+        elif self.wants(message["channel"]):
+            if self.held is not None:
+                self.held.append(message)
+            else:
+                self.write(message["text"], message["channel"], message.get("key"))
+
+    def release(self) -> None:
+        """Write the room messages held since ``hub_open(hold=True)``, and stop holding."""
+        held, self.held = self.held or [], None
+        for message in held:
+            self.write(message["text"], message["channel"], message.get("key"))
+
+    def wants(self, channel: str) -> bool:
+        """Whether an unlogged value of ``channel`` (room data, or a value on the user's room)
+        goes to this client."""
+        return True
+
+    async def _handle_personal(self, message: dict) -> None:
+        if self.closing:
+            return
+        if message.get("type") == ACCESS_CHANGED:
+            await self.access_changed(message)
+            return
+        async with self.stream_lock:
+            if message.get("type") == RECONNECTED:
+                await self.stream.catch_up()  # personal events sent while the layer was deaf
+            else:
+                await self.stream.live(message["seq"], message["channel"], message["text"])
+
+    async def _write_now(self, text: str) -> None:
+        if not self.closing:
+            await self.send(text_data=text)
+
+    async def fail(self, code: str, message: str, close: int) -> None:
+        """Say why, then close (ahead of anything still queued: the client resumes after)."""
+        if self.closing:
+            return
+        self.closing = True
+        await self.send(text_data=dumps(error(code, message)))
+        await self.close(close)
+
+    def _too_slow(self) -> None:
+        if not self.closing and getattr(self, "slow_close", None) is None:
+            SLOW_CLOSES.inc()
+            stafffeed.count_slow_close()
+            self.slow_close = asyncio.ensure_future(
+                self.fail(Code.SLOW_CONSUMER, "reading too slowly; reconnect and resume", Close.SLOW_CONSUMER)
+            )
+
+
+# What the hubs of this process hold, for the stats and /metrics (the layers below never import us).
+presence.local_rooms = local_members
+HUB_ROOMS.set_function(lambda: sum(len(h.members) for h in hub.by_loop.values()))

@@ -1,0 +1,74 @@
+"""One connection's view of its user's personal events: in seq order, each exactly once.
+
+Live events arrive through the channel layer; anything the layer lost or reordered (a process died
+between commit and send, two publishers raced) is filled from the event log, and anything seen
+twice (a relayed event, a live event that a replay already sent) is dropped. ``resume(since)``
+replays the log after ``since`` first. The consumer handles one message at a time, so live events
+that arrive during a replay simply wait and are then deduplicated against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from channels.db import database_sync_to_async
+
+from broadcast import history
+
+Emit = Callable[[int, str, str], Awaitable[None]]  # (seq, channel, text)
+
+_last_seq = database_sync_to_async(history.last_seq)
+_check_resume = database_sync_to_async(history.check_resume)
+_events_after = database_sync_to_async(history.events_after)
+
+
+class PersonalStream:
+    def __init__(self, user_id: int, emit: Emit) -> None:
+        self.user_id = user_id
+        self.emit = emit
+        self.last_seq = 0
+
+    async def baseline(self) -> int:
+        """Start after everything already logged (call once the socket is in the user's group)."""
+        self.last_seq = await _last_seq(self.user_id)
+        return self.last_seq
+
+    def start_at(self, last_seq: int) -> None:
+        """Start after ``last_seq``, read by the caller (once the socket is in the user's group)."""
+        self.last_seq = last_seq
+
+    async def resume(self, since: int) -> int:
+        """Replay the log after ``since``; raises history.ResumeRefused (whose ``lastSeq`` is where
+        this connection's live stream continues from). Returns events replayed."""
+        try:
+            await _check_resume(self.user_id, since)
+        except history.ResumeRefused as refused:
+            refused.last_seq = self.last_seq
+            raise
+        self.last_seq = since
+        return await self._fill(upto=None)
+
+    async def catch_up(self) -> int:
+        """Send whatever the log holds after ``last_seq`` (live events may have been lost)."""
+        return await self._fill(upto=None)
+
+    async def live(self, seq: int, channel: str, text: str) -> None:
+        if seq <= self.last_seq:
+            return  # seen already
+        if seq > self.last_seq + 1:
+            await self._fill(upto=seq - 1)
+        await self._emit(seq, channel, text)
+
+    async def _fill(self, *, upto: int | None) -> int:
+        sent = 0
+        while True:
+            batch = await _events_after(self.user_id, self.last_seq, upto=upto)
+            if not batch:
+                return sent
+            for event in batch:
+                await self._emit(event.seq, event.channel, event.text)
+            sent += len(batch)
+
+    async def _emit(self, seq: int, channel: str, text: str) -> None:
+        self.last_seq = seq
+        await self.emit(seq, channel, text)

@@ -1,0 +1,158 @@
+"""The background work every worker runs (``core/worker.py``): the simulator (AXISOR_SIMULATE=
+venue|all: the paper venue fills orders against a simulated price walk), the relay that sends
+committed-but-unpublished events, the delivery sweep and retention, each under a lease; plus the
+queued jobs (notification deliveries and their retries).
+
+``manage.py worker`` runs it as its own process. With ``AXISOR_BACKGROUND=1`` (the run command) a
+server process runs the same worker on threads of its own, started with the first request or socket
+it gets (daphne has no start-up hook).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+
+from broadcast import presence
+from broadcast.history import prune
+from broadcast.outbox import relay_unpublished
+from core.metrics import wait_until_idle
+from core.worker import Periodic, Worker
+from margin.ticks import ticks_ingest
+from margin.venue import PaperVenue
+from market.feed import RandomWalkFeed
+from market.selectors import latest_prices
+from market.services import ticks_prune
+from notifications.tasks import sweep_deliveries
+
+logger = logging.getLogger(__name__)
+
+RELAY_SECONDS = 1.0
+PRUNE_SECONDS = 300.0
+JOB_RESULTS_KEPT = timedelta(days=1)
+DRAIN_SECONDS = 10.0  # at shutdown, how long requests in flight may take to finish
+
+
+class LatestPrices:
+    """The venue's price source: the market snapshot (reference price before the first tick)."""
+
+    def __init__(self) -> None:
+        self.prices: dict = {}
+
+    def refresh(self) -> None:
+        self.prices = latest_prices()
+
+    def latest(self, symbol: str):
+        return self.prices.get(symbol)
+
+
+class Simulator:
+    """AXISOR_SIMULATE=all: a random-walk tick per instrument each step, then the venue;
+    AXISOR_SIMULATE=venue: the venue only, at whatever prices the market has."""
+
+    def __init__(self, *, feed: bool) -> None:
+        self.feed_enabled = feed
+        self.feed = None
+        self.prices = LatestPrices()
+        self.venue = PaperVenue(self.prices)
+
+    def step(self) -> None:
+        if self.feed_enabled:
+            if self.feed is None:
+                self.feed = RandomWalkFeed()
+            ticks_ingest(self.feed.ticks())
+        self.prices.refresh()
+        self.venue.step()
+
+
+def relay_step() -> None:
+    relay_unpublished()
+
+
+def prune_step() -> None:
+    prune()
+    ticks_prune()
+    prune_job_results()
+
+
+def prune_job_results() -> None:
+    """Finished job rows are kept for a day (staff can read them in the admin), then deleted; so are
+    rows left running a day ago by a worker that died (their deliveries were swept long since)."""
+    from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult
+
+    before = timezone.now() - JOB_RESULTS_KEPT
+    DBTaskResult.objects.finished().filter(finished_at__lt=before).delete()
+    DBTaskResult.objects.running().filter(started_at__lt=before).delete()
+
+
+def sweep_step() -> None:
+    sweep_deliveries()
+
+
+def periodic_jobs() -> list[Periodic]:
+    """What every worker runs besides queued jobs (each single job by one process at a time)."""
+    jobs = []
+    if settings.AXISOR_SIMULATE in ("venue", "all"):
+        sim = Simulator(feed=settings.AXISOR_SIMULATE == "all")
+        jobs.append(Periodic("simulator", sim.step, settings.AXISOR_MARKET["FEED_INTERVAL_SECONDS"]))
+    jobs.append(Periodic("event relay", relay_step, RELAY_SECONDS))
+    jobs.append(Periodic("delivery sweep", sweep_step, settings.AXISOR_NOTIFICATIONS["SWEEP_SECONDS"]))
+    jobs.append(Periodic("retention", prune_step, PRUNE_SECONDS))
+    return jobs
+
+
+class BackgroundStarter:
+    """ASGI wrapper that starts the background loops in the server's event loop on the first scope."""
+
+    def __init__(self, application) -> None:
+        self.application = application
+        self.tasks: list[asyncio.Task] | None = None
+
+    def start(self) -> list[asyncio.Task]:
+        self.stopping = asyncio.Event()
+        tasks = [asyncio.ensure_future(Worker(periodic=periodic_jobs()).run(self.stopping))]
+        # This process's presence lease and its once-per-second stats for the staff dashboard
+        # (also started by the first socket; here so a process running the simulator reports too).
+        presence.registry().ensure_running()
+        self._stop_with_server(tasks)
+        return tasks
+
+    def _stop_with_server(self, tasks: list[asyncio.Task]) -> None:
+        """Under daphne, let the loops finish their step before the event loop stops: a step that
+        is committing hands its events to the loop, and would wait forever for a stopped loop."""
+        try:
+            from twisted.internet import reactor
+            from twisted.internet.defer import Deferred
+        except ImportError:
+            return
+        if not reactor.running:
+            return
+
+        registry = presence.registry()
+
+        async def finish() -> None:
+            await asyncio.wait(tasks, timeout=10)
+            # Requests still running on worker threads need this loop to finish (their async parts
+            # run here); once it stops they would wait forever and keep the process from exiting.
+            if not await asyncio.to_thread(wait_until_idle, DRAIN_SECONDS):
+                logger.warning("requests still in flight after %.0f s; stopping anyway", DRAIN_SECONDS)
+            try:
+                await registry.shutdown()
+            except Exception:  # Redis away: the leases expire on their own
+                logger.exception("presence shutdown failed")
+
+        def stop():
+            self.stopping.set()
+            return Deferred.fromFuture(asyncio.ensure_future(finish()))
+
+        reactor.addSystemEventTrigger("before", "shutdown", stop)
+
+    async def __call__(self, scope, receive, send):
+        if settings.AXISOR_BACKGROUND and scope["type"] in ("http", "websocket"):
+            if self.tasks is None or all(t.done() for t in self.tasks):
+                self.tasks = self.start()
+        return await self.application(scope, receive, send)

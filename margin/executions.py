@@ -1,0 +1,61 @@
+"""Executions: a venue's reports applied once, and a fill carried through the order and the
+position in one transaction. Above both orders and positions; the margin guard sits above this."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from core.errors import Conflict
+from orders.models import ExecutionReport, Order, Trade
+from orders.services import order_accept, order_cancel, order_fill_record, order_lock, order_reject, order_trade_add
+
+from .positions import position_apply_fill
+
+
+@transaction.atomic
+def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal, price: Decimal) -> Trade:
+    """One execution leg: the order's side, then the position (its row is locked before the user's
+    event sequence, as everywhere: margin/positions.py), then the order's updates."""
+    order, trade = order_trade_add(order=order, exec_id=exec_id, quantity=quantity, price=price)
+    position_apply_fill(order=order, quantity=quantity, price=price)
+    order_fill_record(order=order, trade=trade)
+    return trade
+
+
+@transaction.atomic
+def execution_apply(
+    *, order_id: str, exec_id: str, kind: str, quantity: Decimal | None = None, price=None, reason: str = ""
+) -> tuple[Order, bool]:
+    """Apply a venue's execution report once. Returns (order, applied); a replayed execId
+    changes nothing, sends nothing and returns applied=False."""
+    if kind not in ExecutionReport.Kind.values:
+        raise ValidationError({"type": "must be accept, fill, reject or cancel"})
+    reason = (reason or "")[:255]
+    order = order_lock(order_id)  # serialises reports for one order, replays included
+    existing = ExecutionReport.objects.filter(exec_id=exec_id).first()
+    if existing is None:
+        try:
+            with transaction.atomic():
+                ExecutionReport.objects.create(
+                    exec_id=exec_id, order=order, kind=kind, quantity=quantity, price=price, reason=reason
+                )
+        except IntegrityError:
+            # The same execId committed meanwhile for another order (the order lock covers only ours).
+            existing = ExecutionReport.objects.get(exec_id=exec_id)
+    if existing is not None:
+        if existing.order_id != order.pk or existing.kind != kind:
+            raise Conflict(f"execId {exec_id} was already used for another report", code="exec_id_reused")
+        return order, False
+    if kind == ExecutionReport.Kind.ACCEPT:
+        order_accept(order=order)
+    elif kind == ExecutionReport.Kind.FILL:
+        order_fill(order=order, exec_id=exec_id, quantity=quantity, price=price)
+    elif kind == ExecutionReport.Kind.REJECT:
+        order_reject(order=order, reason=reason or "rejected by venue")
+    else:
+        order_cancel(order=order)
+    order.refresh_from_db()
+    return order, True
