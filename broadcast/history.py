@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 
+from broadcast.messages import frame_for
 from broadcast.models import EventLog, UserSequence
 from wire import dumps
 
@@ -21,6 +22,7 @@ class Logged:
     channel: str
     text: str
     payload: dict
+    frame: str | None = None  # the type's second socket shape, if it has one (broadcast.messages)
 
 
 class ResumeRefused(Exception):
@@ -62,7 +64,14 @@ def events_after(user_id: int, since: int, *, upto: int | None = None, limit: in
     if upto is not None:
         qs = qs.filter(seq__lte=upto)
     return [
-        Logged(seq=e.seq, type=e.type, channel=e.channel, text=dumps(e.payload), payload=e.payload)
+        Logged(
+            seq=e.seq,
+            type=e.type,
+            channel=e.channel,
+            text=dumps(e.payload),
+            payload=e.payload,
+            frame=frame_for(e.type, e.payload.get("data") or {}, e.seq),
+        )
         for e in qs.order_by("seq")[:limit]
     ]
 

@@ -1,19 +1,36 @@
 """The channel-layer messages the broadcast layer sends and the gateway handles: primitives only
-(channels_redis serialises with msgpack), the client text serialised once."""
+(channels_redis serialises with msgpack), each client text serialised once per event."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 # Layer message types (namespaced; the consumer handler is the name with "." -> "_").
 EVENT_MESSAGE = "event.message"
-
-
 ACCESS_CHANGED = "access.changed"
 
+# An event type's second socket shape, built once per event beside the /ws text. The app that owns
+# the type registers it in its events.py (orders: the flat /ws/orders update); the broadcast layer
+# never imports an app.
+FrameBuilder = Callable[[dict, int], str]  # (the event's data, its seq) -> frame text
+_frames: dict[str, FrameBuilder] = {}
 
-def layer_event(*, channel: str, seq: int | None, text: str, key: str | None = None) -> dict:
-    """The channel-layer message for an event: primitives only, the client text serialised once.
-    ``key`` marks room events a connection may conflate (a newer one replaces it)."""
+
+def register_frame(type: str, builder: FrameBuilder) -> None:
+    _frames[type] = builder
+
+
+def frame_for(type: str, data: dict, seq: int | None) -> str | None:
+    builder = _frames.get(type)
+    return builder(data, seq) if builder is not None and seq is not None else None
+
+
+def layer_event(*, channel: str, seq: int | None, text: str, key: str | None = None, frame: str | None = None) -> dict:
+    """The channel-layer message for an event. ``key`` marks room events a connection may conflate
+    (a newer one replaces it); ``frame`` is the event's second socket shape, if its type has one."""
     message = {"type": EVENT_MESSAGE, "channel": channel, "personal": seq is not None, "seq": seq, "text": text}
     if key is not None:
         message["key"] = key
+    if frame is not None:
+        message["frame"] = frame
     return message

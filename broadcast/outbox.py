@@ -15,7 +15,7 @@ from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.utils import timezone
 
-from broadcast.messages import ACCESS_CHANGED, layer_event
+from broadcast.messages import ACCESS_CHANGED, frame_for, layer_event
 from broadcast.models import EventLog, UserSequence
 from broadcast.rooms import Room, parse, user_room
 from broadcast.stafffeed import Batch
@@ -108,7 +108,15 @@ def relay_unpublished(*, older_than_seconds: float = 2.0, batch: int = 500) -> i
     rows = list(EventLog.objects.filter(published_at__isnull=True, created_at__lt=cutoff).order_by("id")[:batch])
     if rows:
         sends = [
-            (group_for_logged(row), layer_event(channel=row.channel, seq=row.seq, text=dumps(row.payload)))
+            (
+                group_for_logged(row),
+                layer_event(
+                    channel=row.channel,
+                    seq=row.seq,
+                    text=dumps(row.payload),
+                    frame=frame_for(row.type, row.payload.get("data") or {}, row.seq),
+                ),
+            )
             for row in rows
         ]
         feed = Batch()
@@ -132,43 +140,41 @@ def group_for_logged(row: EventLog) -> str:
 
 
 @transaction.atomic(savepoint=False)  # part of the caller's transaction: no savepoint of its own
-def publish(*, room: Room, type: str, channel: str, data: dict, user_id: int | None = None) -> EventLog:
-    """Log an event and send it to ``room`` when the current transaction commits.
-
-    With ``user_id`` the event is personal: it gets the user's next ``seq`` and goes to the
-    user's room whatever ``room`` says.
-    """
-    if user_id is not None:
-        return publish_personal_many([(user_id, type, channel, data)])[0]
-    text = dumps({"type": type, "channel": channel, "data": data})
-    entry = EventLog.objects.create(room=room.name, type=type, channel=channel, payload=json.loads(text))
+def publish(*, room: Room, event: dict) -> EventLog:
+    """Log a room-wide event (an envelope from the owning app's events.py) and send it to ``room``
+    when the current transaction commits."""
+    text = dumps(event)
+    type_, channel = event["type"], event["channel"]
+    entry = EventLog.objects.create(room=room.name, type=type_, channel=channel, payload=json.loads(text))
     layer_message = layer_event(channel=channel, seq=None, text=text)
     group = room.group
     feed = Batch()
-    feed.add(type=type, channel=channel, room=room.name, user_id=None, seq=None, data=data)
+    feed.add(type=type_, channel=channel, room=room.name, user_id=None, seq=None, data=event["data"])
     transaction.on_commit(lambda: send_logged([entry.pk], [(group, layer_message)], feed))
     return entry
 
 
 @transaction.atomic(savepoint=False)
-def publish_personal_many(events: list[tuple[int, str, str, dict]]) -> list[EventLog]:
-    """Log many personal events ``(user_id, type, channel, data)`` with one seq reservation and one
-    bulk insert; send them all on commit. Events of one user keep their list order."""
+def publish_personal_many(events: list[tuple[int, dict]]) -> list[EventLog]:
+    """Log personal events ``(user_id, envelope)`` with one seq reservation and one bulk insert;
+    send them all to their users' rooms on commit. Events of one user keep their list order."""
     if not events:
         return []
     counts: dict[int, int] = {}
-    for user_id, *_ in events:
+    for user_id, _ in events:
         counts[user_id] = counts.get(user_id, 0) + 1
     seqs = next_seqs(counts)
     rows, sends, feed = [], [], Batch()
-    for user_id, type_, channel, data in events:
+    for user_id, event in events:
         seq = seqs[user_id]
         seqs[user_id] += 1
-        text = dumps({"type": type_, "channel": channel, "data": data, "seq": seq})
+        type_, channel = event["type"], event["channel"]
+        text = dumps({**event, "seq": seq})
         room = user_room(user_id)
         payload = json.loads(text)
         rows.append(EventLog(user_id=user_id, seq=seq, room=room.name, type=type_, channel=channel, payload=payload))
-        sends.append((room.group, layer_event(channel=channel, seq=seq, text=text)))
+        frame = frame_for(type_, payload["data"], seq)
+        sends.append((room.group, layer_event(channel=channel, seq=seq, text=text, frame=frame)))
         feed.add(type=type_, channel=channel, room=room.name, user_id=user_id, seq=seq, data=payload["data"])
     created = EventLog.objects.bulk_create(rows, batch_size=2000)
     ids = [row.pk for row in created]

@@ -35,7 +35,7 @@ from broadcast.messages import layer_event
 from broadcast.rooms import admin_room
 from core.perloop import PerLoop
 from core.redis_clients import redis_client, redis_sync_client
-from wire import dumps, iso
+from wire import dumps, envelope, iso
 
 logger = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ async def _publish_stats(stats: dict) -> None:
     if layer is None:
         return
     group = admin_room("staff").group
-    text = dumps({"type": stafffeed.STATS_TYPE, "channel": stafffeed.CHANNEL, "data": stats})
+    text = dumps(envelope(stafffeed.STATS_TYPE, stafffeed.CHANNEL, stats))
     await layer.group_send(group, {**layer_event(channel=stafffeed.CHANNEL, seq=None, text=text), "group": group})
 
 

@@ -13,39 +13,22 @@ from datetime import UTC, datetime
 
 from broadcast.messages import layer_event
 from broadcast.rooms import admin_room
-from wire import dumps
+from wire import dumps, envelope
 
 FEED_TYPE = "admin_events"
 STATS_TYPE = "admin_stats"
 CHANNEL = "admin"
 MAX_ENTRIES = 50
 
-# The fields of an event's data the panel shows live (orders blotter, notifications, notices).
-# Other types travel as type/channel/room/user/seq/time only.
-DATA_FIELDS: dict[str, tuple[str, ...] | None] = {
-    "order_update": (
-        "orderId",
-        "updateType",
-        "orderStatus",
-        "tradingSymbol",
-        "transactionType",
-        "orderType",
-        "quantity",
-        "filledQuantity",
-        "pendingQuantity",
-        "price",
-        "averagePrice",
-        "rejectionReason",
-        "version",
-        "timestamp",
-    ),
-    "in_app_notification": ("id", "userId", "title", "type", "category", "createdAt"),
-    "notification_status_update": ("id", "status", "deliveryMethod", "attempts", "deliveredAt", "readAt", "error"),
-    "server_maintenance": None,
-    "service_status_update": None,
-    "margin_guard_execution": ("executionId", "action", "trigger", "summary", "executedAt"),
-    "auto_close_execution": ("executionId", "guardExecutionId", "position", "executedAt"),
-}
+# The fields of an event's data the panel shows live (orders blotter, notifications, notices),
+# by type. The app that owns a type registers it in its events.py (``show``); other types travel as
+# type/channel/room/user/seq/time only.
+_shown: dict[str, tuple[str, ...] | None] = {}
+
+
+def show(type: str, fields: tuple[str, ...] | None = None) -> None:
+    """Copy ``fields`` of this type's data into the staff feed (None: all of it)."""
+    _shown[type] = fields
 
 
 def _now_ms() -> str:
@@ -57,8 +40,8 @@ def entry(*, type: str, channel: str, room: str, user_id: int | None, seq: int |
     item = {"type": type, "channel": channel, "room": room, "userId": None if user_id is None else str(user_id)}
     if seq is not None:
         item["seq"] = seq
-    if type in DATA_FIELDS:
-        fields = DATA_FIELDS.get(type)
+    if type in _shown:
+        fields = _shown[type]
         item["data"] = dict(data) if fields is None else {k: data[k] for k in fields if k in data}
     return item
 
@@ -87,7 +70,7 @@ class Batch:
         }
         if relayed:
             data["relayed"] = True
-        text = dumps({"type": FEED_TYPE, "channel": CHANNEL, "data": data})
+        text = dumps(envelope(FEED_TYPE, CHANNEL, data))
         return admin_room("staff").group, layer_event(channel=CHANNEL, seq=None, text=text)
 
 

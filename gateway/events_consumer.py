@@ -414,7 +414,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         # unlogged values on the user's room (position values) obey the category filters too
         return channel in self.filters or channel not in rooms.CATEGORIES
 
-    async def _emit_personal(self, seq: int, channel: str, text: str) -> None:
+    async def _emit_personal(self, seq: int, channel: str, text: str, frame: str | None) -> None:
         if channel in self.filters:
             self.write(text, channel)
 

@@ -361,7 +361,7 @@ class HubMember:
             if message.get("type") == RECONNECTED:
                 await self.stream.catch_up()  # personal events sent while the layer was deaf
             else:
-                await self.stream.live(message["seq"], message["channel"], message["text"])
+                await self.stream.live(message["seq"], message["channel"], message["text"], message.get("frame"))
 
     async def _write_now(self, text: str) -> None:
         if not self.closing:

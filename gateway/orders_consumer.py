@@ -197,10 +197,10 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
     def wants(self, channel: str) -> bool:
         return False  # the user's room also carries values for /ws (positions); only orders here
 
-    async def _emit(self, seq: int, channel: str, text: str) -> None:
-        if channel == "orders":
-            event = json.loads(text)
-            self.write(dumps({**event["data"], "seq": seq}), channel)
+    async def _emit(self, seq: int, channel: str, text: str, frame: str | None) -> None:
+        # The frame was built once per event by the orders app (orders.events.order_socket_frame).
+        if channel == "orders" and frame is not None:
+            self.write(frame, channel)
 
     async def access_changed(self, message: dict) -> None:
         if self.closing or self.user is None:

@@ -15,7 +15,8 @@ from channels.db import database_sync_to_async
 
 from broadcast import history
 
-Emit = Callable[[int, str, str], Awaitable[None]]  # (seq, channel, text)
+# (seq, channel, /ws text, second socket shape if the type has one: broadcast.messages.register_frame)
+Emit = Callable[[int, str, str, str | None], Awaitable[None]]
 
 _last_seq = database_sync_to_async(history.last_seq)
 _check_resume = database_sync_to_async(history.check_resume)
@@ -52,12 +53,12 @@ class PersonalStream:
         """Send whatever the log holds after ``last_seq`` (live events may have been lost)."""
         return await self._fill(upto=None)
 
-    async def live(self, seq: int, channel: str, text: str) -> None:
+    async def live(self, seq: int, channel: str, text: str, frame: str | None = None) -> None:
         if seq <= self.last_seq:
             return  # seen already
         if seq > self.last_seq + 1:
             await self._fill(upto=seq - 1)
-        await self._emit(seq, channel, text)
+        await self._emit(seq, channel, text, frame)
 
     async def _fill(self, *, upto: int | None) -> int:
         sent = 0
@@ -66,9 +67,9 @@ class PersonalStream:
             if not batch:
                 return sent
             for event in batch:
-                await self._emit(event.seq, event.channel, event.text)
+                await self._emit(event.seq, event.channel, event.text, event.frame)
             sent += len(batch)
 
-    async def _emit(self, seq: int, channel: str, text: str) -> None:
+    async def _emit(self, seq: int, channel: str, text: str, frame: str | None) -> None:
         self.last_seq = seq
-        await self.emit(seq, channel, text)
+        await self.emit(seq, channel, text, frame)

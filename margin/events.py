@@ -5,9 +5,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from wire import iso, num
+from broadcast import stafffeed
+from wire import envelope, iso, num
 
 from .formula import distance_to_liquidation
+
+POSITION_STATUS_UPDATE = "position_status_update"
+MARGIN_GUARD_EXECUTION = "margin_guard_execution"
+AUTO_CLOSE_EXECUTION = "auto_close_execution"
+CHANNEL = "margin_guard"
 
 
 def _round(value: Decimal, places: int = 8) -> int | float:
@@ -46,11 +52,7 @@ def position_values(position, price: Decimal | None, threshold: Decimal, at=None
 
 
 def position_status_update(user_id: int, values: dict) -> dict:
-    return {
-        "type": "position_status_update",
-        "channel": "positions",
-        "data": {"userId": str(user_id), "position": values},
-    }
+    return envelope(POSITION_STATUS_UPDATE, "positions", {"userId": str(user_id), "position": values})
 
 
 def guard_execution_data(execution) -> dict:
@@ -81,3 +83,15 @@ def auto_close_data(execution, position, record: dict) -> dict:
         },
         "executedAt": record["executedAt"],
     }
+
+
+def guard_execution_event(execution) -> dict:
+    return envelope(MARGIN_GUARD_EXECUTION, CHANNEL, guard_execution_data(execution))
+
+
+def auto_close_event(execution, position, record: dict) -> dict:
+    return envelope(AUTO_CLOSE_EXECUTION, CHANNEL, auto_close_data(execution, position, record))
+
+
+stafffeed.show(MARGIN_GUARD_EXECUTION, ("executionId", "action", "trigger", "summary", "executedAt"))
+stafffeed.show(AUTO_CLOSE_EXECUTION, ("executionId", "guardExecutionId", "position", "executedAt"))

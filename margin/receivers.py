@@ -1,5 +1,5 @@
 """Broadcast margin events. Guard executions and auto-closes are personal and logged (seq, resume);
-position values are a conflated value stream on the user's room (not logged): see fanout.py."""
+position values are a conflated value stream on the user's room (not logged): see sweeps.py."""
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
@@ -9,7 +9,7 @@ from broadcast.conflation import conflate
 from broadcast.outbox import publish_personal_many
 from margin.sweeps import request_sweeps
 
-from .events import auto_close_data, guard_execution_data
+from .events import auto_close_event, guard_execution_event
 from .models import Position
 from .selectors import position_update_items
 from .signals import auto_closed, guard_executed, positions_changed, prices_moved
@@ -33,13 +33,9 @@ def on_prices_moved(sender, instrument_ids, **kwargs) -> None:
 
 @receiver(guard_executed)
 def on_guard_executed(sender, executions, **kwargs) -> None:
-    publish_personal_many(
-        [(e.user_id, "margin_guard_execution", "margin_guard", guard_execution_data(e)) for e in executions]
-    )
+    publish_personal_many([(e.user_id, guard_execution_event(e)) for e in executions])
 
 
 @receiver(auto_closed)
 def on_auto_closed(sender, execution, position, record, **kwargs) -> None:
-    publish_personal_many(
-        [(position.user_id, "auto_close_execution", "margin_guard", auto_close_data(execution, position, record))]
-    )
+    publish_personal_many([(position.user_id, auto_close_event(execution, position, record))])

@@ -1,8 +1,13 @@
-"""Payload builders for the seed's market events."""
+"""The market app's wire events (seed 000): market data and candles on market rooms (conflated value
+streams, not logged), price alerts on the owner's stream (logged)."""
 
 from __future__ import annotations
 
-from wire import iso, num
+from wire import envelope, iso, num
+
+MARKET_DATA_UPDATE = "market_data_update"
+HISTORICAL_DATA_UPDATE = "historical_data_update"
+PRICE_ALERT = "price_alert"
 
 
 def snapshot_data(state) -> dict:
@@ -19,7 +24,7 @@ def snapshot_data(state) -> dict:
 
 
 def market_data_update(state) -> dict:
-    return {"type": "market_data_update", "channel": "market_data", "data": snapshot_data(state)}
+    return envelope(MARKET_DATA_UPDATE, "market_data", snapshot_data(state))
 
 
 def candle_data(candle) -> dict:
@@ -34,16 +39,16 @@ def candle_data(candle) -> dict:
 
 
 def historical_data_update(symbol: str, timeframe: str, candles: list, timestamp) -> dict:
-    return {
-        "type": "historical_data_update",
-        "channel": "historical_data",
-        "data": {
+    return envelope(
+        HISTORICAL_DATA_UPDATE,
+        "historical_data",
+        {
             "symbol": symbol,
             "timeframe": timeframe,
             "candles": [candle_data(c) for c in candles],
             "timestamp": iso(timestamp),
         },
-    }
+    )
 
 
 def price_alert_data(alert, symbol: str) -> dict:
@@ -56,3 +61,7 @@ def price_alert_data(alert, symbol: str) -> dict:
         "triggeredAt": iso(alert.triggered_at),
         "note": alert.note,
     }
+
+
+def price_alert_event(alert, symbol: str) -> dict:
+    return envelope(PRICE_ALERT, "alerts", price_alert_data(alert, symbol))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from wire import iso
+from broadcast import stafffeed
+from wire import envelope, iso
 
-IN_APP = "in_app_notification"
-STATUS = "notification_status_update"
+IN_APP_NOTIFICATION = "in_app_notification"
+NOTIFICATION_STATUS_UPDATE = "notification_status_update"
 CHANNEL = "notifications"
 
 
@@ -43,3 +44,21 @@ def read_status_data(n) -> dict:
         "readAt": iso(n.read_at),
         "deliveryMethod": "in_app",
     }
+
+
+def in_app_event(n) -> dict:
+    return envelope(IN_APP_NOTIFICATION, CHANNEL, notification_data(n))
+
+
+def delivery_status_event(delivery) -> dict:
+    return envelope(NOTIFICATION_STATUS_UPDATE, CHANNEL, delivery_status_data(delivery))
+
+
+def read_status_event(n) -> dict:
+    return envelope(NOTIFICATION_STATUS_UPDATE, CHANNEL, read_status_data(n))
+
+
+stafffeed.show(IN_APP_NOTIFICATION, ("id", "userId", "title", "type", "category", "createdAt"))
+stafffeed.show(
+    NOTIFICATION_STATUS_UPDATE, ("id", "status", "deliveryMethod", "attempts", "deliveredAt", "readAt", "error")
+)

@@ -144,5 +144,3 @@ class SessionRevokeApi(APIView):
         found = get_object_or_404(OrderSession, session=session, user=request.user)
         services.order_session_revoke(session=found)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-

@@ -1,10 +1,16 @@
-"""Payload builders for order updates: the seed's flat order-update object (seed 004)."""
+"""The orders app's wire events: ``order_update`` on the ``orders`` channel of the owner's stream
+(seed 000), and the same update as the flat ``/ws/orders`` frame (seed 004), built once per event."""
 
 from __future__ import annotations
 
 from django.utils import timezone
 
-from wire import iso, num
+from broadcast import stafffeed
+from broadcast.messages import register_frame
+from wire import dumps, envelope, iso, num
+
+ORDER_UPDATE = "order_update"
+CHANNEL = "orders"
 
 
 def order_fields(order) -> dict:
@@ -40,3 +46,35 @@ def order_message(order, update_type: str, trade=None) -> dict:
             tradeTime=iso(trade.time),
         )
     return message
+
+
+def order_update_event(message: dict) -> dict:
+    """The /ws event for one update (``message`` from ``order_message``, as recorded)."""
+    return envelope(ORDER_UPDATE, CHANNEL, message)
+
+
+def order_socket_frame(data: dict, seq: int) -> str:
+    """The /ws/orders frame of an ``order_update``: the flat object plus ``seq``."""
+    return dumps({**data, "seq": seq})
+
+
+register_frame(ORDER_UPDATE, order_socket_frame)
+stafffeed.show(
+    ORDER_UPDATE,
+    (
+        "orderId",
+        "updateType",
+        "orderStatus",
+        "tradingSymbol",
+        "transactionType",
+        "orderType",
+        "quantity",
+        "filledQuantity",
+        "pendingQuantity",
+        "price",
+        "averagePrice",
+        "rejectionReason",
+        "version",
+        "timestamp",
+    ),
+)

@@ -1,17 +1,13 @@
-"""Broadcast each order update to its owner's personal stream (channel ``orders``)."""
+"""Each order update goes to its owner's personal stream (logged, with seq)."""
 
 from django.dispatch import receiver
 
-from broadcast.outbox import publish
-from broadcast.rooms import user_room
+from broadcast.outbox import publish_personal_many
 
+from .events import order_update_event
 from .signals import order_updated
-
-ORDER_EVENT = "order_update"
 
 
 @receiver(order_updated)
 def on_order_updated(sender, order, update, **kwargs) -> None:
-    publish(
-        room=user_room(order.user_id), type=ORDER_EVENT, channel="orders", data=update.snapshot, user_id=order.user_id
-    )
+    publish_personal_many([(order.user_id, order_update_event(update.snapshot))])

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from wire import iso
+from broadcast import stafffeed
+from wire import envelope, iso
 
 from .models import NoticeKind, ServiceStatus, SystemNotice
 
+SERVER_MAINTENANCE = "server_maintenance"
+SERVICE_STATUS_UPDATE = "service_status_update"
+CHANNEL = "system"
 
-def notice_event(notice: SystemNotice) -> tuple[str, dict]:
-    """(type, data) for a notice as it stands now."""
+
+def notice_event(notice: SystemNotice) -> dict:
+    """The event for a notice as it stands now."""
     if notice.kind == NoticeKind.MAINTENANCE:
         now = timezone.now()
         if notice.ended_at is not None or notice.end_time <= now:
@@ -19,22 +24,34 @@ def notice_event(notice: SystemNotice) -> tuple[str, dict]:
             state = "scheduled"
         else:
             state = "in_progress"
-        return "server_maintenance", {
-            "id": str(notice.pk),
-            "scheduled": state == "scheduled",
-            "startTime": iso(notice.start_time),
-            "endTime": iso(
-                notice.ended_at if notice.ended_at and notice.ended_at < notice.end_time else notice.end_time
-            ),
-            "message": notice.message,
-            "status": state,
-        }
+        return envelope(
+            SERVER_MAINTENANCE,
+            CHANNEL,
+            {
+                "id": str(notice.pk),
+                "scheduled": state == "scheduled",
+                "startTime": iso(notice.start_time),
+                "endTime": iso(
+                    notice.ended_at if notice.ended_at and notice.ended_at < notice.end_time else notice.end_time
+                ),
+                "message": notice.message,
+                "status": state,
+            },
+        )
     status = ServiceStatus.OPERATIONAL if notice.ended_at is not None else notice.status
-    return "service_status_update", {
-        "id": str(notice.pk),
-        "service": notice.service,
-        "status": status,
-        "message": notice.message,
-        "estimatedRecovery": iso(notice.estimated_recovery),
-        "updatedAt": iso(notice.ended_at or notice.updated_at),
-    }
+    return envelope(
+        SERVICE_STATUS_UPDATE,
+        CHANNEL,
+        {
+            "id": str(notice.pk),
+            "service": notice.service,
+            "status": status,
+            "message": notice.message,
+            "estimatedRecovery": iso(notice.estimated_recovery),
+            "updatedAt": iso(notice.ended_at or notice.updated_at),
+        },
+    )
+
+
+stafffeed.show(SERVER_MAINTENANCE)
+stafffeed.show(SERVICE_STATUS_UPDATE)

@@ -11,5 +11,4 @@ from .signals import notice_changed
 
 @receiver(notice_changed)
 def on_notice_changed(sender, notice, **kwargs) -> None:
-    type_, data = notice_event(notice)
-    publish(room=system_room(), type=type_, channel="system", data=data)
+    publish(room=system_room(), event=notice_event(notice))

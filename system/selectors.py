@@ -27,6 +27,5 @@ def notices_in_force_texts() -> list[str]:
     """The notices in force as ready-to-send event texts, oldest first."""
     texts = []
     for notice in notices_in_force():
-        type_, data = notice_event(notice)
-        texts.append(dumps({"type": type_, "channel": "system", "data": data}))
+        texts.append(dumps(notice_event(notice)))
     return texts

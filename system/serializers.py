@@ -43,5 +43,5 @@ class NoticeOutput(serializers.Serializer):
     updatedAt = serializers.DateTimeField(required=False)
 
     def to_representation(self, notice: SystemNotice) -> dict:
-        type_, data = notice_event(notice)
-        return {"kind": notice.kind, "event": type_, **data}
+        event = notice_event(notice)
+        return {"kind": notice.kind, "event": event["type"], **event["data"]}

@@ -10,18 +10,18 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from rest_framework_simplejwt.tokens import AccessToken
 
-from broadcast.outbox import publish
+from broadcast.outbox import publish_personal_many
 from broadcast.rooms import user_room
 from tests.conftest import closed_with, connected, jwt_for, ws
-from wire import dumps
+from wire import dumps, envelope
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]
 
 
 async def personal_event(user_id: int, channel: str, marker: str) -> None:
     """Publish a personal event through the outbox."""
-    await database_sync_to_async(publish)(
-        room=user_room(user_id), type=f"{channel}_test", channel=channel, data={"marker": marker}, user_id=user_id
+    await database_sync_to_async(publish_personal_many)(
+        [(user_id, envelope(f"{channel}_test", channel, {"marker": marker}))]
     )
 
 

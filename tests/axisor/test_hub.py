@@ -7,10 +7,11 @@ import asyncio
 
 import pytest
 
-from broadcast.outbox import group_send_many, layer_event
+from broadcast.outbox import group_send_many, layer_event, publish_personal_many
 from gateway import hub as hubmod
 from gateway.hub import Hub, Outbox
 from tests.conftest import connected, jwt_for
+from wire import envelope
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]
 
@@ -116,7 +117,6 @@ async def test_sockets_have_no_layer_channel_and_share_their_users_membership(ma
     from channels.db import database_sync_to_async
     from channels.layers import get_channel_layer
 
-    from broadcast.outbox import publish
     from broadcast.rooms import user_room
     from orders.services import order_session_create
 
@@ -143,7 +143,7 @@ async def test_sockets_have_no_layer_channel_and_share_their_users_membership(ma
     assert adds.count(group) == 1
 
     def emit():
-        publish(room=user_room(user.pk), type="order_update", channel="orders", data={"orderId": "x"}, user_id=user.pk)
+        publish_personal_many([(user.pk, envelope("order_update", "orders", {"orderId": "x"}))])[0]
 
     await database_sync_to_async(emit)()
     for comm in (first, second):

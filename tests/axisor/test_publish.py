@@ -8,8 +8,9 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from broadcast.models import EventLog
-from broadcast.outbox import publish
+from broadcast.outbox import publish, publish_personal_many
 from broadcast.rooms import system_room, user_room
+from wire import envelope
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,7 +27,7 @@ async def listen(group: str) -> str:
 
 
 def personal(user_id: int, marker: str) -> None:
-    publish(room=user_room(user_id), type="test_event", channel="notifications", data={"m": marker}, user_id=user_id)
+    publish_personal_many([(user_id, envelope("test_event", "notifications", {"m": marker}))])[0]
 
 
 async def test_rolled_back_broadcast_sends_nothing_committed_sends_once(make_user):
@@ -55,7 +56,7 @@ async def test_rolled_back_broadcast_sends_nothing_committed_sends_once(make_use
 def test_capture_on_commit_sends_exactly_once(make_user, django_capture_on_commit_callbacks):
     user = make_user("v")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        publish(room=system_room(), type="server_maintenance", channel="system", data={"message": "x"})
+        publish(room=system_room(), event=envelope("server_maintenance", "system", {"message": "x"}))
     assert len(callbacks) == 1
     entry = EventLog.objects.get()
     assert entry.user_id is None and entry.seq is None and entry.room == "system"

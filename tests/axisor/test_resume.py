@@ -11,18 +11,19 @@ from django.db import transaction
 
 from broadcast import history
 from broadcast.models import EventLog
-from broadcast.outbox import layer_event, publish, relay_unpublished
+from broadcast.outbox import layer_event, publish_personal_many, relay_unpublished
 from broadcast.rooms import user_room
 from orders.services import order_session_create
 from tests.conftest import auth_api, connected, jwt_for, ws
 from tests.orders.factories import execute, place
+from wire import envelope
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]
 
 
 def emit(user_id: int, n: int, channel: str = "notifications") -> None:
     for i in range(n):
-        publish(room=user_room(user_id), type="test_event", channel=channel, data={"i": i}, user_id=user_id)
+        publish_personal_many([(user_id, envelope("test_event", channel, {"i": i}))])[0]
 
 
 async def seqs_until(comm, last: int) -> list[int]:
@@ -68,7 +69,7 @@ async def test_lost_layer_message_is_filled_from_the_log_and_duplicates_dropped(
 
     def commit_without_sending():
         with transaction.atomic():
-            entry = publish(room=user_room(user.pk), type="t", channel="alerts", data={}, user_id=user.pk)
+            entry = publish_personal_many([(user.pk, envelope("t", "alerts", {}))])[0]
             transaction.get_connection().run_on_commit = []  # the process "died" before sending
         return entry
 
@@ -88,7 +89,7 @@ async def test_lost_layer_message_is_filled_from_the_log_and_duplicates_dropped(
 def test_relay_sends_committed_but_unpublished_events(make_user):
     user = make_user("relay")
     with transaction.atomic():
-        publish(room=user_room(user.pk), type="t", channel="alerts", data={}, user_id=user.pk)
+        publish_personal_many([(user.pk, envelope("t", "alerts", {}))])[0]
         transaction.get_connection().run_on_commit = []
     assert EventLog.objects.filter(published_at__isnull=True).count() == 1
     assert relay_unpublished(older_than_seconds=0) == 1

@@ -12,8 +12,8 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from broadcast.models import EventLog
-from broadcast.outbox import publish
-from broadcast.rooms import user_room
+from broadcast.outbox import publish_personal_many
+from wire import envelope
 
 # No paper venue and no background loops in the servers: the test alone produces events.
 QUIET = {"AXISOR_SIMULATE": "", "AXISOR_BACKGROUND": "0"}
@@ -65,13 +65,18 @@ def set_login_password(user, password: str = PASSWORD) -> None:
 def notify(user_id: int, n: int, *, tag: str = "n") -> list[int]:
     """Publish ``n`` personal notifications; returns their seqs."""
     return [
-        publish(
-            room=user_room(user_id),
-            type="in_app_notification",
-            channel="notifications",
-            data={"id": f"{tag}-{i}", "title": f"{tag} {i}", "message": "test", "type": "info"},
-            user_id=user_id,
-        ).seq
+        publish_personal_many(
+            [
+                (
+                    user_id,
+                    envelope(
+                        "in_app_notification",
+                        "notifications",
+                        {"id": f"{tag}-{i}", "title": f"{tag} {i}", "message": "test", "type": "info"},
+                    ),
+                )
+            ]
+        )[0].seq
         for i in range(n)
     ]
 

@@ -13,12 +13,13 @@ import websockets
 
 from axisor_client import AxisorClient
 from broadcast.models import EventLog
-from broadcast.outbox import publish
-from broadcast.rooms import market_room, user_room
+from broadcast.outbox import publish, publish_personal_many
+from broadcast.rooms import market_room
 from notifications.services import notification_create
 from tests.client.support import Recorder, db, logged, notify, start_server, wait_until
 from tests.conftest import jwt_for
 from tests.orders.factories import execute, place
+from wire import envelope
 
 
 async def test_live_events_reach_type_order_and_wildcard_callbacks(daphne, make_user, instruments):
@@ -66,13 +67,18 @@ async def test_live_events_reach_type_order_and_wildcard_callbacks(daphne, make_
 def order_events(user_id: int, n: int, tag: str) -> list[int]:
     """``n`` personal order_update events (channel ``orders``); returns their seqs."""
     return [
-        publish(
-            room=user_room(user_id),
-            type="order_update",
-            channel="orders",
-            data={"orderId": f"{tag}-{i}", "updateType": "ORDER_PLACED", "orderStatus": "PENDING"},
-            user_id=user_id,
-        ).seq
+        publish_personal_many(
+            [
+                (
+                    user_id,
+                    envelope(
+                        "order_update",
+                        "orders",
+                        {"orderId": f"{tag}-{i}", "updateType": "ORDER_PLACED", "orderStatus": "PENDING"},
+                    ),
+                )
+            ]
+        )[0].seq
         for i in range(n)
     ]
 
@@ -80,9 +86,7 @@ def order_events(user_id: int, n: int, tag: str) -> list[int]:
 def market_event(price: float) -> None:
     publish(
         room=market_room("BTC_USD"),
-        type="market_data_update",
-        channel="market_data",
-        data={"symbol": "BTC_USD", "price": price},
+        event=envelope("market_data_update", "market_data", {"symbol": "BTC_USD", "price": price}),
     )
 
 

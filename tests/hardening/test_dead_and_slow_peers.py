@@ -15,6 +15,7 @@ from channels.db import database_sync_to_async
 from broadcast.outbox import group_send_many, layer_event, publish_personal_many
 from tests.conftest import jwt_for
 from tests.hardening.conftest import close_code, open_ws, recv_json, rest, rss_mib, server_is_clean
+from wire import envelope
 
 EVENTS = 10_000
 PAD = "x" * 4096  # 10,000 events ≈ 40 MiB: buffered without bound, it would show in RSS
@@ -24,7 +25,7 @@ def push_personal(user_id: int, n: int) -> None:
     for start in range(0, n, 1000):
         publish_personal_many(
             [
-                (user_id, "in_app_notification", "notifications", {"n": i, "pad": PAD})
+                (user_id, envelope("in_app_notification", "notifications", {"n": i, "pad": PAD}))
                 for i in range(start, start + 1000)
             ]
         )

@@ -18,6 +18,7 @@ import pytest
 from broadcast.outbox import publish
 from broadcast.rooms import system_room
 from tests.conftest import jwt_for
+from wire import envelope
 
 ROOT = Path(__file__).resolve().parents[2]
 SOCKETS = int(os.environ.get("IDLE_CAPACITY_SOCKETS", "10000"))
@@ -51,7 +52,7 @@ def test_ten_thousand_idle_connections_on_one_process(daphne, make_user, instrum
         after = rss_mib(server.proc.pid)
         client.stdin.write(json.dumps({"cmd": "expect", "count": 1}) + "\n")
         client.stdin.flush()
-        publish(room=system_room(), type="bench", channel="system", data={"i": 0, "t": time.time(), "pad": ""})
+        publish(room=system_room(), event=envelope("bench", "system", {"i": 0, "t": time.time(), "pad": ""}))
         got = json.loads(client.stdout.readline())
         assert got["received"] == got["expected"] == SOCKETS
         with urllib.request.urlopen(f"{server.http}/healthz", timeout=30) as response:

@@ -12,16 +12,16 @@ from queue import Queue
 
 import pytest
 
-from broadcast.outbox import publish
-from broadcast.rooms import user_room
+from broadcast.outbox import publish_personal_many
 from tests.conftest import jwt_for
+from wire import envelope
 
 HERE = Path(__file__).parent
 
 
 def emit(user_id: int, n: int) -> None:
     for i in range(n):
-        publish(room=user_room(user_id), type="test_event", channel="notifications", data={"i": i}, user_id=user_id)
+        publish_personal_many([(user_id, envelope("test_event", "notifications", {"i": i}))])[0]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -21,6 +21,7 @@ from notifications.services import notification_broadcast
 from tests.conftest import closed_with, connected, jwt_for
 from tests.orders.factories import place
 from tests.orders.test_order_socket import open_socket
+from wire import envelope
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]
 
@@ -54,7 +55,7 @@ async def next_feed(layer, channel) -> dict:
 
 
 def marker(text: str) -> None:
-    publish(room=system_room(), type="service_status_update", channel="system", data={"message": text})
+    publish(room=system_room(), event=envelope("service_status_update", "system", {"message": text}))
 
 
 # ---- the staff feed ------------------------------------------------------------------------

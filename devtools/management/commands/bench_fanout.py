@@ -37,6 +37,7 @@ from accounts.models import User
 from broadcast.outbox import publish
 from broadcast.rooms import system_room
 from orders.services import order_session_create
+from wire import envelope
 
 ROOT = Path(__file__).resolve().parents[4]
 RATE = 2000  # deliveries per second for the latency figures
@@ -366,9 +367,7 @@ class Command(BaseCommand):
             )
             return
         for i in range(count):
-            publish(
-                room=system_room(), type="bench", channel="system", data={"i": i, "t": time.time(), "pad": "x" * 40}
-            )
+            publish(room=system_room(), event=envelope("bench", "system", {"i": i, "t": time.time(), "pad": "x" * 40}))
             if rate:
                 time.sleep(1 / rate)
 
