@@ -10,12 +10,13 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from gateway.internals import tune_daphne, tune_gc  # noqa: E402
+from core import internals  # noqa: E402
 from gateway.origin import allowed_hosts_origin_validator  # noqa: E402
 from gateway.routing import websocket_urlpatterns  # noqa: E402
 from jobs.schedule import BackgroundStarter  # noqa: E402
 
-tune_daphne()
+internals.check()  # refuse to start on framework releases our patches were not written for
+internals.tune_daphne()
 
 application = BackgroundStarter(
     ProtocolTypeRouter(
@@ -26,4 +27,4 @@ application = BackgroundStarter(
         }
     )
 )
-tune_gc()  # last: what start-up built is frozen out of every collection
+internals.tune_gc()  # last: what start-up built is frozen out of every collection

@@ -169,7 +169,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------------------
 # RedisPubSubChannelLayer, not RedisChannelLayer: see README "Why the pub/sub channel layer";
-# ours re-subscribes after losing Redis (broadcast/layer.py).
+# ours re-subscribes after losing Redis (core/internals.py).
 REDIS_URL = env("REDIS_URL")
 if REDIS_URL:
     from redis.asyncio.retry import Retry
@@ -180,7 +180,7 @@ CHANNEL_LAYER_PREFIX = env("CHANNEL_LAYER_PREFIX", "axisor")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "broadcast.layer.ResilientPubSubChannelLayer",
+            "BACKEND": "core.internals.ResilientPubSubChannelLayer",
             "CONFIG": {
                 # redis-py's timeouts are set explicitly (django/channels_redis#422): the
                 # pub/sub reader polls with its own 0.1 s timeout, so a socket timeout only
@@ -264,12 +264,12 @@ AXISOR_WS = {
     "MAX_WAITING": env_int("WS_MAX_WAITING", 1000),
 }
 # daphne: drop a connection that has not sent a whole HTTP request (or WebSocket handshake) after
-# this many idle seconds (Twisted's default is 60; see gateway/internals.py).
+# this many idle seconds (Twisted's default is 60; see core/internals.py).
 HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 30.0)
 # daphne: stop reading a socket while this many of its messages wait for its consumer (flood
-# backpressure; reading resumes below a quarter of it; see gateway/internals.py).
+# backpressure; reading resumes below a quarter of it; see core/internals.py).
 WS_INBOUND_QUEUE_HIGH = env_int("WS_INBOUND_QUEUE_HIGH", 64)
-# The server process's garbage collector (gateway.internals.tune_gc): what start-up built is frozen out
+# The server process's garbage collector (core.internals.tune_gc): what start-up built is frozen out
 # of every collection, and collections run at these generation thresholds. CPython's default
 # (2000, 10, 10) makes a process holding thousands of sockets re-scan all of them every few
 # hundred messages: at 5,000 sockets a broadcast's median delivery took ~0.9 s, ~0.25 s with these.

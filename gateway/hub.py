@@ -30,8 +30,8 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from broadcast import presence, stafffeed
-from broadcast.layer import RECONNECTED
 from broadcast.outbox import ACCESS_CHANGED
+from core.internals import RECONNECTED, direct_sender, transport_backlog
 from core.metrics import CONFLATED, DELIVERED, HUB_ROOMS, SLOW_CLOSES
 from core.perloop import PerLoop
 from wire import Close, Code, dumps, error
@@ -131,35 +131,6 @@ def local_members() -> dict[str, int]:
     """Sockets per room group in this event loop's hub (for the process's stats)."""
     found = hub.current()
     return {group: len(members) for group, members in found.members.items()} if found else {}
-
-
-def transport_backlog(send) -> int | None:
-    """Bytes written to the socket but not yet sent, when the server is daphne (None elsewhere)."""
-    protocol = getattr(send, "args", (None,))[0]
-    transport = getattr(protocol, "transport", None)
-    if transport is None:
-        return None
-    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-    return buffered + getattr(transport, "_tempDataLen", 0)
-
-
-def direct_sender(base_send) -> Callable[[str], None] | None:
-    """A synchronous write of one text frame to the socket behind daphne's ``send``: what
-    ``await send({"type": "websocket.send", "text": ...})`` does, checks included, without a task
-    per write. None under any other server."""
-    protocol = getattr(base_send, "args", (None,))[0]
-    connections = getattr(getattr(getattr(base_send, "func", None), "__self__", None), "connections", None)
-    if protocol is None or not isinstance(connections, dict) or not hasattr(protocol, "handle_reply"):
-        return None
-
-    def send(text: str) -> None:
-        # Never raises into the hub's pass over a room: a socket already closing gets nothing more
-        # (what it missed of its personal stream, it resumes).
-        details = connections.get(protocol)
-        if details is not None and not details.get("disconnected") and protocol.state == protocol.STATE_OPEN:
-            protocol.handle_reply({"type": "websocket.send", "text": text})
-
-    return send
 
 
 _delivered: dict[str, object] = {}

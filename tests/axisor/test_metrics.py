@@ -43,7 +43,7 @@ def auth_get(user):
 
 
 def test_server_process_collects_garbage_at_the_configured_thresholds(settings):
-    """axisor.asgi tunes the collector on import (gateway.internals.tune_gc): start-up objects frozen
+    """axisor.asgi tunes the collector on import (core.internals.tune_gc): start-up objects frozen
     out of collections, thresholds from GC_THRESHOLDS."""
     import gc
 

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from broadcast import presence
+from core import internals
 from gateway import hub as hubmod
-from gateway import internals
 from gateway.hub import Outbox
 
 # ---- the outbox's synchronous path ---------------------------------------------------------------

@@ -1,0 +1,421 @@
+"""Every place we reach into daphne, Twisted, autobahn or channels-redis, and the start-up check
+that they are the versions and have the attributes this code was written against.
+
+``check()`` runs first thing in ``axisor.asgi`` (and in the tests): on another version of any of
+them, or with an attribute gone, the server refuses to start and names what changed, instead of
+silently losing a fast path or a fix. Upgrading one of them means re-reading this module against
+the new release and updating ``VERSIONS`` (docs/dependencies.md).
+
+Sections: the check; daphne's HTTP and WebSocket options its command line does not expose; writes
+straight to the socket behind daphne's ``send``; Twisted's write buffering; autobahn's logging;
+the channel layer (channels-redis's pub/sub layer, resilient to losing Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import importlib
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from importlib import metadata
+
+import redis
+from channels_redis.pubsub import RedisPubSubChannelLayer, RedisSingleShardConnection
+from channels_redis.utils import _consistent_hash, decode_hosts
+from django.conf import settings
+
+from core.logfilters import redact
+from core.redis_clients import redis_options
+
+logger = logging.getLogger(__name__)
+
+# ---- the check ------------------------------------------------------------------------------------
+
+# The exact releases this module was written and tested against (requirements.txt pins the same).
+VERSIONS = {
+    "daphne": "4.2.3",
+    "Twisted": "26.10.0",
+    "autobahn": "26.11.1",
+    "channels": "4.3.2",
+    "channels-redis": "4.3.0",
+}
+
+# What we read, call, wrap or override: (module, class or None, attribute); ``self.x``: an
+# attribute the class's __init__ sets.
+NEEDS: tuple[tuple[str, str | None, str], ...] = (
+    ("daphne.ws_protocol", "WebSocketProtocol", "onMessage"),
+    ("daphne.ws_protocol", "WebSocketProtocol", "connectionMade"),
+    ("daphne.ws_protocol", "WebSocketProtocol", "handle_reply"),
+    ("daphne.ws_protocol", "WebSocketProtocol", "STATE_OPEN"),
+    ("daphne.ws_protocol", "WebSocketFactory", "setProtocolOptions"),
+    ("daphne.http_protocol", "HTTPFactory", "__init__"),
+    ("daphne.access", "AccessLogGenerator", "write_entry"),
+    ("daphne.server", "Server", "handle_reply"),
+    ("twisted.internet.tcp", "Connection", "setTcpNoDelay"),
+    ("twisted.internet.abstract", "FileDescriptor", "self._tempDataLen"),  # set in __init__
+    ("twisted.internet.abstract", "FileDescriptor", "dataBuffer"),
+    ("twisted.internet.abstract", "FileDescriptor", "offset"),
+    ("twisted.internet.abstract", "FileDescriptor", "disconnecting"),
+    ("twisted.internet.abstract", "FileDescriptor", "_writeDisconnecting"),
+    ("twisted.internet.abstract", "FileDescriptor", "_writeDisconnected"),
+    ("twisted.internet.abstract", "FileDescriptor", "connected"),
+    ("autobahn.websocket.protocol", None, "pformat"),
+    ("autobahn.websocket.protocol", None, "hltype"),
+    ("autobahn.websocket.protocol", None, "hlval"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection", "_do_receiving"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection", "_receive_message"),
+    ("channels_redis.pubsub", "RedisPubSubChannelLayer", "_get_layer"),
+    ("channels_redis.pubsub", "RedisPubSubChannelLayer", "serialize"),
+    ("channels_redis.utils", None, "_consistent_hash"),
+    ("channels_redis.utils", None, "decode_hosts"),
+)
+
+
+class InternalsChanged(RuntimeError):
+    """A framework is not the release this code patches: fix ``core/internals.py`` first."""
+
+
+def check() -> None:
+    """Raise InternalsChanged, naming every difference, unless each framework is the pinned
+    release and has every attribute we use."""
+    problems = []
+    for dist, want in VERSIONS.items():
+        try:
+            have = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            have = "not installed"
+        if have != want:
+            problems.append(f"{dist} is {have}, core/internals.py was written against {want}")
+    for module_name, class_name, attribute in NEEDS:
+        where = f"{module_name}.{class_name}" if class_name else module_name
+        try:
+            owner = importlib.import_module(module_name)
+            if class_name:
+                owner = getattr(owner, class_name)
+        except (ImportError, AttributeError):
+            problems.append(f"{where} is gone")
+            continue
+        if attribute.startswith("self."):
+            present = isinstance(owner, type) and f"{attribute} = " in inspect.getsource(owner.__init__)
+        else:
+            present = hasattr(owner, attribute)
+        if not present:
+            problems.append(f"{where}.{attribute.removeprefix('self.')} is gone")
+    if problems:
+        raise InternalsChanged(
+            "framework internals changed; re-read core/internals.py against the new release:\n  - "
+            + "\n  - ".join(problems)
+        )
+
+
+# ---- daphne, Twisted and autobahn ---------------------------------------------------------------
+
+
+def tune_gc() -> None:
+    """Freeze what start-up built (modules, settings, URL resolvers: never garbage) out of every
+    future collection, and collect at ``settings.GC_THRESHOLDS``. Reference cycles are still
+    collected, in fewer and larger passes; a socket's objects are scanned ~50× less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*settings.GC_THRESHOLDS)
+
+
+def tune_daphne() -> None:
+    try:
+        from daphne.access import AccessLogGenerator
+        from daphne.http_protocol import HTTPFactory
+        from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+    except ImportError:
+        return
+    if getattr(WebSocketFactory, "_axisor_tuned", False):
+        return
+    set_options = WebSocketFactory.setProtocolOptions
+    http_init = HTTPFactory.__init__
+
+    def setProtocolOptions(self, *args, **kwargs):
+        # daphne leaves autobahn's failByDrop on, so a message over the 1 MiB limit or a text frame
+        # that is not UTF-8 just cuts the connection: the client sees 1006, like a network fault.
+        # Off, the client gets a close frame with 1009 / 1007 (RFC 6455) and knows what it did.
+        kwargs.setdefault("failByDrop", False)
+        return set_options(self, *args, **kwargs)
+
+    def __init__(self, *args, **kwargs):
+        http_init(self, *args, **kwargs)
+        # Twisted's idle timeout for a connection that has not sent a whole request: a socket that
+        # connects and never finishes its HTTP/WebSocket handshake holds a descriptor until then.
+        self.timeOut = settings.HTTP_IDLE_TIMEOUT_SECONDS
+
+    def write_entry(self, host, date, request, *args, **kwargs):
+        # daphne's access log writes the whole request URI, query string and all, past Python's
+        # logging (and so past our redaction filter): a credential in a query string would land
+        # in the log file. Mask it the same way.
+        return write_access(self, host, date, redact(request), *args, **kwargs)
+
+    def onMessage(self, payload, isBinary):
+        on_message(self, payload, isBinary)
+        queue = getattr(self, "application_queue", None)
+        if queue is not None and not self._axisor_paused and queue.qsize() >= settings.WS_INBOUND_QUEUE_HIGH:
+            # daphne queues every inbound message for the application without bound and keeps
+            # reading, so a client flooding faster than its consumer runs grows server memory and
+            # starves every other socket's consumer of the event loop. Stop reading this socket
+            # until its consumer catches up: the flood backs up in the client's own TCP buffers,
+            # and the consumer's rate limiter gets to refuse it and close it (4008).
+            self._axisor_paused = True
+            self.transport.pauseProducing()
+            _resume_when_drained(self)
+
+    def connectionMade(self):
+        connection_made(self)
+        eager_writes(self.transport)
+
+    on_message = WebSocketProtocol.onMessage
+    connection_made = WebSocketProtocol.connectionMade
+    WebSocketProtocol.connectionMade = connectionMade
+    WebSocketProtocol._axisor_paused = False
+    WebSocketProtocol.onMessage = onMessage
+    write_access = AccessLogGenerator.write_entry
+    AccessLogGenerator.write_entry = write_entry
+    WebSocketFactory.setProtocolOptions = setProtocolOptions
+    HTTPFactory.__init__ = __init__
+    WebSocketFactory._axisor_tuned = True
+    _lazy_autobahn_config_log()
+
+
+def eager_writes(transport) -> bool:
+    """Send each write to a plain TCP transport at once when nothing waits in its buffer.
+
+    Twisted buffers every write and sends it on the next turn of the reactor (twisted#5303). A
+    broadcast to 5,000 sockets then sends nothing until all 5,000 frames are queued, and pays an
+    epoll registration and a callback per socket on top. Here a write goes straight to the
+    socket, as asyncio's transports do; what the kernel does not take (a slow reader), and every
+    write while anything is buffered, takes Twisted's path, so order and back-pressure hold.
+    Nagle is off, as asyncio has it, or a second small frame waits for the first one's ACK.
+    Returns whether it was installed (not on TLS or any other kind of transport)."""
+    from twisted.internet import tcp
+
+    if not isinstance(transport, tcp.Connection) or getattr(transport, "TLS", False) or "write" in vars(transport):
+        return False
+    buffered = transport.write
+    sock = transport.socket
+
+    def write(data: bytes) -> None:
+        t = transport
+        if (
+            t._tempDataLen
+            or len(t.dataBuffer) > t.offset
+            or t.disconnecting
+            or t._writeDisconnecting
+            or t._writeDisconnected
+            or not t.connected
+        ):
+            buffered(data)
+            return
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            buffered(data)  # Twisted's own write meets the error and closes the connection its way
+            return
+        if sent < len(data):
+            buffered(data[sent:])
+
+    transport.write = write
+    transport.setTcpNoDelay(True)
+    return True
+
+
+class _Lazy:
+    """``fn(*args, **kwargs)``, computed only if the log line that holds it is written."""
+
+    __slots__ = ("args", "fn", "kwargs")
+
+    def __init__(self, fn, args, kwargs) -> None:
+        self.fn, self.args, self.kwargs = fn, args, kwargs
+
+    def __str__(self) -> str:
+        return str(self.fn(*self.args, **self.kwargs))
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _lazily(fn):
+    def deferred(*args, **kwargs) -> _Lazy:
+        return _Lazy(fn, args, kwargs)
+
+    deferred._axisor_lazy = True
+    return deferred
+
+
+def _lazy_autobahn_config_log() -> None:
+    """autobahn builds the arguments of its debug lines whether or not they are written: it
+    pretty-prints its whole option table for every new WebSocket (~6 % of a connect storm's CPU)
+    and colours names and sizes with click for every frame it sends (~15 % of a broadcast's).
+    Make them lazy."""
+    try:
+        from pprint import pformat
+
+        from autobahn.websocket import protocol
+    except ImportError:
+        return
+    if getattr(protocol, "pformat", None) is not None and not hasattr(protocol.pformat, "_axisor_lazy"):
+        protocol.pformat = _lazily(pformat)
+    for name in ("hltype", "hlval"):
+        fn = getattr(protocol, name, None)
+        if fn is not None and not hasattr(fn, "_axisor_lazy"):
+            setattr(protocol, name, _lazily(fn))
+
+
+def _resume_when_drained(protocol) -> None:
+    from twisted.internet import reactor
+
+    drained = protocol.application_queue.qsize() <= settings.WS_INBOUND_QUEUE_HIGH // 4
+    if drained or protocol.state != protocol.STATE_OPEN or protocol.transport is None:
+        protocol._axisor_paused = False
+        if protocol.transport is not None:
+            protocol.transport.resumeProducing()
+    else:
+        reactor.callLater(0.01, _resume_when_drained, protocol)
+
+
+# ---- writes straight to the socket behind daphne's send -------------------------------------------
+
+
+def transport_backlog(send) -> int | None:
+    """Bytes written to the socket but not yet sent, when the server is daphne (None elsewhere)."""
+    protocol = getattr(send, "args", (None,))[0]
+    transport = getattr(protocol, "transport", None)
+    if transport is None:
+        return None
+    buffered = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+    return buffered + getattr(transport, "_tempDataLen", 0)
+
+
+def direct_sender(base_send) -> Callable[[str], None] | None:
+    """A synchronous write of one text frame to the socket behind daphne's ``send``: what
+    ``await send({"type": "websocket.send", "text": ...})`` does, checks included, without a task
+    per write. None under any other server."""
+    protocol = getattr(base_send, "args", (None,))[0]
+    connections = getattr(getattr(getattr(base_send, "func", None), "__self__", None), "connections", None)
+    if protocol is None or not isinstance(connections, dict) or not hasattr(protocol, "handle_reply"):
+        return None
+
+    def send(text: str) -> None:
+        # Never raises into the hub's pass over a room: a socket already closing gets nothing more
+        # (what it missed of its personal stream, it resumes).
+        details = connections.get(protocol)
+        if details is not None and not details.get("disconnected") and protocol.state == protocol.STATE_OPEN:
+            protocol.handle_reply({"type": "websocket.send", "text": text})
+
+    return send
+
+
+# ---- the channel layer ----------------------------------------------------------------------------
+# The channel layer: channels-redis's pub/sub layer, with subscriptions that survive losing Redis.
+#
+# channels-redis 4.3 leaves reconnecting to redis-py's PubSub, which re-subscribes only when its
+# reconnect succeeds inside one retry sequence. When Redis stays away longer (a restart, a network
+# cut), the reader logs an error, the reconnect later succeeds without re-subscribing, and the
+# process stays deaf to every group and channel until it restarts (tests/hardening, case 13: after
+# a 30 s outage no live event reached any socket for the minute the test waited). Here the reader
+# notices the failure, and once Redis answers again it
+# subscribes a fresh PubSub to everything this process had subscribed. Messages published while it
+# was away are not replayed (pub/sub never does); personal events are recovered from the event log
+# by seq: every local channel gets a ``layer.reconnected`` message and its consumer catches up.
+
+RETRY_SECONDS = 0.5
+RECONNECTED = "layer.reconnected"  # the message type every local channel gets after a re-subscribe
+
+
+class ResilientShardConnection(RedisSingleShardConnection):
+    def __init__(self, host, channel_layer) -> None:
+        super().__init__(host, channel_layer)
+        self._lost = False
+
+    async def _do_receiving(self) -> None:
+        while True:
+            try:
+                if self._lost:
+                    await self._resubscribe()
+                if self._pubsub and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                    self._receive_message(message)
+                else:
+                    await asyncio.sleep(0.1)
+            except (asyncio.CancelledError, TimeoutError, GeneratorExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure of the link: re-subscribe
+                if not self._lost:
+                    logger.warning("Redis pub/sub connection lost (%s); re-subscribing when it is back", exc)
+                self._lost = True
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _resubscribe(self) -> None:
+        async with self._lock:
+            old, self._pubsub = self._pubsub, self._redis.pubsub()
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.aclose()
+            if self._subscribed_to:
+                await self._pubsub.subscribe(*self._subscribed_to)
+            self._lost = False
+        # Whatever was published while this process was deaf never comes: tell every local
+        # channel, so connections catch their personal streams up from the event log.
+        layer = self.channel_layer
+        notice = layer.channel_layer.serialize({"type": RECONNECTED})
+        for queue in list(layer.channels.values()):
+            queue.put_nowait(notice)
+        logger.warning("Redis pub/sub connection back: %d channel(s) re-subscribed", len(self._subscribed_to))
+
+
+class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
+    """``RedisPubSubChannelLayer`` whose per-loop layers use ``ResilientShardConnection``, and
+    which synchronous code can publish to without an event loop (``publish_blocking``)."""
+
+    _blocking_lock = threading.Lock()
+    _sync_clients: list | None = None  # a class default: the base class's __getattr__ needs a loop
+
+    def publish_blocking(self, sends: list[tuple[str, dict]]) -> None:
+        """``group_send`` of each ``(group, message)``, in order, from a thread with no event loop:
+        the same channel names and serialisation as ``group_send``, one pipeline per shard (one
+        round trip for a transaction's events). ``async_to_sync(group_send)`` instead waits for a
+        turn of the server's event loop, busy with every socket, twice per call: ~30 ms per order
+        placement at 100 orders/s. Raises redis-py's errors when Redis cannot be reached."""
+        clients = self._blocking_clients()
+        prefix = self._kwargs.get("prefix", "asgi")
+        pipes: dict[int, object] = {}
+        for group, message in sends:
+            name = f"{prefix}__group__{group}"
+            shard = _consistent_hash(name, len(clients))
+            pipe = pipes.get(shard)
+            if pipe is None:
+                pipe = pipes[shard] = clients[shard].pipeline(transaction=False)
+            pipe.publish(name, self.serialize(message))
+        for pipe in pipes.values():
+            pipe.execute()
+
+    def _blocking_clients(self) -> list:
+        clients = self._sync_clients
+        if clients is None:
+            with self._blocking_lock:
+                clients = self._sync_clients
+                if clients is None:
+                    hosts = decode_hosts(self._kwargs.get("hosts"))
+                    clients = self._sync_clients = [
+                        redis.Redis.from_url(host["address"], **redis_options(asyncio_client=False)) for host in hosts
+                    ]
+        return clients
+
+    def _get_layer(self):
+        loop = asyncio.get_running_loop()
+        if loop not in self._layers:
+            # The base class builds its loop layer and registers loop-close cleanup; build it,
+            # then swap the shard connections before anything subscribed through them.
+            layer = super()._get_layer()
+            layer._shards = [ResilientShardConnection(shard.host, layer) for shard in layer._shards]
+        return self._layers[loop]
