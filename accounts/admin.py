@@ -9,7 +9,7 @@ from .signals import account_access_changed
 class AccountAdmin(UserAdmin):
     list_display = ("username", "tier", "is_staff", "is_superuser", "is_active", "date_joined")
     list_filter = ("tier", "is_staff", "is_superuser", "is_active")
-    fieldsets = (*UserAdmin.fieldsets, ("Account", {"fields": ("tier",)}))
+    fieldsets = (*(UserAdmin.fieldsets or ()), ("Account", {"fields": ("tier",)}))
     add_fieldsets = (*UserAdmin.add_fieldsets, ("Account", {"fields": ("tier",)}))
 
     def save_model(self, request, obj, form, change):

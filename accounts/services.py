@@ -21,7 +21,7 @@ def account_upsert(
         raise ValueError(f"tier must be one of {', '.join(Tier.values)}")
     user = User.objects.select_for_update().filter(username=username).first()
     created = user is None
-    if created:
+    if user is None:
         user = User(username=username)
     if password is not None:
         validate_password(password, user)

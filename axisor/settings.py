@@ -381,13 +381,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"redact": {"()": "core.logfilters.RedactSecrets"}},
+    "filters": {
+        "redact": {"()": "core.logfilters.RedactSecrets"},
+        "outages_as_warnings": {"()": "core.logfilters.OutagesAsWarnings"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # A line per job started and finished: too many to read; failures still show.
-        "django_tasks": {"level": "WARNING"},
+        "django_tasks": {"level": "WARNING", "filters": ["outages_as_warnings"]},
         "django_tasks_db": {"level": "WARNING"},
     },
 }

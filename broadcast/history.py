@@ -73,6 +73,7 @@ def events_after(user_id: int, since: int, *, upto: int | None = None, limit: in
             frame=frame_for(e.type, e.payload.get("data") or {}, e.seq),
         )
         for e in qs.order_by("seq")[:limit]
+        if e.seq is not None  # always: seq__gt matches no NULL seq
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import timedelta
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -136,7 +137,7 @@ def relay_unpublished(*, older_than_seconds: float = 2.0, batch: int = 500) -> i
 
 
 def group_for_logged(row: EventLog) -> str:
-    return user_room(row.user_id).group if row.user_id else parse(row.room).group
+    return user_room(row.user_id).layer_group if row.user_id else parse(row.room).layer_group
 
 
 @transaction.atomic(savepoint=False)  # part of the caller's transaction: no savepoint of its own
@@ -147,7 +148,7 @@ def publish(*, room: Room, event: dict) -> EventLog:
     type_, channel = event["type"], event["channel"]
     entry = EventLog.objects.create(room=room.name, type=type_, channel=channel, payload=json.loads(text))
     layer_message = layer_event(channel=channel, seq=None, text=text)
-    group = room.group
+    group = room.layer_group
     feed = Batch()
     feed.add(type=type_, channel=channel, room=room.name, user_id=None, seq=None, data=event["data"])
     transaction.on_commit(lambda: send_logged([entry.pk], [(group, layer_message)], feed))
@@ -174,7 +175,7 @@ def publish_personal_many(events: list[tuple[int, dict]]) -> list[EventLog]:
         payload = json.loads(text)
         rows.append(EventLog(user_id=user_id, seq=seq, room=room.name, type=type_, channel=channel, payload=payload))
         frame = frame_for(type_, payload["data"], seq)
-        sends.append((room.group, layer_event(channel=channel, seq=seq, text=text, frame=frame)))
+        sends.append((room.layer_group, layer_event(channel=channel, seq=seq, text=text, frame=frame)))
         feed.add(type=type_, channel=channel, room=room.name, user_id=user_id, seq=seq, data=payload["data"])
     created = EventLog.objects.bulk_create(rows, batch_size=2000)
     ids = [row.pk for row in created]
@@ -186,8 +187,8 @@ def signal_access_changed(*, user_id: int, reason: str, disconnect: list[str] | 
     """Tell every socket of the user, on commit, to re-check its credentials. With ``disconnect``
     (endpoints, e.g. ``["/ws", "/ws/orders"]``) the user's sockets on those endpoints close with
     4004 whatever the check says: staff's "disconnect", on whichever process holds them."""
-    group = user_room(user_id).group
-    message = {"type": ACCESS_CHANGED, "reason": reason}
+    group = user_room(user_id).layer_group
+    message: dict[str, Any] = {"type": ACCESS_CHANGED, "reason": reason}
     if disconnect:
         message["disconnect"] = list(disconnect)
     transaction.on_commit(lambda: group_send(group, message))

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -276,7 +277,7 @@ async def _publish_stats(stats: dict) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    group = admin_room("staff").group
+    group = admin_room("staff").layer_group
     text = dumps(envelope(stafffeed.STATS_TYPE, stafffeed.CHANNEL, stats))
     await layer.group_send(group, {**layer_event(channel=stafffeed.CHANNEL, seq=None, text=text), "group": group})
 
@@ -303,8 +304,6 @@ def connections_by_user(user_ids: list[int]) -> dict[int, dict[str, int]]:
     """Live connections per endpoint for each user (any process), e.g. ``{42: {"/ws": 2, "/ws/orders": 1}}``."""
     now = time.time()
     if settings.REDIS_URL:
-        import redis
-
         pipe = _redis().pipeline(transaction=False)
         for uid in user_ids:
             pipe.zrangebyscore(_user_key(uid), now, "+inf")

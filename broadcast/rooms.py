@@ -62,6 +62,13 @@ class Room:
         return f"{self.kind.value}.{_group_safe(self.key)}"
 
     @property
+    def layer_group(self) -> str:
+        """``group`` for a room that has one: every kind but the category filters."""
+        group = self.group
+        assert group is not None, f"{self.name} is a category filter: it has no group"
+        return group
+
+    @property
     def is_personal_filter(self) -> bool:
         return self.kind is RoomKind.CATEGORY
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
+from typing import Any
 
 from broadcast.messages import layer_event
 from broadcast.rooms import admin_room
@@ -37,7 +38,12 @@ def _now_ms() -> str:
 
 def entry(*, type: str, channel: str, room: str, user_id: int | None, seq: int | None, data: dict) -> dict:
     """One compact entry: who, where, what; the data fields the panel needs for known types."""
-    item = {"type": type, "channel": channel, "room": room, "userId": None if user_id is None else str(user_id)}
+    item: dict[str, Any] = {
+        "type": type,
+        "channel": channel,
+        "room": room,
+        "userId": None if user_id is None else str(user_id),
+    }
     if seq is not None:
         item["seq"] = seq
     if type in _shown:
@@ -71,7 +77,7 @@ class Batch:
         if relayed:
             data["relayed"] = True
         text = dumps(envelope(FEED_TYPE, CHANNEL, data))
-        return admin_room("staff").group, layer_event(channel=CHANNEL, seq=None, text=text)
+        return admin_room("staff").layer_group, layer_event(channel=CHANNEL, seq=None, text=text)
 
 
 # ---- per-process fan-out counters (read and reset by the process's stats loop) -------------------

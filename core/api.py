@@ -20,12 +20,14 @@ from core.errors import BadRequest, Conflict, NotFound, Unprocessable
 SERVICE_KEY_HEADER = "X-Service-Key"
 logger = logging.getLogger(__name__)
 
+# The database is down, restarting or out of connections.
+_DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (db.OperationalError, db.InterfaceError)
 try:
     from psycopg_pool import PoolTimeout
-except ImportError:  # SQLite installs without the pool
 
-    class PoolTimeout(Exception):
-        pass
+    _DATABASE_UNAVAILABLE += (PoolTimeout,)
+except ImportError:  # SQLite installs without the pool
+    pass
 
 
 def _codes(detail):
@@ -50,13 +52,13 @@ def exception_handler(exc, context):
         return error_response(exc.code, str(exc), status.HTTP_422_UNPROCESSABLE_ENTITY)
     if isinstance(exc, Http404 | NotFound):
         exc = exceptions.NotFound(str(exc) or None)
-    if isinstance(exc, db.OperationalError | db.InterfaceError | PoolTimeout):
+    if isinstance(exc, _DATABASE_UNAVAILABLE):
         # The database is down, restarting or out of connections: nothing was committed (the
         # request's transaction rolled back), so the caller may retry.
         logger.warning("database unavailable: %s", exc)
-        response = error_response("service_unavailable", "the database is unavailable; retry shortly", 503)
-        response["Retry-After"] = "1"
-        return response
+        unavailable = error_response("service_unavailable", "the database is unavailable; retry shortly", 503)
+        unavailable["Retry-After"] = "1"
+        return unavailable
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -1,4 +1,13 @@
-"""Domain errors services raise; the REST layer maps them to status codes (core/api.py)."""
+"""Domain errors services raise; the REST layer maps them to status codes (core/api.py). And
+OUTAGES: what a dependency being down looks like."""
+
+from django.db.utils import InterfaceError, OperationalError
+from psycopg_pool import PoolTimeout
+from redis.exceptions import RedisError
+
+# A database or Redis outage is expected now and then: whoever meets one tries again later, and
+# the log says so in one line, not a traceback (the worker's turns; jobs, see core/logfilters.py).
+OUTAGES: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout, RedisError)
 
 
 class CodedError(Exception):

@@ -22,6 +22,7 @@ import logging
 import threading
 from collections.abc import Callable
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 import redis
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisSingleShardConnection
@@ -30,6 +31,10 @@ from django.conf import settings
 
 from core.logfilters import redact
 from core.redis_clients import redis_options
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import PubSub
+    from redis.client import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +229,7 @@ def eager_writes(transport) -> bool:
         if sent < len(data):
             buffered(data[sent:])
 
-    transport.write = write
+    transport.write = write  # type: ignore[method-assign]  # this connection's own write, on purpose
     transport.setTcpNoDelay(True)
     return True
 
@@ -248,7 +253,7 @@ def _lazily(fn):
     def deferred(*args, **kwargs) -> _Lazy:
         return _Lazy(fn, args, kwargs)
 
-    deferred._axisor_lazy = True
+    deferred._axisor_lazy = True  # type: ignore[attr-defined]  # a marker on the function object
     return deferred
 
 
@@ -280,7 +285,8 @@ def _resume_when_drained(protocol) -> None:
         if protocol.transport is not None:
             protocol.transport.resumeProducing()
     else:
-        reactor.callLater(0.01, _resume_when_drained, protocol)
+        # Twisted types the reactor through zope interfaces (methods without self): mypy misreads them.
+        reactor.callLater(0.01, _resume_when_drained, protocol)  # type: ignore[arg-type]
 
 
 # ---- writes straight to the socket behind daphne's send -------------------------------------------
@@ -333,6 +339,8 @@ RECONNECTED = "layer.reconnected"  # the message type every local channel gets a
 
 
 class ResilientShardConnection(RedisSingleShardConnection):
+    _pubsub: PubSub | None  # set by the base class (channels-redis is untyped)
+
     def __init__(self, host, channel_layer) -> None:
         super().__init__(host, channel_layer)
         self._lost = False
@@ -388,7 +396,7 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
         placement at 100 orders/s. Raises redis-py's errors when Redis cannot be reached."""
         clients = self._blocking_clients()
         prefix = self._kwargs.get("prefix", "asgi")
-        pipes: dict[int, object] = {}
+        pipes: dict[int, Pipeline] = {}
         for group, message in sends:
             name = f"{prefix}__group__{group}"
             shard = _consistent_hash(name, len(clients))

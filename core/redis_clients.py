@@ -40,13 +40,14 @@ def redis_client() -> aioredis.Redis:
     return client
 
 
-_sync_client = None
+_sync_client: redis.Redis | None = None
 
 
-def redis_sync_client():
+def redis_sync_client() -> redis.Redis:
     """The process's blocking client for REDIS_URL (thread-safe: a connection pool), for code on
     worker threads: presence reads, the worker's leases."""
     global _sync_client
     if _sync_client is None:
+        assert settings.REDIS_URL, "no REDIS_URL: callers check it first"
         _sync_client = redis.Redis.from_url(settings.REDIS_URL, **redis_options(asyncio_client=False))
     return _sync_client

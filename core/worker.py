@@ -18,23 +18,23 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import OperationalError, close_old_connections, connection
 from django_tasks_db.management.commands.db_worker import Worker as DbWorker
 from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction, is_locked_database_exception
-from psycopg_pool import PoolTimeout
 from redis.exceptions import LockError, RedisError
 
+from core.errors import OUTAGES
 from core.redis_clients import redis_sync_client
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from redis.lock import Lock
 
-# A database or Redis outage is expected now and then: the next turn tries again, and the log says
-# so in one line, not a traceback per thread per turn.
-OUTAGES = (OperationalError, InterfaceError, PoolTimeout, RedisError)
+logger = logging.getLogger(__name__)
 
 
 def conf(name: str):
@@ -97,7 +97,7 @@ class Lease:
     def __init__(self, name: str, seconds: float) -> None:
         self.name = name
         self.seconds = seconds
-        self.lock = None
+        self.lock: Lock | None = None
         self.held = False
 
     def hold(self) -> bool:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 _jwt = JWTAuthentication()
 
@@ -20,12 +24,12 @@ class AuthError(Exception):
 
 @dataclass(frozen=True)
 class Identity:
-    user: object
+    user: User
     expires_at: datetime | None
 
 
-def validate_jwt(raw: object):
-    """Signature, expiry and claims only: no database, cheap enough for the event loop."""
+def jwt_decode(raw: object):
+    """A token's signature, expiry and claims only: no database, cheap enough for the event loop."""
     if not isinstance(raw, str) or not raw or len(raw) > 4096:
         raise AuthError("token must be a JWT string")
     try:
@@ -34,13 +38,13 @@ def validate_jwt(raw: object):
         raise AuthError(_reason(exc)) from None
 
 
-def token_user_id(token) -> str:
+def jwt_user_id(token) -> str:
     from rest_framework_simplejwt.settings import api_settings
 
     return str(token[api_settings.USER_ID_CLAIM])
 
 
-def identity_for(token) -> Identity:
+def identity_load(token) -> Identity:
     """Sync, reads the database: the token's user, if still active and the token not revoked."""
     from django.contrib.auth import get_user_model
     from rest_framework_simplejwt.settings import api_settings
@@ -50,10 +54,10 @@ def identity_for(token) -> Identity:
     except KeyError:
         raise AuthError("Token contained no recognizable user identification") from None
     user = get_user_model().objects.filter(**{api_settings.USER_ID_FIELD: user_id}).first()
-    return identity_of(token, user)
+    return identity_check(token, user)
 
 
-def identity_of(token, user) -> Identity:
+def identity_check(token, user: User | None) -> Identity:
     """The token's identity, given its user as read (None: no such user). simplejwt's rules for a
     request (``JWTAuthentication.get_user``), as its settings set them: the user exists, is active
     when CHECK_USER_IS_ACTIVE, and has not changed its password since the token when
@@ -74,8 +78,9 @@ def identity_of(token, user) -> Identity:
     return Identity(user=user, expires_at=expires_at)
 
 
-def _check_jwt(raw: object) -> Identity:
-    return identity_for(validate_jwt(raw))
+def _jwt_authenticate(raw: object) -> Identity:
+    """Decode, then load and check the user: the whole check, for a fresh ``auth`` on an open socket."""
+    return identity_load(jwt_decode(raw))
 
 
 def _reason(exc: Exception) -> str:
@@ -88,7 +93,7 @@ def _reason(exc: Exception) -> str:
     return str(detail or exc or "invalid token")
 
 
-check_jwt = database_sync_to_async(_check_jwt)
+jwt_authenticate = database_sync_to_async(_jwt_authenticate)
 
 
 @database_sync_to_async

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from typing import TYPE_CHECKING
 
 import psycopg
 from channels.db import database_sync_to_async
@@ -26,6 +27,11 @@ from django.db import Error as DjangoDatabaseError
 
 from broadcast.models import UserSequence
 from core.perloop import PerLoop
+
+if TYPE_CHECKING:
+    from django.db.models import Field
+
+    from accounts.models import User
 
 DB_UNAVAILABLE = "the server cannot reach its database right now; reconnect shortly"
 # What a read raises when the database is away: the driver's own errors here (psycopg_pool's
@@ -38,6 +44,11 @@ class DatabaseUnavailable(Exception):
     close 4013, like an unreachable channel layer)."""
 
 
+def _column(field: Field) -> str:
+    assert field.column is not None  # a concrete field: it has one
+    return field.column
+
+
 @functools.cache
 def _statement(many: bool) -> tuple[str, list[str]]:
     """SELECT every user column and the seq baseline, for one id (``= %s``) or many (``= ANY``)."""
@@ -45,9 +56,10 @@ def _statement(many: bool) -> tuple[str, list[str]]:
     fields = user._meta.concrete_fields
     q = connections[DEFAULT_DB_ALIAS].ops.quote_name
     seq = UserSequence._meta
-    pk = f"u.{q(user._meta.pk.column)}"
+    pk = f"u.{q(_column(user._meta.pk))}"
+    last_seq = q(_column(seq.get_field("last_seq")))
     sql = (
-        f"SELECT {', '.join(f'u.{q(f.column)}' for f in fields)}, COALESCE(s.{q(seq.get_field('last_seq').column)}, 0)"
+        f"SELECT {', '.join(f'u.{q(_column(f))}' for f in fields)}, COALESCE(s.{last_seq}, 0)"
         f" FROM {q(user._meta.db_table)} u"
         f" LEFT JOIN {q(seq.db_table)} s ON s.{q(seq.get_field('user').column)} = {pk}"
         f" WHERE {pk} = {'ANY(%s)' if many else '%s'}"
@@ -55,7 +67,7 @@ def _statement(many: bool) -> tuple[str, list[str]]:
     return sql, [f.attname for f in fields]
 
 
-def _result(row) -> tuple[object | None, int]:
+def _result(row) -> tuple[User | None, int]:
     if row is None:
         return None, 0
     names = _statement(False)[1]
@@ -70,7 +82,7 @@ class LoopReader:
         self.waiting: dict[int, list[asyncio.Future]] = {}
         self.task: asyncio.Task | None = None
 
-    async def user_row(self, user_id: int) -> tuple[object | None, int]:
+    async def user_row(self, user_id: int) -> tuple[User | None, int]:
         found = asyncio.get_running_loop().create_future()
         self.waiting.setdefault(user_id, []).append(found)
         if self.task is None or self.task.done():
@@ -100,11 +112,12 @@ class LoopReader:
         """A statement that fails on a connection that was open (the server restarted, the
         socket died) is retried once on a fresh one; the second failure is the caller's."""
         for attempt in (0, 1):
-            reused = self.conn is not None and not self.conn.closed
-            if not reused:
-                self.conn = await psycopg.AsyncConnection.connect(**_params(), autocommit=True)
+            conn = self.conn
+            reused = conn is not None and not conn.closed
+            if conn is None or not reused:
+                conn = self.conn = await psycopg.AsyncConnection.connect(**_params(), autocommit=True)
             try:
-                cursor = await self.conn.execute(sql, params)
+                cursor = await conn.execute(sql, params)
                 return await cursor.fetchall()
             except psycopg.OperationalError:
                 self.close()
@@ -136,7 +149,7 @@ def close_all() -> None:
     _readers.by_loop.clear()
 
 
-def _user_row_sync(user_id: int) -> tuple[object | None, int]:
+def _user_row_sync(user_id: int) -> tuple[User | None, int]:
     with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(_statement(False)[0], [user_id])
         return _result(cursor.fetchone())
@@ -151,7 +164,7 @@ def _on_postgresql() -> bool:
     return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
 
 
-async def user_row(user_id: int) -> tuple[object | None, int]:
+async def user_row(user_id: int) -> tuple[User | None, int]:
     """The user (or None) and its stream's latest seq. Raises one of DATABASE_ERRORS when the
     database cannot answer."""
     if not _on_postgresql():

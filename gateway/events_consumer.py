@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -27,11 +28,11 @@ from gateway.auth import (
     AuthError,
     Identity,
     bearer_token,
-    check_jwt,
-    identity_of,
-    token_user_id,
+    identity_check,
+    jwt_authenticate,
+    jwt_decode,
+    jwt_user_id,
     user_still_allowed,
-    validate_jwt,
 )
 from gateway.connect_read import DB_UNAVAILABLE, DatabaseUnavailable
 from gateway.hub import UNAVAILABLE, HubMember, LayerUnavailable, hub
@@ -40,6 +41,9 @@ from gateway.stream import PersonalStream
 from market.selectors import instrument_symbols_async, snapshot_text_async
 from system.selectors import notices_in_force_texts
 from wire import Close, Code, connection, dumps, error, iso, now_iso
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +105,7 @@ def _notices_in_force_texts() -> list[str]:
 # On a pool thread, not the one ORM thread the background loops share: after a database restart a
 # venue or relay step there can wait out DB_POOL_TIMEOUT, and a socket's hello with it.
 _notices_read = database_sync_to_async(_notices_in_force_texts, thread_sensitive=False)
-SYSTEM_GROUP = rooms.system_room().group
+SYSTEM_GROUP = rooms.system_room().layer_group
 
 
 async def connection_start(token, user_id: int) -> tuple[Identity, int, list[str]]:
@@ -111,12 +115,13 @@ async def connection_start(token, user_id: int) -> tuple[Identity, int, list[str
     try:
         notices = _notices.get()
         if notices is None:
-            (user, baseline), notices = await asyncio.gather(connect_read.user_row(user_id), _notices.current())
+            (user, baseline), fresh = await asyncio.gather(connect_read.user_row(user_id), _notices.current())
+            notices = fresh
         else:
             user, baseline = await connect_read.user_row(user_id)
     except connect_read.DATABASE_ERRORS as exc:
         raise DatabaseUnavailable(str(exc)) from exc
-    return identity_of(token, user), baseline, notices
+    return identity_check(token, user), baseline, notices
 
 
 class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
@@ -127,7 +132,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         conf = settings.AXISOR_WS
-        self.user = None
+        self.user: User | None = None
         self.session_id = f"session_{uuid.uuid4().hex[:16]}"
         self.joined: dict[str, rooms.Room] = {}
         self.filters: set[str] = set(rooms.CATEGORIES)
@@ -154,6 +159,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             self.timer.cancel()
         self.hub_close()
         if self.presence is not None:
+            assert self.user is not None  # presence is joined after authentication
             await presence.leave(self.user.pk, self.presence)
         await self.hub_leave_all()
         self.joined.clear()
@@ -178,9 +184,9 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         come in one database trip. The socket is in its user's group before the baseline is read:
         an event committed in between is in the baseline or arrives live (and waits in the inbox
         until the stream starts)."""
-        token = validate_jwt(raw)
+        token = jwt_decode(raw)
         try:
-            user_id = int(token_user_id(token))
+            user_id = int(jwt_user_id(token))
             claimed = [rooms.user_room(user_id), rooms.system_room()]
         except (KeyError, ValueError):
             raise AuthError("token has no valid user id") from None
@@ -191,7 +197,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         except (AuthError, DatabaseUnavailable):
             for room in claimed:
                 del self.joined[room.name]
-                await self.hub_leave(room.group)
+                await self.hub_leave(room.layer_group)
             raise
         self.stream = PersonalStream(identity.user.pk, self._emit_personal)
         self.stream.start_at(baseline)
@@ -218,12 +224,13 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
     async def authenticate(self, token: object, since: object = None) -> None:
         """Check the token; on the first success join the auto rooms and answer ``connection``.
         With ``since`` (first auth only) the missed events follow at once, before any live one."""
-        first = self.user is None
+        previous = self.user
+        first = previous is None
         try:
             if first:
                 identity, notices = await self._first_auth(token)
             else:
-                identity = await check_jwt(token)
+                identity = await jwt_authenticate(token)
         except AuthError as exc:
             await self.fail(Code.AUTHENTICATION_FAILED, str(exc), Close.AUTHENTICATION_FAILED)
             return
@@ -233,7 +240,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         except DatabaseUnavailable:
             await self.fail(Code.SERVICE_UNAVAILABLE, DB_UNAVAILABLE, Close.TRY_AGAIN_LATER)
             return
-        if not first and identity.user.pk != self.user.pk:
+        if previous is not None and identity.user.pk != previous.pk:
             await self.fail(Code.AUTHENTICATION_FAILED, "token belongs to another user", Close.AUTHENTICATION_FAILED)
             return
         self.user = identity.user
@@ -251,6 +258,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             self.presence = await presence.join(self.user.pk, "/ws", self.session_id)
         reply = connection(user_id=self.user.pk, session_id=self.session_id)
         reply["tokenExpiresAt"] = iso(self.expires_at)
+        assert self.stream is not None  # set by the first authentication
         reply["lastSeq"] = self.stream.last_seq
         self.reply(reply)
         if first:
@@ -353,7 +361,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             self.filters.discard(room.key)
         elif room.name in self.joined:
             del self.joined[room.name]
-            await self.hub_leave(room.group)
+            await self.hub_leave(room.layer_group)
         self.reply(self._room_reply(room, "unsubscribed"))
 
     async def cmd_list_rooms(self, content: dict) -> None:
@@ -366,6 +374,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             self.reply(error(Code.INVALID_MESSAGE, "resume needs 'since': the last seq you have (0 for all)"))
             return
+        assert self.stream is not None  # commands come after the first authentication
         async with self.stream_lock:  # live events wait in the inbox meanwhile, then dedupe by seq
             try:
                 replayed = await self.stream.resume(since)
@@ -390,7 +399,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
 
     async def _join(self, room: rooms.Room) -> None:
         if room.name not in self.joined:
-            await self.hub_join(room.group)
+            await self.hub_join(room.layer_group)
             self.joined[room.name] = room
 
     def _subscribed(self) -> list[str]:

@@ -10,7 +10,7 @@ through the hub too (the ``user`` group is a room like any other), into the conn
 handled one at a time in arrival order by a task that exists only while messages wait (the personal
 stream needs that order for its seq checks and gap filling).
 
-Each connection keeps a small outbox written by one writer task: room events that carry a
+Each connection keeps a small send queue written by one writer task: room events that carry a
 ``key`` (market data) are conflated — a newer update replaces the one still waiting — and the
 writer holds back while the socket's transport has more than ``SLOW_BYTES`` unsent, so a slow
 reader gets the latest price rather than a backlog. A connection whose backlog of events that must
@@ -24,24 +24,30 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import RedisError
 
 from broadcast import presence, stafffeed
-from broadcast.outbox import ACCESS_CHANGED
+from broadcast.messages import ACCESS_CHANGED
 from core.internals import RECONNECTED, direct_sender, transport_backlog
 from core.metrics import CONFLATED, DELIVERED, HUB_ROOMS, SLOW_CLOSES
 from core.perloop import PerLoop
 from wire import Close, Code, dumps, error
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
+
+    from gateway.stream import PersonalStream
 
 logger = logging.getLogger(__name__)
 
 _conf = settings.AXISOR_WS
 SLOW_BYTES = _conf["SLOW_BYTES"]  # unsent bytes in the socket's transport before the writer holds back
 SLOW_SECONDS = _conf["SLOW_SECONDS"]  # held back this long with events it may not drop: too slow
-MAX_WAITING = _conf["MAX_WAITING"]  # events that must not be dropped, waiting in one connection's outbox
+MAX_WAITING = _conf["MAX_WAITING"]  # events that must not be dropped, waiting in one connection's send queue
 
 
 _stamps = itertools.count(1)  # shared by every hub, so a stamp never means two things
@@ -133,7 +139,7 @@ def local_members() -> dict[str, int]:
     return {group: len(members) for group, members in found.members.items()} if found else {}
 
 
-_delivered: dict[str, object] = {}
+_delivered: dict[str, Counter] = {}
 
 
 def count_delivered(channel: str) -> None:
@@ -143,7 +149,7 @@ def count_delivered(channel: str) -> None:
     child.inc()
 
 
-class Outbox:
+class SendQueue:
     """One connection's room events on their way to the socket, in order.
 
     An event is written at once, synchronously, while nothing waits before it and the socket keeps
@@ -160,7 +166,7 @@ class Outbox:
         self.base_send = base_send
         self.send_now = direct_sender(base_send)
         self.on_slow = on_slow
-        self.waiting: dict[object, tuple[str, str]] = {}
+        self.waiting: dict[str | tuple[str, int], tuple[str, str]] = {}
         self.must_send = 0
         self.task: asyncio.Task | None = None
 
@@ -170,15 +176,18 @@ class Outbox:
             if channel:
                 count_delivered(channel)
             return
+        slot: str | tuple[str, int]
         if key is None:
             if self.must_send >= MAX_WAITING:
                 self.on_slow()
                 return
             self.must_send += 1
-            key = ("event", next(self._ids))
-        elif key in self.waiting:
-            CONFLATED.labels("connection").inc()
-        self.waiting[key] = (channel, text)  # a conflated key keeps its place and takes the newest text
+            slot = ("event", next(self._ids))
+        else:
+            slot = key
+            if key in self.waiting:
+                CONFLATED.labels("connection").inc()
+        self.waiting[slot] = (channel, text)  # a conflated key keeps its place and takes the newest text
         if self.task is None:
             self.task = asyncio.ensure_future(self._write())
 
@@ -257,7 +266,7 @@ class Inbox:
 
 class HubMember:
     """What a socket consumer needs to be fed by the process hub instead of a layer channel of its
-    own: rooms joined through the hub, an outbox for what it writes after the handshake, an inbox
+    own: rooms joined through the hub, a send queue for what it writes after the handshake, an inbox
     for its user's personal events (kept in order by ``self.stream``) and control messages.
 
     The consumer sets ``self.closing``, ``self.stream`` (a PersonalStream) and implements
@@ -266,18 +275,26 @@ class HubMember:
 
     channel_layer_alias = None  # no per-socket layer channel: no SUBSCRIBE per connection
 
+    # Set or provided by the consumer this is mixed into (a Channels AsyncWebsocketConsumer).
+    closing: bool
+    stream: PersonalStream | None
+    base_send: Callable[[dict], Awaitable[None]]
+    send: Callable[..., Awaitable[None]]
+    close: Callable[..., Awaitable[None]]
+    access_changed: Callable[[dict], Awaitable[None]]
+
     def hub_open(self, *, hold: bool = False) -> None:
         """With ``hold``, room messages wait until ``release()``: a socket joins its rooms before
         its first message (``connection``) is written, and nothing may come before that."""
         self.held: list[dict] | None = [] if hold else None
-        self.outbox = Outbox(self._write_now, self.base_send, self._too_slow)
+        self.send_queue = SendQueue(self._write_now, self.base_send, self._too_slow)
         self.inbox = Inbox(self._handle_personal, self._too_slow)
         self.stream_lock = asyncio.Lock()
         self.hub_groups: set[str] = set()
 
     def hub_close(self) -> None:
-        if getattr(self, "outbox", None) is not None:
-            self.outbox.close()
+        if getattr(self, "send_queue", None) is not None:
+            self.send_queue.close()
             self.inbox.close()
 
     async def hub_join(self, group: str) -> None:
@@ -297,7 +314,7 @@ class HubMember:
     def write(self, text: str, channel: str = "", key: str | None = None) -> None:
         """Queue text for the client, after everything queued before it (keyed text conflates)."""
         if not self.closing:
-            self.outbox.put(text, key, channel)
+            self.send_queue.put(text, key, channel)
 
     def deliver(self, message: dict) -> None:
         """From the hub: a message for one of this connection's groups."""
@@ -328,6 +345,7 @@ class HubMember:
         if message.get("type") == ACCESS_CHANGED:
             await self.access_changed(message)
             return
+        assert self.stream is not None  # set before the inbox starts
         async with self.stream_lock:
             if message.get("type") == RECONNECTED:
                 await self.stream.catch_up()  # personal events sent while the layer was deaf

@@ -4,6 +4,9 @@ socket which keeps sending over the limit."""
 from __future__ import annotations
 
 import time
+from typing import cast
+
+from django.conf import settings
 
 
 class TokenBucket:
@@ -48,12 +51,10 @@ class InboundLimiter:
 
     @classmethod
     def from_settings(cls) -> InboundLimiter:
-        from django.conf import settings
-
-        conf = settings.AXISOR_WS
+        conf = settings.AXISOR_WS  # mypy reads its values as float: the counts are ints (env_int)
         return cls(
             rate=conf["RATE_PER_SECOND"],
-            burst=conf["RATE_BURST"],
-            close_after=conf["RATE_ABUSE_CLOSE_AFTER"],
+            burst=cast(int, conf["RATE_BURST"]),
+            close_after=cast(int, conf["RATE_ABUSE_CLOSE_AFTER"]),
             window=conf["RATE_ABUSE_WINDOW_SECONDS"],
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, cast
 
 from django.conf import settings
 from redis import asyncio as aioredis
@@ -47,8 +48,16 @@ class Refusal:
     reason: str
 
 
+# settings.AXISOR_ORDERS mixes value types, so mypy reads its values as object: these name them.
+
+
 def _limits(tier: str) -> tuple[int, int | None]:
-    return settings.AXISOR_ORDERS["TIER_LIMITS"].get(tier, settings.AXISOR_ORDERS["TIER_LIMITS"]["basic"])
+    limits = cast(dict[str, tuple[int, int | None]], settings.AXISOR_ORDERS["TIER_LIMITS"])
+    return limits.get(tier, limits["basic"])
+
+
+def _lease_seconds() -> float:
+    return cast(float, settings.AXISOR_ORDERS["LEASE_SECONDS"])
 
 
 def _refusal(result: int, tier: str) -> Refusal | None:
@@ -70,13 +79,17 @@ class RedisLimiter:
     def _keys(self, user_id: int) -> list[str]:
         return [f"{self.prefix}:orders:conns:{user_id}", f"{self.prefix}:orders:attempts:{user_id}"]
 
+    async def _eval(self, script: str, keys: list[str], *args: str | int | float) -> Any:
+        # redis-py types ``eval`` for its sync and asyncio clients at once (``Awaitable[str] | str``),
+        # and its arguments as str though it encodes numbers as Redis expects.
+        return await self._client().eval(script, len(keys), *keys, *args)  # type: ignore[misc, arg-type]
+
     async def acquire(self, user_id: int, tier: str, member: str) -> Refusal | None:
         max_conns, max_attempts = _limits(tier)
-        lease = settings.AXISOR_ORDERS["LEASE_SECONDS"]
-        result = await self._client().eval(
+        lease = _lease_seconds()
+        result = await self._eval(
             ACQUIRE,
-            2,
-            *self._keys(user_id),
+            self._keys(user_id),
             time.time(),
             lease,
             max_conns,
@@ -86,8 +99,8 @@ class RedisLimiter:
         return _refusal(int(result), tier)
 
     async def renew(self, user_id: int, member: str) -> None:
-        lease = settings.AXISOR_ORDERS["LEASE_SECONDS"]
-        await self._client().eval(RENEW, 1, self._keys(user_id)[0], time.time() + lease, member, int(lease) + 1)
+        lease = _lease_seconds()
+        await self._eval(RENEW, self._keys(user_id)[:1], time.time() + lease, member, int(lease) + 1)
 
     async def release(self, user_id: int, member: str) -> None:
         await self._client().zrem(self._keys(user_id)[0], member)
@@ -112,11 +125,11 @@ class MemoryLimiter:
         self.conns[user_id] = conns
         if len(conns) >= max_conns:
             return _refusal(1, tier)
-        conns[member] = now + settings.AXISOR_ORDERS["LEASE_SECONDS"]
+        conns[member] = now + _lease_seconds()
         return None
 
     async def renew(self, user_id: int, member: str) -> None:
-        self.conns.setdefault(user_id, {})[member] = time.time() + settings.AXISOR_ORDERS["LEASE_SECONDS"]
+        self.conns.setdefault(user_id, {})[member] = time.time() + _lease_seconds()
 
     async def release(self, user_id: int, member: str) -> None:
         self.conns.get(user_id, {}).pop(member, None)
@@ -128,5 +141,7 @@ _limiter: RedisLimiter | MemoryLimiter | None = None
 def limiter() -> RedisLimiter | MemoryLimiter:
     global _limiter
     if _limiter is None:
-        _limiter = RedisLimiter(settings.CHANNEL_LAYER_PREFIX) if settings.REDIS_URL else MemoryLimiter()
+        prefix = settings.CHANNEL_LAYER_PREFIX
+        assert prefix is not None  # settings.py gives it a default
+        _limiter = RedisLimiter(prefix) if settings.REDIS_URL else MemoryLimiter()
     return _limiter

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 import uuid
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -24,6 +25,9 @@ from gateway.stream import PersonalStream
 from orders.selectors import open_order_snapshots, order_session_alive
 from orders.services import order_session_check
 from wire import Close, Code, dumps, error, now_iso
+
+if TYPE_CHECKING:
+    from accounts.models import User
 
 
 @database_sync_to_async
@@ -55,7 +59,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
     # ---- connection lifecycle -------------------------------------------------------------
 
     async def connect(self) -> None:
-        self.user = None
+        self.user: User | None = None
         self.member = uuid.uuid4().hex
         self.holding = False
         self.closing = False
@@ -87,13 +91,13 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         # every later update of its orders reaches it (live ones wait in the inbox until then).
         self.hub_open()
         try:
-            await self.hub_join(rooms.user_room(self.user.pk).group)
+            await self.hub_join(rooms.user_room(self.user.pk).layer_group)
         except LayerUnavailable:
             await self._unavailable()
             return
         self.stream = PersonalStream(self.user.pk, self._emit)
         await self.stream.baseline()
-        self.presence = await presence.join(self.user.pk, "/ws/orders", self.member)
+        self.presence: str | None = await presence.join(self.user.pk, "/ws/orders", self.member)
         await self.accept()
         CONNECTIONS.labels("/ws/orders").inc()
         self.counted = True
@@ -110,8 +114,9 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
 
     async def _catch_up(self, params: dict) -> None:
         """``?snapshot=1``: the open orders as they stand; ``?since=N``: every update after N."""
+        assert self.stream is not None and self.user is not None  # connect sets both first
         since = _since(params)
-        if since == "invalid":
+        if isinstance(since, str):  # "invalid"
             self.write(dumps(error(Code.INVALID_MESSAGE, "since must be a whole number")))
             since = None
         refused = None
@@ -133,6 +138,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         if getattr(self, "counted", False):
             CONNECTIONS.labels("/ws/orders").dec()
         if getattr(self, "presence", None):
+            assert self.user is not None and self.presence is not None  # joined once the session checked out
             await presence.leave(self.user.pk, self.presence)
             self.presence = None
         self.closing = True
@@ -142,6 +148,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         await self.hub_leave_all()
         if self.holding:
             self.holding = False
+            assert self.user is not None  # it holds a slot only once the session checked out
             await limiter().release(self.user.pk, self.member)
 
     async def dispatch(self, message: dict) -> None:
@@ -154,11 +161,12 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
 
     async def _keepalive(self) -> None:
         """Heartbeat inside the seed's 30 s read timeout, lease renewal, idle close."""
-        conf = settings.AXISOR_ORDERS
-        interval = min(conf["HEARTBEAT_SECONDS"], conf["LEASE_SECONDS"] / 3)
+        assert self.user is not None  # started once the session checked out
+        conf = settings.AXISOR_ORDERS  # its values mix types: mypy reads them as object
+        interval = min(cast(float, conf["HEARTBEAT_SECONDS"]), cast(float, conf["LEASE_SECONDS"]) / 3)
         while not self.closing:
             await asyncio.sleep(interval)
-            if time.monotonic() - self.last_heard > conf["IDLE_TIMEOUT_SECONDS"]:
+            if time.monotonic() - self.last_heard > cast(float, conf["IDLE_TIMEOUT_SECONDS"]):
                 self.closing = True
                 await self.close(code=Close.IDLE_TIMEOUT, reason="nothing heard from the client")
                 return
@@ -190,6 +198,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         self.write(dumps(error(Code.INVALID_MESSAGE, "this socket only accepts the text PONG")))
 
     def _heartbeat(self) -> None:
+        assert self.stream is not None  # the socket is accepted once its stream exists
         self.write(dumps({"type": "heartbeat", "serverTime": now_iso(), "lastSeq": self.stream.last_seq}))
 
     # ---- personal events ------------------------------------------------------------------

@@ -15,6 +15,8 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
 
 from broadcast import presence
 from broadcast.history import prune
@@ -81,9 +83,6 @@ def prune_step() -> None:
 def prune_job_results() -> None:
     """Finished job rows are kept for a day (staff can read them in the admin), then deleted; so are
     rows left running a day ago by a worker that died (their deliveries were swept long since)."""
-    from django.utils import timezone
-    from django_tasks_db.models import DBTaskResult
-
     before = timezone.now() - JOB_RESULTS_KEPT
     DBTaskResult.objects.finished().filter(finished_at__lt=before).delete()
     DBTaskResult.objects.running().filter(started_at__lt=before).delete()

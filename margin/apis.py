@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -68,6 +69,7 @@ class PositionViewSet(viewsets.GenericViewSet):
         page = self.paginate_queryset(
             selectors.position_list(user=request.user, status=f["status"], symbol=f.get("symbol"))
         )
+        assert page is not None  # LimitOffsetPagination with a PAGE_SIZE always pages
         return self.get_paginated_response(selectors.positions_values(page))
 
     @extend_schema(responses=PositionOutput, summary="One of your positions")
@@ -190,8 +192,6 @@ class MarginGuardExecutionsApi(APIView):
         summary="Your Margin Guard executions, newest first",
     )
     def get(self, request):
-        from rest_framework.pagination import LimitOffsetPagination
-
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(selectors.execution_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(ExecutionOutput(page, many=True).data)
@@ -237,6 +237,7 @@ class TicksApi(APIView):
             ticks_ingest(body)
         except ValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
+        assert isinstance(body, list)  # ticks_ingest refuses anything else
         return Response({"applied": len(body)}, status=status.HTTP_202_ACCEPTED)
 
 

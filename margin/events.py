@@ -16,7 +16,7 @@ AUTO_CLOSE_EXECUTION = "auto_close_execution"
 CHANNEL = "margin_guard"
 
 
-def _round(value: Decimal, places: int = 8) -> int | float:
+def _round(value: Decimal | int, places: int = 8) -> int | float:
     return num(Decimal(value).quantize(Decimal(1).scaleb(-places)))
 
 

@@ -16,10 +16,11 @@ from .positions import position_apply_fill
 
 
 @transaction.atomic
-def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal, price: Decimal) -> Trade:
+def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal | None, price: Decimal | None) -> Trade:
     """One execution leg: the order's side, then the position (its row is locked before the user's
     event sequence, as everywhere: margin/positions.py), then the order's updates."""
     order, trade = order_trade_add(order=order, exec_id=exec_id, quantity=quantity, price=price)
+    assert quantity is not None and price is not None  # order_trade_add refuses a fill without them
     position_apply_fill(order=order, quantity=quantity, price=price)
     order_fill_record(order=order, trade=trade)
     return trade
@@ -27,7 +28,13 @@ def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal, price: De
 
 @transaction.atomic
 def execution_apply(
-    *, order_id: str, exec_id: str, kind: str, quantity: Decimal | None = None, price=None, reason: str = ""
+    *,
+    order_id: str,
+    exec_id: str,
+    kind: str,
+    quantity: Decimal | None = None,
+    price: Decimal | None = None,
+    reason: str = "",
 ) -> tuple[Order, bool]:
     """Apply a venue's execution report once. Returns (order, applied); a replayed execId
     changes nothing, sends nothing and returns applied=False."""

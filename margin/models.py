@@ -4,13 +4,14 @@ the record of every guard execution. Transitions live in services.py."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-PRICE = {"max_digits": 24, "decimal_places": 8}
-PNL = {"max_digits": 30, "decimal_places": 8}
+PRICE: dict[str, Any] = {"max_digits": 24, "decimal_places": 8}
+PNL: dict[str, Any] = {"max_digits": 30, "decimal_places": 8}
 
 
 class PositionSide(models.TextChoices):

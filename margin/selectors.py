@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+from datetime import datetime
 from decimal import Decimal
 
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from broadcast.outbox import layer_event
+from accounts.models import User
+from broadcast.messages import layer_event
 from broadcast.rooms import user_room
 from core.errors import NotFound
 from market.models import MarketState
@@ -17,14 +20,14 @@ from .events import position_status_update, position_values
 from .models import DEFAULT_THRESHOLD, MarginGuardConfig, MarginGuardExecution, Position, PositionStatus
 
 
-def position_list(*, user, status: str = PositionStatus.OPEN, symbol: str | None = None) -> QuerySet[Position]:
+def position_list(*, user: User, status: str = PositionStatus.OPEN, symbol: str | None = None) -> QuerySet[Position]:
     qs = Position.objects.filter(user=user, status=status).select_related("instrument")
     if symbol:
         qs = qs.filter(instrument__symbol=symbol)
     return qs.order_by("-opened_at", "-id")
 
 
-def position_get(*, user, position_id: str) -> Position:
+def position_get(*, user: User, position_id: str) -> Position:
     """The caller's position by ``pos_123`` or ``123``; another user's is as good as missing."""
     raw = position_id.removeprefix("pos_")
     found = (
@@ -35,11 +38,11 @@ def position_get(*, user, position_id: str) -> Position:
     return found
 
 
-def prices_for(instrument_ids) -> dict[int, Decimal]:
+def prices_for(instrument_ids: Iterable[int]) -> dict[int, Decimal]:
     return dict(MarketState.objects.filter(instrument_id__in=set(instrument_ids)).values_list("instrument_id", "price"))
 
 
-def thresholds_for(user_ids) -> dict[int, Decimal]:
+def thresholds_for(user_ids: Collection[int]) -> dict[int, Decimal]:
     found = dict(MarginGuardConfig.objects.filter(user_id__in=set(user_ids)).values_list("user_id", "threshold"))
     return {uid: found.get(uid, DEFAULT_THRESHOLD) for uid in user_ids}
 
@@ -51,20 +54,22 @@ def positions_values(positions: list[Position]) -> list[dict]:
     return [position_values(p, prices.get(p.instrument_id), thresholds[p.user_id]) for p in positions]
 
 
-def position_update_items(positions: list[Position], at=None) -> list[tuple[str, str, dict]]:
+def position_update_items(positions: list[Position], at: datetime | None = None) -> list[tuple[str, str, dict]]:
     """(conflation key, user group, layer message) for each position's position_status_update."""
     prices = prices_for(p.instrument_id for p in positions)
     thresholds = thresholds_for({p.user_id for p in positions})
-    items = []
+    items: list[tuple[str, str, dict]] = []
     for p in positions:
         values = position_values(p, prices.get(p.instrument_id), thresholds[p.user_id], at=at)
         key = f"pos:{p.pk}"
         text = dumps(position_status_update(p.user_id, values))
-        items.append((key, user_room(p.user_id).group, layer_event(channel="positions", seq=None, text=text, key=key)))
+        items.append(
+            (key, user_room(p.user_id).layer_group, layer_event(channel="positions", seq=None, text=text, key=key))
+        )
     return items
 
 
-def position_updates(*, instrument_ids, user_ids) -> list[tuple[str, str, dict]]:
+def position_updates(*, instrument_ids: Iterable[int], user_ids: Iterable[int]) -> list[tuple[str, str, dict]]:
     """A tick sweep: the open positions in these instruments held by these (connected) users."""
     positions = list(
         Position.objects.select_related("instrument").filter(
@@ -74,5 +79,5 @@ def position_updates(*, instrument_ids, user_ids) -> list[tuple[str, str, dict]]
     return position_update_items(positions, at=timezone.now())
 
 
-def execution_list(*, user) -> QuerySet[MarginGuardExecution]:
+def execution_list(*, user: User) -> QuerySet[MarginGuardExecution]:
     return MarginGuardExecution.objects.filter(user=user).order_by("-executed_at", "-id")

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
+from accounts.models import User
 from core.errors import Conflict
 from margin.executions import execution_apply
 from market.models import MarketState
@@ -55,7 +58,7 @@ logger = logging.getLogger(__name__)
 @transaction.atomic
 def margin_guard_config_set(
     *,
-    user,
+    user: User,
     enabled: bool | None = None,
     threshold: Decimal | None = None,
     action: str | None = None,
@@ -110,7 +113,9 @@ def margin_guard_config_set(
 
 
 @transaction.atomic
-def position_close(*, position: Position, kind: str = CloseKind.MANUAL, execution=None) -> Order:
+def position_close(
+    *, position: Position, kind: str = CloseKind.MANUAL, execution: MarginGuardExecution | None = None
+) -> Order:
     """Close with a MARKET order through the orders service (order updates flow as for any order);
     the position closes when the order fills."""
     position = (
@@ -180,7 +185,7 @@ _BRANCHES = (
 )
 
 
-def _candidate_ids(paths: dict[int, list[Decimal]], now) -> set[int]:
+def _candidate_ids(paths: dict[int, list[Decimal]], now: datetime) -> set[int]:
     """Ids of the open positions whose state can change on these paths. Each branch is a range read
     of one partial index (liquidation price, armed guard price, disarmed re-arm price, cooldown end)
     for one instrument and side, so the cost follows the positions that cross, not the positions
@@ -224,7 +229,7 @@ def _candidate_ids(paths: dict[int, list[Decimal]], now) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def _candidates(paths: dict[int, list[Decimal]], now) -> list[Position]:
+def _candidates(paths: dict[int, list[Decimal]], now: datetime) -> list[Position]:
     found = _candidate_ids(paths, now)
     if not found:
         return []
@@ -246,7 +251,9 @@ def positions_evaluate(*, paths: dict[int, list[Decimal]]) -> dict[str, int]:
     now = timezone.now()
     last = {i: prices[-1] for i, prices in paths.items()}
     candidates = _candidates(paths, now)
-    liquidated, fired, guard_rows = [], {}, []
+    liquidated: list[Position] = []
+    fired: dict[int, list[tuple[Position, str]]] = {}
+    guard_rows: list[Position] = []
     for p in candidates:
         prices = paths[p.instrument_id]
         worst = min(prices) if p.side == LONG else max(prices)
@@ -256,6 +263,7 @@ def positions_evaluate(*, paths: dict[int, list[Decimal]]) -> dict[str, int]:
         if p.guard_price is None:
             continue
         if not p.guard_armed:
+            assert p.rearm_price is not None  # set and cleared with guard_price (positions.position_reindex)
             if recovered(p.side, p.rearm_price, last[p.instrument_id]):
                 p.guard_armed, p.guard_rearm_at = True, None
                 guard_rows.append(p)
@@ -278,7 +286,7 @@ def positions_evaluate(*, paths: dict[int, list[Decimal]]) -> dict[str, int]:
     return {"candidates": len(candidates), "liquidated": len(liquidated), "fired": sum(map(len, fired.values()))}
 
 
-def _isolated(action, subject: Position, **kwargs):
+def _isolated(action: Callable[..., Order], subject: Position, **kwargs: Any) -> Order | None:
     """Run one position's order in a savepoint: an order the orders service refuses (say the
     instrument's lot size changed under an old position) is logged and retried on the next tick,
     and never stops the ingest of the market's prices."""
@@ -300,7 +308,7 @@ def _save_guard_state(rows: list[Position]) -> None:
         Position.objects.filter(pk__in=ids).update(guard_armed=armed, guard_rearm_at=rearm_at, guard_fired_at=fired_at)
 
 
-def _guard_execute(fired: dict[int, list[tuple[Position, str]]], last: dict, now) -> None:
+def _guard_execute(fired: dict[int, list[tuple[Position, str]]], last: dict, now: datetime) -> None:
     """One guard run per user with positions that fired on this call, all users together: check
     all their open positions, notify, and with ``close_position`` place a close order for each
     position that fired. A fixed handful of statements however many users fired (plus the close
@@ -375,7 +383,7 @@ def _guard_execute(fired: dict[int, list[tuple[Position, str]]], last: dict, now
             config = configs[execution.user_id]
             p.guard_armed, p.guard_fired_at = False, now
             p.guard_rearm_at = now + timedelta(seconds=config.cooldown_seconds) if config.cooldown_seconds else None
-            working = p.close_order_id is not None and p.close_order.order_status in LIVE
+            working = p.close_order is not None and p.close_order.order_status in LIVE
             if config.action == GuardAction.CLOSE_POSITION and not working:
                 order = _isolated(position_close, p, position=p, kind=CloseKind.AUTO_CLOSE, execution=execution)
                 if order is not None:

@@ -25,12 +25,14 @@ def _exec_id() -> str:
     return f"sim-{uuid.uuid4().hex}"
 
 
-def _crossed(order: Order, price: Decimal, level: Decimal) -> bool:
+def _crossed(order: Order, price: Decimal, level: Decimal | None) -> bool:
+    assert level is not None  # the order's limit: LIMIT and SL orders have one (a check constraint)
     return price <= level if order.transaction_type == Side.BUY else price >= level
 
 
 def _stop_triggered(order: Order, price: Decimal) -> bool:
     trigger = order.trigger_price
+    assert trigger is not None  # only stop orders wait for a trigger, and they have one (a check constraint)
     return price >= trigger if order.transaction_type == Side.BUY else price <= trigger
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import User
 from core.errors import NotFound
 from wire import num
 
@@ -113,7 +116,8 @@ class PriceAlertViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     lookup_value_regex = r"[0-9]{1,18}"
 
     def get_queryset(self):
-        qs = PriceAlert.objects.filter(user=self.request.user).select_related("instrument").order_by("-id")
+        user = cast(User, self.request.user)  # IsAuthenticated, the default permission: never anonymous
+        qs = PriceAlert.objects.filter(user=user).select_related("instrument").order_by("-id")
         active = self.request.query_params.get("active")
         if active in ("true", "false"):
             qs = qs.filter(active=active == "true")

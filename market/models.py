@@ -1,6 +1,7 @@
 """Tradable instruments."""
 
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -39,7 +40,9 @@ class Instrument(models.Model):
     def price_text(self, value) -> str:
         """A price for people to read: to the tick size's decimals, with thousands separators
         ("43,320.50", never "4.332E+4")."""
-        return decimal_text(value, places=max(0, -self.tick_size.normalize().as_tuple().exponent))
+        exponent = self.tick_size.normalize().as_tuple().exponent
+        assert isinstance(exponent, int)  # tick_size > 0 (a check constraint): finite, not NaN or infinite
+        return decimal_text(value, places=max(0, -exponent))
 
 
 def decimal_text(value, *, places: int = 2) -> str:
@@ -58,7 +61,7 @@ class Timeframe(models.TextChoices):
 
 TIMEFRAME_SECONDS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
 
-PRICE = {"max_digits": 24, "decimal_places": 8}
+PRICE: dict[str, Any] = {"max_digits": 24, "decimal_places": 8}
 
 
 class Candle(models.Model):

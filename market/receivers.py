@@ -4,7 +4,8 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from broadcast.conflation import conflate
-from broadcast.outbox import layer_event, publish_personal_many
+from broadcast.messages import layer_event
+from broadcast.outbox import publish_personal_many
 from broadcast.rooms import market_room
 from wire import dumps
 
@@ -15,7 +16,7 @@ from .signals import alerts_fired, market_changed
 @receiver(market_changed)
 def on_market_changed(sender, state, candles, **kwargs) -> None:
     symbol = state.instrument.symbol
-    group = market_room(symbol).group
+    group = market_room(symbol).layer_group
     events = [(f"md:{symbol}", market_data_update(state))]
     for candle in candles:
         events.append(

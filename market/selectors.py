@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from channels.db import database_sync_to_async
 
@@ -37,7 +38,7 @@ def instrument_symbols_forget() -> None:
     _symbols = (0.0, frozenset())
 
 
-def snapshot_get(*, symbol: str):
+def snapshot_get(*, symbol: str) -> MarketState | None:
     return MarketState.objects.select_related("instrument").filter(instrument__symbol=symbol).first()
 
 
@@ -57,7 +58,9 @@ def latest_prices() -> dict:
     return prices
 
 
-def candles_list(*, symbol: str, timeframe: str, since=None, until=None, limit: int = 500):
+def candles_list(
+    *, symbol: str, timeframe: str, since: datetime | None = None, until: datetime | None = None, limit: int = 500
+) -> list[Candle]:
     qs = Candle.objects.filter(instrument__symbol=symbol, timeframe=timeframe)
     if since:
         qs = qs.filter(start__gte=since)

@@ -8,13 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Max, Min, Q, Sum
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
+from accounts.models import User
 from core.errors import Conflict
 from notifications.services import notification_create_each
 
@@ -38,7 +41,7 @@ def bucket_start(ts: datetime, timeframe: str) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % seconds, tz=UTC)
 
 
-def _decimal(value, field: str, errors: dict, index: int) -> Decimal | None:
+def _decimal(value: object, field: str, errors: dict, index: int) -> Decimal | None:
     if isinstance(value, bool):
         errors[f"{index}.{field}"] = "must be a number"
         return None
@@ -67,7 +70,8 @@ def ticks_validate(raw: object) -> list[TickIn]:
         if not isinstance(item, dict):
             errors[str(i)] = "each tick is an object"
             continue
-        instrument = instruments.get(item.get("symbol")) if isinstance(item.get("symbol"), str) else None
+        symbol = item.get("symbol")
+        instrument = instruments.get(symbol) if isinstance(symbol, str) else None
         if instrument is None:
             errors[f"{i}.symbol"] = f"unknown symbol {item.get('symbol')!r}"
         price = _decimal(item.get("price"), "price", errors, i)
@@ -78,8 +82,6 @@ def ticks_validate(raw: object) -> list[TickIn]:
             errors[f"{i}.volume"] = "must not be negative"
         ts = now
         if item.get("timestamp") is not None:
-            from django.utils.dateparse import parse_datetime
-
             parsed = parse_datetime(item["timestamp"]) if isinstance(item["timestamp"], str) else None
             if parsed is None or parsed.tzinfo is None:
                 errors[f"{i}.timestamp"] = "ISO-8601 with a timezone, e.g. 2025-01-06T10:30:00Z"
@@ -87,7 +89,7 @@ def ticks_validate(raw: object) -> list[TickIn]:
                 errors[f"{i}.timestamp"] = "is in the future"
             else:
                 ts = parsed
-        if f"{i}.symbol" not in errors and price is not None and volume is not None and str(i) not in errors:
+        if instrument is not None and price is not None and volume is not None and str(i) not in errors:
             out.append(TickIn(instrument, price, volume, ts))
     if errors:
         raise ValidationError(errors)
@@ -173,8 +175,8 @@ def _rolling_24h_many(until: dict[int, datetime]) -> dict[int, dict]:
     for instrument_id, now in until.items():
         window |= Q(instrument_id=instrument_id, start__gt=bucket_start(now - timedelta(hours=24), "1m"))
     m1 = Candle.objects.filter(window, timeframe="1m")
-    stats = {
-        row["instrument_id"]: row
+    stats: dict[int, dict[str, Any]] = {
+        row["instrument_id"]: dict(row)
         for row in m1.values("instrument_id").annotate(
             high=Max("high"), low=Min("low"), volume=Sum("volume"), first=Min("start")
         )
@@ -206,7 +208,8 @@ def _fire_alerts(paths: dict[int, list[TickIn]], previous: dict[int, Decimal | N
     met = Q(pk__in=[])
     for instrument_id, path in paths.items():
         prices = [t.price for t in path]
-        span = prices + ([previous[instrument_id]] if previous[instrument_id] is not None else [])
+        before = previous[instrument_id]
+        span = prices + ([before] if before is not None else [])
         met |= Q(instrument_id=instrument_id) & (
             Q(condition=AlertCondition.ABOVE, price__lte=max(prices))
             | Q(condition=AlertCondition.BELOW, price__gte=min(prices))
@@ -227,27 +230,26 @@ def _fire_alerts(paths: dict[int, list[TickIn]], previous: dict[int, Decimal | N
         instruments = {t.instrument.pk: t.instrument for path in paths.values() for t in path}
         symbols = {pk: instrument.symbol for pk, instrument in instruments.items()}
 
-        def price_text(alert, value) -> str:
+        def price_text(alert: PriceAlert, value: Decimal) -> str:
             return instruments[alert.instrument_id].price_text(value)
 
-        notification_create_each(
-            [
-                {
-                    "user_id": a.user_id,
-                    "title": f"{symbols[a.instrument_id]} {a.condition} {price_text(a, a.price)}",
-                    "message": f"{symbols[a.instrument_id]} is at {price_text(a, a.triggered_price)}"
-                    + (f": {a.note}" if a.note else ""),
-                    "type": "info",
-                    "category": "price_alert",
-                    "data": {
-                        "alertId": str(a.pk),
-                        "symbol": symbols[a.instrument_id],
-                        "currentPrice": float(a.triggered_price),
-                    },
-                }
-                for a in every
-            ]
-        )
+        def notification(a: PriceAlert) -> dict[str, Any]:
+            assert a.triggered_price is not None  # set above, when it fired
+            return {
+                "user_id": a.user_id,
+                "title": f"{symbols[a.instrument_id]} {a.condition} {price_text(a, a.price)}",
+                "message": f"{symbols[a.instrument_id]} is at {price_text(a, a.triggered_price)}"
+                + (f": {a.note}" if a.note else ""),
+                "type": "info",
+                "category": "price_alert",
+                "data": {
+                    "alertId": str(a.pk),
+                    "symbol": symbols[a.instrument_id],
+                    "currentPrice": float(a.triggered_price),
+                },
+            }
+
+        notification_create_each([notification(a) for a in every])
     return fired
 
 
@@ -323,7 +325,7 @@ def ticks_announce(recorded: Recorded) -> None:
 
 
 @transaction.atomic
-def price_alert_create(*, user, symbol: str, condition: str, price: Decimal, note: str = "") -> PriceAlert:
+def price_alert_create(*, user: User, symbol: str, condition: str, price: Decimal, note: str = "") -> PriceAlert:
     instrument = Instrument.objects.filter(symbol=symbol, active=True).first()
     errors = {}
     if instrument is None:
@@ -334,11 +336,12 @@ def price_alert_create(*, user, symbol: str, condition: str, price: Decimal, not
         errors["price"] = "must be positive"
     if errors:
         raise ValidationError(errors)
+    assert instrument is not None  # else errors["symbol"] was raised
     return PriceAlert.objects.create(user=user, instrument=instrument, condition=condition, price=price, note=note)
 
 
 @transaction.atomic
-def price_alert_update(*, alert: PriceAlert, **fields) -> PriceAlert:
+def price_alert_update(*, alert: PriceAlert, **fields: Any) -> PriceAlert:
     alert = PriceAlert.objects.select_for_update().get(pk=alert.pk)
     if not alert.active:
         raise Conflict("a triggered alert cannot be changed; create a new one", code="alert_triggered")

@@ -49,6 +49,7 @@ class ComposeForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        assert data is not None  # forms.Form.clean returns cleaned_data, a dict
         if data.get("audience") == "user":
             user = get_user_model().objects.filter(username=data.get("username"), is_active=True).first()
             if user is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -63,8 +64,6 @@ class NotificationViewSet(viewsets.GenericViewSet):
         d = body.validated_data
         fields = {k: d[k] for k in ("title", "message", "type", "category", "data")}
         if "userId" in d:
-            from django.contrib.auth import get_user_model
-
             user = get_user_model().objects.filter(pk=d["userId"], is_active=True).first()
             if user is None:
                 raise serializers.ValidationError({"userId": "no such active user"})

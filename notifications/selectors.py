@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
+from accounts.models import User
 from core.errors import NotFound
 
 from .models import Category, Method, Notification, NotificationPreference, WebhookEndpoint
 from .services import DEFAULT_METHODS
 
 
-def notification_list(*, user, read: bool | None = None, category: str | None = None) -> QuerySet[Notification]:
+def notification_list(*, user: User, read: bool | None = None, category: str | None = None) -> QuerySet[Notification]:
     qs = Notification.objects.filter(user=user)
     if read is not None:
         qs = qs.filter(read=read)
@@ -19,18 +20,18 @@ def notification_list(*, user, read: bool | None = None, category: str | None = 
     return qs.order_by("-id")
 
 
-def notification_get(*, user, notification_id: int) -> Notification:
+def notification_get(*, user: User, notification_id: int) -> Notification:
     found = Notification.objects.filter(user=user, pk=notification_id).first()
     if found is None:
         raise NotFound(f"no notification {notification_id}")
     return found
 
 
-def unread_count(*, user) -> int:
+def unread_count(*, user: User) -> int:
     return Notification.objects.filter(user=user, read=False).count()
 
 
-def preferences_get(*, user) -> dict:
+def preferences_get(*, user: User) -> dict:
     stored = {p.category: p for p in NotificationPreference.objects.filter(user=user)}
     categories = {}
     for category in Category.values:

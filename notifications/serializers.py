@@ -14,7 +14,8 @@ class NotificationOutput(serializers.Serializer):
     message = serializers.CharField()
     type = serializers.ChoiceField(choices=NotificationType.values)
     category = serializers.ChoiceField(choices=Category.values)
-    data = serializers.DictField()
+    # DRF's metaclass moves declared fields off the class, so Serializer.data stays a property.
+    data = serializers.DictField()  # type: ignore[assignment]
     read = serializers.BooleanField()
     readAt = serializers.DateTimeField(allow_null=True)
     createdAt = serializers.DateTimeField()
@@ -42,7 +43,8 @@ class NotificationCreateInput(serializers.Serializer):
     message = serializers.CharField(max_length=2000)
     type = serializers.ChoiceField(choices=NotificationType.values, default=NotificationType.INFO)
     category = serializers.ChoiceField(choices=Category.values)
-    data = serializers.DictField(required=False, default=dict)
+    # DRF's metaclass moves declared fields off the class, so Serializer.data stays a property.
+    data = serializers.DictField(required=False, default=dict)  # type: ignore[assignment]
 
     def validate_data(self, value):
         problem = json_problem(value, max_bytes=16 * 1024)

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from accounts.models import Tier
+from accounts.models import Tier, User
 from core import outbound
 from core.errors import BadRequest
 
@@ -27,11 +27,11 @@ from .models import (
 from .signals import notification_created, notifications_read
 from .tasks import enqueue_deliveries
 
-DEFAULT_METHODS = {Method.IN_APP: True, Method.EMAIL: False, Method.WEBHOOK: False}
+DEFAULT_METHODS: dict[str, bool] = {Method.IN_APP: True, Method.EMAIL: False, Method.WEBHOOK: False}
 
 
-def _validate(*, title: str, message: str, type: str, category: str, data) -> None:
-    errors = {}
+def _validate(*, title: str, message: str, type: str, category: str, data: object) -> None:
+    errors: dict[str, str] = {}
     if type not in NotificationType.values:
         errors["type"] = f"must be one of {', '.join(NotificationType.values)}"
     if category not in Category.values:
@@ -58,7 +58,7 @@ def methods_for(user_ids: list[int], category: str) -> dict[int, list[str]]:
 
 
 def _create_many(
-    *, user_ids: list[int], title: str, message: str, type: str, category: str, data
+    *, user_ids: list[int], title: str, message: str, type: str, category: str, data: dict | None
 ) -> list[Notification]:
     return _create_each(
         [
@@ -109,7 +109,13 @@ def notification_create_each(items: list[dict]) -> list[Notification]:
 
 @transaction.atomic
 def notification_create(
-    *, user, title: str, message: str, type: str = NotificationType.INFO, category: str, data: dict | None = None
+    *,
+    user: User | int,
+    title: str,
+    message: str,
+    type: str = NotificationType.INFO,
+    category: str,
+    data: dict | None = None,
 ) -> Notification:
     """Persist a notification and its deliveries; on commit the user gets ``in_app_notification``."""
     user_id = user if isinstance(user, int) else user.pk
@@ -118,7 +124,13 @@ def notification_create(
 
 @transaction.atomic
 def notification_broadcast(
-    *, audience: str, title: str, message: str, type: str = NotificationType.INFO, category: str, data=None
+    *,
+    audience: str,
+    title: str,
+    message: str,
+    type: str = NotificationType.INFO,
+    category: str,
+    data: dict | None = None,
 ) -> int:
     """One notification per active user of ``audience`` (``all`` or a tier), in bulk."""
 
@@ -144,7 +156,7 @@ def notification_mark_read(*, notification: Notification) -> Notification:
 
 
 @transaction.atomic
-def notification_mark_all_read(*, user) -> int:
+def notification_mark_all_read(*, user: User) -> int:
     unread = list(Notification.objects.select_for_update().filter(user=user, read=False).order_by("id"))
     now = timezone.now()
     Notification.objects.filter(pk__in=[n.pk for n in unread]).update(read=True, read_at=now)
@@ -174,7 +186,7 @@ def notification_resend(*, notification: Notification) -> int:
 # ---- preferences ----------------------------------------------------------------------------
 
 
-def preferences_set(*, user, categories: dict[str, dict[str, bool]], webhook: dict | None = None) -> None:
+def preferences_set(*, user: User, categories: dict[str, dict[str, bool]], webhook: dict | None = None) -> None:
     """Replace the given categories' method switches; set or clear the webhook endpoint. The URL is
     checked first, outside the transaction: its DNS lookup may take seconds."""
     if webhook and webhook.get("url"):
@@ -190,7 +202,7 @@ def preferences_set(*, user, categories: dict[str, dict[str, bool]], webhook: di
 
 
 @transaction.atomic
-def _preferences_write(*, user, categories: dict[str, dict[str, bool]], webhook: dict | None) -> None:
+def _preferences_write(*, user: User, categories: dict[str, dict[str, bool]], webhook: dict | None) -> None:
     for category, methods in categories.items():
         values = {m: methods.get(m, DEFAULT_METHODS[m]) for m in Method.values}
         if category == Category.MARGIN_GUARD and not values[Method.IN_APP]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
+from typing import TypeGuard
 
 from django.conf import settings
 from django.db import transaction
@@ -76,7 +77,8 @@ def deliver(delivery_id: int) -> str:
 def enqueue_deliveries(deliveries: Iterable[Delivery]) -> None:
     """The jobs for these deliveries, in the caller's transaction: in-app ones in batches, the
     others one job each (each may wait on the network)."""
-    in_app, others = [], []
+    in_app: list[int] = []
+    others: list[int] = []
     for d in deliveries:
         (in_app if d.method == Method.IN_APP else others).append(d.pk)
     # Every job gets a time: the database backend runs timed jobs before untimed ones, so untimed
@@ -128,7 +130,7 @@ def sweep_deliveries() -> int:
 # ---- attempt state ---------------------------------------------------------------------------
 
 
-def _claimable(delivery: Delivery | None, now) -> bool:
+def _claimable(delivery: Delivery | None, now) -> TypeGuard[Delivery]:
     """Still pending and not held by a live attempt (a duplicate job finds it done or held)."""
     return (
         delivery is not None

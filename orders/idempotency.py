@@ -32,6 +32,8 @@ def _stored(user, key: str, fingerprint: str) -> tuple[int, dict]:
         raise Unprocessable(
             "this Idempotency-Key was used with a different request body", code="idempotency_key_reused"
         )
+    # Both are saved in the transaction that created the row: a committed row has them.
+    assert record.response_status is not None and record.response_body is not None
     return record.response_status, record.response_body
 
 

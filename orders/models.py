@@ -4,6 +4,7 @@ idempotency keys. Row invariants are database constraints too; transitions live 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -51,7 +52,7 @@ class UpdateType(models.TextChoices):
     TRADE_UPDATE = "TRADE_UPDATE"
 
 
-QTY = {"max_digits": 24, "decimal_places": 8}
+QTY: dict[str, Any] = {"max_digits": 24, "decimal_places": 8}
 HALF_UNIT = Value(Decimal("0.000000005"))  # half of QTY's last decimal place
 
 

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from accounts.models import User
 from core.errors import NotFound
 
 from .models import LIVE, Order, OrderSession, OrderUpdate, Trade
 
 
 def order_list(
-    *, user, status: str | None = None, symbol: str | None = None, since=None, until=None
+    *,
+    user: User,
+    status: str | None = None,
+    symbol: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> QuerySet[Order]:
     qs = Order.objects.filter(user=user).select_related("instrument")
     if status:
@@ -25,7 +33,7 @@ def order_list(
     return qs.order_by("-created_at", "-id")
 
 
-def order_get(*, user, order_id: str) -> Order:
+def order_get(*, user: User, order_id: str) -> Order:
     """The caller's order; another user's order is as good as missing (404)."""
     order = Order.objects.select_related("instrument").filter(user=user, order_id=order_id).first()
     if order is None:
@@ -33,7 +41,7 @@ def order_get(*, user, order_id: str) -> Order:
     return order
 
 
-def trade_list(*, user, symbol: str | None = None, order_id: str | None = None) -> QuerySet[Trade]:
+def trade_list(*, user: User, symbol: str | None = None, order_id: str | None = None) -> QuerySet[Trade]:
     qs = Trade.objects.filter(user=user).select_related("order", "order__instrument")
     if symbol:
         qs = qs.filter(order__instrument__symbol=symbol)
@@ -50,7 +58,7 @@ def order_session_alive(session_pk: int) -> bool:
 def open_order_snapshots(*, user_id: int) -> list[dict]:
     """Each live order's latest update, exactly as it was sent, oldest order first."""
 
-    latest = {}
+    latest: dict[int, dict] = {}
     for update in OrderUpdate.objects.filter(order__user_id=user_id, order__order_status__in=sorted(LIVE)).order_by(
         "order_id", "version"
     ):

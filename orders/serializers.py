@@ -1,3 +1,5 @@
+from typing import Any
+
 from rest_framework import serializers
 
 from wire import iso, num
@@ -5,7 +7,7 @@ from wire import iso, num
 from .events import order_fields
 from .models import ExecutionReport, OrderStatus, OrderType, Side, UpdateType
 
-QTY = {"max_digits": 24, "decimal_places": 8}
+QTY: dict[str, Any] = {"max_digits": 24, "decimal_places": 8}
 
 
 class OrderPlaceInput(serializers.Serializer):

@@ -9,6 +9,7 @@ import hmac
 import secrets
 from datetime import timedelta
 from decimal import Decimal
+from typing import cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -86,7 +87,7 @@ def order_lock(order: Order | str) -> Order:
 MAX_NUMBER = Decimal("1e15")
 
 
-def _bad_number(value) -> str | None:
+def _bad_number(value: object) -> str | None:
     """Why a decimal input cannot be stored (NaN, infinite, too large), or None."""
     if not isinstance(value, Decimal) or not value.is_finite():
         return "must be a finite number"
@@ -99,7 +100,9 @@ def _multiple_of(value: Decimal, step: Decimal) -> bool:
     return (value / step) == (value / step).to_integral_value()
 
 
-def _validate_level(errors: dict, field: str, value, *, needed: bool, order_type: str, tick: Decimal) -> None:
+def _validate_level(
+    errors: dict, field: str, value: Decimal | None, *, needed: bool, order_type: str, tick: Decimal
+) -> None:
     """A price-like field: present exactly when the order type needs it, positive, on the tick."""
     if not needed:
         if value is not None:
@@ -114,7 +117,14 @@ def _validate_level(errors: dict, field: str, value, *, needed: bool, order_type
         errors[field] = f"must be a multiple of the tick size {tick.normalize()}"
 
 
-def _validate_prices(errors: dict, instrument: Instrument, order_type: str, side: str, price, trigger_price) -> None:
+def _validate_prices(
+    errors: dict,
+    instrument: Instrument,
+    order_type: str,
+    side: str,
+    price: Decimal | None,
+    trigger_price: Decimal | None,
+) -> None:
     tick = instrument.tick_size
     _validate_level(errors, "price", price, needed=order_type in PRICED, order_type=order_type, tick=tick)
     _validate_level(
@@ -127,7 +137,7 @@ def _validate_prices(errors: dict, instrument: Instrument, order_type: str, side
             errors["price"] = "a SELL stop-limit's price must be at or below its trigger price"
 
 
-def _validate_quantity(errors: dict, instrument: Instrument, quantity: Decimal, field: str = "quantity") -> None:
+def _validate_quantity(errors: dict, instrument: Instrument, quantity: Decimal | None, field: str = "quantity") -> None:
     if quantity is not None and (problem := _bad_number(quantity)):
         errors[field] = problem
     elif quantity is None or quantity <= 0:
@@ -143,7 +153,7 @@ def _new_order_id() -> str:
 @transaction.atomic
 def order_place(
     *,
-    user,
+    user: User,
     trading_symbol: str,
     exchange: str | None,
     order_type: str,
@@ -206,7 +216,11 @@ def order_place(
 
 @transaction.atomic
 def order_modify(
-    *, order: Order | str, quantity: Decimal | None = None, price: Decimal | None = None, trigger_price=None
+    *,
+    order: Order | str,
+    quantity: Decimal | None = None,
+    price: Decimal | None = None,
+    trigger_price: Decimal | None = None,
 ) -> Order:
     order = order_lock(order)
     if order.order_status not in LIVE:
@@ -294,7 +308,9 @@ def order_accept(*, order: Order | str) -> Order:
 
 
 @transaction.atomic
-def order_trade_add(*, order: Order | str, exec_id: str, quantity: Decimal, price: Decimal) -> tuple[Order, Trade]:
+def order_trade_add(
+    *, order: Order | str, exec_id: str, quantity: Decimal | None, price: Decimal | None
+) -> tuple[Order, Trade]:
     """The order's side of one execution leg: the trade, the filled and pending quantities, COMPLETE
     when nothing is pending. A fill on a PENDING, TRIGGER_PENDING or AMO order implies acceptance.
     Sends nothing: ``margin.executions.order_fill`` moves the position, then ``order_fill_record``."""
@@ -311,6 +327,7 @@ def order_trade_add(*, order: Order | str, exec_id: str, quantity: Decimal, pric
         errors["price"] = "a fill needs a positive price with at most 8 decimals"
     if errors:
         raise ValidationError(errors)
+    assert quantity is not None and price is not None  # else refused just above
     if quantity > order.pending_quantity:
         raise Conflict(
             f"fill of {quantity.normalize()} exceeds the pending {order.pending_quantity.normalize()}", code="overfill"
@@ -349,14 +366,15 @@ def _token_hash(token: str) -> str:
 
 
 @transaction.atomic
-def order_session_create(*, user) -> tuple[OrderSession, str]:
+def order_session_create(*, user: User) -> tuple[OrderSession, str]:
     """A session + token for /ws/orders. The token is returned once; only its hash is kept."""
     token = secrets.token_urlsafe(32)
     session = OrderSession.objects.create(
         session=f"sess_{secrets.token_hex(12)}",
         token_hash=_token_hash(token),
         user=user,
-        expires_at=timezone.now() + timedelta(seconds=settings.AXISOR_ORDERS["SESSION_SECONDS"]),
+        # AXISOR_ORDERS mixes value types, so mypy reads its values as object.
+        expires_at=timezone.now() + timedelta(seconds=cast(int, settings.AXISOR_ORDERS["SESSION_SECONDS"])),
     )
     return session, token
 

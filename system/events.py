@@ -17,6 +17,8 @@ CHANNEL = "system"
 def notice_event(notice: SystemNotice) -> dict:
     """The event for a notice as it stands now."""
     if notice.kind == NoticeKind.MAINTENANCE:
+        # A maintenance notice has both times (the system_notice_shape check constraint).
+        assert notice.start_time is not None and notice.end_time is not None
         now = timezone.now()
         if notice.ended_at is not None or notice.end_time <= now:
             state = "ended"

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
 
 from .models import NoticeKind, SystemNotice
 from .signals import notice_changed
+
+if TYPE_CHECKING:
+    # The stubs' name for the AUTH_USER_MODEL class (accounts is a sibling layer: no import).
+    from django.contrib.auth.models import _User
 
 
 @transaction.atomic
@@ -21,7 +26,7 @@ def system_notice_create(
     service: str = "",
     status: str = "",
     estimated_recovery: datetime | None = None,
-    actor=None,
+    actor: _User | None = None,
 ) -> SystemNotice:
     notice = SystemNotice(
         kind=kind,

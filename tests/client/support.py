@@ -4,7 +4,6 @@ REST, and publishing personal events from the test process."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from broadcast.models import EventLog
 from broadcast.outbox import publish_personal_many
+from tests.polling import until
 from wire import envelope
 
 # No paper venue and no background loops in the servers: the test alone produces events.
@@ -25,12 +25,8 @@ async def start_server(daphne, **env: str):
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.02)
+    """Poll ``predicate`` (client-side state) until it holds; fail after ``timeout`` seconds."""
+    await until(predicate, timeout=timeout, what=what, interval=0.02)
 
 
 class Recorder:

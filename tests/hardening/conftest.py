@@ -17,7 +17,6 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pytest
 import websockets
 
 from tests.integration.http import call, free_port
+from tests.polling import until_sync
 
 # The newest PostgreSQL server binaries installed (Debian layout: /usr/lib/postgresql/<major>/bin).
 PG_BIN = max(
@@ -35,14 +35,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """An external process coming up: nothing to await but the port."""
+
+    def listening() -> bool:
         with socket.socket() as s:
             s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)  # an external process coming up: nothing to await but the port
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    until_sync(listening, timeout=timeout, what=f"a listener on 127.0.0.1:{port}")
 
 
 def rss_mib(pid: int) -> float:

@@ -12,7 +12,8 @@ import pytest
 import websockets
 from channels.db import database_sync_to_async
 
-from broadcast.outbox import group_send_many, layer_event, publish_personal_many
+from broadcast.messages import layer_event
+from broadcast.outbox import group_send_many, publish_personal_many
 from tests.conftest import jwt_for
 from tests.hardening.conftest import close_code, open_ws, recv_json, rest, rss_mib, server_is_clean
 from wire import envelope

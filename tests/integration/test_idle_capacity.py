@@ -41,7 +41,7 @@ def test_ten_thousand_idle_connections_on_one_process(daphne, make_user, instrum
     before = rss_mib(server.proc.pid)
     token = jwt_for(make_user("idle"))
     client = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "fanout_client.py"), f"{server.ws}/ws", token, str(SOCKETS)],
+        [sys.executable, str(ROOT / "devtools" / "bench" / "fanout_client.py"), f"{server.ws}/ws", token, str(SOCKETS)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

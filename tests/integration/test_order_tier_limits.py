@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import jwt_for
 from tests.integration.http import call
+from tests.polling import until
 
 LEASE = 2.0
 SERVER_ENV = {"ORDERS_LEASE_SECONDS": str(LEASE), "AXISOR_SIMULATE": ""}
@@ -101,9 +102,11 @@ async def wait_for_leases(redis, user_id: int, want: int, timeout: float = 10) -
     """Poll Redis (an external condition: no event to await) until ``want`` leases are live.
     Returns the seconds it took."""
     start = time.monotonic()
-    while (have := await live_leases(redis, user_id)) != want:
-        assert time.monotonic() - start < timeout, f"still {have} live lease(s) for user {user_id}, want {want}"
-        await asyncio.sleep(0.05)
+
+    async def reached() -> bool:
+        return await live_leases(redis, user_id) == want
+
+    await until(reached, timeout=timeout, what=f"{want} live lease(s) for user {user_id}")
     return time.monotonic() - start
 
 

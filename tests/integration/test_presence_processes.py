@@ -13,24 +13,13 @@ from channels.db import database_sync_to_async
 from accounts.services import account_disconnect
 from broadcast import presence
 from tests.conftest import jwt_for
+from tests.polling import until
 
 LEASE = 3.0
 
 
 async def recv_json(sock, timeout: float = 10) -> dict:
     return json.loads(await asyncio.wait_for(sock.recv(), timeout))
-
-
-async def until(condition, timeout: float, what: str):
-    """Await a condition on shared state (Redis) with a deadline; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await asyncio.to_thread(condition)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 def by_pid(servers) -> dict:
@@ -59,7 +48,13 @@ async def test_counts_span_processes_and_a_dead_process_drops_out_within_the_lea
         procs = by_pid([a, b])
         return procs if sorted(p["connections"]["/ws"] for p in procs.values()) == [1, 2] else None
 
-    procs = await until(both_reporting, 10, "both processes in the presence registry with their sockets")
+    procs = await until(
+        both_reporting,
+        timeout=10,
+        what="both processes in the presence registry with their sockets",
+        in_thread=True,
+        interval=0.2,
+    )
 
     # the staff socket on A hears B's stats (with B's socket) through the channel layer
     b_id = next(pid for pid in procs if pid.endswith(f":{b.proc.pid}"))
@@ -81,18 +76,36 @@ async def test_counts_span_processes_and_a_dead_process_drops_out_within_the_lea
 
     # a connection on B, then B dies without a word: its connection and its entry vanish
     on_b = await connect(b, user)
-    await until(lambda: presence.connections_by_user([user.pk])[user.pk]["/ws"] == 1, 5, "the new socket")
+    await until(
+        lambda: presence.connections_by_user([user.pk])[user.pk]["/ws"] == 1,
+        timeout=5,
+        what="the new socket",
+        in_thread=True,
+        interval=0.2,
+    )
     killed = time.monotonic()
     await asyncio.to_thread(b.stop, True)
-    await until(lambda: presence.connections_by_user([user.pk])[user.pk]["/ws"] == 0, 2 * LEASE + 2, "lease expiry")
-    await until(lambda: list(by_pid([a, b])) == [next(iter(by_pid([a])))], 2 * LEASE + 2, "B off the registry")
+    await until(
+        lambda: presence.connections_by_user([user.pk])[user.pk]["/ws"] == 0,
+        timeout=2 * LEASE + 2,
+        what="lease expiry",
+        in_thread=True,
+        interval=0.2,
+    )
+    await until(
+        lambda: list(by_pid([a, b])) == [next(iter(by_pid([a])))],
+        timeout=2 * LEASE + 2,
+        what="B off the registry",
+        in_thread=True,
+        interval=0.2,
+    )
     print(f"dead process's connection gone {time.monotonic() - killed:.1f} s after SIGKILL (lease {LEASE:.0f} s)")
     await watcher.close()
     await on_b.close()
 
     # a clean stop (SIGTERM) takes the process and its connections off at once, not at lease expiry
     on_a = await connect(a, user)
-    await until(lambda: by_pid([a]), 5, "A in the registry")
+    await until(lambda: by_pid([a]), timeout=5, what="A in the registry", in_thread=True, interval=0.2)
     await asyncio.to_thread(a.stop)
     assert not by_pid([a])
     assert presence.connections_by_user([user.pk])[user.pk]["/ws"] == 0

@@ -10,7 +10,8 @@ import json
 import websockets
 from channels.db import database_sync_to_async
 
-from broadcast.outbox import group_send_many, layer_event
+from broadcast.messages import layer_event
+from broadcast.outbox import group_send_many
 from tests.conftest import jwt_for
 
 

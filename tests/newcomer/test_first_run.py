@@ -34,6 +34,7 @@ from tests.integration.conftest import Daphne
 from tests.integration.http import call, free_port
 from tests.integration.seed_order_client import OrderUpdatesClient
 from tests.js.test_seed_margin_client import node_command
+from tests.polling import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("NEWCOMER_SECONDS", "120"))
@@ -176,10 +177,7 @@ def test_the_run_command_from_a_clean_clone_serves_the_demo(newcomer, browser): 
             with lock:
                 return all("ORDER_EXECUTED" in updates.get(i, []) for i in ids)
 
-        deadline = time.monotonic() + 60
-        while not all_executed():
-            assert time.monotonic() < deadline, f"not every order executed: {updates}"
-            time.sleep(0.2)
+        until_sync(all_executed, timeout=60, what="every order executed", interval=0.2)
         with lock:
             for order_id in ids:
                 seen = updates[order_id]

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from notifications.models import Delivery, DeliveryStatus, Notification
 from notifications.services import notification_create, preferences_set
 from tests.conftest import auth_api, connected, jwt_for
 from tests.integration.conftest import subprocess_database_url
+from tests.polling import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,11 +105,12 @@ def test_worker_killed_mid_batch_loses_nothing(make_user):
         # A restarted worker takes the dead one's deliveries once their claims lapse and delivers each
         # exactly once in our records. Watch the database until it has (bounded), then stop it.
         worker = subprocess.Popen(cmd, cwd=ROOT, env=env)
-        deadline = time.monotonic() + 60
-        while Delivery.objects.exclude(status=DeliveryStatus.DELIVERED).exists():
-            assert time.monotonic() < deadline, "the restarted worker did not deliver everything"
+
+        def delivered_all() -> bool:
             assert worker.poll() is None, "the restarted worker died"
-            time.sleep(0.1)
+            return not Delivery.objects.exclude(status=DeliveryStatus.DELIVERED).exists()
+
+        until_sync(delivered_all, timeout=60, what="the restarted worker delivering everything", interval=0.1)
         worker.terminate()
         assert worker.wait(timeout=20) == 0  # SIGTERM: finishes its steps, exits cleanly
     finally:

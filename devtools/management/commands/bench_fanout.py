@@ -39,7 +39,8 @@ from broadcast.rooms import system_room
 from orders.services import order_session_create
 from wire import envelope
 
-ROOT = Path(__file__).resolve().parents[4]
+ROOT = Path(__file__).resolve().parents[3]
+BENCH = ROOT / "devtools" / "bench"  # the load clients and the reference servers
 RATE = 2000  # deliveries per second for the latency figures
 RATE_SECONDS = 5
 
@@ -241,7 +242,7 @@ class Command(BaseCommand):
             for i, (_, port) in enumerate(servers):
                 share = n // 2 + (n % 2 if i == 0 else 0)
                 clients.append(subprocess.Popen(
-                    [sys.executable, str(ROOT / "bench" / "fanout_client.py"), f"ws://127.0.0.1:{port}/ws", token, str(share)],
+                    [sys.executable, str(BENCH / "fanout_client.py"), f"ws://127.0.0.1:{port}/ws", token, str(share)],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 ))  # fmt: skip
             readies = [json.loads(c.stdout.readline()) for c in clients]
@@ -283,7 +284,7 @@ class Command(BaseCommand):
         env = {**os.environ, "AXISOR_BACKGROUND": "0", "LOG_LEVEL": "INFO", "DEBUG": "0"}
         if target == "ceiling":
             port = free_port()
-            cmd = [sys.executable, str(ROOT / "bench" / "ceiling_server.py"), str(port)]
+            cmd = [sys.executable, str(BENCH / "ceiling_server.py"), str(port)]
         else:
             # Twisted's listen backlog defaults to 50: a burst of connects overflows it and waits
             # out SYN retransmits. Both servers get the same backlog (deploy/run-daphne.sh too).
@@ -321,7 +322,7 @@ class Command(BaseCommand):
             base = rss_kb(server.pid)
             url = f"ws://127.0.0.1:{port}/" if target == "ceiling" else f"ws://127.0.0.1:{port}/ws"
             client = subprocess.Popen(
-                [sys.executable, str(ROOT / "bench" / "fanout_client.py"), url, "-" if target == "ceiling" else token, str(n)],
+                [sys.executable, str(BENCH / "fanout_client.py"), url, "-" if target == "ceiling" else token, str(n)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
             ready = json.loads(client.stdout.readline())

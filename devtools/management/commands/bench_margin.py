@@ -27,6 +27,7 @@ from django.db import connection
 
 import margin.services
 from accounts.models import User
+from broadcast import presence
 from margin.formula import liquidation_price, price_at_distance
 from margin.models import DEFAULT_THRESHOLD, MarginGuardConfig, MarginGuardExecution, Position
 from margin.ticks import ticks_ingest
@@ -222,7 +223,5 @@ class Command(BaseCommand):
         self.stdout.write("\n".join(lines))
 
     async def mark_online(self, user_ids: list[int]) -> None:
-        from broadcast import presence
-
         for user_id in user_ids:
             await presence.join(user_id, f"bench.{user_id}")

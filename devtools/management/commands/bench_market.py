@@ -30,6 +30,7 @@ from margin.ticks import ticks_ingest
 from market.models import Instrument, PriceAlert
 
 ROOT = Path(__file__).resolve().parents[3]
+BENCH = ROOT / "devtools" / "bench"  # the load clients and the reference servers
 
 
 def rss_peak_kb(pid: int) -> int:
@@ -91,7 +92,7 @@ class Command(BaseCommand):
                 f"daphne pid {server.pid} on port {port}; {alerts} active alerts; {subscribers} subscribers"
             )
             load = subprocess.Popen(
-                [sys.executable, str(ROOT / "bench" / "ws_load.py"), f"ws://127.0.0.1:{port}/ws", token,
+                [sys.executable, str(BENCH / "ws_load.py"), f"ws://127.0.0.1:{port}/ws", token,
                  str(subscribers), ",".join(names), str(seconds)],
                 stdout=subprocess.PIPE, text=True,
             )  # fmt: skip

@@ -7,6 +7,10 @@ from decimal import Decimal
 from django.core.management.base import BaseCommand
 
 from accounts.services import account_upsert
+from margin.models import Position
+from margin.services import margin_guard_config_set
+from orders.models import LIVE, Order
+from orders.services import order_place
 
 DEMO_ACCOUNTS = [
     # username, password, tier, staff, superuser
@@ -37,11 +41,6 @@ class Command(BaseCommand):
         self.margin_demo(users["alice"])
 
     def margin_demo(self, alice) -> None:
-        from margin.models import Position
-        from margin.services import margin_guard_config_set
-        from orders.models import LIVE, Order
-        from orders.services import order_place
-
         margin_guard_config_set(
             user=alice, enabled=True, threshold=Decimal("0.93"), action="notify", cooldown_seconds=60
         )

@@ -10,8 +10,9 @@ from channels.layers import get_channel_layer
 from django.db import transaction
 
 from broadcast import history
+from broadcast.messages import layer_event
 from broadcast.models import EventLog
-from broadcast.outbox import layer_event, publish_personal_many, relay_unpublished
+from broadcast.outbox import publish_personal_many, relay_unpublished
 from broadcast.rooms import user_room
 from orders.services import order_session_create
 from tests.conftest import auth_api, connected, jwt_for, ws

@@ -1,6 +1,6 @@
 """The ceiling for bench_fanout: a plain `websockets` server that broadcasts in process.
 
-python bench/ceiling_server.py PORT
+python devtools/bench/ceiling_server.py PORT
 Clients connect to / and receive; a connection to /publish?count=M&rate=R makes the server
 broadcast M messages (R per second, 0 = as fast as it can) to every other client, then close.
 """

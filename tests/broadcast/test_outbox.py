@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -72,3 +74,39 @@ def test_personal_seq_is_per_user_and_gap_free(make_user):
     assert list(EventLog.objects.filter(user=a).values_list("seq", flat=True)) == [1, 2, 3]
     assert list(EventLog.objects.filter(user=b).values_list("seq", flat=True)) == [1]
     assert EventLog.objects.filter(user=a).last().payload["seq"] == 3
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_transactions_events_go_to_redis_in_one_pipeline_from_its_own_thread(monkeypatch):
+    from channels.layers import get_channel_layer
+
+    from broadcast.messages import layer_event
+    from broadcast.outbox import group_send_many
+    from gateway.hub import Hub
+
+    layer = get_channel_layer()
+    pipelines: list[int] = []
+    real = layer.publish_blocking
+
+    def recorded(sends):
+        pipelines.append(len(sends))
+        return real(sends)
+
+    monkeypatch.setattr(layer, "publish_blocking", recorded)
+    got: list[str] = []
+    both = asyncio.Event()
+
+    class Member:
+        def deliver(self, message: dict) -> None:
+            got.append(message["text"])
+            if len(got) == 2:
+                both.set()
+
+    h = Hub()
+    await h.join("system", Member())
+    sends = [("system", layer_event(channel="system", seq=None, text=f'{{"n":{i}}}')) for i in range(2)]
+    assert await asyncio.to_thread(group_send_many, sends) == 2  # a thread with no event loop of its own
+    await asyncio.wait_for(both.wait(), 5)
+    assert got == ['{"n":0}', '{"n":1}'] and pipelines == [2]
+    await h.leave("system", h.members["system"].copy().pop())
+    h.task.cancel()

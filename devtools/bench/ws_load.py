@@ -1,7 +1,7 @@
 """A lean load client for the benchmarks: N /ws connections in one process, each subscribed to one
 market room (round-robin over the symbols). Prints one JSON summary line at the end.
 
-python bench/ws_load.py URL TOKEN N SYMBOLS_CSV SECONDS
+python devtools/bench/ws_load.py URL TOKEN N SYMBOLS_CSV SECONDS
 """
 
 from __future__ import annotations

@@ -7,11 +7,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 # ---- values -------------------------------------------------------------------------------------
 
 
+@overload
+def iso(dt: datetime) -> str: ...
+@overload
+def iso(dt: None) -> None: ...
+@overload
+def iso(dt: datetime | None) -> str | None: ...
 def iso(dt: datetime | None) -> str | None:
     """ISO-8601 UTC with a trailing Z, milliseconds precision, as the seeds print them."""
     if dt is None:
@@ -20,7 +26,7 @@ def iso(dt: datetime | None) -> str | None:
 
 
 def now_iso() -> str:
-    return iso(datetime.now(UTC))  # type: ignore[return-value]  # never None for a datetime
+    return iso(datetime.now(UTC))
 
 
 def num(value: Decimal | int | float | None) -> int | float:

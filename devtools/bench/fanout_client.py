@@ -1,7 +1,7 @@
 """Load client for bench_fanout: N sockets in one process; counts `bench` messages and their
 publish→receipt latency. Reads commands on stdin (one JSON per line) and answers on stdout.
 
-python bench/fanout_client.py URL TOKEN|- N
+python devtools/bench/fanout_client.py URL TOKEN|- N
 stdin:  {"cmd": "expect", "count": M}   → waits until each socket got M more (or 60 s), prints stats
         {"cmd": "quit"}
 """

@@ -7,9 +7,10 @@ import asyncio
 
 import pytest
 
-from broadcast.outbox import group_send_many, layer_event, publish_personal_many
+from broadcast.messages import layer_event
+from broadcast.outbox import group_send_many, publish_personal_many
 from gateway import hub as hubmod
-from gateway.hub import Hub, Outbox
+from gateway.hub import Hub, SendQueue
 from tests.conftest import connected, jwt_for
 from wire import envelope
 
@@ -58,7 +59,7 @@ async def test_one_membership_per_room_and_local_fan_out(monkeypatch):
     h.task.cancel()
 
 
-async def test_outbox_conflates_keyed_events_while_the_socket_is_backed_up(monkeypatch):
+async def test_send_queue_conflates_keyed_events_while_the_socket_is_backed_up(monkeypatch):
     sent: list[str] = []
     both = asyncio.Event()
     backlog = {"bytes": 10 * hubmod.SLOW_BYTES}
@@ -69,7 +70,7 @@ async def test_outbox_conflates_keyed_events_while_the_socket_is_backed_up(monke
         if len(sent) == 2:
             both.set()
 
-    box = Outbox(send_text, None, lambda: None)
+    box = SendQueue(send_text, None, lambda: None)
     for price in range(100):
         box.put(f"md {price}", "md:BTC_USD")
     box.put("notice", None)
@@ -81,7 +82,7 @@ async def test_outbox_conflates_keyed_events_while_the_socket_is_backed_up(monke
     box.close()
 
 
-async def test_outbox_too_slow_for_events_it_must_not_drop(monkeypatch):
+async def test_send_queue_too_slow_for_events_it_must_not_drop(monkeypatch):
     monkeypatch.setattr(hubmod, "MAX_WAITING", 3)
     monkeypatch.setattr(hubmod, "transport_backlog", lambda send: 10 * hubmod.SLOW_BYTES)
     slow = asyncio.Event()
@@ -89,7 +90,7 @@ async def test_outbox_too_slow_for_events_it_must_not_drop(monkeypatch):
     async def send_text(text: str) -> None:
         pass
 
-    box = Outbox(send_text, None, slow.set)
+    box = SendQueue(send_text, None, slow.set)
     for i in range(4):
         box.put(f"event {i}", None)
     assert slow.is_set()
@@ -190,3 +191,34 @@ async def test_inbox_full_of_personal_events_closes_the_socket(monkeypatch):
     await inbox.task
     assert [m["seq"] for m in handled] == [0, 1, 2]
     inbox.close()
+
+
+async def test_send_queue_writes_at_once_and_queues_behind_anything_waiting(monkeypatch):
+    direct: list[str] = []
+    queued: list[str] = []
+    backlog = {"bytes": 0}
+    monkeypatch.setattr(hubmod, "direct_sender", lambda base_send: direct.append)
+    monkeypatch.setattr(hubmod, "transport_backlog", lambda send: backlog["bytes"])
+    drained = asyncio.Event()
+
+    async def send_text(text: str) -> None:
+        queued.append(text)
+        if text == "after 2":
+            drained.set()
+
+    box = SendQueue(send_text, object(), lambda: None)
+    box.put("first", None)
+    assert direct == ["first"] and box.task is None  # written in the caller's pass: no task, no wait
+
+    backlog["bytes"] = 10 * hubmod.SLOW_BYTES  # the reader falls behind: events wait their turn
+    box.put("held 1", None)
+    backlog["bytes"] = 0
+    box.put("after 1", None)  # the socket keeps up again, but "held 1" is still waiting: no overtaking
+    box.put("after 2", None)
+    assert direct == ["first"] and box.task is not None
+    await asyncio.wait_for(drained.wait(), 5)
+    assert queued == ["held 1", "after 1", "after 2"]
+    await asyncio.sleep(0)  # the writer task ends once nothing waits
+    assert box.task is None
+    box.put("later", None)
+    assert direct == ["first", "later"]

@@ -1,0 +1,97 @@
+"""Presence: connection leases are renewed in bounded pipelines, one command per user, and a
+connect storm's joins and leaves share them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from broadcast import presence
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_leases_are_written_in_chunks_one_command_per_user(monkeypatch):
+    from django.conf import settings
+
+    assert settings.REDIS_URL, "the tests run against the real Redis"
+    monkeypatch.setattr(presence, "LEASE_CHUNK", 2)
+    pipelines: list[int] = []
+    real_pipeline = presence.redis_client().pipeline
+
+    def counting_pipeline(*args, **kwargs):
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+
+        async def execute(*a, **k):
+            pipelines.append(len(pipe.command_stack))
+            return await real_execute(*a, **k)
+
+        pipe.execute = execute
+        return pipe
+
+    monkeypatch.setattr(presence.redis_client(), "pipeline", counting_pipeline)
+    users = [910_001, 910_002, 910_003, 910_004, 910_005]
+    conns = [(uid, f"/ws|test-proc|c{uid}-{i}") for uid in users for i in range(3)]
+    conns.append((users[0], "/ws/orders|test-proc|o1"))
+    try:
+        await presence._write_leases(conns, time.time() + 30, process=("test-proc:1", {"process": "test-proc:1"}))
+        await check_leases(users, pipelines)
+    finally:  # no made-up process or user lingers for the rest of the run
+        async with presence.redis_client().pipeline(transaction=False) as pipe:
+            pipe.zrem(presence._procs_key(), "test-proc:1")
+            pipe.delete(presence._proc_key("test-proc:1"), *(presence._user_key(uid) for uid in users))
+            pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
+            await pipe.execute()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_connects_and_disconnects_of_a_storm_share_pipelines(monkeypatch):
+    registry = presence.Registry()
+    registry.stopping.set()  # no renewal loop: only the joins and leaves write
+    pipelines: list[list[str]] = []
+    real_pipeline = presence.redis_client().pipeline
+
+    def counting_pipeline(*args, **kwargs):
+        pipe = real_pipeline(*args, **kwargs)
+        real_execute = pipe.execute
+
+        async def execute(*a, **k):
+            pipelines.append([str(command[0][0]) for command in pipe.command_stack])
+            return await real_execute(*a, **k)
+
+        pipe.execute = execute
+        return pipe
+
+    monkeypatch.setattr(presence.redis_client(), "pipeline", counting_pipeline)
+    users = [920_001, 920_002, 920_003, 920_004, 920_005, 920_006]
+    try:
+        members = await asyncio.gather(*(registry.join(uid, "/ws", f"c{uid}") for uid in users))
+        assert await asyncio.to_thread(presence.connections_by_user, users) == {
+            uid: {"/ws": 1, "/ws/orders": 0} for uid in users
+        }
+        assert pipelines == [["ZADD", "EXPIRE"] * 6 + ["ZADD"]]  # the six leases: one pipeline
+
+        await asyncio.gather(*(registry.leave(uid, member) for uid, member in zip(users, members, strict=True)))
+        assert pipelines[1:] == [["ZREM"] * 6]  # the six removals: one pipeline, not six round trips
+        assert await asyncio.to_thread(presence.connections_by_user, users) == {
+            uid: {"/ws": 0, "/ws/orders": 0} for uid in users
+        }
+        assert registry.conns == {}
+    finally:
+        async with presence.redis_client().pipeline(transaction=False) as pipe:
+            pipe.delete(*(presence._user_key(uid) for uid in users))
+            pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
+            await pipe.execute()
+
+
+async def check_leases(users: list[int], pipelines: list[int]) -> None:
+    # 5 users in chunks of 2: three pipelines, each ZADD+EXPIRE per user and one ZADD of the users
+    # online (the first also the process lease): 7 + 5 + 3 commands, not 3 per connection.
+    assert pipelines == [2 * 2 + 1 + 2, 2 * 2 + 1, 1 * 2 + 1]
+    counts = await asyncio.to_thread(presence.connections_by_user, users)
+    assert counts[users[0]] == {"/ws": 3, "/ws/orders": 1}
+    assert all(counts[uid] == {"/ws": 3, "/ws/orders": 0} for uid in users[1:])
+    assert set(users) <= await presence.online_users()
+    assert any(p["process"] == "test-proc:1" for p in await asyncio.to_thread(presence.processes))

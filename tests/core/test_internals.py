@@ -1,0 +1,197 @@
+"""core.internals: the start-up check refuses releases or attributes our patches were not written
+for and names what changed; the direct socket writes behind daphne's send; Twisted transports
+that send at once (keeping order and back-pressure when the kernel takes only part); autobahn's
+debug arguments cost nothing unless written."""
+
+import socket
+import time
+
+import pytest
+from daphne.ws_protocol import WebSocketProtocol
+
+from core import internals
+
+
+def test_the_installed_frameworks_pass_the_check():
+    internals.check()
+
+
+def test_a_missing_attribute_fails_loudly_and_names_it(monkeypatch):
+    monkeypatch.delattr(WebSocketProtocol, "handle_reply")
+    with pytest.raises(internals.InternalsChanged) as raised:
+        internals.check()
+    assert "daphne.ws_protocol.WebSocketProtocol.handle_reply is gone" in str(raised.value)
+
+
+def test_a_missing_module_fails_loudly(monkeypatch):
+    monkeypatch.setattr(internals, "NEEDS", (*internals.NEEDS, ("daphne.no_such_module", None, "x")))
+    with pytest.raises(internals.InternalsChanged, match=r"daphne.no_such_module is gone"):
+        internals.check()
+
+
+def test_another_release_fails_loudly(monkeypatch):
+    monkeypatch.setitem(internals.VERSIONS, "daphne", "0.0.1")
+    with pytest.raises(internals.InternalsChanged) as raised:
+        internals.check()
+    assert "daphne is 4.2.3, core/internals.py was written against 0.0.1" in str(raised.value)
+
+
+def test_every_patched_framework_is_pinned_to_the_checked_release():
+    """requirements.txt (the hash-locked set) pins exactly the releases the check expects."""
+    from pathlib import Path
+
+    lock = Path(__file__).resolve().parents[2].joinpath("requirements.txt").read_text().lower()
+    for dist, version in internals.VERSIONS.items():
+        names = {dist.lower(), dist.lower().replace("-", "_")}
+        assert any(f"{name}=={version}" in lock for name in names), f"{dist}=={version} is not pinned"
+
+
+def test_an_attribute_init_no_longer_sets_fails_loudly(monkeypatch):
+    from twisted.internet.abstract import FileDescriptor
+
+    def __init__(self, reactor=None):  # a release whose FileDescriptor keeps no _tempDataLen
+        self.reactor = reactor
+
+    monkeypatch.setattr(FileDescriptor, "__init__", __init__)
+    with pytest.raises(internals.InternalsChanged, match=r"FileDescriptor._tempDataLen is gone"):
+        internals.check()
+
+
+def test_direct_sender_only_for_daphne_and_never_raises_on_a_closing_socket():
+    assert internals.direct_sender(None) is None
+    assert internals.direct_sender(lambda message: None) is None
+
+    class Protocol:
+        STATE_OPEN, STATE_CLOSING = 1, 2
+
+        def __init__(self) -> None:
+            self.state = self.STATE_OPEN
+            self.replies: list[dict] = []
+
+        def handle_reply(self, message: dict) -> None:
+            if self.state != self.STATE_OPEN:
+                raise AssertionError("autobahn raises Disconnected here")
+            self.replies.append(message)
+
+    class Server:
+        def __init__(self) -> None:
+            self.connections: dict = {}
+
+        async def handle_reply(self, protocol, message) -> None: ...
+
+    import functools
+
+    server, protocol = Server(), Protocol()
+    server.connections[protocol] = {}
+    send = internals.direct_sender(functools.partial(server.handle_reply, protocol))
+    send("a")
+    assert protocol.replies == [{"type": "websocket.send", "text": "a"}]
+    protocol.state = Protocol.STATE_CLOSING
+    send("b")  # dropped, not raised into the hub's pass over the room
+    server.connections[protocol]["disconnected"] = True
+    protocol.state = Protocol.STATE_OPEN
+    send("c")
+    del server.connections[protocol]
+    send("d")
+    assert [r["text"] for r in protocol.replies] == ["a"]
+
+
+def test_eager_writes_send_at_once_and_fall_back_to_twisteds_buffer_in_order():
+    from twisted.internet import protocol as twisted_protocol
+    from twisted.internet import tcp
+
+    server_sock, peer = tcp_pair()
+    reactor = FakeReactor()
+    transport = tcp.Connection(server_sock, twisted_protocol.Protocol(), reactor)
+    transport.connected = 1
+    assert internals.eager_writes(transport) is True
+    assert internals.eager_writes(transport) is False  # once per transport
+    assert server_sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+    transport.write(b"frame-1")
+    deadline = time.monotonic() + 5
+    got = b""
+    while got != b"frame-1" and time.monotonic() < deadline:
+        got += read_all(peer)
+    assert got == b"frame-1"  # on the wire without a reactor turn
+    assert reactor.writers == []  # and without registering for write readiness
+
+    # A reader that does not read: the kernel takes part of a big write, Twisted buffers the rest,
+    # and a later small write queues behind it instead of overtaking.
+    big = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than loopback's socket buffers
+    transport.write(big)
+    assert transport._tempDataLen > 0 and reactor.writers == [transport]
+    buffered = transport._tempDataLen
+    transport.write(b"tail")
+    assert transport._tempDataLen == buffered + len(b"tail")
+    received = bytearray()
+    deadline = time.monotonic() + 30
+    while reactor.writers and time.monotonic() < deadline:
+        received += read_all(peer)
+        transport.doWrite()  # the reactor would call this when the socket is writable
+    received += read_all(peer)
+    while len(received) < len(big) + 4 and time.monotonic() < deadline:
+        received += read_all(peer)
+    assert bytes(received) == big + b"tail"
+    transport.write(b"again")  # buffer empty again: straight to the socket
+    assert reactor.writers == []
+    server_sock.close()
+    peer.close()
+
+
+def test_eager_writes_only_on_plain_tcp():
+    class Other:
+        def write(self, data: bytes) -> None: ...
+
+    assert internals.eager_writes(Other()) is False
+
+
+def test_autobahn_debug_arguments_are_lazy():
+    from autobahn import util
+    from autobahn.websocket import protocol
+
+    internals.tune_daphne()
+    lazy = protocol.hltype(util.hltype)
+    assert isinstance(lazy, internals._Lazy)
+    assert str(lazy) == util.hltype(util.hltype)  # the same text when a debug line is written
+    assert f"{protocol.hlval(42)}" == util.hlval(42)
+
+
+class FakeReactor:
+    """Records what a transport registers; the test plays the reactor's write readiness itself."""
+
+    def __init__(self) -> None:
+        self.writers: list = []
+
+    def addWriter(self, fd) -> None:
+        if fd not in self.writers:
+            self.writers.append(fd)
+
+    def removeWriter(self, fd) -> None:
+        if fd in self.writers:
+            self.writers.remove(fd)
+
+    def addReader(self, fd) -> None: ...
+
+    def removeReader(self, fd) -> None: ...
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    client.setblocking(False)
+    return server, client
+
+
+def read_all(sock: socket.socket) -> bytes:
+    got = bytearray()
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            return bytes(got)
+        if not chunk:
+            return bytes(got)
+        got += chunk

@@ -1,0 +1,44 @@
+"""Credentials never reach a log line; an outage does not fill the log with tracebacks."""
+
+import logging
+
+from core.logfilters import RedactSecrets, redact
+
+
+def test_query_string_and_bearer_tokens_are_redacted():
+    line = "GET /ws/orders?session=sess_abc&token=s3cr3t-T0ken&since=4 Authorization: Bearer eyJh.eyJ.sig"
+    cleaned = redact(line)
+    assert "s3cr3t-T0ken" not in cleaned and "sess_abc" not in cleaned and "eyJh.eyJ.sig" not in cleaned
+    assert "since=4" in cleaned and "token=[redacted]" in cleaned
+
+
+def test_filter_rewrites_formatted_record():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "connect %s", ("/ws/orders?token=abc123",), None)
+    RedactSecrets().filter(record)
+    assert record.getMessage() == "connect /ws/orders?token=[redacted]"
+
+
+def _failed_job(error: Exception):
+    try:
+        raise error
+    except Exception:
+        logging.getLogger("django_tasks").exception("Task id=%s path=%s state=%s", "t1", "a.b", "FAILED")
+
+
+def test_a_job_failed_by_an_outage_is_one_warning_line(caplog):
+    from django.db.utils import OperationalError
+
+    with caplog.at_level(logging.WARNING, logger="django_tasks"):
+        _failed_job(OperationalError("couldn't get a connection after 1.67 sec"))
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and record.exc_info is None
+    assert record.getMessage() == (
+        "Task id=t1 path=a.b state=FAILED (OperationalError: couldn't get a connection after 1.67 sec)"
+    )
+
+
+def test_a_job_failed_by_a_bug_keeps_its_traceback(caplog):
+    with caplog.at_level(logging.WARNING, logger="django_tasks"):
+        _failed_job(KeyError("missing"))
+    (record,) = caplog.records
+    assert record.levelname == "ERROR" and record.exc_info is not None
