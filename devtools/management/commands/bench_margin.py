@@ -25,7 +25,7 @@ from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
-import margin.services
+import margin.ticks
 from accounts.models import User
 from broadcast import presence
 from margin.formula import liquidation_price, price_at_distance
@@ -63,6 +63,8 @@ class Command(BaseCommand):
         settings.DEBUG = False
         if connection.vendor != "postgresql":
             raise CommandError("run the benchmark on PostgreSQL: set DATABASE_URL")
+        if positions > users * symbols:
+            raise CommandError(f"--positions {positions} is more than one per user and symbol ({users} x {symbols})")
         t0 = time.perf_counter()
         instruments = self.setup(positions, symbols, users)
         self.stdout.write(
@@ -73,7 +75,7 @@ class Command(BaseCommand):
         self.quiet: list[float] = []  # evaluations of calls that changed no position's state
         self.changed: list[float] = []
         self.outcomes = {"candidates": 0, "liquidated": 0, "fired": 0}
-        original = margin.services.positions_evaluate
+        original = margin.ticks.positions_evaluate
 
         def timed(**kw):
             start = time.perf_counter()
@@ -85,11 +87,11 @@ class Command(BaseCommand):
                 self.outcomes[key] += result[key]
             return result
 
-        margin.services.positions_evaluate = timed  # ticks_ingest looks it up at call time
+        margin.ticks.positions_evaluate = timed  # the tick pipeline looks it up at call time
         try:
             asyncio.run(self.run(instruments, ticks, seconds, connected, volatility))
         finally:
-            margin.services.positions_evaluate = original
+            margin.ticks.positions_evaluate = original
 
     def setup(self, count: int, symbols: int, users: int) -> list[Instrument]:
         names = [f"MB{i:02d}" for i in range(symbols)]
