@@ -3,7 +3,7 @@
 Each server process has an id (``host:pid``) and a lease in Redis: ``presence:procs`` (a sorted set
 of process ids scored by lease expiry) and ``presence:proc:{id}`` (its latest stats, expiring with
 the lease). Each authenticated connection holds a lease in its user's sorted set
-``presence:{user_id}`` (members ``endpoint|process|channel``, scored by expiry). One task per
+``presence:{user_id}`` (members ``endpoint|process|socket``, scored by expiry). One task per
 process renews all of them in one pipeline and publishes the process's stats to ``admin:staff``
 once per ``STATS_SECONDS``; nothing renews per connection. A process that dies stops renewing, so
 its entry and every one of its connections are gone within ``LEASE_SECONDS``.
@@ -138,10 +138,10 @@ class Registry:
         if (self.task is None or self.task.done()) and not self.stopping.is_set():
             self.task = asyncio.ensure_future(self._run())
 
-    async def join(self, user_id: int, endpoint: str, channel: str) -> str:
+    async def join(self, user_id: int, endpoint: str, socket_id: str) -> str:
         """Register an authenticated connection; returns its member name for ``leave`` once its
         lease is written."""
-        member = f"{endpoint}|{self.pid}|{channel}"
+        member = f"{endpoint}|{self.pid}|{socket_id}"
         self.conns[member] = (user_id, endpoint)
         self.ensure_running()
         await self.joins.add((user_id, member))
@@ -285,8 +285,9 @@ async def _publish_stats(stats: dict) -> None:
 registry: PerLoop[Registry] = PerLoop(lambda loop: Registry())  # registry(): this process's registry
 
 
-async def join(user_id: int, endpoint: str, channel: str) -> str:
-    return await registry().join(user_id, endpoint, channel)
+async def join(user_id: int, endpoint: str, socket_id: str) -> str:
+    """Register a socket (``socket_id``: its session id, unique in the process)."""
+    return await registry().join(user_id, endpoint, socket_id)
 
 
 async def leave(user_id: int, member: str) -> None:
