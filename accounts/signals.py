@@ -1,4 +1,4 @@
-"""Account domain signals. Receivers only broadcast; see axisor.realtime.receivers."""
+"""Account domain signals; receivers only broadcast (accounts/receivers.py)."""
 
 from django.dispatch import Signal
 

@@ -168,8 +168,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------------------
-# RedisPubSubChannelLayer, not RedisChannelLayer: see README "Why the pub/sub channel layer";
-# ours re-subscribes after losing Redis (core/internals.py).
+# RedisPubSubChannelLayer, not RedisChannelLayer: see docs/topics/deployment.md, "Why the pub/sub
+# channel layer"; ours re-subscribes after losing Redis (core/internals.py).
 REDIS_URL = env("REDIS_URL")
 if REDIS_URL:
     from redis.asyncio.retry import Retry

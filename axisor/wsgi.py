@@ -3,9 +3,9 @@ gunicorn workers (deploy/gunicorn.conf.py), the sockets by daphne (deploy/run-da
 
 A WSGI request runs on one thread from start to finish. Under ASGI, Django hands each request
 between the event loop and a thread several times, and on a daphne process that also serves
-sockets those hand-overs cost more than the request (README: *Measured*). What a request here
-commits reaches the sockets through Redis, so a process-local channel layer is refused: its events
-would reach no socket at all.
+sockets those hand-overs cost more than the request (docs/benchmarks.md, *Order placement →
+update*). What a request here commits reaches the sockets through Redis, so a process-local channel
+layer is refused: its events would reach no socket at all.
 """
 
 import os

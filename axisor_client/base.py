@@ -27,7 +27,7 @@ DISCONNECTED = "disconnected"
 NORECONNECT = "noreconnect"
 STATUSES = (CONNECTED, RECONNECTING, DISCONNECTED, NORECONNECT)
 
-# Close codes (README "Close codes").
+# Close codes (docs/reference/close-codes.md).
 AUTH_FAILED, TOKEN_EXPIRED, ACCESS_REVOKED, RATE_LIMITED = 4001, 4002, 4003, 4008
 TOO_MANY_CONNECTIONS, TOO_MANY_ATTEMPTS, IDLE_TIMEOUT = 4029, 4030, 4040
 # /ws/orders accepts, then refuses over its tier limits: such a connection never "worked".

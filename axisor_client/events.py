@@ -10,7 +10,7 @@ from websockets.asyncio.client import ClientConnection
 
 from .base import AxisorError, ReconnectingClient, Source, logger, resolve, with_query
 
-# Not rooms: filters on the caller's own personal stream, all on by default (README "Rooms").
+# Not rooms: filters on the caller's own personal stream, all on by default (docs/reference/ws.md, "Rooms").
 CATEGORIES = ("notifications", "positions", "margin_guard", "alerts", "orders")
 # Refusals of a room that will not change by asking again.
 ROOM_REFUSALS = ("INVALID_ROOM", "FORBIDDEN")

@@ -1,7 +1,8 @@
-"""Conflation of market events: per key (symbol, symbol + timeframe, or position), at most ``rate`` sends per
-second; when updates come faster, the latest waits and goes out at the next slot, the ones it
-replaced are dropped. A subscriber therefore always ends on the latest price, and a fast feed
-cannot queue more than ``rate`` messages per second per symbol towards anyone.
+"""Conflation of value streams (market data, candles, position values): per key (symbol, symbol +
+timeframe, or position), at most ``rate`` sends per second; when updates come faster, the latest
+waits and goes out at the next slot, the ones it replaced are dropped. A subscriber therefore always
+ends on the latest value, and a fast feed cannot queue more than ``rate`` messages per second per
+key towards anyone.
 
 One conflater per event loop (daphne's, or the ``market_feed`` command's); on_commit hands it the
 events with ``conflate([...])`` from sync code.
@@ -64,7 +65,7 @@ class Conflater:
             PUBLISHED.labels(message.get("channel", "")).inc()
             count_fanout(message.get("channel", ""))
         except Exception:
-            logger.exception("market fan-out to %s failed", group)
+            logger.exception("conflated send to %s failed", group)
 
 
 conflater: PerLoop[Conflater] = PerLoop(Conflater)  # conflater(): this process's conflater

@@ -1,7 +1,7 @@
 """The transactional outbox: write an event to the log in the caller's transaction, send it to its room on commit.
 
-Only signal receivers call this (STYLE.md: "only one layer produces events"). A rolled-back
-transaction leaves no log row and sends nothing; a committed one sends exactly once.
+Only signal receivers call this (docs/design.md, Principles: events come from one layer). A
+rolled-back transaction leaves no log row and sends nothing; a committed one sends exactly once.
 """
 
 from __future__ import annotations

@@ -297,7 +297,8 @@ async def leave(user_id: int, member: str) -> None:
 # ---- sync reads (notification worker, panel) ----------------------------------------------------
 
 
-def _redis():
+def sync_client():
+    """The blocking Redis client presence reads with (the panel's health line uses it too)."""
     return redis_sync_client()
 
 
@@ -305,7 +306,7 @@ def connections_by_user(user_ids: list[int]) -> dict[int, dict[str, int]]:
     """Live connections per endpoint for each user (any process), e.g. ``{42: {"/ws": 2, "/ws/orders": 1}}``."""
     now = time.time()
     if settings.REDIS_URL:
-        pipe = _redis().pipeline(transaction=False)
+        pipe = sync_client().pipeline(transaction=False)
         for uid in user_ids:
             pipe.zrangebyscore(_user_key(uid), now, "+inf")
         try:
@@ -337,12 +338,12 @@ def processes() -> list[dict]:
     now = time.time()
     if not settings.REDIS_URL:
         return [stats for pid, (exp, stats) in sorted(_memory_procs.items()) if exp > now]
-    client = _redis()
-    client.zremrangebyscore(_procs_key(), "-inf", now)
-    pids = sorted(p.decode() for p in client.zrangebyscore(_procs_key(), now, "+inf"))
+    conn = sync_client()
+    conn.zremrangebyscore(_procs_key(), "-inf", now)
+    pids = sorted(p.decode() for p in conn.zrangebyscore(_procs_key(), now, "+inf"))
     if not pids:
         return []
-    found = client.mget([_proc_key(pid) for pid in pids])
+    found = conn.mget([_proc_key(pid) for pid in pids])
     return [json.loads(raw) for raw in found if raw]
 
 

@@ -110,8 +110,8 @@ SYSTEM_GROUP = rooms.system_room().layer_group
 
 async def connection_start(token, user_id: int) -> tuple[Identity, int, list[str]]:
     """What a new /ws connection needs: who the token's user is (AuthError if no longer allowed),
-    the latest seq of its stream (one statement, startread), and the notices in force (cached per
-    process). Raises DatabaseUnavailable when the database cannot answer."""
+    the latest seq of its stream (one statement, connect_read), and the notices in force (cached
+    per process). Raises DatabaseUnavailable when the database cannot answer."""
     try:
         notices = _notices.get()
         if notices is None:

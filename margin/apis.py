@@ -21,7 +21,7 @@ from . import selectors, services
 from .events import guard_execution_data
 from .executions import execution_apply
 from .models import GuardAction, PositionStatus
-from .positions import guard_config
+from .positions import MAX_COOLDOWN_SECONDS, guard_config
 from .ticks import ticks_ingest
 
 
@@ -120,7 +120,7 @@ class MarginGuardInput(serializers.Serializer):
     enabled = StrictBoolean(required=False)
     threshold = StrictDecimal(required=False, max_digits=12, decimal_places=10, coerce_to_string=False)
     action = serializers.ChoiceField(choices=GuardAction.values, required=False)
-    cooldownSeconds = StrictInteger(required=False, min_value=0, max_value=services.MAX_COOLDOWN_SECONDS)
+    cooldownSeconds = StrictInteger(required=False, min_value=0, max_value=MAX_COOLDOWN_SECONDS)
 
     def validate(self, attrs):
         unknown = sorted(set(self.initial_data) - set(self.fields)) if isinstance(self.initial_data, dict) else []

@@ -6,7 +6,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from broadcast import stafffeed
-from wire import envelope, iso, num
+from broadcast.messages import layer_event
+from broadcast.rooms import user_room
+from wire import dumps, envelope, iso, num
 
 from .formula import distance_to_liquidation
 
@@ -14,6 +16,7 @@ POSITION_STATUS_UPDATE = "position_status_update"
 MARGIN_GUARD_EXECUTION = "margin_guard_execution"
 AUTO_CLOSE_EXECUTION = "auto_close_execution"
 CHANNEL = "margin_guard"
+POSITIONS_CHANNEL = "positions"
 
 
 def _round(value: Decimal | int, places: int = 8) -> int | float:
@@ -52,7 +55,15 @@ def position_values(position, price: Decimal | None, threshold: Decimal, at=None
 
 
 def position_status_update(user_id: int, values: dict) -> dict:
-    return envelope(POSITION_STATUS_UPDATE, "positions", {"userId": str(user_id), "position": values})
+    return envelope(POSITION_STATUS_UPDATE, POSITIONS_CHANNEL, {"userId": str(user_id), "position": values})
+
+
+def position_update_item(user_id: int, position_pk: int, values: dict) -> tuple[str, str, dict]:
+    """A position_status_update as a conflated value: (conflation key, the holder's group, layer
+    message). A newer value of the same position replaces an unsent older one."""
+    key = f"pos:{position_pk}"
+    text = dumps(position_status_update(user_id, values))
+    return key, user_room(user_id).layer_group, layer_event(channel=POSITIONS_CHANNEL, seq=None, text=text, key=key)
 
 
 def guard_execution_data(execution) -> dict:

@@ -16,7 +16,7 @@ from .positions import position_apply_fill
 
 
 @transaction.atomic
-def order_fill(*, order: Order | str, exec_id: str, quantity: Decimal | None, price: Decimal | None) -> Trade:
+def execution_fill(*, order: Order | str, exec_id: str, quantity: Decimal | None, price: Decimal | None) -> Trade:
     """One execution leg: the order's side, then the position (its row is locked before the user's
     event sequence, as everywhere: margin/positions.py), then the order's updates."""
     order, trade = order_trade_add(order=order, exec_id=exec_id, quantity=quantity, price=price)
@@ -59,7 +59,7 @@ def execution_apply(
     if kind == ExecutionReport.Kind.ACCEPT:
         order_accept(order=order)
     elif kind == ExecutionReport.Kind.FILL:
-        order_fill(order=order, exec_id=exec_id, quantity=quantity, price=price)
+        execution_fill(order=order, exec_id=exec_id, quantity=quantity, price=price)
     elif kind == ExecutionReport.Kind.REJECT:
         order_reject(order=order, reason=reason or "rejected by venue")
     else:

@@ -1,4 +1,5 @@
-"""The isolated-margin formulas (README, *Margin Guard*). Pure functions on Decimals.
+"""The isolated-margin formulas (docs/topics/margin-guard.md, *Liquidation distance*). Pure
+functions on Decimals.
 
 liquidationPrice: long entry × (1 − 1/leverage + m), short entry × (1 + 1/leverage − m), where m is
 the instrument's maintenance margin rate. distanceToLiquidation: (price − liq) / (entry − liq) for a

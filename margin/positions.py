@@ -1,5 +1,5 @@
 """Positions: each fill folded into the user's net position (open, add, reduce, close, flip),
-and the guard levels each position is indexed by. ``margin.executions.order_fill`` calls
+and the guard levels each position is indexed by. ``margin.executions.execution_fill`` calls
 ``position_apply_fill`` in the fill's transaction.
 
 Lock order: a Position row before the user's event sequence (publishing), everywhere.

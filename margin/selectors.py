@@ -1,4 +1,5 @@
-"""Reads of positions and Margin Guard state shared by the REST API, the admin and the fan-out."""
+"""Reads of positions and Margin Guard state shared by the REST API, the admin and the position
+sweeps (sweeps.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from accounts.models import User
-from broadcast.messages import layer_event
-from broadcast.rooms import user_room
 from core.errors import NotFound
 from market.models import MarketState
-from wire import dumps
 
-from .events import position_status_update, position_values
+from .events import position_update_item, position_values
 from .models import DEFAULT_THRESHOLD, MarginGuardConfig, MarginGuardExecution, Position, PositionStatus
 
 
@@ -58,15 +56,12 @@ def position_update_items(positions: list[Position], at: datetime | None = None)
     """(conflation key, user group, layer message) for each position's position_status_update."""
     prices = prices_for(p.instrument_id for p in positions)
     thresholds = thresholds_for({p.user_id for p in positions})
-    items: list[tuple[str, str, dict]] = []
-    for p in positions:
-        values = position_values(p, prices.get(p.instrument_id), thresholds[p.user_id], at=at)
-        key = f"pos:{p.pk}"
-        text = dumps(position_status_update(p.user_id, values))
-        items.append(
-            (key, user_room(p.user_id).layer_group, layer_event(channel="positions", seq=None, text=text, key=key))
+    return [
+        position_update_item(
+            p.user_id, p.pk, position_values(p, prices.get(p.instrument_id), thresholds[p.user_id], at=at)
         )
-    return items
+        for p in positions
+    ]
 
 
 def position_updates(*, instrument_ids: Iterable[int], user_ids: Iterable[int]) -> list[tuple[str, str, dict]]:

@@ -1,10 +1,11 @@
 """position_status_update for ticks: at most POSITION_UPDATES_PER_SECOND sweeps per second per
 process, each covering every instrument that moved since the last. A sweep reads the open positions
 in those instruments held by users with a live socket (presence), builds their values at the latest
-prices and hands them to the market conflater keyed per position, towards each holder's user room
-(no seq, not logged: a value stream, like market data). A sweep asked for inside the interval runs
-at its end, so the last price of a burst always goes out; the ingest that asks never waits for it,
-and the read runs on a thread of its own, not on the ORM thread the consumers and the ingest share."""
+prices and hands them to the conflater (broadcast/conflation.py) keyed per position, towards each
+holder's user room (no seq, not logged: a value stream, like market data). A sweep asked for inside
+the interval runs at its end, so the last price of a burst always goes out; the ingest that asks
+never waits for it, and the read runs on a thread of its own, not on the ORM thread the consumers
+and the ingest share."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """Every write to market state: ticks fold into candles and the snapshot, and fire price alerts.
 
-The ingest API, the ``market_feed`` command and the in-process simulator all call ``ticks_ingest``.
+The ingest API, the ``market_feed`` command and the in-process simulator all call
+``margin.ticks.ticks_ingest``, which records the ticks here (``ticks_record``), runs the Margin
+Guard, then announces them (``ticks_announce``).
 """
 
 from __future__ import annotations

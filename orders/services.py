@@ -313,7 +313,7 @@ def order_trade_add(
 ) -> tuple[Order, Trade]:
     """The order's side of one execution leg: the trade, the filled and pending quantities, COMPLETE
     when nothing is pending. A fill on a PENDING, TRIGGER_PENDING or AMO order implies acceptance.
-    Sends nothing: ``margin.executions.order_fill`` moves the position, then ``order_fill_record``."""
+    Sends nothing: ``margin.executions.execution_fill`` moves the position, then ``order_fill_record``."""
     order = order_lock(order)
     if order.order_status in (S.PENDING, S.TRIGGER_PENDING, S.AMO):
         _move(order, S.OPEN)

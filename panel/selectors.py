@@ -35,7 +35,7 @@ def readiness() -> dict[str, str]:
         checks["database"] = f"error: {type(exc).__name__}"
     if settings.REDIS_URL:
         try:
-            presence._redis().ping()
+            presence.sync_client().ping()
             checks["channelLayer"] = "ok"
         except Exception as exc:  # noqa: BLE001
             checks["channelLayer"] = f"error: {type(exc).__name__}"

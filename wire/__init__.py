@@ -66,7 +66,7 @@ def envelope(type: str, channel: str, data: dict) -> dict:
 
 
 class Close:
-    """Close codes we send (documented in README, "Close codes"). Plain ints, not an IntEnum:
+    """Close codes we send (documented in docs/reference/close-codes.md). Plain ints, not an IntEnum:
     daphne hands the code to autobahn, whose sendClose() accepts exactly ``int`` and nothing else."""
 
     AUTHENTICATION_FAILED = 4001  # bad/expired/missing credentials, or a message before auth

@@ -63,7 +63,7 @@ def test_bench_market_prints_its_figures(scratch_env):
 
 def test_bench_margin_times_the_guard_through_the_tick_pipeline(scratch_env):
     out = run(scratch_env, "bench_margin", "--positions", "200", "--users", "100", "--symbols", "2", "--ticks", "20",
-              "--seconds", "1")  # fmt: skip
+              "--seconds", "1", "--connected", "10")  # fmt: skip
     # the evaluation timings come from wrapping the guard where the tick pipeline calls it
     assert re.search(r"positions_evaluate\s+p50 [0-9.]+ ms", out) and "(20 ticks)" in out, out
 

@@ -93,8 +93,8 @@ async def test_token_of_inactive_user_is_refused(make_user):
 
 
 async def test_sockets_opening_together_each_get_their_own_user_and_baseline(make_user):
-    """Connect reads asked for together share one statement (startread): each socket still gets its
-    own user and seq baseline, and each of simplejwt's refusals applies to its own token only."""
+    """Connect reads asked for together share one statement (connect_read): each socket still gets
+    its own user and seq baseline, and each of simplejwt's refusals applies to its own token only."""
     import asyncio
 
     from accounts.services import account_upsert

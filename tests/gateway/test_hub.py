@@ -70,16 +70,16 @@ async def test_send_queue_conflates_keyed_events_while_the_socket_is_backed_up(m
         if len(sent) == 2:
             both.set()
 
-    box = SendQueue(send_text, None, lambda: None)
+    queue = SendQueue(send_text, None, lambda: None)
     for price in range(100):
-        box.put(f"md {price}", "md:BTC_USD")
-    box.put("notice", None)
+        queue.put(f"md {price}", "md:BTC_USD")
+    queue.put("notice", None)
     await asyncio.sleep(0)  # the writer is held back by the backlog
-    assert sent == [] and [text for _, text in box.waiting.values()] == ["md 99", "notice"]
+    assert sent == [] and [text for _, text in queue.waiting.values()] == ["md 99", "notice"]
     backlog["bytes"] = 0
     await asyncio.wait_for(both.wait(), 5)
     assert sent == ["md 99", "notice"]
-    box.close()
+    queue.close()
 
 
 async def test_send_queue_too_slow_for_events_it_must_not_drop(monkeypatch):
@@ -90,11 +90,11 @@ async def test_send_queue_too_slow_for_events_it_must_not_drop(monkeypatch):
     async def send_text(text: str) -> None:
         pass
 
-    box = SendQueue(send_text, None, slow.set)
+    queue = SendQueue(send_text, None, slow.set)
     for i in range(4):
-        box.put(f"event {i}", None)
+        queue.put(f"event {i}", None)
     assert slow.is_set()
-    box.close()
+    queue.close()
 
 
 async def test_slow_socket_is_closed_4009(make_user, monkeypatch):
@@ -206,19 +206,19 @@ async def test_send_queue_writes_at_once_and_queues_behind_anything_waiting(monk
         if text == "after 2":
             drained.set()
 
-    box = SendQueue(send_text, object(), lambda: None)
-    box.put("first", None)
-    assert direct == ["first"] and box.task is None  # written in the caller's pass: no task, no wait
+    queue = SendQueue(send_text, object(), lambda: None)
+    queue.put("first", None)
+    assert direct == ["first"] and queue.task is None  # written in the caller's pass: no task, no wait
 
     backlog["bytes"] = 10 * hubmod.SLOW_BYTES  # the reader falls behind: events wait their turn
-    box.put("held 1", None)
+    queue.put("held 1", None)
     backlog["bytes"] = 0
-    box.put("after 1", None)  # the socket keeps up again, but "held 1" is still waiting: no overtaking
-    box.put("after 2", None)
-    assert direct == ["first"] and box.task is not None
+    queue.put("after 1", None)  # the socket keeps up again, but "held 1" is still waiting: no overtaking
+    queue.put("after 2", None)
+    assert direct == ["first"] and queue.task is not None
     await asyncio.wait_for(drained.wait(), 5)
     assert queued == ["held 1", "after 1", "after 2"]
     await asyncio.sleep(0)  # the writer task ends once nothing waits
-    assert box.task is None
-    box.put("later", None)
+    assert queue.task is None
+    queue.put("later", None)
     assert direct == ["first", "later"]

@@ -23,8 +23,8 @@ from tests.conftest import jwt_for
 from tests.hardening.conftest import raise_nofile, rest, rss_mib, server_is_clean
 from wire import Close, Code
 
-# Close codes a client may see, all in the README's table: ours (4xxx), and the WebSocket layer's
-# 1007 (text frame that is not UTF-8) and 1009 (message over daphne's 1 MiB).
+# Close codes a client may see, all in docs/reference/close-codes.md: ours (4xxx), and the
+# WebSocket layer's 1007 (text frame that is not UTF-8) and 1009 (message over daphne's 1 MiB).
 DOCUMENTED_CLOSES = {v for k, v in vars(Close).items() if k.isupper()} | {1000, 1007, 1009}
 ERROR_CODES = {v for k, v in vars(Code).items() if k.isupper()}
 FUZZ_ENV = {"WS_RATE_PER_SECOND": "100000", "WS_RATE_BURST": "100000", "AXISOR_SIMULATE": ""}

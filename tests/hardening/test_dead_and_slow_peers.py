@@ -97,7 +97,8 @@ async def test_reader_that_stops_during_ten_thousand_events_is_closed_memory_bou
         # 4 MiB at a time, each once the reader has the one before. All 40 MiB at once is more
         # than Redis holds for one pub/sub subscriber that reads slower than it is written to
         # (client-output-buffer-limit pubsub, 32 MiB by default): Redis then cuts the process's
-        # subscription, and room events, unlike personal ones, are not caught up (README).
+        # subscription, and room events, unlike personal ones, are not caught up
+        # (docs/topics/events-and-resume.md).
         for start in range(0, EVENTS, 1000):
             await asyncio.to_thread(push_system, 1000)
             await until_read(start + 1000)

@@ -35,7 +35,7 @@ def rss_mib(pid: int) -> float:
 def test_ten_thousand_idle_connections_on_one_process(daphne, make_user, instruments):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = SOCKETS + 2000
-    assert hard >= need, f"open-files hard limit {hard} < {need}: raise it (see README, Scale-out)"
+    assert hard >= need, f"open-files hard limit {hard} < {need}: raise it (see docs/topics/deployment.md)"
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))  # inherited by both processes
     server = daphne()
     before = rss_mib(server.proc.pid)

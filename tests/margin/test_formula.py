@@ -1,5 +1,5 @@
-"""The README's liquidation formula, for longs and shorts: at entry, in profit, at the threshold,
-at liquidation."""
+"""The liquidation formula of docs/topics/margin-guard.md, for longs and shorts: at entry, in
+profit, at the threshold, at liquidation."""
 
 from decimal import Decimal as D
 

@@ -368,7 +368,7 @@ def test_one_exec_id_sent_for_two_orders_at_once_is_applied_once_and_refused_onc
     for i in range(10):
         results = race(fill(first, f"venue-mixup-{i}"), fill(second, f"venue-mixup-{i}"))
         assert sorted(map(str, results)) == sorted(["ok", str(Conflict)]), (
-            f"BUG (orders/services.py execution_apply): race {i}: one execId sent for two orders at once "
+            f"BUG (margin/executions.py execution_apply): race {i}: one execId sent for two orders at once "
             f"gave {results}; expected one 'ok' and one Conflict(exec_id_reused) — the check-then-insert "
             "of ExecutionReport.exec_id is serialised only per order, so the loser gets an IntegrityError "
             "(HTTP 500 on /api/internal/executions) instead of a 409"
@@ -412,7 +412,7 @@ def test_a_change_to_one_order_does_not_wait_for_another_order_on_the_same_instr
 
     assert held == "ok"
     assert changed == "ok", (
-        f"BUG (orders/services.py _locked): modifying order {y.order_id} waited on order {x.order_id}'s open "
+        f"BUG (orders/services.py order_lock): modifying order {y.order_id} waited on order {x.order_id}'s open "
         f"change ({changed}). select_for_update() with select_related('instrument') emits a bare FOR UPDATE, "
         "which also locks the joined market_instrument row, so every change to any order on one instrument "
         "is serialised across all users; select_for_update(of=('self',)) locks only the order"

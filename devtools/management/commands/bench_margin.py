@@ -226,4 +226,4 @@ class Command(BaseCommand):
 
     async def mark_online(self, user_ids: list[int]) -> None:
         for user_id in user_ids:
-            await presence.join(user_id, f"bench.{user_id}")
+            await presence.join(user_id, "/ws", f"bench.{user_id}")
