@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "accounts",
+    "ledger",
     "broadcast",
     "market",
     "system",
@@ -306,6 +307,12 @@ AXISOR_MARKET = {
     # The simulated feed (AXISOR_SIMULATE=all): one tick per instrument every this many seconds.
     "FEED_INTERVAL_SECONDS": env_float("MARKET_FEED_INTERVAL_SECONDS", 0.5),
 }
+# Money and pre-trade checks (margin/account.py): a market order reserves margin at the last price
+# plus this fraction, for the slippage of its fill.
+AXISOR_RISK = {
+    "MARKET_ORDER_BUFFER": env_float("RISK_MARKET_ORDER_BUFFER", 0.01),
+}
+
 AXISOR_MARGIN = {
     # position_status_update: at most this many per second per position (a tick sweep of a symbol
     # reads the open positions of its connected holders at most this often).

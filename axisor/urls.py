@@ -7,10 +7,20 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 from broadcast.apis import EventsApi
 from core.health import healthz, readyz
 from core.metrics import metrics_view
-from margin.apis import ExecutionApi, MarginGuardApi, MarginGuardExecutionsApi, PositionViewSet, TicksApi
+from margin.apis import (
+    AccountAdjustApi,
+    AccountApi,
+    ExecutionApi,
+    LedgerApi,
+    MarginGuardApi,
+    MarginGuardExecutionsApi,
+    OrderViewSet,
+    PositionViewSet,
+    TicksApi,
+)
 from market.apis import CandlesApi, InstrumentsApi, PriceAlertViewSet, SnapshotApi
 from notifications.apis import NotificationViewSet
-from orders.apis import OrderViewSet, SessionCreateApi, SessionRevokeApi, TradeViewSet
+from orders.apis import SessionCreateApi, SessionRevokeApi, TradeViewSet
 from system.apis import NoticeEndApi, NoticeListApi
 
 router = SimpleRouter(trailing_slash=False)
@@ -26,6 +36,9 @@ api = [
     path("auth/sessions/<str:session>", SessionRevokeApi.as_view(), name="order-session"),
     path("internal/executions", ExecutionApi.as_view(), name="executions"),
     path("events", EventsApi.as_view(), name="events"),
+    path("account", AccountApi.as_view(), name="account"),
+    path("account/ledger", LedgerApi.as_view(), name="account-ledger"),
+    path("account/<int:user_id>/adjust", AccountAdjustApi.as_view(), name="account-adjust"),
     path("margin-guard", MarginGuardApi.as_view(), name="margin-guard"),
     path("margin-guard/executions", MarginGuardExecutionsApi.as_view(), name="margin-guard-executions"),
     path("internal/ticks", TicksApi.as_view(), name="ticks"),

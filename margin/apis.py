@@ -1,4 +1,5 @@
-"""REST for positions and the Margin Guard. Thin: validate, call one service, shape the answer."""
+"""REST for positions, the Margin Guard, the account (balance, margin, ledger), order entry behind the
+pre-trade check, executions and ticks. Thin: validate, call one service, shape the answer."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import User
 from core import tier
 from core.api import IsStaffOrServiceKey
+from core.errors import NotFound
+from ledger.selectors import ledger_entries
+from orders import apis as orders_apis
 from orders.serializers import ExecutionInput, OrderOutput
 from wire import num
 
 from . import selectors, services
+from .account import account_adjust, account_figures, order_submit
 from .events import guard_execution_data
 from .executions import execution_apply
 from .models import GuardAction, PositionStatus
@@ -260,3 +266,105 @@ class ExecutionApi(APIView):
             reason=d.get("reason", ""),
         )
         return Response({"applied": applied, "order": OrderOutput(order).data})
+
+
+# ---- orders, behind the pre-trade margin check ------------------------------------------------------
+
+
+class OrderViewSet(orders_apis.OrderViewSet):
+    """/api/orders as in ``orders.apis``, placing through ``margin.account.order_submit``: an order
+    that needs more margin than is available is recorded and rejected ("Insufficient funds")."""
+
+    place_order = staticmethod(order_submit)
+
+
+# ---- the account --------------------------------------------------------------------------------------
+
+
+class AccountOutput(serializers.Serializer):
+    userId = serializers.CharField()
+    currency = serializers.CharField()
+    balance = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
+    positionMargin = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
+    orderMargin = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
+    reserved = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
+    available = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
+    unrealizedPnl = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
+    equity = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
+
+
+def account_output(user_id: int) -> dict:
+    f = account_figures(user_id=user_id)
+    return AccountOutput(
+        {
+            "userId": str(user_id),
+            "currency": f.currency,
+            "balance": f.balance,
+            "positionMargin": f.position_margin,
+            "orderMargin": f.order_margin,
+            "reserved": f.reserved,
+            "available": f.available,
+            "unrealizedPnl": f.unrealized_pnl,
+            "equity": f.equity,
+        }
+    ).data
+
+
+class AccountApi(APIView):
+    @extend_schema(responses=AccountOutput, summary="Your balance, margin held, available margin and equity")
+    def get(self, request):
+        return Response(account_output(request.user.pk))
+
+
+class LedgerEntryOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    amount = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
+    balanceAfter = serializers.DecimalField(source="balance_after", max_digits=30, decimal_places=8)
+    reference = serializers.CharField()
+    note = serializers.CharField()
+    createdAt = serializers.DateTimeField(source="created_at")
+
+
+class LedgerPagination(LimitOffsetPagination):
+    max_limit = 500
+
+
+class LedgerApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+        responses=LedgerEntryOutput(many=True),
+        summary="Your ledger: every money movement, newest first",
+    )
+    def get(self, request):
+        paginator = LedgerPagination()
+        page = paginator.paginate_queryset(ledger_entries(user_id=request.user.pk), request, view=self)
+        return paginator.get_paginated_response(LedgerEntryOutput(page, many=True).data)
+
+
+class AdjustInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["deposit", "withdrawal", "adjustment"])
+    amount = serializers.DecimalField(max_digits=21, decimal_places=8)
+    note = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class AccountAdjustApi(APIView):
+    permission_classes = [IsStaffOrServiceKey]
+
+    @extend_schema(
+        request=AdjustInput,
+        responses={201: AccountOutput},
+        summary="Deposit, withdraw or adjust a user's balance (staff or service key)",
+    )
+    def post(self, request, user_id: int):
+        body = AdjustInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        if not User.objects.filter(pk=user_id).exists():
+            raise NotFound(f"no user {user_id}")
+        d = body.validated_data
+        actor = request.user.pk if request.user and request.user.is_authenticated else None
+        try:
+            account_adjust(user_id=user_id, kind=d["kind"], amount=d["amount"], note=d["note"], actor_id=actor)
+        except ValueError as exc:
+            raise serializers.ValidationError({"amount": str(exc)}) from None
+        return Response(account_output(user_id), status=status.HTTP_201_CREATED)

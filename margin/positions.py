@@ -16,6 +16,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import Conflict
+from ledger.models import EntryKind
+from ledger.services import ledger_post
 from market.models import decimal_text
 from notifications.services import notification_create
 from orders.models import LIVE, Order, Side
@@ -147,13 +149,24 @@ def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> l
     else:  # reduce, close or flip
         closing = min(abs(signed), position.quantity)
         sign = 1 if position.side == LONG else -1
-        position.realized_pnl += (price - position.entry_price) * closing * sign
+        pnl = (price - position.entry_price) * closing * sign
+        position.realized_pnl += pnl
         rest = abs(signed) - closing
         if closing == position.quantity:
             _closed(position, order, now, flipped=rest > 0)
         else:
             position.quantity -= closing
         position.save()
+        # The money: the profit or loss of what closed, in the fill's transaction (after the
+        # position's lock, before the user's event sequence: the order of locks everywhere).
+        liquidated = position.status == PositionStatus.CLOSED and position.close_reason == CloseKind.LIQUIDATION
+        ledger_post(
+            user_id=order.user_id,
+            kind=EntryKind.LIQUIDATION if liquidated else EntryKind.REALIZED_PNL,
+            amount=pnl,
+            reference=position.public_id,
+            note=f"order {order.order_id}: {closing.normalize()} at {price.normalize()}",
+        )
         changed = [position]
         if position.status == PositionStatus.CLOSED:
             _after_close(position, order, now)

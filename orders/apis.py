@@ -32,6 +32,9 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 
 
 class OrderViewSet(viewsets.GenericViewSet):
+    # How an order is placed: the trading core's view (margin.apis) puts its pre-trade margin check
+    # here, so placement is one service call whichever view routes it.
+    place_order = staticmethod(services.order_place)
     lookup_field = "order_id"
     lookup_value_regex = r"[0-9]{6,20}"
     serializer_class = OrderOutput
@@ -60,7 +63,7 @@ class OrderViewSet(viewsets.GenericViewSet):
 
         def place() -> tuple[int, dict]:
             d = body.validated_data
-            order = services.order_place(
+            order = self.place_order(
                 user=request.user,
                 trading_symbol=d["tradingSymbol"],
                 exchange=d.get("exchange"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -14,6 +15,8 @@ from django.utils import timezone
 
 from broadcast import presence
 from broadcast.models import EventLog
+from ledger.models import Account
+from margin.account import account_figures
 from margin.models import MarginGuardExecution
 from market.models import Instrument, MarketState
 from notifications.models import Delivery, DeliveryStatus, Notification
@@ -148,7 +151,8 @@ def users_page(*, query: str = "", limit: int = 50) -> list[dict]:
         qs = qs.filter(username__icontains=query)
     users = list(qs[:limit])
     conns = presence.connections_by_user([u.pk for u in users])
-    return [{"user": u, "connections": conns[u.pk]} for u in users]
+    balances = dict(Account.objects.filter(user_id__in=[u.pk for u in users]).values_list("user_id", "balance"))
+    return [{"user": u, "connections": conns[u.pk], "balance": balances.get(u.pk, Decimal(0))} for u in users]
 
 
 def user_detail(user) -> dict:
@@ -158,6 +162,7 @@ def user_detail(user) -> dict:
         "connections": presence.connections_by_user([user.pk])[user.pk],
         "sessions": list(sessions.order_by("-created_at")),
         "order_count": Order.objects.filter(user=user).count(),
+        "money": account_figures(user_id=user.pk),
     }
 
 

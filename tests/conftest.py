@@ -41,6 +41,20 @@ def instruments(db):
     instrument_symbols_forget()
 
 
+# Test users start funded, so a test that is not about money is never refused for it; a test about
+# money passes its own ``balance`` (0: an empty account).
+TEST_BALANCE = 1_000_000_000
+
+
+def fund(user_id: int, amount: int | str) -> None:
+    from decimal import Decimal
+
+    from ledger.models import EntryKind
+    from ledger.services import ledger_post
+
+    ledger_post(user_id=user_id, kind=EntryKind.DEPOSIT, amount=Decimal(amount), note="test funds")
+
+
 @pytest.fixture
 def make_user(db):
     from accounts.models import User
@@ -54,12 +68,15 @@ def make_user(db):
         staff: bool = False,
         superuser: bool = False,
         password: str = "pw-secret-123",
+        balance: int | str | None = TEST_BALANCE,
     ):
         user = User(
             username=username or f"user{next(counter)}", tier=tier, is_staff=staff or superuser, is_superuser=superuser
         )
         user.set_password(password)
         user.save()
+        if balance:
+            fund(user.pk, balance)
         return user
 
     return make

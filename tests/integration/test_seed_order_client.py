@@ -200,3 +200,30 @@ async def test_pong_keeps_a_client_past_the_idle_timeout_a_silent_one_is_closed(
         # The PONG-sending client, open longer than the silent one, is still there.
         await chatty.send(json.dumps({"type": "ping"}))
         assert json.loads(await asyncio.wait_for(chatty.recv(), 5))["type"] == "heartbeat"
+
+
+def test_seed_python_client_gets_order_rejected_for_insufficient_funds(daphne, make_user, instruments, capsys):
+    """Seed 004's example of ORDER_REJECTED: an order the account cannot carry."""
+    server = daphne(**QUIET)
+    user = make_user("seedpoor", balance=0)
+    creds = session_for(server, user)
+    threads_before = set(threading.enumerate())
+    statuses: queue.Queue[str] = queue.Queue()
+    updates: queue.Queue[dict] = queue.Queue()
+    client = OrderUpdatesClient(creds["session"], creds["token"], base_url=f"{server.ws}/ws/orders")
+    client.on_all_orders(updates.put)
+    client.on_connection_status(statuses.put)
+    client.connect()
+    try:
+        assert statuses.get(timeout=15) == "connected"
+        body = {"tradingSymbol": "SBIN-EQ", "exchange": "NSE", "orderType": "LIMIT", "transactionType": "BUY",
+                "quantity": 10, "price": 625.5}  # fmt: skip
+        status, order = call("POST", f"{server.http}/api/orders", body, token=jwt_for(user))
+        assert status == 201 and order["orderStatus"] == "REJECTED", order
+        placed, rejected = updates.get(timeout=10), updates.get(timeout=10)
+        assert (placed["updateType"], placed["orderStatus"]) == ("ORDER_PLACED", "PENDING")
+        assert (rejected["updateType"], rejected["orderStatus"]) == ("ORDER_REJECTED", "REJECTED")
+        assert rejected["orderId"] == order["orderId"]
+        assert rejected["rejectionReason"].startswith("Insufficient funds")
+    finally:
+        shut_down(client, statuses, threads_before)

@@ -30,6 +30,7 @@ from broadcast.models import EventLog, UserSequence
 from core.errors import Conflict
 from orders.models import ExecutionReport, Order, OrderStatus, OrderUpdate, Trade
 from orders.services import TRANSITIONS, order_accept, order_cancel, order_modify, order_reject
+from tests.conftest import TEST_BALANCE, fund
 from tests.orders.factories import execute, place
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("instruments")]
@@ -355,6 +356,7 @@ class OrderMachine(RuleBasedStateMachine):
         self._atomic = transaction.atomic()
         self._atomic.__enter__()
         self.user = User.objects.create(username=f"machine{next(_users)}")
+        fund(self.user.pk, TEST_BALANCE)
         self.orders: list[Order] = []
         self.models: list[Expected] = []
         self.seen: list[list[int]] = []  # update ids seen so far, per order: the history only grows

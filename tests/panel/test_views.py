@@ -357,3 +357,11 @@ def test_market_page_lists_recent_margin_guard_executions(panel, customer):
     )
     page = panel.get("/panel/market").content.decode()
     assert "notification_sent" in page and "1 of 2 position(s) at risk" in page and "customer" in page
+
+
+def test_users_and_a_users_page_show_the_money(panel, make_user, instruments):
+    rich = make_user("rich", balance="12345.678")
+    listing = panel.get("/panel/users?q=rich").content.decode()
+    assert re.search(r'data-col="balance">12345\.68<', listing)
+    page = panel.get(f"/panel/users/{rich.pk}").content.decode()
+    assert re.search(r'data-col="balance">12345\.68<', page) and re.search(r'data-col="available">12345\.68<', page)

@@ -7,6 +7,9 @@ from decimal import Decimal
 from django.core.management.base import BaseCommand
 
 from accounts.services import account_upsert
+from ledger.models import EntryKind
+from ledger.selectors import account_balance
+from ledger.services import ledger_post
 from margin.models import Position
 from margin.services import margin_guard_config_set
 from orders.models import LIVE, Order
@@ -23,6 +26,8 @@ DEMO_ACCOUNTS = [
 # symbol, side, quantity, leverage: a long and a short, so whichever way the walk goes one of them
 # heads for its guard price (BTC_USD 20x: liquidation 4.5 % away, guard at 0.315 %; ETH_USD 25x:
 # liquidation 3 % away, guard at 0.21 %).
+# Demo accounts start funded (USD); seed_demo tops them up to this, never down.
+DEMO_BALANCES = {"alice": Decimal(100_000), "bob": Decimal(10_000), "carol": Decimal(1_000_000)}
 DEMO_POSITIONS = [("BTC_USD", "BUY", "0.01", 20), ("ETH_USD", "SELL", "0.1", 25)]
 
 
@@ -35,8 +40,15 @@ class Command(BaseCommand):
             users[username], _ = account_upsert(
                 username=username, password=password, tier=tier, staff=staff, superuser=superuser
             )
+            funded = DEMO_BALANCES.get(username, Decimal(0))
+            current, _ = account_balance(user_id=users[username].pk)
+            if current < funded:  # top a demo account up to its starting balance; never take money away
+                ledger_post(
+                    user_id=users[username].pk, kind=EntryKind.DEPOSIT, amount=funded - current, note="demo funds"
+                )
             self.stdout.write(
                 f"  {username:<6} password {password:<13} tier {tier}{' (staff, superuser)' if superuser else ''}"
+                f", balance at least {DEMO_BALANCES.get(username, 0):,} USD"
             )
         self.margin_demo(users["alice"])
 

@@ -1,0 +1,220 @@
+"""Money and the pre-trade check: margin held for positions and working orders, "Insufficient
+funds" for an order the account cannot carry (and never for one that only reduces), realised PnL
+and liquidation losses booked in the ledger, and the account API."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+import pytest
+from django.core.management import call_command
+
+from ledger.models import Account, EntryKind, LedgerEntry
+from margin.account import account_figures, order_submit
+from margin.models import Position
+from orders.models import Order, OrderUpdate
+from tests.conftest import auth_api, fund
+from tests.margin.conftest import tick
+
+pytestmark = pytest.mark.django_db
+
+ORDER = {"exchange": None, "order_type": "LIMIT", "price": D("40000"), "trigger_price": None}
+
+
+def submit(user, side: str, quantity: str, *, leverage: int = 10, **kw):
+    return order_submit(
+        user=user,
+        trading_symbol="BTC_USD",
+        transaction_type=side,
+        quantity=D(quantity),
+        leverage=leverage,
+        **{**ORDER, **kw},
+    )
+
+
+def test_an_unfunded_order_is_rejected_for_insufficient_funds(make_user, instruments):
+    user = make_user(balance=0)
+    order = submit(user, "BUY", "1")
+    assert order.order_status == "REJECTED"
+    assert order.rejection_reason.startswith("Insufficient funds: the order needs 4000.00 USD of margin")
+    assert [u.update_type for u in OrderUpdate.objects.filter(order=order).order_by("version")] == [
+        "ORDER_PLACED",
+        "ORDER_REJECTED",
+    ]
+    assert account_figures(user_id=user.pk).order_margin == 0  # a rejected order holds nothing
+
+
+def test_an_order_the_balance_covers_works_and_holds_its_margin(make_user, instruments):
+    user = make_user(balance=4000)
+    order = submit(user, "BUY", "1")  # 1 × 40,000 ÷ 10 = 4,000: exactly covered
+    assert order.order_status == "PENDING"
+    figures = account_figures(user_id=user.pk)
+    assert (figures.order_margin, figures.available) == (D(4000), D(0))
+    assert submit(user, "BUY", "0.001").order_status == "REJECTED"  # nothing left for a second
+
+
+def test_a_reducing_order_needs_no_margin_even_on_an_empty_account(make_user, trade, instruments):
+    user = make_user(balance=5000)
+    trade(user, "BUY", "1", "40000")  # a 1 BTC long at 10x holds 4,000
+    Account.objects.filter(user=user).update(balance=D(4000))  # everything is held now
+    closing = submit(user, "SELL", "1", price=D("41000"))
+    assert closing.order_status == "PENDING"  # closing is always possible
+    assert submit(user, "SELL", "2", price=D("41000")).order_status == "REJECTED"  # flipping to short is not
+
+
+def test_working_orders_on_both_sides_hold_the_larger_side(make_user, instruments):
+    user = make_user(balance=100_000)
+    submit(user, "BUY", "1")  # 4,000
+    submit(user, "SELL", "2", price=D("50000"))  # 2 × 50,000 ÷ 10 = 10,000
+    assert account_figures(user_id=user.pk).order_margin == D(10000)
+
+
+def test_a_market_order_holds_the_last_price_plus_the_buffer(make_user, instruments, settings):
+    user = make_user(balance=100_000)
+    tick("BTC_USD", 40000)
+    submit(user, "BUY", "1", order_type="MARKET", price=None)
+    assert account_figures(user_id=user.pk).order_margin == D("4040")  # 1 % buffer for slippage
+
+
+def test_realised_pnl_is_booked_on_each_reduce_and_close(make_user, trade, instruments):
+    user = make_user(balance=10_000)
+    trade(user, "BUY", "2", "40000")
+    trade(user, "SELL", "1", "41000")  # +1,000
+    trade(user, "SELL", "1", "39500")  # -500
+    entries = list(LedgerEntry.objects.filter(user=user, kind=EntryKind.REALIZED_PNL).order_by("id"))
+    assert [e.amount for e in entries] == [D(1000), D(-500)]
+    assert entries[0].reference == entries[1].reference == Position.objects.get(user=user).public_id
+    figures = account_figures(user_id=user.pk)
+    assert (figures.balance, figures.position_margin, figures.available) == (D(10500), D(0), D(10500))
+
+
+def test_a_liquidation_books_its_loss_as_a_liquidation(make_user, trade, instruments):
+    user = make_user(balance=10_000)
+    trade(user, "BUY", "1", "40000", leverage=20)  # margin 2,000
+    position = Position.objects.get(user=user)
+    tick("BTC_USD", position.liquidation_price - 1)
+    position.refresh_from_db()
+    assert position.status == "closed" and position.close_reason == "liquidation"
+    (loss,) = LedgerEntry.objects.filter(user=user, kind=EntryKind.LIQUIDATION)
+    assert loss.amount == position.realized_pnl < 0
+    assert Account.objects.get(user=user).balance == D(10_000) + loss.amount
+
+
+def test_the_balance_is_the_sum_of_the_ledger_after_trading(make_user, trade, instruments):
+    user = make_user(balance=50_000)
+    for side, quantity, price in [("BUY", 2, 40000), ("SELL", 3, 40100), ("BUY", 1, 39900), ("BUY", 1, 40050)]:
+        trade(user, side, str(quantity), str(price))
+    total = sum(e.amount for e in LedgerEntry.objects.filter(user=user))
+    assert Account.objects.get(user=user).balance == total
+
+
+# ---- REST ----------------------------------------------------------------------------------------
+
+
+def test_rest_order_placement_answers_the_rejection_for_insufficient_funds(make_user, instruments):
+    user = make_user(balance=0)
+    body = {"tradingSymbol": "BTC_USD", "orderType": "LIMIT", "transactionType": "BUY", "quantity": 1,
+            "price": 40000, "leverage": 10}  # fmt: skip
+    placed = auth_api(user).post("/api/orders", body, format="json")
+    assert placed.status_code == 201
+    assert placed.json()["orderStatus"] == "REJECTED"
+    assert placed.json()["rejectionReason"].startswith("Insufficient funds")
+    fund(user.pk, 4000)
+    again = auth_api(user).post("/api/orders", body, format="json")
+    assert again.json()["orderStatus"] == "PENDING"
+
+
+def test_account_figures_over_rest(make_user, trade, instruments):
+    user = make_user(balance=10_000)
+    trade(user, "BUY", "1", "40000")
+    tick("BTC_USD", 40500)
+    got = auth_api(user).get("/api/account").json()
+    assert got == {
+        "userId": str(user.pk),
+        "currency": "USD",
+        "balance": "10000.00000000",
+        "positionMargin": "4000.00000000",
+        "orderMargin": "0.00000000",
+        "reserved": "4000.00000000",
+        "available": "6000.00000000",
+        "unrealizedPnl": "500.00000000",
+        "equity": "10500.00000000",
+    }
+
+
+def test_the_ledger_over_rest_is_the_callers_own_newest_first_and_bounded(make_user, instruments):
+    user, other = make_user(balance=0), make_user(balance=0)
+    for n in range(1, 4):
+        fund(user.pk, n)
+    fund(other.pk, 99)
+    page = auth_api(user).get("/api/account/ledger?limit=2").json()
+    assert page["count"] == 3 and [e["amount"] for e in page["results"]] == ["3.00000000", "2.00000000"]
+    assert page["results"][0]["kind"] == "deposit" and page["results"][0]["balanceAfter"] == "6.00000000"
+    assert auth_api(user).get("/api/account/ledger?limit=100000").json()["count"] == 3  # capped, own rows only
+
+
+def test_adjustments_by_staff_and_their_refusals(make_user, instruments):
+    staff, user = make_user(staff=True), make_user(balance=0)
+    api = auth_api(staff)
+    url = f"/api/account/{user.pk}/adjust"
+    deposit = api.post(url, {"kind": "deposit", "amount": "2500.5", "note": "wire in"}, format="json")
+    assert deposit.status_code == 201 and deposit.json()["balance"] == "2500.50000000"
+    submit(user, "BUY", "0.5")  # holds 2,000
+    over = api.post(url, {"kind": "withdrawal", "amount": "501"}, format="json")
+    assert over.status_code == 409 and over.json()["code"] == "insufficient_funds"
+    ok = api.post(url, {"kind": "withdrawal", "amount": "500.5"}, format="json")
+    assert ok.status_code == 201 and ok.json()["available"] == "0.00000000"
+    entry = LedgerEntry.objects.filter(user=user).latest("id")
+    assert (entry.kind, entry.amount, entry.actor_id) == ("withdrawal", D("-500.5"), staff.pk)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"kind": "deposit", "amount": "-5"},
+        {"kind": "deposit", "amount": "0"},
+        {"kind": "withdrawal", "amount": "-1"},
+        {"kind": "adjustment", "amount": "0"},
+        {"kind": "gift", "amount": "5"},
+        {"kind": "deposit", "amount": "1e13"},
+        {"kind": "deposit", "amount": "0.000000001"},
+        {"kind": "deposit", "amount": "NaN"},
+        {"kind": "deposit"},
+        {"kind": "deposit", "amount": "5", "note": "x" * 201},
+    ],
+)
+def test_bad_adjustments_are_refused_and_change_nothing(make_user, instruments, body):
+    staff, user = make_user(staff=True), make_user(balance=0)
+    answer = auth_api(staff).post(f"/api/account/{user.pk}/adjust", body, format="json")
+    assert answer.status_code == 400, answer.json()
+    assert not LedgerEntry.objects.filter(user=user).exists()
+
+
+def test_only_staff_adjust_and_only_existing_users(make_user, instruments):
+    user, other = make_user(balance=0), make_user(balance=0)
+    mine = auth_api(user).post(f"/api/account/{user.pk}/adjust", {"kind": "deposit", "amount": "5"}, format="json")
+    theirs = auth_api(user).post(f"/api/account/{other.pk}/adjust", {"kind": "deposit", "amount": "5"}, format="json")
+    assert mine.status_code == theirs.status_code == 403
+    staff = make_user(staff=True)
+    missing = auth_api(staff).post("/api/account/99999999/adjust", {"kind": "deposit", "amount": "5"}, format="json")
+    assert missing.status_code == 404
+    assert not LedgerEntry.objects.filter(user__in=[user, other]).exists()
+
+
+def test_create_account_sets_the_balance(db, capsys):
+    call_command("create_account", "funded", "--password", "a-long-pass-1", "--balance", "1234.5")
+    assert "balance 1234.5 USD" in capsys.readouterr().out
+    call_command("create_account", "funded", "--password", "a-long-pass-1", "--balance", "1000")
+    kinds = list(LedgerEntry.objects.filter(user__username="funded").values_list("kind", "amount"))
+    assert kinds == [("adjustment", D("1234.5")), ("adjustment", D("-234.5"))]
+    call_command("create_account", "empty", "--password", "a-long-pass-1")
+    assert not Account.objects.filter(user__username="empty", balance__gt=0).exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "1e13", "0.000000001", "NaN"])
+def test_create_account_refuses_a_bad_balance(db, value):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--balance"):
+        call_command("create_account", "bad", "--password", "a-long-pass-1", "--balance", value)
+    assert not Order.objects.exists() and not LedgerEntry.objects.exists()
