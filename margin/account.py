@@ -13,7 +13,9 @@ available, and the checks that keep available margin from going below zero.
 ``order_submit`` is how users place orders: the account row is locked (a user's order entries
 are serialised), the order is recorded, and if it raised the margin held beyond the balance it is
 rejected at once with "Insufficient funds" (``ORDER_REJECTED``, as a broker's risk system does).
-System closes place their reducing orders directly, never refused.
+A reduce-only order (``reduce_only``) needs a position on the other side, holds no margin, and
+its fills are clamped to that position (margin.executions). System closes place their reduce-only
+orders directly, never refused.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from accounts.models import User
@@ -102,7 +105,10 @@ def account_figures(*, user_id: int) -> Figures:
     """Balance, margin held and unrealised PnL at the last prices, as they stand in this transaction."""
     balance, currency = account_balance(user_id=user_id)
     positions = list(Position.objects.filter(user_id=user_id, status=PositionStatus.OPEN))
-    orders = list(Order.objects.filter(user_id=user_id, order_status__in=LIVE, pending_quantity__gt=0))
+    # reduce-only orders never add exposure: they hold nothing
+    orders = list(
+        Order.objects.filter(user_id=user_id, order_status__in=LIVE, pending_quantity__gt=0, reduce_only=False)
+    )
     prices = _last_prices({p.instrument_id for p in positions} | {o.instrument_id for o in orders})
     signed = {p.instrument_id: p.quantity if p.side == "long" else -p.quantity for p in positions}
     unrealized = sum(
@@ -130,6 +136,8 @@ def order_submit(*, user: User, **order: Any) -> Order:
     """Place an order for a user, behind the pre-trade margin check (see the module docstring).
     Takes ``orders.services.order_place``'s arguments; validation errors are raised as there."""
     account_lock(user.pk)
+    if order.get("reduce_only"):
+        _check_reduces(user, order)
     before = account_figures(user_id=user.pk)
     placed = order_place(user=user, **order)
     after = account_figures(user_id=user.pk)
@@ -141,6 +149,18 @@ def order_submit(*, user: User, **order: Any) -> Order:
         )
         placed = order_reject(order=placed, reason=reason)
     return placed
+
+
+def _check_reduces(user: User, order: dict[str, Any]) -> None:
+    """A reduce-only order needs an open position on the other side to reduce."""
+    wanted = "short" if order.get("transaction_type") == Side.BUY else "long"
+    held = Position.objects.filter(
+        user=user, instrument__symbol=order.get("trading_symbol"), status=PositionStatus.OPEN, side=wanted
+    ).exists()
+    if not held:
+        raise ValidationError(
+            {"reduceOnly": f"no open {wanted} position in {order.get('trading_symbol')} for this order to reduce"}
+        )
 
 
 @transaction.atomic

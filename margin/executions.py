@@ -9,21 +9,50 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from core.errors import Conflict
-from orders.models import ExecutionReport, Order, Trade
+from orders.models import LIVE, ExecutionReport, Order, Side, Trade
 from orders.services import order_accept, order_cancel, order_fill_record, order_lock, order_reject, order_trade_add
 
+from .models import Position, PositionStatus
 from .positions import position_apply_fill
 
 
 @transaction.atomic
-def execution_fill(*, order: Order | str, exec_id: str, quantity: Decimal | None, price: Decimal | None) -> Trade:
+def execution_fill(
+    *, order: Order | str, exec_id: str, quantity: Decimal | None, price: Decimal | None
+) -> Trade | None:
     """One execution leg: the order's side, then the position (its row is locked before the user's
-    event sequence, as everywhere: margin/positions.py), then the order's updates."""
+    event sequence, as everywhere: margin/positions.py), then the order's updates.
+
+    A reduce-only order never opens or flips a position: its fill is clamped to the position it
+    reduces and whatever it could not fill is cancelled (no trade at all when nothing is left)."""
+    order = order_lock(order)
+    clamped = False
+    if order.reduce_only and quantity is not None:
+        reducible = _reducible(order)
+        if quantity > reducible:
+            quantity, clamped = reducible, True
+        if quantity <= 0:
+            order_cancel(order=order)
+            return None
     order, trade = order_trade_add(order=order, exec_id=exec_id, quantity=quantity, price=price)
     assert quantity is not None and price is not None  # order_trade_add refuses a fill without them
     position_apply_fill(order=order, quantity=quantity, price=price)
     order_fill_record(order=order, trade=trade)
+    if clamped and order.order_status in LIVE:
+        order_cancel(order=order)
     return trade
+
+
+def _reducible(order: Order) -> Decimal:
+    """How much of the user's position in the order's instrument the order can reduce (locks it)."""
+    position = (
+        Position.objects.select_for_update(of=("self",))
+        .filter(user_id=order.user_id, instrument_id=order.instrument_id, status=PositionStatus.OPEN)
+        .first()
+    )
+    if position is None or (position.side == "long") == (order.transaction_type == Side.BUY):
+        return Decimal(0)
+    return position.quantity
 
 
 @transaction.atomic

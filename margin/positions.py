@@ -21,7 +21,7 @@ from ledger.services import ledger_post
 from market.models import decimal_text
 from notifications.services import notification_create
 from orders.models import LIVE, Order, Side
-from orders.services import order_cancel, order_reject
+from orders.services import order_cancel
 from wire import iso, num
 
 from .formula import liquidation_price, price_at_distance
@@ -101,20 +101,16 @@ def _closed(position: Position, order: Order, now, *, flipped: bool) -> None:
     position.guard_price = position.rearm_price = None
     stale = position.close_order if position.close_order_id and not ours else None
     if stale is not None and stale.order_status in LIVE:
-        close_order_withdraw(stale, f"{position.public_id} already closed")
+        close_order_withdraw(stale)
 
 
-def close_order_withdraw(order: Order, reason: str) -> None:
-    """Withdraw a close order left over when the position closed otherwise (a PENDING order cannot
-    be cancelled, the venue rejects it), unless the venue holds the order right now: waiting on it
-    here could deadlock against that fill."""
-
+def close_order_withdraw(order: Order) -> None:
+    """Cancel a close order left over when the position closed otherwise, unless the venue holds the
+    order right now: waiting on it here could deadlock against that fill. It is reduce-only, so if
+    it fills after all, the fill is clamped to nothing and the order cancelled then."""
     if Order.objects.select_for_update(skip_locked=True, of=("self",)).filter(pk=order.pk).exists():
         try:
-            if order.order_status == "PENDING":
-                order_reject(order=order.order_id, reason=reason)
-            else:
-                order_cancel(order=order.order_id)
+            order_cancel(order=order.order_id)
         except Conflict:
             pass
 

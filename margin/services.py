@@ -28,7 +28,7 @@ from margin.executions import execution_apply
 from market.models import MarketState
 from notifications.services import notification_create_each
 from orders.models import LIVE, Order, Side
-from orders.services import order_place
+from orders.services import order_cancel, order_place
 from wire import num
 
 from .formula import distance_to_liquidation, in_risk, recovered
@@ -43,7 +43,6 @@ from .positions import (
     LONG,
     MAX_COOLDOWN_SECONDS,
     OPEN,
-    close_order_withdraw,
     guard_configs,
     position_reindex,
 )
@@ -116,8 +115,10 @@ def margin_guard_config_set(
 def position_close(
     *, position: Position, kind: str = CloseKind.MANUAL, execution: MarginGuardExecution | None = None
 ) -> Order:
-    """Close with a MARKET order through the orders service (order updates flow as for any order);
-    the position closes when the order fills."""
+    """Close with a reduce-only MARKET order through the orders service (order updates flow as for
+    any order); the position closes when the order fills. A system close (the guard's auto-close)
+    first cancels the user's other working orders on the instrument, so nothing the user left
+    working can grow the position again or open the other side once it is flat."""
     position = (
         Position.objects.select_for_update(of=("self",)).select_related("instrument", "close_order").get(pk=position.pk)
     )
@@ -128,14 +129,36 @@ def position_close(
             f"{position.public_id} already has a close order {position.close_order.order_id} working",
             code="close_pending",
         )
+    if kind != CloseKind.MANUAL:
+        _withdraw_working_orders(position)
     order = _closing_order(position)
     position.close_order, position.close_kind, position.guard_execution = order, kind, execution
     position.save(update_fields=["close_order", "close_kind", "guard_execution", "updated_at"])
     return order
 
 
+def _withdraw_working_orders(position: Position) -> int:
+    """Cancel the user's working orders on the position's instrument (stops, take-profits, an
+    opening order still filling, a stale close), except those the venue holds right now: waiting
+    for them could deadlock against their fill. Returns how many were cancelled."""
+    working = (
+        Order.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(user_id=position.user_id, instrument_id=position.instrument_id, order_status__in=LIVE)
+        .order_by("pk")
+    )
+    cancelled = 0
+    for order in working:
+        try:
+            order_cancel(order=order)
+            cancelled += 1
+        except Conflict:
+            pass
+    return cancelled
+
+
 def _closing_order(position: Position) -> Order:
-    """A MARKET order for the whole position, on the other side, through the orders service."""
+    """A reduce-only MARKET order for the whole position, on the other side, through the orders
+    service: it can only ever bring the position to flat."""
 
     return order_place(
         user=position.user,
@@ -145,6 +168,7 @@ def _closing_order(position: Position) -> Order:
         transaction_type=Side.SELL if position.side == LONG else Side.BUY,
         quantity=position.quantity,
         leverage=1,
+        reduce_only=True,
     )
 
 
@@ -154,7 +178,7 @@ def position_liquidate(*, position: Position) -> Order:
     the liquidation price at once (a trade and order updates like any other), the position closed
     with reason ``liquidation`` and a ``margin_guard`` notification."""
 
-    live = position.close_order if position.close_order_id else None
+    _withdraw_working_orders(position)
     order = _closing_order(position)
     Position.objects.filter(pk=position.pk).update(close_order=order, close_kind=CloseKind.LIQUIDATION)
     execution_apply(
@@ -164,8 +188,6 @@ def position_liquidate(*, position: Position) -> Order:
         quantity=position.quantity,
         price=position.liquidation_price,
     )
-    if live is not None and live.order_status in LIVE:
-        close_order_withdraw(live, f"{position.public_id} was liquidated")
     return order
 
 

@@ -74,6 +74,7 @@ class OrderViewSet(viewsets.GenericViewSet):
                 trigger_price=d.get("triggerPrice"),
                 leverage=d["leverage"],
                 amo=d["amo"],
+                reduce_only=d["reduceOnly"],
             )
             return status.HTTP_201_CREATED, OrderOutput(order).data
 

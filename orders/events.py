@@ -30,6 +30,7 @@ def order_fields(order) -> dict:
         "rejectionReason": order.rejection_reason,
         "leverage": order.leverage,
         "amo": order.amo,
+        "reduceOnly": order.reduce_only,
         "version": order.version,
     }
 

@@ -74,6 +74,8 @@ class Order(models.Model):
     rejection_reason = models.CharField(max_length=255, blank=True, default="")
     leverage = models.PositiveSmallIntegerField(default=1)
     amo = models.BooleanField(default=False, help_text="after-market order")
+    # Only ever reduces the position: each fill is clamped to it, the rest cancelled (margin.executions).
+    reduce_only = models.BooleanField(default=False)
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -20,6 +20,7 @@ class OrderPlaceInput(serializers.Serializer):
     triggerPrice = serializers.DecimalField(required=False, allow_null=True, **QTY)
     leverage = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1000)
     amo = serializers.BooleanField(required=False, default=False)
+    reduceOnly = serializers.BooleanField(required=False, default=False)
 
 
 class OrderModifyInput(serializers.Serializer):
@@ -51,6 +52,7 @@ class OrderOutput(serializers.Serializer):
     rejectionReason = serializers.CharField()
     leverage = serializers.IntegerField()
     amo = serializers.BooleanField()
+    reduceOnly = serializers.BooleanField()
     version = serializers.IntegerField()
     createdAt = serializers.DateTimeField()
     updatedAt = serializers.DateTimeField()

@@ -41,7 +41,8 @@ from .signals import order_updated
 
 S = OrderStatus
 TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PENDING: frozenset({S.OPEN, S.REJECTED, S.TRIGGER_PENDING, S.AMO}),
+    # PENDING → CANCELLED: a withdrawn order is cancelled, never rejected (the venue confirms).
+    S.PENDING: frozenset({S.OPEN, S.CANCELLED, S.REJECTED, S.TRIGGER_PENDING, S.AMO}),
     S.TRIGGER_PENDING: frozenset({S.OPEN, S.CANCELLED, S.REJECTED}),
     S.AMO: frozenset({S.OPEN, S.CANCELLED, S.REJECTED}),
     S.OPEN: frozenset({S.COMPLETE, S.CANCELLED}),
@@ -163,6 +164,7 @@ def order_place(
     trigger_price: Decimal | None = None,
     leverage: int = 1,
     amo: bool = False,
+    reduce_only: bool = False,
 ) -> Order:
     errors: dict[str, str] = {}
     instrument = Instrument.objects.filter(symbol=trading_symbol, active=True).first()
@@ -199,6 +201,7 @@ def order_place(
         trigger_price=trigger_price,
         leverage=leverage,
         amo=amo,
+        reduce_only=reduce_only,
     )
     for _ in range(5):
         order.order_id = _new_order_id()

@@ -177,10 +177,8 @@ def test_liquidation_cancels_a_working_auto_close_order(long_btc):
     close_order.refresh_from_db()
     position.refresh_from_db()
     assert position.close_reason == "liquidation"
-    assert (
-        close_order.order_status == "REJECTED"
-        and close_order.rejection_reason == f"{position.public_id} was liquidated"
-    )
+    # withdrawn, so cancelled: a client reads REJECTED as an error (issue 18)
+    assert close_order.order_status == "CANCELLED" and close_order.rejection_reason == ""
 
 
 def test_short_positions_fire_and_liquidate_on_rising_prices(make_user, trade):

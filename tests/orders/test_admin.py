@@ -6,7 +6,7 @@ from django.test import Client
 from broadcast.models import EventLog
 from orders.models import OrderStatus
 from orders.services import order_accept
-from tests.orders.factories import place
+from tests.orders.factories import execute, place
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("instruments")]
 
@@ -38,6 +38,7 @@ def test_admin_reject_with_reason_and_cancel(make_user, django_capture_on_commit
 def test_admin_refusal_is_reported_not_raised(make_user):
     root = make_user("root", superuser=True)
     order = place(make_user("t"))
+    execute(order, "reject", reason="venue said no")
     client = Client()
     client.force_login(root)
     resp = client.post(
@@ -45,4 +46,4 @@ def test_admin_refusal_is_reported_not_raised(make_user):
     )
     assert resp.status_code == 200 and b"cannot become CANCELLED" in resp.content
     order.refresh_from_db()
-    assert order.order_status == OrderStatus.PENDING
+    assert order.order_status == OrderStatus.REJECTED

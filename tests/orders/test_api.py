@@ -50,7 +50,6 @@ def test_place_get_list_modify_cancel(client, staff):
     assert client.get("/api/orders?status=OPEN").json()["count"] == 0
     assert client.get("/api/orders?status=BOGUS").status_code == 400
 
-    assert client.post(f"/api/orders/{oid}/cancel").status_code == 409  # PENDING cannot be cancelled
     accept = staff.post("/api/internal/executions", {"orderId": oid, "execId": "a1", "type": "accept"}, format="json")
     assert accept.status_code == 200 and accept.json()["order"]["orderStatus"] == "OPEN"
 
@@ -152,3 +151,13 @@ def test_sessions_store_only_a_hash_and_can_be_revoked(client):
     assert client.delete(f"/api/auth/sessions/{body['session']}").status_code == 204
     stored.refresh_from_db()
     assert stored.revoked_at is not None
+
+
+def test_a_pending_order_can_be_withdrawn_and_ends_cancelled(make_user, instruments):
+    """Withdrawn is CANCELLED, whatever the state: a client reads REJECTED as an error."""
+    client = auth_api(make_user())
+    body = {"tradingSymbol": "SBIN-EQ", "orderType": "LIMIT", "transactionType": "BUY", "quantity": 1, "price": 600}
+    oid = client.post("/api/orders", body, format="json").json()["orderId"]
+    cancelled = client.post(f"/api/orders/{oid}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["orderStatus"] == "CANCELLED"
+    assert client.post(f"/api/orders/{oid}/cancel").status_code == 409  # once only

@@ -88,13 +88,16 @@ def test_terminal_states_never_change(user):
     assert order.order_status == OrderStatus.CANCELLED and order.pending_quantity == 0
 
 
-def test_pending_cannot_be_cancelled_but_can_be_rejected(user):
-    order = place(user)
+def test_pending_can_be_cancelled_or_rejected_once(user):
+    withdrawn = order_cancel(order=place(user))
+    assert withdrawn.order_status == OrderStatus.CANCELLED and updates(withdrawn)[-1] == "ORDER_CANCELLED"
     with pytest.raises(Conflict):
-        order_cancel(order=order)
-    rejected = order_reject(order=order, reason="Insufficient funds")
+        order_reject(order=withdrawn, reason="too late")
+    rejected = order_reject(order=place(user), reason="Insufficient funds")
     assert rejected.order_status == OrderStatus.REJECTED and rejected.rejection_reason == "Insufficient funds"
     assert updates(rejected)[-1] == "ORDER_REJECTED"
+    with pytest.raises(Conflict):
+        order_cancel(order=rejected)
 
 
 def test_modify_rules(user):
@@ -145,7 +148,7 @@ def test_overfill_is_a_conflict(user):
 def test_transition_table_is_the_issue_table():
     S = OrderStatus
     assert TRANSITIONS == {
-        S.PENDING: {S.OPEN, S.REJECTED, S.TRIGGER_PENDING, S.AMO},
+        S.PENDING: {S.OPEN, S.CANCELLED, S.REJECTED, S.TRIGGER_PENDING, S.AMO},  # withdrawn: CANCELLED
         S.TRIGGER_PENDING: {S.OPEN, S.CANCELLED, S.REJECTED},
         S.AMO: {S.OPEN, S.CANCELLED, S.REJECTED},
         S.OPEN: {S.COMPLETE, S.CANCELLED},
