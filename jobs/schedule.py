@@ -15,6 +15,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Max, Min
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -26,6 +27,7 @@ from core.worker import Periodic, Worker
 from margin.ticks import ticks_ingest
 from margin.venue import PaperVenue
 from market.feed import RandomWalkFeed
+from market.models import Tick
 from market.selectors import latest_prices
 from market.services import ticks_prune
 from notifications.tasks import sweep_deliveries
@@ -39,16 +41,34 @@ DRAIN_SECONDS = 10.0  # at shutdown, how long requests in flight may take to fin
 
 
 class LatestPrices:
-    """The venue's price source: the market snapshot (reference price before the first tick)."""
+    """The venue's price source: the market snapshot (reference price before the first tick), and
+    the low and high of the ticks recorded since the previous refresh (the path the venue's stops
+    and limits are evaluated along)."""
 
     def __init__(self) -> None:
         self.prices: dict = {}
+        self.ranges: dict = {}
+        self.last_tick_id: int | None = None
 
     def refresh(self) -> None:
         self.prices = latest_prices()
+        if self.last_tick_id is None:  # the first refresh: only the latest matters
+            self.last_tick_id = Tick.objects.aggregate(m=Max("pk"))["m"] or 0
+            return
+        rows = (
+            Tick.objects.filter(pk__gt=self.last_tick_id)
+            .values("instrument__symbol")
+            .annotate(low=Min("price"), high=Max("price"), top=Max("pk"))
+        )
+        self.ranges = {r["instrument__symbol"]: (r["low"], r["high"]) for r in rows}
+        self.last_tick_id = max([self.last_tick_id, *(r["top"] for r in rows)])
 
     def latest(self, symbol: str):
         return self.prices.get(symbol)
+
+    def path(self, symbol: str):
+        last = self.prices.get(symbol)
+        return self.ranges.get(symbol, (last, last))
 
 
 class Simulator:

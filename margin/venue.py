@@ -1,68 +1,81 @@
-"""The paper-trading venue: accepts live orders and fills them against the latest prices, through
-the same execution service the executions API uses (so replays and races behave the same).
+"""The paper-trading venue: accepts live orders and fills them against the market, through the
+same execution service the executions API uses (so replays and races behave the same).
 
-MARKET fills at once; LIMIT when the price crosses (at the better of limit and market); SL/SL-M
-wait in TRIGGER_PENDING until the price crosses the trigger, then behave as LIMIT/MARKET; AMO
-orders are queued, then opened on the next step. An order larger than the liquidity per step is
-filled in parts.
+Each order is decided under its own lock, against its price and trigger as they are at that moment
+(a limit lowered a moment ago is the limit that counts), and against the prices traded since the
+venue's last step (the low and the high of the tick path, not only the last tick), as liquidation is:
+
+- MARKET fills at the last price; an arriving LIMIT that is marketable fills at the better of its
+  limit and the last price;
+- a resting LIMIT (accepted in an earlier step) fills at its limit once the path reaches it, even
+  when the market gapped through it (a resting order is the price taker's counterpart: no price
+  improvement beyond its limit, and never worse);
+- SL/SL-M wait in TRIGGER_PENDING until the path reaches the trigger, then behave as LIMIT/MARKET;
+- AMO orders are queued, then opened on the next step. An order larger than the liquidity per step
+  is filled in parts.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Q
+from django.db import transaction
 
 from core.errors import Conflict
 from margin.executions import execution_apply
-from orders.models import Order, OrderStatus, OrderType, Side
+from orders.models import LIVE, Order, OrderStatus, OrderType, Side
+from orders.services import order_lock
 
 LIQUIDITY_LOTS_PER_STEP = 50  # fill at most this many lots of an order per step
+
+
+@dataclass(frozen=True)
+class Path:
+    """What traded in a symbol since the venue's last step: the last price and the range."""
+
+    last: Decimal
+    low: Decimal
+    high: Decimal
 
 
 def _exec_id() -> str:
     return f"sim-{uuid.uuid4().hex}"
 
 
-def _crossed(order: Order, price: Decimal, level: Decimal | None) -> bool:
-    assert level is not None  # the order's limit: LIMIT and SL orders have one (a check constraint)
-    return price <= level if order.transaction_type == Side.BUY else price >= level
+def _reached(side: str, path: Path, level: Decimal) -> bool:
+    """A buy level is reached when the market traded at or below it, a sell level at or above."""
+    return path.low <= level if side == Side.BUY else path.high >= level
 
 
-def _stop_triggered(order: Order, price: Decimal) -> bool:
+def _triggered(order: Order, path: Path) -> bool:
     trigger = order.trigger_price
     assert trigger is not None  # only stop orders wait for a trigger, and they have one (a check constraint)
-    return price >= trigger if order.transaction_type == Side.BUY else price <= trigger
+    return path.high >= trigger if order.transaction_type == Side.BUY else path.low <= trigger
 
 
 class PaperVenue:
     def __init__(self, prices) -> None:
+        # ``prices.latest(symbol)`` and, optionally, ``prices.path(symbol)`` (low, high since the
+        # last refresh); without it the path is the last price alone.
         self.prices = prices
 
+    def _path(self, symbol: str) -> Path | None:
+        last = self.prices.latest(symbol)
+        if last is None:
+            return None
+        path = getattr(self.prices, "path", None)
+        low, high = path(symbol) if path is not None else (last, last)
+        return Path(last=last, low=min(low, last), high=max(high, last))
+
     def step(self) -> int:
-        """Process every live order once against the latest prices. Returns reports applied."""
+        """Process every live order once. Returns reports applied."""
         applied = 0
-        live = (
-            Order.objects.filter(
-                Q(
-                    order_status__in=[
-                        OrderStatus.PENDING,
-                        OrderStatus.OPEN,
-                        OrderStatus.TRIGGER_PENDING,
-                        OrderStatus.AMO,
-                    ]
-                )
-            )
-            .select_related("instrument")
-            .order_by("id")
-        )
-        for order in live:
-            price = self.prices.latest(order.instrument.symbol)
-            if price is None:
-                continue
+        for pk in Order.objects.filter(order_status__in=LIVE).order_by("id").values_list("pk", flat=True):
             try:
-                applied += self._work(order, price)
+                with transaction.atomic():
+                    applied += self._work(pk)
             except Conflict:
                 continue  # the user cancelled or modified it meanwhile: next step sees the new state
         return applied
@@ -71,19 +84,36 @@ class PaperVenue:
         _, done = execution_apply(order_id=order.order_id, exec_id=_exec_id(), kind=kind, **kw)
         return int(done)
 
-    def _work(self, order: Order, price: Decimal) -> int:
-        status, kind = order.order_status, order.order_type
+    def _work(self, pk: int) -> int:
+        order = Order.objects.select_related("instrument").get(pk=pk)
+        order = order_lock(order)  # decided on the order as it is now, not as the step began
+        if order.order_status not in LIVE:
+            return 0
+        path = self._path(order.instrument.symbol)
+        if path is None:
+            return 0
+        status, kind, side = order.order_status, order.order_type, order.transaction_type
         if status == OrderStatus.AMO:
             return self._report(order, "accept")
         if status == OrderStatus.TRIGGER_PENDING:
-            return self._report(order, "accept") if _stop_triggered(order, price) else 0
-        marketable = kind in (OrderType.MARKET, OrderType.SL_M) or _crossed(order, price, order.price)
-        if status == OrderStatus.PENDING and (order.amo or kind in (OrderType.SL, OrderType.SL_M) or not marketable):
-            return self._report(order, "accept")
-        if not marketable:
-            return 0
-        fill_price = price
-        if order.price is not None:  # a limit never fills worse than its limit
-            fill_price = min(price, order.price) if order.transaction_type == Side.BUY else max(price, order.price)
+            return self._report(order, "accept") if _triggered(order, path) else 0
+        if status == OrderStatus.PENDING:
+            arriving_marketable = kind == OrderType.MARKET or (
+                kind == OrderType.LIMIT
+                and order.price is not None
+                and _reached(side, Path(path.last, path.last, path.last), order.price)
+            )
+            if order.amo or kind in (OrderType.SL, OrderType.SL_M) or not arriving_marketable:
+                return self._report(order, "accept")
+            fill_price = path.last
+            if order.price is not None:  # an arriving limit: the better of its limit and the market
+                fill_price = min(path.last, order.price) if side == Side.BUY else max(path.last, order.price)
+        elif kind in (OrderType.MARKET, OrderType.SL_M):
+            fill_price = path.last
+        else:
+            assert order.price is not None  # LIMIT and SL orders have one (a check constraint)
+            if not _reached(side, path, order.price):
+                return 0
+            fill_price = order.price  # resting: at its limit
         quantity = min(order.pending_quantity, order.instrument.lot_size * LIQUIDITY_LOTS_PER_STEP)
         return self._report(order, "fill", quantity=quantity, price=fill_price)

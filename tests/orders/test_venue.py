@@ -8,7 +8,7 @@ import pytest
 
 from margin.venue import LIQUIDITY_LOTS_PER_STEP, PaperVenue
 from orders.models import OrderStatus
-from orders.services import order_cancel
+from orders.services import order_cancel, order_modify
 from tests.orders.factories import place
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("instruments")]
@@ -17,9 +17,15 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("instruments")]
 class Prices:
     def __init__(self, **prices: str) -> None:
         self.prices = {k.replace("__", "-"): Decimal(v) for k, v in prices.items()}
+        self.ranges: dict[str, tuple[Decimal, Decimal]] = {}
 
     def latest(self, symbol: str) -> Decimal | None:
         return self.prices.get(symbol)
+
+    def path(self, symbol: str) -> tuple[Decimal, Decimal]:
+        """The low and high traded since the last step (the last price alone unless a test says)."""
+        last = self.prices[symbol]
+        return self.ranges.get(symbol, (last, last))
 
 
 @pytest.fixture
@@ -40,7 +46,7 @@ def test_market_order_fills_at_once_at_market(user):
     assert kinds(order) == ["ORDER_PLACED", "TRADE_UPDATE", "ORDER_EXECUTED"]
 
 
-def test_limit_rests_until_price_crosses_then_fills_no_worse_than_limit(user):
+def test_limit_rests_until_price_crosses_then_fills_at_its_limit(user):
     prices = Prices(SBIN__EQ="630.00")
     order = place(user, order_type="LIMIT", side="BUY", price="625.50", quantity="10")
     venue = PaperVenue(prices)
@@ -50,10 +56,10 @@ def test_limit_rests_until_price_crosses_then_fills_no_worse_than_limit(user):
     venue.step()
     order.refresh_from_db()
     assert order.order_status == OrderStatus.OPEN and order.filled_quantity == 0
-    prices.prices["SBIN-EQ"] = Decimal("624.00")
+    prices.prices["SBIN-EQ"] = Decimal("624.00")  # the market gaps through the resting limit
     venue.step()
     order.refresh_from_db()
-    assert order.order_status == OrderStatus.COMPLETE and order.average_price == Decimal("624")
+    assert order.order_status == OrderStatus.COMPLETE and order.average_price == Decimal("625.5")
     assert kinds(order) == ["ORDER_PLACED", "ORDER_STATUS", "TRADE_UPDATE", "ORDER_EXECUTED"]
 
 
@@ -100,3 +106,38 @@ def test_cancelled_order_is_left_alone_and_amo_opens_next_step(user):
     assert resting.order_status == OrderStatus.CANCELLED and resting.trades.count() == 0
     assert amo.order_status == OrderStatus.OPEN
     assert kinds(amo) == ["ORDER_PLACED", "ORDER_STATUS", "ORDER_STATUS"]
+
+
+def test_an_arriving_marketable_limit_gets_the_better_price(user):
+    prices = Prices(SBIN__EQ="624.00")
+    order = place(user, order_type="LIMIT", side="BUY", price="625.50", quantity="10")
+    PaperVenue(prices).step()
+    order.refresh_from_db()
+    assert order.order_status == OrderStatus.COMPLETE and order.average_price == Decimal("624")
+
+
+def test_the_limit_that_counts_is_the_one_at_the_moment_of_the_fill(user):
+    """A BUY lowered from 630 to 620 while the price is 625 never fills at 625."""
+    prices = Prices(SBIN__EQ="640.00")
+    order = place(user, order_type="LIMIT", side="BUY", price="630", quantity="10")
+    venue = PaperVenue(prices)
+    venue.step()  # accepted, resting
+    order_modify(order=order, price=Decimal("620"))
+    prices.prices["SBIN-EQ"] = Decimal("625.00")
+    venue.step()
+    order.refresh_from_db()
+    assert order.order_status == OrderStatus.OPEN and order.filled_quantity == 0
+
+
+def test_stops_and_limits_are_evaluated_along_the_path_not_the_last_tick(user):
+    prices = Prices(SBIN__EQ="630.00")
+    stop = place(user, order_type="SL-M", side="SELL", price=None, trigger="620", quantity="5")
+    limit = place(user, order_type="LIMIT", side="BUY", price="618", quantity="5")
+    venue = PaperVenue(prices)
+    venue.step()  # both accepted and working
+    prices.ranges["SBIN-EQ"] = (Decimal("615"), Decimal("631"))  # dipped to 615, back at 630
+    venue.step()
+    stop.refresh_from_db()
+    limit.refresh_from_db()
+    assert stop.order_status == OrderStatus.OPEN  # triggered by the dip
+    assert limit.order_status == OrderStatus.COMPLETE and limit.average_price == Decimal("618")
