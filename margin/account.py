@@ -36,7 +36,7 @@ from ledger.selectors import account_balance
 from ledger.services import account_lock, ledger_post
 from market.models import Instrument, MarketState
 from orders.models import LIVE, Order, OrderType, Side
-from orders.services import order_place, order_reject
+from orders.services import order_modify, order_place, order_reject
 
 from .models import Position, PositionStatus
 
@@ -149,6 +149,31 @@ def order_submit(*, user: User, **order: Any) -> Order:
         )
         placed = order_reject(order=placed, reason=reason)
     return placed
+
+
+@transaction.atomic
+def order_amend(
+    *,
+    order: Order | str,
+    quantity: Decimal | None = None,
+    price: Decimal | None = None,
+    trigger_price: Decimal | None = None,
+) -> Order:
+    """Modify a working order behind the same check as a new one: a change that raises the margin
+    held beyond the balance is refused (409 ``insufficient_funds``) and changes nothing."""
+    user_id = order.user_id if isinstance(order, Order) else Order.objects.get(order_id=order).user_id
+    account_lock(user_id)
+    before = account_figures(user_id=user_id)
+    amended = order_modify(order=order, quantity=quantity, price=price, trigger_price=trigger_price)
+    after = account_figures(user_id=user_id)
+    if after.order_margin > before.order_margin and after.available < 0:
+        needed = (after.order_margin - before.order_margin).quantize(Decimal("0.01"))
+        raise Conflict(
+            f"{INSUFFICIENT_FUNDS}: the change needs {needed} {after.currency} more margin,"
+            f" {max(before.available, Decimal(0)).quantize(Decimal('0.01'))} {after.currency} is available",
+            code="insufficient_funds",
+        )
+    return amended
 
 
 def _check_reduces(user: User, order: dict[str, Any]) -> None:

@@ -20,10 +20,10 @@ from core.errors import NotFound
 from ledger.selectors import ledger_entries
 from orders import apis as orders_apis
 from orders.serializers import ExecutionInput, OrderOutput
-from wire import num
+from wire import iso, num
 
 from . import selectors, services
-from .account import account_adjust, account_figures, order_submit
+from .account import account_adjust, account_figures, order_amend, order_submit
 from .events import guard_execution_data
 from .executions import execution_apply
 from .models import GuardAction, PositionStatus
@@ -276,6 +276,7 @@ class OrderViewSet(orders_apis.OrderViewSet):
     that needs more margin than is available is recorded and rejected ("Insufficient funds")."""
 
     place_order = staticmethod(order_submit)
+    modify_order = staticmethod(order_amend)
 
 
 # ---- the account --------------------------------------------------------------------------------------
@@ -323,7 +324,10 @@ class LedgerEntryOutput(serializers.Serializer):
     balanceAfter = serializers.DecimalField(source="balance_after", max_digits=30, decimal_places=8)
     reference = serializers.CharField()
     note = serializers.CharField()
-    createdAt = serializers.DateTimeField(source="created_at")
+    createdAt = serializers.SerializerMethodField()
+
+    def get_createdAt(self, entry) -> str | None:
+        return iso(entry.created_at)
 
 
 class LedgerPagination(LimitOffsetPagination):
@@ -366,5 +370,5 @@ class AccountAdjustApi(APIView):
         try:
             account_adjust(user_id=user_id, kind=d["kind"], amount=d["amount"], note=d["note"], actor_id=actor)
         except ValueError as exc:
-            raise serializers.ValidationError({"amount": str(exc)}) from None
+            raise serializers.ValidationError({"amount": [str(exc)]}) from None
         return Response(account_output(user_id), status=status.HTTP_201_CREATED)

@@ -161,7 +161,7 @@ def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> l
             kind=EntryKind.LIQUIDATION if liquidated else EntryKind.REALIZED_PNL,
             amount=pnl,
             reference=position.public_id,
-            note=f"order {order.order_id}: {closing.normalize()} at {price.normalize()}",
+            note=f"order {order.order_id}: {closing.normalize():f} at {price.normalize():f}",
         )
         changed = [position]
         if position.status == PositionStatus.CLOSED:

@@ -35,6 +35,7 @@ class OrderViewSet(viewsets.GenericViewSet):
     # How an order is placed: the trading core's view (margin.apis) puts its pre-trade margin check
     # here, so placement is one service call whichever view routes it.
     place_order = staticmethod(services.order_place)
+    modify_order = staticmethod(services.order_modify)
     lookup_field = "order_id"
     lookup_value_regex = r"[0-9]{6,20}"
     serializer_class = OrderOutput
@@ -99,7 +100,7 @@ class OrderViewSet(viewsets.GenericViewSet):
         body = OrderModifyInput(data=request.data)
         body.is_valid(raise_exception=True)
         d = body.validated_data
-        order = services.order_modify(
+        order = self.modify_order(
             order=order, quantity=d.get("quantity"), price=d.get("price"), trigger_price=d.get("triggerPrice")
         )
         return Response(OrderOutput(order).data)

@@ -218,3 +218,24 @@ def test_create_account_refuses_a_bad_balance(db, value):
     with pytest.raises(CommandError, match="--balance"):
         call_command("create_account", "bad", "--password", "a-long-pass-1", "--balance", value)
     assert not Order.objects.exists() and not LedgerEntry.objects.exists()
+
+
+def test_a_modification_the_account_cannot_carry_is_refused_and_changes_nothing(make_user, instruments):
+    user = make_user(balance=5000)
+    order = submit(user, "BUY", "1")  # holds 4,000
+    api = auth_api(user)
+    bigger = api.patch(f"/api/orders/{order.order_id}", {"quantity": 2}, format="json")
+    assert bigger.status_code == 409 and bigger.json()["code"] == "insufficient_funds", bigger.json()
+    order.refresh_from_db()
+    assert (order.quantity, order.version) == (D(1), 1)
+    cheaper = api.patch(f"/api/orders/{order.order_id}", {"price": 39000}, format="json")
+    assert cheaper.status_code == 200 and cheaper.json()["price"] == 39000
+
+
+def test_ledger_notes_and_times_read_plainly(make_user, trade, instruments):
+    user = make_user(balance=10_000)
+    trade(user, "BUY", "10", "41000", leverage=100)
+    trade(user, "SELL", "10", "41000.5", leverage=100)
+    (entry,) = auth_api(user).get("/api/account/ledger?limit=1").json()["results"]
+    assert entry["note"].endswith(": 10 at 41000.5") and entry["createdAt"].endswith("Z")
+    assert len(entry["createdAt"]) == len("2026-12-03T08:44:12.123Z")
