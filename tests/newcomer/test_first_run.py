@@ -27,7 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser.test_panel_browser import browser, live, waiting  # noqa: F401 - the browser fixture
 from tests.integration.conftest import Daphne
@@ -192,7 +194,10 @@ def test_the_run_command_from_a_clean_clone_serves_the_demo(newcomer, browser): 
         live(browser)
         cell = (By.CSS_SELECTOR, '#market tr[data-symbol="BTC_USD"] [data-col="price"]')
         before = waiting(browser).until(lambda d: d.find_element(*cell).text)  # the live page replaces rows
-        waiting(browser).until(lambda d: d.find_element(*cell).text not in ("", before))
+        # A price that moves: the demo feed's next tick for BTC_USD that differs from the rendered one
+        # (a bound on liveness, not on speed: the whole demo shares two cores with the test).
+        moved = WebDriverWait(browser, 90, ignored_exceptions=(StaleElementReferenceException,))
+        moved.until(lambda d: d.find_element(*cell).text not in ("", before))
 
         # alice's demo guard: the README says it fires within a minute or two.
         guard = first(guard_lines, "margin_guard_execution", max(10.0, 150 - (time.monotonic() - started)))
