@@ -73,6 +73,10 @@ class Candle(models.Model):
     low = models.DecimalField(**PRICE)
     close = models.DecimalField(**PRICE)
     volume = models.DecimalField(max_digits=30, decimal_places=8, default=0)
+    # The times of the ticks that set open and close: a late tick (backfill) becomes the open only if
+    # it is earlier, the close only if it is later (null on candles from before these were kept).
+    open_at = models.DateTimeField(null=True, blank=True)
+    close_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["start"]

@@ -114,14 +114,19 @@ def _fold_candles(tick: TickIn) -> list[Candle]:
                 "low": tick.price,
                 "close": tick.price,
                 "volume": tick.volume,
+                "open_at": tick.timestamp,
+                "close_at": tick.timestamp,
             },
         )
         if not created:
             candle.high = max(candle.high, tick.price)
             candle.low = min(candle.low, tick.price)
-            candle.close = tick.price
+            if candle.open_at is not None and tick.timestamp < candle.open_at:
+                candle.open, candle.open_at = tick.price, tick.timestamp
+            if candle.close_at is None or tick.timestamp >= candle.close_at:
+                candle.close, candle.close_at = tick.price, tick.timestamp
             candle.volume += tick.volume
-            candle.save(update_fields=["high", "low", "close", "volume"])
+            candle.save(update_fields=["open", "open_at", "high", "low", "close", "close_at", "volume"])
         changed.append(candle)
     return changed
 
@@ -140,21 +145,38 @@ def _fold_candles_many(ticks: list[TickIn]) -> dict[int, list[Candle]]:
         for timeframe in TIMEFRAME_SECONDS:
             key = (tick.instrument.pk, timeframe, bucket_start(tick.timestamp, timeframe))
             b = buckets.get(key)
-            if b is None:
-                buckets[key] = [tick.price, tick.price, tick.price, tick.price, tick.volume]
+            if b is None:  # open, high, low, close, volume, open_at, close_at (ticks come in time order)
+                buckets[key] = [
+                    tick.price,
+                    tick.price,
+                    tick.price,
+                    tick.price,
+                    tick.volume,
+                    tick.timestamp,
+                    tick.timestamp,
+                ]
             else:
                 b[1], b[2], b[3], b[4] = max(b[1], tick.price), min(b[2], tick.price), tick.price, b[4] + tick.volume
+                b[6] = tick.timestamp
     table = Candle._meta.db_table
     rows, params = [], []
-    for (instrument_id, timeframe, start), (o, h, lo, c, v) in buckets.items():
-        rows.append("(%s, %s, %s, %s, %s, %s, %s, %s)")
-        params += [instrument_id, timeframe, start, o, h, lo, c, v]
+    for (instrument_id, timeframe, start), (o, h, lo, c, v, o_at, c_at) in buckets.items():
+        rows.append("(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+        params += [instrument_id, timeframe, start, o, h, lo, c, v, o_at, c_at]
+    # A late tick (backfill) takes the open only if earlier than the open's, the close only if not
+    # earlier than the close's; a candle without those times (older rows) keeps its open.
+    t = table
     sql = (
-        f"INSERT INTO {table} (instrument_id, timeframe, start, open, high, low, close, volume)"
+        f"INSERT INTO {t} (instrument_id, timeframe, start, open, high, low, close, volume, open_at, close_at)"
         f" VALUES {', '.join(rows)}"
         f" ON CONFLICT (instrument_id, timeframe, start) DO UPDATE SET"
-        f" high = GREATEST({table}.high, EXCLUDED.high), low = LEAST({table}.low, EXCLUDED.low),"
-        f" close = EXCLUDED.close, volume = {table}.volume + EXCLUDED.volume"
+        f" high = GREATEST({t}.high, EXCLUDED.high), low = LEAST({t}.low, EXCLUDED.low),"
+        f" open = CASE WHEN EXCLUDED.open_at < {t}.open_at THEN EXCLUDED.open ELSE {t}.open END,"
+        f" open_at = CASE WHEN EXCLUDED.open_at < {t}.open_at THEN EXCLUDED.open_at ELSE {t}.open_at END,"
+        f" close = CASE WHEN {t}.close_at IS NULL OR EXCLUDED.close_at >= {t}.close_at"
+        f" THEN EXCLUDED.close ELSE {t}.close END,"
+        f" close_at = GREATEST({t}.close_at, EXCLUDED.close_at),"
+        f" volume = {t}.volume + EXCLUDED.volume"
         f" RETURNING id, instrument_id, timeframe, start, open, high, low, close, volume"
     )
     with connection.cursor() as cursor:
@@ -273,17 +295,21 @@ def ticks_record(raw: object) -> Recorded:
     """Validate every tick, then apply them together: raw ticks, candles, snapshots, alerts.
     A call costs a fixed handful of statements however many ticks and symbols it carries.
     Sends nothing: ``margin.ticks.ticks_ingest`` runs the guard, then ``ticks_announce``."""
-    ticks = ticks_validate(raw)
-    paths: dict[int, list[TickIn]] = {}
-    for tick in ticks:
-        paths.setdefault(tick.instrument.pk, []).append(tick)
+    ticks = sorted(ticks_validate(raw), key=lambda t: t.timestamp)  # applied in time order
     # The state rows, locked in instrument order, serialise ingests of a symbol (no deadlocks).
     states = {
         s.instrument_id: s
         for s in MarketState.objects.select_for_update()
-        .filter(instrument_id__in=sorted(paths))
+        .filter(instrument_id__in=sorted({t.instrument.pk for t in ticks}))
         .order_by("instrument_id")
     }
+    # A tick older than the live state is backfill: it goes into the raw ticks and the candles, never
+    # into the live price, the alerts or the positions.
+    paths: dict[int, list[TickIn]] = {}
+    for tick in ticks:
+        state = states.get(tick.instrument.pk)
+        if state is None or state.timestamp is None or tick.timestamp >= state.timestamp:
+            paths.setdefault(tick.instrument.pk, []).append(tick)
     previous = {i: states[i].price if i in states else None for i in paths}
     Tick.objects.bulk_create(
         [Tick(instrument=t.instrument, price=t.price, volume=t.volume, timestamp=t.timestamp) for t in ticks],
