@@ -88,6 +88,30 @@ class PositionViewSet(viewsets.GenericViewSet):
         responses={202: inline_serializer("PositionClose", {"position": PositionOutput(), "order": OrderOutput()})},
         summary="Close with a MARKET order (the position closes when it fills)",
     )
+    @extend_schema(
+        request=None,
+        responses={
+            202: inline_serializer(
+                "PositionsCloseAll",
+                {
+                    "closing": serializers.ListField(child=serializers.DictField()),
+                    "failed": serializers.ListField(child=serializers.DictField()),
+                },
+            )
+        },
+        summary="Close all your open positions, each with a reduce-only MARKET order",
+    )
+    @action(detail=False, methods=["post"], url_path="close-all")
+    def close_all(self, request):
+        closing, failed = services.positions_close_all(user=request.user)
+        return Response(
+            {
+                "closing": [{"positionId": p.public_id, "order": OrderOutput(o).data} for p, o in closing],
+                "failed": [{"positionId": pid, "code": code, "detail": detail} for pid, code, detail in failed],
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
     @action(detail=True, methods=["post"])
     def close(self, request, position_id: str):
         position = selectors.position_get(user=request.user, position_id=position_id)
@@ -264,6 +288,7 @@ class ExecutionApi(APIView):
             quantity=d.get("quantity"),
             price=d.get("price"),
             reason=d.get("reason", ""),
+            executed_at=d.get("executedAt"),
         )
         return Response({"applied": applied, "order": OrderOutput(order).data})
 

@@ -3,6 +3,7 @@ position in one transaction. Above both orders and positions; the margin guard s
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -18,7 +19,12 @@ from .positions import position_apply_fill
 
 @transaction.atomic
 def execution_fill(
-    *, order: Order | str, exec_id: str, quantity: Decimal | None, price: Decimal | None
+    *,
+    order: Order | str,
+    exec_id: str,
+    quantity: Decimal | None,
+    price: Decimal | None,
+    executed_at: datetime | None = None,
 ) -> Trade | None:
     """One execution leg: the order's side, then the position (its row is locked before the user's
     event sequence, as everywhere: margin/positions.py), then the order's updates.
@@ -34,7 +40,9 @@ def execution_fill(
         if quantity <= 0:
             order_cancel(order=order)
             return None
-    order, trade = order_trade_add(order=order, exec_id=exec_id, quantity=quantity, price=price)
+    order, trade = order_trade_add(
+        order=order, exec_id=exec_id, quantity=quantity, price=price, executed_at=executed_at
+    )
     assert quantity is not None and price is not None  # order_trade_add refuses a fill without them
     position_apply_fill(order=order, quantity=quantity, price=price)
     order_fill_record(order=order, trade=trade)
@@ -64,6 +72,7 @@ def execution_apply(
     quantity: Decimal | None = None,
     price: Decimal | None = None,
     reason: str = "",
+    executed_at: datetime | None = None,
 ) -> tuple[Order, bool]:
     """Apply a venue's execution report once. Returns (order, applied); a replayed execId
     changes nothing, sends nothing and returns applied=False."""
@@ -88,7 +97,7 @@ def execution_apply(
     if kind == ExecutionReport.Kind.ACCEPT:
         order_accept(order=order)
     elif kind == ExecutionReport.Kind.FILL:
-        execution_fill(order=order, exec_id=exec_id, quantity=quantity, price=price)
+        execution_fill(order=order, exec_id=exec_id, quantity=quantity, price=price, executed_at=executed_at)
     elif kind == ExecutionReport.Kind.REJECT:
         order_reject(order=order, reason=reason or "rejected by venue")
     else:

@@ -137,6 +137,19 @@ def position_close(
     return order
 
 
+def positions_close_all(*, user: User) -> tuple[list[tuple[Position, Order]], list[tuple[str, str, str]]]:
+    """Close every open position of the user (each with its own reduce-only order, in its own
+    transaction). One that cannot be closed now (a close already working) is reported in
+    ``failed`` as (positionId, code, detail)."""
+    closed, failed = [], []
+    for position in Position.objects.filter(user=user, status=OPEN).order_by("pk"):
+        try:
+            closed.append((position, position_close(position=position)))
+        except Conflict as exc:
+            failed.append((position.public_id, exc.code, str(exc)))
+    return closed, failed
+
+
 def _withdraw_working_orders(position: Position) -> int:
     """Cancel the user's working orders on the position's instrument (stops, take-profits, an
     opening order still filling, a stale close), except those the venue holds right now: waiting

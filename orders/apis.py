@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -31,6 +31,10 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 )
 
 
+class CancelAllInput(serializers.Serializer):
+    symbol = serializers.CharField(required=False, max_length=32)
+
+
 class OrderViewSet(viewsets.GenericViewSet):
     # How an order is placed: the trading core's view (margin.apis) puts its pre-trade margin check
     # here, so placement is one service call whichever view routes it.
@@ -51,6 +55,7 @@ class OrderViewSet(viewsets.GenericViewSet):
             symbol=f.get("symbol"),
             since=f.get("dateFrom"),
             until=f.get("dateTo"),
+            client_order_id=f.get("clientOrderId"),
         )
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(OrderOutput(page, many=True).data)
@@ -76,6 +81,7 @@ class OrderViewSet(viewsets.GenericViewSet):
                 leverage=d["leverage"],
                 amo=d["amo"],
                 reduce_only=d["reduceOnly"],
+                client_order_id=d.get("clientOrderId", ""),
             )
             return status.HTTP_201_CREATED, OrderOutput(order).data
 
@@ -110,6 +116,26 @@ class OrderViewSet(viewsets.GenericViewSet):
     def cancel(self, request, order_id: str):
         order = services.order_cancel(order=selectors.order_get(user=request.user, order_id=order_id))
         return Response(OrderOutput(order).data)
+
+    @extend_schema(
+        request=CancelAllInput,
+        responses=inline_serializer(
+            "CancelAll",
+            {"cancelled": OrderOutput(many=True), "failed": serializers.ListField(child=serializers.DictField())},
+        ),
+        summary="Cancel all your working orders (of one symbol with {symbol})",
+    )
+    @action(detail=False, methods=["post"], url_path="cancel-all")
+    def cancel_all(self, request):
+        body = CancelAllInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        cancelled, failed = services.order_cancel_all(user=request.user, symbol=body.validated_data.get("symbol"))
+        return Response(
+            {
+                "cancelled": OrderOutput(cancelled, many=True).data,
+                "failed": [{"orderId": order_id, "code": code, "detail": detail} for order_id, code, detail in failed],
+            }
+        )
 
     @extend_schema(responses=OrderUpdateOutput(many=True), summary="The order's update history")
     @action(detail=True, methods=["get"])

@@ -9,6 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q, Value
+from django.utils import timezone
 
 
 class OrderStatus(models.TextChoices):
@@ -76,6 +77,8 @@ class Order(models.Model):
     amo = models.BooleanField(default=False, help_text="after-market order")
     # Only ever reduces the position: each fill is clamped to it, the rest cancelled (margin.executions).
     reduce_only = models.BooleanField(default=False)
+    # The client's own id for the order (unique per user when given), echoed on every update.
+    client_order_id = models.CharField(max_length=64, blank=True, default="")
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -84,6 +87,11 @@ class Order(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["user", "order_status"]), models.Index(fields=["order_status", "id"])]
         constraints = [
+            models.UniqueConstraint(
+                fields=["user", "client_order_id"],
+                condition=~Q(client_order_id=""),
+                name="order_client_order_id_unique_per_user",
+            ),
             models.CheckConstraint(condition=Q(quantity__gt=0), name="order_quantity_positive"),
             models.CheckConstraint(
                 condition=Q(filled_quantity__gte=0, filled_quantity__lte=F("quantity")), name="order_filled_in_range"
@@ -178,7 +186,8 @@ class Trade(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="trades")
     quantity = models.DecimalField(**QTY)
     price = models.DecimalField(**QTY)
-    time = models.DateTimeField(auto_now_add=True, db_index=True)
+    # when the venue executed it (its report's executedAt), else when we recorded it
+    time = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-time", "-id"]

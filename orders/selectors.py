@@ -20,8 +20,11 @@ def order_list(
     symbol: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    client_order_id: str | None = None,
 ) -> QuerySet[Order]:
     qs = Order.objects.filter(user=user).select_related("instrument")
+    if client_order_id:
+        qs = qs.filter(client_order_id=client_order_id)
     if status:
         qs = qs.filter(order_status=status)
     if symbol:

@@ -1,5 +1,7 @@
+from datetime import timedelta
 from typing import Any
 
+from django.utils import timezone
 from rest_framework import serializers
 
 from wire import iso, num
@@ -21,6 +23,7 @@ class OrderPlaceInput(serializers.Serializer):
     leverage = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1000)
     amo = serializers.BooleanField(required=False, default=False)
     reduceOnly = serializers.BooleanField(required=False, default=False)
+    clientOrderId = serializers.RegexField(r"^[A-Za-z0-9._:-]{1,64}$", required=False, max_length=64)
 
 
 class OrderModifyInput(serializers.Serializer):
@@ -32,6 +35,7 @@ class OrderModifyInput(serializers.Serializer):
 class OrderFilterInput(serializers.Serializer):
     status = serializers.ChoiceField(choices=OrderStatus.values, required=False)
     symbol = serializers.CharField(required=False, max_length=32)
+    clientOrderId = serializers.CharField(required=False, max_length=64)
     dateFrom = serializers.DateTimeField(required=False)
     dateTo = serializers.DateTimeField(required=False)
 
@@ -53,6 +57,7 @@ class OrderOutput(serializers.Serializer):
     leverage = serializers.IntegerField()
     amo = serializers.BooleanField()
     reduceOnly = serializers.BooleanField()
+    clientOrderId = serializers.CharField(allow_null=True)
     version = serializers.IntegerField()
     createdAt = serializers.DateTimeField()
     updatedAt = serializers.DateTimeField()
@@ -100,6 +105,12 @@ class ExecutionInput(serializers.Serializer):
     quantity = serializers.DecimalField(required=False, allow_null=True, **QTY)
     price = serializers.DecimalField(required=False, allow_null=True, **QTY)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=255)
+    executedAt = serializers.DateTimeField(required=False, help_text="when the venue executed it (fills)")
+
+    def validate_executedAt(self, value):
+        if value > timezone.now() + timedelta(seconds=5):
+            raise serializers.ValidationError("is in the future")
+        return value
 
     def validate(self, attrs):
         if attrs["type"] == "fill":

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import cast
 
@@ -165,6 +165,7 @@ def order_place(
     leverage: int = 1,
     amo: bool = False,
     reduce_only: bool = False,
+    client_order_id: str = "",
 ) -> Order:
     errors: dict[str, str] = {}
     instrument = Instrument.objects.filter(symbol=trading_symbol, active=True).first()
@@ -202,7 +203,9 @@ def order_place(
         leverage=leverage,
         amo=amo,
         reduce_only=reduce_only,
+        client_order_id=client_order_id,
     )
+    _check_client_order_id(user, client_order_id)
     for _ in range(5):
         order.order_id = _new_order_id()
         try:
@@ -212,6 +215,7 @@ def order_place(
         except IntegrityError:
             if Order.objects.filter(order_id=order.order_id).exists():
                 continue  # id collision: draw again
+            _check_client_order_id(user, client_order_id)  # placed at the same moment by another request
             raise
     _record(order, UpdateType.ORDER_PLACED)
     return order
@@ -263,6 +267,28 @@ def order_cancel(*, order: Order | str) -> Order:
     return order
 
 
+def _check_client_order_id(user: User, client_order_id: str) -> None:
+    if client_order_id and Order.objects.filter(user=user, client_order_id=client_order_id).exists():
+        raise Conflict(
+            f"you already have an order with clientOrderId {client_order_id!r}", code="duplicate_client_order_id"
+        )
+
+
+def order_cancel_all(*, user: User, symbol: str | None = None) -> tuple[list[Order], list[tuple[str, str, str]]]:
+    """Cancel every working order of the user (of one symbol), each in its own transaction: one the
+    venue completes meanwhile is reported in ``failed`` as (orderId, code, detail), not an error."""
+    live = Order.objects.filter(user=user, order_status__in=LIVE).order_by("id")
+    if symbol:
+        live = live.filter(instrument__symbol=symbol)
+    cancelled, failed = [], []
+    for order_id in live.values_list("order_id", flat=True):
+        try:
+            cancelled.append(order_cancel(order=order_id))
+        except Conflict as exc:
+            failed.append((order_id, exc.code, str(exc)))
+    return cancelled, failed
+
+
 @transaction.atomic
 def order_reject(*, order: Order | str, reason: str) -> Order:
     reason = (reason or "").strip()
@@ -312,7 +338,12 @@ def order_accept(*, order: Order | str) -> Order:
 
 @transaction.atomic
 def order_trade_add(
-    *, order: Order | str, exec_id: str, quantity: Decimal | None, price: Decimal | None
+    *,
+    order: Order | str,
+    exec_id: str,
+    quantity: Decimal | None,
+    price: Decimal | None,
+    executed_at: datetime | None = None,
 ) -> tuple[Order, Trade]:
     """The order's side of one execution leg: the trade, the filled and pending quantities, COMPLETE
     when nothing is pending. A fill on a PENDING, TRIGGER_PENDING or AMO order implies acceptance.
@@ -342,6 +373,7 @@ def order_trade_add(
         user_id=order.user_id,
         quantity=quantity,
         price=price,
+        time=executed_at or timezone.now(),
     )
     order.filled_quantity += quantity
     order.filled_notional += quantity * price

@@ -111,3 +111,20 @@ def test_a_reduce_only_order_without_a_position_to_reduce_is_refused(make_user, 
     trade(user, "SELL", "1", "100")  # a short: a reduce-only SELL would add to it
     assert api.post("/api/orders", body, format="json").status_code == 400
     assert not Order.objects.filter(user=user, reduce_only=True).exists()
+
+
+def test_close_all_closes_every_open_position_with_reduce_only_orders(make_user, trade, instruments):
+    user = make_user()
+    trade(user, "BUY", "1", "40000")
+    trade(user, "SELL", "2", "626", symbol="SBIN-EQ", leverage=2)
+    api = auth_api(user)
+    answer = api.post("/api/positions/close-all")
+    assert answer.status_code == 202
+    closing = answer.json()["closing"]
+    assert len(closing) == 2 and all(c["order"]["reduceOnly"] for c in closing)
+    again = api.post("/api/positions/close-all").json()  # the closes are still working
+    assert again["closing"] == [] and {f["code"] for f in again["failed"]} == {"close_pending"}
+    for c in closing:
+        execute(Order.objects.get(order_id=c["order"]["orderId"]), "fill", c["order"]["quantity"], "100")
+    assert not Position.objects.filter(user=user, status="open").exists()
+    assert D(0) not in {p.quantity for p in Position.objects.filter(user=user)}
