@@ -311,6 +311,10 @@ AXISOR_MARKET = {
 # plus this fraction, for the slippage of its fill.
 AXISOR_RISK = {
     "MARKET_ORDER_BUFFER": env_float("RISK_MARKET_ORDER_BUFFER", 0.01),
+    # Refused before an order is recorded (400): a limit price further than this fraction from the
+    # last traded price, and an order whose notional (quantity × price) is above this.
+    "PRICE_BAND": env_float("RISK_PRICE_BAND", 0.10),
+    "MAX_ORDER_NOTIONAL": env_float("RISK_MAX_ORDER_NOTIONAL", 100_000_000),
 }
 
 AXISOR_MARGIN = {

@@ -19,7 +19,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.signals import account_access_changed
 from core.errors import Conflict, NotFound
-from market.models import Instrument
+from market.models import Instrument, MarketState
 from notifications.services import notification_create
 from orders.events import order_message
 from wire import num
@@ -147,6 +147,41 @@ def _validate_quantity(errors: dict, instrument: Instrument, quantity: Decimal |
         errors[field] = f"must be a multiple of the lot size {instrument.lot_size.normalize()}"
 
 
+def _validate_against_market(
+    errors: dict,
+    instrument: Instrument,
+    order_type: str,
+    side: str,
+    quantity: Decimal,
+    price: Decimal | None,
+    trigger_price: Decimal | None,
+) -> None:
+    """The exchange's limits, as brokers apply them before an order goes out: a limit price inside
+    the band around the last traded price, a stop whose trigger the market has not already crossed
+    (it would fire at once: place a market or limit order instead), and a notional within the
+    maximum per order. Without a traded price yet, only the notional (at the reference price)."""
+    state = MarketState.objects.filter(instrument=instrument).only("price").first()
+    last = state.price if state is not None else None
+    conf = settings.AXISOR_RISK
+    band = Decimal(str(conf["PRICE_BAND"]))
+    if last is not None and price is not None and not last * (1 - band) <= price <= last * (1 + band):
+        errors["price"] = (
+            f"must be within {band * 100:.0f} % of the last price {instrument.price_text(last)}"
+            f" ({instrument.price_text(last * (1 - band))} to {instrument.price_text(last * (1 + band))})"
+        )
+    if last is not None and trigger_price is not None and order_type in TRIGGERED:
+        crossed = trigger_price <= last if side == Side.BUY else trigger_price >= last
+        if crossed:
+            above_below = "above" if side == Side.BUY else "below"
+            errors["triggerPrice"] = (
+                f"a {side} stop's trigger must be {above_below} the last price {instrument.price_text(last)}"
+            )
+    reference = price or trigger_price or last or instrument.reference_price
+    limit = Decimal(str(conf["MAX_ORDER_NOTIONAL"]))
+    if quantity * reference > limit:
+        errors["quantity"] = f"the order's notional {(quantity * reference):,.2f} is above the maximum {limit:,.0f}"
+
+
 def _new_order_id() -> str:
     return f"{timezone.now():%y%m%d}{secrets.randbelow(10**9):09d}"
 
@@ -181,6 +216,8 @@ def order_place(
         raise ValidationError(errors)
     _validate_quantity(errors, instrument, quantity)
     _validate_prices(errors, instrument, order_type, transaction_type, price, trigger_price)
+    if not errors:
+        _validate_against_market(errors, instrument, order_type, transaction_type, quantity, price, trigger_price)
     if not 1 <= leverage <= instrument.max_leverage:
         errors["leverage"] = f"must be between 1 and {instrument.max_leverage} for {instrument.symbol}"
     elif 1 / Decimal(leverage) <= instrument.maintenance_margin_rate:
@@ -245,6 +282,16 @@ def order_modify(
         errors["triggerPrice"] = f"{order.order_type} orders have no trigger price"
     if not errors:
         _validate_prices(errors, order.instrument, order.order_type, order.transaction_type, new_price, new_trigger)
+    if not errors and (price is not None or trigger_price is not None or quantity is not None):
+        _validate_against_market(
+            errors,
+            order.instrument,
+            order.order_type,
+            order.transaction_type,
+            order.quantity if quantity is None else quantity,
+            new_price if price is not None else None,
+            new_trigger if trigger_price is not None and order.order_status == S.TRIGGER_PENDING else None,
+        )
     if quantity is not None:
         _validate_quantity(errors, order.instrument, quantity)
         if "quantity" not in errors and quantity <= order.filled_quantity:
