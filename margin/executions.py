@@ -25,6 +25,7 @@ def execution_fill(
     quantity: Decimal | None,
     price: Decimal | None,
     executed_at: datetime | None = None,
+    liquidation: bool = False,
 ) -> Trade | None:
     """One execution leg: the order's side, then the position (its row is locked before the user's
     event sequence, as everywhere: margin/positions.py), then the order's updates.
@@ -41,7 +42,7 @@ def execution_fill(
             order_cancel(order=order)
             return None
     order, trade = order_trade_add(
-        order=order, exec_id=exec_id, quantity=quantity, price=price, executed_at=executed_at
+        order=order, exec_id=exec_id, quantity=quantity, price=price, executed_at=executed_at, liquidation=liquidation
     )
     assert quantity is not None and price is not None  # order_trade_add refuses a fill without them
     position_apply_fill(order=order, quantity=quantity, price=price)
@@ -73,6 +74,7 @@ def execution_apply(
     price: Decimal | None = None,
     reason: str = "",
     executed_at: datetime | None = None,
+    liquidation: bool = False,
 ) -> tuple[Order, bool]:
     """Apply a venue's execution report once. Returns (order, applied); a replayed execId
     changes nothing, sends nothing and returns applied=False."""
@@ -97,7 +99,14 @@ def execution_apply(
     if kind == ExecutionReport.Kind.ACCEPT:
         order_accept(order=order)
     elif kind == ExecutionReport.Kind.FILL:
-        execution_fill(order=order, exec_id=exec_id, quantity=quantity, price=price, executed_at=executed_at)
+        execution_fill(
+            order=order,
+            exec_id=exec_id,
+            quantity=quantity,
+            price=price,
+            executed_at=executed_at,
+            liquidation=liquidation,
+        )
     elif kind == ExecutionReport.Kind.REJECT:
         order_reject(order=order, reason=reason or "rejected by venue")
     else:

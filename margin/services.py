@@ -186,10 +186,16 @@ def _closing_order(position: Position) -> Order:
 
 
 @transaction.atomic
-def position_liquidate(*, position: Position) -> Order:
-    """The venue takes over a position that reached its liquidation price: a MARKET order filled at
-    the liquidation price at once (a trade and order updates like any other), the position closed
-    with reason ``liquidation`` and a ``margin_guard`` notification."""
+def position_liquidate(*, position: Position, market: Decimal | None = None) -> Order:
+    """The venue takes over a position that reached its liquidation price: its working orders on
+    the instrument are cancelled, and a reduce-only MARKET order is filled at once (a trade marked
+    ``liquidation``, order updates like any other) at the worse of the market and the liquidation
+    price: when a tick gaps through the liquidation price, the gap's loss is the position's, booked
+    in the ledger. The position closes with reason ``liquidation`` and a ``margin_guard``
+    notification."""
+    fill = position.liquidation_price
+    if market is not None:
+        fill = min(fill, market) if position.side == LONG else max(fill, market)
 
     _withdraw_working_orders(position)
     order = _closing_order(position)
@@ -199,7 +205,8 @@ def position_liquidate(*, position: Position) -> Order:
         exec_id=f"liq-{uuid.uuid4().hex}",
         kind="fill",
         quantity=position.quantity,
-        price=position.liquidation_price,
+        price=fill,
+        liquidation=True,
     )
     return order
 
@@ -313,7 +320,9 @@ def positions_evaluate(*, paths: dict[int, list[Decimal]]) -> dict[str, int]:
             fired.setdefault(p.user_id, []).append((p, "threshold"))
             guard_rows.append(p)
     for p in liquidated:
-        _isolated(position_liquidate, p, position=p)
+        # the market at the liquidation: the first price of the path at or past the liquidation price
+        breach = next(x for x in paths[p.instrument_id] if in_risk(p.side, p.liquidation_price, x))
+        _isolated(position_liquidate, p, position=p, market=breach)
     if fired:
         _guard_execute(fired, last, now)
     _save_guard_state(guard_rows)

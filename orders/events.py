@@ -47,6 +47,8 @@ def order_message(order, update_type: str, trade=None) -> dict:
             tradePrice=num(trade.price),
             tradeTime=iso(trade.time),
         )
+        if trade.liquidation:
+            message["liquidation"] = True
     return message
 
 

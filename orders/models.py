@@ -188,6 +188,8 @@ class Trade(models.Model):
     price = models.DecimalField(**QTY)
     # when the venue executed it (its report's executedAt), else when we recorded it
     time = models.DateTimeField(default=timezone.now, db_index=True)
+    # the venue took over a position at its liquidation (margin.services.position_liquidate)
+    liquidation = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-time", "-id"]

@@ -391,6 +391,7 @@ def order_trade_add(
     quantity: Decimal | None,
     price: Decimal | None,
     executed_at: datetime | None = None,
+    liquidation: bool = False,
 ) -> tuple[Order, Trade]:
     """The order's side of one execution leg: the trade, the filled and pending quantities, COMPLETE
     when nothing is pending. A fill on a PENDING, TRIGGER_PENDING or AMO order implies acceptance.
@@ -421,6 +422,7 @@ def order_trade_add(
         quantity=quantity,
         price=price,
         time=executed_at or timezone.now(),
+        liquidation=liquidation,
     )
     order.filled_quantity += quantity
     order.filled_notional += quantity * price

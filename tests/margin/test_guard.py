@@ -147,16 +147,18 @@ def test_auto_close_closes_the_position_with_realized_pnl(long_btc):
     assert Notification.objects.filter(user=user, title="Position closed by Margin Guard").count() == 1
 
 
-def test_liquidation_at_the_liquidation_price(long_btc):
+def test_liquidation_fills_at_the_worse_of_market_and_liquidation_price(long_btc):
     user, position = long_btc(enabled=False)
     tick("BTC_USD", 92)
-    tick("BTC_USD", 90)  # through 90.5
+    tick("BTC_USD", 90)  # gaps through 90.5: the venue takes over at 90, the gap is the position's loss
     position.refresh_from_db()
     assert position.status == "closed" and position.close_reason == "liquidation"
-    assert position.realized_pnl == D("-9.5")
+    assert position.realized_pnl == D("-10")
     order = position.close_order
-    assert order.order_status == "COMPLETE" and order.average_price == D("90.5")
-    assert Trade.objects.get(order=order).price == D("90.5")
+    assert order.order_status == "COMPLETE" and order.average_price == D("90") and order.reduce_only
+    trade = Trade.objects.get(order=order)
+    assert trade.price == D("90") and trade.liquidation
+    assert [u["data"].get("liquidation") for u in events(user, "order_update")][-2] is True  # the TRADE_UPDATE
     note = Notification.objects.get(user=user, category="margin_guard")
     assert note.title == "Position liquidated" and note.type == "error"
     assert [u["data"]["updateType"] for u in events(user, "order_update")][-3:] == [
@@ -189,9 +191,9 @@ def test_short_positions_fire_and_liquidate_on_rising_prices(make_user, trade):
     assert executions(user) == []
     tick("BTC_USD", 105)
     assert len(executions(user)) == 1
-    tick("BTC_USD", 110)
+    tick("BTC_USD", 110)  # through 109.5: taken over at 110
     assert Position.objects.get(user=user).close_reason == "liquidation"
-    assert Position.objects.get(user=user).realized_pnl == D("-9.5")
+    assert Position.objects.get(user=user).realized_pnl == D("-10")
 
 
 def test_a_rolled_back_tick_leaves_no_execution_and_sends_nothing(long_btc, django_capture_on_commit_callbacks):
@@ -251,3 +253,10 @@ def test_a_liquidation_the_orders_service_refuses_does_not_stop_the_ingest(long_
     tick("BTC_USD", 89)
     position.refresh_from_db()
     assert position.status == "closed" and position.close_reason == "liquidation"
+
+
+def test_liquidation_exactly_at_the_liquidation_price_fills_there(long_btc):
+    _, position = long_btc(enabled=False)
+    tick("BTC_USD", "90.5")
+    position.refresh_from_db()
+    assert position.close_reason == "liquidation" and position.realized_pnl == D("-9.5")
