@@ -140,15 +140,22 @@ def order_submit(*, user: User, **order: Any) -> Order:
         _check_reduces(user, order)
     before = account_figures(user_id=user.pk)
     placed = order_place(user=user, **order)
-    after = account_figures(user_id=user.pk)
-    if after.order_margin > before.order_margin and after.available < 0:
-        needed = after.order_margin - before.order_margin
-        reason = (
-            f"{INSUFFICIENT_FUNDS}: the order needs {needed.quantize(Decimal('0.01'))} {after.currency} of margin,"
-            f" {max(before.available, Decimal(0)).quantize(Decimal('0.01'))} {after.currency} is available"
-        )
-        placed = order_reject(order=placed, reason=reason)
+    shortfall = _shortfall(before, account_figures(user_id=user.pk), "the order needs")
+    if shortfall:
+        placed = order_reject(order=placed, reason=shortfall)
     return placed
+
+
+def _shortfall(before: Figures, after: Figures, needs: str) -> str | None:
+    """Why a change that raised the margin held beyond the balance cannot be carried, or None."""
+    if after.order_margin <= before.order_margin or after.available >= 0:
+        return None
+    cents = Decimal("0.01")
+    needed = (after.order_margin - before.order_margin).quantize(cents)
+    available = max(before.available, Decimal(0)).quantize(cents)
+    return (
+        f"{INSUFFICIENT_FUNDS}: {needs} {needed} {after.currency} of margin, {available} {after.currency} is available"
+    )
 
 
 @transaction.atomic
@@ -165,14 +172,9 @@ def order_amend(
     account_lock(user_id)
     before = account_figures(user_id=user_id)
     amended = order_modify(order=order, quantity=quantity, price=price, trigger_price=trigger_price)
-    after = account_figures(user_id=user_id)
-    if after.order_margin > before.order_margin and after.available < 0:
-        needed = (after.order_margin - before.order_margin).quantize(Decimal("0.01"))
-        raise Conflict(
-            f"{INSUFFICIENT_FUNDS}: the change needs {needed} {after.currency} more margin,"
-            f" {max(before.available, Decimal(0)).quantize(Decimal('0.01'))} {after.currency} is available",
-            code="insufficient_funds",
-        )
+    shortfall = _shortfall(before, account_figures(user_id=user_id), "the change needs")
+    if shortfall:
+        raise Conflict(shortfall, code="insufficient_funds")
     return amended
 
 
