@@ -15,7 +15,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Max, Min
+from django.db.models import Max
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -28,7 +28,7 @@ from margin.ticks import ticks_ingest
 from margin.venue import PaperVenue
 from market.feed import RandomWalkFeed
 from market.models import Tick
-from market.selectors import latest_prices
+from market.selectors import latest_prices, latest_times
 from market.services import ticks_prune
 from notifications.tasks import sweep_deliveries
 
@@ -49,19 +49,25 @@ class LatestPrices:
         self.prices: dict = {}
         self.ranges: dict = {}
         self.last_tick_id: int | None = None
+        self.times: dict = {}
 
     def refresh(self) -> None:
-        self.prices = latest_prices()
+        before = self.times
+        self.prices, self.times = latest_prices(), latest_times()
         if self.last_tick_id is None:  # the first refresh: only the latest matters
             self.last_tick_id = Tick.objects.aggregate(m=Max("pk"))["m"] or 0
             return
-        rows = (
-            Tick.objects.filter(pk__gt=self.last_tick_id)
-            .values("instrument__symbol")
-            .annotate(low=Min("price"), high=Max("price"), top=Max("pk"))
+        ranges: dict = {}
+        since = Tick.objects.filter(pk__gt=self.last_tick_id).values_list(
+            "pk", "instrument__symbol", "price", "timestamp"
         )
-        self.ranges = {r["instrument__symbol"]: (r["low"], r["high"]) for r in rows}
-        self.last_tick_id = max([self.last_tick_id, *(r["top"] for r in rows)])
+        for pk, symbol, price, at in since:
+            self.last_tick_id = max(self.last_tick_id, pk)
+            if symbol in before and at < before[symbol]:
+                continue  # backfill: older than the live price was, not a price the market moved through
+            low, high = ranges.get(symbol, (price, price))
+            ranges[symbol] = (min(low, price), max(high, price))
+        self.ranges = ranges
 
     def latest(self, symbol: str):
         return self.prices.get(symbol)

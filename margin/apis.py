@@ -85,11 +85,6 @@ class PositionViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         request=None,
-        responses={202: inline_serializer("PositionClose", {"position": PositionOutput(), "order": OrderOutput()})},
-        summary="Close with a MARKET order (the position closes when it fills)",
-    )
-    @extend_schema(
-        request=None,
         responses={
             202: inline_serializer(
                 "PositionsCloseAll",
@@ -112,6 +107,11 @@ class PositionViewSet(viewsets.GenericViewSet):
             status=status.HTTP_202_ACCEPTED,
         )
 
+    @extend_schema(
+        request=None,
+        responses={202: inline_serializer("PositionClose", {"position": PositionOutput(), "order": OrderOutput()})},
+        summary="Close with a reduce-only MARKET order (the position closes when it fills)",
+    )
     @action(detail=True, methods=["post"])
     def close(self, request, position_id: str):
         position = selectors.position_get(user=request.user, position_id=position_id)

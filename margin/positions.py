@@ -180,7 +180,8 @@ def _after_close(position: Position, order: Order, now) -> None:
             user=position.user_id,
             title="Position liquidated",
             message=f"Your {position.side} {symbol} position was liquidated at "
-            f"{position.instrument.price_text(position.liquidation_price)} (realized pnl {decimal_text(pnl)})",
+            f"{position.instrument.price_text(order.average_price or position.liquidation_price)}"
+            f" (realized pnl {decimal_text(pnl)})",
             type="error",
             category="margin_guard",
             data={"positionId": position.public_id, "symbol": symbol, "orderId": order.order_id, "pnl": pnl},

@@ -11,8 +11,11 @@ venue's last step (the low and the high of the tick path, not only the last tick
   when the market gapped through it (a resting order is the price taker's counterpart: no price
   improvement beyond its limit, and never worse);
 - SL/SL-M wait in TRIGGER_PENDING until the path reaches the trigger, then behave as LIMIT/MARKET;
-- AMO orders are queued, then opened on the next step. An order larger than the liquidity per step
-  is filled in parts.
+- AMO orders wait for the exchange's next session, then open; nothing is accepted or filled on an
+  exchange whose session is closed (market.sessions);
+- a DAY order still working when its session ends is cancelled ("expired at the end of the session");
+  an IOC order is cancelled as soon as the venue could not fill it, or the rest of it, at once.
+An order larger than the liquidity per step is filled in parts.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from django.db import transaction
 
 from core.errors import Conflict
 from margin.executions import execution_apply
-from orders.models import LIVE, Order, OrderStatus, OrderType, Side
-from orders.services import order_lock
+from market import sessions
+from orders.models import LIVE, Order, OrderStatus, OrderType, Side, Validity
+from orders.services import order_cancel, order_lock
 
 LIQUIDITY_LOTS_PER_STEP = 50  # fill at most this many lots of an order per step
 
@@ -89,6 +93,12 @@ class PaperVenue:
         order = order_lock(order)  # decided on the order as it is now, not as the step began
         if order.order_status not in LIVE:
             return 0
+        exchange = order.instrument.exchange
+        if order.expires_at is not None and sessions.clock() >= order.expires_at:
+            order_cancel(order=order, reason=f"expired at the end of the {exchange} session (DAY)")
+            return 1
+        if not sessions.is_open(exchange):
+            return 0  # AMO orders wait for the open; nothing trades on a closed exchange
         path = self._path(order.instrument.symbol)
         if path is None:
             return 0
@@ -104,7 +114,10 @@ class PaperVenue:
                 and _reached(side, Path(path.last, path.last, path.last), order.price)
             )
             if order.amo or kind in (OrderType.SL, OrderType.SL_M) or not arriving_marketable:
-                return self._report(order, "accept")
+                accepted = self._report(order, "accept")
+                if order.validity == Validity.IOC:  # nothing to fill at once: the whole order goes
+                    order_cancel(order=order.order_id, reason="IOC: nothing could be filled at once")
+                return accepted
             fill_price = path.last
             if order.price is not None:  # an arriving limit: the better of its limit and the market
                 fill_price = min(path.last, order.price) if side == Side.BUY else max(path.last, order.price)
@@ -116,4 +129,9 @@ class PaperVenue:
                 return 0
             fill_price = order.price  # resting: at its limit
         quantity = min(order.pending_quantity, order.instrument.lot_size * LIQUIDITY_LOTS_PER_STEP)
-        return self._report(order, "fill", quantity=quantity, price=fill_price)
+        filled = self._report(order, "fill", quantity=quantity, price=fill_price)
+        if order.validity == Validity.IOC:
+            order.refresh_from_db()
+            if order.order_status in LIVE:
+                order_cancel(order=order.order_id, reason="IOC: the rest could not be filled at once")
+        return filled

@@ -58,6 +58,11 @@ def latest_prices() -> dict:
     return prices
 
 
+def latest_times() -> dict[str, datetime]:
+    """The time of the live price per symbol (the latest tick that was not backfill)."""
+    return dict(MarketState.objects.filter(instrument__active=True).values_list("instrument__symbol", "timestamp"))
+
+
 def candles_list(
     *, symbol: str, timeframe: str, since: datetime | None = None, until: datetime | None = None, limit: int = 500
 ) -> list[Candle]:

@@ -82,6 +82,7 @@ class OrderViewSet(viewsets.GenericViewSet):
                 amo=d["amo"],
                 reduce_only=d["reduceOnly"],
                 client_order_id=d.get("clientOrderId", ""),
+                validity=d.get("validity"),
             )
             return status.HTTP_201_CREATED, OrderOutput(order).data
 

@@ -31,6 +31,7 @@ def order_fields(order) -> dict:
         "leverage": order.leverage,
         "amo": order.amo,
         "reduceOnly": order.reduce_only,
+        "validity": order.validity,
         "clientOrderId": order.client_order_id or None,
         "version": order.version,
     }

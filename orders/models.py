@@ -37,6 +37,12 @@ PRICED = frozenset({OrderType.LIMIT, OrderType.SL})
 TRIGGERED = frozenset({OrderType.SL, OrderType.SL_M})
 
 
+class Validity(models.TextChoices):
+    DAY = "DAY"  # until the end of the session (around the clock: the next midnight UTC)
+    IOC = "IOC"  # fill what can be filled at once, cancel the rest
+    GTC = "GTC"  # until filled or cancelled
+
+
 class Side(models.TextChoices):
     BUY = "BUY"
     SELL = "SELL"
@@ -79,6 +85,8 @@ class Order(models.Model):
     reduce_only = models.BooleanField(default=False)
     # The client's own id for the order (unique per user when given), echoed on every update.
     client_order_id = models.CharField(max_length=64, blank=True, default="")
+    validity = models.CharField(max_length=3, choices=Validity.choices, default=Validity.GTC)
+    expires_at = models.DateTimeField(null=True, blank=True)  # DAY orders: when the venue cancels them
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -7,7 +7,7 @@ from rest_framework import serializers
 from wire import iso, num
 
 from .events import order_fields
-from .models import ExecutionReport, OrderStatus, OrderType, Side, UpdateType
+from .models import ExecutionReport, OrderStatus, OrderType, Side, UpdateType, Validity
 
 QTY: dict[str, Any] = {"max_digits": 24, "decimal_places": 8}
 
@@ -23,6 +23,7 @@ class OrderPlaceInput(serializers.Serializer):
     leverage = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1000)
     amo = serializers.BooleanField(required=False, default=False)
     reduceOnly = serializers.BooleanField(required=False, default=False)
+    validity = serializers.ChoiceField(choices=Validity.values, required=False)
     clientOrderId = serializers.RegexField(r"^[A-Za-z0-9._:-]{1,64}$", required=False, max_length=64)
 
 
@@ -57,6 +58,7 @@ class OrderOutput(serializers.Serializer):
     leverage = serializers.IntegerField()
     amo = serializers.BooleanField()
     reduceOnly = serializers.BooleanField()
+    validity = serializers.ChoiceField(choices=Validity.values)
     clientOrderId = serializers.CharField(allow_null=True)
     version = serializers.IntegerField()
     createdAt = serializers.DateTimeField()
@@ -84,6 +86,7 @@ class TradeOutput(serializers.Serializer):
     quantity = serializers.FloatField()
     price = serializers.FloatField()
     time = serializers.DateTimeField()
+    liquidation = serializers.BooleanField()
 
     def to_representation(self, trade) -> dict:
         return {
@@ -95,6 +98,7 @@ class TradeOutput(serializers.Serializer):
             "quantity": num(trade.quantity),
             "price": num(trade.price),
             "time": iso(trade.time),
+            "liquidation": trade.liquidation,
         }
 
 

@@ -19,10 +19,11 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.signals import account_access_changed
 from core.errors import Conflict, NotFound
+from market import sessions
 from market.models import Instrument, MarketState
 from notifications.services import notification_create
 from orders.events import order_message
-from wire import num
+from wire import iso, num
 
 from .models import (
     LIVE,
@@ -36,6 +37,7 @@ from .models import (
     Side,
     Trade,
     UpdateType,
+    Validity,
 )
 from .signals import order_updated
 
@@ -147,6 +149,25 @@ def _validate_quantity(errors: dict, instrument: Instrument, quantity: Decimal |
         errors[field] = f"must be a multiple of the lot size {instrument.lot_size.normalize()}"
 
 
+def _validate_session(errors: dict, instrument: Instrument, order_type: str, validity: str, amo: bool) -> None:
+    """Time in force and the exchange's session: IOC is for market and limit orders placed to trade
+    now; an after-market order only while the session is closed (it opens at the next open), a
+    regular one only while it is open."""
+    if validity not in Validity.values:
+        errors["validity"] = f"must be one of {', '.join(Validity.values)}"
+        return
+    if validity == Validity.IOC and (amo or order_type not in (OrderType.MARKET, OrderType.LIMIT)):
+        errors["validity"] = "IOC is for MARKET and LIMIT orders that trade now, not stops or after-market orders"
+    if sessions.session_for(instrument.exchange) is None:
+        return
+    exchange = instrument.exchange
+    if sessions.is_open(exchange) and amo:
+        errors["amo"] = f"the {exchange} session is open: place a regular order (amo: false)"
+    elif not sessions.is_open(exchange) and not amo:
+        opens = iso(sessions.next_open(exchange))
+        errors["amo"] = f"the {exchange} session is closed until {opens}: place an after-market order (amo: true)"
+
+
 def _validate_against_market(
     errors: dict,
     instrument: Instrument,
@@ -201,6 +222,7 @@ def order_place(
     amo: bool = False,
     reduce_only: bool = False,
     client_order_id: str = "",
+    validity: str | None = None,
 ) -> Order:
     errors: dict[str, str] = {}
     instrument = Instrument.objects.filter(symbol=trading_symbol, active=True).first()
@@ -218,6 +240,8 @@ def order_place(
     _validate_prices(errors, instrument, order_type, transaction_type, price, trigger_price)
     if not errors:
         _validate_against_market(errors, instrument, order_type, transaction_type, quantity, price, trigger_price)
+    validity = validity or (Validity.DAY if instrument.exchange in sessions.SESSIONS else Validity.GTC)
+    _validate_session(errors, instrument, order_type, validity, amo)
     if not 1 <= leverage <= instrument.max_leverage:
         errors["leverage"] = f"must be between 1 and {instrument.max_leverage} for {instrument.symbol}"
     elif 1 / Decimal(leverage) <= instrument.maintenance_margin_rate:
@@ -241,6 +265,8 @@ def order_place(
         amo=amo,
         reduce_only=reduce_only,
         client_order_id=client_order_id,
+        validity=validity,
+        expires_at=sessions.day_end(instrument.exchange, sessions.clock()) if validity == Validity.DAY else None,
     )
     _check_client_order_id(user, client_order_id)
     for _ in range(5):
@@ -307,9 +333,13 @@ def order_modify(
 
 
 @transaction.atomic
-def order_cancel(*, order: Order | str) -> Order:
+def order_cancel(*, order: Order | str, reason: str = "") -> Order:
+    """Cancel a working order; ``reason`` (the venue's: an expired DAY order, an IOC's rest) is
+    sent as the update's status message (``rejectionReason``)."""
     order = order_lock(order)
     _move(order, S.CANCELLED)
+    if reason:
+        order.rejection_reason = reason[:255]
     _record(order, UpdateType.ORDER_CANCELLED)
     return order
 

@@ -129,6 +129,13 @@ def redis_url() -> str:
     return os.environ["REDIS_URL"]
 
 
+@pytest.fixture(autouse=True)
+def _sessions_off(settings):
+    """Exchange sessions off, whatever the environment says: a test's result must not depend on the
+    hour it runs at. tests/market/test_sessions.py turns them on with a clock of its own."""
+    settings.AXISOR_MARKET = {**settings.AXISOR_MARKET, "SESSIONS": False}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_worker_thread_connections(django_db_setup):
     """Consumers reach the ORM on asgiref's shared sync thread: its connection goes back to the
