@@ -318,6 +318,9 @@ AXISOR_RISK = {
     # last traded price, and an order whose notional (quantity × price) is above this.
     "PRICE_BAND": env_float("RISK_PRICE_BAND", 0.10),
     "MAX_ORDER_NOTIONAL": env_float("RISK_MAX_ORDER_NOTIONAL", 100_000_000),
+    # The mark price liquidation and the Margin Guard are judged at: the last trade, moving at most
+    # this fraction per tick (one bad print cannot liquidate anyone).
+    "MARK_BAND": env_float("RISK_MARK_BAND", 0.05),
 }
 
 AXISOR_MARGIN = {

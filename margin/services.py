@@ -286,7 +286,9 @@ def _candidates(paths: dict[int, list[Decimal]], now: datetime) -> list[Position
 
 
 @transaction.atomic
-def positions_evaluate(*, paths: dict[int, list[Decimal]]) -> dict[str, int]:
+def positions_evaluate(
+    *, paths: dict[int, list[Decimal]], trades: dict[int, list[Decimal]] | None = None
+) -> dict[str, int]:
     """Re-evaluate the open positions of the instruments in ``paths`` (instrument id → the call's
     prices in order): liquidate those whose liquidation price was reached, fire the guards that
     are armed and at risk, re-arm those that recovered or whose cooldown ended."""
@@ -321,7 +323,9 @@ def positions_evaluate(*, paths: dict[int, list[Decimal]]) -> dict[str, int]:
             guard_rows.append(p)
     for p in liquidated:
         # the market at the liquidation: the first price of the path at or past the liquidation price
-        breach = next(x for x in paths[p.instrument_id] if in_risk(p.side, p.liquidation_price, x))
+        # judged on the mark path; filled at the trade price of the tick where the mark crossed
+        at = next(i for i, x in enumerate(paths[p.instrument_id]) if in_risk(p.side, p.liquidation_price, x))
+        breach = (trades or paths)[p.instrument_id][at]
         _isolated(position_liquidate, p, position=p, market=breach)
     if fired:
         _guard_execute(fired, last, now)

@@ -17,6 +17,6 @@ def ticks_ingest(raw: object) -> list[MarketState]:
     """Validate and apply ticks (see ``market.services.ticks_record``), evaluate every position
     they reach, and send their events; returns the changed market states."""
     recorded = ticks_record(raw)
-    positions_evaluate(paths=recorded.price_paths())
+    positions_evaluate(paths=recorded.marks, trades=recorded.price_paths())
     ticks_announce(recorded)
     return recorded.changed

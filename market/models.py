@@ -112,6 +112,9 @@ class MarketState(models.Model):
     high24h = models.DecimalField(**PRICE)
     low24h = models.DecimalField(**PRICE)
     timestamp = models.DateTimeField()
+    # The mark price risk is judged at (market.services.ticks_record): the last trade, moving at most
+    # RISK_MARK_BAND per tick, so one bad print cannot liquidate anyone.
+    mark = models.DecimalField(null=True, blank=True, **PRICE)
 
     def __str__(self) -> str:
         return f"{self.instrument_id} {self.price}"

@@ -285,6 +285,7 @@ class Recorded:
     paths: dict[int, list[TickIn]]
     fired: dict[int, list[PriceAlert]]
     candles: dict[int, list[Candle]]
+    marks: dict[int, list[Decimal]]
 
     def price_paths(self) -> dict[int, list[Decimal]]:
         return {i: [t.price for t in path] for i, path in self.paths.items()}
@@ -311,6 +312,7 @@ def ticks_record(raw: object) -> Recorded:
         if state is None or state.timestamp is None or tick.timestamp >= state.timestamp:
             paths.setdefault(tick.instrument.pk, []).append(tick)
     previous = {i: states[i].price if i in states else None for i in paths}
+    marks = _mark_paths(paths, {i: states[i].mark if i in states else None for i in paths})
     Tick.objects.bulk_create(
         [Tick(instrument=t.instrument, price=t.price, volume=t.volume, timestamp=t.timestamp) for t in ticks],
         batch_size=2000,
@@ -330,16 +332,32 @@ def ticks_record(raw: object) -> Recorded:
         state.high24h = day.get("high") or last.price
         state.low24h = day.get("low") or last.price
         state.timestamp = last.timestamp
+        state.mark = marks[instrument_id][-1]
         states[instrument_id] = state
     changed = [states[i] for i in paths]
     MarketState.objects.bulk_create(
         changed,
         update_conflicts=True,
         unique_fields=["instrument"],
-        update_fields=["price", "change", "change_percent", "volume", "high24h", "low24h", "timestamp"],
+        update_fields=["price", "change", "change_percent", "volume", "high24h", "low24h", "timestamp", "mark"],
     )
     fired = _fire_alerts(paths, previous)
-    return Recorded(changed=changed, paths=paths, fired=fired, candles=candles)
+    return Recorded(changed=changed, paths=paths, fired=fired, candles=candles, marks=marks)
+
+
+def _mark_paths(paths: dict[int, list[TickIn]], previous: dict[int, Decimal | None]) -> dict[int, list[Decimal]]:
+    """The mark price after each tick: the trade price, but at most RISK_MARK_BAND away from the
+    mark before it. A real move reaches the mark over a few ticks; a single bad print from a feed
+    moves it by the band at most (and back with the next good tick)."""
+    band = Decimal(str(settings.AXISOR_RISK["MARK_BAND"]))
+    marks: dict[int, list[Decimal]] = {}
+    for instrument_id, path in paths.items():
+        mark, out = previous.get(instrument_id), []
+        for tick in path:
+            mark = tick.price if mark is None else min(max(tick.price, mark * (1 - band)), mark * (1 + band))
+            out.append(mark)
+        marks[instrument_id] = out
+    return marks
 
 
 def ticks_announce(recorded: Recorded) -> None:

@@ -175,7 +175,7 @@ def test_liquidation_cancels_a_working_auto_close_order(long_btc):
     tick("BTC_USD", 98)
     position.refresh_from_db()
     close_order = position.close_order
-    tick("BTC_USD", 90)
+    tick("BTC_USD", 90, 90)  # 8 % in one print: the mark (5 % a tick at most) needs the second
     close_order.refresh_from_db()
     position.refresh_from_db()
     assert position.close_reason == "liquidation"
@@ -260,3 +260,16 @@ def test_liquidation_exactly_at_the_liquidation_price_fills_there(long_btc):
     tick("BTC_USD", "90.5")
     position.refresh_from_db()
     assert position.close_reason == "liquidation" and position.realized_pnl == D("-9.5")
+
+
+def test_one_bad_print_does_not_liquidate_but_a_real_move_does(long_btc):
+    """Liquidation is judged at the mark price: the last trade, moving at most RISK_MARK_BAND (5 %) a
+    tick. A print at half the price between two normal ones moves the mark by 5 %, not 50 %."""
+    _, position = long_btc(enabled=False)  # 10x long at 100: liquidation at 90.5
+    tick("BTC_USD", 100, 50, 100)
+    position.refresh_from_db()
+    assert position.status == "open"
+    tick("BTC_USD", 91, 89, 89)  # a real move: the mark follows 95, 90.25 (through 90.5) ...
+    position.refresh_from_db()
+    assert position.close_reason == "liquidation"
+    assert position.close_order.average_price == D("89")  # ... filled at the trade price of that tick
