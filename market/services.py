@@ -84,7 +84,10 @@ def ticks_validate(raw: object) -> list[TickIn]:
             errors[f"{i}.volume"] = "must not be negative"
         ts = now
         if item.get("timestamp") is not None:
-            parsed = parse_datetime(item["timestamp"]) if isinstance(item["timestamp"], str) else None
+            try:  # parse_datetime raises on a well-formed but impossible time (12:99)
+                parsed = parse_datetime(item["timestamp"]) if isinstance(item["timestamp"], str) else None
+            except ValueError:
+                parsed = None
             if parsed is None or parsed.tzinfo is None:
                 errors[f"{i}.timestamp"] = "ISO-8601 with a timezone, e.g. 2025-01-06T10:30:00Z"
             elif parsed > now + timedelta(seconds=60):

@@ -36,6 +36,7 @@ def test_ingest_validation_is_all_or_nothing():
         [good, {"symbol": "BTC_USD", "price": True, "volume": 1}],
         [good, {"symbol": "BTC_USD", "price": 1, "volume": -1}],
         [good, {"symbol": "BTC_USD", "price": 1, "volume": 1, "timestamp": "yesterday"}],
+        [good, {"symbol": "BTC_USD", "price": 1, "volume": 1, "timestamp": "2024-01-01T12:99:00Z"}],  # a 500 once
         [good, "tick"],
         [],
         "not a list",
