@@ -15,7 +15,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Max
+from django.db.models import Max, Min, Q
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -57,17 +57,18 @@ class LatestPrices:
         if self.last_tick_id is None:  # the first refresh: only the latest matters
             self.last_tick_id = Tick.objects.aggregate(m=Max("pk"))["m"] or 0
             return
-        ranges: dict = {}
-        since = Tick.objects.filter(pk__gt=self.last_tick_id).values_list(
-            "pk", "instrument__symbol", "price", "timestamp"
-        )
-        for pk, symbol, price, at in since:
-            self.last_tick_id = max(self.last_tick_id, pk)
-            if symbol in before and at < before[symbol]:
-                continue  # backfill: older than the live price was, not a price the market moved through
-            low, high = ranges.get(symbol, (price, price))
-            ranges[symbol] = (min(low, price), max(high, price))
-        self.ranges = ranges
+        since = Tick.objects.filter(pk__gt=self.last_tick_id)
+        top = since.aggregate(m=Max("pk"))["m"]
+        if top is None:
+            self.ranges = {}
+            return
+        # Backfill (older than the symbol's live price was) is not a price the market moved through.
+        traded = Q(pk__lte=top) & ~Q(instrument__symbol__in=list(before))
+        for symbol, at in before.items():
+            traded |= Q(pk__lte=top, instrument__symbol=symbol, timestamp__gte=at)
+        rows = since.filter(traded).values("instrument__symbol").annotate(low=Min("price"), high=Max("price"))
+        self.ranges = {r["instrument__symbol"]: (r["low"], r["high"]) for r in rows}
+        self.last_tick_id = top
 
     def latest(self, symbol: str):
         return self.prices.get(symbol)

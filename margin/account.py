@@ -34,11 +34,12 @@ from core.errors import Conflict
 from ledger.models import MONEY_QUANT, EntryKind, LedgerEntry
 from ledger.selectors import account_balance
 from ledger.services import account_lock, ledger_post
-from market.models import Instrument, MarketState
+from market.models import Instrument
 from orders.models import LIVE, Order, OrderType, Side
 from orders.services import order_modify, order_place, order_reject
 
 from .models import Position, PositionStatus
+from .selectors import prices_for
 
 INSUFFICIENT_FUNDS = "Insufficient funds"
 MAX_ADJUSTMENT = Decimal("1e12")
@@ -66,9 +67,9 @@ class Figures:
 
 
 def _last_prices(instrument_ids: set[int]) -> dict[int, Decimal]:
+    """The last traded price per instrument, or its reference price before the first trade."""
     prices = dict(Instrument.objects.filter(pk__in=instrument_ids).values_list("pk", "reference_price"))
-    prices.update(MarketState.objects.filter(instrument_id__in=instrument_ids).values_list("instrument_id", "price"))
-    return prices
+    return {**prices, **prices_for(instrument_ids)}
 
 
 def _unit_cost(order: Order, last: Decimal) -> Decimal:

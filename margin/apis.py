@@ -307,16 +307,23 @@ class OrderViewSet(orders_apis.OrderViewSet):
 # ---- the account --------------------------------------------------------------------------------------
 
 
+def _money(source: str | None = None) -> serializers.DecimalField:
+    """Money as a string with 8 decimals (as stored), never a float."""
+    if source is None:
+        return serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
+    return serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True, source=source)
+
+
 class AccountOutput(serializers.Serializer):
     userId = serializers.CharField()
     currency = serializers.CharField()
-    balance = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
-    positionMargin = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
-    orderMargin = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
-    reserved = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
-    available = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
-    unrealizedPnl = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
-    equity = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
+    balance = _money()
+    positionMargin = _money()
+    orderMargin = _money()
+    reserved = _money()
+    available = _money()
+    unrealizedPnl = _money()
+    equity = _money()
 
 
 def account_output(user_id: int) -> dict:
@@ -345,8 +352,10 @@ class AccountApi(APIView):
 class LedgerEntryOutput(serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.CharField()
-    amount = serializers.DecimalField(max_digits=30, decimal_places=8, coerce_to_string=True)
-    balanceAfter = serializers.DecimalField(source="balance_after", max_digits=30, decimal_places=8)
+    amount = _money()
+    balanceAfter = serializers.DecimalField(
+        source="balance_after", max_digits=30, decimal_places=8, coerce_to_string=True
+    )
     reference = serializers.CharField()
     note = serializers.CharField()
     createdAt = serializers.SerializerMethodField()

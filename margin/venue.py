@@ -76,10 +76,10 @@ class PaperVenue:
     def step(self) -> int:
         """Process every live order once. Returns reports applied."""
         applied = 0
-        for pk in Order.objects.filter(order_status__in=LIVE).order_by("id").values_list("pk", flat=True):
+        for order_id in Order.objects.filter(order_status__in=LIVE).order_by("id").values_list("order_id", flat=True):
             try:
                 with transaction.atomic():
-                    applied += self._work(pk)
+                    applied += self._work(order_id)
             except Conflict:
                 continue  # the user cancelled or modified it meanwhile: next step sees the new state
         return applied
@@ -88,9 +88,8 @@ class PaperVenue:
         _, done = execution_apply(order_id=order.order_id, exec_id=_exec_id(), kind=kind, **kw)
         return int(done)
 
-    def _work(self, pk: int) -> int:
-        order = Order.objects.select_related("instrument").get(pk=pk)
-        order = order_lock(order)  # decided on the order as it is now, not as the step began
+    def _work(self, order_id: str) -> int:
+        order = order_lock(order_id)  # decided on the order as it is now, not as the step began
         if order.order_status not in LIVE:
             return 0
         exchange = order.instrument.exchange

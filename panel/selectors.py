@@ -155,11 +155,16 @@ def users_page(*, query: str = "", limit: int = 50) -> list[dict]:
     return [{"user": u, "connections": conns[u.pk], "balance": balances.get(u.pk, Decimal(0))} for u in users]
 
 
+def user_connections(user) -> dict[str, int]:
+    """Open sockets of the user by endpoint, across processes (the user page polls it)."""
+    return presence.connections_by_user([user.pk])[user.pk]
+
+
 def user_detail(user) -> dict:
     now = timezone.now()
     sessions = OrderSession.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=now)
     return {
-        "connections": presence.connections_by_user([user.pk])[user.pk],
+        "connections": user_connections(user),
         "sessions": list(sessions.order_by("-created_at")),
         "order_count": Order.objects.filter(user=user).count(),
         "money": account_figures(user_id=user.pk),

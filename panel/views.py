@@ -283,7 +283,7 @@ def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
 def user_connections(request: HttpRequest, user_id: int) -> JsonResponse:
     """Live connection counts for the user page (it asks every few seconds)."""
     user = get_object_or_404(get_user_model(), pk=user_id)
-    return JsonResponse({"userId": str(user.pk), "connections": selectors.user_detail(user)["connections"]})
+    return JsonResponse({"userId": str(user.pk), "connections": selectors.user_connections(user)})
 
 
 @require_POST
