@@ -1,8 +1,13 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
+from .forms import StaffAdminLoginForm
 from .models import User
+from .services import refresh_tokens_revoke
 from .signals import account_access_changed
+
+# A non-staff user with the right password is refused like a wrong password (accounts/forms.py).
+admin.site.login_form = StaffAdminLoginForm
 
 
 @admin.register(User)
@@ -15,5 +20,7 @@ class AccountAdmin(UserAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         # Deactivating or demoting here must cut live sockets like the service does.
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            refresh_tokens_revoke(user=obj)
         if change and {"is_active", "is_staff", "is_superuser", "password"} & set(form.changed_data):
             account_access_changed.send(sender=User, user=obj)

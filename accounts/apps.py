@@ -1,4 +1,6 @@
 from django.apps import AppConfig
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 
 class AccountsConfig(AppConfig):
@@ -6,3 +8,11 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         from . import receivers  # noqa: F401
+        from .throttles import parse_rate
+
+        # A rate that does not parse stops the process at start-up, not the first sign-in.
+        for scope, rate in settings.AXISOR_AUTH_THROTTLES.items():
+            try:
+                parse_rate(rate)
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"THROTTLE_{scope.upper()}: {exc}") from None

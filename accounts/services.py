@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from .models import Tier, User
 from .signals import account_access_changed, account_disconnect_requested
@@ -32,6 +34,8 @@ def account_upsert(
     user.is_superuser = superuser
     user.is_active = True
     user.save()
+    if not created and password is not None:
+        refresh_tokens_revoke(user=user)
     if demoted or (not created and password is not None):
         account_access_changed.send(sender=User, user=user)
     return user, created
@@ -42,8 +46,25 @@ def account_deactivate(*, user: User) -> User:
     """Deactivate the account: no new tokens, and its open sockets are closed."""
     user.is_active = False
     user.save(update_fields=["is_active"])
+    refresh_tokens_revoke(user=user)
     account_access_changed.send(sender=User, user=user)
     return user
+
+
+@transaction.atomic
+def refresh_tokens_revoke(*, user: User) -> int:
+    """Blacklist every unexpired refresh token of the user (a password change, a deactivation):
+    none of them refreshes again, even if the account is later re-activated. Returns how many."""
+    live = OutstandingToken.objects.filter(user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True)
+    revoked = BlacklistedToken.objects.bulk_create([BlacklistedToken(token=t) for t in live], ignore_conflicts=True)
+    return len(revoked)
+
+
+def refresh_tokens_prune() -> int:
+    """Delete the records of expired refresh tokens (and their blacklist rows): an expired token is
+    refused on its signature alone. simplejwt's ``flushexpiredtokens``, on the retention job."""
+    deleted, _ = OutstandingToken.objects.filter(expires_at__lte=timezone.now()).delete()
+    return deleted
 
 
 @transaction.atomic

@@ -11,6 +11,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from core import internals  # noqa: E402
+from core.middleware import AsgiBodyLimit  # noqa: E402
 from gateway.origin import allowed_hosts_origin_validator  # noqa: E402
 from gateway.routing import websocket_urlpatterns  # noqa: E402
 from jobs.schedule import BackgroundStarter  # noqa: E402
@@ -22,7 +23,8 @@ application = BackgroundStarter(
     ProtocolTypeRouter(
         {
             # The browser client and the admin's assets; behind nginx, serve STATIC_ROOT there instead.
-            "http": ASGIStaticFilesHandler(django_asgi_app),
+            # A body over DATA_UPLOAD_MAX_MEMORY_SIZE is refused (413) before Django reads it.
+            "http": AsgiBodyLimit(ASGIStaticFilesHandler(django_asgi_app)),
             "websocket": allowed_hosts_origin_validator(URLRouter(websocket_urlpatterns)),
         }
     )

@@ -70,6 +70,45 @@ ALLOWED_HOSTS = [
 ]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in (env("CSRF_TRUSTED_ORIGINS") or "").split(",") if o.strip()]
 
+# --- Transport security (docs/topics/deployment.md#tls-and-the-proxy) -------------------------
+# In production the server sits behind a TLS proxy (deploy/nginx.conf) that overwrites
+# X-Forwarded-Proto: a request it received over HTTPS is secure to Django, anything else is
+# redirected to HTTPS, HSTS tells browsers to use nothing else, and cookies are never sent in clear.
+# The health and metrics endpoints answer over plain HTTP too: load balancers and Prometheus reach
+# each process directly, inside the network, without the proxy.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("SECURE_PROXY_SSL_HEADER", PRODUCTION) else None
+)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+# Preloading is a promise browsers ship and that is slow to undo: the operator opts in.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", PRODUCTION)
+# check --deploy's W021 (no HSTS preload) is the one warning left by that choice.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+# Content-Security-Policy (django-csp), in every mode: scripts, styles, images, fonts and
+# connections (including the panel's WebSocket: 'self' covers ws:/wss: to this host) only from
+# this origin; no plugins, no framing, forms post only here. The panel, the Django admin and the
+# API docs (Swagger UI from drf-spectacular-sidecar) run under it with no inline script or style.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],  # Swagger UI's and the admin's icons are data: URIs
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        **({"report-uri": [env("CSP_REPORT_URI")]} if env("CSP_REPORT_URI") else {}),
+    }
+}
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -79,7 +118,13 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # Refresh tokens are recorded and can be blacklisted (rotation, logout, revocation).
+    "rest_framework_simplejwt.token_blacklist",
+    # Failed panel and admin sign-ins are counted per username and address, with a cool-off.
+    "axes",
     "drf_spectacular",
+    # Swagger UI's files, served from this origin (/api/docs works offline and under the CSP).
+    "drf_spectacular_sidecar",
     "channels",
     # Background jobs: Django's task framework (django.tasks from Django 6; this is its backport)
     # with its database backend, so a job is a row written in the same transaction as its cause.
@@ -106,12 +151,16 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "core.metrics.RequestTimingMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns a sign-in refused by axes into its lockout page (429); sync and async capable, so it
+    # runs synchronously above the sync-only innermost middleware.
+    "axes.middleware.AxesMiddleware",
     "core.middleware.RefuseNulCharacters",
 ]
 
@@ -208,10 +257,47 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# --- Cache ---------------------------------------------------------------------------------
+# What several server processes must count together (the REST throttles of accounts/throttles.py)
+# lives in Redis when there is one; the embedded default (no REDIS_URL) has one process and counts
+# in its memory.
+CACHE_KEY_PREFIX = env("CACHE_KEY_PREFIX", CHANNEL_LAYER_PREFIX)
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": CACHE_KEY_PREFIX,
+            "OPTIONS": {"socket_timeout": REDIS_SOCKET_TIMEOUT, "socket_connect_timeout": REDIS_CONNECT_TIMEOUT},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "KEY_PREFIX": CACHE_KEY_PREFIX}}
+
 # --- Auth, JWT ------------------------------------------------------------------------------
+_validators = "django.contrib.auth.password_validation."
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
+    {"NAME": _validators + "UserAttributeSimilarityValidator"},
+    {"NAME": _validators + "MinimumLengthValidator", "OPTIONS": {"min_length": env_int("PASSWORD_MIN_LENGTH", 10)}},
+    {"NAME": _validators + "CommonPasswordValidator"},
+    {"NAME": _validators + "NumericPasswordValidator"},
 ]
+
+# Axes (panel and admin sign-ins; the REST token endpoint is throttled instead, see
+# AXISOR_AUTH_THROTTLES): after AXES_FAILURE_LIMIT failures of one username from one address, that
+# pair is refused (429, even with the right password, before it is checked) for AXES_COOLOFF_SECONDS.
+# Keyed on the pair, so an attacker elsewhere cannot lock a real user out; attempts during a lockout
+# do not extend it, so every lockout ends; a successful sign-in clears the count.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_float("AXES_COOLOFF_SECONDS", 15 * 60))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_WHITELIST_CALLABLE = "accounts.lockout.is_api_request"
+AXES_CLIENT_IP_CALLABLE = "accounts.throttles.client_address"
+AXES_VERBOSE = False
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("JWT_ACCESS_SECONDS", 15 * 60)),
@@ -226,7 +312,27 @@ SIMPLE_JWT = {
     # A password change makes every earlier token invalid.
     "CHECK_REVOKE_TOKEN": True,
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # A refresh token is single-use: /api/auth/token/refresh answers a new one and blacklists the
+    # old; /api/auth/logout blacklists it; a password change or deactivation blacklists them all.
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
 }
+
+# REST throttles on the credential endpoints (accounts/throttles.py), counted in the cache before
+# any password is hashed: "<requests>/<period>", the period s, m, h or d, optionally with a count
+# ("5/30s"). Each request must pass both its address and its username (or user) limits.
+AXISOR_AUTH_THROTTLES = {
+    "login_address": env("THROTTLE_LOGIN_ADDRESS") or "60/m",
+    "login_username": env("THROTTLE_LOGIN_USERNAME") or "10/m",
+    "refresh_address": env("THROTTLE_REFRESH_ADDRESS") or "120/m",
+    "refresh_user": env("THROTTLE_REFRESH_USER") or "30/m",
+    "sessions_address": env("THROTTLE_SESSIONS_ADDRESS") or "120/m",
+    "sessions_user": env("THROTTLE_SESSIONS_USER") or "30/m",
+}
+# Proxies in front of the server that append to X-Forwarded-For (deploy/nginx.conf: one). The
+# client address the throttles and axes key on is the one the nearest of them saw; 0 trusts no
+# header and uses the peer's address.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1 if PRODUCTION else 0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -236,15 +342,27 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # ?limit=&offset= pages of PAGE_SIZE, never more than API_MAX_PAGE_SIZE rows (core/api.py).
+    "DEFAULT_PAGINATION_CLASS": "core.api.Page",
     "PAGE_SIZE": 50,
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
+API_MAX_PAGE_SIZE = env_int("API_MAX_PAGE_SIZE", 500)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Axisor Realtime API",
     "DESCRIPTION": "REST side of the Axisor real-time event server. WebSocket protocols: see README.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the drf-spectacular-sidecar package, never a CDN; no online validator badge.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    # Two choice sets share a field name with another: name them (check --deploy warns otherwise).
+    "ENUM_NAME_OVERRIDES": {
+        "NoticeKindEnum": "system.models.NoticeKind.values",
+        "NotificationTypeEnum": "notifications.models.NotificationType.values",
+    },
 }
 
 # --- Realtime gateway -----------------------------------------------------------------------
@@ -263,10 +381,21 @@ AXISOR_WS = {
     "SLOW_BYTES": env_int("WS_SLOW_BYTES", 1 << 20),
     "SLOW_SECONDS": env_float("WS_SLOW_SECONDS", 10.0),
     "MAX_WAITING": env_int("WS_MAX_WAITING", 1000),
+    # A socket's slot under CAP_WS_SOCKETS_<TIER> is a lease its process renews (gateway/limits.py):
+    # a dead process's sockets stop counting after this.
+    "LEASE_SECONDS": env_float("WS_LEASE_SECONDS", 30.0),
 }
 # daphne: drop a connection that has not sent a whole HTTP request (or WebSocket handshake) after
 # this many idle seconds (Twisted's default is 60; see core/internals.py).
 HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 30.0)
+# The largest request body, in bytes (Django's setting, here for the whole body: the API takes no file
+# uploads). A larger one is refused with 413 `request_too_large` before it is read: by daphne (core/
+# internals.py), the ASGI and WSGI entry points (core/middleware.py) and nginx (client_max_body_size).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)  # 2.5 MiB, Django's default
+# daphne: after refusing a body, what the client still sends is read and thrown away for this long
+# before the connection closes, so that the client reads the 413 rather than a reset (nginx's
+# lingering close).
+HTTP_LINGER_SECONDS = env_float("HTTP_LINGER_SECONDS", 5.0)
 # daphne: stop reading a socket while this many of its messages wait for its consumer (flood
 # backpressure; reading resumes below a quarter of it; see core/internals.py).
 WS_INBOUND_QUEUE_HIGH = env_int("WS_INBOUND_QUEUE_HIGH", 64)
@@ -284,6 +413,25 @@ AXISOR_ORDERS = {
     "LEASE_SECONDS": env_float("ORDERS_LEASE_SECONDS", 30.0),
     # tier: (max concurrent connections, connection attempts per minute or None for unlimited)
     "TIER_LIMITS": {"basic": (1, 10), "premium": (3, 30), "enterprise": (10, None)},
+}
+
+
+def tier_caps(name: str, basic: int, premium: int, enterprise: int) -> dict[str, int]:
+    """One cap per account tier, each from ``{name}_BASIC``, ``_PREMIUM``, ``_ENTERPRISE``."""
+    defaults = {"basic": basic, "premium": premium, "enterprise": enterprise}
+    return {tier: env_int(f"{name}_{tier.upper()}", value) for tier, value in defaults.items()}
+
+
+# What one account may multiply, per tier (docs/reference/settings.md#caps-per-account-tier); 0 is
+# no cap. /ws sockets use the leases of gateway/limits.py, like /ws/orders connections.
+AXISOR_CAPS = {
+    "WS_SOCKETS": tier_caps("CAP_WS_SOCKETS", 10, 30, 100),  # open /ws sockets, all processes
+    "PRICE_ALERTS": tier_caps("CAP_PRICE_ALERTS", 10, 50, 200),  # active (untriggered) price alerts
+    "ORDER_SESSIONS": tier_caps("CAP_ORDER_SESSIONS", 5, 10, 30),  # live (unexpired, unrevoked) sessions
+    "ORDERS_PER_MINUTE": tier_caps("CAP_ORDERS_PER_MINUTE", 120, 600, 3000),  # POST /api/orders
+    # Events replayed by resume (/ws `resume`, /ws/orders ?since=) per user per minute: at least
+    # twice EVENTS_RETENTION_PER_USER, so one full catch-up always fits.
+    "RESUME_EVENTS_PER_MINUTE": tier_caps("CAP_RESUME_EVENTS_PER_MINUTE", 20_000, 50_000, 100_000),
 }
 AXISOR_PRESENCE = {
     # Each server process renews its own lease and its connections' in Redis; a process that dies
@@ -321,6 +469,11 @@ AXISOR_RISK = {
     # The mark price liquidation and the Margin Guard are judged at: the last trade, moving at most
     # this fraction per tick (one bad print cannot liquidate anyone).
     "MARK_BAND": env_float("RISK_MARK_BAND", 0.05),
+    # Fees, a fraction of each fill's notional, booked as ledger entries (kind "fee"): the trading fee
+    # on every fill (Binance's futures taker fee is 0.05 %), and a liquidation's fee, taken only out of
+    # what the liquidated position's margin has left. The pre-trade check holds the opening fee too.
+    "FEE_RATE": env_float("RISK_FEE_RATE", 0.0005),
+    "LIQUIDATION_FEE_RATE": env_float("RISK_LIQUIDATION_FEE_RATE", 0.005),
 }
 
 AXISOR_MARGIN = {
@@ -409,5 +562,7 @@ LOGGING = {
         # A line per job started and finished: too many to read; failures still show.
         "django_tasks": {"level": "WARNING", "filters": ["outages_as_warnings"]},
         "django_tasks_db": {"level": "WARNING"},
+        # Every sign-in at INFO (several lines each); failures and lockouts are warnings.
+        "axes": {"level": "WARNING"},
     },
 }

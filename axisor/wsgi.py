@@ -13,7 +13,7 @@ import os
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "axisor.settings")
-application = get_wsgi_application()
+django_application = get_wsgi_application()
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer  # noqa: E402
 from django.core.exceptions import ImproperlyConfigured  # noqa: E402
@@ -29,8 +29,12 @@ from django.urls import get_resolver  # noqa: E402
 
 from core import tier  # noqa: E402
 from core.internals import tune_gc  # noqa: E402
+from core.middleware import WsgiBodyLimit  # noqa: E402
 
 tier.TIER = "wsgi"
+# A body over DATA_UPLOAD_MAX_MEMORY_SIZE is refused (413) before Django reads it (gunicorn has no
+# body limit of its own).
+application = WsgiBodyLimit(django_application)
 
 get_resolver().url_patterns  # noqa: B018 - imports every view now, so tune_gc freezes them too
 tune_gc()  # last, as in axisor.asgi: a worker's collections scan only what requests build

@@ -12,17 +12,10 @@ import urllib.request
 from datetime import datetime
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from .errors import ApiError, error_for
+
 # Fetch a fresh JWT / order session this long before the current one expires.
 REFRESH_MARGIN_SECONDS = 60.0
-
-
-class ApiError(Exception):
-    """A non-2xx answer: ``status`` and the JSON ``body`` (``{"code","detail"}``)."""
-
-    def __init__(self, status: int, body: dict) -> None:
-        super().__init__(f"HTTP {status}: {body.get('code', '')} {body.get('detail', '')}".strip())
-        self.status = status
-        self.body = body
 
 
 def http_base(server: str) -> str:
@@ -35,7 +28,8 @@ def http_base(server: str) -> str:
 
 
 def call(method: str, url: str, body: dict | None = None, *, token: str | None = None, timeout: float = 15) -> dict:
-    """One JSON request; returns the body or raises ApiError."""
+    """One JSON request; returns the body or raises an ``ApiError`` (its subclass for the status,
+    see ``errors``)."""
     request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method)
     request.add_header("Content-Type", "application/json")
     request.add_header("Accept", "application/json")
@@ -50,7 +44,7 @@ def call(method: str, url: str, body: dict | None = None, *, token: str | None =
             payload = json.loads(raw or b"{}")
         except ValueError:
             payload = {"detail": raw[:200].decode("utf-8", "replace")}
-        raise ApiError(err.code, payload if isinstance(payload, dict) else {"detail": payload}) from None
+        raise error_for(err.code, payload, err.headers.get("Retry-After")) from None
 
 
 def obtain_token(server: str, username: str, password: str) -> dict:
@@ -58,8 +52,20 @@ def obtain_token(server: str, username: str, password: str) -> dict:
     return call("POST", f"{http_base(server)}/api/auth/token", {"username": username, "password": password})
 
 
+def refresh_pair(server: str, refresh: str) -> dict:
+    """``POST /api/auth/token/refresh`` → a new ``{"access","refresh"}``: the refresh token given is
+    spent (single-use), keep the new one."""
+    return call("POST", f"{http_base(server)}/api/auth/token/refresh", {"refresh": refresh})
+
+
 def refresh_token(server: str, refresh: str) -> str:
-    return call("POST", f"{http_base(server)}/api/auth/token/refresh", {"refresh": refresh})["access"]
+    """A new access token (the refresh token is spent: prefer ``refresh_pair`` to keep its successor)."""
+    return refresh_pair(server, refresh)["access"]
+
+
+def logout(server: str, refresh: str) -> None:
+    """``POST /api/auth/logout``: revoke the refresh token (access tokens expire on their own)."""
+    call("POST", f"{http_base(server)}/api/auth/logout", {"refresh": refresh})
 
 
 def create_order_session(server: str, jwt: str) -> dict:
@@ -137,7 +143,8 @@ class Login:
             return self._access
         if self._refresh:
             try:
-                self._access = refresh_token(self.server, self._refresh)
+                pair = refresh_pair(self.server, self._refresh)
+                self._access, self._refresh = pair["access"], pair.get("refresh")
                 return self._access
             except ApiError:
                 self._refresh = None  # expired or revoked: log in again

@@ -1,4 +1,5 @@
-"""Cross-app REST plumbing: the error shape and the staff-or-service-key permission."""
+"""Cross-app REST plumbing: the error shape, the staff-or-service-key permission and the page size
+cap."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import math
 
 from django import db
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from rest_framework import exceptions, permissions, status
+from rest_framework import exceptions, pagination, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.errors import BadRequest, Conflict, NotFound, Unprocessable
+from core.middleware import TOO_LARGE, too_large_detail
 
 SERVICE_KEY_HEADER = "X-Service-Key"
 logger = logging.getLogger(__name__)
@@ -44,6 +47,11 @@ def exception_handler(exc, context):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         )
+    if isinstance(exc, RequestDataTooBig):
+        # The servers refuse such a body before reading it (core/middleware.py); this is the last
+        # line, for a body whose length was not declared to them.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return error_response(TOO_LARGE, too_large_detail(limit), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, BadRequest):
         return error_response(exc.code, str(exc), status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Conflict):
@@ -124,3 +132,66 @@ def json_problem(value: object, *, max_bytes: int) -> str | None:
 
 def error_response(code: str, detail: str, http_status: int) -> Response:
     return Response({"code": code, "detail": detail}, status=http_status)
+
+
+class Page(pagination.LimitOffsetPagination):
+    """``?limit=&offset=`` pages (the default for every list): ``PAGE_SIZE`` rows unless ``limit``
+    asks otherwise, and never more than ``API_MAX_PAGE_SIZE`` (a larger ``limit`` is cut to it).
+
+    On a view that names a ``cursor_ordering`` (lists that grow without bound: orders, trades, guard
+    executions), ``?cursor=`` (empty for the first page) switches to DRF's cursor pages instead:
+    ``{"next","previous","results"}``, stable while rows are added, with no ``COUNT(*)`` and no
+    offset to skip through; follow ``next``."""
+
+    cursor: pagination.CursorPagination | None = None
+
+    @property
+    def max_limit(self) -> int:  # type: ignore[override]  # DRF's is a plain class attribute
+        return settings.API_MAX_PAGE_SIZE
+
+    def get_limit(self, request) -> int:
+        # DRF falls back to PAGE_SIZE for a limit it cannot read (-1, abc): never above the cap either
+        return min(super().get_limit(request) or self.max_limit, self.max_limit)
+
+    def paginate_queryset(self, queryset, request, view=None):
+        ordering = getattr(view, "cursor_ordering", None)
+        if ordering and "cursor" in request.query_params:
+            self.cursor = Cursor(ordering)
+            return self.cursor.paginate_queryset(queryset, request, view)
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_paginated_response(self, data):
+        if self.cursor is not None:
+            return self.cursor.get_paginated_response(data)
+        return super().get_paginated_response(data)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        if getattr(view, "cursor_ordering", None):
+            parameters += [
+                p for p in Cursor(view.cursor_ordering).get_schema_operation_parameters(view) if p["name"] == "cursor"
+            ]
+        return parameters
+
+
+class Cursor(pagination.CursorPagination):
+    """The cursor pages of ``Page``: ``limit`` rows (``PAGE_SIZE`` by default, at most
+    ``API_MAX_PAGE_SIZE``) in ``ordering``, whose first field must say where a page ends."""
+
+    page_size_query_param = "limit"
+
+    def __init__(self, ordering: tuple[str, ...]) -> None:
+        self.ordering = ordering
+
+    @property
+    def max_page_size(self) -> int:  # type: ignore[override]  # DRF's is a plain class attribute
+        return settings.API_MAX_PAGE_SIZE
+
+    def get_page_size(self, request) -> int:
+        # DRF falls back to PAGE_SIZE for a limit it cannot read (-1, abc): never above the cap either
+        return min(super().get_page_size(request) or self.max_page_size, self.max_page_size)
+
+    def decode_cursor(self, request):
+        if not request.query_params.get(self.cursor_query_param):
+            return None  # ?cursor= (empty): the first page
+        return super().decode_cursor(request)

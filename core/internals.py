@@ -18,6 +18,7 @@ import contextlib
 import gc
 import importlib
 import inspect
+import io
 import logging
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from channels_redis.utils import _consistent_hash, decode_hosts
 from django.conf import settings
 
 from core.logfilters import redact
+from core.middleware import too_large_body
 from core.redis_clients import redis_options
 
 if TYPE_CHECKING:
@@ -58,6 +60,10 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     ("daphne.ws_protocol", "WebSocketProtocol", "STATE_OPEN"),
     ("daphne.ws_protocol", "WebSocketFactory", "setProtocolOptions"),
     ("daphne.http_protocol", "HTTPFactory", "__init__"),
+    ("daphne.http_protocol", "WebRequest", "process"),
+    ("twisted.web.http", "Request", "gotLength"),
+    ("twisted.web.http", "Request", "handleContentChunk"),
+    ("twisted.web.http", "HTTPChannel", "allHeadersReceived"),  # calls gotLength, then sends 100 Continue
     ("daphne.access", "AccessLogGenerator", "write_entry"),
     ("daphne.server", "Server", "handle_reply"),
     ("twisted.internet.tcp", "Connection", "setTcpNoDelay"),
@@ -132,7 +138,7 @@ def tune_gc() -> None:
 def tune_daphne() -> None:
     try:
         from daphne.access import AccessLogGenerator
-        from daphne.http_protocol import HTTPFactory
+        from daphne.http_protocol import HTTPFactory, WebRequest
         from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
     except ImportError:
         return
@@ -188,6 +194,75 @@ def tune_daphne() -> None:
     HTTPFactory.__init__ = __init__
     WebSocketFactory._axisor_tuned = True
     _lazy_autobahn_config_log()
+    _limit_request_bodies(WebRequest)
+
+
+def _limit_request_bodies(request_class) -> None:
+    """Twisted reads a request's whole body (into a temporary file past 100 KB) before daphne hands
+    it to the application, so the ASGI-level limit (core.middleware.AsgiBodyLimit) would come after
+    the reading. Refuse here instead, with the same 413: a declared Content-Length over
+    DATA_UPLOAD_MAX_MEMORY_SIZE as soon as the headers are in (no "100 Continue" is sent, not a byte
+    of the body is stored), a chunked body as soon as it passes the limit."""
+    got_length, content_chunk, process = (
+        request_class.gotLength,
+        request_class.handleContentChunk,
+        request_class.process,
+    )
+
+    def gotLength(self, length):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        self._axisor_body_left = limit
+        if limit is not None and length is not None and length > limit:
+            got_length(self, 0)  # an empty in-memory file, never written to
+            _refuse_body(self, limit)
+        else:
+            got_length(self, length)
+
+    def handleContentChunk(self, data):
+        if self._axisor_refused:
+            return
+        if self._axisor_body_left is not None:
+            self._axisor_body_left -= len(data)
+            if self._axisor_body_left < 0:
+                self.content.close()
+                self.content = io.BytesIO()
+                _refuse_body(self, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+                return
+        content_chunk(self, data)
+
+    def process_unless_refused(self):
+        if not self._axisor_refused:
+            return process(self)
+        return None
+
+    request_class._axisor_refused = False
+    request_class._axisor_body_left = None
+    request_class.gotLength = gotLength
+    request_class.handleContentChunk = handleContentChunk
+    request_class.process = process_unless_refused
+
+
+def _refuse_body(request, limit: int) -> None:
+    """Answer 413 on the raw connection, then close it the way nginx does (lingering close): stop
+    writing, throw away whatever the client still sends for up to HTTP_LINGER_SECONDS, then close.
+    Closing at once, with the client's bytes unread in our receive buffer, makes the kernel answer
+    with a reset, and a client that sends its whole body before reading would see "connection
+    reset" instead of the 413."""
+    from twisted.internet import reactor
+
+    request._axisor_refused = True
+    request.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the 413
+    channel, transport = request.channel, request.channel.transport
+    body = too_large_body(limit)
+    head = b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    transport.write(head + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    logger.info("refused a request body over %d bytes from %s", limit, transport.getPeer())
+    channel.dataReceived = lambda data: None  # discarded: nothing of it is kept
+    channel.setTimeout(None)
+    getattr(transport, "loseWriteConnection", transport.loseConnection)()
+    transport.resumeProducing()  # Twisted may have paused reading while the body arrived
+    # Twisted types the reactor through zope interfaces (methods without self): mypy misreads them.
+    reactor.callLater(settings.HTTP_LINGER_SECONDS, transport.loseConnection)  # type: ignore[arg-type]
 
 
 def eager_writes(transport) -> bool:

@@ -26,6 +26,15 @@ CONFLATED = Counter("axisor_events_conflated_total", "Market updates replaced by
 SLOW_CLOSES = Counter("axisor_slow_consumer_closes_total", "Sockets closed because they read too slowly")
 RESUMES = Counter("axisor_resume_requests_total", "Resume requests", ["endpoint", "outcome"])
 HTTP_LATENCY = Histogram("axisor_http_request_duration_seconds", "REST request latency", ["method", "route", "status"])
+# Every label value must come from a fixed set, never from the client: each new value is a new
+# series kept for the life of the process. The method is the client's own word (daphne passes any
+# token), so the ones the API answers are kept and anything else is OTHER; the route is the URL
+# pattern, never the path; the status is the server's.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str | None) -> str:
+    return method if method in METHODS else "OTHER"
 
 
 def metrics_view(request):
@@ -71,7 +80,9 @@ class RequestTimingMiddleware:
             response = self.get_response(request)
             match = getattr(request, "resolver_match", None)
             route = match.route.replace("^", "").replace("$", "") if match else "unmatched"
-            HTTP_LATENCY.labels(request.method, route, str(response.status_code)).observe(time.perf_counter() - start)
+            HTTP_LATENCY.labels(method_label(request.method), route, str(response.status_code)).observe(
+                time.perf_counter() - start
+            )
             return response
         finally:
             with _idle:

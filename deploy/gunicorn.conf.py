@@ -49,3 +49,16 @@ def child_exit(server, worker):
 
 def post_worker_init(worker):
     worker.log.info("Worker %s ready: the application is loaded", worker.pid)  # tests wait for this line
+
+
+def pre_request(worker, req):
+    # gunicorn has no body limit of its own: the WSGI entry (axisor.wsgi, core.middleware.WsgiBodyLimit)
+    # answers 413 to a body over DATA_UPLOAD_MAX_MEMORY_SIZE without reading it. gunicorn would
+    # first tell a client that sent "Expect: 100-continue" to go ahead and send it: not for a body
+    # that will be refused.
+    from django.conf import settings
+
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    declared = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "")
+    if limit is not None and declared.isdigit() and int(declared) > limit:
+        req._expected_100_continue = False

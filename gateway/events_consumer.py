@@ -19,11 +19,12 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import connection as db_connection
+from redis.exceptions import RedisError
 
 from broadcast import presence, rooms
 from broadcast.history import ResumeRefused
 from core.metrics import CONNECTIONS, RESUMES
-from gateway import connect_read
+from gateway import connect_read, limits
 from gateway.auth import (
     AuthError,
     Identity,
@@ -142,6 +143,8 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.timer: asyncio.Task | None = None
         self.presence: str | None = None
         self.stream: PersonalStream | None = None
+        self.slot: int | None = None  # the user whose /ws socket lease this socket holds
+        self.lease_task: asyncio.Task | None = None
         await self.accept()
         self.hub_open(hold=True)
         CONNECTIONS.labels("/ws").inc()
@@ -157,6 +160,14 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
+        if self.lease_task is not None:
+            self.lease_task.cancel()
+        if self.slot is not None:
+            try:
+                await limits.release(limits.WS, self.slot, self.session_id)
+            except (OSError, RedisError):  # Redis away: the lease lapses by itself
+                pass
+            self.slot = None
         self.hub_close()
         if self.presence is not None:
             assert self.user is not None  # presence is joined after authentication
@@ -199,7 +210,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
                 del self.joined[room.name]
                 await self.hub_leave(room.layer_group)
             raise
-        self.stream = PersonalStream(identity.user.pk, self._emit_personal)
+        self.stream = PersonalStream(identity.user.pk, self._emit_personal, identity.user.tier)
         self.stream.start_at(baseline)
         return identity, notices
 
@@ -243,6 +254,8 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         if previous is not None and identity.user.pk != previous.pk:
             await self.fail(Code.AUTHENTICATION_FAILED, "token belongs to another user", Close.AUTHENTICATION_FAILED)
             return
+        if first and not await self._take_slot(identity.user):
+            return
         self.user = identity.user
         self.expires_at = identity.expires_at
         if self.timer is not None:
@@ -268,6 +281,37 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             if since is not None:
                 await self._resume(since)
             self.inbox.start()
+
+    async def _take_slot(self, user: User) -> bool:
+        """Hold one of the user's CAP_WS_SOCKETS_<TIER> slots (a lease in Redis shared by every
+        process, gateway/limits.py), or refuse this socket: error RATE_LIMIT_EXCEEDED with
+        ``closeCode``, then close 4029. Sockets already open are never touched."""
+        if not limits.capped(limits.WS, user.tier):
+            return True
+        try:
+            refusal = await limits.acquire(limits.WS, user.pk, user.tier, self.session_id)
+        except (OSError, RedisError):
+            await self.fail(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, Close.TRY_AGAIN_LATER)
+            return False
+        if refusal is not None:
+            self.closing = True
+            await self.send(
+                text_data=dumps(error(Code.RATE_LIMIT_EXCEEDED, refusal.reason, closeCode=int(refusal.code)))
+            )
+            await self.close(code=refusal.code, reason=refusal.reason)
+            return False
+        self.slot = user.pk
+        self.lease_task = asyncio.ensure_future(self._renew_lease(user.pk))
+        return True
+
+    async def _renew_lease(self, user_id: int) -> None:
+        interval = limits.lease_seconds(limits.WS) / 3
+        while not self.closing:
+            await asyncio.sleep(interval)
+            try:
+                await limits.renew(limits.WS, user_id, self.session_id)
+            except (OSError, RedisError):  # Redis away: try again next turn
+                pass
 
     # ---- client commands ------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from redis.exceptions import RedisError
 from broadcast import presence, rooms
 from broadcast.history import ResumeRefused
 from core.metrics import CONNECTIONS, RESUMES
+from gateway import limits
 from gateway.hub import UNAVAILABLE, HubMember, LayerUnavailable
 from gateway.inbound_limits import InboundLimiter
-from gateway.limits import limiter
 from gateway.stream import PersonalStream
 from orders.selectors import open_order_snapshots, order_session_alive
 from orders.services import order_session_check
@@ -74,7 +74,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
             return
         self.session_pk, self.user = found
         try:
-            refusal = await limiter().acquire(self.user.pk, self.user.tier, self.member)
+            refusal = await limits.acquire(limits.ORDERS, self.user.pk, self.user.tier, self.member)
         except (OSError, RedisError):  # the tier limits live in Redis: cannot admit anyone now
             await self._unavailable()
             return
@@ -95,7 +95,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         except LayerUnavailable:
             await self._unavailable()
             return
-        self.stream = PersonalStream(self.user.pk, self._emit)
+        self.stream = PersonalStream(self.user.pk, self._emit, self.user.tier)
         await self.stream.baseline()
         self.presence: str | None = await presence.join(self.user.pk, "/ws/orders", self.member)
         await self.accept()
@@ -149,7 +149,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         if self.holding:
             self.holding = False
             assert self.user is not None  # it holds a slot only once the session checked out
-            await limiter().release(self.user.pk, self.member)
+            await limits.release(limits.ORDERS, self.user.pk, self.member)
 
     async def dispatch(self, message: dict) -> None:
         # No per-message aclose_old_connections(): ORM access here goes through
@@ -170,7 +170,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
                 self.closing = True
                 await self.close(code=Close.IDLE_TIMEOUT, reason="nothing heard from the client")
                 return
-            await limiter().renew(self.user.pk, self.member)
+            await limits.renew(limits.ORDERS, self.user.pk, self.member)
             self._heartbeat()
 
     # ---- client messages ------------------------------------------------------------------

@@ -9,11 +9,17 @@ that arrive during a replay simply wait and are then deduplicated against it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from channels.db import database_sync_to_async
+from redis.exceptions import RedisError
 
 from broadcast import history
+from gateway import limits
+from wire import Code
+
+logger = logging.getLogger(__name__)
 
 # (seq, channel, /ws text, second socket shape if the type has one: broadcast.messages.register_frame)
 Emit = Callable[[int, str, str, str | None], Awaitable[None]]
@@ -23,10 +29,30 @@ _check_resume = database_sync_to_async(history.check_resume)
 _events_after = database_sync_to_async(history.events_after)
 
 
+class ReplayLimited(history.ResumeRefused):
+    """The resume would replay more events than the user's tier may this minute
+    (CAP_RESUME_EVENTS_PER_MINUTE_<TIER>): nothing is replayed, and ``resume_failed`` says why,
+    with ``code`` RATE_LIMIT_EXCEEDED and ``retryAfter`` seconds."""
+
+    def __init__(self, refusal: limits.ReplayRefusal, tier: str, *, last_seq: int) -> None:
+        super().__init__("rate_limited", last_seq=last_seq, oldest_seq=None)
+        self.refusal = refusal
+        self.tier = tier
+
+    def as_message(self) -> dict:
+        return {
+            **super().as_message(),
+            "code": Code.RATE_LIMIT_EXCEEDED,
+            "message": self.refusal.message(self.tier),
+            "retryAfter": self.refusal.retry_after,
+        }
+
+
 class PersonalStream:
-    def __init__(self, user_id: int, emit: Emit) -> None:
+    def __init__(self, user_id: int, emit: Emit, tier: str = "basic") -> None:
         self.user_id = user_id
         self.emit = emit
+        self.tier = tier
         self.last_seq = 0
 
     async def baseline(self) -> int:
@@ -42,12 +68,23 @@ class PersonalStream:
         """Replay the log after ``since``; raises history.ResumeRefused (whose ``lastSeq`` is where
         this connection's live stream continues from). Returns events replayed."""
         try:
-            await _check_resume(self.user_id, since)
+            current = await _check_resume(self.user_id, since)
         except history.ResumeRefused as refused:
             refused.last_seq = self.last_seq
             raise
+        await self._charge(current - since)
         self.last_seq = since
         return await self._fill(upto=None)
+
+    async def _charge(self, events: int) -> None:
+        """Spend the replay budget (seqs are gap-free: ``current - since`` events will be sent)."""
+        try:
+            refusal = await limits.replay_spend(self.user_id, self.tier, events)
+        except (OSError, RedisError) as exc:  # a resume is how a client stays whole: not refused for this
+            logger.warning("replay budget not checked: %s", exc)
+            return
+        if refusal is not None:
+            raise ReplayLimited(refusal, self.tier, last_seq=self.last_seq)
 
     async def catch_up(self) -> int:
         """Send whatever the log holds after ``last_seq`` (live events may have been lost)."""

@@ -19,6 +19,7 @@ from django.db.models import Max, Min, Q
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
+from accounts.services import refresh_tokens_prune
 from broadcast import presence
 from broadcast.history import prune
 from broadcast.outbox import relay_unpublished
@@ -104,6 +105,7 @@ def relay_step() -> None:
 def prune_step() -> None:
     prune()
     ticks_prune()
+    refresh_tokens_prune()
     prune_job_results()
 
 

@@ -36,9 +36,11 @@ from ledger.selectors import account_balance
 from ledger.services import account_lock, ledger_post
 from market.models import Instrument
 from orders.models import LIVE, Order, OrderType, Side
-from orders.services import order_modify, order_place, order_reject
+from orders.services import order_lock, order_modify, order_place, order_reject
 
+from .formula import fill_effect
 from .models import Position, PositionStatus
+from .positions import fee_rate
 from .selectors import prices_for
 
 INSUFFICIENT_FUNDS = "Insufficient funds"
@@ -74,14 +76,14 @@ def _last_prices(instrument_ids: set[int]) -> dict[int, Decimal]:
 
 def _unit_cost(order: Order, last: Decimal) -> Decimal:
     """Margin per unit of an order: its price (a market or stop-market order: the last price, with a
-    buffer for slippage) over its leverage."""
+    buffer for slippage) over its leverage, plus the fee its fill will cost."""
     if order.order_type in (OrderType.LIMIT, OrderType.SL) and order.price:
         price = order.price
     elif order.order_type == OrderType.SL_M and order.trigger_price:
         price = order.trigger_price
     else:
         price = last * (1 + Decimal(str(settings.AXISOR_RISK["MARKET_ORDER_BUFFER"])))
-    return price / Decimal(order.leverage)
+    return price / Decimal(order.leverage) + price * fee_rate()
 
 
 def _order_margin(position: Decimal, orders: list[tuple[str, Decimal, Decimal]]) -> Decimal:
@@ -102,8 +104,18 @@ def _order_margin(position: Decimal, orders: list[tuple[str, Decimal, Decimal]])
     return held
 
 
-def account_figures(*, user_id: int) -> Figures:
-    """Balance, margin held and unrealised PnL at the last prices, as they stand in this transaction."""
+@dataclass(frozen=True)
+class _Book:
+    """What a user's figures are computed from, read once."""
+
+    currency: str
+    balance: Decimal
+    positions: list[Position]
+    orders: list[Order]
+    prices: dict[int, Decimal]
+
+
+def _book(user_id: int) -> _Book:
     balance, currency = account_balance(user_id=user_id)
     positions = list(Position.objects.filter(user_id=user_id, status=PositionStatus.OPEN))
     # reduce-only orders never add exposure: they hold nothing
@@ -111,25 +123,88 @@ def account_figures(*, user_id: int) -> Figures:
         Order.objects.filter(user_id=user_id, order_status__in=LIVE, pending_quantity__gt=0, reduce_only=False)
     )
     prices = _last_prices({p.instrument_id for p in positions} | {o.instrument_id for o in orders})
-    signed = {p.instrument_id: p.quantity if p.side == "long" else -p.quantity for p in positions}
+    return _Book(currency, balance, positions, orders, prices)
+
+
+def _figures(book: _Book, fill: tuple[Order, Decimal, Decimal] | None = None, *, without: int | None = None) -> Figures:
+    """The figures of ``book``, or as they would be after ``fill`` = (order, quantity, price): the
+    position and the money moved as ``margin.formula.fill_effect`` moves them, the order's pending
+    quantity reduced. ``without``: the pk of an order to leave out."""
+    balance = book.balance
+    signed = {p.instrument_id: p.quantity if p.side == "long" else -p.quantity for p in book.positions}
+    margins = {p.instrument_id: p.margin for p in book.positions}
+    entries = {p.instrument_id: p.entry_price for p in book.positions}
+    pending = {o.pk: o.pending_quantity if o.pk != without else Decimal(0) for o in book.orders}
+    if fill is not None:
+        order, quantity, price = fill
+        i = order.instrument_id
+        position = next((p for p in book.positions if p.instrument_id == i), None)
+        effect = fill_effect(
+            signed=signed.get(i, Decimal(0)),
+            entry=position.entry_price if position else price,
+            leverage=position.leverage if position else Decimal(order.leverage),
+            fill=quantity if order.transaction_type == Side.BUY else -quantity,
+            price=price,
+            order_leverage=Decimal(order.leverage),
+            fee_rate=fee_rate(),
+        )
+        balance += effect.pnl - effect.fees
+        signed[i], margins[i], entries[i] = effect.signed, effect.margin, effect.entry
+        if order.pk in pending:
+            pending[order.pk] -= quantity
     unrealized = sum(
-        ((prices.get(p.instrument_id, p.entry_price) - p.entry_price) * signed[p.instrument_id] for p in positions),
-        Decimal(0),
+        ((book.prices.get(i, entries[i]) - entries[i]) * signed[i] for i in signed if signed[i]), Decimal(0)
     )
     by_instrument: dict[int, list[tuple[str, Decimal, Decimal]]] = defaultdict(list)
-    for o in orders:
-        last = prices.get(o.instrument_id) or Decimal(0)
-        by_instrument[o.instrument_id].append((o.transaction_type, o.pending_quantity, _unit_cost(o, last)))
+    for o in book.orders:
+        if pending[o.pk] > 0:
+            last = book.prices.get(o.instrument_id) or Decimal(0)
+            by_instrument[o.instrument_id].append((o.transaction_type, pending[o.pk], _unit_cost(o, last)))
     order_margin = sum(
         (_order_margin(signed.get(i, Decimal(0)), items) for i, items in by_instrument.items()), Decimal(0)
     )
     return Figures(
-        currency=currency,
+        currency=book.currency,
         balance=balance,
-        position_margin=sum((p.margin for p in positions), Decimal(0)).quantize(MONEY_QUANT),
+        position_margin=sum(margins.values(), Decimal(0)).quantize(MONEY_QUANT),
         order_margin=order_margin.quantize(MONEY_QUANT),
         unrealized_pnl=unrealized.quantize(MONEY_QUANT),
     )
+
+
+def account_figures(*, user_id: int) -> Figures:
+    """Balance, margin held and unrealised PnL at the last prices, as they stand in this transaction."""
+    return _figures(_book(user_id))
+
+
+@transaction.atomic
+def fill_funded(*, order: Order, quantity: Decimal, price: Decimal) -> Decimal:
+    """How much of a fill the paper venue may make: all of it when its margin and fee are covered,
+    else the most lots that leave available margin at zero (or, when it is already below, no lower).
+    Broker practice: margin is checked again when an order fills (a market order may slip past what
+    it reserved, a stop may gap), and what cannot be carried is cancelled, never carried on credit.
+
+    Locks the position and the account, in the order of locks everywhere (after the order's)."""
+    Position.objects.select_for_update(of=("self",)).filter(
+        user_id=order.user_id, instrument_id=order.instrument_id, status=PositionStatus.OPEN
+    ).first()
+    account_lock(order.user_id)
+    book = _book(order.user_id)
+    # The floor: zero, or what is available without this order when that is already below zero
+    # (its own reservation is left out: a market order's is re-priced at the last price, which moved).
+    floor = min(Decimal(0), _figures(book, without=order.pk).available)
+
+    def funded(q: Decimal) -> bool:  # a part fill cancels the order's rest: it holds nothing then
+        return _figures(book, (order, q, price), without=order.pk if q < quantity else None).available >= floor
+
+    if funded(quantity):
+        return quantity
+    lot = order.instrument.lot_size
+    low, high = 0, int(quantity / lot)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if funded(middle * lot) else (low, middle - 1)
+    return low * lot
 
 
 @transaction.atomic
@@ -154,9 +229,8 @@ def _shortfall(before: Figures, after: Figures, needs: str) -> str | None:
     cents = Decimal("0.01")
     needed = (after.order_margin - before.order_margin).quantize(cents)
     available = max(before.available, Decimal(0)).quantize(cents)
-    return (
-        f"{INSUFFICIENT_FUNDS}: {needs} {needed} {after.currency} of margin, {available} {after.currency} is available"
-    )
+    currency = after.currency
+    return f"{INSUFFICIENT_FUNDS}: {needs} {needed} {currency} of margin and fees, {available} {currency} is available"
 
 
 @transaction.atomic
@@ -169,7 +243,9 @@ def order_amend(
 ) -> Order:
     """Modify a working order behind the same check as a new one: a change that raises the margin
     held beyond the balance is refused (409 ``insufficient_funds``) and changes nothing."""
-    user_id = order.user_id if isinstance(order, Order) else Order.objects.get(order_id=order).user_id
+    # The order's lock before the account's, as a fill takes them (the venue: order, position,
+    # account), so a modify racing a fill waits instead of deadlocking.
+    user_id = order_lock(order).user_id
     account_lock(user_id)
     before = account_figures(user_id=user_id)
     amended = order_modify(order=order, quantity=quantity, price=price, trigger_price=trigger_price)

@@ -30,7 +30,8 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class PositionAdmin(ReadOnlyAdmin):
     list_display = (
         "id", "user", "instrument", "side", "quantity", "entry_price", "leverage", "liquidation_price",
-        "guard_price", "guard_armed", "realized_pnl", "status", "close_reason", "opened_at", "closed_at",
+        "guard_price", "guard_armed", "realized_pnl", "uncovered_loss", "status", "close_reason", "opened_at",
+        "closed_at",
     )  # fmt: skip
     list_filter = ("status", "side", "instrument", "close_reason")
     search_fields = ("user__username",)

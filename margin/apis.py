@@ -9,13 +9,13 @@ from django.core.exceptions import ValidationError
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.caps import OrderRateThrottle
 from accounts.models import User
 from core import tier
-from core.api import IsStaffOrServiceKey
+from core.api import IsStaffOrServiceKey, Page
 from core.errors import NotFound
 from ledger.selectors import ledger_entries
 from orders import apis as orders_apis
@@ -216,13 +216,15 @@ class ExecutionOutput(serializers.Serializer):
 
 
 class MarginGuardExecutionsApi(APIView):
+    cursor_ordering = ("-executed_at", "-id")  # ?cursor= pages (core.api.Page), as the list orders them
+
     @extend_schema(
         parameters=[OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
         responses=ExecutionOutput(many=True),
         summary="Your Margin Guard executions, newest first",
     )
     def get(self, request):
-        paginator = LimitOffsetPagination()
+        paginator = Page()
         page = paginator.paginate_queryset(selectors.execution_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(ExecutionOutput(page, many=True).data)
 
@@ -303,6 +305,11 @@ class OrderViewSet(orders_apis.OrderViewSet):
     place_order = staticmethod(order_submit)
     modify_order = staticmethod(order_amend)
 
+    def get_throttles(self):
+        # Placement only: per user and tier, CAP_ORDERS_PER_MINUTE_<TIER> (429 with Retry-After).
+        throttles = super().get_throttles()
+        return [*throttles, OrderRateThrottle()] if self.action == "create" else throttles
+
 
 # ---- the account --------------------------------------------------------------------------------------
 
@@ -364,8 +371,8 @@ class LedgerEntryOutput(serializers.Serializer):
         return iso(entry.created_at)
 
 
-class LedgerPagination(LimitOffsetPagination):
-    max_limit = 500
+class LedgerPagination(Page):
+    """At most API_MAX_PAGE_SIZE (500) entries a page, as every list."""
 
 
 class LedgerApi(APIView):

@@ -45,6 +45,9 @@ class Position(models.Model):
     # Effective leverage: size / margin, where each increase brings size / its order's leverage.
     leverage = models.DecimalField(max_digits=8, decimal_places=2)
     realized_pnl = models.DecimalField(default=0, **PNL)
+    # Loss and fees beyond the margin the closed part held, not charged to the user (isolated margin:
+    # a gap through the bankruptcy price is the broker's loss, as an exchange's insurance fund takes it).
+    uncovered_loss = models.DecimalField(default=0, **PNL)
     liquidation_price = models.DecimalField(**PRICE)
     # Margin Guard index (NULL when the owner's guard is off): the price where distance = threshold,
     # and the price where it recovers to threshold + REARM_BAND. Ticks read positions by these.

@@ -24,7 +24,7 @@ from orders.models import LIVE, Order, Side
 from orders.services import order_cancel
 from wire import iso, num
 
-from .formula import liquidation_price, price_at_distance
+from .formula import MONEY_QUANT, FillEffect, fill_effect, liquidation_price, price_at_distance
 from .models import (
     CloseKind,
     MarginGuardConfig,
@@ -115,10 +115,17 @@ def close_order_withdraw(order: Order) -> None:
             pass
 
 
+def fee_rate(*, liquidation: bool = False) -> Decimal:
+    """The trading fee per unit of notional (``AXISOR_RISK["FEE_RATE"]``), or the liquidation fee's."""
+    return Decimal(str(settings.AXISOR_RISK["LIQUIDATION_FEE_RATE" if liquidation else "FEE_RATE"]))
+
+
 @transaction.atomic
 def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> list[Position]:
-    """Fold one fill into the user's net position in the instrument. Returns the rows changed
-    (a flip closes one row and opens another)."""
+    """Fold one fill into the user's net position in the instrument, and book its money: the
+    realised PnL of what it closed, the trading fee, and a liquidation's fee (``margin.formula.
+    fill_effect``: isolated margin, a loss never beyond the margin its part held). Returns the rows
+    changed (a flip closes one row and opens another)."""
     signed = quantity if order.transaction_type == Side.BUY else -quantity
     config = guard_config(order.user_id)
     now = timezone.now()
@@ -128,48 +135,74 @@ def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> l
         .filter(user_id=order.user_id, instrument_id=order.instrument_id, status=OPEN)
         .first()
     )
+    held = Decimal(0) if position is None else (position.quantity if position.side == LONG else -position.quantity)
+    effect = fill_effect(
+        signed=held,
+        entry=position.entry_price if position else price,
+        leverage=position.leverage if position else Decimal(order.leverage),
+        fill=signed,
+        price=price,
+        order_leverage=Decimal(order.leverage),
+        fee_rate=fee_rate(),
+    )
+    note = f"order {order.order_id}: {quantity.normalize():f} at {price.normalize():f}"
     if position is None:
         changed = [_open(order, signed, price, config)]
-    elif (position.side == LONG) == (signed > 0):  # add: average entry, margin-weighted leverage
-        added = abs(signed)
-        margin = position.margin + added * price / Decimal(order.leverage)
-        quantity_after = position.quantity + added
-        position.entry_price = ((position.quantity * position.entry_price + added * price) / quantity_after).quantize(
-            PRICE_QUANT
-        )
-        position.quantity = quantity_after
-        position.leverage = max(Decimal(1), (quantity_after * position.entry_price / margin).quantize(LEVERAGE_QUANT))
+    elif effect.closing == 0:  # add: average entry, margin-weighted leverage
+        position.quantity, position.entry_price, position.leverage = abs(effect.signed), effect.entry, effect.leverage
         position_reindex(position, config)
         position.save()
         changed = [position]
     else:  # reduce, close or flip
-        closing = min(abs(signed), position.quantity)
-        sign = 1 if position.side == LONG else -1
-        pnl = (price - position.entry_price) * closing * sign
-        position.realized_pnl += pnl
-        rest = abs(signed) - closing
-        if closing == position.quantity:
-            _closed(position, order, now, flipped=rest > 0)
+        position.realized_pnl += effect.pnl
+        position.uncovered_loss += effect.uncovered
+        if effect.closing == position.quantity:
+            _closed(position, order, now, flipped=effect.flipped)
         else:
-            position.quantity -= closing
-        position.save()
-        # The money: the profit or loss of what closed, in the fill's transaction (after the
-        # position's lock, before the user's event sequence: the order of locks everywhere).
+            position.quantity -= effect.closing
         liquidated = position.status == PositionStatus.CLOSED and position.close_reason == CloseKind.LIQUIDATION
+        # What the closed part's margin has left after its loss and fee pays the liquidation fee.
+        position.save()
+        # The money, in the fill's transaction (after the position's lock, before the user's event
+        # sequence: the order of locks everywhere).
         ledger_post(
             user_id=order.user_id,
             kind=EntryKind.LIQUIDATION if liquidated else EntryKind.REALIZED_PNL,
-            amount=pnl,
+            amount=effect.pnl,
             reference=position.public_id,
-            note=f"order {order.order_id}: {closing.normalize():f} at {price.normalize():f}",
+            note=note + (f"; {effect.uncovered.normalize():f} beyond its margin not charged" * bool(effect.uncovered)),
         )
         changed = [position]
         if position.status == PositionStatus.CLOSED:
             _after_close(position, order, now)
-        if rest > 0:
-            changed.append(_open(order, rest if signed > 0 else -rest, price, config))
+        if effect.flipped:
+            changed.append(_open(order, effect.signed, price, config))
+    ledger_post(
+        user_id=order.user_id,
+        kind=EntryKind.FEE,
+        amount=-effect.fees,
+        reference=changed[-1].public_id,
+        note=f"trading fee, {note}",
+    )
+    if position is not None and position.close_reason == CloseKind.LIQUIDATION and effect.closing:
+        _liquidation_fee(position, order, effect, price)
     positions_changed.send(sender=Position, positions=changed)
     return changed
+
+
+def _liquidation_fee(position: Position, order: Order, effect: FillEffect, price: Decimal) -> None:
+    """The liquidation fee, out of what the liquidated position's margin has left after its loss and
+    the trading fee (never beyond it: isolated margin)."""
+    held_margin = (effect.closing * position.entry_price / position.leverage).quantize(MONEY_QUANT)
+    left = max(Decimal(0), held_margin + effect.pnl - effect.fees)
+    amount = min(left, (effect.closing * price * fee_rate(liquidation=True)).quantize(MONEY_QUANT))
+    ledger_post(
+        user_id=order.user_id,
+        kind=EntryKind.FEE,
+        amount=-amount,
+        reference=position.public_id,
+        note=f"liquidation fee, order {order.order_id}",
+    )
 
 
 def _after_close(position: Position, order: Order, now) -> None:

@@ -152,13 +152,12 @@ def positions_close_all(*, user: User) -> tuple[list[tuple[Position, Order]], li
 
 def _withdraw_working_orders(position: Position) -> int:
     """Cancel the user's working orders on the position's instrument (stops, take-profits, an
-    opening order still filling, a stale close), except those the venue holds right now: waiting
-    for them could deadlock against their fill. Returns how many were cancelled."""
-    working = (
-        Order.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(user_id=position.user_id, instrument_id=position.instrument_id, order_status__in=LIVE)
-        .order_by("pk")
-    )
+    opening order still filling, a stale close). One the venue holds right now is not waited for
+    here (that could deadlock against its fill): it is cancelled as soon as this close has committed,
+    once the venue lets it go. Returns how many were cancelled now."""
+    live = Order.objects.filter(user_id=position.user_id, instrument_id=position.instrument_id, order_status__in=LIVE)
+    working = list(live.select_for_update(skip_locked=True, of=("self",)).order_by("pk"))
+    held = list(live.exclude(pk__in=[o.pk for o in working]).values_list("order_id", flat=True))
     cancelled = 0
     for order in working:
         try:
@@ -166,7 +165,20 @@ def _withdraw_working_orders(position: Position) -> int:
             cancelled += 1
         except Conflict:
             pass
+    if held:
+        transaction.on_commit(lambda: _withdraw_held(held))
     return cancelled
+
+
+def _withdraw_held(order_ids: list[str]) -> None:
+    """After a system close committed: cancel the orders the venue held at that moment (waiting for
+    the venue's transaction now holds nothing of ours). One it completed meanwhile stays as it is."""
+    for order_id in order_ids:
+        try:
+            with transaction.atomic():
+                order_cancel(order=order_id)
+        except Conflict:
+            pass
 
 
 def _closing_order(position: Position) -> Order:

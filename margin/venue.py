@@ -16,6 +16,10 @@ venue's last step (the low and the high of the tick path, not only the last tick
 - a DAY order still working when its session ends is cancelled ("expired at the end of the session");
   an IOC order is cancelled as soon as the venue could not fill it, or the rest of it, at once.
 An order larger than the liquidity per step is filled in parts.
+
+Margin is checked again at each fill (``margin.account.fill_funded``): a market order that slipped
+past what it reserved, or a stop that gapped, fills only as far as the user's available margin
+carries it, and the rest is cancelled with "Insufficient funds" (never carried on credit).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from decimal import Decimal
 from django.db import transaction
 
 from core.errors import Conflict
+from margin.account import INSUFFICIENT_FUNDS, fill_funded
 from margin.executions import execution_apply
 from market import sessions
 from orders.models import LIVE, Order, OrderStatus, OrderType, Side, Validity
@@ -128,7 +133,15 @@ class PaperVenue:
                 return 0
             fill_price = order.price  # resting: at its limit
         quantity = min(order.pending_quantity, order.instrument.lot_size * LIQUIDITY_LOTS_PER_STEP)
-        filled = self._report(order, "fill", quantity=quantity, price=fill_price)
+        funded = quantity if order.reduce_only else fill_funded(order=order, quantity=quantity, price=fill_price)
+        filled = self._report(order, "fill", quantity=funded, price=fill_price) if funded > 0 else 0
+        if funded < quantity:
+            order_cancel(
+                order=order.order_id,
+                reason=f"{INSUFFICIENT_FUNDS}: filling at {order.instrument.price_text(fill_price)} needs more "
+                "margin than is available",
+            )
+            return filled + 1
         if order.validity == Validity.IOC:
             order.refresh_from_db()
             if order.order_status in LIVE:

@@ -64,7 +64,18 @@ class CandlesQuery(serializers.Serializer):
 
 
 class CandlesApi(APIView):
-    @extend_schema(parameters=[CandlesQuery], summary="OHLCV candles, oldest first")
+    @extend_schema(
+        parameters=[CandlesQuery],
+        responses=inline_serializer(
+            "Candles",
+            {
+                "symbol": serializers.CharField(),
+                "timeframe": serializers.CharField(),
+                "candles": serializers.ListField(child=serializers.DictField()),
+            },
+        ),
+        summary="OHLCV candles, oldest first",
+    )
     def get(self, request, symbol: str):
         if not Instrument.objects.filter(symbol=symbol, active=True).exists():
             raise NotFound(f"unknown symbol {symbol}")

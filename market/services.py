@@ -19,6 +19,7 @@ from django.db.models import Max, Min, Q, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from accounts.caps import cap_check
 from accounts.models import User
 from core.errors import Conflict
 from notifications.services import notification_create_each
@@ -375,6 +376,7 @@ def ticks_announce(recorded: Recorded) -> None:
 
 @transaction.atomic
 def price_alert_create(*, user: User, symbol: str, condition: str, price: Decimal, note: str = "") -> PriceAlert:
+    """A one-shot alert; refused (409 ``limit_exceeded``) past the tier's CAP_PRICE_ALERTS active ones."""
     instrument = Instrument.objects.filter(symbol=symbol, active=True).first()
     errors = {}
     if instrument is None:
@@ -386,6 +388,8 @@ def price_alert_create(*, user: User, symbol: str, condition: str, price: Decima
     if errors:
         raise ValidationError(errors)
     assert instrument is not None  # else errors["symbol"] was raised
+    active = PriceAlert.objects.filter(user=user, active=True)
+    cap_check(user=user, name="PRICE_ALERTS", what="active price alerts", count=active.count)
     return PriceAlert.objects.create(user=user, instrument=instrument, condition=condition, price=price, note=note)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import permissions, serializers, status, viewsets
@@ -20,12 +21,19 @@ from .serializers import (
 
 
 class NewestFirst(CursorPagination):
-    """Cursor pages by id: stable while new notifications arrive."""
+    """Cursor pages by id: stable while new notifications arrive. At most 200 a page (or
+    API_MAX_PAGE_SIZE if lower), a ``limit`` it cannot read included."""
 
     ordering = "-id"
     page_size = 50
     page_size_query_param = "limit"
-    max_page_size = 200
+
+    @property
+    def max_page_size(self) -> int:  # type: ignore[override]  # DRF's is a plain class attribute
+        return min(200, settings.API_MAX_PAGE_SIZE)
+
+    def get_page_size(self, request) -> int:
+        return min(super().get_page_size(request) or self.max_page_size, self.max_page_size)
 
 
 class NotificationViewSet(viewsets.GenericViewSet):

@@ -11,6 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.throttles import SESSION_THROTTLES
 from wire import iso
 
 from . import selectors, services
@@ -43,6 +44,7 @@ class OrderViewSet(viewsets.GenericViewSet):
     lookup_field = "order_id"
     lookup_value_regex = r"[0-9]{6,20}"
     serializer_class = OrderOutput
+    cursor_ordering = ("-created_at", "-id")  # ?cursor= pages (core.api.Page), as the list orders them
 
     @extend_schema(parameters=[OrderFilterInput], responses=OrderOutput(many=True), summary="List your orders")
     def list(self, request):
@@ -147,6 +149,7 @@ class OrderViewSet(viewsets.GenericViewSet):
 
 class TradeViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     serializer_class = TradeOutput
+    cursor_ordering = ("-time", "-id")  # ?cursor= pages (core.api.Page), as the list orders them
 
     @extend_schema(
         parameters=[OpenApiParameter("symbol", str), OpenApiParameter("orderId", str)], summary="List your trades"
@@ -160,6 +163,8 @@ class TradeViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
 
 class SessionCreateApi(APIView):
+    throttle_classes = SESSION_THROTTLES
+
     @extend_schema(request=None, responses={201: SessionOutput}, summary="Credentials for the /ws/orders socket")
     def post(self, request):
         session, token = services.order_session_create(user=request.user)

@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.caps import cap_check
 from accounts.models import User
 from accounts.signals import account_access_changed
 from core.errors import Conflict, NotFound
@@ -481,7 +482,11 @@ def _token_hash(token: str) -> str:
 
 @transaction.atomic
 def order_session_create(*, user: User) -> tuple[OrderSession, str]:
-    """A session + token for /ws/orders. The token is returned once; only its hash is kept."""
+    """A session + token for /ws/orders. The token is returned once; only its hash is kept. Refused
+    (409 ``limit_exceeded``) past the tier's CAP_ORDER_SESSIONS live ones (expired and revoked
+    sessions do not count)."""
+    live = OrderSession.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=timezone.now())
+    cap_check(user=user, name="ORDER_SESSIONS", what="live order-socket sessions", count=live.count)
     token = secrets.token_urlsafe(32)
     session = OrderSession.objects.create(
         session=f"sess_{secrets.token_hex(12)}",

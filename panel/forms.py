@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth import get_user_model
-from django.contrib.auth.forms import AuthenticationForm
-from django.core.exceptions import ValidationError
 
 from accounts.models import Tier
 from accounts.services import SOCKET_ENDPOINTS
 from notifications.models import Category, NotificationType
 from system.models import ServiceStatus
-
-
-class StaffLoginForm(AuthenticationForm):
-    def confirm_login_allowed(self, user) -> None:
-        super().confirm_login_allowed(user)
-        if not user.is_staff:
-            raise ValidationError("This panel is for staff accounts.", code="not_staff")
 
 
 class ComposeForm(forms.Form):

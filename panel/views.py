@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.forms import StaffLoginForm
 from accounts.services import account_disconnect
 from core.errors import Conflict, NotFound
 from notifications.services import notification_broadcast, notification_create
@@ -30,7 +31,7 @@ from system.services import system_notice_create, system_notice_end
 from wire import iso
 
 from . import selectors
-from .forms import ComposeForm, DisconnectForm, MaintenanceForm, RejectForm, ServiceStatusForm, StaffLoginForm
+from .forms import ComposeForm, DisconnectForm, MaintenanceForm, RejectForm, ServiceStatusForm
 
 # Both system-notice forms have a "message": distinct element ids keep their labels apart.
 MAINTENANCE_IDS, SERVICE_IDS = "maint_%s", "svc_%s"

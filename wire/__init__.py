@@ -75,7 +75,7 @@ class Close:
     DISCONNECTED = 4004  # a staff member disconnected the user's sockets (/panel/); the client may reconnect
     RATE_LIMITED = 4008  # sustained flooding after RATE_LIMIT_EXCEEDED errors
     SLOW_CONSUMER = 4009  # the client reads too slowly for events that may not be dropped; resume
-    TOO_MANY_CONNECTIONS = 4029  # /ws/orders: tier's concurrent-connection limit
+    TOO_MANY_CONNECTIONS = 4029  # the tier's concurrent-connection limit (/ws/orders: the seed's; /ws: CAP_WS_SOCKETS)
     TOO_MANY_ATTEMPTS = 4030  # /ws/orders: tier's reconnect rate limit
     IDLE_TIMEOUT = 4040  # /ws/orders: nothing heard from the client for too long
     TRY_AGAIN_LATER = 4013  # the server cannot reach its channel layer (Redis) right now (cf. 1013)

@@ -326,6 +326,8 @@
   function events() {
     const tbody = document.querySelector("#stream tbody");
     const filters = { type: document.getElementById("f-type"), user: document.getElementById("f-user"), room: document.getElementById("f-room") };
+    // The filters apply as they are typed; Enter must not submit (no inline handler: the CSP allows none).
+    document.getElementById("event-filters").addEventListener("submit", (e) => e.preventDefault());
     const pause = document.getElementById("pause");
     const state = document.getElementById("stream-state");
     const heldNote = document.getElementById("held");

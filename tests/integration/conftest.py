@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,14 @@ def subprocess_database_url() -> str:
     return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
+def fresh_cache_prefix() -> str:
+    """A cache namespace of the test's own: the servers of one test count logins together (as a
+    fleet does), and no test inherits another's throttle counts (each test has a fresh database)."""
+    from django.conf import settings
+
+    return f"{settings.CACHE_KEY_PREFIX}:{uuid.uuid4().hex[:12]}"
+
+
 def watch(proc: subprocess.Popen, lines: list[str], pattern: re.Pattern, count: int, name: str) -> list[re.Match]:
     """Keep every stderr line of ``proc`` in ``lines`` (a thread reads for the process's life) and
     return the first ``count`` matches of ``pattern``; RuntimeError if the process exits first."""
@@ -84,6 +93,7 @@ def daphne(transactional_db):
     """Start daphne processes on the test database: ``server = daphne(*daphne_args, **extra_env)``
     (e.g. ``daphne("--ping-interval", "1", WS_AUTH_TIMEOUT_SECONDS="2")``)."""
     started: list[Daphne] = []
+    cache_prefix = fresh_cache_prefix()
 
     def start(*daphne_args: str, **extra_env: str) -> Daphne:
         env = {
@@ -91,6 +101,7 @@ def daphne(transactional_db):
             "DATABASE_URL": subprocess_database_url(),
             "PYTHONUNBUFFERED": "1",
             "AXISOR_BACKGROUND": "1",
+            "CACHE_KEY_PREFIX": cache_prefix,
         }
         env.update(extra_env)
         proc = subprocess.Popen(
@@ -133,6 +144,7 @@ def gunicorn(transactional_db, tmp_path):
     """Start the REST tier as deploy/ runs it (gunicorn with deploy/gunicorn.conf.py) on the test
     database: ``web = gunicorn(workers=2, **extra_env)``; returns once every worker has loaded."""
     started: list[Gunicorn] = []
+    cache_prefix = fresh_cache_prefix()
 
     def start(workers: int = 2, **extra_env: str) -> Gunicorn:
         port = free_port()
@@ -144,6 +156,7 @@ def gunicorn(transactional_db, tmp_path):
             "GUNICORN_BIND": f"127.0.0.1:{port}",
             "WEB_CONCURRENCY": str(workers),
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "CACHE_KEY_PREFIX": cache_prefix,
             **extra_env,
         }
         proc = subprocess.Popen(

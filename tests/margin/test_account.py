@@ -36,7 +36,8 @@ def test_an_unfunded_order_is_rejected_for_insufficient_funds(make_user, instrum
     user = make_user(balance=0)
     order = submit(user, "BUY", "1")
     assert order.order_status == "REJECTED"
-    assert order.rejection_reason.startswith("Insufficient funds: the order needs 4000.00 USD of margin")
+    # 1 × 40,000 ÷ 10 margin + 0.05 % of 40,000 fee
+    assert order.rejection_reason.startswith("Insufficient funds: the order needs 4020.00 USD of margin and fees")
     assert [u.update_type for u in OrderUpdate.objects.filter(order=order).order_by("version")] == [
         "ORDER_PLACED",
         "ORDER_REJECTED",
@@ -45,11 +46,11 @@ def test_an_unfunded_order_is_rejected_for_insufficient_funds(make_user, instrum
 
 
 def test_an_order_the_balance_covers_works_and_holds_its_margin(make_user, instruments):
-    user = make_user(balance=4000)
-    order = submit(user, "BUY", "1")  # 1 × 40,000 ÷ 10 = 4,000: exactly covered
+    user = make_user(balance=4020)
+    order = submit(user, "BUY", "1")  # 1 × 40,000 ÷ 10 = 4,000 and a 20 fee: exactly covered
     assert order.order_status == "PENDING"
     figures = account_figures(user_id=user.pk)
-    assert (figures.order_margin, figures.available) == (D(4000), D(0))
+    assert (figures.order_margin, figures.available) == (D(4020), D(0))
     assert submit(user, "BUY", "0.001").order_status == "REJECTED"  # nothing left for a second
 
 
@@ -65,15 +66,16 @@ def test_a_reducing_order_needs_no_margin_even_on_an_empty_account(make_user, tr
 def test_working_orders_on_both_sides_hold_the_larger_side(make_user, instruments):
     user = make_user(balance=100_000)
     submit(user, "BUY", "1")  # 4,000
-    submit(user, "SELL", "2", price=D("50000"))  # 2 × 50,000 ÷ 10 = 10,000
-    assert account_figures(user_id=user.pk).order_margin == D(10000)
+    submit(user, "SELL", "2", price=D("50000"))  # 2 × 50,000 ÷ 10 = 10,000, and 50 of fees
+    assert account_figures(user_id=user.pk).order_margin == D(10050)
 
 
 def test_a_market_order_holds_the_last_price_plus_the_buffer(make_user, instruments, settings):
     user = make_user(balance=100_000)
     tick("BTC_USD", 40000)
     submit(user, "BUY", "1", order_type="MARKET", price=None)
-    assert account_figures(user_id=user.pk).order_margin == D("4040")  # 1 % buffer for slippage
+    # 1 % buffer for slippage: 40,400 ÷ 10, and the fee on 40,400
+    assert account_figures(user_id=user.pk).order_margin == D("4060.2")
 
 
 def test_realised_pnl_is_booked_on_each_reduce_and_close(make_user, trade, instruments):
@@ -84,8 +86,11 @@ def test_realised_pnl_is_booked_on_each_reduce_and_close(make_user, trade, instr
     entries = list(LedgerEntry.objects.filter(user=user, kind=EntryKind.REALIZED_PNL).order_by("id"))
     assert [e.amount for e in entries] == [D(1000), D(-500)]
     assert entries[0].reference == entries[1].reference == Position.objects.get(user=user).public_id
+    # 0.05 % of each fill's notional: 80,000, 41,000 and 39,500
+    fees = [e.amount for e in LedgerEntry.objects.filter(user=user, kind=EntryKind.FEE).order_by("id")]
+    assert fees == [D(-40), D("-20.5"), D("-19.75")]
     figures = account_figures(user_id=user.pk)
-    assert (figures.balance, figures.position_margin, figures.available) == (D(10500), D(0), D(10500))
+    assert (figures.balance, figures.position_margin, figures.available) == (D("10419.75"), D(0), D("10419.75"))
 
 
 def test_a_liquidation_books_its_loss_as_a_liquidation(make_user, trade, instruments):
@@ -96,8 +101,12 @@ def test_a_liquidation_books_its_loss_as_a_liquidation(make_user, trade, instrum
     position.refresh_from_db()
     assert position.status == "closed" and position.close_reason == "liquidation"
     (loss,) = LedgerEntry.objects.filter(user=user, kind=EntryKind.LIQUIDATION)
-    assert loss.amount == position.realized_pnl < 0
-    assert Account.objects.get(user=user).balance == D(10_000) + loss.amount
+    assert loss.amount == position.realized_pnl < 0 and position.uncovered_loss == 0
+    notes = [e.note.split(",")[0] for e in LedgerEntry.objects.filter(user=user, kind=EntryKind.FEE).order_by("id")]
+    assert notes == ["trading fee", "trading fee", "liquidation fee"]
+    # the opening fee, then the whole margin: the loss, the closing fee and the liquidation fee out of
+    # what the margin had left (isolated: never more)
+    assert Account.objects.get(user=user).balance == D(10_000) - 20 - 2000
 
 
 def test_the_balance_is_the_sum_of_the_ledger_after_trading(make_user, trade, instruments):
@@ -119,7 +128,7 @@ def test_rest_order_placement_answers_the_rejection_for_insufficient_funds(make_
     assert placed.status_code == 201
     assert placed.json()["orderStatus"] == "REJECTED"
     assert placed.json()["rejectionReason"].startswith("Insufficient funds")
-    fund(user.pk, 4000)
+    fund(user.pk, 4020)  # the margin and the fee
     again = auth_api(user).post("/api/orders", body, format="json")
     assert again.json()["orderStatus"] == "PENDING"
 
@@ -132,13 +141,13 @@ def test_account_figures_over_rest(make_user, trade, instruments):
     assert got == {
         "userId": str(user.pk),
         "currency": "USD",
-        "balance": "10000.00000000",
+        "balance": "9980.00000000",  # the 20 fee of the opening fill
         "positionMargin": "4000.00000000",
         "orderMargin": "0.00000000",
         "reserved": "4000.00000000",
-        "available": "6000.00000000",
+        "available": "5980.00000000",
         "unrealizedPnl": "500.00000000",
-        "equity": "10500.00000000",
+        "equity": "10480.00000000",
     }
 
 
@@ -159,13 +168,13 @@ def test_adjustments_by_staff_and_their_refusals(make_user, instruments):
     url = f"/api/account/{user.pk}/adjust"
     deposit = api.post(url, {"kind": "deposit", "amount": "2500.5", "note": "wire in"}, format="json")
     assert deposit.status_code == 201 and deposit.json()["balance"] == "2500.50000000"
-    submit(user, "BUY", "0.5")  # holds 2,000
-    over = api.post(url, {"kind": "withdrawal", "amount": "501"}, format="json")
+    submit(user, "BUY", "0.5")  # holds 2,000 and its 10 fee
+    over = api.post(url, {"kind": "withdrawal", "amount": "491"}, format="json")
     assert over.status_code == 409 and over.json()["code"] == "insufficient_funds"
-    ok = api.post(url, {"kind": "withdrawal", "amount": "500.5"}, format="json")
+    ok = api.post(url, {"kind": "withdrawal", "amount": "490.5"}, format="json")
     assert ok.status_code == 201 and ok.json()["available"] == "0.00000000"
     entry = LedgerEntry.objects.filter(user=user).latest("id")
-    assert (entry.kind, entry.amount, entry.actor_id) == ("withdrawal", D("-500.5"), staff.pk)
+    assert (entry.kind, entry.amount, entry.actor_id) == ("withdrawal", D("-490.5"), staff.pk)
 
 
 @pytest.mark.parametrize(
@@ -239,3 +248,42 @@ def test_ledger_notes_and_times_read_plainly(make_user, trade, instruments):
     (entry,) = auth_api(user).get("/api/account/ledger?limit=1").json()["results"]
     assert entry["note"].endswith(": 10 at 41000.5") and entry["createdAt"].endswith("Z")
     assert len(entry["createdAt"]) == len("2026-12-03T08:44:12.123Z")
+
+
+# ---- fees, the loss cap and the check at the fill ---------------------------------------------------
+
+
+def test_a_gap_through_the_bankruptcy_price_costs_the_user_the_margin_and_no_more(make_user, trade, instruments):
+    user = make_user(balance=10_000)
+    tick("BTC_USD", 40000)
+    trade(user, "BUY", "1", "40000", leverage=20)  # margin 2,000, bankrupt at 38,000
+    tick("BTC_USD", 36000)  # the mark moves 5 % to 38,000 and crosses; the fill is at the market
+    position = Position.objects.get(user=user)
+    assert position.status == "closed" and position.close_reason == "liquidation"
+    (loss,) = LedgerEntry.objects.filter(user=user, kind=EntryKind.LIQUIDATION)
+    assert loss.amount == position.realized_pnl == D(-2000)  # 4,000 lost at the market; 2,000 was held
+    assert position.uncovered_loss == D(2000) + D(18)  # the rest, and the closing fee, are the broker's
+    assert "not charged" in loss.note
+    assert Account.objects.get(user=user).balance == D(10_000) - 20 - 2000
+    assert account_figures(user_id=user.pk).available == D(7980)
+
+
+def test_the_venue_fills_only_what_the_margin_carries_and_cancels_the_rest(make_user, instruments):
+    from jobs.schedule import LatestPrices
+    from margin.venue import PaperVenue
+    from orders.models import Trade
+
+    user = make_user(balance=205)
+    tick("BTC_USD", 40000)
+    order = submit(user, "BUY", "0.05", order_type="MARKET", price=None)  # holds 203.01 at 40,400
+    assert order.order_status == "PENDING"
+    tick("BTC_USD", 41000, 44000)  # slips 10 % before the venue's step
+    prices = LatestPrices()
+    prices.refresh()
+    PaperVenue(prices).step()  # fills at 44,000: 4,422 a BTC of margin and fee
+    order.refresh_from_db()
+    (fill,) = Trade.objects.filter(order=order)
+    assert (fill.price, fill.quantity) == (D(44000), D("0.046"))  # 0.046 × 4,422 = 203.41; a lot more is 207.83
+    assert order.order_status == "CANCELLED" and order.rejection_reason.startswith("Insufficient funds")
+    figures = account_figures(user_id=user.pk)
+    assert D(0) <= figures.available < D(5) and figures.order_margin == 0

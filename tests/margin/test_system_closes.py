@@ -17,6 +17,7 @@ from orders.models import Order, Trade
 from tests.conftest import auth_api
 from tests.margin.conftest import tick
 from tests.orders.factories import execute, place
+from tests.polling import until_sync
 
 pytestmark = pytest.mark.django_db
 
@@ -128,3 +129,35 @@ def test_close_all_closes_every_open_position_with_reduce_only_orders(make_user,
         execute(Order.objects.get(order_id=c["order"]["orderId"]), "fill", c["order"]["quantity"], "100")
     assert not Position.objects.filter(user=user, status="open").exists()
     assert D(0) not in {p.quantity for p in Position.objects.filter(user=user)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stop_the_venue_holds_during_a_liquidation_is_cancelled_once_it_is_let_go(make_user, trade, instruments):
+    import threading
+
+    from django.db import connection, transaction
+
+    from orders.services import order_lock
+
+    user = make_user()
+    trade(user, "BUY", "1", "100", leverage=10)
+    stop = place(user, symbol="BTC_USD", order_type="SL-M", side="SELL", quantity="1", price=None, trigger="95")
+    held, done = threading.Event(), threading.Event()
+
+    def venue_holds_it() -> None:  # the venue's step, holding the stop's row lock until the close committed
+        try:
+            with transaction.atomic():
+                order_lock(stop.order_id)
+                held.set()
+                until_sync(lambda: Position.objects.filter(user=user, status="closed").exists(), what="the close")
+        finally:
+            connection.close()
+            done.set()
+
+    threading.Thread(target=venue_holds_it, daemon=True).start()
+    assert held.wait(30)
+    tick("BTC_USD", 85)  # gaps through the liquidation price: liquidated; the stop is skipped, then withdrawn
+    assert done.wait(30)
+    stop.refresh_from_db()
+    assert stop.order_status == "CANCELLED"
+    assert not Position.objects.filter(user=user, status="open").exists()

@@ -97,10 +97,12 @@ def test_non_staff_get_403_on_every_page_and_action(client, customer, targets):
     assert not OrderSession.objects.filter(revoked_at__isnull=False).exists()
 
 
-def test_non_staff_cannot_sign_in(client, customer):
+def test_non_staff_cannot_sign_in_and_is_not_told_the_password_was_right(client, customer):
     response = client.post("/panel/login", {"username": "customer", "password": "pw-secret-123"})
     assert response.status_code == 200
-    assert "This panel is for staff accounts." in response.content.decode()
+    wrong = client.post("/panel/login", {"username": "customer", "password": "not-the-password"})
+    assert "Wrong username or password, or not a staff account." in response.content.decode()
+    assert response.context["form"].errors == wrong.context["form"].errors
     assert "_auth_user_id" not in client.session
 
 

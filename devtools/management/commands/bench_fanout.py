@@ -36,11 +36,15 @@ from rest_framework_simplejwt.tokens import AccessToken
 from accounts.models import User
 from broadcast.outbox import publish
 from broadcast.rooms import system_room
-from orders.services import order_session_create
+from orders.models import OrderSession
+from orders.services import order_session_create, order_session_revoke
 from wire import envelope
 
 ROOT = Path(__file__).resolve().parents[3]
 BENCH = ROOT / "devtools" / "bench"  # the load clients and the reference servers
+# One benchmark user stands in for thousands: its servers lift the per-account caps of its
+# (enterprise) tier on sockets and order placements (docs/reference/settings.md#caps-per-account-tier).
+UNCAPPED = {"CAP_WS_SOCKETS_ENTERPRISE": "0", "CAP_ORDERS_PER_MINUTE_ENTERPRISE": "0"}
 RATE = 2000  # deliveries per second for the latency figures
 RATE_SECONDS = 5
 
@@ -77,7 +81,7 @@ class Command(BaseCommand):
         if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql" or not settings.REDIS_URL:
             raise CommandError("run the benchmark on PostgreSQL and Redis: set DATABASE_URL and REDIS_URL")
         settings.DEBUG = False
-        user, _ = User.objects.get_or_create(username="bench-fanout")
+        user, _ = User.objects.update_or_create(username="bench-fanout", defaults={"tier": "enterprise"})
         token = str(AccessToken.for_user(user))
         if mode in ("all", "fanout"):
             rows = []
@@ -96,7 +100,9 @@ class Command(BaseCommand):
     # ---- orders: REST placement → update on /ws/orders --------------------------------------
 
     def run_orders(self, rate: float, seconds: float) -> list[dict]:
-        user, _ = User.objects.get_or_create(username="bench-orders", defaults={"tier": "enterprise"})
+        user, _ = User.objects.update_or_create(username="bench-orders", defaults={"tier": "enterprise"})
+        for old in OrderSession.objects.filter(user=user, revoked_at__isnull=True):  # earlier runs' sessions
+            order_session_revoke(session=old)
         session, secret = order_session_create(user=user)
         jwt = str(AccessToken.for_user(user))
         results = []
@@ -122,7 +128,7 @@ class Command(BaseCommand):
     def start_gunicorn(self) -> tuple[subprocess.Popen, int]:
         """The REST tier as deploy/ runs it: gunicorn with deploy/gunicorn.conf.py."""
         port = free_port()
-        env = {**os.environ, "GUNICORN_BIND": f"127.0.0.1:{port}", "DEBUG": "0", "AXISOR_BACKGROUND": "0"}
+        env = {**os.environ, **UNCAPPED, "GUNICORN_BIND": f"127.0.0.1:{port}", "DEBUG": "0", "AXISOR_BACKGROUND": "0"}
         log = ROOT / "var" / f"bench-gunicorn-{port}.log"
         log.parent.mkdir(exist_ok=True)
         with log.open("w") as out:
@@ -281,7 +287,7 @@ class Command(BaseCommand):
         )
 
     def start_server(self, target: str):
-        env = {**os.environ, "AXISOR_BACKGROUND": "0", "LOG_LEVEL": "INFO", "DEBUG": "0"}
+        env = {**os.environ, **UNCAPPED, "AXISOR_BACKGROUND": "0", "LOG_LEVEL": "INFO", "DEBUG": "0"}
         if target == "ceiling":
             port = free_port()
             cmd = [sys.executable, str(BENCH / "ceiling_server.py"), str(port)]

@@ -61,7 +61,8 @@ class Command(BaseCommand):
                 defaults={"exchange": "BENCH", "tick_size": Decimal("0.01"), "lot_size": Decimal("1"), "max_leverage": 10,
                           "maintenance_margin_rate": Decimal("0.01"), "reference_price": Decimal("100"), "active": True},
             )  # fmt: skip
-        user, _ = User.objects.get_or_create(username="bench-market")
+        # One user stands in for every subscriber: enterprise, its server without the socket cap.
+        user, _ = User.objects.update_or_create(username="bench-market", defaults={"tier": "enterprise"})
         PriceAlert.objects.filter(user=user).delete()
         instruments = list(Instrument.objects.filter(symbol__in=names))
         rng = random.Random(7)
@@ -76,7 +77,8 @@ class Command(BaseCommand):
         token = str(AccessToken.for_user(user))
         server = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "axisor.asgi:application"],
-            cwd=ROOT, env={**os.environ, "AXISOR_BACKGROUND": "0", "LOG_LEVEL": "INFO", "DEBUG": "0"},
+            cwd=ROOT, env={**os.environ, "CAP_WS_SOCKETS_ENTERPRISE": "0", "AXISOR_BACKGROUND": "0", "LOG_LEVEL": "INFO",
+                          "DEBUG": "0"},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:

@@ -4,7 +4,8 @@ enough to fire within a minute or two of the simulated market."""
 
 from decimal import Decimal
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 
 from accounts.services import account_upsert
 from ledger.models import EntryKind
@@ -35,6 +36,12 @@ class Command(BaseCommand):
     help = "Create or reset the demo accounts (alice, bob, carol, admin) and alice's Margin Guard demo."
 
     def handle(self, *args, **options):
+        if settings.PRODUCTION:
+            # The demo resets "admin" to a superuser with the password printed in the README.
+            raise CommandError(
+                "seed_demo refuses to run with AXISOR_ENV=production: it would make 'admin' a superuser with a"
+                " published password. Create real accounts with `manage.py create_account` instead."
+            )
         users = {}
         for username, password, tier, staff, superuser in DEMO_ACCOUNTS:
             users[username], _ = account_upsert(

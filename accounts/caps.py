@@ -1,0 +1,70 @@
+"""What one account may multiply, per tier (settings.AXISOR_CAPS): the cap that applies to a user,
+the check services make, under a lock on the user's row, before they add one more, and the REST
+request rates per tier."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from rest_framework.exceptions import Throttled
+
+from core.errors import Conflict
+
+from .models import User
+from .throttles import CountingThrottle
+
+LIMIT_EXCEEDED = "limit_exceeded"
+
+
+def cap_for(tier: str, name: str) -> int:
+    """The cap ``name`` (a key of AXISOR_CAPS) of an account tier; 0 means no cap."""
+    caps: dict[str, int] = settings.AXISOR_CAPS[name]
+    return caps.get(tier, caps["basic"])
+
+
+def cap_check(*, user: User, name: str, what: str, count: Callable[[], int]) -> None:
+    """Raise Conflict ``limit_exceeded`` (409) if ``user`` already holds its tier's cap of ``what``.
+
+    Call inside the transaction that adds the new one: the user's row is locked first, so two
+    requests at once cannot both see room for one more."""
+    cap = cap_for(user.tier, name)
+    if cap <= 0:
+        return
+    User.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+    if count() >= cap:
+        raise Conflict(f"{user.tier} accounts may hold at most {cap} {what}", code=LIMIT_EXCEEDED)
+
+
+class TierRateThrottle(CountingThrottle):
+    """At most ``AXISOR_CAPS[cap][tier]`` requests a minute per user (0: no cap), counted like the
+    credential throttles (an atomic counter per fixed one-minute window in the shared cache, so
+    every server process counts together; a cache that cannot be reached lets requests through).
+    Beyond it: 429 ``throttled`` with ``Retry-After`` and a detail naming the cap."""
+
+    cap = ""  # a key of settings.AXISOR_CAPS, in requests per minute
+    what = "requests"  # for the message
+
+    def __init__(self) -> None:  # the rate depends on the caller's tier: set per request
+        self.scope = f"cap_{self.cap.lower()}"
+        self.num, self.period, self.retry_after = 0, 60, 0.0
+
+    def identity(self, request, view) -> str | None:
+        user = request.user
+        return str(user.pk) if user is not None and user.is_authenticated else None
+
+    def allow_request(self, request, view) -> bool:
+        user = request.user
+        if user is None or not user.is_authenticated:
+            return True
+        self.num = cap_for(user.tier, self.cap)
+        if self.num <= 0 or super().allow_request(request, view):
+            return True
+        raise Throttled(self.wait(), f"{user.tier} accounts may make {self.num} {self.what} a minute.")
+
+
+class OrderRateThrottle(TierRateThrottle):
+    """``POST /api/orders``: ``CAP_ORDERS_PER_MINUTE_<TIER>``."""
+
+    cap = "ORDERS_PER_MINUTE"
+    what = "order placements"
