@@ -31,7 +31,10 @@ def cap_check(*, user: User, name: str, what: str, count: Callable[[], int]) -> 
     cap = cap_for(user.tier, name)
     if cap <= 0:
         return
-    User.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+    # FOR NO KEY UPDATE, not FOR UPDATE: rows that reference the user (a fill's trade and ledger
+    # entry) take FOR KEY SHARE on it, which FOR UPDATE would block: a placement holding the user
+    # and waiting for the account deadlocked against a fill holding the account.
+    User.objects.select_for_update(no_key=True).filter(pk=user.pk).values_list("pk", flat=True).first()
     if count() >= cap:
         raise Conflict(f"{user.tier} accounts may hold at most {cap} {what}", code=LIMIT_EXCEEDED)
 
@@ -67,4 +70,4 @@ class OrderRateThrottle(TierRateThrottle):
     """``POST /api/orders``: ``CAP_ORDERS_PER_MINUTE_<TIER>``."""
 
     cap = "ORDERS_PER_MINUTE"
-    what = "order placements"
+    what = "order placements and modifications"

@@ -19,6 +19,7 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
+from django.http import HttpResponse
 from redis.exceptions import RedisError
 from rest_framework.throttling import BaseThrottle
 from rest_framework_simplejwt.exceptions import TokenBackendError
@@ -163,3 +164,28 @@ class SessionsUserThrottle(CountingThrottle):
 LOGIN_THROTTLES = [LoginAddressThrottle, LoginUsernameThrottle]
 REFRESH_THROTTLES = [RefreshAddressThrottle, RefreshUserThrottle]
 SESSION_THROTTLES = [SessionsAddressThrottle, SessionsUserThrottle]
+
+
+class SignInFormThrottle:
+    """Middleware: the panel's and the admin's sign-in forms count against the same per-address rate
+    as ``POST /api/auth/token`` (``THROTTLE_LOGIN_ADDRESS``), before the form hashes a password. The
+    axes lockout is per username and address; this bounds one address trying many usernames (each
+    guess costs a password hash). Beyond it: 429 with ``Retry-After``, nothing checked."""
+
+    PATHS = ("/panel/login", "/admin/login/")
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.method == "POST" and request.path in self.PATHS:
+            throttle = LoginAddressThrottle()
+            if not throttle.allow_request(request, None):
+                response = HttpResponse(
+                    "Too many sign-in attempts from this address; try again later.\n",
+                    status=429,
+                    content_type="text/plain; charset=utf-8",
+                )
+                response["Retry-After"] = str(throttle.wait())
+                return response
+        return self.get_response(request)

@@ -8,7 +8,7 @@ or the process refuses to start with a message naming what is missing.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -53,13 +53,23 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
 
 
+def env_date_list(name: str) -> list[date]:
+    """Comma-separated ISO dates (YYYY-MM-DD)."""
+    try:
+        return [date.fromisoformat(d.strip()) for d in (env(name) or "").split(",") if d.strip()]
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be dates as YYYY-MM-DD, comma-separated, got {env(name)!r}") from None
+
+
 AXISOR_ENV = env("AXISOR_ENV", "development")
 if AXISOR_ENV not in {"development", "production"}:
     raise ImproperlyConfigured(f"AXISOR_ENV must be 'development' or 'production', got {AXISOR_ENV!r}")
 PRODUCTION = AXISOR_ENV == "production"
 
 if PRODUCTION:
-    missing = [n for n in ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "REDIS_URL") if not env(n)]
+    missing = [n for n in ("SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL") if not env(n)]
+    if not env("REDIS_URL") and not env("REDIS_SENTINELS"):
+        missing.append("REDIS_URL (or REDIS_SENTINELS)")
     if missing:
         raise ImproperlyConfigured("AXISOR_ENV=production needs these environment variables: " + ", ".join(missing))
 
@@ -161,6 +171,8 @@ MIDDLEWARE = [
     # Turns a sign-in refused by axes into its lockout page (429); sync and async capable, so it
     # runs synchronously above the sync-only innermost middleware.
     "axes.middleware.AxesMiddleware",
+    # The panel's and the admin's sign-in forms share the per-address rate of POST /api/auth/token.
+    "accounts.throttles.SignInFormThrottle",
     "core.middleware.RefuseNulCharacters",
 ]
 
@@ -220,57 +232,44 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Channel layer --------------------------------------------------------------------------
 # RedisPubSubChannelLayer, not RedisChannelLayer: see docs/topics/deployment.md, "Why the pub/sub
 # channel layer"; ours re-subscribes after losing Redis (core/internals.py).
+# One Redis configuration for every Redis user (the layer, presence, leases, limits, the cache,
+# probes: core/redis_clients.py builds all their clients): REDIS_URL (one server), or
+# REDIS_SENTINELS + REDIS_SENTINEL_MASTER (a master Redis Sentinel watches and fails over).
 REDIS_URL = env("REDIS_URL")
-if REDIS_URL:
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialWithJitterBackoff
+REDIS_SENTINELS: list[tuple[str, int]] = []
+for _address in (env("REDIS_SENTINELS") or "").split(","):
+    if _address.strip():
+        _host, _, _port = _address.strip().rpartition(":")
+        if not _host or not _port.isdigit():
+            raise ImproperlyConfigured(f"REDIS_SENTINELS must be host:port,..., got {env('REDIS_SENTINELS')!r}")
+        REDIS_SENTINELS.append((_host.strip("[]"), int(_port)))
+REDIS_SENTINEL_MASTER = env("REDIS_SENTINEL_MASTER")
+REDIS_PASSWORD = env("REDIS_PASSWORD")  # the master's (and replicas') password, with Sentinel
+REDIS_SENTINEL_PASSWORD = env("REDIS_SENTINEL_PASSWORD")
+if REDIS_SENTINELS and REDIS_URL:
+    raise ImproperlyConfigured("set REDIS_URL (one Redis) or REDIS_SENTINELS (Sentinel), not both")
+if bool(REDIS_SENTINELS) != bool(REDIS_SENTINEL_MASTER):
+    raise ImproperlyConfigured("REDIS_SENTINELS and REDIS_SENTINEL_MASTER go together")
+REDIS_ENABLED = bool(REDIS_URL or REDIS_SENTINELS)
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 5.0)
 REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 3.0)
 CHANNEL_LAYER_PREFIX = env("CHANNEL_LAYER_PREFIX", "axisor")
-if REDIS_URL:
+if REDIS_ENABLED:
+    # Its hosts (and their timeouts) come from core.redis_clients.layer_hosts().
     CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "core.internals.ResilientPubSubChannelLayer",
-            "CONFIG": {
-                # redis-py's timeouts are set explicitly (django/channels_redis#422): the
-                # pub/sub reader polls with its own 0.1 s timeout, so a socket timeout only
-                # bounds a Redis that stopped answering instead of hanging a publisher forever.
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "socket_timeout": REDIS_SOCKET_TIMEOUT,
-                        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
-                        "socket_keepalive": True,
-                        "health_check_interval": 15,
-                        "retry_on_timeout": True,
-                        # redis-py 6's default retry backs off up to 10 s between reconnects: after a
-                        # Redis restart the pub/sub reader stayed deaf for 8-12 s. Retry quickly
-                        # instead; a Redis that stays away still fails a call within about a second
-                        # plus the timeouts (the event stays in the log for the relay).
-                        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
-                    }
-                ],
-                "prefix": CHANNEL_LAYER_PREFIX,
-            },
-        }
+        "default": {"BACKEND": "core.internals.ResilientPubSubChannelLayer", "CONFIG": {"prefix": CHANNEL_LAYER_PREFIX}}
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- Cache ---------------------------------------------------------------------------------
 # What several server processes must count together (the REST throttles of accounts/throttles.py)
-# lives in Redis when there is one; the embedded default (no REDIS_URL) has one process and counts
+# lives in Redis when there is one; the embedded default (no Redis) has one process and counts
 # in its memory.
 CACHE_KEY_PREFIX = env("CACHE_KEY_PREFIX", CHANNEL_LAYER_PREFIX)
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": CACHE_KEY_PREFIX,
-            "OPTIONS": {"socket_timeout": REDIS_SOCKET_TIMEOUT, "socket_connect_timeout": REDIS_CONNECT_TIMEOUT},
-        }
-    }
+if REDIS_ENABLED:
+    # Django's RedisCache on the client of core/redis_clients.py (one server or Sentinel).
+    CACHES = {"default": {"BACKEND": "core.cache.RedisCache", "KEY_PREFIX": CACHE_KEY_PREFIX}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "KEY_PREFIX": CACHE_KEY_PREFIX}}
 
@@ -406,6 +405,8 @@ WS_INBOUND_QUEUE_HIGH = env_int("WS_INBOUND_QUEUE_HIGH", 64)
 GC_THRESHOLDS = tuple(int(x) for x in (env("GC_THRESHOLDS") or "100000,50,1000").split(","))
 AXISOR_ORDERS = {
     "SESSION_SECONDS": env_int("ORDERS_SESSION_SECONDS", 24 * 3600),
+    # Modifications per order (409 limit_exceeded beyond): each is kept in the order's history.
+    "MAX_MODIFICATIONS": env_int("ORDERS_MAX_MODIFICATIONS", 100),
     # Heartbeat well inside the seed clients' 30 s read timeout; idle close after 90 s of silence.
     "HEARTBEAT_SECONDS": env_float("ORDERS_HEARTBEAT_SECONDS", 10.0),
     "IDLE_TIMEOUT_SECONDS": env_float("ORDERS_IDLE_TIMEOUT_SECONDS", 90.0),
@@ -428,7 +429,8 @@ AXISOR_CAPS = {
     "WS_SOCKETS": tier_caps("CAP_WS_SOCKETS", 10, 30, 100),  # open /ws sockets, all processes
     "PRICE_ALERTS": tier_caps("CAP_PRICE_ALERTS", 10, 50, 200),  # active (untriggered) price alerts
     "ORDER_SESSIONS": tier_caps("CAP_ORDER_SESSIONS", 5, 10, 30),  # live (unexpired, unrevoked) sessions
-    "ORDERS_PER_MINUTE": tier_caps("CAP_ORDERS_PER_MINUTE", 120, 600, 3000),  # POST /api/orders
+    "ORDERS_PER_MINUTE": tier_caps("CAP_ORDERS_PER_MINUTE", 120, 600, 3000),  # order placements, modifications
+    "WORKING_ORDERS": tier_caps("CAP_WORKING_ORDERS", 200, 1000, 5000),  # live orders held at once
     # Events replayed by resume (/ws `resume`, /ws/orders ?since=) per user per minute: at least
     # twice EVENTS_RETENTION_PER_USER, so one full catch-up always fits.
     "RESUME_EVENTS_PER_MINUTE": tier_caps("CAP_RESUME_EVENTS_PER_MINUTE", 20_000, 50_000, 100_000),
@@ -457,6 +459,15 @@ AXISOR_MARKET = {
     # Exchange sessions (market/sessions.py): NSE trades 09:15-15:30 India time on weekdays. Off
     # (MARKET_SESSIONS=0), every exchange trades around the clock; the test suite turns them off.
     "SESSIONS": env("MARKET_SESSIONS", "1") not in ("0", "false", "off"),
+    # Exchange holidays, per exchange: (month, day) every year, and dates. NSE closes every year on
+    # Republic Day, Independence Day, Gandhi Jayanti and Christmas; the festival holidays move each
+    # year and come from the exchange's circular: list them in MARKET_HOLIDAYS_NSE (YYYY-MM-DD,...).
+    "HOLIDAYS": {
+        "NSE": (
+            frozenset({(1, 26), (8, 15), (10, 2), (12, 25)}),
+            frozenset(env_date_list("MARKET_HOLIDAYS_NSE")),
+        )
+    },
 }
 # Money and pre-trade checks (margin/account.py): a market order reserves margin at the last price
 # plus this fraction, for the slippage of its fill.
@@ -532,7 +543,9 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# The built @axisor/realtime package (clients/js/dist, committed) is served at static/realtime/: the
+# staff panel imports it as an ES module.
+STATICFILES_DIRS = [BASE_DIR / "static", ("realtime", BASE_DIR / "clients" / "js" / "dist")]
 STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -21,7 +21,7 @@ from django.core.exceptions import ImproperlyConfigured  # noqa: E402
 layer = get_channel_layer()
 if layer is None or isinstance(layer, InMemoryChannelLayer):
     raise ImproperlyConfigured(
-        "the WSGI REST tier needs the Redis channel layer (set REDIS_URL): with a process-local "
+        "the WSGI REST tier needs the Redis channel layer (set REDIS_URL or REDIS_SENTINELS): with a process-local "
         "layer, what it commits would reach no socket; serve everything from daphne instead (scripts/run)"
     )
 

@@ -360,6 +360,7 @@ class ReconnectingClient:
         if self._url_source is not None:
             url = await resolve(self._url_source)
         else:
+            assert self._urls is not None  # set when no url source is
             url = self._urls[self._url_index % len(self._urls)]
         return websocket_url(url, self.path)
 
@@ -447,8 +448,10 @@ class ReconnectingClient:
         )
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
+        interval = self.heartbeat_interval
+        assert interval is not None  # started only with an interval
         while True:
-            await asyncio.sleep(self.heartbeat_interval)
+            await asyncio.sleep(interval)
             try:
                 await ws.send(self.heartbeat_text)
             except ConnectionClosed:

@@ -162,7 +162,7 @@ class AxisorClient(ReconnectingClient):
         self._authenticated = self._resuming = False
         self._buffer.clear()
         if self.auth == "message":
-            auth = {"type": "auth", "token": self._token}
+            auth: dict[str, Any] = {"type": "auth", "token": self._token}
             if self._since_sent is not None:
                 auth["since"] = self._since_sent
             await self.send_json(auth)

@@ -72,7 +72,7 @@ class SyncClient:
     def stop(self, timeout: float = 15.0) -> None:
         """Close the connection, stop reconnecting and wait for the thread to end."""
         loop, thread = self._loop, self._thread
-        if thread is threading.current_thread():
+        if loop is not None and thread is threading.current_thread():
             # From one of the client's own callbacks: ask, and let the loop wind down after it returns.
             loop.create_task(self.client.stop())
             return

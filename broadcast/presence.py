@@ -81,7 +81,7 @@ def _online_key() -> str:
 # this when it is imported (the broadcast layer never imports the gateway).
 local_rooms: Callable[[], dict[str, int]] = dict
 
-# In-memory stand-ins for the Redis keys (no REDIS_URL: one process only).
+# In-memory stand-ins for the Redis keys (no Redis: one process only).
 _memory: dict[int, dict[str, float]] = {}
 _memory_procs: dict[str, tuple[float, dict]] = {}
 
@@ -210,7 +210,7 @@ class Registry:
             await asyncio.wait([self.task], timeout=STATS_SECONDS + 5)
         logger.info("presence: leaving the registry (%s, %d connection(s))", self.pid, len(self.conns))
         conns, self.conns = self.conns, {}
-        if not settings.REDIS_URL:
+        if not settings.REDIS_ENABLED:
             _memory_procs.pop(self.pid, None)
             for member, (user_id, _) in conns.items():
                 _memory.get(user_id, {}).pop(member, None)
@@ -229,7 +229,7 @@ def _iso(ts: float) -> str:
 
 async def _write_leases(conns: list[tuple[int, str]], expires: float, process: tuple[str, dict] | None = None) -> None:
     ttl = int(LEASE_SECONDS) + 1
-    if not settings.REDIS_URL:
+    if not settings.REDIS_ENABLED:
         for user_id, member in conns:
             _memory.setdefault(user_id, {})[member] = expires
         if process is not None:
@@ -258,7 +258,7 @@ async def _write_leases(conns: list[tuple[int, str]], expires: float, process: t
 
 
 async def _remove_leases(conns: list[tuple[int, str]]) -> None:
-    if not settings.REDIS_URL:
+    if not settings.REDIS_ENABLED:
         for user_id, member in conns:
             _memory.get(user_id, {}).pop(member, None)
         return
@@ -305,7 +305,7 @@ def sync_client():
 def connections_by_user(user_ids: list[int]) -> dict[int, dict[str, int]]:
     """Live connections per endpoint for each user (any process), e.g. ``{42: {"/ws": 2, "/ws/orders": 1}}``."""
     now = time.time()
-    if settings.REDIS_URL:
+    if settings.REDIS_ENABLED:
         pipe = sync_client().pipeline(transaction=False)
         for uid in user_ids:
             pipe.zrangebyscore(_user_key(uid), now, "+inf")
@@ -336,7 +336,7 @@ def online(user_id: int) -> bool:
 def processes() -> list[dict]:
     """The live server processes with their latest stats, by process id."""
     now = time.time()
-    if not settings.REDIS_URL:
+    if not settings.REDIS_ENABLED:
         return [stats for pid, (exp, stats) in sorted(_memory_procs.items()) if exp > now]
     conn = sync_client()
     conn.zremrangebyscore(_procs_key(), "-inf", now)
@@ -351,7 +351,7 @@ async def online_users() -> set[int]:
     """Users with a live connection lease, on any process (a user who just left may linger for
     up to a lease)."""
     now = time.time()
-    if settings.REDIS_URL:
+    if settings.REDIS_ENABLED:
         async with redis_client().pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(_online_key(), "-inf", now)
             pipe.zrange(_online_key(), 0, -1)

@@ -25,14 +25,13 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-import redis
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisSingleShardConnection
 from channels_redis.utils import _consistent_hash, decode_hosts
 from django.conf import settings
 
 from core.logfilters import redact
 from core.middleware import too_large_body
-from core.redis_clients import redis_options
+from core.redis_clients import layer_hosts, sync_client_for
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -75,6 +74,11 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     ("twisted.internet.abstract", "FileDescriptor", "_writeDisconnected"),
     ("twisted.internet.abstract", "FileDescriptor", "connected"),
     ("autobahn.websocket.protocol", None, "pformat"),
+    # direct_sender's own frame write reads what autobahn's _connectionMade sets (send_state,
+    # send_queue, trafficStats, _perMessageCompress, the options): tests/core/test_internals.py
+    # checks its bytes and counts against autobahn's own sendMessage.
+    ("autobahn.websocket.protocol", "WebSocketProtocol", "SEND_STATE_GROUND"),
+    ("autobahn.websocket.protocol", "WebSocketProtocol", "_connectionMade"),
     ("autobahn.websocket.protocol", None, "hltype"),
     ("autobahn.websocket.protocol", None, "hlval"),
     ("channels_redis.pubsub", "RedisSingleShardConnection", "_do_receiving"),
@@ -83,6 +87,7 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     ("channels_redis.pubsub", "RedisPubSubChannelLayer", "serialize"),
     ("channels_redis.utils", None, "_consistent_hash"),
     ("channels_redis.utils", None, "decode_hosts"),
+    ("channels_redis.utils", None, "create_pool"),  # builds a SentinelConnectionPool from our Sentinel hosts
 )
 
 
@@ -380,20 +385,77 @@ def transport_backlog(send) -> int | None:
 def direct_sender(base_send) -> Callable[[str], None] | None:
     """A synchronous write of one text frame to the socket behind daphne's ``send``: what
     ``await send({"type": "websocket.send", "text": ...})`` does, checks included, without a task
-    per write. None under any other server."""
+    per write. None under any other server. On a plain socket (no compression, nothing queued in
+    autobahn, no fragmenting or frame logging) it writes the frame's bytes itself: autobahn's
+    sendMessage → sendFrame → sendData, ~40 Python lines a socket, is most of a broadcast's CPU."""
     protocol = getattr(base_send, "args", (None,))[0]
     connections = getattr(getattr(getattr(base_send, "func", None), "__self__", None), "connections", None)
     if protocol is None or not isinstance(connections, dict) or not hasattr(protocol, "handle_reply"):
         return None
 
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    autobahn = isinstance(protocol, WebSocketProtocol)
+    ground = WebSocketProtocol.SEND_STATE_GROUND
+
     def send(text: str) -> None:
         # Never raises into the hub's pass over a room: a socket already closing gets nothing more
         # (what it missed of its personal stream, it resumes).
         details = connections.get(protocol)
-        if details is not None and not details.get("disconnected") and protocol.state == protocol.STATE_OPEN:
-            protocol.handle_reply({"type": "websocket.send", "text": text})
+        if details is None or details.get("disconnected") or protocol.state != protocol.STATE_OPEN:
+            return
+        p = protocol
+        if (
+            autobahn
+            and text
+            and p._perMessageCompress is None
+            and p.send_state == ground
+            and not p.send_queue
+            and not (p.maskServerFrames or p.autoFragmentSize)
+            and not (p.trackedTimings or p.logFrames or p.logOctets)
+        ):
+            # What sendMessage → sendFrame → sendData would write and count, with the frame's
+            # bytes built once per event for the whole room (text_frame).
+            frame, size = text_frame(text)
+            if 0 < p.maxMessagePayloadSize < size:  # autobahn refuses it (daphne's default: 1 MiB)
+                p.handle_reply({"type": "websocket.send", "text": text})
+                return
+            stats = p.trafficStats
+            stats.outgoingWebSocketMessages += 1
+            stats.outgoingOctetsAppLevel += size
+            stats.outgoingOctetsWebSocketLevel += size
+            stats.outgoingWebSocketFrames += 1
+            stats.outgoingOctetsWireLevel += len(frame)
+            p.transport.write(frame)
+        else:
+            p.handle_reply({"type": "websocket.send", "text": text})
 
     return send
+
+
+_last_frame: tuple[str, bytes, int] = ("", b"", 0)
+
+
+def text_frame(text: str) -> tuple[bytes, int]:
+    """One unfragmented, unmasked text frame carrying ``text`` (a server's frame: RFC 6455 §5.2),
+    and its payload size. A broadcast hands every socket of a room the same ``str`` object, so the
+    last one's frame is kept: one encode and one header per event, not per socket. (The frame is
+    the same bytes for every recipient; autobahn builds it anew for each.)"""
+    global _last_frame
+    last = _last_frame
+    if text is last[0]:
+        return last[1], last[2]
+    payload = text.encode()
+    size = len(payload)
+    if size <= 125:
+        header = bytes((0x81, size))
+    elif size <= 0xFFFF:
+        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    frame = header + payload
+    _last_frame = (text, frame, size)
+    return frame, size
 
 
 # ---- the channel layer ----------------------------------------------------------------------------
@@ -463,6 +525,10 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
     _blocking_lock = threading.Lock()
     _sync_clients: list | None = None  # a class default: the base class's __getattr__ needs a loop
 
+    def __init__(self, hosts=None, **kwargs) -> None:
+        # No hosts in CHANNEL_LAYERS: the configured Redis, one server or Sentinel (core/redis_clients.py).
+        super().__init__(hosts=hosts or layer_hosts(), **kwargs)
+
     def publish_blocking(self, sends: list[tuple[str, dict]]) -> None:
         """``group_send`` of each ``(group, message)``, in order, from a thread with no event loop:
         the same channel names and serialisation as ``group_send``, one pipeline per shard (one
@@ -489,9 +555,7 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
                 clients = self._sync_clients
                 if clients is None:
                     hosts = decode_hosts(self._kwargs.get("hosts"))
-                    clients = self._sync_clients = [
-                        redis.Redis.from_url(host["address"], **redis_options(asyncio_client=False)) for host in hosts
-                    ]
+                    clients = self._sync_clients = [sync_client_for(host) for host in hosts]
         return clients
 
     def _get_layer(self):

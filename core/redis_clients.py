@@ -1,5 +1,11 @@
-"""Every Redis client of ours comes from here (presence, tier leases, job leases, probes): one
-place for the address and the timeouts."""
+"""Every Redis client of ours comes from here (the channel layer, presence, tier leases and limits,
+job leases, the cache, probes): one place for the address, the passwords and the timeouts.
+
+One configuration serves them all: ``REDIS_URL`` (one server), or ``REDIS_SENTINELS`` with
+``REDIS_SENTINEL_MASTER`` (a master that Redis Sentinel watches and replaces). With Sentinel every
+client asks the sentinels for the master's address each time it connects, so after a failover each
+one reconnects to the new master on its next call, without a restart (redis-py's
+``SentinelConnectionPool``)."""
 
 from __future__ import annotations
 
@@ -9,8 +15,10 @@ import redis
 from django.conf import settings
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 _clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
 
@@ -28,13 +36,80 @@ def redis_options(*, asyncio_client: bool) -> dict:
     }
 
 
+def configured_server() -> dict:
+    """Where the configured Redis is, as channels-redis spells a host: ``{"address": REDIS_URL}``,
+    or ``{"sentinels": [(host, port), ...], "master_name": ..., "sentinel_kwargs": ...}`` (plus the
+    master's ``password``) with Sentinel."""
+    if not settings.REDIS_SENTINELS:
+        return {"address": settings.REDIS_URL}
+    sentinel_kwargs: dict[str, float | str] = {
+        # the same quick timeouts: a sentinel that is down costs a connect timeout, then the next is asked
+        "socket_timeout": settings.REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
+    }
+    if settings.REDIS_SENTINEL_PASSWORD:
+        sentinel_kwargs["password"] = settings.REDIS_SENTINEL_PASSWORD
+    server: dict[str, object] = {
+        "sentinels": settings.REDIS_SENTINELS,
+        "master_name": settings.REDIS_SENTINEL_MASTER,
+        "sentinel_kwargs": sentinel_kwargs,
+    }
+    if settings.REDIS_PASSWORD:
+        server["password"] = settings.REDIS_PASSWORD
+    return server
+
+
+def _client(server: dict, *, asyncio_client: bool):
+    options = redis_options(asyncio_client=asyncio_client)
+    if "address" in server:
+        return (aioredis.Redis if asyncio_client else redis.Redis).from_url(server["address"], **options)
+    sentinel = (AsyncSentinel if asyncio_client else Sentinel)(
+        server["sentinels"], sentinel_kwargs=server["sentinel_kwargs"]
+    )
+    if server.get("password"):
+        options["password"] = server["password"]
+    return sentinel.master_for(server["master_name"], **options)
+
+
+# ---- the channel layer ---------------------------------------------------------------------------
+
+
+def layer_hosts() -> list[dict]:
+    """channels-redis's ``hosts`` for the configured Redis (with Sentinel, channels-redis builds a
+    ``SentinelConnectionPool`` from them)."""
+    options = {
+        # redis-py's timeouts are set explicitly (django/channels_redis#422): the pub/sub reader
+        # polls with its own 0.1 s timeout, so a socket timeout only bounds a Redis that stopped
+        # answering instead of hanging a publisher forever.
+        "socket_timeout": settings.REDIS_SOCKET_TIMEOUT,
+        "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": 15,
+        "retry_on_timeout": True,
+        # redis-py 6's default retry backs off up to 10 s between reconnects: after a Redis restart
+        # the pub/sub reader stayed deaf for 8-12 s. Retry quickly instead; a Redis that stays away
+        # still fails a call within about a second plus the timeouts (the event stays in the log).
+        "retry": AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+    }
+    return [{**configured_server(), **options}]
+
+
+def sync_client_for(host: dict) -> redis.Redis:
+    """A blocking client for one channel-layer host: the layer's publishes from threads without an
+    event loop go to the server its subscribers listen on."""
+    return _client(host, asyncio_client=False)
+
+
+# ---- our own clients -----------------------------------------------------------------------------
+
+
 def redis_client() -> aioredis.Redis:
-    """This event loop's client for REDIS_URL (redis.asyncio clients are bound to their loop)."""
+    """This event loop's client for the configured Redis (redis.asyncio clients are bound to their loop)."""
     global _clients
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.from_url(settings.REDIS_URL, **redis_options(asyncio_client=True))
+        client = _client(configured_server(), asyncio_client=True)
         _clients = {lp: c for lp, c in _clients.items() if not lp.is_closed()}
         _clients[loop] = client
     return client
@@ -44,10 +119,10 @@ _sync_client: redis.Redis | None = None
 
 
 def redis_sync_client() -> redis.Redis:
-    """The process's blocking client for REDIS_URL (thread-safe: a connection pool), for code on
-    worker threads: presence reads, the worker's leases."""
+    """The process's blocking client for the configured Redis (thread-safe: a connection pool), for
+    code on worker threads: presence reads, the worker's leases, the cache."""
     global _sync_client
     if _sync_client is None:
-        assert settings.REDIS_URL, "no REDIS_URL: callers check it first"
-        _sync_client = redis.Redis.from_url(settings.REDIS_URL, **redis_options(asyncio_client=False))
+        assert settings.REDIS_ENABLED, "no Redis configured: callers check settings.REDIS_ENABLED first"
+        _sync_client = _client(configured_server(), asyncio_client=False)
     return _sync_client

@@ -103,7 +103,7 @@ class Lease:
     def hold(self) -> bool:
         """Take the lease or renew it; False when another process holds it (or Redis is away:
         then nobody can prove they hold it, so nobody acts)."""
-        if not settings.REDIS_URL:
+        if not settings.REDIS_ENABLED:
             return True
         if self.lock is None:
             key = f"{settings.CHANNEL_LAYER_PREFIX}:lease:{self.name}"

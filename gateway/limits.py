@@ -258,5 +258,5 @@ def limiter() -> RedisLimiter | MemoryLimiter:
     if _limiter is None:
         prefix = settings.CHANNEL_LAYER_PREFIX
         assert prefix is not None  # settings.py gives it a default
-        _limiter = RedisLimiter(prefix) if settings.REDIS_URL else MemoryLimiter()
+        _limiter = RedisLimiter(prefix) if settings.REDIS_ENABLED else MemoryLimiter()
     return _limiter

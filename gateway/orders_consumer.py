@@ -170,7 +170,10 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
                 self.closing = True
                 await self.close(code=Close.IDLE_TIMEOUT, reason="nothing heard from the client")
                 return
-            await limits.renew(limits.ORDERS, self.user.pk, self.member)
+            try:
+                await limits.renew(limits.ORDERS, self.user.pk, self.member)
+            except (OSError, RedisError):  # Redis away (a restart, a failover): renew next turn
+                pass
             self._heartbeat()
 
     # ---- client messages ------------------------------------------------------------------

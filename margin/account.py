@@ -29,6 +29,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from accounts.caps import cap_check
 from accounts.models import User
 from core.errors import Conflict
 from ledger.models import MONEY_QUANT, EntryKind, LedgerEntry
@@ -210,7 +211,11 @@ def fill_funded(*, order: Order, quantity: Decimal, price: Decimal) -> Decimal:
 @transaction.atomic
 def order_submit(*, user: User, **order: Any) -> Order:
     """Place an order for a user, behind the pre-trade margin check (see the module docstring).
-    Takes ``orders.services.order_place``'s arguments; validation errors are raised as there."""
+    Takes ``orders.services.order_place``'s arguments; validation errors are raised as there. A user
+    holding the tier's cap of working orders gets 409 ``limit_exceeded`` (cancels, the pre-trade check
+    and a system close walk them all)."""
+    working = Order.objects.filter(user=user, order_status__in=LIVE)
+    cap_check(user=user, name="WORKING_ORDERS", what="working orders", count=working.count)
     account_lock(user.pk)
     if order.get("reduce_only"):
         _check_reduces(user, order)

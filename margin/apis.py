@@ -306,9 +306,11 @@ class OrderViewSet(orders_apis.OrderViewSet):
     modify_order = staticmethod(order_amend)
 
     def get_throttles(self):
-        # Placement only: per user and tier, CAP_ORDERS_PER_MINUTE_<TIER> (429 with Retry-After).
+        # Placements and modifications, per user and tier: CAP_ORDERS_PER_MINUTE_<TIER> (429 with
+        # Retry-After). Never a cancel: taking risk off is always allowed.
         throttles = super().get_throttles()
-        return [*throttles, OrderRateThrottle()] if self.action == "create" else throttles
+        limited = self.action in ("create", "partial_update", "update")
+        return [*throttles, OrderRateThrottle()] if limited else throttles
 
 
 # ---- the account --------------------------------------------------------------------------------------

@@ -1,30 +1,44 @@
 """Trading sessions per exchange, and the clock they are read with.
 
-NSE trades 09:15–15:30 India time on weekdays (exchange holidays are not modelled); AXISOR, the
-crypto venue, trades around the clock. ``AXISOR_MARKET["SESSIONS"]`` turns the rules off (the test
-suite does, so its results do not depend on the hour it runs at; the session tests turn them back
-on with a clock of their own). ``clock`` is what every session rule reads the time from.
+NSE trades 09:15–15:30 India time on weekdays that are not exchange holidays
+(``AXISOR_MARKET["HOLIDAYS"]``: the fixed-date national holidays every year, and the dates operators
+list in ``MARKET_HOLIDAYS_NSE``); AXISOR, the crypto venue, trades around the clock.
+``AXISOR_MARKET["SESSIONS"]`` turns the rules off (the test suite does, so its results do not depend
+on the hour it runs at; the session tests turn them back on with a clock of their own). ``clock``
+is what every session rule reads the time from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
+from typing import cast
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 clock: Callable[[], datetime] = timezone.now
 
+# Per exchange: the (month, day) closed every year, and the dates closed once.
+Holidays = dict[str, tuple[frozenset[tuple[int, int]], frozenset[date]]]
+
 
 @dataclass(frozen=True)
 class Session:
+    exchange: str
     zone: ZoneInfo
     opens: time
     closes: time
     weekdays: frozenset[int]  # Monday is 0
+
+    def trades_on(self, day: date) -> bool:
+        """A trading day: one of the weekdays, and not a holiday (read from the settings each time)."""
+        holidays = cast(Holidays, settings.AXISOR_MARKET["HOLIDAYS"])
+        fixed, dates = holidays.get(self.exchange, (frozenset(), frozenset()))
+        return day.weekday() in self.weekdays and (day.month, day.day) not in fixed and day not in dates
 
     def _bounds(self, day: datetime) -> tuple[datetime, datetime]:
         local = day.astimezone(self.zone).date()
@@ -35,15 +49,15 @@ class Session:
 
     def is_open(self, at: datetime) -> bool:
         opens, closes = self._bounds(at)
-        return at.astimezone(self.zone).weekday() in self.weekdays and opens <= at < closes
+        return self.trades_on(at.astimezone(self.zone).date()) and opens <= at < closes
 
     def next_open(self, at: datetime) -> datetime:
         """The start of the next session after ``at`` (``at`` itself if a session opens then)."""
-        for days in range(8):
+        for days in range(32):
             opens, _ = self._bounds(at + timedelta(days=days))
-            if opens.weekday() in self.weekdays and opens >= at:
+            if self.trades_on(opens.date()) and opens >= at:
                 return opens
-        raise AssertionError("a session opens at least once a week")
+        raise ImproperlyConfigured(f"{self.exchange} has no trading day in the next month: check its holidays")
 
     def close_after(self, at: datetime) -> datetime:
         """The end of the session open at ``at``, or of the next one."""
@@ -52,7 +66,7 @@ class Session:
 
 
 SESSIONS: dict[str, Session] = {
-    "NSE": Session(ZoneInfo("Asia/Kolkata"), time(9, 15), time(15, 30), frozenset(range(5))),
+    "NSE": Session("NSE", ZoneInfo("Asia/Kolkata"), time(9, 15), time(15, 30), frozenset(range(5))),
 }
 
 

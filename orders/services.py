@@ -298,6 +298,14 @@ def order_modify(
         raise Conflict(
             f"order {order.order_id} is {order.order_status}; it cannot be modified", code="invalid_transition"
         )
+    # Each modification is an update row kept with the order (its history): at most this many per
+    # order (Kite allows 25), so no order's history grows without bound.
+    most = cast(int, settings.AXISOR_ORDERS["MAX_MODIFICATIONS"])
+    if order.updates.filter(update_type=UpdateType.ORDER_MODIFIED).count() >= most:
+        raise Conflict(
+            f"order {order.order_id} was modified {most} times, the most an order may be; place a new one",
+            code="limit_exceeded",
+        )
     if quantity is None and price is None and trigger_price is None:
         raise ValidationError({"non_field_errors": "give at least one of quantity, price, triggerPrice"})
     errors: dict[str, str] = {}

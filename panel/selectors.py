@@ -36,7 +36,7 @@ def readiness() -> dict[str, str]:
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - report, never crash the page
         checks["database"] = f"error: {type(exc).__name__}"
-    if settings.REDIS_URL:
+    if settings.REDIS_ENABLED:
         try:
             presence.sync_client().ping()
             checks["channelLayer"] = "ok"

@@ -1,13 +1,17 @@
 /*
- * panel.js — live updates for the staff panel (/panel/), over /ws with axisor-ws.js. No build step.
+ * panel.js — live updates for the staff panel (/panel/), over /ws with the @axisor/realtime
+ * package's EventsClient (clients/js, built to clients/js/dist and served at static/realtime/).
+ * An ES module: no inline script, so it runs under the panel's `script-src 'self'`.
  *
  * The page asks the server for a short-lived socket token (POST /panel/token with the CSRF token;
  * the session cookie proves who is asking), connects to /ws, and is auto-joined to admin:staff:
  *   admin_events  one message per committed batch of logged events: {counts, total, events:[compact]}
  *   admin_stats   once per second per server process: connections, rooms, market fan-out counts
  * Each page below picks what it needs. When the server warns that the token is about to expire
- * (auth_expiring), a fresh one is fetched and sent on the same socket.
+ * (auth_expiring), the client asks fetchToken for a fresh one and sends it on the same socket.
  */
+import { EventsClient } from "../realtime/index.js";
+
 (function () {
   "use strict";
 
@@ -72,17 +76,13 @@
   }
 
   const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
-  const client = new AxisorSocket({ url, getToken: fetchToken });
-  client.on("status", (s) => {
-    live.dataset.state = s.state;
-    live.textContent = "Live: " + (LABELS[s.state] || s.state);
-  });
-  client.on("auth_expiring", async () => {
-    try {
-      client.send({ type: "auth", token: await fetchToken() });
-    } catch (err) {
-      console.warn(err);
-    }
+  // Seed 004's schedule (1, 2, 4, 8, then 10 s, 300 tries) rather than seed 000's five attempts:
+  // an operator's page should ride out a server restart. Disconnected by staff (4004) or access
+  // revoked (4003) is final: the page says "offline (reload the page)".
+  const client = new EventsClient(url, fetchToken, { reconnect: { maxAttempts: 300, maxDelay: 10000 } });
+  client.onConnectionStatus((state) => {
+    live.dataset.state = state;
+    live.textContent = "Live: " + (LABELS[state] || state);
   });
   // Messages reach the page's handlers through one router, so that they can wait while the page
   // re-reads its live regions (see resync).
@@ -101,7 +101,7 @@
       }
     }
   }
-  client.on("*", (msg) => {
+  client.on("message", (msg) => {
     if (!msg || !listeners.has(msg.type)) return;
     if (queued) queued.push(msg);
     else route(msg);
@@ -137,8 +137,8 @@
     queued = null;
     for (const msg of held) route(msg);
   }
-  client.on("status", (s) => {
-    if (s.state === "connected") resync();
+  client.onConnectionStatus((state) => {
+    if (state === "connected") resync();
   });
 
   // ---- dashboard --------------------------------------------------------------------------
@@ -556,7 +556,7 @@
   if (pages[body.dataset.page]) pages[body.dataset.page]();
   client.connect();
   // Leaving the page closes its socket at once (the server's counts follow), bfcache or not.
-  window.addEventListener("pagehide", () => client.close());
+  window.addEventListener("pagehide", () => client.disconnect());
   window.addEventListener("pageshow", (event) => {
     if (event.persisted) client.connect();
   });

@@ -6,33 +6,22 @@ docs (Swagger UI from drf-spectacular-sidecar) work under it with no violation i
 from __future__ import annotations
 
 import json
-import shutil
 import urllib.request
 from urllib.parse import urlsplit
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
-from tests.browser.test_panel_browser import CHROMEDRIVER, CHROMIUM, log_in, staff, visit, waiting  # noqa: F401
+from tests.browser.chrome import chrome
+from tests.browser.test_panel_browser import log_in, staff, visit, waiting  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("instruments")
 
 
 @pytest.fixture(scope="module")
 def browser():
-    for binary in (CHROMIUM, CHROMEDRIVER):
-        if not shutil.which(binary):
-            pytest.fail(f"{binary} is missing: scripts/bootstrap installs chromium and chromium-driver (apt-get)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,1000"):
-        options.add_argument(arg)
-    # The console (CSP violations are reported there) and the network events of every page.
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = chrome(logs=True)
     yield driver
     driver.quit()
 

@@ -8,27 +8,23 @@ saved under var/artifacts/panel/ (git-ignored) for a reviewer to look at.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 import websocket
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
-from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from tests.browser.chrome import chrome
 from tests.conftest import jwt_for
 from tests.integration.http import call
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "artifacts" / "panel"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 PASSWORD = "staff-pass-123"
 WAIT = 20
 
@@ -37,15 +33,7 @@ pytestmark = pytest.mark.usefixtures("instruments")
 
 @pytest.fixture(scope="module")
 def browser():
-    for binary in (CHROMIUM, CHROMEDRIVER):
-        if not shutil.which(binary):
-            pytest.fail(f"{binary} is missing: scripts/bootstrap installs chromium and chromium-driver (apt-get)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,1000"):
-        options.add_argument(arg)
-    # An explicit driver path: Selenium Manager never runs (and never downloads anything).
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = chrome()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()

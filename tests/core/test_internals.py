@@ -195,3 +195,54 @@ def read_all(sock: socket.socket) -> bytes:
         if not chunk:
             return bytes(got)
         got += chunk
+
+
+def _open_daphne_protocol() -> WebSocketProtocol:
+    """daphne's WebSocket protocol, connected and open, writing into Twisted's in-memory transport."""
+    from autobahn.twisted.websocket import WebSocketServerFactory
+    from twisted.internet.testing import StringTransport
+
+    protocol = WebSocketProtocol()
+    protocol.factory = WebSocketServerFactory()
+    protocol.factory.setProtocolOptions(maxMessagePayloadSize=1_048_576)  # as daphne's server sets it
+    protocol.makeConnection(StringTransport())
+    protocol.client_addr = ["127.0.0.1", 50000]  # daphne sets it in onConnect, from the handshake
+    protocol.state = protocol.STATE_OPEN
+    return protocol
+
+
+def test_direct_sender_writes_the_bytes_and_counts_autobahn_would():
+    import functools
+
+    class Server:
+        def __init__(self) -> None:
+            self.connections: dict = {}
+
+        async def handle_reply(self, protocol, message) -> None: ...
+
+    server = Server()
+    ours, second, theirs = _open_daphne_protocol(), _open_daphne_protocol(), _open_daphne_protocol()
+    server.connections[ours] = server.connections[second] = {}
+    send = internals.direct_sender(functools.partial(server.handle_reply, ours))
+    send_second = internals.direct_sender(functools.partial(server.handle_reply, second))
+    # every length encoding (7-bit, 16-bit, 64-bit), UTF-8, an empty text (daphne sends nothing)
+    texts = ["a", "é€😀" * 7, "x" * 125, "x" * 126, "y" * 65535, "z" * 65536, "", "a"]
+    for text in texts:
+        send(text)
+        send_second(text)  # the same str object to a second socket: the frame built once, reused
+        theirs.handle_reply({"type": "websocket.send", "text": text})
+    wire = theirs.transport.value()
+    assert wire.startswith(b"\x81\x01a") and ours.transport.value() == wire and second.transport.value() == wire
+    assert vars(ours.trafficStats) == vars(theirs.trafficStats) == vars(second.trafficStats)
+    assert ours.trafficStats.outgoingWebSocketMessages == len(texts) - 1
+    fast = "built once " * 3
+    send(fast)
+    theirs.handle_reply({"type": "websocket.send", "text": fast})
+    assert internals._last_frame[0] is fast  # the frame came from text_frame, not autobahn's sendFrame
+
+    # What the direct frame does not cover goes through autobahn itself, in order: here, frame logging.
+    ours.logFrames = theirs.logFrames = True
+    send("logged")
+    theirs.handle_reply({"type": "websocket.send", "text": "logged"})
+    assert ours.transport.value() == theirs.transport.value()
+    assert vars(ours.trafficStats) == vars(theirs.trafficStats)

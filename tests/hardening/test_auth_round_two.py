@@ -253,6 +253,19 @@ def test_panel_and_admin_sign_ins_lock_out_then_cool_off_and_never_lock_out_othe
     assert attacker.sign_in(PANEL, "customer", RIGHT)[0] == 429
 
 
+def test_one_address_trying_many_usernames_on_the_sign_in_forms_is_throttled(daphne):
+    server = daphne(THROTTLE_LOGIN_ADDRESS="6/m", AXISOR_BACKGROUND="0")
+    attacker = Browser(server)
+    answers = [attacker.sign_in(PANEL if n % 2 else ADMIN, f"nobody{n}", "guess") for n in range(10)]
+    statuses = [a[0] for a in answers]
+    # axes counts per username and address, so each new username starts afresh there; the address
+    # rate (shared with POST /api/auth/token) stops the seventh, before its password is hashed.
+    assert statuses[:6] == [200] * 6 and statuses[6:] == [429] * 4, statuses
+    assert 1 <= int(answers[6][1]["Retry-After"]) <= 60 and "Too many sign-in attempts" in answers[6][2]
+    assert Browser(server, source="127.0.0.2").sign_in(PANEL, "nobody", "guess")[0] == 200  # another address
+    print(f"\nsign-in forms, one address, 10 usernames: {statuses.count(200)} checked, {statuses.count(429)} × 429")
+
+
 # ---- case 37: weak passwords are refused wherever a password is set --------------------------------
 
 

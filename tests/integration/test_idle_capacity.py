@@ -37,9 +37,10 @@ def test_ten_thousand_idle_connections_on_one_process(daphne, make_user, instrum
     need = SOCKETS + 2000
     assert hard >= need, f"open-files hard limit {hard} < {need}: raise it (see docs/topics/deployment.md)"
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))  # inherited by both processes
-    server = daphne()
+    # One enterprise user with no /ws socket cap stands in for 10,000 users (caps: tests/hardening/test_caps.py).
+    server = daphne(CAP_WS_SOCKETS_ENTERPRISE="0")
     before = rss_mib(server.proc.pid)
-    token = jwt_for(make_user("idle"))
+    token = jwt_for(make_user("idle", tier="enterprise"))
     client = subprocess.Popen(
         [sys.executable, str(ROOT / "devtools" / "bench" / "fanout_client.py"), f"{server.ws}/ws", token, str(SOCKETS)],
         stdin=subprocess.PIPE,

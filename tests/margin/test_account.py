@@ -287,3 +287,19 @@ def test_the_venue_fills_only_what_the_margin_carries_and_cancels_the_rest(make_
     assert order.order_status == "CANCELLED" and order.rejection_reason.startswith("Insufficient funds")
     figures = account_figures(user_id=user.pk)
     assert D(0) <= figures.available < D(5) and figures.order_margin == 0
+
+
+def test_working_orders_are_capped_per_tier(make_user, instruments, settings):
+    settings.AXISOR_CAPS = {**settings.AXISOR_CAPS, "WORKING_ORDERS": {"basic": 3, "premium": 5, "enterprise": 0}}
+    user = make_user(balance=100_000)
+    for _ in range(3):
+        assert submit(user, "BUY", "0.1").order_status == "PENDING"
+    body = {"tradingSymbol": "BTC_USD", "orderType": "LIMIT", "transactionType": "BUY", "quantity": 0.1,
+            "price": 40000, "leverage": 10}  # fmt: skip
+    refused = auth_api(user).post("/api/orders", body, format="json")
+    assert refused.status_code == 409 and refused.json()["code"] == "limit_exceeded"
+    assert "at most 3 working orders" in refused.json()["detail"]
+    assert Order.objects.filter(user=user).count() == 3  # nothing recorded
+    order = Order.objects.filter(user=user).first()
+    auth_api(user).post(f"/api/orders/{order.order_id}/cancel")
+    assert auth_api(user).post("/api/orders", body, format="json").status_code == 201  # a place again

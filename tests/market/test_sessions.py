@@ -146,3 +146,19 @@ def test_around_the_clock_day_orders_expire_at_midnight_utc(make_user, instrumen
     )
     order = Order.objects.get(order_id=placed["orderId"])
     assert order.expires_at == datetime(2026, 12, 8, 0, 0, tzinfo=ZoneInfo("UTC"))
+
+
+def test_exchange_holidays_close_the_session_and_move_the_next_open(make_user, instruments, clock, settings):
+    nse = sessions.SESSIONS["NSE"]
+    christmas = datetime(2026, 12, 25, 10, 0, tzinfo=IST)  # a Friday: a fixed-date holiday every year
+    assert not nse.is_open(christmas)
+    assert nse.next_open(datetime(2026, 12, 24, 16, 0, tzinfo=IST)) == datetime(2026, 12, 28, 9, 15, tzinfo=IST)
+    # a festival holiday listed by operators (MARKET_HOLIDAYS_NSE): Monday the 7th
+    fixed, _ = settings.AXISOR_MARKET["HOLIDAYS"]["NSE"]
+    settings.AXISOR_MARKET = {**settings.AXISOR_MARKET, "HOLIDAYS": {"NSE": (fixed, frozenset({MONDAY_10.date()}))}}
+    assert not nse.is_open(MONDAY_10)
+    assert nse.next_open(MONDAY_10) == datetime(2026, 12, 8, 9, 15, tzinfo=IST)
+    api = auth_api(make_user())
+    closed = api.post("/api/orders", body(), format="json")
+    assert closed.status_code == 400 and "place an after-market order" in str(closed.json()["fields"]["amo"])
+    assert api.post("/api/orders", body(amo=True), format="json").status_code == 201  # opens on the 8th

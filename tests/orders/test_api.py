@@ -161,3 +161,26 @@ def test_a_pending_order_can_be_withdrawn_and_ends_cancelled(make_user, instrume
     cancelled = client.post(f"/api/orders/{oid}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["orderStatus"] == "CANCELLED"
     assert client.post(f"/api/orders/{oid}/cancel").status_code == 409  # once only
+
+
+def test_an_order_may_be_modified_a_bounded_number_of_times(client, settings):
+    settings.AXISOR_ORDERS = {**settings.AXISOR_ORDERS, "MAX_MODIFICATIONS": 3}
+    oid = client.post("/api/orders", LIMIT, format="json").json()["orderId"]
+    for n in range(3):
+        assert client.patch(f"/api/orders/{oid}", {"price": 620 + n}, format="json").status_code == 200
+    refused = client.patch(f"/api/orders/{oid}", {"price": 610}, format="json")
+    assert refused.status_code == 409 and refused.json()["code"] == "limit_exceeded"
+    order = client.get(f"/api/orders/{oid}").json()
+    assert (order["price"], order["version"]) == (622, 4)  # the refused change changed nothing
+    assert len(client.get(f"/api/orders/{oid}/updates").json()) == 4
+    assert client.post(f"/api/orders/{oid}/cancel").status_code == 200  # a cancel is always possible
+
+
+def test_modifications_count_against_the_order_rate_cap(client, settings):
+    settings.AXISOR_CAPS = {**settings.AXISOR_CAPS, "ORDERS_PER_MINUTE": {"basic": 3, "premium": 3, "enterprise": 3}}
+    oid = client.post("/api/orders", LIMIT, format="json").json()["orderId"]
+    assert client.patch(f"/api/orders/{oid}", {"price": 620}, format="json").status_code == 200
+    assert client.patch(f"/api/orders/{oid}", {"price": 621}, format="json").status_code == 200
+    throttled = client.patch(f"/api/orders/{oid}", {"price": 622}, format="json")
+    assert throttled.status_code == 429 and throttled.json()["code"] == "throttled" and throttled["Retry-After"]
+    assert client.post(f"/api/orders/{oid}/cancel").status_code == 200  # never throttled

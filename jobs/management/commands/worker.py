@@ -24,10 +24,10 @@ class Command(BaseCommand):
         if burst:
             self.stdout.write(f"ran {run_ready()} job(s)")
             return
-        if not settings.REDIS_URL:
+        if not settings.REDIS_ENABLED:
             # With the in-memory channel layer this process's events would never reach a socket.
             raise CommandError(
-                "a worker process needs REDIS_URL (the channel layer the servers listen on); "
+                "a worker process needs Redis (REDIS_URL or REDIS_SENTINELS: the channel layer the servers listen on); "
                 "without Redis the server runs the worker itself (AXISOR_BACKGROUND=1)"
             )
         if threads is not None and threads < 1:

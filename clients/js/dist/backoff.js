@@ -1,0 +1,44 @@
+/** When to reconnect: the seeds' schedules, and what each close code means for a client. */
+/** Seed 000 (`AxisorWebSocketClient` and its `WebSocketReconnectionManager`): 1, 2, 4, 8, 16 s; 5 attempts; at most 30 s. */
+export const EVENTS_RECONNECT = {
+    autoReconnect: true,
+    baseDelay: 1000,
+    maxDelay: 30_000,
+    maxAttempts: 5,
+    throttledDelay: 60_000,
+    jitter: 0.25,
+};
+/** Seed 004 (the order-updates worker): 1, 2, 4, 8, then 10 s; 300 attempts. */
+export const ORDERS_RECONNECT = {
+    autoReconnect: true,
+    baseDelay: 1000,
+    maxDelay: 10_000,
+    maxAttempts: 300,
+    throttledDelay: 60_000,
+    jitter: 0.25,
+};
+/**
+ * Close codes after which reconnecting cannot help: authentication failed (4001), access revoked
+ * (4003), disconnected by staff (4004). The client stops with `noreconnect`.
+ */
+export const FINAL_CLOSE_CODES = new Set([4001, 4003, 4004]);
+/**
+ * Close codes that mean "you are too many or too fast": sustained flooding (4008), the tier's
+ * concurrent-connection limit (4029), the tier's connection attempts per minute (4030). Reconnecting
+ * at once would only be refused again, so the client waits at least `throttledDelay`.
+ */
+export const THROTTLED_CLOSE_CODES = new Set([4008, 4029, 4030]);
+/**
+ * The delay in ms before reconnect attempt `attempt` (1 for the first) after a close with `code`,
+ * or `null` when the client must not reconnect. `random` is for tests.
+ */
+export function reconnectDelay(policy, attempt, code, random = Math.random) {
+    if (!policy.autoReconnect || attempt > policy.maxAttempts)
+        return null;
+    if (code !== undefined && FINAL_CLOSE_CODES.has(code))
+        return null;
+    let delay = Math.min(policy.baseDelay * 2 ** (attempt - 1), policy.maxDelay);
+    if (code !== undefined && THROTTLED_CLOSE_CODES.has(code))
+        delay = Math.max(delay, policy.throttledDelay);
+    return Math.round(delay * (1 - policy.jitter * random()));
+}

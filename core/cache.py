@@ -1,0 +1,23 @@
+"""Django's Redis cache backend on our Redis client (core/redis_clients.py), so the cache follows
+the one Redis configuration, Sentinel failovers included, like every other Redis user."""
+
+from __future__ import annotations
+
+from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
+from django.core.cache.backends.redis import RedisCacheClient
+
+from core.redis_clients import redis_sync_client
+
+
+class _Client(RedisCacheClient):
+    def get_client(self, key=None, *, write=False):
+        return redis_sync_client()
+
+
+class RedisCache(DjangoRedisCache):
+    """``django.core.cache.backends.redis.RedisCache`` whose every call goes to the configured Redis
+    (``LOCATION`` and connection ``OPTIONS`` are not used: the factory holds the address and the timeouts)."""
+
+    def __init__(self, server, params) -> None:
+        super().__init__(server or "", params)
+        self._class = _Client

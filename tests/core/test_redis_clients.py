@@ -1,0 +1,110 @@
+"""One Redis configuration for every Redis user: with REDIS_SENTINELS the factory's clients (async,
+blocking, the cache, the channel layer, the readiness probe) all reach the master Sentinel names,
+and all follow it to the new master after a failover, without being rebuilt."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+import redis
+from django.test import RequestFactory
+
+from core import redis_clients
+from core.cache import RedisCache
+from core.health import readyz
+from core.internals import ResilientPubSubChannelLayer
+from tests.hardening.sentinel import MASTER_NAME, sentinel_deployment
+from tests.integration.conftest import ROOT
+from tests.polling import until
+
+
+@pytest.fixture
+def sentinel_settings(settings, monkeypatch):
+    """Sentinel with passwords on both the servers and the sentinels, and the settings naming it."""
+    with sentinel_deployment(password="server-secret-1", sentinel_password="sentinel-secret-1") as deployment:
+        settings.REDIS_URL = None
+        settings.REDIS_SENTINELS = [("127.0.0.1", port) for port in deployment.sentinels]
+        settings.REDIS_SENTINEL_MASTER = MASTER_NAME
+        settings.REDIS_PASSWORD, settings.REDIS_SENTINEL_PASSWORD = deployment.password, deployment.sentinel_password
+        settings.REDIS_ENABLED = True
+        settings.REDIS_SOCKET_TIMEOUT, settings.REDIS_CONNECT_TIMEOUT = 2.0, 1.0
+        monkeypatch.setattr(redis_clients, "_clients", {})  # the clients the factory caches: built anew
+        monkeypatch.setattr(redis_clients, "_sync_client", None)
+        yield deployment
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_every_redis_user_follows_a_sentinel_failover(sentinel_settings):
+    deployment = sentinel_settings
+    key = f"t:{uuid.uuid4().hex}"
+    cache = RedisCache("", {"KEY_PREFIX": key})
+    layer = ResilientPubSubChannelLayer(prefix=f"t{uuid.uuid4().hex[:8]}")
+    channel = await layer.new_channel()
+    await layer.group_add("room", channel)
+
+    async def every_user_works(tag: str) -> str:
+        await redis_clients.redis_client().set(key, tag)  # presence, tier limits (async)
+        assert await asyncio.to_thread(redis_clients.redis_sync_client().get, key) == tag.encode()  # leases
+        await asyncio.to_thread(cache.set, "k", tag)  # the REST throttles
+        assert await asyncio.to_thread(cache.get, "k") == tag
+        await asyncio.to_thread(layer.publish_blocking, [("room", {"type": "t.m", "tag": tag})])  # the outbox
+        await layer.group_send("room", {"type": "t.m", "tag": tag + "-async"})
+        got = [await asyncio.wait_for(layer.receive(channel), 10) for _ in range(2)]
+        assert [m["tag"] for m in got if m["type"] == "t.m"][-2:] == [tag, tag + "-async"], got
+        answer = await readyz(RequestFactory().get("/readyz"))
+        assert answer.status_code == 200, answer.content
+        return "ok"
+
+    first = deployment.master_port()
+    assert await every_user_works("before") == "ok"
+    with deployment.server(first) as old:
+        assert old.get(key) == "before"  # the master the sentinels named holds it
+
+    with deployment.sentinel() as sentinel:
+        sentinel.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)  # the replica becomes master
+    await until(lambda: deployment.master_port() != first, timeout=30, what="the sentinels to name a new master")
+
+    def demoted() -> bool:
+        with deployment.server(first) as old:
+            return old.info("replication")["role"] == "slave"
+
+    # Until Sentinel demotes the old master both accept writes (a forced failover's split brain);
+    # once it is a replica it refuses them and Sentinel has closed its clients' connections.
+    await until(demoted, timeout=30, what="the old master to become a replica", in_thread=True)
+
+    async def works_after() -> bool:
+        try:
+            return await every_user_works("after") == "ok"
+        except (redis.RedisError, AssertionError, TimeoutError):
+            return False  # the old master was just demoted; connections move over on their next call
+
+    await until(works_after, timeout=15, what="every Redis user to reach the new master")
+    with deployment.server(deployment.master_port()) as new:
+        assert new.get(key) == "after"
+    await layer.flush()
+
+
+def test_one_configuration_or_the_other(tmp_path):
+    """REDIS_URL and REDIS_SENTINELS together, or sentinels without a master name, refuse to start."""
+
+    def settle(**env: str) -> subprocess.CompletedProcess:
+        code = "import django, json; django.setup(); from django.conf import settings; "
+        code += "print(json.dumps(settings.REDIS_SENTINELS))"
+        full = {**os.environ, "DJANGO_SETTINGS_MODULE": "axisor.settings", **env}
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full, capture_output=True, text=True)
+
+    both = settle(REDIS_SENTINELS="127.0.0.1:26379")
+    assert both.returncode != 0 and "not both" in both.stderr
+    alone = settle(REDIS_URL="", REDIS_SENTINELS="127.0.0.1:26379")
+    assert alone.returncode != 0 and "REDIS_SENTINEL_MASTER" in alone.stderr
+    bad = settle(REDIS_URL="", REDIS_SENTINELS="nowhere", REDIS_SENTINEL_MASTER="m")
+    assert bad.returncode != 0 and "host:port" in bad.stderr
+    good = settle(REDIS_URL="", REDIS_SENTINELS="10.0.0.1:26379, [::1]:26380", REDIS_SENTINEL_MASTER="m")
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout) == [["10.0.0.1", 26379], ["::1", 26380]]
