@@ -459,15 +459,15 @@ AXISOR_MARKET = {
     # Exchange sessions (market/sessions.py): NSE trades 09:15-15:30 India time on weekdays. Off
     # (MARKET_SESSIONS=0), every exchange trades around the clock; the test suite turns them off.
     "SESSIONS": env("MARKET_SESSIONS", "1") not in ("0", "false", "off"),
-    # Exchange holidays, per exchange: (month, day) every year, and dates. NSE closes every year on
-    # Republic Day, Independence Day, Gandhi Jayanti and Christmas; the festival holidays move each
-    # year and come from the exchange's circular: list them in MARKET_HOLIDAYS_NSE (YYYY-MM-DD,...).
-    "HOLIDAYS": {
-        "NSE": (
-            frozenset({(1, 26), (8, 15), (10, 2), (12, 25)}),
-            frozenset(env_date_list("MARKET_HOLIDAYS_NSE")),
-        )
-    },
+}
+# Exchange holidays (market/sessions.py), per exchange: (month, day) closed every year, and dates.
+# NSE closes every year on Republic Day, Independence Day, Gandhi Jayanti and Christmas; the festival
+# holidays move each year and come from the exchange's circular: MARKET_HOLIDAYS_NSE (YYYY-MM-DD,...).
+AXISOR_HOLIDAYS = {
+    "NSE": (
+        frozenset({(1, 26), (8, 15), (10, 2), (12, 25)}),
+        frozenset(env_date_list("MARKET_HOLIDAYS_NSE")),
+    )
 }
 # Money and pre-trade checks (margin/account.py): a market order reserves margin at the last price
 # plus this fraction, for the slippage of its fill.

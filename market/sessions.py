@@ -1,7 +1,7 @@
 """Trading sessions per exchange, and the clock they are read with.
 
 NSE trades 09:15–15:30 India time on weekdays that are not exchange holidays
-(``AXISOR_MARKET["HOLIDAYS"]``: the fixed-date national holidays every year, and the dates operators
+(``AXISOR_HOLIDAYS``: the fixed-date national holidays every year, and the dates operators
 list in ``MARKET_HOLIDAYS_NSE``); AXISOR, the crypto venue, trades around the clock.
 ``AXISOR_MARKET["SESSIONS"]`` turns the rules off (the test suite does, so its results do not depend
 on the hour it runs at; the session tests turn them back on with a clock of their own). ``clock``
@@ -36,7 +36,7 @@ class Session:
 
     def trades_on(self, day: date) -> bool:
         """A trading day: one of the weekdays, and not a holiday (read from the settings each time)."""
-        holidays = cast(Holidays, settings.AXISOR_MARKET["HOLIDAYS"])
+        holidays = cast(Holidays, settings.AXISOR_HOLIDAYS)
         fixed, dates = holidays.get(self.exchange, (frozenset(), frozenset()))
         return day.weekday() in self.weekdays and (day.month, day.day) not in fixed and day not in dates
 

@@ -1,4 +1,4 @@
-"""The ceiling for bench_fanout: a plain `websockets` server that broadcasts in process.
+"""The ceiling for bench_fanout: a plain `websockets` server, on uvloop, that broadcasts in process.
 
 python devtools/bench/ceiling_server.py PORT
 Clients connect to / and receive; a connection to /publish?count=M&rate=R makes the server
@@ -13,6 +13,7 @@ import sys
 import time
 from urllib.parse import parse_qs, urlparse
 
+import uvloop
 import websockets
 
 BACKLOG = 1024  # the same listen backlog as our server in the benchmark
@@ -50,4 +51,4 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    uvloop.run(main(int(sys.argv[1])))

@@ -3,6 +3,7 @@ on a PostgreSQL database of its own, with small sizes. Each finishes and prints 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -76,6 +77,27 @@ def test_bench_margin_refuses_more_positions_than_users_times_symbols(scratch_en
     assert done.returncode != 0 and "more than one per user and symbol" in done.stderr
 
 
-def test_bench_fanout_measures_ours_against_the_ceiling(scratch_env):
-    out = run(scratch_env, "bench_fanout", "--mode", "fanout", "--sizes", "20", "--burst", "2")
-    assert re.search(r"20 ceiling\s+\d+\s+0", out) and re.search(r"20 axisor\s+\d+\s+0", out), out
+def test_bench_fanout_measures_ours_against_the_references(scratch_env, tmp_path):
+    """A smoke run (tiny N, one run): every target is measured by the lean client, the table and
+    the ratios are printed, and the JSON holds every figure; the PNG plot is written beside it."""
+    out_json = tmp_path / "fanout.json"
+    out = run(scratch_env, "bench_fanout", "--mode", "fanout", "--sizes", "10", "--runs", "1", "--deliveries", "50",
+              "--rate-seconds", "0.5", "--json", str(out_json))  # fmt: skip
+    targets = ("axisor", "ceiling", "picows", "channels")
+    for target in targets:
+        assert re.search(rf"^  {target}\s+\S+ \| [1-9]\d* \|", out, re.M), out  # CPU µs | deliveries/s > 0
+    for reference in targets[1:]:
+        assert re.search(rf"ours/{reference}\s+CPU/deliv \S+×\s+deliveries/s [0-9.]+×", out), out
+    result = json.loads(out_json.read_text())
+    figures = {"serverCpuUsPerDelivery", "deliveriesPerSecond", "burstP50Ms", "burstP99Ms", "rateP50Ms", "rateP99Ms",
+               "connectsPerSecond", "idleKbPerSocket", "clientCores"}  # fmt: skip
+    assert [(r["n"], r["target"]) for r in result["rows"]] == [(10, t) for t in targets]
+    for row in result["rows"]:
+        assert figures <= row.keys() and {"clientBound", "lost", "failed", "burstQuantilesMs"} <= row.keys()
+        assert all(set(row[f]) == {"median", "min", "max"} for f in figures)
+        assert row["deliveriesPerSecond"]["median"] > 0 and row["lost"] == 0 and row["failed"] == 0, row
+        assert isinstance(row["clientBound"], bool) and len(row["burstQuantilesMs"]) == 101
+    assert [q["reference"] for q in result["ratios"]] == list(targets[1:])
+    assert all(figures - {"clientCores"} <= q.keys() for q in result["ratios"])
+    assert len(result["runs"]) == 4 and result["params"]["clientBoundAbove"] == 0.7
+    assert out_json.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

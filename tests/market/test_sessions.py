@@ -154,8 +154,8 @@ def test_exchange_holidays_close_the_session_and_move_the_next_open(make_user, i
     assert not nse.is_open(christmas)
     assert nse.next_open(datetime(2026, 12, 24, 16, 0, tzinfo=IST)) == datetime(2026, 12, 28, 9, 15, tzinfo=IST)
     # a festival holiday listed by operators (MARKET_HOLIDAYS_NSE): Monday the 7th
-    fixed, _ = settings.AXISOR_MARKET["HOLIDAYS"]["NSE"]
-    settings.AXISOR_MARKET = {**settings.AXISOR_MARKET, "HOLIDAYS": {"NSE": (fixed, frozenset({MONDAY_10.date()}))}}
+    fixed, _ = settings.AXISOR_HOLIDAYS["NSE"]
+    settings.AXISOR_HOLIDAYS = {"NSE": (fixed, frozenset({MONDAY_10.date()}))}
     assert not nse.is_open(MONDAY_10)
     assert nse.next_open(MONDAY_10) == datetime(2026, 12, 8, 9, 15, tzinfo=IST)
     api = auth_api(make_user())

@@ -1,0 +1,45 @@
+"""bench_fanout's /proc readings and its client-bound check (devtools/bench/stats.py), on real
+processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from devtools.bench import stats
+
+BURN = """
+import sys, time
+while time.process_time() < 0.3:
+    pass
+print("burnt", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_client_over_seventy_percent_of_a_core_is_client_bound():
+    assert stats.client_bound(cpu=0.8, wall=1.0)
+    assert stats.client_bound(cpu=1.5, wall=2.0)
+    assert not stats.client_bound(cpu=0.7, wall=1.0)  # at the threshold: not over it
+    assert not stats.client_bound(cpu=0.3, wall=1.0)
+    assert not stats.client_bound(cpu=0.0, wall=0.0)  # no window, no verdict
+    assert stats.cores(cpu=3.0, wall=2.0) == 1.5
+
+
+def test_cpu_seconds_reads_what_a_process_used():
+    proc = subprocess.Popen([sys.executable, "-c", BURN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "burnt\n"
+        used = stats.cpu_seconds(proc.pid)
+        assert 0.3 <= used + 0.02  # the kernel counts in clock ticks (10 ms)
+        # waiting on stdin costs it nothing more
+        assert stats.cpu_seconds(proc.pid) - used < 0.02
+        assert stats.rss_kb(proc.pid) > 1000
+    finally:
+        proc.communicate("\n", timeout=10)
+
+
+def test_summary_is_the_median_and_the_spread_of_the_runs():
+    assert stats.summary([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
+    assert stats.summary([4.0, float("nan"), 2.0]) == {"median": 3.0, "min": 2.0, "max": 4.0}
+    assert stats.summary([]) == {"median": None, "min": None, "max": None}
