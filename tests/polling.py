@@ -45,3 +45,11 @@ def until_sync(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def window_room(period: float = 60.0, need: float = 15.0) -> float:
+    """Seconds to wait so that the next ``need`` seconds fall inside one fixed rate window of
+    ``period`` seconds (the throttles count per window aligned to the epoch: a burst across a window
+    edge is counted in two). 0 when the current window has room."""
+    left = period - time.time() % period
+    return 0.0 if left >= need else left + 0.05
