@@ -18,14 +18,18 @@ SOCKET_ENDPOINTS = ("/ws", "/ws/orders")
 def account_upsert(
     *, username: str, password: str | None, tier: str, staff: bool = False, superuser: bool = False
 ) -> tuple[User, bool]:
-    """Create the account or update its password, tier and staff flag. Returns (user, created)."""
+    """Create the account or update its password, tier and staff flag. Returns (user, created).
+
+    The same password again is no change: the user's tokens stay valid (``scripts/run`` upserts the
+    demo accounts on every start, and a page's token must survive a restart)."""
     if tier not in Tier.values:
         raise ValueError(f"tier must be one of {', '.join(Tier.values)}")
     user = User.objects.select_for_update().filter(username=username).first()
     created = user is None
     if user is None:
         user = User(username=username)
-    if password is not None:
+    new_password = password is not None and (created or not user.check_password(password))
+    if password is not None and new_password:
         validate_password(password, user)
         user.set_password(password)
     demoted = not created and ((user.is_staff and not staff) or (user.is_superuser and not superuser))
@@ -34,9 +38,9 @@ def account_upsert(
     user.is_superuser = superuser
     user.is_active = True
     user.save()
-    if not created and password is not None:
+    if not created and new_password:
         refresh_tokens_revoke(user=user)
-    if demoted or (not created and password is not None):
+    if demoted or (not created and new_password):
         account_access_changed.send(sender=User, user=user)
     return user, created
 

@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -133,6 +134,8 @@ INSTALLED_APPS = [
     # Failed panel and admin sign-ins are counted per username and address, with a cool-off.
     "axes",
     "drf_spectacular",
+    # CORS for the REST API, for a browser app served from another origin (CORS_ALLOWED_ORIGINS).
+    "corsheaders",
     # Swagger UI's files, served from this origin (/api/docs works offline and under the CSP).
     "drf_spectacular_sidecar",
     "channels",
@@ -160,6 +163,8 @@ INSTALLED_APPS = [
 # CPU at 100 order placements/s).
 MIDDLEWARE = [
     "core.metrics.RequestTimingMiddleware",
+    # Before anything that may answer: a preflight and every answer carry the CORS headers.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -175,6 +180,18 @@ MIDDLEWARE = [
     "accounts.throttles.SignInFormThrottle",
     "core.middleware.RefuseNulCharacters",
 ]
+
+# CORS (django-cors-headers): a browser app on another origin (https://app.example.com calling
+# https://api.example.com) may call the REST API when its origin is listed here. Off by default.
+# Only /api/: the panel and the admin sign in with a session cookie and stay same-origin. The API
+# authenticates with a bearer token, never a cookie, so credentials are not allowed. The same
+# origins may open the sockets (gateway/origin.py).
+CORS_ALLOWED_ORIGINS = [o.strip().rstrip("/") for o in (env("CORS_ALLOWED_ORIGINS") or "").split(",") if o.strip()]
+CORS_URLS_REGEX = r"^/api/"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = (*default_headers, "idempotency-key")
+CORS_EXPOSE_HEADERS = ["Retry-After"]
+CORS_PREFLIGHT_MAX_AGE = 600
 
 ROOT_URLCONF = "axisor.urls"
 ASGI_APPLICATION = "axisor.asgi.application"
@@ -254,6 +271,14 @@ REDIS_ENABLED = bool(REDIS_URL or REDIS_SENTINELS)
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 5.0)
 REDIS_CONNECT_TIMEOUT = env_float("REDIS_CONNECT_TIMEOUT", 3.0)
 CHANNEL_LAYER_PREFIX = env("CHANNEL_LAYER_PREFIX", "axisor")
+# Several Redis servers for the layer alone (redis://...,redis://...): channels-redis spreads its
+# channels and groups over them by consistent hashing; everything else stays on the Redis above.
+CHANNEL_LAYER_HOSTS = [url.strip() for url in (env("CHANNEL_LAYER_HOSTS") or "").split(",") if url.strip()]
+if CHANNEL_LAYER_HOSTS and not REDIS_ENABLED:
+    raise ImproperlyConfigured("CHANNEL_LAYER_HOSTS shards the layer only: set REDIS_URL or REDIS_SENTINELS too")
+# A process that cannot reach a layer server for this long tells the sockets in that server's
+# rooms to reconnect (4013), so they resume where the layer reaches them (core/internals.py).
+CHANNEL_LAYER_GRACE_SECONDS = env_float("CHANNEL_LAYER_GRACE_SECONDS", 10.0)
 if REDIS_ENABLED:
     # Its hosts (and their timeouts) come from core.redis_clients.layer_hosts().
     CHANNEL_LAYERS = {

@@ -16,6 +16,7 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from broadcast.stafffeed import count_fanout
 from core.metrics import CONFLATED, PUBLISHED
@@ -64,6 +65,8 @@ class Conflater:
             await get_channel_layer().group_send(group, {**message, "group": group})
             PUBLISHED.labels(message.get("channel", "")).inc()
             count_fanout(message.get("channel", ""))
+        except (OSError, RedisError) as exc:  # its layer server unreachable: the next update supersedes it
+            logger.warning("conflated send to %s failed (%r)", group, exc)
         except Exception:
             logger.exception("conflated send to %s failed", group)
 

@@ -33,22 +33,32 @@ def group_send(group: str, message: dict) -> None:
 
 
 def group_send_many(sends: list[tuple[str, dict]]) -> int:
-    """Several layer messages, in order: on Redis in one pipeline from the calling thread, else
-    (the in-memory layer) in one trip into the event loop. Returns how many were sent: at the first
-    failure (Redis away) the rest are not tried, each would only wait out the timeouts again.
+    """Several layer messages, in order: on Redis in one pipeline per layer server from the calling
+    thread, else (the in-memory layer) in one trip into the event loop. Returns how many were sent.
     Failures are logged, never raised: the change is committed either way."""
+    return sum(_send(sends))
+
+
+def _send(sends: list[tuple[str, dict]]) -> list[bool]:
+    """``group_send_many``, saying which of ``sends`` went out. A layer server that cannot be
+    reached fails only the messages for its rooms; on the in-memory layer, the rest are not tried
+    after the first failure."""
     layer = get_channel_layer()
     if layer is None or not sends:
-        return len(sends)
+        return [True] * len(sends)
     if hasattr(layer, "publish_blocking"):
-        try:
-            layer.publish_blocking([(group, {**message, "group": group}) for group, message in sends])
-        except Exception as exc:  # noqa: BLE001 - whatever Redis raised, the rows wait for the relay
-            logger.warning("group_send of %d event(s) failed (%r); left for the relay", len(sends), exc)
-            return 0
-        for _, message in sends:
-            PUBLISHED.labels(message.get("channel", "")).inc()
-        return len(sends)
+        failed = layer.publish_blocking([(group, {**message, "group": group}) for group, message in sends])
+        if failed:  # whatever Redis raised, the rows wait for the relay
+            logger.warning(
+                "group_send of %d of %d event(s) failed (%r); left for the relay",
+                len(failed),
+                len(sends),
+                next(iter(failed.values())),
+            )
+        for i, (_, message) in enumerate(sends):
+            if i not in failed:
+                PUBLISHED.labels(message.get("channel", "")).inc()
+        return [i not in failed for i in range(len(sends))]
 
     async def send_all() -> int:
         for sent, (group, message) in enumerate(sends):
@@ -63,7 +73,8 @@ def group_send_many(sends: list[tuple[str, dict]]) -> int:
                 return sent
         return len(sends)
 
-    return async_to_sync(send_all)()
+    sent = async_to_sync(send_all)()
+    return [i < sent for i in range(len(sends))]
 
 
 def next_seqs(counts: dict[int, int]) -> dict[int, int]:
@@ -97,9 +108,10 @@ def send_logged(ids: list[int], sends: list[tuple[str, dict]], feed: Batch | Non
     were sent published; the relay sends what stays unmarked (its process died before sending, or
     the layer was unreachable)."""
     extra = feed.send() if feed is not None else None
-    sent = group_send_many([*sends, extra] if extra else sends)
-    if sent:
-        EventLog.objects.filter(pk__in=ids[:sent]).update(published_at=timezone.now())
+    sent = _send([*sends, extra] if extra else sends)
+    published = [pk for pk, went in zip(ids, sent, strict=False) if went]
+    if published:
+        EventLog.objects.filter(pk__in=published).update(published_at=timezone.now())
 
 
 def relay_unpublished(*, older_than_seconds: float = 2.0, batch: int = 500) -> int:

@@ -23,11 +23,13 @@ import logging
 import threading
 from collections.abc import Callable
 from importlib import metadata
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from channels_redis.pubsub import RedisPubSubChannelLayer, RedisSingleShardConnection
 from channels_redis.utils import _consistent_hash, decode_hosts
 from django.conf import settings
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.logfilters import redact
 from core.middleware import too_large_body
@@ -83,6 +85,9 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     ("autobahn.websocket.protocol", None, "hlval"),
     ("channels_redis.pubsub", "RedisSingleShardConnection", "_do_receiving"),
     ("channels_redis.pubsub", "RedisSingleShardConnection", "_receive_message"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection", "self._subscribed_to"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection", "self._lock"),
+    ("channels_redis.pubsub", "RedisPubSubLoopLayer", "_get_shard"),  # publish_blocking hashes as it does
     ("channels_redis.pubsub", "RedisPubSubChannelLayer", "_get_layer"),
     ("channels_redis.pubsub", "RedisPubSubChannelLayer", "serialize"),
     ("channels_redis.utils", None, "_consistent_hash"),
@@ -382,12 +387,17 @@ def transport_backlog(send) -> int | None:
     return buffered + getattr(transport, "_tempDataLen", 0)
 
 
-def direct_sender(base_send) -> Callable[[str], None] | None:
+def direct_sender(base_send, limit: float | None = None) -> Callable[[str], bool] | None:
     """A synchronous write of one text frame to the socket behind daphne's ``send``: what
     ``await send({"type": "websocket.send", "text": ...})`` does, checks included, without a task
     per write. None under any other server. On a plain socket (no compression, nothing queued in
     autobahn, no fragmenting or frame logging) it writes the frame's bytes itself: autobahn's
-    sendMessage → sendFrame → sendData, ~40 Python lines a socket, is most of a broadcast's CPU."""
+    sendMessage → sendFrame → sendData, ~40 Python lines a socket, is most of a broadcast's CPU.
+
+    With ``limit``, a socket whose transport holds more than ``limit`` bytes not yet sent gets
+    nothing: the call returns False and the caller keeps the text (``transport_backlog``, read
+    here from the transport found once, not through four lookups a call). Else it returns True:
+    written, or dropped because the socket is closing."""
     protocol = getattr(base_send, "args", (None,))[0]
     connections = getattr(getattr(getattr(base_send, "func", None), "__self__", None), "connections", None)
     if protocol is None or not isinstance(connections, dict) or not hasattr(protocol, "handle_reply"):
@@ -397,13 +407,20 @@ def direct_sender(base_send) -> Callable[[str], None] | None:
 
     autobahn = isinstance(protocol, WebSocketProtocol)
     ground = WebSocketProtocol.SEND_STATE_GROUND
+    transport: Any = getattr(protocol, "transport", None)
+    if limit is not None and not all(hasattr(transport, a) for a in ("dataBuffer", "offset", "_tempDataLen")):
+        limit = None  # not a Twisted file-descriptor transport: no buffer to read (transport_backlog: 0)
 
-    def send(text: str) -> None:
+    def send(text: str) -> bool:
         # Never raises into the hub's pass over a room: a socket already closing gets nothing more
         # (what it missed of its personal stream, it resumes).
         details = connections.get(protocol)
         if details is None or details.get("disconnected") or protocol.state != protocol.STATE_OPEN:
-            return
+            return True
+        if limit is not None:
+            t = transport
+            if len(t.dataBuffer) - t.offset + t._tempDataLen > limit:
+                return False
         p = protocol
         if (
             autobahn
@@ -419,7 +436,7 @@ def direct_sender(base_send) -> Callable[[str], None] | None:
             frame, size = text_frame(text)
             if 0 < p.maxMessagePayloadSize < size:  # autobahn refuses it (daphne's default: 1 MiB)
                 p.handle_reply({"type": "websocket.send", "text": text})
-                return
+                return True
             stats = p.trafficStats
             stats.outgoingWebSocketMessages += 1
             stats.outgoingOctetsAppLevel += size
@@ -429,6 +446,7 @@ def direct_sender(base_send) -> Callable[[str], None] | None:
             p.transport.write(frame)
         else:
             p.handle_reply({"type": "websocket.send", "text": text})
+        return True
 
     return send
 
@@ -470,9 +488,19 @@ def text_frame(text: str) -> tuple[bytes, int]:
 # subscribes a fresh PubSub to everything this process had subscribed. Messages published while it
 # was away are not replayed (pub/sub never does); personal events are recovered from the event log
 # by seq: every local channel gets a ``layer.reconnected`` message and its consumer catches up.
+#
+# A link can also go silent without failing (a network partition: no FIN, no RST, the reader just
+# hears nothing). The reader pings a link that has been quiet for LIVENESS_SECONDS and counts it
+# lost when no answer comes within REDIS_SOCKET_TIMEOUT. While a server is lost, new subscriptions
+# to it are refused (the socket is told to retry: 4013) and, once it has been lost for
+# CHANNEL_LAYER_GRACE_SECONDS, every local channel gets a ``layer.lost`` message naming the groups
+# this process held there: their sockets are told to reconnect (gateway/hub.py) and resume wherever
+# the layer reaches them. With several servers (CHANNEL_LAYER_HOSTS) each is watched on its own.
 
 RETRY_SECONDS = 0.5
+LIVENESS_SECONDS = 1.0  # a link quiet this long is pinged
 RECONNECTED = "layer.reconnected"  # the message type every local channel gets after a re-subscribe
+LOST = "layer.lost"  # ... and after a server stayed unreachable for CHANNEL_LAYER_GRACE_SECONDS
 
 
 class ResilientShardConnection(RedisSingleShardConnection):
@@ -481,26 +509,57 @@ class ResilientShardConnection(RedisSingleShardConnection):
     def __init__(self, host, channel_layer) -> None:
         super().__init__(host, channel_layer)
         self._lost = False
+        self._grace: asyncio.TimerHandle | None = None  # layer.lost, unless the server is back first
+
+    async def subscribe(self, channel) -> None:
+        if self._lost and channel not in self._subscribed_to:
+            # a subscription on a server we cannot hear would leave its socket deaf: refuse it
+            raise RedisConnectionError(f"channel layer server {self._where()} is unreachable")
+        await super().subscribe(channel)
+
+    async def unsubscribe(self, channel) -> None:
+        if self._lost:
+            async with self._lock:  # the dead PubSub is replaced when the server is back
+                self._subscribed_to.discard(channel)
+            return
+        await super().unsubscribe(channel)
 
     async def _do_receiving(self) -> None:
+        loop = asyncio.get_running_loop()
+        heard, pinged = loop.time(), None
         while True:
             try:
                 if self._lost:
                     await self._resubscribe()
+                    heard, pinged = loop.time(), None
                 if self._pubsub and self._pubsub.subscribed:
                     message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-                    self._receive_message(message)
+                    if message is not None:  # a message, or the answer to our ping
+                        heard, pinged = loop.time(), None
+                        self._receive_message(message)
+                    elif pinged is None:
+                        if loop.time() - heard > LIVENESS_SECONDS:
+                            pinged = loop.time()
+                            await self._pubsub.ping()
+                    elif loop.time() - pinged > settings.REDIS_SOCKET_TIMEOUT:
+                        raise RedisConnectionError(f"no answer to a PING in {settings.REDIS_SOCKET_TIMEOUT:g} s")
                 else:
+                    heard = loop.time()
                     await asyncio.sleep(0.1)
             except (asyncio.CancelledError, TimeoutError, GeneratorExit):
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure of the link: re-subscribe
                 if not self._lost:
-                    logger.warning("Redis pub/sub connection lost (%s); re-subscribing when it is back", exc)
-                self._lost = True
+                    logger.warning(
+                        "Redis pub/sub connection to %s lost (%s); re-subscribing when it is back", self._where(), exc
+                    )
+                    self._lost = True
+                    self._grace = loop.call_later(settings.CHANNEL_LAYER_GRACE_SECONDS, self._tell_lost)
                 await asyncio.sleep(RETRY_SECONDS)
 
     async def _resubscribe(self) -> None:
+        # Is it answering? Subscribing only writes, which through a partition would "succeed".
+        await self._redis.ping()
         async with self._lock:
             old, self._pubsub = self._pubsub, self._redis.pubsub()
             if old is not None:
@@ -509,13 +568,39 @@ class ResilientShardConnection(RedisSingleShardConnection):
             if self._subscribed_to:
                 await self._pubsub.subscribe(*self._subscribed_to)
             self._lost = False
+            if self._grace is not None:
+                self._grace.cancel()
         # Whatever was published while this process was deaf never comes: tell every local
         # channel, so connections catch their personal streams up from the event log.
+        self._tell({"type": RECONNECTED})
+        logger.warning(
+            "Redis pub/sub connection to %s back: %d channel(s) re-subscribed", self._where(), len(self._subscribed_to)
+        )
+
+    def _tell_lost(self) -> None:
+        if not self._lost:
+            return
+        marker = f"{self.channel_layer.prefix}__group__"
+        groups = sorted(name.removeprefix(marker) for name in self._subscribed_to if name.startswith(marker))
+        self._tell({"type": LOST, "groups": groups})
+        logger.warning(
+            "Redis pub/sub connection to %s lost for %g s: %d group(s) told to reconnect",
+            self._where(),
+            settings.CHANNEL_LAYER_GRACE_SECONDS,
+            len(groups),
+        )
+
+    def _tell(self, message: dict) -> None:
         layer = self.channel_layer
-        notice = layer.channel_layer.serialize({"type": RECONNECTED})
+        notice = layer.channel_layer.serialize(message)
         for queue in list(layer.channels.values()):
             queue.put_nowait(notice)
-        logger.warning("Redis pub/sub connection back: %d channel(s) re-subscribed", len(self._subscribed_to))
+
+    def _where(self) -> str:
+        if "address" not in self.host:
+            return f"Sentinel master {self.host.get('master_name')}"
+        url = urlsplit(self.host["address"])  # host and port only: never a password in the log
+        return f"{url.hostname}:{url.port}"
 
 
 class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
@@ -526,27 +611,36 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
     _sync_clients: list | None = None  # a class default: the base class's __getattr__ needs a loop
 
     def __init__(self, hosts=None, **kwargs) -> None:
-        # No hosts in CHANNEL_LAYERS: the configured Redis, one server or Sentinel (core/redis_clients.py).
+        # No hosts in CHANNEL_LAYERS: the configured Redis (one server or Sentinel), or the
+        # CHANNEL_LAYER_HOSTS shards (core/redis_clients.py).
         super().__init__(hosts=hosts or layer_hosts(), **kwargs)
 
-    def publish_blocking(self, sends: list[tuple[str, dict]]) -> None:
+    def publish_blocking(self, sends: list[tuple[str, dict]]) -> dict[int, Exception]:
         """``group_send`` of each ``(group, message)``, in order, from a thread with no event loop:
-        the same channel names and serialisation as ``group_send``, one pipeline per shard (one
-        round trip for a transaction's events). ``async_to_sync(group_send)`` instead waits for a
-        turn of the server's event loop, busy with every socket, twice per call: ~30 ms per order
-        placement at 100 orders/s. Raises redis-py's errors when Redis cannot be reached."""
+        the same channel names, shards (channels-redis's own hash) and serialisation as
+        ``group_send``, one pipeline per shard (one round trip for a transaction's events).
+        ``async_to_sync(group_send)`` instead waits for a turn of the server's event loop, busy
+        with every socket, twice per call: ~30 ms per order placement at 100 orders/s. Returns
+        the sends that failed (their index → redis-py's error): a shard that cannot be reached
+        fails only the messages for its rooms."""
         clients = self._blocking_clients()
         prefix = self._kwargs.get("prefix", "asgi")
-        pipes: dict[int, Pipeline] = {}
-        for group, message in sends:
+        pipes: dict[int, tuple[Pipeline, list[int]]] = {}
+        for i, (group, message) in enumerate(sends):
             name = f"{prefix}__group__{group}"
-            shard = _consistent_hash(name, len(clients))
-            pipe = pipes.get(shard)
-            if pipe is None:
-                pipe = pipes[shard] = clients[shard].pipeline(transaction=False)
+            shard = _consistent_hash(name, len(clients))  # what RedisPubSubLoopLayer._get_shard picks
+            if shard not in pipes:
+                pipes[shard] = (clients[shard].pipeline(transaction=False), [])
+            pipe, indexes = pipes[shard]
             pipe.publish(name, self.serialize(message))
-        for pipe in pipes.values():
-            pipe.execute()
+            indexes.append(i)
+        failed: dict[int, Exception] = {}
+        for pipe, indexes in pipes.values():
+            try:
+                pipe.execute()
+            except Exception as exc:  # noqa: BLE001 - the caller decides; the other shards still get theirs
+                failed.update(dict.fromkeys(indexes, exc))
+        return failed
 
     def _blocking_clients(self) -> list:
         clients = self._sync_clients

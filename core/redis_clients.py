@@ -5,7 +5,11 @@ One configuration serves them all: ``REDIS_URL`` (one server), or ``REDIS_SENTIN
 ``REDIS_SENTINEL_MASTER`` (a master that Redis Sentinel watches and replaces). With Sentinel every
 client asks the sentinels for the master's address each time it connects, so after a failover each
 one reconnects to the new master on its next call, without a restart (redis-py's
-``SentinelConnectionPool``)."""
+``SentinelConnectionPool``).
+
+``CHANNEL_LAYER_HOSTS`` (several Redis URLs) takes the channel layer alone off that Redis: the
+layer's channels and groups are spread over those servers (channels-redis's consistent hashing),
+while presence, leases, limits, the cache and the probes stay on the configured Redis."""
 
 from __future__ import annotations
 
@@ -75,8 +79,9 @@ def _client(server: dict, *, asyncio_client: bool):
 
 
 def layer_hosts() -> list[dict]:
-    """channels-redis's ``hosts`` for the configured Redis (with Sentinel, channels-redis builds a
-    ``SentinelConnectionPool`` from them)."""
+    """channels-redis's ``hosts``: one per ``CHANNEL_LAYER_HOSTS`` server when the layer is sharded,
+    else the configured Redis (with Sentinel, channels-redis builds a ``SentinelConnectionPool``
+    from it). Every shard gets the same timeouts and retries."""
     options = {
         # redis-py's timeouts are set explicitly (django/channels_redis#422): the pub/sub reader
         # polls with its own 0.1 s timeout, so a socket timeout only bounds a Redis that stopped
@@ -91,13 +96,30 @@ def layer_hosts() -> list[dict]:
         # still fails a call within about a second plus the timeouts (the event stays in the log).
         "retry": AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
     }
-    return [{**configured_server(), **options}]
+    servers = [{"address": url} for url in settings.CHANNEL_LAYER_HOSTS] or [configured_server()]
+    return [{**server, **options} for server in servers]
 
 
 def sync_client_for(host: dict) -> redis.Redis:
     """A blocking client for one channel-layer host: the layer's publishes from threads without an
     event loop go to the server its subscribers listen on."""
     return _client(host, asyncio_client=False)
+
+
+_layer_clients: dict[asyncio.AbstractEventLoop, list[aioredis.Redis]] = {}
+
+
+def layer_clients() -> list[aioredis.Redis]:
+    """This event loop's client for each channel-layer server, in ``layer_hosts()`` order (the
+    readiness probe asks each one)."""
+    global _layer_clients
+    loop = asyncio.get_running_loop()
+    clients = _layer_clients.get(loop)
+    if clients is None:
+        clients = [_client(host, asyncio_client=True) for host in layer_hosts()]
+        _layer_clients = {lp: c for lp, c in _layer_clients.items() if not lp.is_closed()}
+        _layer_clients[loop] = clients
+    return clients
 
 
 # ---- our own clients -----------------------------------------------------------------------------

@@ -31,14 +31,18 @@ errorlog = "-"
 # One /metrics for all workers: each worker writes its figures under this directory and any of
 # them answers for all (prometheus_client's multiprocess mode). It must be set before a worker
 # imports prometheus_client, so here, in the master; emptied at each start.
-_metrics = Path(
-    os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR",
-        str(Path(__file__).resolve().parents[1] / "var" / f"metrics-{bind.rsplit(':', 1)[-1]}"),
-    )
-)
+_var, _port = Path(__file__).resolve().parents[1] / "var", bind.rsplit(":", 1)[-1]
+_metrics = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_var / f"metrics-{_port}")))
 shutil.rmtree(_metrics, ignore_errors=True)
 _metrics.mkdir(parents=True)
+
+# gunicorn 25.1+ listens on a control socket for its `gunicornc` tool, by default
+# ~/.gunicorn/gunicorn.ctl: one path for every gunicorn of the user (each start unlinks the one
+# before: two REST tiers on one machine took each other's), and a read-only home under the systemd
+# unit (ProtectSystem=strict). One per bind port in var/, which the unit may write:
+# `gunicornc -s var/gunicorn-8100.ctl`.
+_var.mkdir(exist_ok=True)
+control_socket = str(_var / f"gunicorn-{_port}.ctl")
 
 
 def child_exit(server, worker):

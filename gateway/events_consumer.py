@@ -140,11 +140,12 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.limiter = InboundLimiter.from_settings()
         self.closing = False
         self.expires_at: datetime | None = None
-        self.timer: asyncio.Task | None = None
+        # the auth deadline, then the token-expiry watch: a timer of the loop, not a task per socket
+        self.timer: asyncio.TimerHandle | None = None
+        self.closer: asyncio.Task | None = None
         self.presence: str | None = None
         self.stream: PersonalStream | None = None
-        self.slot: int | None = None  # the user whose /ws socket lease this socket holds
-        self.lease_task: asyncio.Task | None = None
+        self.slot: int | None = None  # the user whose /ws socket lease this socket holds (renewed per process)
         await self.accept()
         self.hub_open(hold=True)
         CONNECTIONS.labels("/ws").inc()
@@ -153,15 +154,13 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             since = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get("since", [None])[0]
             await self.authenticate(token, since=int(since) if since and since.isdigit() and len(since) < 19 else since)
         else:
-            self.timer = asyncio.ensure_future(self._auth_deadline(conf["AUTH_TIMEOUT_SECONDS"]))
+            self.timer = asyncio.get_running_loop().call_later(conf["AUTH_TIMEOUT_SECONDS"], self._auth_deadline)
 
     async def disconnect(self, code: int) -> None:
         CONNECTIONS.labels("/ws").dec()
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
-        if self.lease_task is not None:
-            self.lease_task.cancel()
         if self.slot is not None:
             try:
                 await limits.release(limits.WS, self.slot, self.session_id)
@@ -183,12 +182,16 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
-    async def _auth_deadline(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    def _auth_deadline(self) -> None:
+        self.timer = None
         if self.user is None:
-            await self.fail(
+            self._close_soon(
                 Code.AUTHENTICATION_FAILED, "no authentication within the time limit", Close.AUTHENTICATION_FAILED
             )
+
+    def _close_soon(self, code: str, message: str, close: int) -> None:
+        if not self.closing and self.closer is None:
+            self.closer = asyncio.ensure_future(self.fail(code, message, close))
 
     async def _first_auth(self, raw: object) -> tuple[Identity, list[str]]:
         """The signature is checked here; the user, its stream's baseline and the notices in force
@@ -214,23 +217,30 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.stream.start_at(baseline)
         return identity, notices
 
-    async def _expiry_watch(self) -> None:
-        """Warn before the token expires; close if no fresh `auth` arrived by then."""
-        while not self.closing and self.expires_at is not None:
-            left = (self.expires_at - datetime.now(UTC)).total_seconds()
-            if left <= 0:
-                await self.fail(
-                    Code.TOKEN_EXPIRED,
-                    "token expired; send a fresh auth message to stay connected",
-                    Close.TOKEN_EXPIRED,
-                )
-                return
-            warn_at = min(60.0, left / 4)
-            if left > warn_at + 0.5:
-                await asyncio.sleep(left - warn_at)
-                self.reply({"type": "auth_expiring", "expiresAt": iso(self.expires_at)})
-            else:
-                await asyncio.sleep(left)
+    def _expiry_watch(self) -> None:
+        """Warn before the token expires (at a quarter of what is left, at most a minute before,
+        and again as it nears); close if no fresh `auth` arrived by then."""
+        self.timer = None
+        if self.closing or self.expires_at is None:
+            return
+        left = (self.expires_at - datetime.now(UTC)).total_seconds()
+        if left <= 0:
+            self._close_soon(
+                Code.TOKEN_EXPIRED, "token expired; send a fresh auth message to stay connected", Close.TOKEN_EXPIRED
+            )
+            return
+        warn_at = min(60.0, left / 4)
+        loop = asyncio.get_running_loop()
+        if left > warn_at + 0.5:
+            self.timer = loop.call_later(left - warn_at, self._expiry_warning)
+        else:
+            self.timer = loop.call_later(left, self._expiry_watch)
+
+    def _expiry_warning(self) -> None:
+        self.timer = None
+        if not self.closing and self.expires_at is not None:
+            self.reply({"type": "auth_expiring", "expiresAt": iso(self.expires_at)})
+            self._expiry_watch()
 
     async def authenticate(self, token: object, since: object = None) -> None:
         """Check the token; on the first success join the auto rooms and answer ``connection``.
@@ -260,7 +270,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.expires_at = identity.expires_at
         if self.timer is not None:
             self.timer.cancel()
-        self.timer = asyncio.ensure_future(self._expiry_watch())
+        self._expiry_watch()
         if first:
             for room in rooms.admin_rooms_for(self.user):
                 try:
@@ -300,18 +310,8 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             )
             await self.close(code=refusal.code, reason=refusal.reason)
             return False
-        self.slot = user.pk
-        self.lease_task = asyncio.ensure_future(self._renew_lease(user.pk))
+        self.slot = user.pk  # this process's lease registry renews it until released (gateway/limits.py)
         return True
-
-    async def _renew_lease(self, user_id: int) -> None:
-        interval = limits.lease_seconds(limits.WS) / 3
-        while not self.closing:
-            await asyncio.sleep(interval)
-            try:
-                await limits.renew(limits.WS, user_id, self.session_id)
-            except (OSError, RedisError):  # Redis away: try again next turn
-                pass
 
     # ---- client commands ------------------------------------------------------------------
 

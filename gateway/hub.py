@@ -26,13 +26,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from channels.exceptions import StopConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import RedisError
 
 from broadcast import presence, stafffeed
 from broadcast.messages import ACCESS_CHANGED
-from core.internals import RECONNECTED, direct_sender, transport_backlog
+from broadcast.rooms import RoomKind
+from core.internals import LOST, RECONNECTED, direct_sender, transport_backlog
 from core.metrics import CONFLATED, DELIVERED, HUB_ROOMS, SLOW_CLOSES
 from core.perloop import PerLoop
 from wire import Close, Code, dumps, error
@@ -54,6 +56,7 @@ _stamps = itertools.count(1)  # shared by every hub, so a stamp never means two 
 
 
 UNAVAILABLE = "the server cannot reach its message bus right now; reconnect shortly"
+MARKET_GROUPS = f"{RoomKind.MARKET.value}."  # broadcast.rooms.Room.group of a market room
 
 
 class LayerUnavailable(Exception):
@@ -123,11 +126,24 @@ class Hub:
                 for conn in {conn for members in self.members.values() for conn in members}:
                     conn.deliver(message)
                 continue
+            if message.get("type") == LOST:
+                self._lost(message["groups"])
+                continue
             group = message.get("group")
             if group in self.stamps:
                 self.stamps[group] = next(_stamps)
             for conn in tuple(self.members.get(group, ())):
                 conn.deliver(message)
+
+    def _lost(self, groups: list[str]) -> None:
+        """The layer server of ``groups`` has been unreachable for CHANNEL_LAYER_GRACE_SECONDS:
+        their sockets cannot be served here now. Tell them to reconnect (4013): they resume where
+        the layer reaches them (another process, or this one once the server is back). Market rooms
+        carry only the latest prices, nothing to resume: they stay, resubscribed when it is back."""
+        for group in groups:
+            if not group.startswith(MARKET_GROUPS):
+                for conn in tuple(self.members.get(group, ())):
+                    conn.layer_lost()
 
 
 hub: PerLoop[Hub] = PerLoop(lambda loop: Hub())  # hub(): this process's hub
@@ -140,13 +156,25 @@ def local_members() -> dict[str, int]:
 
 
 _delivered: dict[str, Counter] = {}
+_uncounted: dict[str, int] = {}  # deliveries not yet added to DELIVERED, by channel
 
 
 def count_delivered(channel: str) -> None:
-    child = _delivered.get(channel)
-    if child is None:
-        child = _delivered[channel] = DELIVERED.labels(channel)
-    child.inc()
+    """Count one delivery: added to the Prometheus counter once per channel at the end of this
+    turn of the loop (a room pass to 5,000 sockets is one ``inc``, not 5,000 under its mutex)."""
+    uncounted = _uncounted
+    if not uncounted:
+        asyncio.get_running_loop().call_soon(_add_delivered)
+    uncounted[channel] = uncounted.get(channel, 0) + 1
+
+
+def _add_delivered() -> None:
+    for channel, count in _uncounted.items():
+        child = _delivered.get(channel)
+        if child is None:
+            child = _delivered[channel] = DELIVERED.labels(channel)
+        child.inc(count)
+    _uncounted.clear()
 
 
 class SendQueue:
@@ -164,15 +192,14 @@ class SendQueue:
     def __init__(self, send_text, base_send, on_slow) -> None:
         self.send_text = send_text
         self.base_send = base_send
-        self.send_now = direct_sender(base_send)
+        self.send_now = direct_sender(base_send, SLOW_BYTES)  # False: the socket is behind, the text waits here
         self.on_slow = on_slow
         self.waiting: dict[str | tuple[str, int], tuple[str, str]] = {}
         self.must_send = 0
         self.task: asyncio.Task | None = None
 
     def put(self, text: str, key: str | None, channel: str = "") -> None:
-        if self.task is None and self.send_now is not None and self._keeps_up():  # no writer: nothing waits
-            self.send_now(text)
+        if self.task is None and self.send_now is not None and self.send_now(text):  # no writer: nothing waits
             if channel:
                 count_delivered(channel)
             return
@@ -275,7 +302,24 @@ class HubMember:
 
     channel_layer_alias = None  # no per-socket layer channel: no SUBSCRIBE per connection
 
+    async def __call__(self, scope, receive, send) -> None:
+        """channels' ``AsyncConsumer.__call__`` for a consumer without a layer channel: each client
+        message is awaited and dispatched in turn. (channels' ``await_many_dispatch`` keeps a second
+        task per socket waiting on ``receive``, and makes a task and an ``asyncio.wait`` for every
+        message, to listen to one source.)"""
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     # Set or provided by the consumer this is mixed into (a Channels AsyncWebsocketConsumer).
+    scope: dict
+    channel_layer: None
+    dispatch: Callable[[dict], Awaitable[None]]
     closing: bool
     stream: PersonalStream | None
     base_send: Callable[[dict], Awaitable[None]]
@@ -363,6 +407,13 @@ class HubMember:
         self.closing = True
         await self.send(text_data=dumps(error(code, message)))
         await self.close(close)
+
+    def layer_lost(self) -> None:
+        """From the hub: one of this socket's rooms cannot reach this process now (→ 4013)."""
+        if not self.closing and getattr(self, "lost_close", None) is None:
+            self.lost_close = asyncio.ensure_future(
+                self.fail(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, Close.TRY_AGAIN_LATER)
+            )
 
     def _too_slow(self) -> None:
         if not self.closing and getattr(self, "slow_close", None) is None:

@@ -7,11 +7,19 @@ its process renews and releases on disconnect; a process that dies stops renewin
 free themselves within the lease time. Connection attempts are counted in a sliding one-minute
 window; replayed events in a fixed one-minute window. Without Redis (the embedded single-process
 default) the same rules run in memory.
+
+Nothing here runs per connection. A process's leases are kept in one registry per event loop
+(``Leases``): one task renews all of them every third of a lease, in pipelines of
+``LEASE_CHUNK`` users (the way broadcast.presence renews its leases), and every take, release and
+renewal goes through one writer that sends whatever was asked for while its previous pipeline was
+under way in the next one — a connect storm costs a pipeline per round trip, not a round trip per
+socket, and a release is never overtaken by a renewal that would bring its lease back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -21,8 +29,11 @@ from django.conf import settings
 from redis import asyncio as aioredis
 
 from accounts.caps import cap_for
+from core.perloop import PerLoop
 from core.redis_clients import redis_client
 from wire import Close
+
+logger = logging.getLogger(__name__)
 
 WINDOW = 60.0
 # A refused connection looks again for this long before it is refused: a client that closed a
@@ -33,6 +44,8 @@ GRACE_STEP = 0.1
 Kind = Literal["orders", "ws"]
 ORDERS: Kind = "orders"
 WS: Kind = "ws"
+KINDS: tuple[Kind, ...] = (ORDERS, WS)
+LEASE_CHUNK = 500  # operations (a take, a release, a user's renewal) in one pipeline
 
 # KEYS: conns zset, attempts zset. ARGV: now, lease, max_conns (-1: unlimited), max_attempts
 # (-1: unlimited), member, count the attempt (1) or not (0: a look again within the grace).
@@ -50,12 +63,6 @@ if max_conns >= 0 and redis.call('ZCARD', KEYS[1]) >= max_conns then return 1 en
 redis.call('ZADD', KEYS[1], now + lease, member)
 redis.call('EXPIRE', KEYS[1], math.ceil(lease) + 1)
 return 0
-"""
-
-RENEW = """
-redis.call('ZADD', KEYS[1], tonumber(ARGV[1]), ARGV[2])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-return 1
 """
 
 # KEYS: this minute's counter. ARGV: events wanted, budget. Returns -1 (spent) or what was used.
@@ -131,6 +138,11 @@ def _minute() -> tuple[int, int]:
     return int(now // WINDOW), max(1, math.ceil(WINDOW - now % WINDOW))
 
 
+# What the writer sends: ("take", kind, user_id, tier, member, count the attempt) → the ACQUIRE
+# script's answer; ("drop", kind, user_id, member); ("renew", [(kind, user_id, members, expires)]).
+Op = tuple[Any, ...]
+
+
 class RedisLimiter:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -146,26 +158,53 @@ class RedisLimiter:
         # and its arguments as str though it encodes numbers as Redis expects.
         return await self._client().eval(script, len(keys), *keys, *args)  # type: ignore[misc, arg-type]
 
-    async def _acquire(self, kind: Kind, user_id: int, tier: str, member: str, count: bool) -> int:
-        max_conns, max_attempts = _limits(kind, tier)
-        result = await self._eval(
-            ACQUIRE,
-            self._keys(kind, user_id),
-            time.time(),
-            _lease_seconds(kind),
-            -1 if max_conns is None else max_conns,
-            -1 if max_attempts is None else max_attempts,
-            member,
-            int(count),
-        )
-        return int(result)
+    async def run(self, ops: list[Op]) -> list[int | None]:
+        """Every op in order, in pipelines of at most LEASE_CHUNK ops or users (packing and parsing
+        20,000 commands at once would hold the event loop, and every socket's next event, for a
+        tenth of a second). Returns each take's answer (None for the others)."""
+        results: list[int | None] = [None] * len(ops)
+        now = time.time()
+        async with self._client().pipeline(transaction=False) as pipe:
+            owners: list[int | None] = []  # per command sent: the take it answers, if any
+            units = 0
 
-    async def renew(self, kind: Kind, user_id: int, member: str) -> None:
-        lease = _lease_seconds(kind)
-        await self._eval(RENEW, self._keys(kind, user_id)[:1], time.time() + lease, member, int(lease) + 1)
+            async def flush() -> None:
+                nonlocal units
+                if owners:
+                    for index, reply in zip(owners, await pipe.execute(), strict=True):
+                        if index is not None:
+                            results[index] = int(reply)
+                    owners.clear()
+                units = 0
 
-    async def release(self, kind: Kind, user_id: int, member: str) -> None:
-        await self._client().zrem(self._keys(kind, user_id)[0], member)
+            for i, op in enumerate(ops):
+                if op[0] == "renew":
+                    for kind, user_id, members, expires in op[1]:
+                        key = self._keys(kind, user_id)[0]
+                        pipe.zadd(key, dict.fromkeys(members, expires))
+                        pipe.expire(key, math.ceil(_lease_seconds(kind)) + 1)
+                        owners += (None, None)
+                        units += 1
+                        if units >= LEASE_CHUNK:
+                            await flush()
+                    continue
+                if op[0] == "take":
+                    _, kind, user_id, tier, member, count = op
+                    max_conns, max_attempts = _limits(kind, tier)
+                    keys = self._keys(kind, user_id)
+                    args = (now, _lease_seconds(kind), -1 if max_conns is None else max_conns,
+                            -1 if max_attempts is None else max_attempts, member, int(count))  # fmt: skip
+                    pipe.eval(ACQUIRE, len(keys), *keys, *args)  # type: ignore[arg-type]  # numbers, as above
+                    owners.append(i)
+                else:
+                    _, kind, user_id, member = op
+                    pipe.zrem(self._keys(kind, user_id)[0], member)
+                    owners.append(None)
+                units += 1
+                if units >= LEASE_CHUNK:
+                    await flush()
+            await flush()
+        return results
 
     async def _spend(self, user_id: int, window: int, events: int, budget: int) -> int:
         key = f"{self.prefix}:replay:{user_id}:{window}"
@@ -180,7 +219,7 @@ class MemoryLimiter:
         self.attempts: dict[tuple[Kind, int], list[float]] = {}
         self.replayed: dict[int, tuple[int, int]] = {}  # user → (window, events)
 
-    async def _acquire(self, kind: Kind, user_id: int, tier: str, member: str, count: bool) -> int:
+    def _acquire(self, kind: Kind, user_id: int, tier: str, member: str, count: bool) -> int:
         max_conns, max_attempts = _limits(kind, tier)
         now = time.time()
         if max_attempts is not None and count:
@@ -196,11 +235,20 @@ class MemoryLimiter:
         conns[member] = now + _lease_seconds(kind)
         return 0
 
-    async def renew(self, kind: Kind, user_id: int, member: str) -> None:
-        self.conns.setdefault((kind, user_id), {})[member] = time.time() + _lease_seconds(kind)
-
-    async def release(self, kind: Kind, user_id: int, member: str) -> None:
-        self.conns.get((kind, user_id), {}).pop(member, None)
+    async def run(self, ops: list[Op]) -> list[int | None]:
+        results: list[int | None] = []
+        for op in ops:
+            if op[0] == "take":
+                results.append(self._acquire(*op[1:]))
+                continue
+            if op[0] == "renew":
+                for kind, user_id, members, expires in op[1]:
+                    self.conns.setdefault((kind, user_id), {}).update(dict.fromkeys(members, expires))
+            else:
+                _, kind, user_id, member = op
+                self.conns.get((kind, user_id), {}).pop(member, None)
+            results.append(None)
+        return results
 
     async def _spend(self, user_id: int, window: int, events: int, budget: int) -> int:
         at, used = self.replayed.get(user_id, (window, 0))
@@ -211,26 +259,98 @@ class MemoryLimiter:
         return -1
 
 
+def _retrieved(done: asyncio.Future) -> None:
+    if not done.cancelled():
+        done.exception()  # a caller cancelled meanwhile (its socket closed): nothing to log
+
+
+class Leases:
+    """This event loop's connection leases (one loop per server process), the task that renews
+    them all, and the writer every take, release and renewal goes through in order."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[Kind, int], set[str]] = {}
+        self.queue: list[tuple[Op, asyncio.Future]] = []
+        self.writer: asyncio.Task | None = None
+        self.renewer: asyncio.Task | None = None
+
+    async def call(self, op: Op) -> int | None:
+        """Send ``op`` with everything else asked for before the writer's next pipeline; its answer.
+        Raises OSError/RedisError when Redis cannot be reached."""
+        done = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_retrieved)
+        self.queue.append((op, done))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.ensure_future(self._drain())
+        return await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        while self.queue:
+            batch, self.queue = self.queue, []
+            try:
+                results = await limiter().run([op for op, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - every caller in the batch gets it (OSError/RedisError: 4013)
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), result in zip(batch, results, strict=True):
+                if not done.done():
+                    done.set_result(result)
+
+    def hold(self, kind: Kind, user_id: int, member: str) -> None:
+        self.held.setdefault((kind, user_id), set()).add(member)
+        if self.renewer is None or self.renewer.done():
+            self.renewer = asyncio.ensure_future(self._renew_while_held())
+
+    async def drop(self, kind: Kind, user_id: int, member: str) -> None:
+        """Stop renewing the lease and remove it (after any renewal already on its way)."""
+        members = self.held.get((kind, user_id))
+        if members is not None:
+            members.discard(member)
+            if not members:
+                del self.held[kind, user_id]
+        await self.call(("drop", kind, user_id, member))
+
+    async def _renew_while_held(self) -> None:
+        while self.held:
+            await asyncio.sleep(min(_lease_seconds(kind) for kind in KINDS) / 3)
+            try:
+                await self.renew()
+            except Exception as exc:  # noqa: BLE001 - Redis away for a moment: the next turn writes them again
+                logger.warning("connection lease renewal failed for %d user(s): %r", len(self.held), exc)
+
+    async def renew(self) -> None:
+        """Push every held lease's expiry a lease ahead (one op, sent in bounded pipelines)."""
+        now = time.time()
+        leases = [(kind, uid, tuple(members), now + _lease_seconds(kind)) for (kind, uid), members in self.held.items()]
+        if leases:
+            await self.call(("renew", leases))
+
+
+leases: PerLoop[Leases] = PerLoop(lambda loop: Leases())  # leases(): this process's registry
+
+
 async def acquire(kind: Kind, user_id: int, tier: str, member: str) -> Refusal | None:
-    """Take a connection slot for ``member``; a Refusal if the tier has none free (after looking
-    again for GRACE_SECONDS, not counted as further attempts) or too many attempts this minute.
-    Raises OSError/RedisError when Redis cannot be reached."""
-    store = limiter()
-    result = await store._acquire(kind, user_id, tier, member, True)
+    """Take a connection slot for ``member`` and keep it renewed until ``release``; a Refusal if
+    the tier has none free (after looking again for GRACE_SECONDS, not counted as further attempts)
+    or too many attempts this minute. Raises OSError/RedisError when Redis cannot be reached."""
+    registry = leases()
+    result = await registry.call(("take", kind, user_id, tier, member, True))
     waited = 0.0
     while result == 1 and waited < GRACE_SECONDS:
         await asyncio.sleep(GRACE_STEP)  # another process's release: nothing here to await
         waited += GRACE_STEP
-        result = await store._acquire(kind, user_id, tier, member, False)
-    return _refusal(kind, result, tier)
-
-
-async def renew(kind: Kind, user_id: int, member: str) -> None:
-    await limiter().renew(kind, user_id, member)
+        result = await registry.call(("take", kind, user_id, tier, member, False))
+    if result == 0:
+        registry.hold(kind, user_id, member)
+    return _refusal(kind, cast(int, result), tier)
 
 
 async def release(kind: Kind, user_id: int, member: str) -> None:
-    await limiter().release(kind, user_id, member)
+    """Give the slot back. Raises OSError/RedisError when Redis cannot be reached (the lease, no
+    longer renewed, lapses by itself)."""
+    await leases().drop(kind, user_id, member)
 
 
 def lease_seconds(kind: Kind) -> float:

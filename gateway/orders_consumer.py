@@ -160,7 +160,8 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         await handler(message)
 
     async def _keepalive(self) -> None:
-        """Heartbeat inside the seed's 30 s read timeout, lease renewal, idle close."""
+        """Heartbeat inside the seed's 30 s read timeout, idle close. (The connection's lease is
+        renewed with every other lease of the process: gateway/limits.py.)"""
         assert self.user is not None  # started once the session checked out
         conf = settings.AXISOR_ORDERS  # its values mix types: mypy reads them as object
         interval = min(cast(float, conf["HEARTBEAT_SECONDS"]), cast(float, conf["LEASE_SECONDS"]) / 3)
@@ -170,10 +171,6 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
                 self.closing = True
                 await self.close(code=Close.IDLE_TIMEOUT, reason="nothing heard from the client")
                 return
-            try:
-                await limits.renew(limits.ORDERS, self.user.pk, self.member)
-            except (OSError, RedisError):  # Redis away (a restart, a failover): renew next turn
-                pass
             self._heartbeat()
 
     # ---- client messages ------------------------------------------------------------------

@@ -2,11 +2,12 @@
 parser) and uvloop, so that a received frame costs the client a few µs and the server, not the
 client, is what is measured. The command reads this process's CPU from /proc to check that.
 
-python devtools/bench/lean_client.py URL TOKENS_FILE|- N FIRST_MESSAGE(0|1)
+python devtools/bench/lean_client.py URL TOKENS_FILE|- N FIRST_MESSAGE(0|1) [SOURCE_ADDRESS]
 
 TOKENS_FILE holds one JWT a line; socket i sends token i (a different user per socket). With
 FIRST_MESSAGE=1 a socket counts as connected when its first message (our `connection`) arrives,
-otherwise when the handshake completes.
+otherwise when the handshake completes. SOURCE_ADDRESS (e.g. 127.0.0.3) is the local address the
+sockets connect from: each source address has its own ~28,000 ephemeral ports toward the server.
 
 stdout: {"ready": true, "connectPerSecond", "failed", "error"} once every socket is up or failed.
 stdin:  {"cmd": "expect", "count": M, "timeout": S} → waits until each socket got M more `bench`
@@ -68,14 +69,15 @@ class Listener(WSListener):
         c.arrived.append(time.time())
 
 
-async def open_one(url, token, counter, first_message, gate, status) -> WSTransport | None:
+async def open_one(url, token, counter, first_message, gate, status, source) -> WSTransport | None:
     headers = {"Authorization": f"Bearer {token}"} if token else None
     loop = asyncio.get_running_loop()
+    where = {"local_addr": (source, 0)} if source else {}
     async with gate:
         try:
             first = loop.create_future() if first_message else None
             transport, _ = await ws_connect(
-                lambda: Listener(counter, first), url, extra_headers=headers, websocket_handshake_timeout=60
+                lambda: Listener(counter, first), url, extra_headers=headers, websocket_handshake_timeout=60, **where
             )
             if first is not None:
                 await asyncio.wait_for(first, 60)
@@ -94,11 +96,11 @@ def quantiles(values: list[float], points: int = 201) -> list[float]:
     return [round(values[min(len(values) - 1, int(i / (points - 1) * len(values)))] * 1000, 2) for i in range(points)]
 
 
-async def main(url: str, tokens: list[str | None], n: int, first_message: bool) -> None:
+async def main(url: str, tokens: list[str | None], n: int, first_message: bool, source: str | None) -> None:
     counter, status, gate = Counter(), [0, 0, ""], asyncio.Semaphore(IN_FLIGHT)
     start = time.time()
     opened = await asyncio.gather(
-        *(open_one(url, tokens[i % len(tokens)], counter, first_message, gate, status) for i in range(n))
+        *(open_one(url, tokens[i % len(tokens)], counter, first_message, gate, status, source) for i in range(n))
     )
     connected = status[0]
     print(json.dumps({"ready": True, "connectPerSecond": round(connected / (time.time() - start), 1),
@@ -130,4 +132,6 @@ async def main(url: str, tokens: list[str | None], n: int, first_message: bool) 
 if __name__ == "__main__":
     path = sys.argv[2]
     toks: list[str | None] = [None] if path == "-" else Path(path).read_text().split()
-    uvloop.run(main(sys.argv[1], toks, int(sys.argv[3]), sys.argv[4] == "1"))
+    uvloop.run(
+        main(sys.argv[1], toks, int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5] if len(sys.argv) > 5 else None)
+    )

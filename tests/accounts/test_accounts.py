@@ -69,3 +69,27 @@ def test_openapi_schema_and_docs(client):
     schema = client.get("/api/schema")
     assert schema.status_code == 200 and b"/api/system/notices" in schema.content
     assert client.get("/api/docs").status_code == 200
+
+
+def test_the_same_password_again_keeps_the_users_tokens_and_a_new_one_revokes_them(db):
+    """scripts/run upserts the demo accounts on every start: a page's token must survive that."""
+    from rest_framework_simplejwt.authentication import JWTAuthentication
+    from rest_framework_simplejwt.exceptions import AuthenticationFailed
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    from accounts.services import account_upsert
+
+    user, _ = account_upsert(username="keeper", password="keeper-pass-12", tier="basic")
+    refresh = RefreshToken.for_user(user)
+    access = JWTAuthentication().get_validated_token(str(refresh.access_token))
+
+    again, created = account_upsert(username="keeper", password="keeper-pass-12", tier="premium")
+    assert not created and again.tier == "premium"
+    assert JWTAuthentication().get_user(access).pk == user.pk
+    assert not BlacklistedToken.objects.filter(token__jti=refresh["jti"]).exists()
+
+    account_upsert(username="keeper", password="keeper-pass-34", tier="premium")
+    with pytest.raises(AuthenticationFailed):
+        JWTAuthentication().get_user(access)
+    assert BlacklistedToken.objects.filter(token__jti=refresh["jti"]).exists()

@@ -13,7 +13,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
-def chrome(*, logs: bool = False) -> webdriver.Chrome:
+def chrome(*, logs: bool = False, args: tuple[str, ...] = ()) -> webdriver.Chrome:
     """A new headless Chromium. ``logs``: keep the console (CSP violations are reported there) and
     the network events of every page, for ``driver.get_log("browser" | "performance")``."""
     for binary in (CHROMIUM, CHROMEDRIVER):
@@ -21,7 +21,7 @@ def chrome(*, logs: bool = False) -> webdriver.Chrome:
             pytest.fail(f"{binary} is missing: scripts/bootstrap installs chromium and chromium-driver (apt-get)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,1000"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1440,1000", *args):
         options.add_argument(arg)
     if logs:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})

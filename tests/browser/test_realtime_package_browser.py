@@ -50,7 +50,8 @@ def bundle(out: Path) -> None:
             "--jsx=automatic",
             # node_modules/@axisor/realtime is a link to clients/js: resolve React from this app.
             "--preserve-symlinks",
-            "--define:process.env.NODE_ENV='production'",
+            # React's development build, as `vite dev` serves it: StrictMode mounts every effect twice.
+            "--define:process.env.NODE_ENV='development'",
             f"--outfile={out / 'app.js'}",
             "--log-level=warning",
         ],

@@ -246,3 +246,32 @@ def test_direct_sender_writes_the_bytes_and_counts_autobahn_would():
     theirs.handle_reply({"type": "websocket.send", "text": "logged"})
     assert ours.transport.value() == theirs.transport.value()
     assert vars(ours.trafficStats) == vars(theirs.trafficStats)
+
+
+def test_direct_sender_with_a_limit_leaves_a_socket_that_is_behind_to_the_caller():
+    """The hub's fast path: the backlog check and the write are one call, the transport found once."""
+    import functools
+
+    class Server:
+        def __init__(self) -> None:
+            self.connections: dict = {}
+
+        async def handle_reply(self, protocol, message) -> None: ...
+
+    server, protocol = Server(), _open_daphne_protocol()
+    server.connections[protocol] = {}
+    transport = protocol.transport
+    # what a Twisted TCP transport holds unsent (core.internals.transport_backlog reads the same)
+    transport.dataBuffer, transport.offset, transport._tempDataLen = b"", 0, 0
+    send = internals.direct_sender(functools.partial(server.handle_reply, protocol), 100)
+    assert send("a") is True and transport.value() == b"\x81\x01a"
+    transport._tempDataLen = 101  # more than the limit waits in Twisted's buffer
+    assert send("b") is False and transport.value() == b"\x81\x01a"  # nothing written: the caller keeps it
+    transport.dataBuffer, transport.offset, transport._tempDataLen = b"x" * 150, 60, 0  # 90 unsent
+    assert send("c") is True and transport.value().endswith(b"\x81\x01c")
+    protocol.state = protocol.STATE_CLOSING
+    assert send("d") is True  # a closing socket: dropped, not handed back to be queued
+    # a transport that is not a Twisted file descriptor has no buffer to read: never "behind"
+    other = _open_daphne_protocol()
+    server.connections[other] = {}
+    assert internals.direct_sender(functools.partial(server.handle_reply, other), 0)("e") is True

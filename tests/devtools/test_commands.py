@@ -101,3 +101,24 @@ def test_bench_fanout_measures_ours_against_the_references(scratch_env, tmp_path
     assert all(figures - {"clientCores"} <= q.keys() for q in result["ratios"])
     assert len(result["runs"]) == 4 and result["params"]["clientBoundAbove"] == 0.7
     assert out_json.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_fanout_scaleout_compares_two_processes_with_one(scratch_env, tmp_path):
+    """A smoke run of the scale-out mode: ours on one process, then on two behind the one Redis,
+    sockets split between them (one client each, from its own source address), each event published
+    once; both rows, the ratio and the cores used are printed and in the JSON. No timing asserted."""
+    out_json = tmp_path / "scaleout.json"
+    out = run(scratch_env, "bench_fanout", "--mode", "scaleout", "--scaleout-size", "10", "--processes", "2",
+              "--runs", "1", "--deliveries", "50", "--rate-seconds", "0.5", "--json", str(out_json))  # fmt: skip
+    for count in (1, 2):
+        assert re.search(rf"^\s+{count} \| [1-9]\d* \| \S+ \| ", out, re.M), out  # deliveries/s > 0
+    assert re.search(r"2 processes / 1: deliveries/s [0-9.]+×", out), out
+    result = json.loads(out_json.read_text())
+    assert result["n"] == 10 and result["processes"] == 2 and result["ratio"] > 0
+    for count in ("1", "2"):
+        row = result["rows"][count]
+        assert row["lost"] == 0 and row["failed"] == 0, row
+        assert row["deliveriesPerSecond"]["median"] > 0, row
+        # /proc counts CPU in 10 ms ticks: a burst this small may read as none
+        assert row["serverCores"]["median"] >= 0 and row["clientCoresTotal"]["median"] >= 0, row
+    assert [(r["processes"], r["deliveries"]) for r in result["runs"]] == [(1, 50), (2, 50)]

@@ -197,8 +197,18 @@ async def test_send_queue_writes_at_once_and_queues_behind_anything_waiting(monk
     direct: list[str] = []
     queued: list[str] = []
     backlog = {"bytes": 0}
-    monkeypatch.setattr(hubmod, "direct_sender", lambda base_send: direct.append)
     monkeypatch.setattr(hubmod, "transport_backlog", lambda send: backlog["bytes"])
+
+    def direct_sender(base_send, limit):  # core.internals.direct_sender: False while the socket is behind
+        def send(text: str) -> bool:
+            if backlog["bytes"] > limit:
+                return False
+            direct.append(text)
+            return True
+
+        return send
+
+    monkeypatch.setattr(hubmod, "direct_sender", direct_sender)
     drained = asyncio.Event()
 
     async def send_text(text: str) -> None:

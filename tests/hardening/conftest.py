@@ -149,7 +149,9 @@ def private_postgres():
 class TcpProxy:
     """127.0.0.1:<port> → target, on its own thread and event loop. ``cut()`` drops every link and
     stops listening (the target looks gone: connects are refused); ``blackhole()`` keeps the links
-    open but stops moving bytes (a peer that vanished without a FIN); ``restore()`` undoes both."""
+    open (and accepts new ones) but stops moving bytes (a peer that vanished without a FIN, or a
+    network partition: no FIN, no RST, nothing answers); ``restore()`` undoes both. Bytes held by a
+    black hole flow on after ``restore()``, as TCP retransmits them when a partition heals."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -157,7 +159,8 @@ class TcpProxy:
         self.loop = asyncio.new_event_loop()
         self.server: asyncio.AbstractServer | None = None
         self.links: set[asyncio.StreamWriter] = set()
-        self.flowing = True
+        self.flowing = asyncio.Event()
+        self.flowing.set()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self._call(self._listen())
@@ -179,8 +182,7 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
-                    if not self.flowing:  # black-holed: hold the bytes, never deliver them
-                        await asyncio.Event().wait()
+                    await self.flowing.wait()  # black-holed: the bytes wait (and the kernel's buffers fill)
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -200,11 +202,14 @@ class TcpProxy:
     def cut(self) -> None:
         self._call(self._cut())
 
+    async def _flow(self, on: bool) -> None:
+        (self.flowing.set if on else self.flowing.clear)()
+
     def blackhole(self) -> None:
-        self.flowing = False
+        self._call(self._flow(False))
 
     def restore(self) -> None:
-        self.flowing = True
+        self._call(self._flow(True))
         if not self.server.is_serving():
             self._call(self._listen())
 

@@ -79,19 +79,29 @@ class Nginx:
     def log(self) -> str:
         return (self.prefix / "error.log").read_text(errors="replace")
 
+    def access_log(self) -> str:
+        return (self.prefix / "access.log").read_text(errors="replace")
 
-def example_config(upstream_port: int, https_port: int, http_port: int, cert: Path, key: Path, log: Path) -> str:
-    """deploy/nginx.conf with this machine's ports and files; each replacement must match."""
+
+DAPHNE_SERVER = "    server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;\n"
+
+
+def example_config(
+    daphne_ports: list[int], rest_port: int, https_port: int, http_port: int, cert: Path, key: Path, log: Path
+) -> str:
+    """deploy/nginx.conf with this machine's ports and files; each replacement must match. The
+    sockets' upstream gets one server line per daphne port, the REST upstream ``rest_port``."""
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
     replacements = [
-        ("    server 127.0.0.1:8001 max_fails=0;\n    server 127.0.0.1:8002 max_fails=0;\n",
-         f"    server 127.0.0.1:{upstream_port} max_fails=0;\n"),
-        ("server 127.0.0.1:8100 max_fails=0;", f"server 127.0.0.1:{upstream_port} max_fails=0;"),
+        (DAPHNE_SERVER.format(port=8001) + DAPHNE_SERVER.format(port=8002),
+         "".join(DAPHNE_SERVER.format(port=port) for port in daphne_ports)),
+        ("server 127.0.0.1:8100 max_fails=0;", f"server 127.0.0.1:{rest_port} max_fails=0;"),
         ("listen 80;", f"listen 127.0.0.1:{http_port};"),
         ("listen 443 ssl http2;", f"listen 127.0.0.1:{https_port} ssl http2;"),
         ("/etc/ssl/axisor/fullchain.pem", str(cert)),
         ("/etc/ssl/axisor/privkey.pem", str(key)),
         ("/var/log/nginx/axisor.log", str(log)),
+        ("error_log /var/log/nginx/error.log crit;", f"error_log {log.with_name('error.log')} crit;"),
     ]  # fmt: skip
     for old, new in replacements:
         assert old in conf, f"deploy/nginx.conf no longer has {old!r}: update this test"
@@ -105,13 +115,16 @@ def nginx(tmp_path):
         pytest.fail("nginx is missing: scripts/bootstrap installs it (apt-get install nginx)")
     started: list[Nginx] = []
 
-    def start(upstream_port: int) -> Nginx:
+    def start(upstream_port: int | list[int], rest_port: int | None = None) -> Nginx:
+        """nginx in front of daphne on ``upstream_port`` (one port, or a list: the sockets' upstream)
+        and the REST tier on ``rest_port`` (default: the first daphne port)."""
+        ports = [upstream_port] if isinstance(upstream_port, int) else list(upstream_port)
         prefix = tmp_path / f"nginx-{len(started)}"
         prefix.mkdir()
         cert, key = self_signed(prefix)
         https_port, http_port = free_port(), free_port()
         (prefix / "axisor.conf").write_text(
-            example_config(upstream_port, https_port, http_port, cert, key, prefix / "access.log")
+            example_config(ports, rest_port or ports[0], https_port, http_port, cert, key, prefix / "access.log")
         )
         kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         temp = "\n".join(f"  {kind}_temp_path {prefix / kind};" for kind in kinds)

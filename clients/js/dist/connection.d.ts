@@ -16,15 +16,19 @@ export interface CloseInfo {
 }
 /** Why the client stopped reconnecting (the `noreconnect` event). */
 export interface NoReconnectInfo {
-    /** `close_code`: the server's close code says reconnecting cannot help; `exhausted`: out of attempts. */
-    reason: "close_code" | "exhausted" | "disabled";
+    /**
+     * `close_code`: the server's close code says reconnecting cannot help; `exhausted`: out of attempts;
+     * `disabled`: `autoReconnect` is off; `invalid_url`: the WebSocket constructor refused the URL.
+     */
+    reason: "close_code" | "exhausted" | "disabled" | "invalid_url";
     code?: number;
     attempts: number;
 }
 /** A failure of the socket itself (the `error` event also carries the server's error messages). */
 export interface SocketError {
     type: "socket_error";
-    code: "CONNECTION_ERROR" | "TOKEN_UNAVAILABLE";
+    /** `INVALID_URL`: the WebSocket constructor threw (not `ws://` or `wss://`, a bad host or port…). */
+    code: "CONNECTION_ERROR" | "TOKEN_UNAVAILABLE" | "INVALID_URL";
     message: string;
     cause?: unknown;
 }
@@ -53,7 +57,22 @@ export interface ConnectionOptions {
     /** A WebSocket constructor, for runtimes without a global one (e.g. the `ws` package). */
     WebSocket?: WebSocketConstructor;
 }
-export type WebSocketConstructor = new (url: string) => WebSocket;
+/**
+ * What the clients use of a socket. The DOM `WebSocket` (browsers, Node.js 22+) and the `ws`
+ * package's class both have it; their events' types differ, so the handlers' argument is left open
+ * here (the clients read only `data`, `code`, `reason` and `wasClean`).
+ */
+export interface SocketLike {
+    readonly readyState: number;
+    send(data: string): void;
+    close(code?: number, reason?: string): void;
+    onopen: ((event: never) => void) | null;
+    onmessage: ((event: never) => void) | null;
+    onerror: ((event: never) => void) | null;
+    onclose: ((event: never) => void) | null;
+}
+/** A WebSocket class: the global `WebSocket`, or the `ws` package's (`import WebSocket from "ws"`). */
+export type WebSocketConstructor = new (url: string) => SocketLike;
 /** Runs each handler, so that one that throws never stops the stream or the other handlers. */
 export declare function callAll<A extends unknown[]>(handlers: Iterable<(...args: A) => void> | undefined, args: A): void;
 /** Handlers by order id, `'*'` for every order (seed 004's `onOrderUpdate`). */
@@ -64,7 +83,7 @@ export declare class OrderHandlers {
     dispatch(update: OrderUpdate): void;
 }
 export declare abstract class Connection<Events extends LifecycleEvents> {
-    protected ws: WebSocket | null;
+    protected ws: SocketLike | null;
     protected lastSeq: number | null;
     protected readonly policy: ReconnectPolicy;
     protected readonly store: SeqStore;
@@ -112,7 +131,7 @@ export declare abstract class Connection<Events extends LifecycleEvents> {
     /** The URL of the next socket (credentials, `since`). */
     protected abstract socketUrl(): Promise<string>;
     /** Called when the socket opened. */
-    protected abstract opened(ws: WebSocket): void;
+    protected abstract opened(ws: SocketLike): void;
     /** Called with every parsed message. */
     protected abstract received(msg: Record<string, unknown>): void;
     /** The client's heartbeat message. */
@@ -130,7 +149,7 @@ export declare abstract class Connection<Events extends LifecycleEvents> {
     protected sendRaw(text: string): boolean;
     protected socketError(code: SocketError["code"], message: string, cause?: unknown): void;
     /** Stop for good after a close the client must not retry (e.g. a static token that expired). */
-    protected giveUp(info: NoReconnectInfo): void;
+    protected giveUp(info: NoReconnectInfo, detail?: string): void;
     /** Whether a close with this code is worth a reconnect; subclasses refine (e.g. 4002). */
     protected retryable(_code: number): boolean;
     private open;

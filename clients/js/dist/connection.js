@@ -5,6 +5,11 @@
  */
 import { reconnectDelay } from "./backoff.js";
 import { MemorySeqStore } from "./store.js";
+/** The URL without its query, which may hold credentials (`/ws/orders?session=…&token=…`). */
+function withoutQuery(url) {
+    const query = url.indexOf("?");
+    return query < 0 ? url : `${url.slice(0, query)}?…`;
+}
 /** Runs each handler, so that one that throws never stops the stream or the other handlers. */
 export function callAll(handlers, args) {
     if (!handlers)
@@ -62,8 +67,9 @@ export class Connection {
         this.heartbeatInterval = options.heartbeatInterval ?? heartbeatDefault;
         this.readTimeout = options.readTimeout ?? 30_000;
         const impl = options.WebSocket ?? globalThis.WebSocket;
-        if (!impl)
-            throw new Error("no WebSocket here: pass options.WebSocket (e.g. the `ws` package)");
+        if (!impl) {
+            throw new Error("no WebSocket here: pass options.WebSocket (e.g. the `ws` package), or on Node.js 20 run with --experimental-websocket (built in from Node.js 22)");
+        }
         this.WebSocketImpl = impl;
     }
     // ─── the public surface shared by both clients ─────────────────────────────────────────────────
@@ -186,12 +192,12 @@ export class Connection {
         this.fire("error", { type: "socket_error", code, message, cause });
     }
     /** Stop for good after a close the client must not retry (e.g. a static token that expired). */
-    giveUp(info) {
+    giveUp(info, detail) {
         this.stopped = true;
         this.stopTimers();
         this.setStatus("noreconnect");
         this.fire("noreconnect", info);
-        const why = info.code ? `closed with ${info.code}` : `${info.reason} after ${info.attempts} attempts`;
+        const why = detail ?? (info.code ? `closed with ${info.code}` : `${info.reason} after ${info.attempts} attempts`);
         this.firstConnect?.reject(new Error(`@axisor/realtime: not reconnecting (${why})`));
     }
     /** Whether a close with this code is worth a reconnect; subclasses refine (e.g. 4002). */
@@ -226,7 +232,21 @@ export class Connection {
         }
         if (this.stopped)
             return;
-        const ws = new this.WebSocketImpl(url);
+        let ws;
+        try {
+            ws = new this.WebSocketImpl(url);
+        }
+        catch (err) {
+            // Not ws:// or wss://, a malformed host or port: the same URL will never work, so no retry.
+            // The URL's query (credentials on /ws/orders) stays out of the message and of the cause.
+            const shown = withoutQuery(url);
+            const reason = (err instanceof Error ? err.message : String(err)).split(url).join(shown);
+            const cause = shown === url ? err : Object.assign(new Error(reason), { name: err?.name ?? "Error" });
+            const message = `invalid WebSocket URL ${JSON.stringify(shown)} (expected ws://host/… or wss://host/…): ${reason}`;
+            this.socketError("INVALID_URL", message, cause);
+            this.giveUp({ reason: "invalid_url", attempts: this.attempts }, message);
+            return;
+        }
         this.ws = ws;
         ws.onopen = () => {
             if (this.ws !== ws)

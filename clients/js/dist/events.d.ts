@@ -4,7 +4,7 @@
  * `getConnectionState()`), plus resume by `seq`, duplicate dropping, close-code-aware reconnect,
  * heartbeat and read timeout, and a fresh token when the server sends `auth_expiring`.
  */
-import { Connection, type ConnectionOptions, type LifecycleEvents } from "./connection.js";
+import { Connection, type ConnectionOptions, type LifecycleEvents, type SocketLike } from "./connection.js";
 import type { EventsClientMessage, EventsMessageMap } from "./types.js";
 /** Seed 000's connection states. */
 export declare const ConnectionState: {
@@ -63,7 +63,7 @@ export declare class EventsClient extends Connection<EventsClientEvents> {
     };
     protected socketUrl(): Promise<string>;
     private pendingToken;
-    protected opened(ws: WebSocket): void;
+    protected opened(ws: SocketLike): void;
     protected heartbeat(): string;
     /** 4002 (token expired): worth a reconnect only when a fresh token can be had. */
     protected retryable(code: number): boolean;

@@ -10,7 +10,7 @@ export { EventsClient, ConnectionState } from "./events.js";
 export type { EventsClientOptions, EventsClientEvents, TokenSource } from "./events.js";
 export { OrderUpdatesClient } from "./orders.js";
 export type { OrderCredentials, CredentialsSource, OrderUpdatesClientOptions, OrderUpdatesClientEvents } from "./orders.js";
-export type { ClientError, CloseInfo, ConnectionOptions, ConnectionStatus, LifecycleEvents, NoReconnectInfo, SocketError, WebSocketConstructor, } from "./connection.js";
+export type { ClientError, CloseInfo, ConnectionOptions, ConnectionStatus, LifecycleEvents, NoReconnectInfo, SocketError, SocketLike, WebSocketConstructor, } from "./connection.js";
 export { EVENTS_RECONNECT, ORDERS_RECONNECT, FINAL_CLOSE_CODES, THROTTLED_CLOSE_CODES, reconnectDelay, } from "./backoff.js";
 export type { ReconnectPolicy } from "./backoff.js";
 export { MemorySeqStore, WebStorageSeqStore } from "./store.js";

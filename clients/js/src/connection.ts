@@ -20,8 +20,11 @@ export interface CloseInfo {
 
 /** Why the client stopped reconnecting (the `noreconnect` event). */
 export interface NoReconnectInfo {
-  /** `close_code`: the server's close code says reconnecting cannot help; `exhausted`: out of attempts. */
-  reason: "close_code" | "exhausted" | "disabled";
+  /**
+   * `close_code`: the server's close code says reconnecting cannot help; `exhausted`: out of attempts;
+   * `disabled`: `autoReconnect` is off; `invalid_url`: the WebSocket constructor refused the URL.
+   */
+  reason: "close_code" | "exhausted" | "disabled" | "invalid_url";
   code?: number;
   attempts: number;
 }
@@ -29,7 +32,8 @@ export interface NoReconnectInfo {
 /** A failure of the socket itself (the `error` event also carries the server's error messages). */
 export interface SocketError {
   type: "socket_error";
-  code: "CONNECTION_ERROR" | "TOKEN_UNAVAILABLE";
+  /** `INVALID_URL`: the WebSocket constructor threw (not `ws://` or `wss://`, a bad host or port…). */
+  code: "CONNECTION_ERROR" | "TOKEN_UNAVAILABLE" | "INVALID_URL";
   message: string;
   cause?: unknown;
 }
@@ -62,7 +66,29 @@ export interface ConnectionOptions {
   WebSocket?: WebSocketConstructor;
 }
 
-export type WebSocketConstructor = new (url: string) => WebSocket;
+/**
+ * What the clients use of a socket. The DOM `WebSocket` (browsers, Node.js 22+) and the `ws`
+ * package's class both have it; their events' types differ, so the handlers' argument is left open
+ * here (the clients read only `data`, `code`, `reason` and `wasClean`).
+ */
+export interface SocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: never) => void) | null;
+  onmessage: ((event: never) => void) | null;
+  onerror: ((event: never) => void) | null;
+  onclose: ((event: never) => void) | null;
+}
+
+/** A WebSocket class: the global `WebSocket`, or the `ws` package's (`import WebSocket from "ws"`). */
+export type WebSocketConstructor = new (url: string) => SocketLike;
+
+/** The URL without its query, which may hold credentials (`/ws/orders?session=…&token=…`). */
+function withoutQuery(url: string): string {
+  const query = url.indexOf("?");
+  return query < 0 ? url : `${url.slice(0, query)}?…`;
+}
 
 type Handler = (...args: never[]) => void;
 
@@ -100,7 +126,7 @@ export class OrderHandlers {
 }
 
 export abstract class Connection<Events extends LifecycleEvents> {
-  protected ws: WebSocket | null = null;
+  protected ws: SocketLike | null = null;
   protected lastSeq: number | null = null;
   protected readonly policy: ReconnectPolicy;
   protected readonly store: SeqStore;
@@ -130,7 +156,11 @@ export abstract class Connection<Events extends LifecycleEvents> {
     this.heartbeatInterval = options.heartbeatInterval ?? heartbeatDefault;
     this.readTimeout = options.readTimeout ?? 30_000;
     const impl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (!impl) throw new Error("no WebSocket here: pass options.WebSocket (e.g. the `ws` package)");
+    if (!impl) {
+      throw new Error(
+        "no WebSocket here: pass options.WebSocket (e.g. the `ws` package), or on Node.js 20 run with --experimental-websocket (built in from Node.js 22)",
+      );
+    }
     this.WebSocketImpl = impl;
   }
 
@@ -224,7 +254,7 @@ export abstract class Connection<Events extends LifecycleEvents> {
   /** The URL of the next socket (credentials, `since`). */
   protected abstract socketUrl(): Promise<string>;
   /** Called when the socket opened. */
-  protected abstract opened(ws: WebSocket): void;
+  protected abstract opened(ws: SocketLike): void;
   /** Called with every parsed message. */
   protected abstract received(msg: Record<string, unknown>): void;
   /** The client's heartbeat message. */
@@ -282,12 +312,12 @@ export abstract class Connection<Events extends LifecycleEvents> {
   }
 
   /** Stop for good after a close the client must not retry (e.g. a static token that expired). */
-  protected giveUp(info: NoReconnectInfo): void {
+  protected giveUp(info: NoReconnectInfo, detail?: string): void {
     this.stopped = true;
     this.stopTimers();
     this.setStatus("noreconnect");
     this.fire("noreconnect", info);
-    const why = info.code ? `closed with ${info.code}` : `${info.reason} after ${info.attempts} attempts`;
+    const why = detail ?? (info.code ? `closed with ${info.code}` : `${info.reason} after ${info.attempts} attempts`);
     this.firstConnect?.reject(new Error(`@axisor/realtime: not reconnecting (${why})`));
   }
 
@@ -320,7 +350,20 @@ export abstract class Connection<Events extends LifecycleEvents> {
       return;
     }
     if (this.stopped) return;
-    const ws = new this.WebSocketImpl(url);
+    let ws: SocketLike;
+    try {
+      ws = new this.WebSocketImpl(url);
+    } catch (err) {
+      // Not ws:// or wss://, a malformed host or port: the same URL will never work, so no retry.
+      // The URL's query (credentials on /ws/orders) stays out of the message and of the cause.
+      const shown = withoutQuery(url);
+      const reason = (err instanceof Error ? err.message : String(err)).split(url).join(shown);
+      const cause = shown === url ? err : Object.assign(new Error(reason), { name: (err as Error)?.name ?? "Error" });
+      const message = `invalid WebSocket URL ${JSON.stringify(shown)} (expected ws://host/… or wss://host/…): ${reason}`;
+      this.socketError("INVALID_URL", message, cause);
+      this.giveUp({ reason: "invalid_url", attempts: this.attempts }, message);
+      return;
+    }
     this.ws = ws;
     ws.onopen = () => {
       if (this.ws !== ws) return;
@@ -328,7 +371,7 @@ export abstract class Connection<Events extends LifecycleEvents> {
       this.startTimers();
       this.opened(ws);
     };
-    ws.onmessage = (event: MessageEvent) => {
+    ws.onmessage = (event: { data: unknown }) => {
       if (this.ws !== ws) return;
       this.lastRead = Date.now();
       if (typeof event.data !== "string") return; // both protocols are text only
@@ -340,11 +383,11 @@ export abstract class Connection<Events extends LifecycleEvents> {
       }
       if (msg && typeof msg === "object" && !Array.isArray(msg)) this.received(msg as Record<string, unknown>);
     };
-    ws.onerror = (event: Event) => {
+    ws.onerror = (event: unknown) => {
       if (this.ws !== ws) return;
       this.socketError("CONNECTION_ERROR", "the WebSocket failed", event);
     };
-    ws.onclose = (event: CloseEvent) => {
+    ws.onclose = (event: { code: number; reason: string; wasClean: boolean }) => {
       if (this.ws !== ws) return;
       this.ws = null;
       const info: CloseInfo = { code: event.code, reason: event.reason, wasClean: event.wasClean };

@@ -6,7 +6,7 @@
  */
 
 import { EVENTS_RECONNECT } from "./backoff.js";
-import { Connection, type ConnectionOptions, type LifecycleEvents } from "./connection.js";
+import { Connection, type ConnectionOptions, type LifecycleEvents, type SocketLike } from "./connection.js";
 import type { AuthExpiringMessage, Category, EventsClientMessage, EventsMessageMap, OrderUpdate } from "./types.js";
 
 /** Seed 000's connection states. */
@@ -115,7 +115,7 @@ export class EventsClient extends Connection<EventsClientEvents> {
 
   private pendingToken = "";
 
-  protected opened(ws: WebSocket): void {
+  protected opened(ws: SocketLike): void {
     this.state = ConnectionState.CONNECTED;
     this.authenticated = false;
     // Resuming in the auth message is atomic: the missed events come before any live one.

@@ -19,6 +19,7 @@ export type {
   LifecycleEvents,
   NoReconnectInfo,
   SocketError,
+  SocketLike,
   WebSocketConstructor,
 } from "./connection.js";
 export {

@@ -21,8 +21,14 @@ Needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL). Modes:
   ``--order-rate`` orders/s (100) for ``--order-seconds`` (10): p50/p99, twice: with REST served
   by the daphne process that holds the socket (scripts/run's one process), and as deployed
   (deploy/): REST on the gunicorn workers of deploy/gunicorn.conf.py, the socket on daphne.
-- ``scaleout``: two daphne processes behind the same Redis, the N sockets split between them,
-  one publish path: deliveries/s and p50/p99 at 2,000 deliveries/s.
+- ``scaleout``: ours on one daphne process, then on ``--processes`` (2) behind the same Redis,
+  ``--scaleout-size`` sockets split between them, each event published once, run by run in turn:
+  deliveries/s, server CPU per delivery (all processes), the cores the servers and the load
+  clients used, p50/p99 at 2,000 deliveries/s, and the ratio of deliveries/s to one process.
+
+Load clients: at least ``--client-procs`` processes, client k connecting from 127.0.0.(k+1) (its
+own ephemeral ports), so N can reach what the open-file limit allows (the server needs one per
+socket: N = 19,000 under a limit of 20,000).
 """
 
 from __future__ import annotations
@@ -118,10 +124,13 @@ class Command(BaseCommand):
         parser.add_argument("--client-procs", type=int, default=1, help="load client processes (sockets split)")
         parser.add_argument("--order-rate", type=float, default=100.0)
         parser.add_argument("--order-seconds", type=float, default=10.0)
-        parser.add_argument("--scaleout-size", type=int, default=2000, help="sockets, split over two processes")
+        parser.add_argument("--scaleout-size", type=int, default=2000, help="sockets, split over the processes")
+        parser.add_argument(
+            "--processes", type=int, default=2, help="scaleout: ours on this many processes against one"
+        )
 
     def handle(self, *args, mode, sizes, targets, runs, deliveries, json_path, rate_seconds, client_procs,
-               order_rate, order_seconds, scaleout_size, **options):  # fmt: skip
+               order_rate, order_seconds, scaleout_size, processes, **options):  # fmt: skip
         if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql" or not settings.REDIS_URL:
             raise CommandError("run the benchmark on PostgreSQL and Redis: set DATABASE_URL and REDIS_URL")
         chosen = [t for t in targets.split(",") if t]
@@ -159,8 +168,13 @@ class Command(BaseCommand):
             self.report_orders(self.run_orders(order_rate, order_seconds))
         if mode in ("all", "scaleout"):
             self.users(scaleout_size)
-            self.stdout.write(f"scale-out: N={scaleout_size} over two processes …")
-            self.report_scaleout(scaleout_size, self.run_scaleout(scaleout_size))
+            scaled = self.run_scaleout(scaleout_size, max(2, processes), runs, deliveries)
+            self.report_scaleout(scaled)
+            if json_path:
+                out = Path(json_path)
+                out = out.with_name(f"{out.stem}-scaleout{out.suffix}") if mode == "all" else out
+                out.write_text(json.dumps(scaled, indent=1))
+                self.stdout.write(f"wrote {out}")
 
     # ---- users: one per socket ----------------------------------------------------------------
 
@@ -326,36 +340,65 @@ class Command(BaseCommand):
 
     # ---- scale-out: two processes, one Redis -----------------------------------------------
 
-    def run_scaleout(self, n: int) -> dict:
-        servers = [self.start_server("axisor") for _ in range(2)]
-        clients: list = []
-        try:
-            for i, (_, port) in enumerate(servers):  # half the users on each process
-                clients += self.start_clients(f"ws://127.0.0.1:{port}/ws", n, True, [(i, 2)])
-            readies = [json.loads(c.stdout.readline()) for c, _ in clients]
-            connected = n - sum(r["failed"] for r in readies)
-            full = self.measure("axisor", 0, servers[0][0], clients, max(1, math.ceil(100_000 / n)), 0.0, connected)
-            per_second = RATE / n
-            paced = self.measure("axisor", 0, servers[0][0], clients, max(2, round(per_second * self.rate_seconds)),
-                                 per_second, connected)  # fmt: skip
-            return {
-                "failed": n - connected,
-                "deliveries": full["perSecond"],
-                "lost": full["lost"],
-                "p50": paced["p50"],
-                "p99": paced["p99"],
-            }
-        finally:
-            self.stop_clients(clients)
-            for server, _ in servers:
-                self.stop_server(server)
+    def run_scaleout(self, n: int, processes: int, runs: int, deliveries: int) -> dict:
+        """Ours on one process, then on ``processes`` behind the one Redis, run by run in turn, the
+        same n sockets (split evenly) and the same bursts published once: is fan-out shared out?"""
+        messages = max(1, math.ceil(deliveries / n))
+        done: list[dict] = []
+        for run in range(runs):
+            for count in (1, processes):
+                self.stdout.write(f"N={n} ours on {count} process(es), run {run + 1}/{runs} …")
+                one = self.run("axisor", n, messages, processes=count)
+                done.append({"processes": count, "run": run, **one})
+                self.stdout.write(
+                    f"  {one['deliveriesPerSecond']} deliveries/s, {one['serverCpuUsPerDelivery']} µs CPU/delivery, "
+                    f"servers {one['serverCores']} cores, clients {one['clientCoresTotal']} cores"
+                )
+        keys = ("deliveriesPerSecond", "serverCpuUsPerDelivery", "serverCores", "clientCoresTotal", "rateP50Ms",
+                "rateP99Ms", "connectsPerSecond", "idleKbPerSocket")  # fmt: skip
+        rows = {}
+        for count in (1, processes):
+            mine = [r for r in done if r["processes"] == count]
+            rows[count] = {key: stats.summary([r[key] for r in mine]) for key in keys}
+            rows[count]["lost"] = sum(r["lost"] for r in mine)
+            rows[count]["failed"] = sum(r["failed"] for r in mine)
+            rows[count]["clientBound"] = any(r["clientBound"] for r in mine)
+        one, many = rows[1]["deliveriesPerSecond"]["median"], rows[processes]["deliveriesPerSecond"]["median"]
+        return {
+            "n": n,
+            "processes": processes,
+            "cpus": os.cpu_count(),
+            "rows": {str(k): v for k, v in rows.items()},
+            "ratio": round(many / one, 2) if one and many else None,
+            "runs": [{k: v for k, v in r.items() if k != "burstQuantilesMs"} for r in done],
+        }
 
-    def report_scaleout(self, n: int, r: dict) -> None:
-        self.stdout.write(
-            f"\nbench_fanout scale-out (two daphne processes, one Redis, N={n} split evenly)\n"
-            f"  deliveries/s {r['deliveries']}  lost {r['lost']}  failed sockets {r['failed']}  "
-            f"p50 {r['p50']} ms  p99 {r['p99']} ms (at {RATE:,} deliveries/s)"
+    def report_scaleout(self, r: dict) -> None:
+        def cell(s: dict) -> str:
+            if s["median"] is None:
+                return "-"
+            return f"{s['median']:g}" if s["min"] == s["max"] else f"{s['median']:g} [{s['min']:g}–{s['max']:g}]"
+
+        k = r["processes"]
+        lines = [f"\nbench_fanout scale-out: N={r['n']:,}, ours on 1 and on {k} daphne processes behind one Redis "
+                 f"(sockets split evenly, each event published once); {r['cpus']} CPUs",
+                 "  processes | deliveries/s | CPU µs/deliv (all servers) | server cores | client cores | "
+                 f"{RATE}/s p50/p99 ms | conn/s | KB/idle"]  # fmt: skip
+        for count in (1, k):
+            row = r["rows"][str(count)]
+            flags = f"  lost {row['lost']}" if row["lost"] else ""
+            flags += f"  failed {row['failed']}" if row["failed"] else ""
+            flags += "  CLIENT-BOUND" if row["clientBound"] else ""
+            lines.append(
+                f"  {count:9} | {cell(row['deliveriesPerSecond'])} | {cell(row['serverCpuUsPerDelivery'])} | "
+                f"{cell(row['serverCores'])} | {cell(row['clientCoresTotal'])} | {cell(row['rateP50Ms'])} / "
+                f"{cell(row['rateP99Ms'])} | {cell(row['connectsPerSecond'])} | {cell(row['idleKbPerSocket'])}{flags}"
+            )
+        lines.append(
+            f"  {k} processes / 1: deliveries/s {r['ratio']}× (target ≥ 1.7×). Server + client cores over a burst "
+            f"cannot pass the machine's {r['cpus']}: what the load clients use, the servers cannot."
         )
+        self.stdout.write("\n".join(lines))
 
     # ---- the servers and the client ------------------------------------------------------------
 
@@ -402,14 +445,19 @@ class Command(BaseCommand):
             conn.close()
         return proc, port
 
-    def start_clients(self, url: str, n: int, first_message: bool, slices: list[tuple[int, int]]) -> list:
-        """One lean client process per (part, parts) slice of the first n users, each socket its own user."""
+    def start_clients(self, urls: list[str], n: int, first_message: bool) -> list:
+        """Lean client processes for the first n users, each socket its own user: at least
+        ``--client-procs``, a whole number per server (client k connects to server k mod servers).
+        Client k connects from source address 127.0.0.(k+1): each has its own ~28,000 ephemeral
+        ports (net.ipv4.ip_local_port_range), so N past one address's ports still connects."""
+        parts = len(urls) * math.ceil(self.client_procs / len(urls))
         clients = []
-        for part, parts in slices:
+        for part in range(parts):
             path = self.tokens_file(n, part, parts)
             share = n // parts + (1 if part < n % parts else 0)
             proc = subprocess.Popen(
-                [sys.executable, str(BENCH / "lean_client.py"), url, path, str(share), "1" if first_message else "0"],
+                [sys.executable, str(BENCH / "lean_client.py"), urls[part % len(urls)], path, str(share),
+                 "1" if first_message else "0", f"127.0.0.{part + 1}"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
             clients.append((proc, path))
@@ -426,25 +474,29 @@ class Command(BaseCommand):
                 proc.kill()
             Path(path).unlink(missing_ok=True)
 
-    def run(self, target: str, n: int, messages: int) -> dict:
-        server, port = self.start_server(target)
+    def run(self, target: str, n: int, messages: int, processes: int = 1) -> dict:
+        """One run of ``target`` with n sockets; ours on ``processes`` daphne processes behind the
+        one Redis (the sockets split between them, each event published once), its CPU and
+        memory the sum of theirs."""
+        servers = [self.start_server(target) for _ in range(processes)]
+        pids = [proc.pid for proc, _ in servers]
         clients: list = []
         try:
-            base = stats.rss_kb(server.pid)
-            url = f"ws://127.0.0.1:{port}/ws" if target == "axisor" else f"ws://127.0.0.1:{port}/"
-            slices = [(k, self.client_procs) for k in range(self.client_procs)]
+            base = sum(stats.rss_kb(pid) for pid in pids)
+            path = "/ws" if target == "axisor" else "/"
             # Every target gets the same request, a token included; ours answers with `connection`
             # once it has authenticated the socket, and that is when ours counts as connected.
-            clients = self.start_clients(url, n, target == "axisor", slices)
+            clients = self.start_clients([f"ws://127.0.0.1:{port}{path}" for _, port in servers], n, target == "axisor")
             readies = [json.loads(c.stdout.readline()) for c, _ in clients]
             failed = sum(r["failed"] for r in readies)
             if failed:
                 self.stdout.write(f"  {failed} of {n} sockets failed to connect: {readies[0]['error'] or '?'}")
             connected = n - failed
-            idle_kb = (stats.rss_kb(server.pid) - base) / max(1, connected)
-            full = self.measure(target, port, server, clients, messages, 0.0, connected)
+            idle_kb = (sum(stats.rss_kb(pid) for pid in pids) - base) / max(1, connected)
+            port = servers[0][1]
+            full = self.measure(target, port, pids, clients, messages, 0.0, connected)
             per_second = RATE / n
-            paced = self.measure(target, port, server, clients, max(2, round(per_second * self.rate_seconds)),
+            paced = self.measure(target, port, pids, clients, max(2, round(per_second * self.rate_seconds)),
                                  per_second, connected)  # fmt: skip
             return {
                 "serverCpuUsPerDelivery": full["cpuUs"],
@@ -457,6 +509,8 @@ class Command(BaseCommand):
                 "idleKbPerSocket": round(idle_kb, 1),
                 "clientCores": max(full["clientCores"], paced["clientCores"]),
                 "clientBound": full["clientBound"] or paced["clientBound"],
+                "serverCores": full["serverCores"],
+                "clientCoresTotal": full["clientCoresTotal"],
                 "messages": messages,
                 "deliveries": full["received"],
                 "lost": full["lost"] + paced["lost"],
@@ -465,7 +519,8 @@ class Command(BaseCommand):
             }
         finally:
             self.stop_clients(clients)
-            self.stop_server(server)
+            for server, _ in servers:
+                self.stop_server(server)
 
     def stop_server(self, server: subprocess.Popen) -> None:
         """SIGTERM, then SIGKILL: daphne waits for every consumer of thousands to finish closing."""
@@ -476,17 +531,23 @@ class Command(BaseCommand):
             server.kill()
             server.wait(timeout=30)
 
-    def measure(self, target: str, port: int, server, clients: list, count: int, rate: float, connected: int) -> dict:
+    def measure(self, target: str, port: int, pids: list[int], clients: list, count: int, rate: float,
+                connected: int) -> dict:  # fmt: skip
         """Publish count messages (rate per second, 0 = a burst) and wait for every socket to get them.
-        Server CPU is read from /proc before the first publish and after the last receipt."""
+        Server CPU (every server process's) is read from /proc before the first publish and after
+        the last receipt."""
         timeout = 60 + count * connected / 2000  # stock Channels at N = 20,000 takes its time
-        server_cpu, client_cpu = stats.cpu_seconds(server.pid), [stats.cpu_seconds(c.pid) for c, _ in clients]
+
+        def server_seconds() -> float:
+            return sum(stats.cpu_seconds(pid) for pid in pids)
+
+        server_cpu, client_cpu = server_seconds(), [stats.cpu_seconds(c.pid) for c, _ in clients]
         for c, _ in clients:
             c.stdin.write(json.dumps({"cmd": "expect", "count": count, "timeout": timeout}) + "\n")
             c.stdin.flush()
         self.publish(target, port, count, rate)
         answers = [json.loads(c.stdout.readline()) for c, _ in clients]
-        server_cpu = stats.cpu_seconds(server.pid) - server_cpu
+        server_cpu = server_seconds() - server_cpu
         client_cpu = [stats.cpu_seconds(c.pid) - cpu for (c, _), cpu in zip(clients, client_cpu, strict=True)]
         got = [a for a in answers if a["received"]]
         received = sum(a["received"] for a in answers)
@@ -503,6 +564,10 @@ class Command(BaseCommand):
             "cpuUs": round(server_cpu / received * 1e6, 2) if received else float("nan"),
             "clientCores": round(max(stats.cores(cpu, span) for cpu, span in zip(client_cpu, spans, strict=True)), 2),
             "clientBound": any(stats.client_bound(cpu, span) for cpu, span in zip(client_cpu, spans, strict=True)),
+            # cores the servers and all the clients used over the burst (publish of the first to the last
+            # receipt): on a 2-core machine what the clients take, the servers cannot have
+            "serverCores": round(stats.cores(server_cpu, max(last - first_sent, 0.01)), 2) if got else 0.0,
+            "clientCoresTotal": round(stats.cores(sum(client_cpu), max(last - first_sent, 0.01)), 2) if got else 0.0,
             "p50": percentile(quantiles, 0.5),
             "p99": percentile(quantiles, 0.99),
             "quantiles": [quantiles[min(len(quantiles) - 1, i * len(quantiles) // 100)] for i in range(101)]

@@ -1,16 +1,19 @@
 // A small React page as a frontend developer writes it with @axisor/realtime: seed 000's
 // useWebSocket hook on /ws, and seed 004's Web Worker (the package's worker entry) on /ws/orders.
-// The test passes the server and the credentials in the URL's fragment, as JSON.
-import { useEffect, useState } from "react";
+// The test passes the server and the credentials in the URL's fragment, as JSON. Rendered under
+// StrictMode, as a Vite or Next.js app is in development: every effect runs, is cleaned up, runs again.
+import { StrictMode, useCallback, useEffect, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { useWebSocket } from "@axisor/realtime/react";
 
 const config = JSON.parse(decodeURIComponent(location.hash.slice(1)));
 
 function Dashboard() {
+  // A stable token function, as docs/topics/js-package.md shows (a real page fetches a fresh token).
+  const getToken = useCallback(async () => config.jwt, []);
   const { client, connectionState, error, isConnected, subscribe, unsubscribe } = useWebSocket(
     `${config.ws}/ws`,
-    config.jwt,
+    getToken,
   );
   const [rooms, setRooms] = useState([]);
   const [orders, setOrders] = useState([]);
@@ -48,9 +51,14 @@ function Dashboard() {
   );
 }
 
-createRoot(document.getElementById("root")).render(<Dashboard />);
+createRoot(document.getElementById("root")).render(
+  <StrictMode>
+    <Dashboard />
+  </StrictMode>,
+);
 
-// Seed 004's main.js, unchanged apart from the worker's URL and the socket's URL in `connect`.
+// Seed 004's main.js, with three changes: the worker's URL, `{ type: "module" }` (the package's
+// worker is an ES module) and the socket's URL in `connect` (the page is on another origin).
 const worker = new Worker(config.worker, { type: "module" });
 worker.onmessage = (event) => {
   const data = JSON.parse(event.data);

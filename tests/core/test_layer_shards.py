@@ -1,0 +1,129 @@
+"""A channel layer sharded over several Redis servers (CHANNEL_LAYER_HOSTS): the blocking publisher
+puts each group's messages on the server channels-redis subscribes that group on; a dead server
+fails only its own groups' publishes; /readyz reports each server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+import redis
+from channels_redis.utils import _consistent_hash
+from django.test import RequestFactory
+
+from core import redis_clients
+from core.health import readyz
+from core.internals import ResilientPubSubChannelLayer
+from tests.hardening.conftest import PrivateRedis
+
+GROUPS = [f"user.{n}" for n in range(24)] + ["system", "admin.staff", "market.BTC_USD"]
+
+
+@pytest.fixture
+def shards(settings, monkeypatch):
+    servers = [PrivateRedis() for _ in range(3)]
+    try:
+        for server in servers:
+            server.start()
+        settings.CHANNEL_LAYER_HOSTS = [server.url for server in servers]
+        settings.REDIS_SOCKET_TIMEOUT, settings.REDIS_CONNECT_TIMEOUT = 2.0, 1.0
+        monkeypatch.setattr(redis_clients, "_layer_clients", {})  # built anew for these servers
+        yield servers
+    finally:
+        for server in servers:
+            server.kill()
+
+
+def test_layer_hosts_are_the_shards_with_the_same_options(shards, settings):
+    hosts = redis_clients.layer_hosts()
+    assert [h["address"] for h in hosts] == settings.CHANNEL_LAYER_HOSTS
+    options = [{k: v for k, v in h.items() if k not in ("address", "retry")} for h in hosts]
+    assert options[0]["socket_timeout"] == 2.0 and all(o == options[0] for o in options)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_blocking_publishes_reach_each_groups_shard_and_a_dead_shard_fails_only_its_groups(shards):
+    # Names this alike can hash unevenly (CRC32's low bits): a prefix under which all three hold some
+    prefix = next(
+        p
+        for p in (f"t{uuid.uuid4().hex[:8]}" for _ in range(100))
+        if len({_consistent_hash(f"{p}__group__{g}", 3) for g in GROUPS}) == 3
+    )
+    layer = ResilientPubSubChannelLayer(prefix=prefix)
+    channel = await layer.new_channel()
+    for group in GROUPS:
+        await layer.group_add(group, channel)
+    loop_layer = layer._get_layer()
+    shard_of = {g: loop_layer._shards.index(loop_layer._get_shard(f"{prefix}__group__{g}")) for g in GROUPS}
+    assert len(set(shard_of.values())) == 3  # the groups spread over all three, as the hash says
+
+    def held(server: PrivateRedis) -> set[str]:
+        with redis.Redis(port=server.port, decode_responses=True) as r:
+            return {name.removeprefix(f"{prefix}__group__") for name in r.pubsub_channels(f"{prefix}__group__*")}
+
+    for i, server in enumerate(shards):  # subscribed where channels-redis's hash puts them
+        assert held(server) == {g for g in GROUPS if shard_of[g] == i}
+
+    sends = [(g, {"type": "t.m", "group": g}) for g in GROUPS]
+    assert await asyncio.to_thread(layer.publish_blocking, sends) == {}
+    got = {(await asyncio.wait_for(layer.receive(channel), 5))["group"] for _ in GROUPS}
+    assert got == set(GROUPS)  # each on the server its subscribers listen on
+
+    shards[1].kill()
+    failed = await asyncio.to_thread(layer.publish_blocking, sends)
+    assert {GROUPS[i] for i in failed} == {g for g in GROUPS if shard_of[g] == 1}
+    assert all(isinstance(e, redis.ConnectionError) for e in failed.values())
+    alive = {g for g in GROUPS if shard_of[g] != 1}
+    got = set()
+    while got != alive:
+        message = await asyncio.wait_for(layer.receive(channel), 5)
+        got.add(message.get("group"))  # (and maybe the layer's own notices)
+    answer = await readyz(RequestFactory().get("/readyz"))
+    body = json.loads(answer.content)
+    assert answer.status_code == 200 and body["status"] == "degraded", body
+    assert body["checks"]["channelLayer.1"].startswith("error")
+    assert [body["checks"][k] for k in ("database", "redis", "channelLayer.0", "channelLayer.2")] == ["ok"] * 4
+    await layer.flush()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_silent_link_is_noticed_its_groups_told_and_it_is_resubscribed_when_it_answers(settings):
+    """A partition (no FIN, no RST): the reader pings the quiet link, counts it lost after
+    REDIS_SOCKET_TIMEOUT, refuses new subscriptions there, names its groups in ``layer.lost``
+    after the grace, and once the link answers again re-subscribes them (``layer.reconnected``)."""
+    from core.internals import LOST, RECONNECTED
+    from tests.hardening.conftest import TcpProxy
+
+    server = PrivateRedis()
+    server.start()
+    proxy = TcpProxy(server.port)
+    try:
+        settings.CHANNEL_LAYER_HOSTS = [f"redis://127.0.0.1:{proxy.port}/0"]
+        settings.REDIS_SOCKET_TIMEOUT, settings.REDIS_CONNECT_TIMEOUT = 1.0, 1.0
+        settings.CHANNEL_LAYER_GRACE_SECONDS = 1.0
+        prefix = f"t{uuid.uuid4().hex[:8]}"
+        layer = ResilientPubSubChannelLayer(prefix=prefix)
+        channel = await layer.new_channel()
+        await layer.group_add("user.7", channel)
+        await layer.group_add("market.BTC_USD", channel)
+
+        proxy.blackhole()
+        cut = asyncio.get_running_loop().time()
+        lost = await asyncio.wait_for(layer.receive(channel), 15)
+        assert lost == {"type": LOST, "groups": ["market.BTC_USD", "user.7"]}
+        # 1 s quiet + 1 s unanswered PING + 1 s grace (and the proxy's retries): noticed, not hung
+        assert asyncio.get_running_loop().time() - cut < 6
+        with pytest.raises(redis.ConnectionError):
+            await layer.group_add("user.8", channel)  # a socket joining now would be deaf: refused
+
+        proxy.restore()
+        assert (await asyncio.wait_for(layer.receive(channel), 15)) == {"type": RECONNECTED}
+        with redis.Redis(port=server.port) as r:
+            assert r.publish(f"{prefix}__group__market.BTC_USD", layer.serialize({"type": "t.m"})) == 1
+        assert (await asyncio.wait_for(layer.receive(channel), 5)) == {"type": "t.m"}
+        await layer.flush()
+    finally:
+        proxy.close()
+        server.kill()

@@ -1,0 +1,123 @@
+"""The per-process connection lease registry (gateway/limits.py): nothing runs per connection — one
+task renews every lease the process holds, and every take, release and renewal goes through one
+writer, in order, batched per round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from django.conf import settings
+
+from core.redis_clients import redis_client
+from gateway import limits
+from tests.polling import until
+
+
+def conns_key(kind: str, user_id: int) -> str:
+    return f"{settings.CHANNEL_LAYER_PREFIX}:{kind}:conns:{user_id}"
+
+
+@pytest.fixture
+def fresh_users():
+    """User ids no earlier run left leases under (the keys are in the shared test Redis)."""
+    base = 10**9 + uuid.uuid4().int % 10**9
+
+    def ids(n: int) -> list[int]:
+        return list(range(base, base + n))
+
+    return ids
+
+
+async def scores(kind: str, user_id: int) -> dict[str, float]:
+    found = await redis_client().zrange(conns_key(kind, user_id), 0, -1, withscores=True)
+    return {member.decode(): score for member, score in found}
+
+
+async def clear(kind: str, users: list[int]) -> None:
+    await redis_client().delete(*(conns_key(kind, u) for u in users))
+
+
+async def test_one_task_renews_every_lease_of_the_process(settings, fresh_users):
+    settings.AXISOR_WS = {**settings.AXISOR_WS, "LEASE_SECONDS": 0.9}  # renewed every 0.3 s
+    users = fresh_users(20)
+    await clear(limits.WS, users)
+    registry = limits.leases()
+    tasks_before = len(asyncio.all_tasks())
+    for user in users:
+        for socket in ("a", "b"):
+            assert await limits.acquire(limits.WS, user, "basic", f"s-{user}-{socket}") is None
+    # 40 sockets hold leases: the registry's renewer is the one task that keeps them (the writer
+    # task exists only while something waits to be sent)
+    assert len(asyncio.all_tasks()) - tasks_before <= 2 and registry.renewer is not None
+    first = await scores(limits.WS, users[0])
+    assert set(first) == {f"s-{users[0]}-a", f"s-{users[0]}-b"}
+
+    async def renewed() -> bool:
+        now = await scores(limits.WS, users[-1])
+        return bool(now) and min(now.values()) > max(first.values()) + 0.2
+
+    await until(renewed, timeout=10, what="the registry's periodic renewal")
+    for user in users:
+        for socket in ("a", "b"):
+            await limits.release(limits.WS, user, f"s-{user}-{socket}")
+    assert registry.held == {} and [await scores(limits.WS, u) for u in users] == [{}] * len(users)
+    await until(lambda: registry.renewer is None or registry.renewer.done(), what="the renewer to stop: nothing held")
+
+
+async def test_a_release_is_never_undone_by_a_renewal_on_its_way(fresh_users):
+    (user,) = fresh_users(1)
+    await clear(limits.WS, [user])
+    registry = limits.leases()
+    assert await limits.acquire(limits.WS, user, "basic", "kept") is None
+    assert await limits.acquire(limits.WS, user, "basic", "gone") is None
+    renewal = asyncio.ensure_future(registry.renew())  # its snapshot holds both leases
+    await asyncio.sleep(0)  # the renewal is queued first
+    await limits.release(limits.WS, user, "gone")  # sent after it, in order
+    await renewal
+    assert set(await scores(limits.WS, user)) == {"kept"}
+    await registry.renew()
+    assert set(await scores(limits.WS, user)) == {"kept"}  # a released lease is not renewed again
+    await limits.release(limits.WS, user, "kept")
+
+
+async def test_a_connect_storm_costs_a_pipeline_per_round_trip_and_the_cap_still_holds(monkeypatch, fresh_users):
+    users = fresh_users(200)
+    capped, *others = users
+    await clear(limits.WS, users)
+    batches: list[int] = []
+    run = limits.RedisLimiter.run
+
+    async def counted(self, ops):
+        batches.append(len(ops))
+        return await run(self, ops)
+
+    monkeypatch.setattr(limits.RedisLimiter, "run", counted)
+    answers = await asyncio.gather(
+        *(limits.acquire(limits.WS, u, "basic", f"m-{u}") for u in others),
+        *(limits.acquire(limits.WS, capped, "basic", f"m-{capped}-{i}") for i in range(12)),
+    )
+    assert answers[: len(others)] == [None] * len(others)
+    refused = [a for a in answers[len(others) :] if a is not None]
+    assert len(refused) == 2 and all(r.code == 4029 for r in refused)  # basic: CAP_WS_SOCKETS_BASIC = 10
+    assert len(await scores(limits.WS, capped)) == 10
+    # 211 takes asked for in one turn of the loop go in one pipeline; the refused two look again
+    # through the grace period in batches of their own
+    assert batches[0] == 211 and sum(batches[1:]) <= 2 * round(limits.GRACE_SECONDS / limits.GRACE_STEP), batches
+    await asyncio.gather(*(limits.release(limits.WS, u, f"m-{u}") for u in others))
+    await asyncio.gather(*(limits.release(limits.WS, capped, f"m-{capped}-{i}") for i in range(12)))
+    assert not await scores(limits.WS, capped) and limits.leases().held == {}
+
+
+async def test_without_redis_the_same_registry_keeps_the_leases_in_memory(monkeypatch):
+    memory = limits.MemoryLimiter()
+    monkeypatch.setattr(limits, "_limiter", memory)
+    registry = limits.leases()
+    assert await limits.acquire(limits.WS, 1, "basic", "m1") is None
+    memory.conns[limits.WS, 1]["m1"] = 0.0  # as if it had lapsed
+    await registry.renew()
+    assert memory.conns[limits.WS, 1]["m1"] > 0
+    await limits.release(limits.WS, 1, "m1")
+    await registry.renew()
+    assert memory.conns[limits.WS, 1] == {}
