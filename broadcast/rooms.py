@@ -73,6 +73,11 @@ class Room:
         return self.kind is RoomKind.CATEGORY
 
 
+def is_market_group(group: str) -> bool:
+    """Whether a channel-layer group is a market room's (``Room.group`` of RoomKind.MARKET)."""
+    return group.startswith(f"{RoomKind.MARKET.value}.")
+
+
 def _group_safe(key: str) -> str:
     """Injective, group-safe spelling of a room key.
 

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from broadcast import presence, stafffeed
 from broadcast.messages import ACCESS_CHANGED
-from broadcast.rooms import RoomKind
+from broadcast.rooms import is_market_group
 from core.internals import LOST, RECONNECTED, direct_sender, transport_backlog
 from core.metrics import CONFLATED, DELIVERED, HUB_ROOMS, SLOW_CLOSES
 from core.perloop import PerLoop
@@ -56,7 +56,6 @@ _stamps = itertools.count(1)  # shared by every hub, so a stamp never means two 
 
 
 UNAVAILABLE = "the server cannot reach its message bus right now; reconnect shortly"
-MARKET_GROUPS = f"{RoomKind.MARKET.value}."  # broadcast.rooms.Room.group of a market room
 
 
 class LayerUnavailable(Exception):
@@ -141,7 +140,7 @@ class Hub:
         the layer reaches them (another process, or this one once the server is back). Market rooms
         carry only the latest prices, nothing to resume: they stay, resubscribed when it is back."""
         for group in groups:
-            if not group.startswith(MARKET_GROUPS):
+            if not is_market_group(group):
                 for conn in tuple(self.members.get(group, ())):
                     conn.layer_lost()
 

@@ -286,3 +286,9 @@ async def close_code(sock, timeout: float = 10) -> int | None:
 
 async def rest(method: str, url: str, body: dict | None = None, **kwargs) -> tuple[int, dict]:
     return await asyncio.to_thread(call, method, url, body, **kwargs)
+
+
+async def readiness(server) -> int:
+    """The status /readyz of a server process answers (off the event loop)."""
+    status, _ = await asyncio.to_thread(call, "GET", f"{server.http}/readyz")
+    return status

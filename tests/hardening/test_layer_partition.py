@@ -15,9 +15,8 @@ from channels.db import database_sync_to_async
 
 from axisor_client import AxisorClient
 from tests.conftest import jwt_for
-from tests.hardening.conftest import server_is_clean
+from tests.hardening.conftest import readiness, server_is_clean
 from tests.hardening.fleet import FAST, Fleet, broadcast, latest_seqs, users
-from tests.integration.http import call
 from tests.polling import until
 
 GRACE = 2.0  # CHANNEL_LAYER_GRACE_SECONDS
@@ -35,11 +34,6 @@ def env_for(redis_url: str) -> dict[str, str]:
         "AXISOR_BACKGROUND": "0",
         "AXISOR_SIMULATE": "",
     }
-
-
-async def readiness(server) -> int:
-    status, _ = await asyncio.to_thread(call, "GET", f"{server.http}/readyz")
-    return status
 
 
 @pytest.mark.slow

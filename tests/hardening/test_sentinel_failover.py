@@ -14,11 +14,10 @@ import pytest
 from channels.db import database_sync_to_async
 
 from tests.conftest import jwt_for
-from tests.hardening.conftest import raise_nofile, rest, server_is_clean
+from tests.hardening.conftest import raise_nofile, readiness, rest, server_is_clean
 from tests.hardening.fleet import Fleet, broadcast, latest_seqs, users
 from tests.hardening.sentinel import sentinel_redis  # noqa: F401 - the fixture
 from tests.integration.conftest import worker  # noqa: F401 - the fixture
-from tests.integration.http import call
 from tests.polling import until
 
 SERVED_AGAIN_SECONDS = 15
@@ -33,11 +32,6 @@ MASTER_LOST = (
 def env_for(deployment) -> dict[str, str]:
     # REDIS_SOCKET_TIMEOUT bounds each Redis call while no master answers.
     return {**deployment.env, "REDIS_SOCKET_TIMEOUT": "2", "REDIS_CONNECT_TIMEOUT": "1"}
-
-
-async def readiness(server) -> int:
-    status, _ = await asyncio.to_thread(call, "GET", f"{server.http}/readyz")
-    return status
 
 
 @pytest.mark.slow
