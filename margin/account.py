@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -75,16 +75,34 @@ def _last_prices(instrument_ids: set[int]) -> dict[int, Decimal]:
     return {**prices, **prices_for(instrument_ids)}
 
 
-def _unit_cost(order: Order, last: Decimal) -> Decimal:
-    """Margin per unit of an order: its price (a market or stop-market order: the last price, with a
-    buffer for slippage) over its leverage, plus the fee its fill will cost."""
+class _Working(NamedTuple):
+    """What a working order's margin is computed from: a row, not a model instance (a user may hold
+    thousands, and each placement reads them all)."""
+
+    pk: int
+    instrument_id: int
+    transaction_type: str
+    pending_quantity: Decimal
+    order_type: str
+    price: Decimal | None
+    trigger_price: Decimal | None
+    leverage: int
+
+    @classmethod
+    def of(cls, order: Order) -> _Working:
+        return cls(*(getattr(order, name) for name in cls._fields))
+
+
+def _unit_cost(order: _Working, last: Decimal, fee: Decimal, buffer: Decimal) -> Decimal:
+    """Margin per unit of an order: its price (a market or stop-market order: the last price, with
+    ``buffer`` for slippage) over its leverage, plus the ``fee`` rate its fill will cost."""
     if order.order_type in (OrderType.LIMIT, OrderType.SL) and order.price:
         price = order.price
     elif order.order_type == OrderType.SL_M and order.trigger_price:
         price = order.trigger_price
     else:
-        price = last * (1 + Decimal(str(settings.AXISOR_RISK["MARKET_ORDER_BUFFER"])))
-    return price / Decimal(order.leverage) + price * fee_rate()
+        price = last * (1 + buffer)
+    return price / Decimal(order.leverage) + price * fee
 
 
 def _order_margin(position: Decimal, orders: list[tuple[str, Decimal, Decimal]]) -> Decimal:
@@ -112,17 +130,25 @@ class _Book:
     currency: str
     balance: Decimal
     positions: list[Position]
-    orders: list[Order]
+    orders: list[_Working]
     prices: dict[int, Decimal]
+
+    def adding(self, order: Order) -> _Book:
+        """The book with ``order`` (just placed, in this transaction) among its working orders."""
+        if order.order_status not in LIVE or order.pending_quantity <= 0 or order.reduce_only:
+            return self
+        prices = self.prices
+        if order.instrument_id not in prices:
+            prices = {**prices, **_last_prices({order.instrument_id})}
+        return _Book(self.currency, self.balance, self.positions, [*self.orders, _Working.of(order)], prices)
 
 
 def _book(user_id: int) -> _Book:
     balance, currency = account_balance(user_id=user_id)
     positions = list(Position.objects.filter(user_id=user_id, status=PositionStatus.OPEN))
     # reduce-only orders never add exposure: they hold nothing
-    orders = list(
-        Order.objects.filter(user_id=user_id, order_status__in=LIVE, pending_quantity__gt=0, reduce_only=False)
-    )
+    working = Order.objects.filter(user_id=user_id, order_status__in=LIVE, pending_quantity__gt=0, reduce_only=False)
+    orders = [_Working(*row) for row in working.values_list(*_Working._fields)]
     prices = _last_prices({p.instrument_id for p in positions} | {o.instrument_id for o in orders})
     return _Book(currency, balance, positions, orders, prices)
 
@@ -157,10 +183,12 @@ def _figures(book: _Book, fill: tuple[Order, Decimal, Decimal] | None = None, *,
         ((book.prices.get(i, entries[i]) - entries[i]) * signed[i] for i in signed if signed[i]), Decimal(0)
     )
     by_instrument: dict[int, list[tuple[str, Decimal, Decimal]]] = defaultdict(list)
+    fee, buffer = fee_rate(), Decimal(str(settings.AXISOR_RISK["MARKET_ORDER_BUFFER"]))
     for o in book.orders:
         if pending[o.pk] > 0:
             last = book.prices.get(o.instrument_id) or Decimal(0)
-            by_instrument[o.instrument_id].append((o.transaction_type, pending[o.pk], _unit_cost(o, last)))
+            cost = _unit_cost(o, last, fee, buffer)
+            by_instrument[o.instrument_id].append((o.transaction_type, pending[o.pk], cost))
     order_margin = sum(
         (_order_margin(signed.get(i, Decimal(0)), items) for i, items in by_instrument.items()), Decimal(0)
     )
@@ -219,9 +247,11 @@ def order_submit(*, user: User, **order: Any) -> Order:
     account_lock(user.pk)
     if order.get("reduce_only"):
         _check_reduces(user, order)
-    before = account_figures(user_id=user.pk)
+    book = _book(user.pk)
     placed = order_place(user=user, **order)
-    shortfall = _shortfall(before, account_figures(user_id=user.pk), "the order needs")
+    # Placing changes nothing of the book but this order (the account is locked): the figures
+    # after are the book's with it added, not a second read of every working order.
+    shortfall = _shortfall(_figures(book), _figures(book.adding(placed)), "the order needs")
     if shortfall:
         placed = order_reject(order=placed, reason=shortfall)
     return placed

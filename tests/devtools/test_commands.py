@@ -44,6 +44,7 @@ def run(env: dict, *args: str, timeout: float = 180) -> str:
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    sys.stderr.write(done.stderr)  # shown with a failing test: what a command said of refusals
     return done.stdout
 
 
@@ -122,3 +123,19 @@ def test_bench_fanout_scaleout_compares_two_processes_with_one(scratch_env, tmp_
         # /proc counts CPU in 10 ms ticks: a burst this small may read as none
         assert row["serverCores"]["median"] >= 0 and row["clientCoresTotal"]["median"] >= 0, row
     assert [(r["processes"], r["deliveries"]) for r in result["runs"]] == [(1, 50), (2, 50)]
+
+
+def test_bench_fanout_orders_measures_both_tiers_and_a_ramp(scratch_env):
+    """A smoke run of the orders mode: placement → update with REST on daphne and on gunicorn, then
+    the ramp as deployed, each step reporting what it placed; the orders go round three funded users
+    (each update awaited on its own user's socket), their limit buys inside the price band after the
+    module's earlier commands moved the market, so none is refused or rejected. No timing asserted:
+    whether a step is sustained depends on the machine."""
+    out = run(scratch_env, "bench_fanout", "--mode", "orders", "--order-rate", "10", "--order-seconds", "1",
+              "--order-ramp", "10,20", "--order-users", "3")  # fmt: skip
+    for tier in ("REST on the socket's daphne process", "REST on gunicorn workers"):
+        figures = r"orders 10  refused 0  rejected 0  missing updates 0  p50 [0-9.]+ ms"
+        assert re.search(rf"{tier}.*, 3 user\(s\):\n\s+{figures}", out), out
+    steps = re.findall(r"^\s+(\d+)/s  placed [0-9.]+/s  refused 0  rejected 0  missing 0  p50 [0-9.]+ ms", out, re.M)
+    assert steps and steps[0] == "10", out
+    assert re.search(r"highest sustained rate: (\d+ orders/s|none of these)", out), out

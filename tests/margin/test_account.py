@@ -8,6 +8,8 @@ from decimal import Decimal as D
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from ledger.models import Account, EntryKind, LedgerEntry
 from margin.account import account_figures, order_submit
@@ -303,3 +305,35 @@ def test_working_orders_are_capped_per_tier(make_user, instruments, settings):
     order = Order.objects.filter(user=user).first()
     auth_api(user).post(f"/api/orders/{order.order_id}/cancel")
     assert auth_api(user).post("/api/orders", body, format="json").status_code == 201  # a place again
+
+
+def test_a_placement_reads_the_working_orders_once_however_many_there_are(make_user, instruments):
+    """The pre-trade check reads the user's working orders in one statement per placement (it once
+    read them twice, as model instances), and the statements do not grow with them: the figures
+    after the placement are the book's with the new order added."""
+    user = make_user(balance=1_000_000)
+
+    def placing() -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            assert submit(user, "BUY", "0.001").order_status == "PENDING"
+        return [q["sql"] for q in queries.captured_queries]
+
+    few = placing()
+    for _ in range(40):
+        submit(user, "BUY", "0.001")
+    many = placing()
+    assert len(many) == len(few)
+    working_reads = [sql for sql in many if sql.startswith("SELECT") and '"orders_order"."pending_quantity" >' in sql]
+    assert len(working_reads) == 1, working_reads
+    # and the figures are what a fresh read of every working order gives: 42 × (40 ÷ 10 + fee 0.02)
+    assert account_figures(user_id=user.pk).order_margin == 42 * (D(40) / 10 + D(40) * D("0.0005"))
+
+
+def test_a_placement_is_checked_with_the_orders_it_adds_to(make_user, instruments):
+    """An order the balance covers alone is rejected once the working orders already hold the rest:
+    the check after a placement counts every working order, the new one included."""
+    user = make_user(balance=4020 * 2)
+    assert submit(user, "BUY", "1").order_status == "PENDING"
+    assert submit(user, "SELL", "1", price=D("40000")).order_status == "PENDING"  # the larger side: still 4,020
+    assert submit(user, "BUY", "1").order_status == "PENDING"  # 8,040 held
+    assert submit(user, "BUY", "0.001").order_status == "REJECTED"

@@ -190,8 +190,12 @@ def test_the_run_command_from_a_clean_clone_serves_the_demo(newcomer, browser): 
         browser.find_element(By.ID, "id_username").send_keys("admin")
         browser.find_element(By.ID, "id_password").send_keys("admin-demo-1")
         browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        # The form's POST is a navigation of its own: wait for the page it lands on, or a later get()
+        # can be overtaken by it (and the browser ends on the dashboard, not the market page).
+        waiting(browser).until(lambda d: "Dashboard" in d.find_element(By.TAG_NAME, "h1").text)
         browser.get(f"{server.http}/panel/market")
         live(browser)
+        assert browser.current_url.endswith("/panel/market"), browser.current_url
         cell = (By.CSS_SELECTOR, '#market tr[data-symbol="BTC_USD"] [data-col="price"]')
         before = waiting(browser).until(lambda d: d.find_element(*cell).text)  # the live page replaces rows
         # A price that moves: the demo feed's next tick for BTC_USD that differs from the rendered one
