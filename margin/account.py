@@ -32,7 +32,7 @@ from django.db import transaction
 from accounts.caps import cap_check
 from accounts.models import User
 from core.errors import Conflict
-from ledger.models import MONEY_QUANT, EntryKind, LedgerEntry
+from ledger.models import MONEY_QUANT, Account, EntryKind, LedgerEntry
 from ledger.selectors import account_balance
 from ledger.services import account_lock, ledger_post
 from market.models import Instrument
@@ -143,8 +143,9 @@ class _Book:
         return _Book(self.currency, self.balance, self.positions, [*self.orders, _Working.of(order)], prices)
 
 
-def _book(user_id: int) -> _Book:
-    balance, currency = account_balance(user_id=user_id)
+def _book(user_id: int, account: Account | None = None) -> _Book:
+    """``account``: the user's, already read (locked) in this transaction."""
+    balance, currency = (account.balance, account.currency) if account else account_balance(user_id=user_id)
     positions = list(Position.objects.filter(user_id=user_id, status=PositionStatus.OPEN))
     # reduce-only orders never add exposure: they hold nothing
     working = Order.objects.filter(user_id=user_id, order_status__in=LIVE, pending_quantity__gt=0, reduce_only=False)
@@ -217,8 +218,7 @@ def fill_funded(*, order: Order, quantity: Decimal, price: Decimal) -> Decimal:
     Position.objects.select_for_update(of=("self",)).filter(
         user_id=order.user_id, instrument_id=order.instrument_id, status=PositionStatus.OPEN
     ).first()
-    account_lock(order.user_id)
-    book = _book(order.user_id)
+    book = _book(order.user_id, account_lock(order.user_id))
     # The floor: zero, or what is available without this order when that is already below zero
     # (its own reservation is left out: a market order's is re-priced at the last price, which moved).
     floor = min(Decimal(0), _figures(book, without=order.pk).available)
@@ -244,10 +244,10 @@ def order_submit(*, user: User, **order: Any) -> Order:
     and a system close walk them all)."""
     working = Order.objects.filter(user=user, order_status__in=LIVE)
     cap_check(user=user, name="WORKING_ORDERS", what="working orders", count=working.count)
-    account_lock(user.pk)
+    account = account_lock(user.pk)
     if order.get("reduce_only"):
         _check_reduces(user, order)
-    book = _book(user.pk)
+    book = _book(user.pk, account)
     placed = order_place(user=user, **order)
     # Placing changes nothing of the book but this order (the account is locked): the figures
     # after are the book's with it added, not a second read of every working order.
