@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
-from core.redis_clients import layer_clients, redis_client
+from core.redis_clients import layer_clients, redis_client, redis_sync_client, sync_layer_clients
 
 
 def healthz(request):
@@ -30,6 +30,40 @@ async def _check_channel_layer() -> None:
     await redis_client().ping()
 
 
+def _verdict(checks: dict[str, str], shards: list[str]) -> str:
+    """``ready``, ``degraded`` (ready, something failing) or ``unavailable``: every check but the
+    shards must pass, and at least one shard when there are any."""
+    ready = all(v == "ok" for name, v in checks.items() if name not in shards) and (
+        not shards or any(checks[name] == "ok" for name in shards)
+    )
+    if not ready:
+        return "unavailable"
+    return "degraded" if any(v != "ok" for v in checks.values()) else "ready"
+
+
+def _failure(exc: BaseException) -> str:
+    return f"error: {type(exc).__name__}"
+
+
+def readiness() -> dict:
+    """What /readyz answers, ``{"status", "checks"}``, from sync code (the staff panel on gunicorn):
+    the same checks under the same names, one after another with the blocking clients."""
+    probes: list[tuple[str, Callable[[], object]]] = [("database", _check_database)]
+    layer = "redis" if settings.CHANNEL_LAYER_HOSTS else "channelLayer"
+    probes.append((layer, lambda: settings.REDIS_ENABLED and redis_sync_client().ping()))
+    shards: list[tuple[str, Callable[[], object]]] = []
+    if settings.CHANNEL_LAYER_HOSTS:
+        shards = [(f"channelLayer.{i}", client.ping) for i, client in enumerate(sync_layer_clients())]
+    checks = {}
+    for name, check in probes + shards:
+        try:
+            check()
+            checks[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, never raised into the page
+            checks[name] = _failure(exc)
+    return {"status": _verdict(checks, [name for name, _ in shards]), "checks": checks}
+
+
 async def readyz(request):
     """Ready when the database and the channel layer's Redis answer. With a sharded layer
     (CHANNEL_LAYER_HOSTS) the configured Redis is ``redis`` and each layer server is reported on
@@ -46,12 +80,8 @@ async def readyz(request):
     # side by side: a server that stopped answering costs its timeouts once, not once per server
     results = await asyncio.gather(*(check() for _, check in probes + shards), return_exceptions=True)
     checks = {
-        name: f"error: {type(result).__name__}" if isinstance(result, BaseException) else "ok"
+        name: _failure(result) if isinstance(result, BaseException) else "ok"
         for (name, _), result in zip(probes + shards, results, strict=True)
     }
-    ready = all(checks[name] == "ok" for name, _ in probes) and (
-        not shards or any(checks[name] == "ok" for name, _ in shards)
-    )
-    degraded = ready and any(v != "ok" for v in checks.values())
-    status = "degraded" if degraded else "ready" if ready else "unavailable"
-    return JsonResponse({"status": status, "checks": checks}, status=200 if ready else 503)
+    status = _verdict(checks, [name for name, _ in shards])
+    return JsonResponse({"status": status, "checks": checks}, status=503 if status == "unavailable" else 200)

@@ -106,6 +106,19 @@ def sync_client_for(host: dict) -> redis.Redis:
     return _client(host, asyncio_client=False)
 
 
+_sync_layer_clients: dict[tuple[str, ...], list[redis.Redis]] = {}
+
+
+def sync_layer_clients() -> list[redis.Redis]:
+    """The process's blocking client for each channel-layer server, in ``layer_hosts()`` order (the
+    staff panel's readiness, from sync code)."""
+    key = tuple(settings.CHANNEL_LAYER_HOSTS)
+    clients = _sync_layer_clients.get(key)
+    if clients is None:
+        clients = _sync_layer_clients[key] = [sync_client_for(host) for host in layer_hosts()]
+    return clients
+
+
 _layer_clients: dict[asyncio.AbstractEventLoop, list[aioredis.Redis]] = {}
 
 

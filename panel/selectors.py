@@ -6,15 +6,14 @@ from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.db.models import Count, Prefetch
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from broadcast import presence
 from broadcast.models import EventLog
+from core import health
 from ledger.models import Account
 from margin.account import account_figures
 from margin.models import MarginGuardExecution
@@ -27,24 +26,17 @@ from system.selectors import notices_in_force
 HISTORY_MINUTES = 10
 
 
-def readiness() -> dict[str, str]:
-    """The /readyz checks, from sync code: database and channel layer (Redis)."""
-    checks = {}
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - report, never crash the page
-        checks["database"] = f"error: {type(exc).__name__}"
-    if settings.REDIS_ENABLED:
-        try:
-            presence.sync_client().ping()
-            checks["channelLayer"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            checks["channelLayer"] = f"error: {type(exc).__name__}"
-    else:
-        checks["channelLayer"] = "ok"
-    return checks
+LABELS = {"database": "Database", "channelLayer": "Channel layer", "redis": "Redis"}
+
+
+def readiness() -> dict:
+    """/readyz's verdict and checks (core.health.readiness), each check with a label for the page."""
+    found = health.readiness()
+    rows = [
+        (name, LABELS.get(name) or f"Channel layer server {name.rsplit('.', 1)[-1]}", value)
+        for name, value in found["checks"].items()
+    ]
+    return {"status": found["status"], "rows": rows}
 
 
 ROOM_KINDS = ("user", "system", "admin", "market")

@@ -307,6 +307,11 @@ import { EventsClient } from "../realtime/index.js";
             badge.className = "badge " + (value === "ok" ? "ok" : "bad");
           }
         }
+        const status = document.querySelector('[data-check="status"]');
+        if (status) {
+          status.textContent = result.status;
+          status.className = "badge " + ({ ready: "ok", degraded: "warn" }[result.status] || "bad");
+        }
       } catch (err) {
         for (const badge of document.querySelectorAll("[data-check]")) {
           badge.textContent = "unreachable";

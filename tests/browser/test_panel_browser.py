@@ -128,6 +128,7 @@ def test_staff_log_in_and_see_a_connection_appear_on_the_dashboard(browser, serv
         waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="ws"]'), "2"))
         waiting(browser).until(text_is((By.CSS_SELECTOR, '[data-check="database"]'), "ok"))
         assert browser.find_element(By.CSS_SELECTOR, '[data-check="channelLayer"]').text == "ok"
+        assert browser.find_element(By.CSS_SELECTOR, '[data-check="status"]').text == "ready"
         screenshot(browser, "dashboard")
     finally:
         sock.close()

@@ -134,7 +134,10 @@ def test_bench_fanout_orders_measures_both_tiers_and_a_ramp(scratch_env):
     out = run(scratch_env, "bench_fanout", "--mode", "orders", "--order-rate", "10", "--order-seconds", "1",
               "--order-ramp", "10,20", "--order-users", "3")  # fmt: skip
     for tier in ("REST on the socket's daphne process", "REST on gunicorn workers"):
-        figures = r"orders 10  refused 0  rejected 0  missing updates 0  p50 [0-9.]+ ms"
+        figures = (
+            r"orders 10  refused 0  rejected 0  missing updates 0  p50 [0-9.]+ ms  p99 [0-9.]+ ms  "
+            r"server CPU [0-9.]+ ms/order  client [0-9.]+ cores"
+        )
         assert re.search(rf"{tier}.*, 3 user\(s\):\n\s+{figures}", out), out
     steps = re.findall(r"^\s+(\d+)/s  placed [0-9.]+/s  refused 0  rejected 0  missing 0  p50 [0-9.]+ ms", out, re.M)
     assert steps and steps[0] == "10", out

@@ -367,3 +367,28 @@ def test_users_and_a_users_page_show_the_money(panel, make_user, instruments):
     assert re.search(r'data-col="balance">12345\.68<', listing)
     page = panel.get(f"/panel/users/{rich.pk}").content.decode()
     assert re.search(r'data-col="balance">12345\.68<', page) and re.search(r'data-col="available">12345\.68<', page)
+
+
+def test_the_dashboard_shows_what_readyz_answers_for_each_layer_server(panel, settings):
+    """The panel's readiness is /readyz's (core.health): with a sharded layer each server is a row,
+    and one server down is "degraded", not a single "channel layer: ok" read from REDIS_URL."""
+    from core import redis_clients
+    from tests.integration.http import free_port
+
+    page = panel.get("/panel/").content.decode()
+    assert re.search(r'data-check="status">ready<', page) and re.search(r'data-check="channelLayer">ok<', page)
+
+    dead = free_port()
+    settings.CHANNEL_LAYER_HOSTS = [settings.REDIS_URL, f"redis://127.0.0.1:{dead}/0"]
+    settings.REDIS_CONNECT_TIMEOUT = 1.0
+    redis_clients._sync_layer_clients.clear()
+    page = panel.get("/panel/").content.decode()
+    assert re.search(r'data-check="status">degraded<', page), page
+    assert re.search(r'data-check="redis">ok<', page) and re.search(r'data-check="channelLayer.0">ok<', page)
+    assert re.search(
+        r'Channel layer server 1</dt>\s*<dd><span class="badge bad" data-check="channelLayer.1">error: ', page
+    )
+
+    settings.CHANNEL_LAYER_HOSTS = [f"redis://127.0.0.1:{dead}/0"]  # no layer server answers: not ready
+    assert re.search(r'data-check="status">unavailable<', panel.get("/panel/").content.decode())
+    redis_clients._sync_layer_clients.clear()

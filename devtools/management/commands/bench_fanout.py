@@ -276,7 +276,8 @@ class Command(BaseCommand):
                     for trader in traders:  # each step starts with no resting order
                         order_cancel_all(user=trader.user)
                     one = {"rest": rest, "rate": r, "users": users}
-                    one |= asyncio.run(self._orders(port, rest_port, traders, price, r, seconds))
+                    servers = [server.pid] + ([web[0].pid, *stats.children(web[0].pid)] if web else [])
+                    one |= asyncio.run(self._orders(port, rest_port, traders, price, r, seconds, servers))
                     results.append(one)
                     if ramp:
                         self.stdout.write(
@@ -317,8 +318,17 @@ class Command(BaseCommand):
             time.sleep(0.2)
 
     async def _orders(
-        self, port: int, rest_port: int, traders: list[Trader], price: str, rate: float, seconds: float
+        self,
+        port: int,
+        rest_port: int,
+        traders: list[Trader],
+        price: str,
+        rate: float,
+        seconds: float,
+        servers: list[int],
     ) -> dict:
+        """``servers``: the pids whose CPU is the server's (daphne, gunicorn's master and workers);
+        the client's is this process's (its event loop, its socket readers, its 16 HTTP threads)."""
         import websockets  # a test-stack dependency, like the load client
 
         arrived: dict[str, float] = {}
@@ -392,7 +402,11 @@ class Command(BaseCommand):
                 # needs and opens its pooled connections on its first requests.
                 await paced(max(1, round(rate / 2)))
                 count = max(1, round(rate * seconds))
+                cpu = {pid: stats.cpu_seconds(pid) for pid in [os.getpid(), *servers]}
+                wall = time.monotonic()
                 placed = await paced(count)
+                wall = time.monotonic() - wall
+                cpu = {pid: stats.cpu_seconds(pid) - used for pid, used in cpu.items()}
             for reader in readers:
                 reader.cancel()
         lat = sorted((arrived[oid] - started) * 1000 for oid, started in placed if oid and oid in arrived)
@@ -408,6 +422,11 @@ class Command(BaseCommand):
             # the rate the requests really went out at: below the one asked when the server (or
             # the client's 16 threads) could not keep up
             "achieved": round((count - 1) / span, 1) if span > 0 else float(count),
+            # the measured window (the placements and their updates' arrival): server CPU per order
+            # (PostgreSQL's is not in it), and whether the client may have been the limit
+            "serverCpuMsPerOrder": round(1000 * sum(cpu[pid] for pid in servers) / count, 2),
+            "clientCores": round(stats.cores(cpu[os.getpid()], wall), 2),
+            "clientBound": stats.client_bound(cpu[os.getpid()], wall),
         }
 
     def sustained(self, one: dict) -> bool:
@@ -415,6 +434,7 @@ class Command(BaseCommand):
             one["refused"] == 0
             and one["rejected"] == 0
             and one["missing"] == 0
+            and not one["clientBound"]  # a step the client limited says nothing of the server
             and one["p99"] <= RAMP_P99_MS
             and one["achieved"] >= 0.95 * one["rate"]
         )
@@ -422,14 +442,15 @@ class Command(BaseCommand):
     def report_ramp(self, results: list[dict]) -> None:
         self.stdout.write(
             f"\nbench_fanout orders ramp (as deployed: REST on gunicorn, socket on daphne; sustained = p99 ≤ "
-            f"{RAMP_P99_MS:g} ms, nothing refused, rejected or missing, ≥ 95 % of the rate placed; "
+            f"{RAMP_P99_MS:g} ms, nothing refused, rejected or missing, ≥ 95 % of the rate placed, the client not "
+            "the limit; "
             f"{results[0]['users'] if results else 0} user(s))"
         )
         for r in results:
             self.stdout.write(
                 f"  {r['rate']:>6g}/s  placed {r['achieved']}/s  refused {r['refused']}  rejected {r['rejected']}  "
-                f"missing {r['missing']}  "
-                f"p50 {r['p50']} ms  p99 {r['p99']} ms{'' if self.sustained(r) else '  (not sustained)'}"
+                f"missing {r['missing']}  p50 {r['p50']} ms  p99 {r['p99']} ms  {self.cpu_text(r)}"
+                f"{'' if self.sustained(r) else '  (not sustained)'}"
             )
         best = max((r["rate"] for r in results if self.sustained(r)), default=None)
         self.stdout.write(f"  highest sustained rate: {f'{best:g} orders/s' if best else 'none of these'}")
@@ -447,8 +468,16 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  {where[r['rest']]}, {r['users']} user(s):\n    orders {r['orders']}  refused {r['refused']}  "
                 f"rejected {r['rejected']}  "
-                f"missing updates {r['missing']}  p50 {r['p50']} ms  p99 {r['p99']} ms"
+                f"missing updates {r['missing']}  p50 {r['p50']} ms  p99 {r['p99']} ms  {self.cpu_text(r)}"
             )
+        self.stdout.write(
+            "  server CPU: daphne and gunicorn (not PostgreSQL) per order placed; CLIENT-BOUND: this command's "
+            f"client used > {stats.CLIENT_BOUND:.0%} of a core (the figures understate the server)"
+        )
+
+    def cpu_text(self, r: dict) -> str:
+        bound = "  CLIENT-BOUND" if r["clientBound"] else ""
+        return f"server CPU {r['serverCpuMsPerOrder']} ms/order  client {r['clientCores']} cores{bound}"
 
     # ---- scale-out: two processes, one Redis -----------------------------------------------
 
