@@ -27,6 +27,29 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def named(comm: str) -> list[int]:
+    """The pids of processes called ``comm`` (/proc/PID/comm: e.g. ``postgres``, every backend)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == comm:
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile
+            continue
+    return found
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far per pid, leaving out any that has exited."""
+    used = {}
+    for pid in pids:
+        try:
+            used[pid] = cpu_seconds(pid)
+        except OSError:
+            continue
+    return used
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -136,7 +136,7 @@ def test_bench_fanout_orders_measures_both_tiers_and_a_ramp(scratch_env):
     for tier in ("REST on the socket's daphne process", "REST on gunicorn workers"):
         figures = (
             r"orders 10  refused 0  rejected 0  missing updates 0  p50 [0-9.]+ ms  p99 [0-9.]+ ms  "
-            r"server CPU [0-9.]+ ms/order  client [0-9.]+ cores"
+            r"server CPU [0-9.]+ ms/order  PostgreSQL [0-9.]+ ms/order  client [0-9.]+ cores"
         )
         assert re.search(rf"{tier}.*, 3 user\(s\):\n\s+{figures}", out), out
     steps = re.findall(r"^\s+(\d+)/s  placed [0-9.]+/s  refused 0  rejected 0  missing 0  p50 [0-9.]+ ms", out, re.M)

@@ -403,10 +403,13 @@ class Command(BaseCommand):
                 await paced(max(1, round(rate / 2)))
                 count = max(1, round(rate * seconds))
                 cpu = {pid: stats.cpu_seconds(pid) for pid in [os.getpid(), *servers]}
+                database = stats.cpu_of(stats.named("postgres"))  # every backend, the pool's included
                 wall = time.monotonic()
                 placed = await paced(count)
                 wall = time.monotonic() - wall
                 cpu = {pid: stats.cpu_seconds(pid) - used for pid, used in cpu.items()}
+                after = stats.cpu_of(stats.named("postgres"))
+                database_cpu = sum(used - database.get(pid, 0.0) for pid, used in after.items())
             for reader in readers:
                 reader.cancel()
         lat = sorted((arrived[oid] - started) * 1000 for oid, started in placed if oid and oid in arrived)
@@ -422,9 +425,11 @@ class Command(BaseCommand):
             # the rate the requests really went out at: below the one asked when the server (or
             # the client's 16 threads) could not keep up
             "achieved": round((count - 1) / span, 1) if span > 0 else float(count),
-            # the measured window (the placements and their updates' arrival): server CPU per order
-            # (PostgreSQL's is not in it), and whether the client may have been the limit
+            # the measured window (the placements and their updates' arrival): server CPU per order,
+            # PostgreSQL's (every postgres process of the machine) and whether the client may have
+            # been the limit
             "serverCpuMsPerOrder": round(1000 * sum(cpu[pid] for pid in servers) / count, 2),
+            "databaseCpuMsPerOrder": round(1000 * database_cpu / count, 2),
             "clientCores": round(stats.cores(cpu[os.getpid()], wall), 2),
             "clientBound": stats.client_bound(cpu[os.getpid()], wall),
         }
@@ -471,13 +476,17 @@ class Command(BaseCommand):
                 f"missing updates {r['missing']}  p50 {r['p50']} ms  p99 {r['p99']} ms  {self.cpu_text(r)}"
             )
         self.stdout.write(
-            "  server CPU: daphne and gunicorn (not PostgreSQL) per order placed; CLIENT-BOUND: this command's "
+            "  server CPU: daphne and gunicorn per order placed; PostgreSQL: every postgres process of the machine "
+            "over the same window; CLIENT-BOUND: this command's "
             f"client used > {stats.CLIENT_BOUND:.0%} of a core (the figures understate the server)"
         )
 
     def cpu_text(self, r: dict) -> str:
         bound = "  CLIENT-BOUND" if r["clientBound"] else ""
-        return f"server CPU {r['serverCpuMsPerOrder']} ms/order  client {r['clientCores']} cores{bound}"
+        return (
+            f"server CPU {r['serverCpuMsPerOrder']} ms/order  PostgreSQL {r['databaseCpuMsPerOrder']} ms/order  "
+            f"client {r['clientCores']} cores{bound}"
+        )
 
     # ---- scale-out: two processes, one Redis -----------------------------------------------
 
