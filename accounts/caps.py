@@ -23,18 +23,20 @@ def cap_for(tier: str, name: str) -> int:
     return caps.get(tier, caps["basic"])
 
 
-def cap_check(*, user: User, name: str, what: str, count: Callable[[], int]) -> None:
+def cap_check(*, user: User, name: str, what: str, count: Callable[[], int], locked: bool = False) -> None:
     """Raise Conflict ``limit_exceeded`` (409) if ``user`` already holds its tier's cap of ``what``.
 
     Call inside the transaction that adds the new one: the user's row is locked first, so two
-    requests at once cannot both see room for one more."""
+    requests at once cannot both see room for one more. ``locked``: the caller already holds a lock
+    that every add of ``what`` for this user takes (margin's order_submit: the account's)."""
     cap = cap_for(user.tier, name)
     if cap <= 0:
         return
-    # FOR NO KEY UPDATE, not FOR UPDATE: rows that reference the user (a fill's trade and ledger
-    # entry) take FOR KEY SHARE on it, which FOR UPDATE would block: a placement holding the user
-    # and waiting for the account deadlocked against a fill holding the account.
-    User.objects.select_for_update(no_key=True).filter(pk=user.pk).values_list("pk", flat=True).first()
+    if not locked:
+        # FOR NO KEY UPDATE, not FOR UPDATE: rows that reference the user (a fill's trade and ledger
+        # entry) take FOR KEY SHARE on it, which FOR UPDATE would block: a placement holding the
+        # user and waiting for the account deadlocked against a fill holding the account.
+        User.objects.select_for_update(no_key=True).filter(pk=user.pk).values_list("pk", flat=True).first()
     if count() >= cap:
         raise Conflict(f"{user.tier} accounts may hold at most {cap} {what}", code=LIMIT_EXCEEDED)
 

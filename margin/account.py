@@ -37,12 +37,11 @@ from ledger.selectors import account_balance
 from ledger.services import account_lock, ledger_post
 from market.models import Instrument
 from orders.models import LIVE, Order, OrderType, Side
-from orders.services import order_lock, order_modify, order_place, order_reject
+from orders.services import order_lock, order_modify, order_place_in_transaction, order_reject
 
 from .formula import fill_effect
 from .models import Position, PositionStatus
 from .positions import fee_rate
-from .selectors import prices_for
 
 INSUFFICIENT_FUNDS = "Insufficient funds"
 MAX_ADJUSTMENT = Decimal("1e12")
@@ -71,8 +70,10 @@ class Figures:
 
 def _last_prices(instrument_ids: set[int]) -> dict[int, Decimal]:
     """The last traded price per instrument, or its reference price before the first trade."""
-    prices = dict(Instrument.objects.filter(pk__in=instrument_ids).values_list("pk", "reference_price"))
-    return {**prices, **prices_for(instrument_ids)}
+    if not instrument_ids:
+        return {}
+    rows = Instrument.objects.filter(pk__in=instrument_ids).values_list("pk", "reference_price", "state__price")
+    return {pk: reference if last is None else last for pk, reference, last in rows}
 
 
 class _Working(NamedTuple):
@@ -130,8 +131,9 @@ class _Book:
     currency: str
     balance: Decimal
     positions: list[Position]
-    orders: list[_Working]
+    orders: list[_Working]  # those that hold margin
     prices: dict[int, Decimal]
+    live: int  # every working order, those that hold nothing (reduce-only, nothing pending) too
 
     def adding(self, order: Order) -> _Book:
         """The book with ``order`` (just placed, in this transaction) among its working orders."""
@@ -140,18 +142,20 @@ class _Book:
         prices = self.prices
         if order.instrument_id not in prices:
             prices = {**prices, **_last_prices({order.instrument_id})}
-        return _Book(self.currency, self.balance, self.positions, [*self.orders, _Working.of(order)], prices)
+        orders = [*self.orders, _Working.of(order)]
+        return _Book(self.currency, self.balance, self.positions, orders, prices, self.live + 1)
 
 
 def _book(user_id: int, account: Account | None = None) -> _Book:
     """``account``: the user's, already read (locked) in this transaction."""
     balance, currency = (account.balance, account.currency) if account else account_balance(user_id=user_id)
     positions = list(Position.objects.filter(user_id=user_id, status=PositionStatus.OPEN))
-    # reduce-only orders never add exposure: they hold nothing
-    working = Order.objects.filter(user_id=user_id, order_status__in=LIVE, pending_quantity__gt=0, reduce_only=False)
-    orders = [_Working(*row) for row in working.values_list(*_Working._fields)]
+    live = Order.objects.filter(user_id=user_id, order_status__in=LIVE).values_list(*_Working._fields, "reduce_only")
+    # reduce-only orders never add exposure: they hold nothing (but count towards the tier's cap)
+    rows = list(live)
+    orders = [_Working(*row[:-1]) for row in rows if row[3] > 0 and not row[-1]]
     prices = _last_prices({p.instrument_id for p in positions} | {o.instrument_id for o in orders})
-    return _Book(currency, balance, positions, orders, prices)
+    return _Book(currency, balance, positions, orders, prices, len(rows))
 
 
 def _figures(book: _Book, fill: tuple[Order, Decimal, Decimal] | None = None, *, without: int | None = None) -> Figures:
@@ -242,13 +246,13 @@ def order_submit(*, user: User, **order: Any) -> Order:
     Takes ``orders.services.order_place``'s arguments; validation errors are raised as there. A user
     holding the tier's cap of working orders gets 409 ``limit_exceeded`` (cancels, the pre-trade check
     and a system close walk them all)."""
-    working = Order.objects.filter(user=user, order_status__in=LIVE)
-    cap_check(user=user, name="WORKING_ORDERS", what="working orders", count=working.count)
-    account = account_lock(user.pk)
+    # The account's lock serialises this user's placements: the tier's cap is counted in the book,
+    # under it, not under a lock of its own.
+    book = _book(user.pk, account_lock(user.pk))
+    cap_check(user=user, name="WORKING_ORDERS", what="working orders", count=lambda: book.live, locked=True)
     if order.get("reduce_only"):
         _check_reduces(user, order)
-    book = _book(user.pk, account)
-    placed = order_place(user=user, **order)
+    placed = order_place_in_transaction(user=user, **order)  # this transaction is the placement's
     # Placing changes nothing of the book but this order (the account is locked): the figures
     # after are the book's with it added, not a second read of every working order.
     shortfall = _shortfall(_figures(book), _figures(book.adding(placed)), "the order needs")

@@ -177,13 +177,12 @@ def _validate_against_market(
     quantity: Decimal,
     price: Decimal | None,
     trigger_price: Decimal | None,
+    last: Decimal | None,
 ) -> None:
     """The exchange's limits, as brokers apply them before an order goes out: a limit price inside
-    the band around the last traded price, a stop whose trigger the market has not already crossed
-    (it would fire at once: place a market or limit order instead), and a notional within the
-    maximum per order. Without a traded price yet, only the notional (at the reference price)."""
-    state = MarketState.objects.filter(instrument=instrument).only("price").first()
-    last = state.price if state is not None else None
+    the band around ``last``, the last traded price, a stop whose trigger the market has not already
+    crossed (it would fire at once: place a market or limit order instead), and a notional within
+    the maximum per order. Without a traded price yet, only the notional (at the reference price)."""
     conf = settings.AXISOR_RISK
     band = Decimal(str(conf["PRICE_BAND"]))
     if last is not None and price is not None and not last * (1 - band) <= price <= last * (1 + band):
@@ -204,12 +203,20 @@ def _validate_against_market(
         errors["quantity"] = f"the order's notional {(quantity * reference):,.2f} is above the maximum {limit:,.0f}"
 
 
+def _last_price(instrument: Instrument) -> Decimal | None:
+    """The instrument's last traded price, or None before its first trade (its market state read
+    with it by ``select_related("state")``, or now)."""
+    try:
+        return instrument.state.price
+    except MarketState.DoesNotExist:
+        return None
+
+
 def _new_order_id() -> str:
     return f"{timezone.now():%y%m%d}{secrets.randbelow(10**9):09d}"
 
 
-@transaction.atomic
-def order_place(
+def order_place_in_transaction(
     *,
     user: User,
     trading_symbol: str,
@@ -225,8 +232,15 @@ def order_place(
     client_order_id: str = "",
     validity: str | None = None,
 ) -> Order:
+    """Validate and record a new order in the caller's transaction, with no savepoint of its own: for
+    a caller whose transaction any error ends (margin.account.order_submit). Everyone else calls
+    ``order_place``, the same in a transaction (a savepoint when nested). Raises ValidationError, or
+    Conflict ``duplicate_client_order_id``."""
+    if not transaction.get_connection().in_atomic_block:
+        raise transaction.TransactionManagementError("order_place_in_transaction needs a transaction")
     errors: dict[str, str] = {}
-    instrument = Instrument.objects.filter(symbol=trading_symbol, active=True).first()
+    # the instrument with its market state (the last traded price), in one read
+    instrument = Instrument.objects.filter(symbol=trading_symbol, active=True).select_related("state").first()
     if instrument is None:
         raise ValidationError({"tradingSymbol": f"unknown instrument {trading_symbol!r}"})
     if exchange and exchange != instrument.exchange:
@@ -240,7 +254,8 @@ def order_place(
     _validate_quantity(errors, instrument, quantity)
     _validate_prices(errors, instrument, order_type, transaction_type, price, trigger_price)
     if not errors:
-        _validate_against_market(errors, instrument, order_type, transaction_type, quantity, price, trigger_price)
+        last = _last_price(instrument)
+        _validate_against_market(errors, instrument, order_type, transaction_type, quantity, price, trigger_price, last)
     validity = validity or (Validity.DAY if instrument.exchange in sessions.SESSIONS else Validity.GTC)
     _validate_session(errors, instrument, order_type, validity, amo)
     if not 1 <= leverage <= instrument.max_leverage:
@@ -285,6 +300,10 @@ def order_place(
     return order
 
 
+# Place an order: validate and record it, in a transaction of its own (a savepoint when nested).
+order_place = transaction.atomic(order_place_in_transaction)
+
+
 @transaction.atomic
 def order_modify(
     *,
@@ -326,6 +345,7 @@ def order_modify(
             order.quantity if quantity is None else quantity,
             new_price if price is not None else None,
             new_trigger if trigger_price is not None and order.order_status == S.TRIGGER_PENDING else None,
+            _last_price(order.instrument),
         )
     if quantity is not None:
         _validate_quantity(errors, order.instrument, quantity)

@@ -211,6 +211,39 @@ async def test_order_placement_over_the_tier_rate_is_429_with_retry_after_across
     assert status == 201
 
 
+# ---- case 31b: working orders held at once -----------------------------------------------------------
+
+
+async def test_parallel_placements_past_the_working_orders_cap_place_exactly_the_cap(daphne, make_user, instruments):
+    """The cap is counted in the pre-trade check's read of the working orders, under the account's
+    lock (no lock of the user's row of its own): placements at once over two processes still
+    cannot both take the last place."""
+    env = {**ENV, "CAP_WORKING_ORDERS_BASIC": "5"}
+    a, b = await asyncio.gather(*(asyncio.to_thread(daphne, **env) for _ in range(2)))
+    user = await database_sync_to_async(make_user)("working-basic")
+    token = jwt_for(user)
+    answers = await asyncio.gather(
+        *(
+            asyncio.to_thread(call_with_headers, "POST", f"{(a, b)[i % 2].http}/api/orders", ORDER, token)
+            for i in range(12)
+        )
+    )
+    statuses = sorted(status for status, _, _ in answers)
+    print(f"\ncase 31b: 12 parallel placements at a cap of 5 working orders over two processes → "
+          f"{statuses.count(201)} × 201, {statuses.count(409)} × 409")  # fmt: skip
+    assert statuses == [201] * 5 + [409] * 7, statuses
+    assert all(body["orderStatus"] == "PENDING" for status, body, _ in answers if status == 201)
+    refused = next(body for status, body, _ in answers if status == 409)
+    assert refused == {"code": "limit_exceeded", "detail": "basic accounts may hold at most 5 working orders"}
+    status, page = await rest("GET", f"{a.http}/api/orders", token=token)
+    assert status == 200 and page["count"] == 5  # nothing recorded for the refused ones
+    # a cancel frees a place
+    status, _ = await rest("POST", f"{b.http}/api/orders/{page['results'][0]['orderId']}/cancel", token=token)
+    assert status == 200
+    status, body = await rest("POST", f"{a.http}/api/orders", ORDER, token=token)
+    assert status == 201 and body["orderStatus"] == "PENDING", body
+
+
 # ---- case 32: resume floods ------------------------------------------------------------------------
 
 
