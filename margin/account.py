@@ -36,6 +36,7 @@ from ledger.models import MONEY_QUANT, Account, EntryKind, LedgerEntry
 from ledger.selectors import account_balance
 from ledger.services import account_lock, ledger_post
 from market.models import Instrument
+from market.selectors import last_traded_price
 from orders.models import LIVE, Order, OrderType, Side
 from orders.services import order_lock, order_modify, order_place_in_transaction, order_reject
 
@@ -140,8 +141,9 @@ class _Book:
         if order.order_status not in LIVE or order.pending_quantity <= 0 or order.reduce_only:
             return self
         prices = self.prices
-        if order.instrument_id not in prices:
-            prices = {**prices, **_last_prices({order.instrument_id})}
+        if order.instrument_id not in prices:  # its instrument, as the placement read it
+            last = last_traded_price(order.instrument)
+            prices = {**prices, order.instrument_id: order.instrument.reference_price if last is None else last}
         orders = [*self.orders, _Working.of(order)]
         return _Book(self.currency, self.balance, self.positions, orders, prices, self.live + 1)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from decimal import Decimal
 
 from channels.db import database_sync_to_async
 
@@ -47,6 +48,15 @@ async def snapshot_text_async(symbol: str) -> str | None:
 
     state = await database_sync_to_async(snapshot_get)(symbol=symbol)
     return None if state is None else dumps(market_data_update(state))
+
+
+def last_traded_price(instrument: Instrument) -> Decimal | None:
+    """The instrument's last traded price, or None before its first trade: its market state as read
+    with it (``select_related("state")``), else read now."""
+    try:
+        return instrument.state.price
+    except MarketState.DoesNotExist:
+        return None
 
 
 def latest_prices() -> dict:

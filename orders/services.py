@@ -21,7 +21,8 @@ from accounts.models import User
 from accounts.signals import account_access_changed
 from core.errors import Conflict, NotFound
 from market import sessions
-from market.models import Instrument, MarketState
+from market.models import Instrument
+from market.selectors import last_traded_price
 from notifications.services import notification_create
 from orders.events import order_message
 from wire import iso, num
@@ -203,15 +204,6 @@ def _validate_against_market(
         errors["quantity"] = f"the order's notional {(quantity * reference):,.2f} is above the maximum {limit:,.0f}"
 
 
-def _last_price(instrument: Instrument) -> Decimal | None:
-    """The instrument's last traded price, or None before its first trade (its market state read
-    with it by ``select_related("state")``, or now)."""
-    try:
-        return instrument.state.price
-    except MarketState.DoesNotExist:
-        return None
-
-
 def _new_order_id() -> str:
     return f"{timezone.now():%y%m%d}{secrets.randbelow(10**9):09d}"
 
@@ -254,7 +246,7 @@ def order_place_in_transaction(
     _validate_quantity(errors, instrument, quantity)
     _validate_prices(errors, instrument, order_type, transaction_type, price, trigger_price)
     if not errors:
-        last = _last_price(instrument)
+        last = last_traded_price(instrument)
         _validate_against_market(errors, instrument, order_type, transaction_type, quantity, price, trigger_price, last)
     validity = validity or (Validity.DAY if instrument.exchange in sessions.SESSIONS else Validity.GTC)
     _validate_session(errors, instrument, order_type, validity, amo)
@@ -345,7 +337,7 @@ def order_modify(
             order.quantity if quantity is None else quantity,
             new_price if price is not None else None,
             new_trigger if trigger_price is not None and order.order_status == S.TRIGGER_PENDING else None,
-            _last_price(order.instrument),
+            last_traded_price(order.instrument),
         )
     if quantity is not None:
         _validate_quantity(errors, order.instrument, quantity)

@@ -319,15 +319,17 @@ def test_a_placement_reads_the_working_orders_once_however_many_there_are(make_u
             assert submit(user, "BUY", "0.001").order_status == "PENDING"
         return [q["sql"] for q in queries.captured_queries]
 
+    first = placing()  # no working order yet: the book prices nothing, the new order's price came with it
     few = placing()
     for _ in range(40):
         submit(user, "BUY", "0.001")
     many = placing()
     assert len(many) == len(few)
+    assert len(first) == len(few) - 1, first  # the book's one read of prices, and nothing for the new order
     working_reads = [sql for sql in many if sql.startswith("SELECT") and 'FROM "orders_order"' in sql]
     assert len(working_reads) == 1, working_reads
-    # and the figures are what a fresh read of every working order gives: 42 × (40 ÷ 10 + fee 0.02)
-    assert account_figures(user_id=user.pk).order_margin == 42 * (D(40) / 10 + D(40) * D("0.0005"))
+    # and the figures are what a fresh read of every working order gives: 43 × (40 ÷ 10 + fee 0.02)
+    assert account_figures(user_id=user.pk).order_margin == 43 * (D(40) / 10 + D(40) * D("0.0005"))
 
 
 def test_a_placement_is_checked_with_the_orders_it_adds_to(make_user, instruments):
