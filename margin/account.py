@@ -71,8 +71,6 @@ class Figures:
 
 def _last_prices(instrument_ids: set[int]) -> dict[int, Decimal]:
     """The last traded price per instrument, or its reference price before the first trade."""
-    if not instrument_ids:
-        return {}
     rows = Instrument.objects.filter(pk__in=instrument_ids).values_list("pk", "reference_price", "state__price")
     return {pk: reference if last is None else last for pk, reference, last in rows}
 
@@ -153,11 +151,11 @@ def _book(user_id: int, account: Account | None = None) -> _Book:
     balance, currency = (account.balance, account.currency) if account else account_balance(user_id=user_id)
     positions = list(Position.objects.filter(user_id=user_id, status=PositionStatus.OPEN))
     live = Order.objects.filter(user_id=user_id, order_status__in=LIVE).values_list(*_Working._fields, "reduce_only")
+    working = [(_Working(*row[:-1]), row[-1]) for row in live]
     # reduce-only orders never add exposure: they hold nothing (but count towards the tier's cap)
-    rows = list(live)
-    orders = [_Working(*row[:-1]) for row in rows if row[3] > 0 and not row[-1]]
+    orders = [o for o, reduce_only in working if o.pending_quantity > 0 and not reduce_only]
     prices = _last_prices({p.instrument_id for p in positions} | {o.instrument_id for o in orders})
-    return _Book(currency, balance, positions, orders, prices, len(rows))
+    return _Book(currency, balance, positions, orders, prices, len(working))
 
 
 def _figures(book: _Book, fill: tuple[Order, Decimal, Decimal] | None = None, *, without: int | None = None) -> Figures:
