@@ -28,7 +28,8 @@ async def handler(ws) -> None:
         count, rate = int(q["count"][0]), float(q.get("rate", ["0"])[0])
         for i in range(count):
             message = json.dumps(
-                {"type": "bench", "channel": "system", "data": {"i": i, "t": time.time(), "pad": "x" * 40}}
+                {"type": "bench", "channel": "system", "data": {"i": i, "t": time.time(), "pad": "x" * 40}},
+                separators=(",", ":"),  # compact, as ours and the node reference write it: the same frame size
             )
             websockets.broadcast(clients, message)
             if rate:

@@ -41,7 +41,8 @@ class Publisher(WSListener):
     async def run(self, transport: WSTransport) -> None:
         for i in range(self.count):
             message = json.dumps(
-                {"type": "bench", "channel": "system", "data": {"i": i, "t": time.time(), "pad": "x" * 40}}
+                {"type": "bench", "channel": "system", "data": {"i": i, "t": time.time(), "pad": "x" * 40}},
+                separators=(",", ":"),  # compact, as ours and the node reference write it: the same frame size
             ).encode()
             for client in clients:
                 client.send(WSMsgType.TEXT, message)

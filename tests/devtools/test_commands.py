@@ -79,12 +79,13 @@ def test_bench_margin_refuses_more_positions_than_users_times_symbols(scratch_en
 
 
 def test_bench_fanout_measures_ours_against_the_references(scratch_env, tmp_path):
-    """A smoke run (tiny N, one run): every target is measured by the lean client, the table and
-    the ratios are printed, and the JSON holds every figure; the PNG plot is written beside it."""
+    """A smoke run (tiny N, one run): every target, Node's ws among them, is measured by the lean
+    client, the table and the ratios are printed, and the JSON holds every figure; the PNG plot is
+    written beside it."""
     out_json = tmp_path / "fanout.json"
     out = run(scratch_env, "bench_fanout", "--mode", "fanout", "--sizes", "10", "--runs", "1", "--deliveries", "50",
               "--rate-seconds", "0.5", "--json", str(out_json))  # fmt: skip
-    targets = ("axisor", "ceiling", "picows", "channels")
+    targets = ("axisor", "ceiling", "picows", "channels", "node")
     for target in targets:
         assert re.search(rf"^  {target}\s+\S+ \| [1-9]\d* \|", out, re.M), out  # CPU µs | deliveries/s > 0
     for reference in targets[1:]:
@@ -100,8 +101,21 @@ def test_bench_fanout_measures_ours_against_the_references(scratch_env, tmp_path
         assert isinstance(row["clientBound"], bool) and len(row["burstQuantilesMs"]) == 101
     assert [q["reference"] for q in result["ratios"]] == list(targets[1:])
     assert all(figures - {"clientCores"} <= q.keys() for q in result["ratios"])
-    assert len(result["runs"]) == 4 and result["params"]["clientBoundAbove"] == 0.7
+    assert len(result["runs"]) == len(targets) and result["params"]["clientBoundAbove"] == 0.7
+    assert result["params"]["targets"] == list(targets)
     assert out_json.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_fanout_node_target_says_what_installs_node(scratch_env):
+    """Without Node.js on PATH the node reference is refused before any run, naming what installs it."""
+    env = {**scratch_env, "PATH": str(Path(sys.executable).parent)}  # the venv's bin: no node there
+    done = subprocess.run(
+        [sys.executable, "manage.py", "bench_fanout", "--mode", "fanout", "--sizes", "10", "--targets", "axisor,node"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0 and "needs Node.js" in done.stderr and "scripts/bootstrap test" in done.stderr, (
+        done.stderr
+    )
 
 
 def test_bench_fanout_scaleout_compares_two_processes_with_one(scratch_env, tmp_path):

@@ -1,8 +1,8 @@
-"""Fan-out benchmark: our server against three references on the same machine, each measured by the
+"""Fan-out benchmark: our server against four references on the same machine, each measured by the
 same lean load client (picows on uvloop, its own process, its CPU checked) in the same command.
 
     python manage.py bench_fanout [--mode all|fanout|orders|scaleout] [--sizes 1000,5000] \
-        [--targets axisor,ceiling,picows,channels] [--runs 3] [--deliveries 100000] [--json PATH]
+        [--targets axisor,ceiling,picows,channels,node] [--runs 3] [--deliveries 100000] [--json PATH]
 
 Needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL). Modes:
 
@@ -15,8 +15,9 @@ Needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL). Modes:
   daphne, Redis pub/sub layer, room hubs, the real publish path), ``ceiling`` (a `websockets`
   server on uvloop calling ``broadcast()`` in process), ``picows`` (a picows server on uvloop,
   a faster Python ceiling), ``channels`` (stock Channels under daphne: an ``AsyncWebsocketConsumer``
-  in one group, ``group_send`` on ``RedisPubSubChannelLayer``). ``--json PATH`` writes every run
-  and the summary to PATH and a plot to PATH with ``.png``.
+  in one group, ``group_send`` on ``RedisPubSubChannelLayer``), ``node`` (Node's ``ws``
+  broadcast: a reference from outside Python, ws from clients/js/node_modules). ``--json PATH``
+  writes every run and the summary to PATH and a plot to PATH with ``.png``.
 - ``orders``: REST order placement → the order update on the client's /ws/orders socket, at
   ``--order-rate`` orders/s (100) for ``--order-seconds`` (10): p50/p99, twice: with REST served
   by the daphne process that holds the socket (scripts/run's one process), and as deployed
@@ -41,6 +42,7 @@ import http.client
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -73,6 +75,9 @@ from wire import envelope
 
 ROOT = Path(__file__).resolve().parents[3]
 BENCH = ROOT / "devtools" / "bench"  # the load client and the reference servers
+# The node reference's `ws`: the JS client's pinned devDependency, which scripts/bootstrap installs
+# (npm ci), so the benchmark adds no package of its own.
+NODE_MODULES = ROOT / "clients" / "js" / "node_modules"
 # The orders mode's one user places orders for thousands: its servers lift the per-account caps of
 # its (enterprise) tier on sockets and placements (docs/reference/settings.md#caps-per-account-tier).
 # The fan-out sockets are each a user of their own and run under the caps.
@@ -85,13 +90,14 @@ RATE = 2000  # deliveries per second for the fixed-rate latency figures
 RATE_SECONDS = 5
 RAMP_P99_MS = 100.0  # the orders ramp: the highest rate placed with p99 within this is "sustained"
 ORDERS_BALANCE = Decimal(10_000_000)  # the orders user's funds: every resting order is margined
-TARGETS = ("axisor", "ceiling", "picows", "channels")
-REFERENCES = ("ceiling", "picows", "channels")
+TARGETS = ("axisor", "ceiling", "picows", "channels", "node")
+REFERENCES = ("ceiling", "picows", "channels", "node")
 LABELS = {
     "axisor": "ours (daphne + RedisPubSubChannelLayer + room hubs)",
     "ceiling": "websockets.broadcast on uvloop",
     "picows": "picows broadcast on uvloop",
     "channels": "stock Channels (group_send, RedisPubSubChannelLayer, daphne)",
+    "node": "Node's ws broadcast (WebSocketServer, a send per client)",
 }
 # Every figure of a (N, target) row, in the JSON and the table; lower is better for all but
 # deliveries/s and connections/s.
@@ -119,9 +125,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def node_binary() -> str:
+    """Node.js for the node reference, once its `ws` is installed; else what is missing and what installs it."""
+    node = shutil.which("node")
+    if node is None or not (NODE_MODULES / "ws").is_dir():
+        missing = "Node.js (node on PATH)" if node is None else f"ws in {NODE_MODULES.relative_to(ROOT)}"
+        raise CommandError(f"the node target needs {missing}: run scripts/bootstrap test")
+    return node
+
+
 def bench_text(i: int) -> str:
     """The references' message: the same shape and size as our `bench` event."""
-    return json.dumps({"type": "bench", "channel": "system", "data": {"i": i, "t": time.time(), "pad": "x" * 40}})
+    return json.dumps(
+        {"type": "bench", "channel": "system", "data": {"i": i, "t": time.time(), "pad": "x" * 40}},
+        separators=(",", ":"),  # compact, as our server writes its events
+    )
 
 
 @dataclass(frozen=True)
@@ -135,7 +153,7 @@ class Trader:
 
 
 class Command(BaseCommand):
-    help = "Benchmark WebSocket fan-out: our server against websockets, picows and stock Channels."
+    help = "Benchmark WebSocket fan-out: our server against websockets, picows, stock Channels and Node's ws."
 
     def add_arguments(self, parser):
         parser.add_argument("--mode", choices=("all", "fanout", "orders", "scaleout"), default="all")
@@ -176,6 +194,8 @@ class Command(BaseCommand):
         chosen = [t for t in targets.split(",") if t]
         if unknown := set(chosen) - set(TARGETS):
             raise CommandError(f"unknown targets: {', '.join(sorted(unknown))}")
+        if "node" in chosen and mode in ("all", "fanout"):
+            node_binary()  # refused now, not after the other targets' runs
         settings.DEBUG = False
         self.client_procs = max(1, client_procs)
         self.rate_seconds = rate_seconds
@@ -562,6 +582,10 @@ class Command(BaseCommand):
         if target in ("ceiling", "picows"):
             script = "ceiling_server.py" if target == "ceiling" else "picows_server.py"
             cmd = [sys.executable, str(BENCH / script), str(free_port())]
+        elif target == "node":
+            # node itself, no shell or npm between: its pid is the one whose CPU and memory are read
+            env["NODE_PATH"] = str(NODE_MODULES)
+            cmd = [node_binary(), str(BENCH / "node_ws_server.cjs"), str(free_port())]
         elif target == "channels":
             env.pop("DJANGO_SETTINGS_MODULE", None)
             env.update(BENCH_REDIS_URL=settings.REDIS_URL, BENCH_LAYER_PREFIX=f"bst{uuid.uuid4().hex[:8]}")
@@ -727,7 +751,7 @@ class Command(BaseCommand):
         }
 
     def publish(self, target: str, port: int, count: int, rate: float) -> None:
-        if target in ("ceiling", "picows"):  # the server broadcasts in process; this only asks it to
+        if target in ("ceiling", "picows", "node"):  # the server broadcasts in process; this only asks it to
             import websockets  # a test-stack dependency, like the load client
 
             async def ask() -> None:
