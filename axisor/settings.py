@@ -228,14 +228,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "max_size": env_int("DB_POOL_MAX", 10),
         "timeout": env_float("DB_POOL_TIMEOUT", 10.0),
     }
-    if env_bool("DB_PREPARED_STATEMENTS", True):
-        # Parameters bound by PostgreSQL, not pasted into the SQL by psycopg, so each statement is
-        # the same text whatever its values, and psycopg prepares one on a connection after its
-        # 5th run: PostgreSQL then skips parsing and planning it. A placement's ~15 statements
-        # cost PostgreSQL ~27 % less CPU (docs/benchmarks.md). Django leaves both off for
-        # connection poolers that cannot keep prepared statements across transactions (PgBouncer
-        # in transaction mode before 1.21): set DB_PREPARED_STATEMENTS=0 behind one of those.
-        DATABASES["default"]["OPTIONS"].update(server_side_binding=True, prepare_threshold=5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The embedded default serves the run command's requests, sockets, venue, feed and worker

@@ -332,22 +332,6 @@ def test_a_placement_reads_the_working_orders_once_however_many_there_are(make_u
     assert account_figures(user_id=user.pk).order_margin == 43 * (D(40) / 10 + D(40) * D("0.0005"))
 
 
-def test_a_placements_statements_are_prepared_once_and_run_again(make_user, instruments):
-    """On PostgreSQL a placement's statements are bound by the server and prepared on the connection
-    after a few runs (DB_PREPARED_STATEMENTS, on by default): later placements skip their parsing
-    and planning. The statements keep their text whatever the values, so one preparation serves
-    every user and order."""
-    first, second = make_user(balance=1_000_000), make_user(balance=1_000_000)
-    for user in (first, second, first, second, first, second, first):
-        assert submit(user, "BUY", "0.001").order_status == "PENDING"
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE from_sql = false")
-        prepared = [row[0] for row in cursor.fetchall()]
-    for table in ("realtime_eventlog", "orders_order", "orders_orderupdate", "ledger_account"):
-        assert any(f'"{table}"' in sql for sql in prepared), (table, prepared)
-    assert not any("'user:" in sql for sql in prepared), prepared  # values are parameters, not pasted in
-
-
 def test_a_placement_is_checked_with_the_orders_it_adds_to(make_user, instruments):
     """An order the balance covers alone is rejected once the working orders already hold the rest:
     the check after a placement counts every working order, the new one included."""
