@@ -106,9 +106,9 @@ def test_bench_fanout_measures_ours_against_the_references(scratch_env, tmp_path
     assert out_json.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_fanout_node_target_says_what_installs_node(scratch_env):
+def test_bench_fanout_node_target_says_what_installs_node(scratch_env, tmp_path):
     """Without Node.js on PATH the node reference is refused before any run, naming what installs it."""
-    env = {**scratch_env, "PATH": str(Path(sys.executable).parent)}  # the venv's bin: no node there
+    env = {**scratch_env, "PATH": str(tmp_path)}  # an empty directory: no node (python is started by its full path)
     done = subprocess.run(
         [sys.executable, "manage.py", "bench_fanout", "--mode", "fanout", "--sizes", "10", "--targets", "axisor,node"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,

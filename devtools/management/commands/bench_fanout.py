@@ -131,7 +131,10 @@ def node_binary() -> str:
     if node is None or not (NODE_MODULES / "ws").is_dir():
         missing = "Node.js (node on PATH)" if node is None else f"ws in {NODE_MODULES.relative_to(ROOT)}"
         raise CommandError(f"the node target needs {missing}: run scripts/bootstrap test")
-    return node
+    # The binary itself, not a version manager's shim that would run node as its child: the
+    # server's CPU and memory are read from the pid this starts.
+    found = subprocess.run([node, "-p", "process.execPath"], capture_output=True, text=True, timeout=30)
+    return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else node
 
 
 def bench_text(i: int) -> str:
