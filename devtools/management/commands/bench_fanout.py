@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import http.client
 import json
 import math
@@ -125,6 +126,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@functools.cache  # asked once a command, not at every server start
 def node_binary() -> str:
     """Node.js for the node reference, once its `ws` is installed; else what is missing and what installs it."""
     node = shutil.which("node")
