@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import importlib
+import importlib.util
 import inspect
 import io
 import logging
@@ -51,6 +52,22 @@ VERSIONS = {
     "channels": "4.3.2",
     "channels-redis": "4.3.0",
 }
+
+# uvicorn runs ours only as a benchmark target (bench_fanout --targets uvicorn; requirements-dev.in):
+# when it is installed, it must be this release, with what direct_sender reads of it.
+OPTIONAL_VERSIONS = {"uvicorn": "0.55.0", "websockets": "15.0.1"}
+OPTIONAL_NEEDS: tuple[tuple[str, str | None, str], ...] = (
+    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "send"),
+    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.transport"),
+    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.conn"),
+    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.handshake_complete"),
+    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.close_sent"),
+    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.initial_response"),
+    ("websockets.protocol", "Protocol", "self.extensions"),
+    ("websockets.protocol", "Protocol", "send_text"),
+    ("websockets.protocol", "Protocol", "data_to_send"),
+    ("websockets.protocol", "State", "OPEN"),
+)
 
 # What we read, call, wrap or override: (module, class or None, attribute); ``self.x``: an
 # attribute the class's __init__ sets.
@@ -104,14 +121,18 @@ def check() -> None:
     """Raise InternalsChanged, naming every difference, unless each framework is the pinned
     release and has every attribute we use."""
     problems = []
-    for dist, want in VERSIONS.items():
+    versions, needs = dict(VERSIONS), list(NEEDS)
+    if importlib.util.find_spec("uvicorn") is not None:
+        versions |= OPTIONAL_VERSIONS
+        needs += OPTIONAL_NEEDS
+    for dist, want in versions.items():
         try:
             have = metadata.version(dist)
         except metadata.PackageNotFoundError:
             have = "not installed"
         if have != want:
             problems.append(f"{dist} is {have}, core/internals.py was written against {want}")
-    for module_name, class_name, attribute in NEEDS:
+    for module_name, class_name, attribute in needs:
         where = f"{module_name}.{class_name}" if class_name else module_name
         try:
             owner = importlib.import_module(module_name)
@@ -121,7 +142,8 @@ def check() -> None:
             problems.append(f"{where} is gone")
             continue
         if attribute.startswith("self."):
-            present = isinstance(owner, type) and f"{attribute} = " in inspect.getsource(owner.__init__)
+            source = inspect.getsource(owner.__init__) if isinstance(owner, type) else ""
+            present = f"{attribute} = " in source or f"{attribute}: " in source  # annotated or not
         else:
             present = hasattr(owner, attribute)
         if not present:
@@ -377,8 +399,19 @@ def _resume_when_drained(protocol) -> None:
 # ---- writes straight to the socket behind daphne's send -------------------------------------------
 
 
+def _uvicorn_protocol(send) -> Any:
+    """The protocol behind uvicorn's ``send`` (its websockets sans-I/O implementation), or None."""
+    protocol = getattr(send, "__self__", None)
+    if protocol is None or type(protocol).__name__ != "WebSocketsSansIOProtocol":
+        return None
+    return protocol
+
+
 def transport_backlog(send) -> int | None:
-    """Bytes written to the socket but not yet sent, when the server is daphne (None elsewhere)."""
+    """Bytes written to the socket but not yet sent, when the server is daphne or uvicorn (None
+    elsewhere)."""
+    if (uvicorn := _uvicorn_protocol(send)) is not None:
+        return uvicorn.transport.get_write_buffer_size()
     protocol = getattr(send, "args", (None,))[0]
     transport = getattr(protocol, "transport", None)
     if transport is None:
@@ -397,7 +430,12 @@ def direct_sender(base_send, limit: float | None = None) -> Callable[[str], bool
     With ``limit``, a socket whose transport holds more than ``limit`` bytes not yet sent gets
     nothing: the call returns False and the caller keeps the text (``transport_backlog``, read
     here from the transport found once, not through four lookups a call). Else it returns True:
-    written, or dropped because the socket is closing."""
+    written, or dropped because the socket is closing.
+
+    Under uvicorn (a benchmark target) the same: the frame's bytes straight to the asyncio
+    transport, where uvicorn's ``send`` would have websockets build them anew for each socket."""
+    if (uvicorn := _uvicorn_protocol(base_send)) is not None:
+        return _uvicorn_sender(uvicorn, limit)
     protocol = getattr(base_send, "args", (None,))[0]
     connections = getattr(getattr(getattr(base_send, "func", None), "__self__", None), "connections", None)
     if protocol is None or not isinstance(connections, dict) or not hasattr(protocol, "handle_reply"):
@@ -446,6 +484,34 @@ def direct_sender(base_send, limit: float | None = None) -> Callable[[str], bool
             p.transport.write(frame)
         else:
             p.handle_reply({"type": "websocket.send", "text": text})
+        return True
+
+    return send
+
+
+def _uvicorn_sender(protocol, limit: float | None) -> Callable[[str], bool]:
+    """direct_sender under uvicorn: what its ``send`` of a ``websocket.send`` does, without the
+    await, with the frame built once per event."""
+    from websockets.protocol import State
+
+    conn, transport = protocol.conn, protocol.transport
+
+    def send(text: str) -> bool:
+        if (
+            protocol.close_sent
+            or not protocol.handshake_complete
+            or protocol.initial_response is not None
+            or conn.state is not State.OPEN
+            or transport.is_closing()
+        ):
+            return True  # closing: it resumes what it missed
+        if limit is not None and transport.get_write_buffer_size() > limit:
+            return False
+        if conn.extensions:  # permessage-deflate: websockets compresses it
+            conn.send_text(text.encode())
+            transport.write(b"".join(conn.data_to_send()))
+        else:
+            transport.write(text_frame(text)[0])
         return True
 
     return send

@@ -1,5 +1,6 @@
 """core.internals: the start-up check refuses releases or attributes our patches were not written
-for and names what changed; the direct socket writes behind daphne's send; Twisted transports
+for and names what changed; the direct socket writes behind daphne's send (and uvicorn's, a
+benchmark target); Twisted transports
 that send at once (keeping order and back-pressure when the kernel takes only part); autobahn's
 debug arguments cost nothing unless written."""
 
@@ -37,13 +38,19 @@ def test_another_release_fails_loudly(monkeypatch):
 
 
 def test_every_patched_framework_is_pinned_to_the_checked_release():
-    """requirements.txt (the hash-locked set) pins exactly the releases the check expects."""
+    """requirements.txt (the hash-locked set) pins exactly the releases the check expects; the
+    development lock, those of the benchmark's uvicorn target."""
     from pathlib import Path
 
-    lock = Path(__file__).resolve().parents[2].joinpath("requirements.txt").read_text().lower()
-    for dist, version in internals.VERSIONS.items():
-        names = {dist.lower(), dist.lower().replace("-", "_")}
-        assert any(f"{name}=={version}" in lock for name in names), f"{dist}=={version} is not pinned"
+    root = Path(__file__).resolve().parents[2]
+    for lock_file, versions in (
+        ("requirements.txt", internals.VERSIONS),
+        ("requirements-dev.txt", internals.OPTIONAL_VERSIONS),
+    ):
+        lock = root.joinpath(lock_file).read_text().lower()
+        for dist, version in versions.items():
+            names = {dist.lower(), dist.lower().replace("-", "_")}
+            assert any(f"{name}=={version}" in lock for name in names), f"{dist}=={version} is not in {lock_file}"
 
 
 def test_an_attribute_init_no_longer_sets_fails_loudly(monkeypatch):
@@ -275,3 +282,116 @@ def test_direct_sender_with_a_limit_leaves_a_socket_that_is_behind_to_the_caller
     other = _open_daphne_protocol()
     server.connections[other] = {}
     assert internals.direct_sender(functools.partial(server.handle_reply, other), 0)("e") is True
+
+
+async def _uvicorn_socket(app):
+    """A real uvicorn server (websockets sans-I/O, no compression) on a free loopback port running
+    ``app``, and a raw TCP client that has completed the handshake: (server, reader, writer, task)."""
+    import asyncio
+    import base64
+    import os
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)  # the client's connect waits in the backlog until uvicorn accepts it
+    config = uvicorn.Config(
+        app, ws="websockets-sansio", ws_per_message_deflate=False, lifespan="off", log_level="error"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    reader, writer = await asyncio.open_connection(*sock.getsockname())
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    return server, reader, writer, task
+
+
+async def test_direct_sender_under_uvicorn_writes_the_bytes_uvicorn_would():
+    """bench_fanout's uvicorn target: the frame written straight to the transport is byte for byte
+    what uvicorn's own send (websockets' framing) writes, every length encoding and UTF-8 included."""
+    import asyncio
+
+    texts = ["a", "é€😀" * 7, "x" * 125, "x" * 126, "y" * 65535, "z" * 65536]
+    done = asyncio.Event()
+
+    async def app(scope, receive, send):
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        direct = internals.direct_sender(send, 1 << 20)
+        assert direct is not None and internals.transport_backlog(send) == 0
+        for text in texts:
+            assert direct(text) is True
+            await send({"type": "websocket.send", "text": text})
+        await done.wait()
+
+    server, reader, writer, task = await _uvicorn_socket(app)
+    try:
+        for text in texts:
+            ours = await _read_frame(reader)
+            theirs = await _read_frame(reader)
+            assert ours == theirs and ours[2:].endswith(text.encode())
+    finally:
+        done.set()
+        writer.close()
+        server.should_exit = True
+        await task
+
+
+async def _read_frame(reader) -> bytes:
+    head = await reader.readexactly(2)
+    size = head[1] & 0x7F
+    extended = b""
+    if size == 126:
+        extended = await reader.readexactly(2)
+    elif size == 127:
+        extended = await reader.readexactly(8)
+    length = int.from_bytes(extended, "big") if extended else size
+    return head + extended + await reader.readexactly(length)
+
+
+async def test_direct_sender_under_uvicorn_leaves_a_socket_that_is_behind_to_the_caller():
+    """A client that stops reading: once more than the limit waits in the transport, the write is
+    refused (False) and nothing is written; a closed socket's texts are dropped (True)."""
+    import asyncio
+
+    outcome: dict = {}
+    done, behind_now = asyncio.Event(), asyncio.Event()
+
+    async def app(scope, receive, send):
+        try:
+            await behind(receive, send)
+        finally:  # a failed assertion in the app leaves its outcome incomplete: the test fails on it
+            behind_now.set()
+            done.set()
+
+    async def behind(receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        direct = internals.direct_sender(send, 100_000)
+        chunk = "x" * 65536
+        for writes in range(1, 5000):  # the kernel's buffers fill first, then the transport's
+            if not direct(chunk):
+                outcome["refused_after"] = writes
+                break
+        backlog = internals.transport_backlog(send)
+        outcome["backlog"] = backlog
+        assert direct("more") is False and internals.transport_backlog(send) == backlog  # nothing written
+        behind_now.set()
+        assert (await receive())["type"] == "websocket.disconnect"  # the client went away
+        outcome["closing"] = direct("after close")
+
+    server, _reader, writer, task = await _uvicorn_socket(app)
+    try:
+        await asyncio.wait_for(behind_now.wait(), 60)
+        writer.transport.abort()
+        await asyncio.wait_for(done.wait(), 60)
+        assert outcome["refused_after"] > 1 and outcome["backlog"] > 100_000 and outcome["closing"] is True
+    finally:
+        writer.close()
+        server.should_exit = True
+        await task

@@ -79,17 +79,18 @@ def test_bench_margin_refuses_more_positions_than_users_times_symbols(scratch_en
 
 
 def test_bench_fanout_measures_ours_against_the_references(scratch_env, tmp_path):
-    """A smoke run (tiny N, one run): every target, Node's ws among them, is measured by the lean
-    client, the table and the ratios are printed, and the JSON holds every figure; the PNG plot is
-    written beside it."""
+    """A smoke run (tiny N, one run): every target, Node's ws and ours on uvicorn among them, is
+    measured by the lean client, the table and the ratios are printed, and the JSON holds every
+    figure; the PNG plot is written beside it."""
     out_json = tmp_path / "fanout.json"
     out = run(scratch_env, "bench_fanout", "--mode", "fanout", "--sizes", "10", "--runs", "1", "--deliveries", "50",
               "--rate-seconds", "0.5", "--json", str(out_json))  # fmt: skip
-    targets = ("axisor", "ceiling", "picows", "channels", "node")
+    targets = ("axisor", "ceiling", "picows", "channels", "node", "uvicorn")
+    references = targets[1:-1]
     for target in targets:
         assert re.search(rf"^  {target}\s+\S+ \| [1-9]\d* \|", out, re.M), out  # CPU µs | deliveries/s > 0
-    for reference in targets[1:]:
-        assert re.search(rf"ours/{reference}\s+CPU/deliv \S+×\s+deliveries/s [0-9.]+×", out), out
+    for ours, reference in [*(("ours", r) for r in references), *(("uvicorn", r) for r in (*references, "axisor"))]:
+        assert re.search(rf"{ours}/{reference}\s+CPU/deliv \S+×\s+deliveries/s [0-9.]+×", out), out
     result = json.loads(out_json.read_text())
     figures = {"serverCpuUsPerDelivery", "deliveriesPerSecond", "burstP50Ms", "burstP99Ms", "rateP50Ms", "rateP99Ms",
                "connectsPerSecond", "idleKbPerSocket", "clientCores"}  # fmt: skip
@@ -99,7 +100,10 @@ def test_bench_fanout_measures_ours_against_the_references(scratch_env, tmp_path
         assert all(set(row[f]) == {"median", "min", "max"} for f in figures)
         assert row["deliveriesPerSecond"]["median"] > 0 and row["lost"] == 0 and row["failed"] == 0, row
         assert isinstance(row["clientBound"], bool) and len(row["burstQuantilesMs"]) == 101
-    assert [q["reference"] for q in result["ratios"]] == list(targets[1:])
+    assert [(q["ours"], q["reference"]) for q in result["ratios"]] == [
+        *(("axisor", r) for r in references),
+        *(("uvicorn", r) for r in (*references, "axisor")),
+    ]
     assert all(figures - {"clientCores"} <= q.keys() for q in result["ratios"])
     assert len(result["runs"]) == len(targets) and result["params"]["clientBoundAbove"] == 0.7
     assert result["params"]["targets"] == list(targets)

@@ -1,8 +1,8 @@
-"""Fan-out benchmark: our server against four references on the same machine, each measured by the
+"""Fan-out benchmark: our server against four references on the same machine (and on uvicorn), each measured by the
 same lean load client (picows on uvloop, its own process, its CPU checked) in the same command.
 
     python manage.py bench_fanout [--mode all|fanout|orders|scaleout] [--sizes 1000,5000] \
-        [--targets axisor,ceiling,picows,channels,node] [--runs 3] [--deliveries 100000] [--json PATH]
+        [--targets axisor,ceiling,picows,channels,node,uvicorn] [--runs 3] [--deliveries 100000] [--json PATH]
 
 Needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL). Modes:
 
@@ -16,7 +16,8 @@ Needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL). Modes:
   server on uvloop calling ``broadcast()`` in process), ``picows`` (a picows server on uvloop,
   a faster Python ceiling), ``channels`` (stock Channels under daphne: an ``AsyncWebsocketConsumer``
   in one group, ``group_send`` on ``RedisPubSubChannelLayer``), ``node`` (Node's ``ws``
-  broadcast: a reference from outside Python, ws from clients/js/node_modules). ``--json PATH``
+  broadcast: a reference from outside Python, ws from clients/js/node_modules), ``uvicorn`` (ours,
+  the same application, on uvicorn instead of daphne: what the socket server costs). ``--json PATH``
   writes every run and the summary to PATH and a plot to PATH with ``.png``.
 - ``orders``: REST order placement → the order update on the client's /ws/orders socket, at
   ``--order-rate`` orders/s (100) for ``--order-seconds`` (10): p50/p99, twice: with REST served
@@ -40,6 +41,7 @@ import asyncio
 import contextlib
 import functools
 import http.client
+import itertools
 import json
 import math
 import os
@@ -91,10 +93,12 @@ RATE = 2000  # deliveries per second for the fixed-rate latency figures
 RATE_SECONDS = 5
 RAMP_P99_MS = 100.0  # the orders ramp: the highest rate placed with p99 within this is "sustained"
 ORDERS_BALANCE = Decimal(10_000_000)  # the orders user's funds: every resting order is margined
-TARGETS = ("axisor", "ceiling", "picows", "channels", "node")
+TARGETS = ("axisor", "ceiling", "picows", "channels", "node", "uvicorn")
 REFERENCES = ("ceiling", "picows", "channels", "node")
+OURS = ("axisor", "uvicorn")  # our application, as deployed on daphne and on uvicorn
 LABELS = {
     "axisor": "ours (daphne + RedisPubSubChannelLayer + room hubs)",
+    "uvicorn": "ours on uvicorn (uvloop, httptools, websockets sans-I/O) instead of daphne",
     "ceiling": "websockets.broadcast on uvloop",
     "picows": "picows broadcast on uvloop",
     "channels": "stock Channels (group_send, RedisPubSubChannelLayer, daphne)",
@@ -596,12 +600,22 @@ class Command(BaseCommand):
             env.update(BENCH_REDIS_URL=settings.REDIS_URL, BENCH_LAYER_PREFIX=f"bst{uuid.uuid4().hex[:8]}")
             self.stock_prefix = env["BENCH_LAYER_PREFIX"]
             cmd = [sys.executable, "-m", "daphne", "-e", endpoint, "devtools.bench.channels_stock:application"]
+        elif target == "uvicorn":
+            # The same application and settings as ours on daphne; the access log off, as daphne's
+            # lines are dropped unread below. No permessage-deflate: ours never compresses.
+            port = free_port()
+            cmd = [sys.executable, "-m", "uvicorn", "axisor.asgi:application", "--host", "127.0.0.1",
+                   "--port", str(port), "--backlog", "1024", "--loop", "uvloop", "--http", "httptools",
+                   "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--lifespan", "off",
+                   "--no-access-log", "--log-level", "info"]  # fmt: skip
         else:
             cmd = [sys.executable, "-m", "daphne", "-e", endpoint, "axisor.asgi:application"]
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for line in proc.stderr:
             if "Listening on TCP address" in line:
                 port = int(line.strip().rsplit(":", 1)[1])
+                break
+            if "Uvicorn running on" in line:
                 break
         else:
             raise CommandError(f"{target} server did not start")
@@ -615,7 +629,7 @@ class Command(BaseCommand):
                         out.write(line)
 
         threading.Thread(target=drain, daemon=True).start()
-        if target == "axisor":
+        if target in OURS:
             # One request before any measurement, as deploy/run-daphne.sh makes: what a process
             # sets up on its first request or socket is not timed as part of the first connects.
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -662,10 +676,10 @@ class Command(BaseCommand):
         clients: list = []
         try:
             base = sum(stats.rss_kb(pid) for pid in pids)
-            path = "/ws" if target == "axisor" else "/"
+            path = "/ws" if target in OURS else "/"
             # Every target gets the same request, a token included; ours answers with `connection`
             # once it has authenticated the socket, and that is when ours counts as connected.
-            clients = self.start_clients([f"ws://127.0.0.1:{port}{path}" for _, port in servers], n, target == "axisor")
+            clients = self.start_clients([f"ws://127.0.0.1:{port}{path}" for _, port in servers], n, target in OURS)
             readies = [json.loads(c.stdout.readline()) for c, _ in clients]
             failed = sum(r["failed"] for r in readies)
             if failed:
@@ -804,17 +818,17 @@ class Command(BaseCommand):
                 rows.append(row)
         ratios = []
         by = {(r["n"], r["target"]): r for r in rows}
-        for n in ns:
-            ours = by.get((n, "axisor"))
-            for ref in REFERENCES:
-                theirs = by.get((n, ref))
-                if not ours or not theirs:
-                    continue
-                ratio = {"n": n, "reference": ref}
-                for key in FIGURES[:-1]:
-                    a, b = ours[key]["median"], theirs[key]["median"]
-                    ratio[key] = round(a / b, 2) if a is not None and b else None
-                ratios.append(ratio)
+        # Each of ours against every reference; ours on uvicorn against ours on daphne too.
+        pairs = [(mine, ref) for mine in OURS for ref in (*REFERENCES, "axisor") if ref != mine]
+        for n, (mine, ref) in itertools.product(ns, pairs):
+            ours, theirs = by.get((n, mine)), by.get((n, ref))
+            if not ours or not theirs:
+                continue
+            ratio = {"n": n, "ours": mine, "reference": ref}
+            for key in FIGURES[:-1]:
+                a, b = ours[key]["median"], theirs[key]["median"]
+                ratio[key] = round(a / b, 2) if a is not None and b else None
+            ratios.append(ratio)
         return {
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "params": {
@@ -862,8 +876,9 @@ class Command(BaseCommand):
                     f"{cell(r['clientCores'])}{flag}{lost}{failed}"
                 )
             for q in (q for q in result["ratios"] if q["n"] == n):
+                name = "ours" if q["ours"] == "axisor" else q["ours"]
                 lines.append(
-                    f"  ours/{q['reference']:9} CPU/deliv {q['serverCpuUsPerDelivery']}×  deliveries/s "
+                    f"  {name}/{q['reference']:9} CPU/deliv {q['serverCpuUsPerDelivery']}×  deliveries/s "
                     f"{q['deliveriesPerSecond']}×  burst p99 {q['burstP99Ms']}×  p99 at {RATE}/s {q['rateP99Ms']}×  "
                     f"conn/s {q['connectsPerSecond']}×  KB/idle {q['idleKbPerSocket']}×"
                 )
