@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+ALL_CATEGORIES = frozenset(rooms.CATEGORIES)  # the personal categories a socket gets until it unsubscribes one
 NOTICES_MAX_AGE = 10.0  # seconds; also bounds how long a maintenance window that ended by time lingers
 
 
@@ -136,7 +137,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.user: User | None = None
         self.session_id = f"session_{uuid.uuid4().hex[:16]}"
         self.joined: dict[str, rooms.Room] = {}
-        self.filters: set[str] = set(rooms.CATEGORIES)
+        self.filters: frozenset[str] = ALL_CATEGORIES  # shared until the client changes its own
         self.limiter = InboundLimiter.from_settings()
         self.closing = False
         self.expires_at: datetime | None = None
@@ -381,7 +382,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             self.reply(error(Code.FORBIDDEN, str(exc), channel=name))
             return
         if room.is_personal_filter:
-            self.filters.add(room.key)
+            self.filters = self.filters | {room.key}
         else:
             try:
                 await self._join(room)
@@ -402,7 +403,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             self.reply(error(Code.INVALID_ROOM, str(exc), channel=name if isinstance(name, str) else None))
             return
         if room.is_personal_filter:
-            self.filters.discard(room.key)
+            self.filters = self.filters - {room.key}
         elif room.name in self.joined:
             del self.joined[room.name]
             await self.hub_leave(room.layer_group)
