@@ -14,11 +14,11 @@ from .models import MONEY_QUANT, Account, EntryKind, LedgerEntry
 def account_lock(user_id: int) -> Account:
     """The user's account, created at a zero balance if missing, locked to the end of the
     transaction (call inside one)."""
-    account = Account.objects.select_for_update().filter(user_id=user_id).first()
-    if account is None:  # the first entry: create it (or meet the one a concurrent first created)
+    try:  # get(), not first(): no ORDER BY to compile or run for the one row a user has
+        return Account.objects.select_for_update().get(user_id=user_id)
+    except Account.DoesNotExist:  # the first entry: create it (or meet the one a concurrent first created)
         Account.objects.bulk_create([Account(user_id=user_id)], ignore_conflicts=True)
-        account = Account.objects.select_for_update().get(user_id=user_id)
-    return account
+        return Account.objects.select_for_update().get(user_id=user_id)
 
 
 @transaction.atomic

@@ -71,7 +71,9 @@ class Figures:
 
 def _last_prices(instrument_ids: set[int]) -> dict[int, Decimal]:
     """The last traded price per instrument, or its reference price before the first trade."""
-    rows = Instrument.objects.filter(pk__in=instrument_ids).values_list("pk", "reference_price", "state__price")
+    rows = (
+        Instrument.objects.filter(pk__in=instrument_ids).order_by().values_list("pk", "reference_price", "state__price")
+    )
     return {pk: reference if last is None else last for pk, reference, last in rows}
 
 
@@ -147,10 +149,16 @@ class _Book:
 
 
 def _book(user_id: int, account: Account | None = None) -> _Book:
-    """``account``: the user's, already read (locked) in this transaction."""
+    """``account``: the user's, already read (locked) in this transaction. Every read is unordered
+    (``order_by()``): the figures do not depend on row order, and the models' default orderings cost
+    each placement a sort to compile and to run."""
     balance, currency = (account.balance, account.currency) if account else account_balance(user_id=user_id)
-    positions = list(Position.objects.filter(user_id=user_id, status=PositionStatus.OPEN))
-    live = Order.objects.filter(user_id=user_id, order_status__in=LIVE).values_list(*_Working._fields, "reduce_only")
+    positions = list(Position.objects.filter(user_id=user_id, status=PositionStatus.OPEN).order_by())
+    live = (
+        Order.objects.filter(user_id=user_id, order_status__in=LIVE)
+        .order_by()
+        .values_list(*_Working._fields, "reduce_only")
+    )
     working = [(_Working(*row[:-1]), row[-1]) for row in live]
     # reduce-only orders never add exposure: they hold nothing (but count towards the tier's cap)
     orders = [o for o, reduce_only in working if o.pending_quantity > 0 and not reduce_only]

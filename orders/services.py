@@ -231,10 +231,12 @@ def order_place_in_transaction(
     if not transaction.get_connection().in_atomic_block:
         raise transaction.TransactionManagementError("order_place_in_transaction needs a transaction")
     errors: dict[str, str] = {}
-    # the instrument with its market state (the last traded price), in one read
-    instrument = Instrument.objects.filter(symbol=trading_symbol, active=True).select_related("state").first()
-    if instrument is None:
-        raise ValidationError({"tradingSymbol": f"unknown instrument {trading_symbol!r}"})
+    # the instrument with its market state (the last traded price), in one read (the symbol is
+    # unique: get(), with no ORDER BY to compile or run)
+    try:
+        instrument = Instrument.objects.select_related("state").get(symbol=trading_symbol, active=True)
+    except Instrument.DoesNotExist:
+        raise ValidationError({"tradingSymbol": f"unknown instrument {trading_symbol!r}"}) from None
     if exchange and exchange != instrument.exchange:
         raise ValidationError({"exchange": f"{trading_symbol} trades on {instrument.exchange}, not {exchange}"})
     if order_type not in OrderType.values:
