@@ -57,15 +57,12 @@ VERSIONS = {
 # when it is installed, it must be this release, with what direct_sender reads of it.
 OPTIONAL_VERSIONS = {"uvicorn": "0.55.0", "websockets": "15.0.1"}
 OPTIONAL_NEEDS: tuple[tuple[str, str | None, str], ...] = (
-    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "send"),
-    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.transport"),
-    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.conn"),
-    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.handshake_complete"),
-    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.close_sent"),
+    *(
+        ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", attribute)
+        for attribute in ("send", "self.transport", "self.conn", "self.handshake_complete", "self.close_sent")
+    ),
     ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.initial_response"),
-    ("websockets.protocol", "Protocol", "self.extensions"),
-    ("websockets.protocol", "Protocol", "send_text"),
-    ("websockets.protocol", "Protocol", "data_to_send"),
+    *(("websockets.protocol", "Protocol", attribute) for attribute in ("self.extensions", "send_text", "data_to_send")),
     ("websockets.protocol", "State", "OPEN"),
 )
 

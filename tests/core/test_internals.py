@@ -24,6 +24,18 @@ def test_a_missing_attribute_fails_loudly_and_names_it(monkeypatch):
     assert "daphne.ws_protocol.WebSocketProtocol.handle_reply is gone" in str(raised.value)
 
 
+def test_where_uvicorn_is_installed_what_direct_sender_reads_of_it_is_checked_too(monkeypatch):
+    from websockets.protocol import Protocol
+
+    monkeypatch.delattr(Protocol, "send_text")
+    with pytest.raises(internals.InternalsChanged, match=r"websockets.protocol.Protocol.send_text is gone"):
+        internals.check()
+    monkeypatch.undo()
+    monkeypatch.setitem(internals.OPTIONAL_VERSIONS, "uvicorn", "0.0.1")
+    with pytest.raises(internals.InternalsChanged, match=r"uvicorn is 0.55.0, core/internals.py was written against"):
+        internals.check()
+
+
 def test_a_missing_module_fails_loudly(monkeypatch):
     monkeypatch.setattr(internals, "NEEDS", (*internals.NEEDS, ("daphne.no_such_module", None, "x")))
     with pytest.raises(internals.InternalsChanged, match=r"daphne.no_such_module is gone"):
