@@ -17,10 +17,10 @@ import asyncio
 import contextlib
 import gc
 import importlib
-import importlib.util
 import inspect
 import io
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from importlib import metadata
@@ -54,7 +54,7 @@ VERSIONS = {
 }
 
 # uvicorn runs ours only as a benchmark target (bench_fanout --targets uvicorn; requirements-dev.in):
-# when it is installed, it must be this release, with what direct_sender reads of it.
+# in a process uvicorn runs, it must be this release, with what direct_sender reads of it.
 OPTIONAL_VERSIONS = {"uvicorn": "0.55.0", "websockets": "15.0.1"}
 OPTIONAL_NEEDS: tuple[tuple[str, str | None, str], ...] = (
     *(
@@ -62,7 +62,10 @@ OPTIONAL_NEEDS: tuple[tuple[str, str | None, str], ...] = (
         for attribute in ("send", "self.transport", "self.conn", "self.handshake_complete", "self.close_sent")
     ),
     ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.initial_response"),
-    *(("websockets.protocol", "Protocol", attribute) for attribute in ("self.extensions", "send_text", "data_to_send")),
+    *(
+        ("websockets.protocol", "Protocol", attribute)
+        for attribute in ("self.state", "self.extensions", "send_text", "data_to_send")
+    ),
     ("websockets.protocol", "State", "OPEN"),
 )
 
@@ -119,7 +122,7 @@ def check() -> None:
     release and has every attribute we use."""
     problems = []
     versions, needs = dict(VERSIONS), list(NEEDS)
-    if importlib.util.find_spec("uvicorn") is not None:
+    if "uvicorn" in sys.modules:  # uvicorn runs this process (it imports itself before the app)
         versions |= OPTIONAL_VERSIONS
         needs += OPTIONAL_NEEDS
     for dist, want in versions.items():

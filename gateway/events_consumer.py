@@ -382,7 +382,8 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             self.reply(error(Code.FORBIDDEN, str(exc), channel=name))
             return
         if room.is_personal_filter:
-            self.filters = self.filters | {room.key}
+            if room.key not in self.filters:  # the shared set stays shared when nothing changes
+                self.filters = self.filters | {room.key}
         else:
             try:
                 await self._join(room)
@@ -403,7 +404,8 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             self.reply(error(Code.INVALID_ROOM, str(exc), channel=name if isinstance(name, str) else None))
             return
         if room.is_personal_filter:
-            self.filters = self.filters - {room.key}
+            if room.key in self.filters:
+                self.filters = self.filters - {room.key}
         elif room.name in self.joined:
             del self.joined[room.name]
             await self.hub_leave(room.layer_group)

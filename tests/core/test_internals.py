@@ -24,7 +24,8 @@ def test_a_missing_attribute_fails_loudly_and_names_it(monkeypatch):
     assert "daphne.ws_protocol.WebSocketProtocol.handle_reply is gone" in str(raised.value)
 
 
-def test_where_uvicorn_is_installed_what_direct_sender_reads_of_it_is_checked_too(monkeypatch):
+def test_where_uvicorn_runs_what_direct_sender_reads_of_it_is_checked_too(monkeypatch):
+    import uvicorn  # noqa: F401 - in sys.modules, as in a process uvicorn runs
     from websockets.protocol import Protocol
 
     monkeypatch.delattr(Protocol, "send_text")
@@ -34,6 +35,16 @@ def test_where_uvicorn_is_installed_what_direct_sender_reads_of_it_is_checked_to
     monkeypatch.setitem(internals.OPTIONAL_VERSIONS, "uvicorn", "0.0.1")
     with pytest.raises(internals.InternalsChanged, match=r"uvicorn is 0.55.0, core/internals.py was written against"):
         internals.check()
+
+
+def test_a_daphne_process_is_not_held_to_uvicorns_release(monkeypatch):
+    """uvicorn installed beside daphne (the development lock) but not running this process: its
+    release is not the server's business."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "uvicorn", raising=False)
+    monkeypatch.setitem(internals.OPTIONAL_VERSIONS, "uvicorn", "0.0.1")
+    internals.check()
 
 
 def test_a_missing_module_fails_loudly(monkeypatch):
@@ -308,8 +319,8 @@ async def _uvicorn_socket(app):
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(8)  # the client's connect waits in the backlog until uvicorn accepts it
-    config = uvicorn.Config(
-        app, ws="websockets-sansio", ws_per_message_deflate=False, lifespan="off", log_level="error"
+    config = uvicorn.Config(  # log_config=None: pytest's logging handlers stay as they are
+        app, ws="websockets-sansio", ws_per_message_deflate=False, lifespan="off", log_config=None
     )
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -403,6 +414,34 @@ async def test_direct_sender_under_uvicorn_leaves_a_socket_that_is_behind_to_the
         writer.transport.abort()
         await asyncio.wait_for(done.wait(), 60)
         assert outcome["refused_after"] > 1 and outcome["backlog"] > 100_000 and outcome["closing"] is True
+    finally:
+        writer.close()
+        server.should_exit = True
+        await task
+
+
+async def test_direct_sender_under_uvicorn_writes_nothing_before_the_handshake_or_after_close():
+    """Before the accept and after the server's close frame a text is dropped (True: the socket
+    resumes what it missed), never written around the handshake or after the close."""
+    import asyncio
+
+    outcome: dict = {}
+
+    async def app(scope, receive, send):
+        await receive()
+        direct = internals.direct_sender(send, 1 << 20)
+        outcome["early"] = direct("before the accept")
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+        outcome["late"] = direct("after the close")
+
+    server, reader, writer, task = await _uvicorn_socket(app)
+    try:
+        frame = await asyncio.wait_for(_read_frame(reader), 30)
+        assert frame[0] == 0x88 and frame[2:4] == (1000).to_bytes(2, "big")  # the close frame, first and only
+        writer.write(b"\x88\x82abcd" + bytes(b ^ k for b, k in zip((1000).to_bytes(2, "big"), b"ab", strict=True)))
+        assert await asyncio.wait_for(reader.read(), 30) == b""  # nothing after it: the server closes
+        assert outcome == {"early": True, "late": True}
     finally:
         writer.close()
         server.should_exit = True

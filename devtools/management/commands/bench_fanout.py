@@ -118,6 +118,8 @@ FIGURES = (
     "clientCores",
 )
 HIGHER_IS_BETTER = {"deliveriesPerSecond", "connectsPerSecond"}
+# A server's line per request or connection (daphne's access log, uvicorn's WebSocket lines): not kept.
+PER_CONNECTION_LOG = ('" 20', "WSCONNECT", "WSDISCONNECT", "[accepted]", "connection open", "connection closed")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -601,11 +603,10 @@ class Command(BaseCommand):
             self.stock_prefix = env["BENCH_LAYER_PREFIX"]
             cmd = [sys.executable, "-m", "daphne", "-e", endpoint, "devtools.bench.channels_stock:application"]
         elif target == "uvicorn":
-            # The same application and settings as ours on daphne; the access log off, as daphne's
-            # lines are dropped unread below. No permessage-deflate: ours never compresses.
-            port = free_port()
+            # The same application and settings as ours on daphne. No permessage-deflate: ours never
+            # compresses. Its per-connection lines are dropped unread below, as daphne's are.
             cmd = [sys.executable, "-m", "uvicorn", "axisor.asgi:application", "--host", "127.0.0.1",
-                   "--port", str(port), "--backlog", "1024", "--loop", "uvloop", "--http", "httptools",
+                   "--port", "0", "--backlog", "1024", "--loop", "uvloop", "--http", "httptools",
                    "--ws", "websockets-sansio", "--ws-per-message-deflate", "false", "--lifespan", "off",
                    "--no-access-log", "--log-level", "info"]  # fmt: skip
         else:
@@ -615,7 +616,8 @@ class Command(BaseCommand):
             if "Listening on TCP address" in line:
                 port = int(line.strip().rsplit(":", 1)[1])
                 break
-            if "Uvicorn running on" in line:
+            if "Uvicorn running on" in line:  # "… on http://127.0.0.1:PORT (Press CTRL+C to quit)"
+                port = int(line.split("Uvicorn running on ", 1)[1].split()[0].rsplit(":", 1)[1])
                 break
         else:
             raise CommandError(f"{target} server did not start")
@@ -625,7 +627,7 @@ class Command(BaseCommand):
         def drain() -> None:
             with log.open("w") as out:
                 for line in proc.stderr:
-                    if '" 20' not in line and "WSCONNECT" not in line and "WSDISCONNECT" not in line:
+                    if not any(mark in line for mark in PER_CONNECTION_LOG):
                         out.write(line)
 
         threading.Thread(target=drain, daemon=True).start()
