@@ -59,9 +59,15 @@ OPTIONAL_VERSIONS = {"uvicorn": "0.55.0", "websockets": "15.0.1"}
 OPTIONAL_NEEDS: tuple[tuple[str, str | None, str], ...] = (
     *(
         ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", attribute)
-        for attribute in ("send", "self.transport", "self.conn", "self.handshake_complete", "self.close_sent")
+        for attribute in (
+            "send",
+            "self.transport",
+            "self.conn",
+            "self.handshake_complete",
+            "self.close_sent",
+            "self.initial_response",
+        )
     ),
-    ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol", "self.initial_response"),
     *(
         ("websockets.protocol", "Protocol", attribute)
         for attribute in ("self.state", "self.extensions", "send_text", "data_to_send")

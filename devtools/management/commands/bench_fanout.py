@@ -1,5 +1,6 @@
-"""Fan-out benchmark: our server against four references on the same machine (and on uvicorn), each measured by the
-same lean load client (picows on uvloop, its own process, its CPU checked) in the same command.
+"""Fan-out benchmark: our server (on daphne, and on uvicorn) against four references on the same
+machine, each measured by the same lean load client (picows on uvloop, its own process, its CPU
+checked) in the same command.
 
     python manage.py bench_fanout [--mode all|fanout|orders|scaleout] [--sizes 1000,5000] \
         [--targets axisor,ceiling,picows,channels,node,uvicorn] [--runs 3] [--deliveries 100000] [--json PATH]
