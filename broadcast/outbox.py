@@ -111,7 +111,20 @@ def send_logged(ids: list[int], sends: list[tuple[str, dict]], feed: Batch | Non
     sent = _send([*sends, extra] if extra else sends)
     published = [pk for pk, went in zip(ids, sent, strict=False) if went]
     if published:
-        EventLog.objects.filter(pk__in=published).update(published_at=timezone.now())
+        _mark_published(published)
+
+
+def _mark_published(ids: list[int]) -> None:
+    if connection.vendor == "postgresql":
+        # Every request that logs an event ends with this statement: written out, it skips the
+        # ORM's compile of an UPDATE (~0.2 ms of a placement's CPU), with the same effect.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {EventLog._meta.db_table} SET published_at = %s WHERE id = ANY(%s::bigint[])",
+                [timezone.now(), ids],
+            )
+        return
+    EventLog.objects.filter(pk__in=ids).update(published_at=timezone.now())
 
 
 def relay_unpublished(*, older_than_seconds: float = 2.0, batch: int = 500) -> int:
@@ -169,30 +182,94 @@ def publish(*, room: Room, event: dict) -> EventLog:
 
 @transaction.atomic(savepoint=False)
 def publish_personal_many(events: list[tuple[int, dict]]) -> list[EventLog]:
-    """Log personal events ``(user_id, envelope)`` with one seq reservation and one bulk insert;
-    send them all to their users' rooms on commit. Events of one user keep their list order."""
+    """Log personal events ``(user_id, envelope)``: on PostgreSQL the seqs reserved and the rows
+    written in one statement, else one seq reservation and one bulk insert. Send them all to their
+    users' rooms on commit. Events of one user keep their list order."""
     if not events:
         return []
-    counts: dict[int, int] = {}
-    for user_id, _ in events:
-        counts[user_id] = counts.get(user_id, 0) + 1
-    seqs = next_seqs(counts)
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        logged = _log_personal(events, now)
+    else:
+        counts: dict[int, int] = {}
+        for user_id, _ in events:
+            counts[user_id] = counts.get(user_id, 0) + 1
+        seqs = next_seqs(counts)
+        logged = []
+        for user_id, _ in events:
+            logged.append((None, seqs[user_id]))
+            seqs[user_id] += 1
     rows, sends, feed = [], [], Batch()
-    for user_id, event in events:
-        seq = seqs[user_id]
-        seqs[user_id] += 1
+    for (user_id, event), (pk, seq) in zip(events, logged, strict=True):
         type_, channel = event["type"], event["channel"]
         text = dumps({**event, "seq": seq})
         room = user_room(user_id)
         payload = json.loads(text)
-        rows.append(EventLog(user_id=user_id, seq=seq, room=room.name, type=type_, channel=channel, payload=payload))
+        row = EventLog(
+            id=pk,
+            user_id=user_id,
+            seq=seq,
+            room=room.name,
+            type=type_,
+            channel=channel,
+            payload=payload,
+            created_at=now,
+        )
+        rows.append(row)
         frame = frame_for(type_, payload["data"], seq)
         sends.append((room.layer_group, layer_event(channel=channel, seq=seq, text=text, frame=frame)))
         feed.add(type=type_, channel=channel, room=room.name, user_id=user_id, seq=seq, data=payload["data"])
-    created = EventLog.objects.bulk_create(rows, batch_size=2000)
-    ids = [row.pk for row in created]
+    if connection.vendor == "postgresql":
+        for row in rows:
+            row._state.adding = False  # written by _log_personal, as a saved row
+    else:
+        rows = EventLog.objects.bulk_create(rows, batch_size=2000)
+    ids = [row.pk for row in rows]
     transaction.on_commit(lambda: send_logged(ids, sends, feed))
-    return created
+    return rows
+
+
+# next_seqs' reservation and the rows in one statement: each user's rows take last_seq - n + 1 …
+# last_seq in list order, their payloads with the seq added. One round trip and no ORM compile of
+# the INSERT; the user's sequence row stays locked from here to COMMIT, as with next_seqs, so a
+# user's seqs commit in the order they were handed out. (Rows are locked in user order.)
+_LOG_PERSONAL = """
+WITH c AS (
+    SELECT (e->>'user')::bigint AS user_id, e->>'room' AS room, e->'event'->>'type' AS type,
+           e->'event'->>'channel' AS channel, e->'event' AS payload, i
+    FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS t(e, i)
+), n AS (
+    SELECT user_id, count(*) AS n FROM c GROUP BY user_id
+), s AS (
+    INSERT INTO {sequences} AS s (user_id, last_seq)
+    SELECT user_id, n FROM n ORDER BY user_id
+    ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
+    RETURNING s.user_id, s.last_seq
+), r AS (
+    SELECT c.*, s.last_seq - n.n + row_number() OVER (PARTITION BY c.user_id ORDER BY c.i) AS seq
+    FROM c JOIN s USING (user_id) JOIN n USING (user_id)
+)
+INSERT INTO {log} (user_id, seq, room, type, channel, payload, created_at)
+SELECT user_id, seq, room, type, channel, payload || jsonb_build_object('seq', seq), %s FROM r ORDER BY i
+RETURNING id, user_id, seq
+"""
+
+
+def _log_personal(events: list[tuple[int, dict]], now) -> list[tuple[int, int]]:
+    """PostgreSQL: reserve the seqs and write the rows in one statement. Returns (pk, seq) per
+    event, in list order. The stored payload is the envelope with its seq, as the other path stores it."""
+    sql = _LOG_PERSONAL.format(sequences=UserSequence._meta.db_table, log=EventLog._meta.db_table)
+    with connection.cursor() as cursor:
+        # one JSON document, not one array per column: psycopg escapes a str for the statement in
+        # C, an array's elements one by one in Python
+        rows = [{"user": user_id, "room": user_room(user_id).name, "event": event} for user_id, event in events]
+        cursor.execute(sql, [dumps(rows), now])
+        written = cursor.fetchall()
+    # each user's seqs ascend in list order
+    by_user: dict[int, list[tuple[int, int]]] = {}
+    for pk, user_id, seq in sorted(written, key=lambda r: -r[2]):
+        by_user.setdefault(user_id, []).append((pk, seq))
+    return [by_user[user_id].pop() for user_id, _ in events]
 
 
 def signal_access_changed(*, user_id: int, reason: str, disconnect: list[str] | None = None) -> None:

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from broadcast.models import EventLog
 from broadcast.outbox import publish, publish_personal_many
@@ -74,6 +75,36 @@ def test_personal_seq_is_per_user_and_gap_free(make_user):
     assert list(EventLog.objects.filter(user=a).values_list("seq", flat=True)) == [1, 2, 3]
     assert list(EventLog.objects.filter(user=b).values_list("seq", flat=True)) == [1]
     assert EventLog.objects.filter(user=a).last().payload["seq"] == 3
+
+
+def test_a_batch_of_several_users_events_keeps_each_users_order_in_one_statement(
+    make_user, django_capture_on_commit_callbacks
+):
+    """Interleaved events of several users: each user's seqs run on from its last and follow the
+    list order; the rows, the returned entries and the texts sent all carry them. On PostgreSQL the
+    seqs are reserved and the rows written in one statement, and the post-commit mark is one more."""
+    a, b, c = make_user("a"), make_user("b"), make_user("c")
+    personal(b.pk, "earlier")  # b's stream is at 1 already
+    batch = [(a.pk, "a1"), (b.pk, "b2"), (a.pk, "a2"), (c.pk, "c1"), (b.pk, "b3"), (a.pk, "a3")]
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+        with transaction.atomic():
+            entries = publish_personal_many([(u, envelope("test_event", "notifications", {"m": m})) for u, m in batch])
+    assert [(e.user_id, e.seq, e.payload["data"]["m"]) for e in entries] == [
+        (a.pk, 1, "a1"), (b.pk, 2, "b2"), (a.pk, 2, "a2"), (c.pk, 1, "c1"), (b.pk, 3, "b3"), (a.pk, 3, "a3"),
+    ]  # fmt: skip
+    stored = {(r.user_id, r.seq): r for r in EventLog.objects.filter(pk__in=[e.pk for e in entries])}
+    for entry in entries:
+        row = stored[(entry.user_id, entry.seq)]
+        assert row.payload == entry.payload == {**entry.payload, "seq": entry.seq}
+        assert (row.room, row.type, row.channel) == (user_room(entry.user_id).name, "test_event", "notifications")
+        assert row.published_at is not None  # sent after commit and marked
+    if connection.vendor == "postgresql":
+        statements = [
+            q["sql"]
+            for q in queries.captured_queries
+            if not q["sql"].startswith(("SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))
+        ]
+        assert [sql.split()[0] for sql in statements] == ["WITH", "UPDATE"], statements
 
 
 @pytest.mark.django_db(transaction=True)
