@@ -188,8 +188,9 @@ def publish_personal_many(events: list[tuple[int, dict]]) -> list[EventLog]:
     if not events:
         return []
     now = timezone.now()
+    logged: list[tuple[int | None, int]]  # (pk, seq) per event: the pk once written
     if connection.vendor == "postgresql":
-        logged = _log_personal(events, now)
+        logged = list(_log_personal(events, now))
     else:
         counts: dict[int, int] = {}
         for user_id, _ in events:

@@ -47,7 +47,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
-def dumps(payload: dict) -> str:
+def dumps(payload: dict | list) -> str:
     """Compact JSON, as every frame is sent."""
     return json.dumps(payload, default=_json_default, separators=(",", ":"))
 

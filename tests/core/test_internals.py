@@ -169,6 +169,54 @@ def test_eager_writes_send_at_once_and_fall_back_to_twisteds_buffer_in_order():
     peer.close()
 
 
+def test_corked_writes_go_out_as_one_send_per_socket_in_order():
+    """While the hub handles a batch, each socket's frames wait and leave in one send() at its end,
+    in the order they were written; a socket Twisted holds bytes for keeps them behind those."""
+    from twisted.internet import protocol as twisted_protocol
+    from twisted.internet import tcp
+
+    class Counting:
+        def __init__(self, sock: socket.socket) -> None:
+            self.sock, self.sends = sock, 0
+
+        def send(self, data) -> int:
+            self.sends += 1
+            return self.sock.send(data)
+
+        def __getattr__(self, name):
+            return getattr(self.sock, name)
+
+    pairs = []
+    for _ in range(2):
+        server_sock, peer = tcp_pair()
+        transport = tcp.Connection(server_sock, twisted_protocol.Protocol(), FakeReactor())
+        transport.connected = 1
+        transport.socket = counting = Counting(server_sock)
+        assert internals.eager_writes(transport)
+        pairs.append((transport, counting, peer, server_sock))
+    (a, a_sends, a_peer, _), (b, b_sends, b_peer, _) = pairs
+    with internals.corked():
+        for i in range(5):
+            a.write(f"a{i};".encode())
+            b.write(f"b{i};".encode())
+        with internals.corked():  # nested: one batch
+            a.write(b"a5;")
+        assert (a_sends.sends, b_sends.sends) == (0, 0)
+        assert read_all(a_peer) == b""  # nothing on the wire before the batch ends
+    assert (a_sends.sends, b_sends.sends) == (1, 1)
+    deadline = time.monotonic() + 5
+    got_a, got_b = b"", b""
+    while (len(got_a), len(got_b)) != (18, 15) and time.monotonic() < deadline:
+        got_a += read_all(a_peer)
+        got_b += read_all(b_peer)
+    assert got_a == b"a0;a1;a2;a3;a4;a5;" and got_b == b"b0;b1;b2;b3;b4;"
+    a.write(b"after")  # no batch: straight out
+    assert a_sends.sends == 2
+    for _, _, peer, sock in pairs:
+        peer.close()
+        sock.close()
+
+
 def test_eager_writes_only_on_plain_tcp():
     class Other:
         def write(self, data: bytes) -> None: ...

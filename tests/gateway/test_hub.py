@@ -232,3 +232,58 @@ async def test_send_queue_writes_at_once_and_queues_behind_anything_waiting(monk
     assert queue.task is None
     queue.put("later", None)
     assert direct == ["first", "later"]
+
+
+async def test_a_burst_already_read_is_handled_in_one_batch_with_its_writes_held(monkeypatch):
+    """Messages Redis has already delivered to the process are handed out in the same turn, under
+    one hold of the sockets' writes (core.internals.corked): a socket gets a burst's frames in one
+    write. In order, and bounded: past BATCH_DELIVERIES the rest is another batch."""
+    from core import internals
+
+    class Recording(Conn):
+        def deliver(self, message: dict) -> None:
+            message = {**message, "batched": internals._corked is not None, "batch": batches[-1]}
+            super().deliver(message)
+
+    batches = [0]
+    real_dispatch = Hub._dispatch
+
+    def dispatch(self, message):
+        if internals._corked is not None and not self._in_batch:
+            batches.append(batches[-1] + 1)
+            self._in_batch = True
+        return real_dispatch(self, message)
+
+    monkeypatch.setattr(Hub, "_dispatch", dispatch)
+    monkeypatch.setattr(hubmod, "BATCH_DELIVERIES", 40)  # 2 sockets: 20 messages a batch
+    h = Hub()
+    h._in_batch = False
+    real_corked = internals.corked
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def corked():
+        with real_corked():
+            yield
+        h._in_batch = False
+
+    monkeypatch.setattr(hubmod, "corked", corked)
+    a, b = Recording(), Recording()
+    await h.join("market.ETH_USD", a)
+    await h.join("market.ETH_USD", b)
+    # 50 messages published at once (one pipeline): the hub's first wake-up finds most of them read
+    sends = [("market.ETH_USD", {"type": "event.message", "text": str(i)}) for i in range(50)]
+    await asyncio.to_thread(group_send_many, sends)
+    while len(b.got) < 50:
+        b.event.clear()
+        await asyncio.wait_for(b.event.wait(), 5)
+    for conn in (a, b):
+        assert [m["text"] for m in conn.got] == [str(i) for i in range(50)]
+        assert all(m["batched"] for m in conn.got)
+    sizes = [sum(1 for m in a.got if m["batch"] == n) for n in sorted({m["batch"] for m in a.got})]
+    assert max(sizes) > 1, sizes  # the burst was drained, not handled one message a turn
+    assert max(sizes) <= 20, sizes  # and bounded
+    await h.leave("market.ETH_USD", a)
+    await h.leave("market.ETH_USD", b)
+    h.task.cancel()
