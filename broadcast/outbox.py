@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -187,10 +187,10 @@ def publish_personal_many(events: list[tuple[int, dict]]) -> list[EventLog]:
     users' rooms on commit. Events of one user keep their list order."""
     if not events:
         return []
-    now = timezone.now()
-    logged: list[tuple[int | None, int]]  # (pk, seq) per event: the pk once written
+    events = [(int(user_id), event) for user_id, event in events]
+    logged: list[tuple[int | None, int, datetime | None]]  # (pk, seq, created_at) per event, once written
     if connection.vendor == "postgresql":
-        logged = list(_log_personal(events, now))
+        logged = [row for start in range(0, len(events), 2000) for row in _log_personal(events[start : start + 2000])]
     else:
         counts: dict[int, int] = {}
         for user_id, _ in events:
@@ -198,10 +198,10 @@ def publish_personal_many(events: list[tuple[int, dict]]) -> list[EventLog]:
         seqs = next_seqs(counts)
         logged = []
         for user_id, _ in events:
-            logged.append((None, seqs[user_id]))
+            logged.append((None, seqs[user_id], None))
             seqs[user_id] += 1
     rows, sends, feed = [], [], Batch()
-    for (user_id, event), (pk, seq) in zip(events, logged, strict=True):
+    for (user_id, event), (pk, seq, created_at) in zip(events, logged, strict=True):
         type_, channel = event["type"], event["channel"]
         text = dumps({**event, "seq": seq})
         room = user_room(user_id)
@@ -214,15 +214,16 @@ def publish_personal_many(events: list[tuple[int, dict]]) -> list[EventLog]:
             type=type_,
             channel=channel,
             payload=payload,
-            created_at=now,
         )
+        if created_at is not None:  # else bulk_create's auto_now_add sets it
+            row.created_at = created_at
         rows.append(row)
         frame = frame_for(type_, payload["data"], seq)
         sends.append((room.layer_group, layer_event(channel=channel, seq=seq, text=text, frame=frame)))
         feed.add(type=type_, channel=channel, room=room.name, user_id=user_id, seq=seq, data=payload["data"])
     if connection.vendor == "postgresql":
-        for row in rows:
-            row._state.adding = False  # written by _log_personal, as a saved row
+        for row in rows:  # written by _log_personal: saved rows, as bulk_create leaves them
+            row._state.adding, row._state.db = False, connection.alias
     else:
         rows = EventLog.objects.bulk_create(rows, batch_size=2000)
     ids = [row.pk for row in rows]
@@ -233,7 +234,9 @@ def publish_personal_many(events: list[tuple[int, dict]]) -> list[EventLog]:
 # next_seqs' reservation and the rows in one statement: each user's rows take last_seq - n + 1 …
 # last_seq in list order, their payloads with the seq added. One round trip and no ORM compile of
 # the INSERT; the user's sequence row stays locked from here to COMMIT, as with next_seqs, so a
-# user's seqs commit in the order they were handed out. (Rows are locked in user order.)
+# user's seqs commit in the order they were handed out. (Rows are locked in user order.) The rows'
+# time is taken once the locks are held, as the ORM's auto_now_add took it after next_seqs: the
+# relay sends what is still unmarked 2 s after it.
 _LOG_PERSONAL = """
 WITH c AS (
     SELECT (e->>'user')::bigint AS user_id, e->>'room' AS room, e->'event'->>'type' AS type,
@@ -251,25 +254,27 @@ WITH c AS (
     FROM c JOIN s USING (user_id) JOIN n USING (user_id)
 )
 INSERT INTO {log} (user_id, seq, room, type, channel, payload, created_at)
-SELECT user_id, seq, room, type, channel, payload || jsonb_build_object('seq', seq), %s FROM r ORDER BY i
-RETURNING id, user_id, seq
+SELECT user_id, seq, room, type, channel, payload || jsonb_build_object('seq', seq), clock_timestamp()
+FROM r ORDER BY i
+RETURNING id, user_id, seq, created_at
 """
 
 
-def _log_personal(events: list[tuple[int, dict]], now) -> list[tuple[int, int]]:
-    """PostgreSQL: reserve the seqs and write the rows in one statement. Returns (pk, seq) per
-    event, in list order. The stored payload is the envelope with its seq, as the other path stores it."""
+def _log_personal(events: list[tuple[int, dict]]) -> list[tuple[int | None, int, datetime | None]]:
+    """PostgreSQL: reserve the seqs and write the rows in one statement. Returns (pk, seq,
+    created_at) per event, in list order. The stored payload is the envelope with its seq, as the
+    other path stores it."""
     sql = _LOG_PERSONAL.format(sequences=UserSequence._meta.db_table, log=EventLog._meta.db_table)
     with connection.cursor() as cursor:
         # one JSON document, not one array per column: psycopg escapes a str for the statement in
         # C, an array's elements one by one in Python
         rows = [{"user": user_id, "room": user_room(user_id).name, "event": event} for user_id, event in events]
-        cursor.execute(sql, [dumps(rows), now])
+        cursor.execute(sql, [dumps(rows)])
         written = cursor.fetchall()
     # each user's seqs ascend in list order
-    by_user: dict[int, list[tuple[int, int]]] = {}
-    for pk, user_id, seq in sorted(written, key=lambda r: -r[2]):
-        by_user.setdefault(user_id, []).append((pk, seq))
+    by_user: dict[int, list[tuple[int | None, int, datetime | None]]] = {}
+    for pk, user_id, seq, created_at in sorted(written, key=lambda r: -r[2]):
+        by_user.setdefault(user_id, []).append((pk, seq, created_at))
     return [by_user[user_id].pop() for user_id, _ in events]
 
 

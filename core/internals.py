@@ -325,8 +325,11 @@ def eager_writes(transport) -> bool:
 
     def write(data: bytes) -> None:
         t = transport
-        if _corked is not None and _hold(t, write, data):  # the hub is handling a batch
-            return
+        if _corked is not None:  # the hub is handling a batch
+            now = _hold(t, write, data)
+            if now is None:
+                return
+            data = now
         if (
             t._tempDataLen
             or len(t.dataBuffer) > t.offset
@@ -352,8 +355,13 @@ def eager_writes(transport) -> bool:
     return True
 
 
-# transport → (its eager write, the bytes held for it) while the hub handles a batch; else None
-_corked: dict[Any, tuple[Callable[[bytes], None], list[bytes]]] | None = None
+# While the hub handles a batch: transport → [its write, the bytes held for it, their size]; else None
+_corked: dict[Any, list] | None = None
+_held_total = 0  # bytes held over every transport
+# A socket's held bytes go out once they would pass this: what the slow-reader check (SLOW_BYTES,
+# which reads the transport's buffer) cannot see stays under it.
+HOLD_SOCKET_BYTES = 64 * 1024
+HOLD_TOTAL_BYTES = 8 * 1024 * 1024  # everything held goes out once the batch holds this much
 
 
 @contextlib.contextmanager
@@ -363,36 +371,62 @@ def corked():
     For a hub handling several messages in one go (a burst): one ``send()`` a socket for the
     batch, not one a frame. The syscall is most of a delivery's cost (py-spy: half of a
     broadcast's samples on the ``send()`` line). Order holds: every eager write of the socket in
-    the batch joins the same list, in turn. Nothing is delayed past the end of the batch, and no
-    batch waits for more to arrive. Nested uses are one batch."""
-    global _corked
+    the batch joins the same list, in turn, and the list goes out whole. Nothing is delayed past
+    the end of the batch, no batch waits for more to arrive, and what is held is bounded
+    (HOLD_SOCKET_BYTES a socket, HOLD_TOTAL_BYTES in all). Nested uses are one batch. Writes that
+    are not eager (TLS, uvicorn's own) are not held."""
+    global _corked, _held_total
     if _corked is not None:
         yield
         return
-    _corked = {}
+    _corked, _held_total = {}, 0
     try:
         yield
     finally:
-        held, _corked = _corked, None
-        for write, chunks in held.values():
+        _send_held(keep=False)
+
+
+def _send_held(*, keep: bool) -> None:
+    """Write out everything held; ``keep``: and go on holding (the batch is not over)."""
+    global _corked, _held_total
+    held, _corked, _held_total = _corked or {}, None, 0
+    try:
+        for write, chunks, _ in held.values():
             try:
                 write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
             except Exception:  # one socket's failure is not the others'
                 logger.exception("a held write failed")
+    finally:
+        if keep:
+            _corked = {}
 
 
-def _hold(transport, write: Callable[[bytes], None], data: bytes) -> bool:
+def _hold(transport, write: Callable[[bytes], None], data: bytes) -> bytes | None:
     """Inside ``corked()``: keep ``data`` for ``transport``, to go out through ``write`` with the
-    rest of the batch's bytes for it. Returns False outside a batch (write it now)."""
+    rest of the batch's bytes for it; returns None. When the socket's share would pass
+    HOLD_SOCKET_BYTES, nothing more is held for it: returns its held bytes and ``data``, to write
+    now."""
+    global _held_total
     held = _corked
-    if held is None:
-        return False
+    assert held is not None
+    size = len(data)
     entry = held.get(transport)
     if entry is None:
-        held[transport] = (write, [data])
+        if size >= HOLD_SOCKET_BYTES:
+            return data
+        held[transport] = [write, [data], size]
+    elif entry[2] + size >= HOLD_SOCKET_BYTES:
+        del held[transport]
+        _held_total -= entry[2]
+        entry[1].append(data)
+        return b"".join(entry[1])
     else:
         entry[1].append(data)
-    return True
+        entry[2] += size
+    _held_total += size
+    if _held_total >= HOLD_TOTAL_BYTES:
+        _send_held(keep=True)
+    return None
 
 
 class _Lazy:
@@ -566,8 +600,9 @@ def _uvicorn_sender(protocol, limit: float | None) -> Callable[[str], bool]:
             data = b"".join(conn.data_to_send())
         else:
             data = text_frame(text)[0]
-        if not (_corked is not None and _hold(transport, transport.write, data)):
-            transport.write(data)
+        now = _hold(transport, transport.write, data) if _corked is not None else data
+        if now is not None:
+            transport.write(now)
         return True
 
     return send

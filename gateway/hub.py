@@ -121,18 +121,28 @@ class Hub:
                 logger.exception("hub receive failed")
                 await asyncio.sleep(0.1)
                 continue
-            following = received_now(self.layer, channel)
+            following = self._ready(channel)
             if following is None:  # one message: each socket's frame goes out as it is reached
                 self._dispatch(message)
                 continue
             # A burst: the messages already read from Redis are handled in this turn too, and each
-            # socket's frames of the batch go out in one write (core.internals.corked), up to
-            # BATCH_DELIVERIES deliveries so the first message's frames do not wait long.
+            # socket's frames of the batch go out together (core.internals.corked), until the
+            # batch has made BATCH_DELIVERIES deliveries, so the first message's frames do not
+            # wait long.
             with corked():
                 budget = BATCH_DELIVERIES - self._dispatch(message)
                 while following is not None:
                     budget -= self._dispatch(following)
-                    following = received_now(self.layer, channel) if budget > 0 else None
+                    following = self._ready(channel) if budget > 0 else None
+
+    def _ready(self, channel: str) -> dict | None:
+        """The next message already read for the hub, or None. One that cannot be read is logged
+        and skipped, as ``receive`` failing is (the rest come through ``receive``)."""
+        try:
+            return received_now(self.layer, channel)
+        except Exception:
+            logger.exception("hub receive failed")
+            return None
 
     def _dispatch(self, message: dict) -> int:
         """Hand one layer message to its sockets; returns how many."""

@@ -85,7 +85,7 @@ def test_a_batch_of_several_users_events_keeps_each_users_order_in_one_statement
     seqs are reserved and the rows written in one statement, and the post-commit mark is one more."""
     a, b, c = make_user("a"), make_user("b"), make_user("c")
     personal(b.pk, "earlier")  # b's stream is at 1 already
-    batch = [(a.pk, "a1"), (b.pk, "b2"), (a.pk, "a2"), (c.pk, "c1"), (b.pk, "b3"), (a.pk, "a3")]
+    batch = [(a.pk, "a1"), (b.pk, "b2"), (a.pk, "a2"), (c.pk, "c1"), (str(b.pk), "b3"), (a.pk, "a3")]
     with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
         with transaction.atomic():
             entries = publish_personal_many([(u, envelope("test_event", "notifications", {"m": m})) for u, m in batch])
@@ -98,6 +98,7 @@ def test_a_batch_of_several_users_events_keeps_each_users_order_in_one_statement
         assert row.payload == entry.payload == {**entry.payload, "seq": entry.seq}
         assert (row.room, row.type, row.channel) == (user_room(entry.user_id).name, "test_event", "notifications")
         assert row.published_at is not None  # sent after commit and marked
+        assert row.created_at == entry.created_at and entry._state.adding is False
     if connection.vendor == "postgresql":
         statements = [
             q["sql"]

@@ -217,6 +217,52 @@ def test_corked_writes_go_out_as_one_send_per_socket_in_order():
         sock.close()
 
 
+def test_what_a_batch_holds_is_bounded_per_socket_and_in_all(monkeypatch):
+    """A socket's held bytes go out, in order, once they would pass HOLD_SOCKET_BYTES (so the
+    slow-reader check, which reads the transport's buffer, misses at most that much), and
+    everything held goes out once the batch holds HOLD_TOTAL_BYTES; the batch goes on holding."""
+    monkeypatch.setattr(internals, "HOLD_SOCKET_BYTES", 10)
+    monkeypatch.setattr(internals, "HOLD_TOTAL_BYTES", 16)
+    written: dict[str, list[bytes]] = {"a": [], "b": []}
+
+    class Transport:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def write(self, data: bytes) -> None:  # what eager_writes' write does with a batch
+            if internals._corked is not None:
+                now = internals._hold(self, self.write, data)
+                if now is None:
+                    return
+                data = now
+            written[self.name].append(data)
+
+    a, b = Transport("a"), Transport("b")
+    with internals.corked():
+        a.write(b"a1-")
+        a.write(b"a2-")
+        a.write(b"a3-")  # 9 bytes held: under 10
+        assert written["a"] == []
+        a.write(b"a4-")  # would be 12: out now, with what it held, in order
+        assert written["a"] == [b"a1-a2-a3-a4-"]
+        b.write(b"b1-")
+        a.write(b"a5-")
+        b.write(b"b2-")
+        a.write(b"a6-")  # 12 held in all: under 16
+        assert written["b"] == []
+        b.write(b"b3-")
+        b.write(b"b4-")  # 15 held: under 16, but b's own would be 12: out now
+        assert written["b"] == [b"b1-b2-b3-b4-"]
+        b.write(b"b5-")
+        a.write(b"a7-")  # a holds 9, b 3: 12
+        a.write(b"")
+        b.write(b"b6-b7")  # 17 in all: everything goes out
+        assert written == {"a": [b"a1-a2-a3-a4-", b"a5-a6-a7-"], "b": [b"b1-b2-b3-b4-", b"b5-b6-b7"]}
+        a.write(b"a8")  # still a batch: held again
+        assert written["a"][-1] == b"a5-a6-a7-"
+    assert written["a"][-1] == b"a8" and internals._corked is None
+
+
 def test_eager_writes_only_on_plain_tcp():
     class Other:
         def write(self, data: bytes) -> None: ...

@@ -287,3 +287,34 @@ async def test_a_burst_already_read_is_handled_in_one_batch_with_its_writes_held
     await h.leave("market.ETH_USD", a)
     await h.leave("market.ETH_USD", b)
     h.task.cancel()
+
+
+async def test_a_message_that_cannot_be_read_is_skipped_not_the_hub(monkeypatch):
+    """The hub reads a burst's following messages itself (received_now): one that cannot be
+    deserialised is logged and skipped, as a failing ``receive`` is, and the hub goes on."""
+    h = Hub()
+    a = Conn()
+    await h.join("market.SOL_USD", a)
+    real = hubmod.received_now
+    calls = []
+
+    def flaky(layer, channel):
+        calls.append(1)
+        if len(calls) == 1:
+            real(layer, channel)  # takes the message off the queue, as a failed deserialise does
+            raise ValueError("not a layer message")
+        return real(layer, channel)
+
+    monkeypatch.setattr(hubmod, "received_now", flaky)
+    sends = [("market.SOL_USD", {"type": "event.message", "text": str(i)}) for i in range(3)]
+    await asyncio.to_thread(group_send_many, sends)
+    later = [("market.SOL_USD", {"type": "event.message", "text": "later"})]
+    while not a.got or a.got[-1]["text"] != "later":
+        if calls:
+            await asyncio.to_thread(group_send_many, later)
+        a.event.clear()
+        await asyncio.wait_for(a.event.wait(), 5)
+    assert not h.task.done()  # the hub lives on
+    assert a.got[0]["text"] == "0"
+    await h.leave("market.SOL_USD", a)
+    h.task.cancel()
