@@ -78,22 +78,10 @@ def _send(sends: list[tuple[str, dict]]) -> list[bool]:
 
 
 def next_seqs(counts: dict[int, int]) -> dict[int, int]:
-    """Reserve ``counts[user]`` seqs for each user; returns each user's first reserved seq.
+    """Reserve ``counts[user]`` seqs for each user; returns each user's first reserved seq. Off
+    PostgreSQL (the embedded SQLite): there, ``_LOG_PERSONAL`` reserves them with the rows.
     Rows are locked in user order, so concurrent publishers cannot deadlock. Each row stays
     locked until the transaction ends: a user's seqs commit in the order they were handed out."""
-    if connection.vendor == "postgresql":
-        # One statement takes the lock, creates a missing row and reserves: the lock is held from
-        # here to COMMIT, so every round trip saved here is one that a user's next event waits less.
-        users = sorted(counts)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {UserSequence._meta.db_table} AS s (user_id, last_seq)"
-                " SELECT c.user_id, c.n FROM unnest(%s::bigint[], %s::bigint[]) AS c(user_id, n) ORDER BY c.user_id"
-                " ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq"
-                " RETURNING s.user_id, s.last_seq",
-                [users, [counts[u] for u in users]],
-            )
-            return {user_id: last - counts[user_id] + 1 for user_id, last in cursor.fetchall()}
     UserSequence.objects.bulk_create([UserSequence(user_id=u) for u in counts], ignore_conflicts=True)
     rows = list(UserSequence.objects.select_for_update().filter(user_id__in=list(counts)).order_by("user_id"))
     first = {row.user_id: row.last_seq + 1 for row in rows}
@@ -188,8 +176,9 @@ def publish_personal_many(events: list[tuple[int, dict]]) -> list[EventLog]:
     if not events:
         return []
     events = [(int(user_id), event) for user_id, event in events]
+    on_postgresql = connection.vendor == "postgresql"
     logged: list[tuple[int | None, int, datetime | None]]  # (pk, seq, created_at) per event, once written
-    if connection.vendor == "postgresql":
+    if on_postgresql:
         logged = [row for start in range(0, len(events), 2000) for row in _log_personal(events[start : start + 2000])]
     else:
         counts: dict[int, int] = {}
@@ -221,7 +210,7 @@ def publish_personal_many(events: list[tuple[int, dict]]) -> list[EventLog]:
         frame = frame_for(type_, payload["data"], seq)
         sends.append((room.layer_group, layer_event(channel=channel, seq=seq, text=text, frame=frame)))
         feed.add(type=type_, channel=channel, room=room.name, user_id=user_id, seq=seq, data=payload["data"])
-    if connection.vendor == "postgresql":
+    if on_postgresql:
         for row in rows:  # written by _log_personal: saved rows, as bulk_create leaves them
             row._state.adding, row._state.db = False, connection.alias
     else:
@@ -231,13 +220,13 @@ def publish_personal_many(events: list[tuple[int, dict]]) -> list[EventLog]:
     return rows
 
 
-# next_seqs' reservation and the rows in one statement: each user's rows take last_seq - n + 1 …
-# last_seq in list order, their payloads with the seq added. One round trip and no ORM compile of
-# the INSERT; the user's sequence row stays locked from here to COMMIT, as with next_seqs, so a
-# user's seqs commit in the order they were handed out. (Rows are locked in user order.) The rows'
-# time is taken once the locks are held, as the ORM's auto_now_add took it after next_seqs: the
-# relay sends what is still unmarked 2 s after it.
-_LOG_PERSONAL = """
+# The seqs' reservation and the rows in one statement: one upsert takes each user's sequence row
+# (locked in user order, so concurrent publishers cannot deadlock; it stays locked to COMMIT, so a
+# user's seqs commit in the order they were handed out) and reserves n seqs; each user's rows take
+# last_seq - n + 1 … last_seq in list order, their payloads with the seq added. One round trip and
+# no ORM compile of the INSERT. The rows' time is taken once the locks are held, as the ORM's
+# auto_now_add took it after next_seqs: the relay sends what is still unmarked 2 s after it.
+_LOG_PERSONAL = f"""
 WITH c AS (
     SELECT (e->>'user')::bigint AS user_id, e->>'room' AS room, e->'event'->>'type' AS type,
            e->'event'->>'channel' AS channel, e->'event' AS payload, i
@@ -245,7 +234,7 @@ WITH c AS (
 ), n AS (
     SELECT user_id, count(*) AS n FROM c GROUP BY user_id
 ), s AS (
-    INSERT INTO {sequences} AS s (user_id, last_seq)
+    INSERT INTO {UserSequence._meta.db_table} AS s (user_id, last_seq)
     SELECT user_id, n FROM n ORDER BY user_id
     ON CONFLICT (user_id) DO UPDATE SET last_seq = s.last_seq + EXCLUDED.last_seq
     RETURNING s.user_id, s.last_seq
@@ -253,7 +242,7 @@ WITH c AS (
     SELECT c.*, s.last_seq - n.n + row_number() OVER (PARTITION BY c.user_id ORDER BY c.i) AS seq
     FROM c JOIN s USING (user_id) JOIN n USING (user_id)
 )
-INSERT INTO {log} (user_id, seq, room, type, channel, payload, created_at)
+INSERT INTO {EventLog._meta.db_table} (user_id, seq, room, type, channel, payload, created_at)
 SELECT user_id, seq, room, type, channel, payload || jsonb_build_object('seq', seq), clock_timestamp()
 FROM r ORDER BY i
 RETURNING id, user_id, seq, created_at
@@ -264,12 +253,11 @@ def _log_personal(events: list[tuple[int, dict]]) -> list[tuple[int | None, int,
     """PostgreSQL: reserve the seqs and write the rows in one statement. Returns (pk, seq,
     created_at) per event, in list order. The stored payload is the envelope with its seq, as the
     other path stores it."""
-    sql = _LOG_PERSONAL.format(sequences=UserSequence._meta.db_table, log=EventLog._meta.db_table)
     with connection.cursor() as cursor:
         # one JSON document, not one array per column: psycopg escapes a str for the statement in
         # C, an array's elements one by one in Python
         rows = [{"user": user_id, "room": user_room(user_id).name, "event": event} for user_id, event in events]
-        cursor.execute(sql, [dumps(rows)])
+        cursor.execute(_LOG_PERSONAL, [dumps(rows)])
         written = cursor.fetchall()
     # each user's seqs ascend in list order
     by_user: dict[int, list[tuple[int | None, int, datetime | None]]] = {}
