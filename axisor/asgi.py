@@ -10,7 +10,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from core import internals  # noqa: E402
+from core import collector, internals  # noqa: E402
 from core.middleware import AsgiBodyLimit  # noqa: E402
 from gateway.origin import allowed_hosts_origin_validator  # noqa: E402
 from gateway.routing import websocket_urlpatterns  # noqa: E402
@@ -29,4 +29,4 @@ application = BackgroundStarter(
         }
     )
 )
-internals.tune_gc()  # last: what start-up built is frozen out of every collection
+collector.tune_gc()  # last: what start-up built is frozen out of every collection

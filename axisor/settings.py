@@ -423,11 +423,15 @@ HTTP_LINGER_SECONDS = env_float("HTTP_LINGER_SECONDS", 5.0)
 # daphne: stop reading a socket while this many of its messages wait for its consumer (flood
 # backpressure; reading resumes below a quarter of it; see core/internals.py).
 WS_INBOUND_QUEUE_HIGH = env_int("WS_INBOUND_QUEUE_HIGH", 64)
-# The server process's garbage collector (core.internals.tune_gc): what start-up built is frozen out
+# The server process's garbage collector (core.collector.tune_gc): what start-up built is frozen out
 # of every collection, and collections run at these generation thresholds. CPython's default
 # (2000, 10, 10) makes a process holding thousands of sockets re-scan all of them every few
 # hundred messages: at 5,000 sockets a broadcast's median delivery took ~0.9 s, ~0.25 s with these.
 GC_THRESHOLDS = tuple(int(x) for x in (env("GC_THRESHOLDS") or "100000,50,1000").split(","))
+# A REST worker (gunicorn) collects once its response is out, when this many objects wait, so that
+# no request waits on a collection (core.collector.collect_between_requests); 0: only at the
+# thresholds above, inside whichever request reaches them (~110 ms for that request).
+GC_BETWEEN_REQUESTS = env_int("GC_BETWEEN_REQUESTS", 3000)
 AXISOR_ORDERS = {
     "SESSION_SECONDS": env_int("ORDERS_SESSION_SECONDS", 24 * 3600),
     # Modifications per order (409 limit_exceeded beyond): each is kept in the order's history.

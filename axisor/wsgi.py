@@ -28,7 +28,7 @@ if layer is None or isinstance(layer, InMemoryChannelLayer):
 from django.urls import get_resolver  # noqa: E402
 
 from core import tier  # noqa: E402
-from core.internals import tune_gc  # noqa: E402
+from core.collector import tune_gc  # noqa: E402
 from core.middleware import WsgiBodyLimit  # noqa: E402
 
 tier.TIER = "wsgi"

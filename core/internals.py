@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import importlib
 import inspect
 import io
@@ -165,15 +164,6 @@ def check() -> None:
 
 
 # ---- daphne, Twisted and autobahn ---------------------------------------------------------------
-
-
-def tune_gc() -> None:
-    """Freeze what start-up built (modules, settings, URL resolvers: never garbage) out of every
-    future collection, and collect at ``settings.GC_THRESHOLDS``. Reference cycles are still
-    collected, in fewer and larger passes; a socket's objects are scanned ~50× less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*settings.GC_THRESHOLDS)
 
 
 def tune_daphne() -> None:

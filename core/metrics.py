@@ -25,6 +25,13 @@ DELIVERED = Counter("axisor_events_delivered_total", "Events written to sockets"
 CONFLATED = Counter("axisor_events_conflated_total", "Market updates replaced by a newer one before sending", ["where"])
 SLOW_CLOSES = Counter("axisor_slow_consumer_closes_total", "Sockets closed because they read too slowly")
 RESUMES = Counter("axisor_resume_requests_total", "Resume requests", ["endpoint", "outcome"])
+GC_PAUSE = Histogram(
+    "axisor_gc_pause_seconds",
+    "Garbage collections and how long each stopped the process, by generation and by what ran it: "
+    "the thresholds (automatic) or a REST worker between requests (core.collector)",
+    ["generation", "trigger"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
 HTTP_LATENCY = Histogram("axisor_http_request_duration_seconds", "REST request latency", ["method", "route", "status"])
 # Every label value must come from a fixed set, never from the client: each new value is a new
 # series kept for the life of the process. The method is the client's own word (daphne passes any

@@ -55,6 +55,14 @@ def post_worker_init(worker):
     worker.log.info("Worker %s ready: the application is loaded", worker.pid)  # tests wait for this line
 
 
+def post_request(worker, req):
+    # The response is written: collect the garbage the requests left here, where no request waits,
+    # rather than inside a later one at the thresholds (core.collector).
+    from core.collector import collect_between_requests
+
+    collect_between_requests()
+
+
 def pre_request(worker, req):
     # gunicorn has no body limit of its own: the WSGI entry (axisor.wsgi, core.middleware.WsgiBodyLimit)
     # answers 413 to a body over DATA_UPLOAD_MAX_MEMORY_SIZE without reading it. gunicorn would

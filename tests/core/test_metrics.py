@@ -40,14 +40,3 @@ def auth_get(user):
     from tests.conftest import auth_api
 
     assert auth_api(user).get("/api/orders").status_code == 200
-
-
-def test_server_process_collects_garbage_at_the_configured_thresholds(settings):
-    """axisor.asgi tunes the collector on import (core.internals.tune_gc): start-up objects frozen
-    out of collections, thresholds from GC_THRESHOLDS."""
-    import gc
-
-    import axisor.asgi  # noqa: F401 - the import does it
-
-    assert gc.get_threshold() == settings.GC_THRESHOLDS
-    assert gc.get_freeze_count() > 10_000

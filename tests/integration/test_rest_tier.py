@@ -74,11 +74,34 @@ def test_the_workers_answer_metrics_together(gunicorn):
     assert answers == [(200, {"status": "ok"})] * 40
     writers = {name.rsplit("_", 1)[-1] for name in os.listdir(web.metrics_dir) if name.startswith("histogram_")}
     assert len(writers) == 2, sorted(os.listdir(web.metrics_dir))  # both workers served some
-    request = urllib.request.Request(f"{web.http}/metrics", headers={"Authorization": "Bearer scrape-me"})
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        text = resp.read().decode()
+    text = scrape(web)
     counts = re.findall(r'axisor_http_request_duration_seconds_count\{[^}]*route="healthz"[^}]*\} (\S+)', text)
     assert sum(float(c) for c in counts) == 40, counts  # one worker alone would count only its own
+
+
+def scrape(web) -> str:
+    request = urllib.request.Request(f"{web.http}/metrics", headers={"Authorization": "Bearer scrape-me"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return resp.read().decode()
+
+
+def test_a_worker_collects_the_garbage_of_its_requests_between_them(gunicorn, make_user):
+    """Requests leave reference cycles (Django's and DRF's request, view and response point at each
+    other). A worker collects them once its response is out (deploy/gunicorn.conf.py's
+    post_request, core.collector) rather than inside a later request at the thresholds, and
+    /metrics counts each collection by what ran it."""
+    web = gunicorn(workers=1, METRICS_TOKEN="scrape-me", GC_BETWEEN_REQUESTS="300")
+    token = jwt_for(make_user())
+    for _ in range(30):
+        assert call("GET", f"{web.http}/api/orders", token=token)[0] == 200
+    text = scrape(web)
+
+    def collections(trigger: str) -> float:
+        pattern = rf'axisor_gc_pause_seconds_count\{{[^}}]*trigger="{trigger}"[^}}]*\}} (\S+)'
+        return sum(float(c) for c in re.findall(pattern, text))
+
+    assert collections("between_requests") >= 3, text
+    assert collections("automatic") == 0, text  # none ran inside a request
 
 
 def test_ticks_sent_to_the_rest_tier_are_refused_and_change_nothing(daphne, gunicorn, make_user, instruments):
