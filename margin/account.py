@@ -133,8 +133,17 @@ class _Book:
     balance: Decimal
     positions: list[Position]
     orders: list[_Working]  # those that hold margin
-    prices: dict[int, Decimal]
+    prices: dict[int, Decimal]  # the last price of each instrument of the positions and orders, once priced
     live: int  # every working order, those that hold nothing (reduce-only, nothing pending) too
+
+    def priced(self, known: dict[int, Decimal] | None = None) -> _Book:
+        """The book with the last price of each of its instruments: ``known`` (prices the caller has
+        read in this transaction), the rest read now, in one statement or none."""
+        known = known or {}
+        wanted = {p.instrument_id for p in self.positions} | {o.instrument_id for o in self.orders}
+        missing = wanted - known.keys() - self.prices.keys()
+        prices = {**self.prices, **(_last_prices(missing) if missing else {}), **known}
+        return _Book(self.currency, self.balance, self.positions, self.orders, prices, self.live)
 
     def adding(self, order: Order) -> _Book:
         """The book with ``order`` (just placed, in this transaction) among its working orders."""
@@ -148,10 +157,11 @@ class _Book:
         return _Book(self.currency, self.balance, self.positions, orders, prices, self.live + 1)
 
 
-def _book(user_id: int, account: Account | None = None) -> _Book:
-    """``account``: the user's, already read (locked) in this transaction. Every read is unordered
-    (``order_by()``): the figures do not depend on row order, and the models' default orderings cost
-    each placement a sort to compile and to run."""
+def _book(user_id: int, account: Account | None = None, *, priced: bool = True) -> _Book:
+    """``account``: the user's, already read (locked) in this transaction. ``priced=False``: no
+    last prices yet (``_Book.priced`` reads them). Every read is unordered (``order_by()``): the
+    figures do not depend on row order, and the models' default orderings cost each placement a
+    sort to compile and to run."""
     balance, currency = (account.balance, account.currency) if account else account_balance(user_id=user_id)
     positions = list(Position.objects.filter(user_id=user_id, status=PositionStatus.OPEN).order_by())
     live = (
@@ -162,8 +172,8 @@ def _book(user_id: int, account: Account | None = None) -> _Book:
     working = [(_Working(*row[:-1]), row[-1]) for row in live]
     # reduce-only orders never add exposure: they hold nothing (but count towards the tier's cap)
     orders = [o for o, reduce_only in working if o.pending_quantity > 0 and not reduce_only]
-    prices = _last_prices({p.instrument_id for p in positions} | {o.instrument_id for o in orders})
-    return _Book(currency, balance, positions, orders, prices, len(working))
+    book = _Book(currency, balance, positions, orders, {}, len(working))
+    return book.priced() if priced else book
 
 
 def _figures(book: _Book, fill: tuple[Order, Decimal, Decimal] | None = None, *, without: int | None = None) -> Figures:
@@ -256,11 +266,15 @@ def order_submit(*, user: User, **order: Any) -> Order:
     and a system close walk them all)."""
     # The account's lock serialises this user's placements: the tier's cap is counted in the book,
     # under it, not under a lock of its own.
-    book = _book(user.pk, account_lock(user.pk))
+    book = _book(user.pk, account_lock(user.pk), priced=False)
     cap_check(user=user, name="WORKING_ORDERS", what="working orders", count=lambda: book.live, locked=True)
     if order.get("reduce_only"):
         _check_reduces(user, order)
     placed = order_place_in_transaction(user=user, **order)  # this transaction is the placement's
+    # The placement read its instrument with the last price: a book of that instrument alone (a
+    # retail user's usual one) needs no read of prices; the others are read in one.
+    last = last_traded_price(placed.instrument)
+    book = book.priced({placed.instrument_id: placed.instrument.reference_price if last is None else last})
     # Placing changes nothing of the book but this order (the account is locked): the figures
     # after are the book's with it added, not a second read of every working order.
     shortfall = _shortfall(_figures(book), _figures(book.adding(placed)), "the order needs")

@@ -325,7 +325,10 @@ def test_a_placement_reads_the_working_orders_once_however_many_there_are(make_u
         submit(user, "BUY", "0.001")
     many = placing()
     assert len(many) == len(few)
-    assert len(first) == len(few) - 1, first  # the book's one read of prices, and nothing for the new order
+    # a book of the placed instrument alone reads no prices: the placement's read of its
+    # instrument brought the last one
+    assert len(first) == len(few), first
+    assert not [sql for sql in many if 'LEFT OUTER JOIN "market_marketstate"' in sql and " IN (" in sql], many
     working_reads = [sql for sql in many if sql.startswith("SELECT") and 'FROM "orders_order"' in sql]
     assert len(working_reads) == 1, working_reads
     # no read sorts: the account lock, the book and the instrument are read unordered (a model's
@@ -333,6 +336,33 @@ def test_a_placement_reads_the_working_orders_once_however_many_there_are(make_u
     assert not [sql for sql in many if sql.startswith("SELECT") and "ORDER BY" in sql], many
     # and the figures are what a fresh read of every working order gives: 43 × (40 ÷ 10 + fee 0.02)
     assert account_figures(user_id=user.pk).order_margin == 43 * (D(40) / 10 + D(40) * D("0.0005"))
+
+
+def test_a_book_of_other_instruments_is_priced_in_one_read_at_their_last_prices(make_user, instruments):
+    """The placement's instrument is priced from its own read; the book's other instruments in one
+    read of their last prices, and the check holds their orders at them: 1 ETH_USD market order at
+    the last 2,200 (not the reference 2,300) with its buffer, plus the BTC_USD limit order."""
+    from market.models import Instrument
+
+    eth = Instrument.objects.get(symbol="ETH_USD")
+    tick("ETH_USD", 2200)
+    user = make_user(balance=1_000_000)
+    held = order_submit(
+        user=user, trading_symbol="ETH_USD", transaction_type="BUY", quantity=D("1"), leverage=10,
+        exchange=None, order_type="MARKET", price=None, trigger_price=None,
+    )  # fmt: skip
+    assert held.order_status == "PENDING"
+    with CaptureQueriesContext(connection) as queries:
+        assert submit(user, "BUY", "0.001").order_status == "PENDING"
+    priced = [q["sql"] for q in queries.captured_queries if 'LEFT OUTER JOIN "market_marketstate"' in q["sql"]]
+    assert len(priced) == 2, priced  # the placement's instrument, and the book's others in one read
+    assert f"IN ({eth.pk})" in priced[-1], priced
+    from django.conf import settings
+
+    fee, buffer = D(str(settings.AXISOR_RISK["FEE_RATE"])), D(str(settings.AXISOR_RISK["MARKET_ORDER_BUFFER"]))
+    eth_cost = D(2200) * (1 + buffer)
+    expected = eth_cost / 10 + eth_cost * fee + D(40) / 10 + D(40) * fee
+    assert account_figures(user_id=user.pk).order_margin == expected.quantize(D("0.00000001"))
 
 
 def test_a_placement_is_checked_with_the_orders_it_adds_to(make_user, instruments):
