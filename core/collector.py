@@ -39,27 +39,32 @@ def _timed(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _started = time.perf_counter()
         return
-    trigger = "between_requests" if _between else "automatic"
-    metrics.GC_PAUSE.labels(str(info["generation"]), trigger).observe(time.perf_counter() - _started)
+    # queued, not observed: this thread may hold a metric's lock (core.metrics.gc_pause_queue)
+    trigger = "between_requests" if _between else "other"
+    metrics.gc_pause_queue(info["generation"], trigger, time.perf_counter() - _started)
 
 
 def collect_between_requests() -> None:
-    """For a point where no request waits (a sync worker once its response is out): once
-    ``settings.GC_BETWEEN_REQUESTS`` objects wait, run the collection the collector would run next,
-    which then does not run inside a later request. Young objects only, and every
-    ``GC_THRESHOLDS[1]``-th time the older generation too, as CPython itself goes; the thresholds
-    stay as the backstop for a request that allocates more than they allow on its own."""
+    """For a point where no request waits (a sync worker once its response is out): observe the
+    pauses queued since the last call, and once ``settings.GC_BETWEEN_REQUESTS`` objects wait, run
+    the collection the collector would run next, which then does not run inside a later request.
+    The generation is chosen as CPython chooses it (an older one once its count is past its
+    threshold), without CPython's long-lived rule for full collections: a worker that never
+    restarts needs them. The thresholds stay as the backstop for a request that allocates more
+    than they allow on its own."""
+    metrics.gc_pauses_observe()
     enough = settings.GC_BETWEEN_REQUESTS
     young, young_collections, older_collections = gc.get_count()
     if not enough or young < enough:
         return
     _, every_young, every_older = gc.get_threshold()
     generation = 0
-    if young_collections >= every_young:
-        generation = 2 if older_collections >= every_older else 1
+    if young_collections > every_young:
+        generation = 2 if older_collections > every_older else 1
     global _between
     _between = True
     try:
         gc.collect(generation)
     finally:
         _between = False
+    metrics.gc_pauses_observe()

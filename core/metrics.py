@@ -8,6 +8,7 @@ import hmac
 import os
 import threading
 import time
+from collections import deque
 
 from django.conf import settings
 from django.http import Http404, HttpResponse
@@ -28,10 +29,33 @@ RESUMES = Counter("axisor_resume_requests_total", "Resume requests", ["endpoint"
 GC_PAUSE = Histogram(
     "axisor_gc_pause_seconds",
     "Garbage collections and how long each stopped the process, by generation and by what ran it: "
-    "the thresholds (automatic) or a REST worker between requests (core.collector)",
+    "a REST worker between requests (core.collector), or other (the thresholds, an explicit gc.collect)",
     ["generation", "trigger"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+# A collection can start while this thread holds a metric's lock (an allocation inside
+# prometheus_client's own code), and those locks are not reentrant (in multiprocess mode one lock
+# guards every metric): observing the pause from the collector's callback could wait for ever on
+# a lock its own thread holds. The callback only queues the pause here; it is observed at a point
+# outside any metric's lock: a REST worker's next post_request, or a scrape.
+_gc_pauses: deque[tuple[int, str, float]] = deque(maxlen=10_000)
+
+
+def gc_pause_queue(generation: int, trigger: str, seconds: float) -> None:
+    """From the collector's callback: no lock taken."""
+    _gc_pauses.append((generation, trigger, seconds))
+
+
+def gc_pauses_observe() -> None:
+    """Observe the queued pauses; never from inside a collection."""
+    while _gc_pauses:
+        try:
+            generation, trigger, seconds = _gc_pauses.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        GC_PAUSE.labels(str(generation), trigger).observe(seconds)
+
+
 HTTP_LATENCY = Histogram("axisor_http_request_duration_seconds", "REST request latency", ["method", "route", "status"])
 # Every label value must come from a fixed set, never from the client: each new value is a new
 # series kept for the life of the process. The method is the client's own word (daphne passes any
@@ -53,6 +77,7 @@ def metrics_view(request):
         return HttpResponse(
             "metrics need Authorization: Bearer <METRICS_TOKEN>\n", status=401, content_type="text/plain"
         )
+    gc_pauses_observe()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # a gunicorn worker: every worker's figures
         registry = CollectorRegistry()
         MultiProcessCollector(registry)

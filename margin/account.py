@@ -135,6 +135,7 @@ class _Book:
     orders: list[_Working]  # those that hold margin
     prices: dict[int, Decimal]  # the last price of each instrument of the positions and orders, once priced
     live: int  # every working order, those that hold nothing (reduce-only, nothing pending) too
+    has_prices: bool = True  # False until ``priced``: its figures would price market orders at 0
 
     def priced(self, known: dict[int, Decimal] | None = None) -> _Book:
         """The book with the last price of each of its instruments: ``known`` (prices the caller has
@@ -143,18 +144,17 @@ class _Book:
         wanted = {p.instrument_id for p in self.positions} | {o.instrument_id for o in self.orders}
         missing = wanted - known.keys() - self.prices.keys()
         prices = {**self.prices, **(_last_prices(missing) if missing else {}), **known}
-        return _Book(self.currency, self.balance, self.positions, self.orders, prices, self.live)
+        return _Book(self.currency, self.balance, self.positions, self.orders, prices, self.live, True)
 
     def adding(self, order: Order) -> _Book:
-        """The book with ``order`` (just placed, in this transaction) among its working orders."""
+        """The book with ``order`` (just placed, in this transaction) among its working orders; the
+        book is priced with the order's instrument (``priced``)."""
         if order.order_status not in LIVE or order.pending_quantity <= 0 or order.reduce_only:
             return self
-        prices = self.prices
-        if order.instrument_id not in prices:  # its instrument, as the placement read it
-            last = last_traded_price(order.instrument)
-            prices = {**prices, order.instrument_id: order.instrument.reference_price if last is None else last}
+        if order.instrument_id not in self.prices:
+            raise ValueError("price the book with the order's instrument first")
         orders = [*self.orders, _Working.of(order)]
-        return _Book(self.currency, self.balance, self.positions, orders, prices, self.live + 1)
+        return _Book(self.currency, self.balance, self.positions, orders, self.prices, self.live + 1)
 
 
 def _book(user_id: int, account: Account | None = None, *, priced: bool = True) -> _Book:
@@ -172,7 +172,7 @@ def _book(user_id: int, account: Account | None = None, *, priced: bool = True) 
     working = [(_Working(*row[:-1]), row[-1]) for row in live]
     # reduce-only orders never add exposure: they hold nothing (but count towards the tier's cap)
     orders = [o for o, reduce_only in working if o.pending_quantity > 0 and not reduce_only]
-    book = _Book(currency, balance, positions, orders, {}, len(working))
+    book = _Book(currency, balance, positions, orders, {}, len(working), has_prices=False)
     return book.priced() if priced else book
 
 
@@ -180,6 +180,8 @@ def _figures(book: _Book, fill: tuple[Order, Decimal, Decimal] | None = None, *,
     """The figures of ``book``, or as they would be after ``fill`` = (order, quantity, price): the
     position and the money moved as ``margin.formula.fill_effect`` moves them, the order's pending
     quantity reduced. ``without``: the pk of an order to leave out."""
+    if not book.has_prices:
+        raise ValueError("the book has no prices yet: call its priced()")
     balance = book.balance
     signed = {p.instrument_id: p.quantity if p.side == "long" else -p.quantity for p in book.positions}
     margins = {p.instrument_id: p.margin for p in book.positions}

@@ -7,13 +7,15 @@ from __future__ import annotations
 from decimal import Decimal as D
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from ledger.models import Account, EntryKind, LedgerEntry
-from margin.account import account_figures, order_submit
+from margin.account import INSUFFICIENT_FUNDS, account_figures, order_submit
 from margin.models import Position
+from market.models import Instrument
 from orders.models import Order, OrderUpdate
 from tests.conftest import auth_api, fund
 from tests.margin.conftest import tick
@@ -340,13 +342,19 @@ def test_a_placement_reads_the_working_orders_once_however_many_there_are(make_u
 
 def test_a_book_of_other_instruments_is_priced_in_one_read_at_their_last_prices(make_user, instruments):
     """The placement's instrument is priced from its own read; the book's other instruments in one
-    read of their last prices, and the check holds their orders at them: 1 ETH_USD market order at
-    the last 2,200 (not the reference 2,300) with its buffer, plus the BTC_USD limit order."""
-    from market.models import Instrument
+    read of their last prices, and the check holds their orders at them. A market buy of 1 ETH_USD
+    holds its cost at the last 2,200 (not the reference 2,300, and not nothing) plus the buffer;
+    the balance leaves room for one BTC_USD order of 0.001 and not two, which only that price does:
+    at 2,300 the first would be refused, unpriced the second would pass."""
+    from margin.positions import fee_rate
 
     eth = Instrument.objects.get(symbol="ETH_USD")
     tick("ETH_USD", 2200)
-    user = make_user(balance=1_000_000)
+    fee, buffer = fee_rate(), D(str(settings.AXISOR_RISK["MARKET_ORDER_BUFFER"]))
+    eth_cost = D(2200) * (1 + buffer)
+    eth_held = eth_cost / 10 + eth_cost * fee
+    btc_held = D(40) / 10 + D(40) * fee  # 0.001 at 40,000, leverage 10
+    user = make_user(balance=str((eth_held + btc_held * D("1.5")).quantize(D("0.01"))))
     held = order_submit(
         user=user, trading_symbol="ETH_USD", transaction_type="BUY", quantity=D("1"), leverage=10,
         exchange=None, order_type="MARKET", price=None, trigger_price=None,
@@ -357,12 +365,22 @@ def test_a_book_of_other_instruments_is_priced_in_one_read_at_their_last_prices(
     priced = [q["sql"] for q in queries.captured_queries if 'LEFT OUTER JOIN "market_marketstate"' in q["sql"]]
     assert len(priced) == 2, priced  # the placement's instrument, and the book's others in one read
     assert f"IN ({eth.pk})" in priced[-1], priced
-    from django.conf import settings
+    second = submit(user, "BUY", "0.001")
+    assert second.order_status == "REJECTED", second.rejection_reason
+    assert INSUFFICIENT_FUNDS in second.rejection_reason
 
-    fee, buffer = D(str(settings.AXISOR_RISK["FEE_RATE"])), D(str(settings.AXISOR_RISK["MARKET_ORDER_BUFFER"]))
-    eth_cost = D(2200) * (1 + buffer)
-    expected = eth_cost / 10 + eth_cost * fee + D(40) / 10 + D(40) * fee
-    assert account_figures(user_id=user.pk).order_margin == expected.quantize(D("0.00000001"))
+
+def test_a_book_without_its_prices_gives_no_figures(make_user, instruments):
+    """Unpriced, a book would hold market orders at nothing: its figures are refused until it is
+    priced."""
+    from margin.account import _book, _figures
+
+    user = make_user(balance=1_000_000)
+    submit(user, "BUY", "0.001")
+    book = _book(user.pk, priced=False)
+    with pytest.raises(ValueError, match="no prices"):
+        _figures(book)
+    assert _figures(book.priced()).order_margin > 0
 
 
 def test_a_placement_is_checked_with_the_orders_it_adds_to(make_user, instruments):
