@@ -429,8 +429,9 @@ WS_INBOUND_QUEUE_HIGH = env_int("WS_INBOUND_QUEUE_HIGH", 64)
 # hundred messages: at 5,000 sockets a broadcast's median delivery took ~0.9 s, ~0.25 s with these.
 GC_THRESHOLDS = tuple(int(x) for x in (env("GC_THRESHOLDS") or "100000,50,1000").split(","))
 # A REST worker (gunicorn) collects once its response is out, when this many objects wait, so that
-# no request waits on a collection (core.collector.collect_between_requests); 0: only at the
-# thresholds above, inside whichever request reaches them (~110 ms for that request).
+# a request normally waits on no collection (core.collector.collect_between_requests; one that
+# allocates past the thresholds on its own still does); 0: only at the thresholds above, inside
+# whichever request reaches them (~110 ms for that request).
 GC_BETWEEN_REQUESTS = env_int("GC_BETWEEN_REQUESTS", 3000)
 AXISOR_ORDERS = {
     "SESSION_SECONDS": env_int("ORDERS_SESSION_SECONDS", 24 * 3600),
