@@ -73,11 +73,11 @@ def test_openapi_schema_and_docs(client):
 
 def test_the_same_password_again_keeps_the_users_tokens_and_a_new_one_revokes_them(db):
     """scripts/run upserts the demo accounts on every start: a page's token must survive that."""
-    from rest_framework_simplejwt.authentication import JWTAuthentication
     from rest_framework_simplejwt.exceptions import AuthenticationFailed
     from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
     from rest_framework_simplejwt.tokens import RefreshToken
 
+    from accounts.authentication import JWTAuthentication  # REST's: simplejwt's rules
     from accounts.services import account_upsert
 
     user, _ = account_upsert(username="keeper", password="keeper-pass-12", tier="basic")
