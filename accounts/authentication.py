@@ -4,8 +4,9 @@ the user built and compiled once per process instead of once per request.
 
 simplejwt reads the user with ``user_model.objects.get(<USER_ID_FIELD>=<claim>)`` and catches
 ``user_model.DoesNotExist``; ``UserById`` answers both. Its statement is the ORM's own for that
-lookup, compiled the first time; each request runs it and builds the user with ``from_db``, as
-the ORM does. Profiled in-process, building and compiling that query was ~0.3–0.6 ms of each
+lookup, compiled the first time; each request runs it, converts the row with the backend's and
+the fields' converters (SQLite's datetimes and booleans, for one) and builds the user with
+``from_db``, as the ORM does. Profiled in-process, building and compiling that query was ~0.3–0.6 ms of each
 authenticated request (docs/benchmarks.md)."""
 
 from __future__ import annotations
@@ -29,16 +30,17 @@ class UserById:
         self.model = get_user_model()
         self.DoesNotExist = self.model.DoesNotExist
         self.objects = self
-        self._compiled: dict[tuple[str, str], tuple[str, list[str]]] = {}
+        self._compiled: dict[tuple[str, str], tuple[str, list[Any]]] = {}
 
-    def _statement(self, field: str, alias: str) -> tuple[str, list[str]]:
+    def _statement(self, field: str, alias: str) -> tuple[str, list[Any]]:
+        """The SQL and its selected columns, in order."""
         key = (field, alias)
         if key not in self._compiled:
             compiler = self.model._default_manager.filter(**{field: SAMPLE}).query.get_compiler(alias)
             sql, params = compiler.as_sql()
             if list(params) != [SAMPLE]:
                 raise RuntimeError(f"the user read by {field} does not take the value as its only parameter")
-            self._compiled[key] = (sql, [col.target.attname for col, _, _ in compiler.select])
+            self._compiled[key] = (sql, [col for col, _, _ in compiler.select])
         return self._compiled[key]
 
     def get(self, **lookup: Any):
@@ -51,15 +53,20 @@ class UserById:
         except ValidationError:
             raise self.DoesNotExist from None
         alias = router.db_for_read(self.model)
-        sql, names = self._statement(field, alias)
-        with connections[alias].cursor() as cursor:
+        sql, columns = self._statement(field, alias)
+        connection = connections[alias]
+        with connection.cursor() as cursor:
             cursor.execute(sql, [value])
             rows = cursor.fetchmany(2)
         if not rows:
             raise self.DoesNotExist
         if len(rows) > 1:
             raise self.model.MultipleObjectsReturned(f"more than one user with {field} = {value!r}")
-        return self.model.from_db(alias, names, rows[0])
+        row = list(rows[0])
+        for i, column in enumerate(columns):  # as SQLCompiler.apply_converters, with this thread's connection
+            for convert in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
+                row[i] = convert(row[i], column, connection)
+        return self.model.from_db(alias, [column.target.attname for column in columns], row)
 
 
 _users = UserById()
