@@ -11,12 +11,14 @@ authenticated request (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import connections, router
 from django.db.models import Field
+from django.db.models.expressions import Col
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt import authentication
 
@@ -30,31 +32,37 @@ class UserById:
         self.model = get_user_model()
         self.DoesNotExist = self.model.DoesNotExist
         self.objects = self
-        self._compiled: dict[tuple[str, str], tuple[str, list[Any]]] = {}
+        self._compiled: dict[tuple[str, str], tuple[str, list[Col]]] = {}
 
-    def _statement(self, field: str, alias: str) -> tuple[str, list[Any]]:
-        """The SQL and its selected columns, in order."""
+    def _statement(self, field: str, alias: str) -> tuple[str, list[Col]]:
+        """The SQL of ``objects.filter(<field>=…)``, unordered as ``get()`` is, and its columns in
+        order; only for a read of the user's own columns with the value as its one parameter."""
         key = (field, alias)
         if key not in self._compiled:
-            compiler = self.model._default_manager.filter(**{field: SAMPLE}).query.get_compiler(alias)
+            compiler = self.model.objects.filter(**{field: SAMPLE}).order_by().query.get_compiler(alias)
             sql, params = compiler.as_sql()
-            if list(params) != [SAMPLE]:
-                raise RuntimeError(f"the user read by {field} does not take the value as its only parameter")
-            self._compiled[key] = (sql, [col for col, _, _ in compiler.select])
+            columns = [column for column, _, _ in compiler.select]
+            plain = all(isinstance(c, Col) and c.target.model is self.model for c in columns)
+            if len(params) != 1 or str(params[0]) != str(SAMPLE) or not plain:
+                raise RuntimeError(f"the user read by {field} is not one of its own columns with one parameter")
+            self._compiled[key] = (sql, columns)
         return self._compiled[key]
 
     def get(self, **lookup: Any):
         ((field, value),) = lookup.items()
         model_field = self.model._meta.get_field(field)
         if not isinstance(model_field, Field):  # not a column of the user's own: the ORM's way
-            return self.model._default_manager.get(**lookup)
-        try:
-            value = model_field.to_python(value)
-        except ValidationError:
-            raise self.DoesNotExist from None
+            return self.model.objects.get(**lookup)
         alias = router.db_for_read(self.model)
-        sql, columns = self._statement(field, alias)
         connection = connections[alias]
+        try:  # as the ORM prepares a lookup's value; one it could match nothing with matches no one
+            value = model_field.get_db_prep_value(model_field.to_python(value), connection)
+            low, high = connection.ops.integer_field_ranges.get(model_field.get_internal_type(), (None, None))
+        except (ValidationError, TypeError, ValueError):
+            raise self.DoesNotExist from None
+        if isinstance(value, int) and ((low is not None and value < low) or (high is not None and value > high)):
+            raise self.DoesNotExist
+        sql, columns = self._statement(field, alias)
         with connection.cursor() as cursor:
             cursor.execute(sql, [value])
             rows = cursor.fetchmany(2)
@@ -69,13 +77,16 @@ class UserById:
         return self.model.from_db(alias, [column.target.attname for column in columns], row)
 
 
-_users = UserById()
+@functools.cache
+def user_by_id() -> UserById:
+    """Built on first use: the user model is read once the apps are ready."""
+    return UserById()
 
 
 class JWTAuthentication(authentication.JWTAuthentication):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.user_model = _users  # type: ignore[assignment]
+        self.user_model = user_by_id()  # type: ignore[assignment]
 
 
 class JWTScheme(SimpleJWTScheme):
