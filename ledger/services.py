@@ -8,17 +8,22 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from core.compiled import CompiledGet
+
 from .models import MONEY_QUANT, Account, EntryKind, LedgerEntry
+
+# Every placement and ledger entry locks the account: its statement compiled once (core.compiled).
+_locked = CompiledGet(lambda: Account.objects.select_for_update(), "user_id")
 
 
 def account_lock(user_id: int) -> Account:
     """The user's account, created at a zero balance if missing, locked to the end of the
     transaction (call inside one)."""
-    try:  # get(), not first(): no ORDER BY to compile or run for the one row a user has
-        return Account.objects.select_for_update().get(user_id=user_id)
+    try:
+        return _locked.get(user_id)
     except Account.DoesNotExist:  # the first entry: create it (or meet the one a concurrent first created)
         Account.objects.bulk_create([Account(user_id=user_id)], ignore_conflicts=True)
-        return Account.objects.select_for_update().get(user_id=user_id)
+        return _locked.get(user_id)
 
 
 @transaction.atomic

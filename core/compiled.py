@@ -1,0 +1,82 @@
+"""One row by one column's value, as ``queryset.get(<field>=value)`` reads it, with the statement
+built and compiled once per database instead of at every call.
+
+Inside a request, building and compiling a simple ``get()`` cost about as much as running it
+(a placement's user read took ~1.2 ms there, 0.35–0.4 ms in a hot loop; docs/benchmarks.md). For
+the few reads every request or placement makes, ``CompiledGet`` keeps the ORM's own SQL and runs
+it with each value prepared as the ORM prepares a lookup's, converts the row with the backend's
+and the fields' converters, and builds the instance with ``from_db``, as the ORM does. It takes
+only a read of the model's own columns (no ``select_related``, no annotation) whose one parameter
+is the value, and checks that when it compiles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import connections
+from django.db.models import Field, QuerySet
+from django.db.models.expressions import Col
+from django.db.transaction import TransactionManagementError
+
+SAMPLE = 987_654_321  # the value the statement is compiled with, and checked to carry as its one parameter
+
+
+class CompiledGet:
+    """``rows().get(<field>=value)``, compiled once per database alias. ``rows``: a function
+    returning the queryset (so that models resolve once the apps are ready), e.g.
+    ``lambda: Account.objects.select_for_update()``."""
+
+    def __init__(self, rows: Callable[[], QuerySet], field: str) -> None:
+        self.rows = rows
+        self.field = field
+        self._compiled: dict[str, tuple[str, list[Col], bool]] = {}
+
+    def _statement(self, queryset: QuerySet, alias: str) -> tuple[str, list[Col], bool]:
+        if alias not in self._compiled:
+            query = queryset.filter(**{self.field: SAMPLE}).order_by().query
+            compiler = query.get_compiler(alias)
+            sql, params = compiler.as_sql()  # FOR UPDATE: Django checks the transaction (here, once)
+            # and it is checked again at each call below, as Django checks it at each compile
+            locking = query.select_for_update and compiler.connection.features.has_select_for_update
+            columns = [column for column, _, _ in compiler.select]
+            plain = all(isinstance(c, Col) and c.target.model is queryset.model for c in columns)
+            if len(params) != 1 or str(params[0]) != str(SAMPLE) or not plain:
+                raise RuntimeError(f"{queryset.model.__name__} by {self.field}: not its own columns with one parameter")
+            self._compiled[alias] = (sql, columns, locking)
+        return self._compiled[alias]
+
+    def get(self, value: Any) -> Any:
+        """The one row, as ``get()`` builds it; ``model.DoesNotExist`` when there is none, also for
+        a value the ORM could match nothing with (out of the column's range, of the wrong type)."""
+        queryset = self.rows()
+        model: Any = queryset.model  # its DoesNotExist and MultipleObjectsReturned are per model
+        alias = queryset.db  # as the ORM picks it (select_for_update reads from where it writes)
+        connection = connections[alias]
+        field = model._meta.get_field(self.field)
+        if not isinstance(field, Field):
+            raise TypeError(f"{model.__name__}.{self.field} is not a column of its own")
+        try:
+            value = field.get_db_prep_value(field.to_python(value), connection)
+            ranged = getattr(field, "target_field", field).get_internal_type()
+            low, high = connection.ops.integer_field_ranges.get(ranged, (None, None))
+        except (ValidationError, TypeError, ValueError):
+            raise model.DoesNotExist from None
+        if isinstance(value, int) and ((low is not None and value < low) or (high is not None and value > high)):
+            raise model.DoesNotExist
+        sql, columns, locking = self._statement(queryset, alias)
+        if locking and connection.get_autocommit() and connection.features.supports_transactions:
+            raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [value])
+            rows = cursor.fetchmany(2)
+        if not rows:
+            raise model.DoesNotExist
+        if len(rows) > 1:
+            raise model.MultipleObjectsReturned(f"more than one {model.__name__} with {self.field} = {value!r}")
+        row = list(rows[0])
+        for i, column in enumerate(columns):  # as SQLCompiler.apply_converters, with this thread's connection
+            for convert in connection.ops.get_db_converters(column) + column.get_db_converters(connection):
+                row[i] = convert(row[i], column, connection)
+        return model.from_db(alias, [column.target.attname for column in columns], row)
