@@ -18,19 +18,25 @@ from django.core.exceptions import ValidationError
 from django.db import connections
 from django.db.models import Field, QuerySet
 from django.db.models.expressions import Col
+from django.db.models.query import ModelIterable
 from django.db.transaction import TransactionManagementError
 
-SAMPLE = 987_654_321  # the value the statement is compiled with, and checked to carry as its one parameter
+# The value the statement is compiled with (in every integer column's range), checked to be its one parameter.
+SAMPLE = 12_345
 
 
 class CompiledGet:
     """``rows().get(<field>=value)``, compiled once per database alias. ``rows``: a function
     returning the queryset (so that models resolve once the apps are ready), e.g.
-    ``lambda: Account.objects.select_for_update()``."""
+    ``lambda: Account.objects.select_for_update()``; it must build the same query at every call
+    (the SQL is kept from the first). ``lenient``: a value that cannot be prepared for the column
+    (a claim from a token) finds nothing, where the ORM raises TypeError, ValueError or
+    ValidationError."""
 
-    def __init__(self, rows: Callable[[], QuerySet], field: str) -> None:
+    def __init__(self, rows: Callable[[], QuerySet], field: str, *, lenient: bool = False) -> None:
         self.rows = rows
         self.field = field
+        self.lenient = lenient
         self._compiled: dict[str, tuple[str, list[Col], bool]] = {}
 
     def _statement(self, queryset: QuerySet, alias: str) -> tuple[str, list[Col], bool]:
@@ -41,7 +47,15 @@ class CompiledGet:
             # and it is checked again at each call below, as Django checks it at each compile
             locking = query.select_for_update and compiler.connection.features.has_select_for_update
             columns = [column for column, _, _ in compiler.select]
-            plain = all(isinstance(c, Col) and c.target.model is queryset.model for c in columns)
+            table = queryset.model._meta.db_table
+            plain = (
+                all(isinstance(c, Col) and c.target.model is queryset.model and c.alias == table for c in columns)
+                and not (compiler.klass_info or {}).get("related_klass_infos")
+                and not compiler.annotation_col_map
+                and not query.extra_select
+                and queryset._iterable_class is ModelIterable
+                and not getattr(queryset, "_prefetch_related_lookups", ())
+            )
             if len(params) != 1 or str(params[0]) != str(SAMPLE) or not plain:
                 raise RuntimeError(f"{queryset.model.__name__} by {self.field}: not its own columns with one parameter")
             self._compiled[alias] = (sql, columns, locking)
@@ -57,17 +71,19 @@ class CompiledGet:
         field = model._meta.get_field(self.field)
         if not isinstance(field, Field):
             raise TypeError(f"{model.__name__}.{self.field} is not a column of its own")
-        try:
-            value = field.get_db_prep_value(field.to_python(value), connection)
-            ranged = getattr(field, "target_field", field).get_internal_type()
-            low, high = connection.ops.integer_field_ranges.get(ranged, (None, None))
-        except (ValidationError, TypeError, ValueError):
-            raise model.DoesNotExist from None
-        if isinstance(value, int) and ((low is not None and value < low) or (high is not None and value > high)):
-            raise model.DoesNotExist
         sql, columns, locking = self._statement(queryset, alias)
         if locking and connection.get_autocommit() and connection.features.supports_transactions:
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
+        try:
+            value = field.get_db_prep_value(field.to_python(value), connection)
+        except (ValidationError, TypeError, ValueError):
+            if self.lenient:
+                raise model.DoesNotExist from None
+            raise
+        ranged = getattr(field, "target_field", field).get_internal_type()
+        low, high = connection.ops.integer_field_ranges.get(ranged, (None, None))
+        if isinstance(value, int) and ((low is not None and value < low) or (high is not None and value > high)):
+            raise model.DoesNotExist  # as the ORM: a value out of the column's range matches no row
         with connection.cursor() as cursor:
             cursor.execute(sql, [value])
             rows = cursor.fetchmany(2)

@@ -1,13 +1,8 @@
 """REST's JWT authentication (accounts.authentication): simplejwt's rules, with the user read
 compiled once per process. The same user, the same statement, no compile after the first, and
-every refusal as before."""
+every refusal as before. On SQLite: tests/core/test_compiled.py."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -44,39 +39,6 @@ def test_the_user_read_is_the_orms_statement_compiled_once(make_user, monkeypatc
     monkeypatch.setattr(SQLCompiler, "as_sql", lambda self, *a, **k: compiles.append(1) or original(self, *a, **k))
     assert users.get(id=str(user.pk)).pk == user.pk  # the claim as a string too
     assert compiles == []  # compiled once, the first time
-
-
-SQLITE_CHECK = """
-import django
-django.setup()
-from django.db import connection
-from django.utils import timezone
-from accounts.authentication import UserById
-from accounts.models import User
-with connection.schema_editor() as editor:
-    editor.create_model(User)
-user = User.objects.create(username="sq", is_staff=True, last_login=timezone.now())
-read, orm = UserById().get(id=user.pk), User.objects.get(id=user.pk)
-pairs = [(f.attname, repr(getattr(read, f.attname)), repr(getattr(orm, f.attname))) for f in User._meta.concrete_fields]
-print([pair for pair in pairs if pair[1] != pair[2]])
-"""
-
-
-def test_on_sqlite_the_user_is_converted_as_the_orm_converts_it(tmp_path):
-    """SQLite hands back datetimes as text and booleans as integers; the backend's converters make
-    them what the ORM's user has (the embedded default, which the run command uses)."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "REDIS_URL": "",
-        "DJANGO_SETTINGS_MODULE": "axisor.settings",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", SQLITE_CHECK],
-        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip() == "[]", done.stdout  # no field differs
 
 
 def test_a_missing_user_a_bad_id_and_an_inactive_one_are_refused_as_simplejwt_refuses_them(make_user):
