@@ -63,7 +63,8 @@ class CompiledGet:
 
     def get(self, value: Any) -> Any:
         """The one row, as ``get()`` builds it; ``model.DoesNotExist`` when there is none, also for
-        a value the ORM could match nothing with (out of the column's range, of the wrong type)."""
+        a value out of the column's range (as the ORM), and, when ``lenient``, for one that cannot
+        be prepared for the column."""
         queryset = self.rows()
         model: Any = queryset.model  # its DoesNotExist and MultipleObjectsReturned are per model
         alias = queryset.db  # as the ORM picks it (select_for_update reads from where it writes)
