@@ -109,6 +109,9 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     ("channels_redis.pubsub", "RedisSingleShardConnection", "_receive_message"),
     ("channels_redis.pubsub", "RedisSingleShardConnection", "self._subscribed_to"),
     ("channels_redis.pubsub", "RedisSingleShardConnection", "self._lock"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection", "self._pubsub"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection", "_ensure_redis"),
+    ("channels_redis.pubsub", "RedisSingleShardConnection", "_ensure_receiver"),
     ("channels_redis.pubsub", "RedisPubSubLoopLayer", "_get_shard"),  # publish_blocking hashes as it does
     ("channels_redis.pubsub", "RedisPubSubChannelLayer", "_get_layer"),
     ("channels_redis.pubsub", "RedisPubSubLoopLayer", "self.channels"),  # received_now reads its queues
@@ -657,19 +660,81 @@ class ResilientShardConnection(RedisSingleShardConnection):
         super().__init__(host, channel_layer)
         self._lost = False
         self._grace: asyncio.TimerHandle | None = None  # layer.lost, unless the server is back first
+        # (un)subscriptions asked for while the previous ones are under way, in the order asked
+        self._changes: list[tuple[str, bool, asyncio.Future]] = []
+        self._changer: asyncio.Task | None = None
+
+    # A connect storm subscribes a user group per socket. channels-redis sends a SUBSCRIBE per
+    # channel, one at a time under the shard's lock: a round of Python and a write per socket, and
+    # a group asked for later (the system room's, once) waits behind every one queued before it.
+    # Here whatever is asked for while a change is under way goes in the next one: one SUBSCRIBE
+    # and one UNSUBSCRIBE for all of it, with the result of applying the requests in order.
 
     async def subscribe(self, channel) -> None:
         if self._lost and channel not in self._subscribed_to:
             # a subscription on a server we cannot hear would leave its socket deaf: refuse it
             raise RedisConnectionError(f"channel layer server {self._where()} is unreachable")
-        await super().subscribe(channel)
+        await self._change(channel, True)
 
     async def unsubscribe(self, channel) -> None:
-        if self._lost:
-            async with self._lock:  # the dead PubSub is replaced when the server is back
-                self._subscribed_to.discard(channel)
-            return
-        await super().unsubscribe(channel)
+        await self._change(channel, False)
+
+    async def _change(self, channel: str, subscribe: bool) -> None:
+        done = asyncio.get_running_loop().create_future()
+        self._changes.append((channel, subscribe, done))
+        if self._changer is None or self._changer.done():
+            self._changer = asyncio.ensure_future(self._apply_changes())
+        await asyncio.shield(done)
+
+    async def _apply_changes(self) -> None:
+        while self._changes:
+            async with self._lock:
+                changes, self._changes = self._changes, []
+                try:
+                    failed = await self._apply(changes)
+                except BaseException as exc:  # cancelled with the loop: nobody may wait forever
+                    for _, _, done in changes:
+                        if not done.done():
+                            done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("layer closed"))
+                    raise
+            for channel, subscribe, done in changes:
+                if not done.done():
+                    failure = failed.get(subscribe)
+                    if failure is not None and channel in failure[1]:
+                        done.set_exception(failure[0])
+                    else:
+                        done.set_result(None)
+
+    async def _apply(self, changes) -> dict[bool, tuple[Exception, set[str]]]:
+        """Under the lock: what ``changes`` leave each channel wanting, in two commands at most.
+        Returns the failures: per direction, the error and the channels it concerns."""
+        wanted: dict[str, bool] = {}
+        for channel, subscribe, _ in changes:
+            wanted[channel] = subscribe  # the last request for a channel is its result
+        failed: dict[bool, tuple[Exception, set[str]]] = {}
+        for subscribe in (False, True):
+            channels = [c for c, want in wanted.items() if want is subscribe and (c in self._subscribed_to) is not want]
+            if not channels:
+                continue
+            if self._lost and not subscribe:  # the dead PubSub is replaced when the server is back
+                self._subscribed_to.difference_update(channels)
+                continue
+            try:
+                if self._lost:
+                    raise RedisConnectionError(f"channel layer server {self._where()} is unreachable")
+                self._ensure_redis()
+                self._ensure_receiver()
+                pubsub = self._pubsub
+                assert pubsub is not None  # made by _ensure_redis
+                if subscribe:
+                    await pubsub.subscribe(*channels)
+                    self._subscribed_to.update(channels)
+                else:
+                    await pubsub.unsubscribe(*channels)
+                    self._subscribed_to.difference_update(channels)
+            except Exception as exc:  # noqa: BLE001 - the callers' to handle, as channels-redis raises it
+                failed[subscribe] = (exc, set(channels))
+        return failed
 
     async def _do_receiving(self) -> None:
         loop = asyncio.get_running_loop()

@@ -65,6 +65,17 @@ class LayerUnavailable(Exception):
     """The channel layer (Redis) cannot be reached: the socket cannot be served now (→ 1013)."""
 
 
+def _retrieved(task: asyncio.Task) -> None:
+    """A subscription's failure is its joiners' to report (LayerUnavailable). An unsubscription
+    nobody waits for that failed leaves the process subscribed to a group it no longer needs,
+    until Redis is reconnected: logged."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, LayerUnavailable):
+        logger.warning("hub: leaving a group failed (%r)", exc)
+
+
 class Hub:
     def __init__(self) -> None:
         self.layer = get_channel_layer()
@@ -75,6 +86,10 @@ class Hub:
         # A stamp per group held, renewed when the membership starts and on every message: a
         # value read while the stamp stays the same has seen no change announced in that group.
         self.stamps: dict[str, int] = {}
+        # The subscription of each group whose first member is still joining: every later member
+        # waits for it, so no member counts as joined (and reads a value under a stamp) before the
+        # process can hear the group.
+        self.subscribing: dict[str, asyncio.Future] = {}
 
     async def _ensure(self) -> None:
         async with self.ready:
@@ -83,28 +98,50 @@ class Hub:
                 self.task = asyncio.ensure_future(self._run())
 
     async def join(self, group: str, conn) -> None:
-        """Raises LayerUnavailable when the process cannot subscribe (Redis unreachable)."""
+        """Returns once the process is subscribed to ``group``. Raises LayerUnavailable when it
+        cannot subscribe (Redis unreachable): so does every member that waited for that
+        subscription, and the group is dropped, so the next join subscribes again."""
         members = self.members.get(group)
         if members is None:
             members = self.members[group] = set()
-            members.add(conn)
-            try:
-                await self._ensure()
-                await self.layer.group_add(group, self.channel)
-            except (OSError, RedisError) as exc:
-                members.discard(conn)
-                if not members:
-                    del self.members[group]
-                raise LayerUnavailable(str(exc)) from exc
+            # A task of its own: a first member that goes away meanwhile leaves it to finish for the rest.
+            task = self.subscribing[group] = asyncio.ensure_future(self._subscribe(group, members))
+            task.add_done_callback(_retrieved)
+        members.add(conn)  # before waiting: the group cannot empty and unsubscribe meanwhile
+        pending = self.subscribing.get(group)
+        if pending is None:
+            return
+        try:
+            await asyncio.shield(pending)
+        except BaseException:  # not joined (cancelled, or no subscription): no longer a member
+            members.discard(conn)
+            if group not in self.subscribing:  # else the subscription drops the group if it empties
+                asyncio.ensure_future(self._drop_if_empty(group, members)).add_done_callback(_retrieved)
+            raise
+
+    async def _subscribe(self, group: str, members: set) -> None:
+        try:
+            await self._ensure()
+            await self.layer.group_add(group, self.channel)
+        except (OSError, RedisError) as exc:
+            if self.members.get(group) is members:
+                del self.members[group]
+            raise LayerUnavailable(str(exc)) from exc
+        finally:
+            if self.subscribing.get(group) is asyncio.current_task():
+                del self.subscribing[group]
+        if self.members.get(group) is members:
             self.stamps[group] = next(_stamps)
-        members.add(conn)
+            await self._drop_if_empty(group, members)  # every joiner went away meanwhile
 
     async def leave(self, group: str, conn) -> None:
         members = self.members.get(group)
-        if members is None:
-            return
-        members.discard(conn)
-        if not members:
+        if members is not None:
+            members.discard(conn)
+            await self._drop_if_empty(group, members)
+
+    async def _drop_if_empty(self, group: str, members: set) -> None:
+        if not members and self.members.get(group) is members and group not in self.subscribing:
             del self.members[group]
             self.stamps.pop(group, None)
             await self.layer.group_discard(group, self.channel)

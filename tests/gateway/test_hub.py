@@ -302,3 +302,107 @@ async def test_a_message_that_cannot_be_read_is_skipped_not_the_hub(monkeypatch)
     assert a.got[0]["text"] == "0"
     await h.leave("market.SOL_USD", a)
     h.task.cancel()
+
+
+def gate_group_add(monkeypatch, layer, fail: Exception | None = None) -> asyncio.Event:
+    """The layer's real group_add, held until the returned event is set (then failing with
+    ``fail`` if given): a subscription still on its way to Redis. ``gate.entered`` is set once a
+    group_add is held."""
+    gate, real = asyncio.Event(), layer.group_add
+    gate.entered = asyncio.Event()  # type: ignore[attr-defined]
+
+    async def held(group, channel):
+        gate.entered.set()  # type: ignore[attr-defined]
+        await gate.wait()
+        if fail is not None:
+            raise fail
+        return await real(group, channel)
+
+    monkeypatch.setattr(layer, "group_add", held)
+    return gate
+
+
+async def test_a_member_joining_a_group_still_subscribing_waits_for_the_subscription(monkeypatch):
+    """A later member of a group whose first member's subscription is still on its way counts as
+    joined only once the process can hear the group: no member reads a value (the notices in force,
+    a snapshot) under a group the process is not yet subscribed to."""
+    h = Hub()
+    gate = gate_group_add(monkeypatch, h.layer)
+    a, b = Conn(), Conn()
+    first = asyncio.ensure_future(h.join("market.BTC_USD", a))
+    second = asyncio.ensure_future(h.join("market.BTC_USD", b))
+    await asyncio.wait_for(gate.entered.wait(), 5)
+    await asyncio.sleep(0)  # the second join has run up to its wait
+    assert not first.done() and not second.done()
+    assert "market.BTC_USD" not in h.stamps
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert h.members["market.BTC_USD"] == {a, b} and "market.BTC_USD" in h.stamps
+    await asyncio.to_thread(group_send_many, [("market.BTC_USD", {"type": "event.message", "text": "x"})])
+    await asyncio.wait_for(asyncio.gather(a.event.wait(), b.event.wait()), 5)
+    await h.leave("market.BTC_USD", a)
+    await h.leave("market.BTC_USD", b)
+    assert "market.BTC_USD" not in h.members
+    h.task.cancel()
+
+
+async def test_a_failed_subscription_fails_every_waiting_member_and_the_next_join_subscribes_again(monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    h = Hub()
+    real = h.layer.group_add
+    gate = gate_group_add(monkeypatch, h.layer, fail=RedisConnectionError("Redis away"))
+    a, b = Conn(), Conn()
+    joins = [asyncio.ensure_future(h.join("market.ETH_USD", c)) for c in (a, b)]
+    await asyncio.wait_for(gate.entered.wait(), 5)
+    gate.set()
+    results = await asyncio.wait_for(asyncio.gather(*joins, return_exceptions=True), 5)
+    assert [type(r) for r in results] == [hubmod.LayerUnavailable, hubmod.LayerUnavailable]
+    assert "market.ETH_USD" not in h.members and not h.subscribing
+    monkeypatch.setattr(h.layer, "group_add", real)
+    await h.join("market.ETH_USD", a)  # subscribes again: the failed attempt left nothing behind
+    assert h.members["market.ETH_USD"] == {a} and "market.ETH_USD" in h.stamps
+    await asyncio.to_thread(group_send_many, [("market.ETH_USD", {"type": "event.message", "text": "y"})])
+    await asyncio.wait_for(a.event.wait(), 5)
+    await h.leave("market.ETH_USD", a)
+    h.task.cancel()
+
+
+async def test_members_that_go_away_while_the_group_subscribes_leave_no_membership_behind(monkeypatch):
+    """The subscription is the group's, not its first member's: cancelling the first joiner does
+    not cancel it for the second; once every joiner has gone, the group is left again."""
+    h = Hub()
+    discards = []
+    real_discard = h.layer.group_discard
+
+    async def discard(group, channel):
+        discards.append(group)
+        return await real_discard(group, channel)
+
+    monkeypatch.setattr(h.layer, "group_discard", discard)
+    gate = gate_group_add(monkeypatch, h.layer)
+    a, b = Conn(), Conn()
+    first = asyncio.ensure_future(h.join("market.SOL_USD", a))
+    second = asyncio.ensure_future(h.join("market.SOL_USD", b))
+    await asyncio.wait_for(gate.entered.wait(), 5)
+    first.cancel()
+    await asyncio.wait([first])
+    gate.set()
+    await asyncio.wait_for(second, 5)
+    assert first.cancelled() and h.members["market.SOL_USD"] == {b} and discards == []
+    await h.leave("market.SOL_USD", b)
+    assert discards == ["market.SOL_USD"]
+
+    gate.clear()
+    gate.entered.clear()
+    c = Conn()
+    lone = asyncio.ensure_future(h.join("market.SOL_USD", c))
+    await asyncio.wait_for(gate.entered.wait(), 5)
+    subscription = h.subscribing["market.SOL_USD"]
+    lone.cancel()
+    await asyncio.wait([lone])
+    gate.set()
+    await asyncio.wait_for(subscription, 5)  # it drops the group its only joiner left
+    assert discards == ["market.SOL_USD", "market.SOL_USD"]
+    assert "market.SOL_USD" not in h.members and "market.SOL_USD" not in h.stamps
+    h.task.cancel()

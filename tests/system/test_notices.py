@@ -164,3 +164,49 @@ async def test_new_connections_see_notice_changes_while_the_process_reuses_its_r
     await watcher.receive_json_from(timeout=5)
     assert await notices_on_connect() == ["slow"]
     await watcher.disconnect()
+
+
+async def test_a_connect_storm_reads_the_notices_once_and_none_is_greeted_before_system_is_heard(
+    make_user, monkeypatch
+):
+    """Sockets that connect while the process's ``system`` subscription is still on its way wait
+    for it: none is greeted before the process can hear a notice change, and the notices in force
+    are read once for all of them (each read before the subscription would have been read again)."""
+    import asyncio
+
+    from channels.layers import get_channel_layer
+
+    from gateway import events_consumer
+
+    users = [await database_sync_to_async(make_user)(f"storm{i}") for i in range(6)]
+    await database_sync_to_async(system_notice_create)(
+        kind="service_status", service="orders", status="down", message="orders down"
+    )
+    layer = get_channel_layer()
+    real_add, real_read = layer.group_add, events_consumer._notices_read
+    subscribing, heard = asyncio.Event(), asyncio.Event()
+    reads = []
+
+    async def group_add(group, channel):
+        if group == "system":
+            subscribing.set()
+            await heard.wait()
+        return await real_add(group, channel)
+
+    async def read():
+        reads.append(1)
+        return await real_read()
+
+    monkeypatch.setattr(layer, "group_add", group_add)
+    monkeypatch.setattr(events_consumer, "_notices_read", read)
+    storm = [asyncio.ensure_future(connected(jwt_for(u))) for u in users[:4]]
+    await asyncio.wait_for(subscribing.wait(), 5)
+    done, _ = await asyncio.wait(storm, timeout=0.5)
+    assert not done and reads == []  # nobody greeted, nothing read, before the process hears system
+    heard.set()
+    socks = await asyncio.wait_for(asyncio.gather(*storm), 10)
+    socks += [await connected(jwt_for(u)) for u in users[4:]]  # later ones find the notices read
+    for comm, _ in socks:
+        assert (await comm.receive_json_from())["data"]["message"] == "orders down"
+        await comm.disconnect()
+    assert reads == [1]
