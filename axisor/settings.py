@@ -279,13 +279,18 @@ if CHANNEL_LAYER_HOSTS and not REDIS_ENABLED:
 # A process that cannot reach a layer server for this long tells the sockets in that server's
 # rooms to reconnect (4013), so they resume where the layer reaches them (core/internals.py).
 CHANNEL_LAYER_GRACE_SECONDS = env_float("CHANNEL_LAYER_GRACE_SECONDS", 10.0)
+# The embedded default's layer (no Redis: one process). Its hub holds one membership per room for
+# the process's life and reads one channel that carries every room's messages; channels' defaults
+# would drop every membership a day old (the process goes deaf), drop the hub from every room when
+# one message waits a minute, and drop what a burst puts beyond 100 waiting messages.
+IN_MEMORY_LAYER = {"group_expiry": 100 * 365 * 86400, "expiry": 100 * 365 * 86400, "capacity": 100_000}
 if REDIS_ENABLED:
     # Its hosts (and their timeouts) come from core.redis_clients.layer_hosts().
     CHANNEL_LAYERS = {
         "default": {"BACKEND": "core.internals.ResilientPubSubChannelLayer", "CONFIG": {"prefix": CHANNEL_LAYER_PREFIX}}
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": IN_MEMORY_LAYER}}
 
 # --- Cache ---------------------------------------------------------------------------------
 # What several server processes must count together (the REST throttles of accounts/throttles.py)

@@ -682,28 +682,38 @@ class ResilientShardConnection(RedisSingleShardConnection):
     async def _change(self, channel: str, subscribe: bool) -> None:
         done = asyncio.get_running_loop().create_future()
         self._changes.append((channel, subscribe, done))
-        if self._changer is None or self._changer.done():
-            self._changer = asyncio.ensure_future(self._apply_changes())
+        changer = self._changer
+        if changer is None or changer.done() or changer.cancelling():
+            changer = self._changer = asyncio.ensure_future(self._apply_changes())
+            changer.add_done_callback(self._changer_ended)
         await asyncio.shield(done)
 
     async def _apply_changes(self) -> None:
-        while self._changes:
-            async with self._lock:
-                changes, self._changes = self._changes, []
-                try:
+        changes: list[tuple[str, bool, asyncio.Future]] = []
+        try:
+            while self._changes:
+                async with self._lock:
+                    changes, self._changes = self._changes, []
                     failed = await self._apply(changes)
-                except BaseException as exc:  # cancelled with the loop: nobody may wait forever
-                    for _, _, done in changes:
-                        if not done.done():
-                            done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("layer closed"))
-                    raise
-            for channel, subscribe, done in changes:
-                if not done.done():
-                    failure = failed.get(subscribe)
-                    if failure is not None and channel in failure[1]:
-                        done.set_exception(failure[0])
-                    else:
-                        done.set_result(None)
+                for channel, subscribe, done in changes:
+                    if not done.done():
+                        failure = failed.get(subscribe)
+                        if failure is not None and channel in failure[1]:
+                            done.set_exception(failure[0])
+                        else:
+                            done.set_result(None)
+                changes = []
+        finally:  # cancelled with its loop: what it had taken fails rather than waits forever
+            _fail(changes)
+
+    def _changer_ended(self, task: asyncio.Task) -> None:
+        """A changer cancelled (with its loop) before it took what is asked for, and no changer
+        after it to take it: that fails too."""
+        if not task.cancelled() and task.exception() is None:
+            return
+        if self._changer is task:
+            changes, self._changes = self._changes, []
+            _fail(changes)
 
     async def _apply(self, changes) -> dict[bool, tuple[Exception, set[str]]]:
         """Under the lock: what ``changes`` leave each channel wanting, in two commands at most.
@@ -813,6 +823,13 @@ class ResilientShardConnection(RedisSingleShardConnection):
             return f"Sentinel master {self.host.get('master_name')}"
         url = urlsplit(self.host["address"])  # host and port only: never a password in the log
         return f"{url.hostname}:{url.port}"
+
+
+def _fail(changes: list[tuple[str, bool, asyncio.Future]]) -> None:
+    closed = RedisConnectionError("the channel layer is closing")
+    for _, _, done in changes:
+        if not done.done():
+            done.set_exception(closed)
 
 
 def received_now(layer, channel: str) -> dict | None:

@@ -123,7 +123,9 @@ class Hub:
         try:
             await self._ensure()
             await self.layer.group_add(group, self.channel)
-        except (OSError, RedisError) as exc:
+        except Exception as exc:  # Redis unreachable, the layer closing, or a bug: not subscribed
+            if not isinstance(exc, (OSError, RedisError)):
+                logger.exception("hub: subscribing to %s failed", group)
             if self.members.get(group) is members:
                 del self.members[group]
             raise LayerUnavailable(str(exc)) from exc

@@ -27,6 +27,13 @@ def server(settings, monkeypatch):
         private.kill()
 
 
+@pytest.fixture
+async def layer(server):
+    made = ResilientPubSubChannelLayer(prefix=f"t{uuid.uuid4().hex[:8]}")
+    yield made
+    await made.flush()
+
+
 def calls(server: PrivateRedis, command: str) -> int:
     stats = redis.Redis.from_url(server.url).info("commandstats")
     return stats.get(f"cmdstat_{command}", {}).get("calls", 0)
@@ -38,8 +45,7 @@ def subscribers(server: PrivateRedis, layer, groups: list[str]) -> dict[str, int
     return {g: counts[n] for g, n in zip(groups, names, strict=True)}
 
 
-async def test_a_storm_of_group_adds_costs_a_few_subscribes_and_every_group_is_heard(server):
-    layer = ResilientPubSubChannelLayer(prefix=f"t{uuid.uuid4().hex[:8]}")
+async def test_a_storm_of_group_adds_costs_a_few_subscribes_and_every_group_is_heard(server, layer):
     channel = await layer.new_channel()
     before = calls(server, "subscribe")
     groups = [f"user.{n}" for n in range(500)]
@@ -51,13 +57,11 @@ async def test_a_storm_of_group_adds_costs_a_few_subscribes_and_every_group_is_h
     assert (await asyncio.wait_for(layer.receive(channel), 5))["text"] == "heard"
     await asyncio.gather(*(layer.group_discard(g, channel) for g in groups))
     assert set(subscribers(server, layer, groups).values()) == {0}
-    await layer.flush()
 
 
-async def test_requests_made_together_end_as_applied_in_order(server):
+async def test_requests_made_together_end_as_applied_in_order(server, layer):
     """Subscribe, unsubscribe, subscribe again, all while a change is under way: subscribed.
-    Subscribe then unsubscribe: not. Unsubscribing waits for nothing it did not ask for."""
-    layer = ResilientPubSubChannelLayer(prefix=f"t{uuid.uuid4().hex[:8]}")
+    Subscribe then unsubscribe: not."""
     await layer.new_channel()
     shard = layer._get_layer()._shards[0]
     name = layer._get_layer()._get_group_channel_name
@@ -74,4 +78,29 @@ async def test_requests_made_together_end_as_applied_in_order(server):
         "market.C": 0,
     }
     assert {a} <= shard._subscribed_to and not {b, c} & shard._subscribed_to
-    await layer.flush()
+
+
+async def test_requests_waiting_when_the_layer_closes_fail_rather_than_wait_forever(server, layer):
+    """The loop's end cancels the task that applies the requests, before it starts or while it
+    waits for the shard (a publish holds it): nothing asked for waits forever, so a consumer's
+    cleanup or a shutdown waiting on an unsubscribe ends; a fresh task serves what comes next."""
+    await layer.new_channel()
+    shard = layer._get_layer()._shards[0]
+    await shard._lock.acquire()  # a publish under way
+    early = asyncio.ensure_future(shard.subscribe("t.early"))
+    await asyncio.sleep(0)  # asked for: its changer is made, not yet started
+    shard._changer.cancel()
+    shard._lock.release()
+    with pytest.raises(redis.exceptions.ConnectionError, match="closing"):
+        await asyncio.wait_for(early, 5)
+
+    await shard._lock.acquire()
+    waiting = asyncio.ensure_future(shard.subscribe("t.waiting"))
+    for _ in range(3):  # asked for, and its changer waits for the lock
+        await asyncio.sleep(0)
+    shard._changer.cancel()
+    after = asyncio.ensure_future(shard.unsubscribe("t.after"))  # after the cancel: a new changer
+    shard._lock.release()
+    await asyncio.wait_for(asyncio.gather(waiting, after, return_exceptions=True), 5)
+    await shard.subscribe("t.later")
+    assert "t.later" in shard._subscribed_to

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from broadcast.messages import layer_event
 from broadcast.outbox import group_send_many, publish_personal_many
@@ -346,12 +347,13 @@ async def test_a_member_joining_a_group_still_subscribing_waits_for_the_subscrip
     h.task.cancel()
 
 
-async def test_a_failed_subscription_fails_every_waiting_member_and_the_next_join_subscribes_again(monkeypatch):
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
+@pytest.mark.parametrize("failure", [RedisConnectionError("Redis away"), RuntimeError("the layer's own bug")])
+async def test_a_failed_subscription_fails_every_waiting_member_and_the_next_join_subscribes_again(
+    monkeypatch, failure
+):
     h = Hub()
     real = h.layer.group_add
-    gate = gate_group_add(monkeypatch, h.layer, fail=RedisConnectionError("Redis away"))
+    gate = gate_group_add(monkeypatch, h.layer, fail=failure)
     a, b = Conn(), Conn()
     joins = [asyncio.ensure_future(h.join("market.ETH_USD", c)) for c in (a, b)]
     await asyncio.wait_for(gate.entered.wait(), 5)
@@ -405,4 +407,27 @@ async def test_members_that_go_away_while_the_group_subscribes_leave_no_membersh
     await asyncio.wait_for(subscription, 5)  # it drops the group its only joiner left
     assert discards == ["market.SOL_USD", "market.SOL_USD"]
     assert "market.SOL_USD" not in h.members and "market.SOL_USD" not in h.stamps
+    h.task.cancel()
+
+
+async def test_on_the_embedded_layer_the_hub_hears_its_rooms_after_a_day_and_a_burst_in_full(settings, monkeypatch):
+    """The in-memory layer as the embedded default configures it (no Redis): channels' defaults
+    drop a membership after a day and anything beyond 100 waiting messages."""
+    import time
+
+    from channels.layers import InMemoryChannelLayer
+
+    h = Hub()
+    h.layer = InMemoryChannelLayer(**settings.IN_MEMORY_LAYER)
+    a = Conn()
+    await h.join("market.BTC_USD", a)
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now + 2 * 86400)  # the process has run two days
+    for i in range(1000):  # a burst, written before the hub reads any of it
+        await h.layer.group_send("market.BTC_USD", {"type": "event.message", "group": "market.BTC_USD", "text": str(i)})
+    while len(a.got) < 1000:
+        a.event.clear()
+        await asyncio.wait_for(a.event.wait(), 5)
+    assert [m["text"] for m in a.got] == [str(i) for i in range(1000)]
+    await h.leave("market.BTC_USD", a)
     h.task.cancel()
