@@ -270,15 +270,18 @@ def test_eager_writes_only_on_plain_tcp():
     assert internals.eager_writes(Other()) is False
 
 
-def test_autobahn_debug_arguments_are_lazy():
+@pytest.mark.parametrize("module", ["autobahn.websocket.protocol", "autobahn.twisted.websocket"])
+def test_autobahn_debug_arguments_are_lazy(module):
+    import importlib
+
     from autobahn import util
-    from autobahn.websocket import protocol
 
     internals.tune_daphne()
-    lazy = protocol.hltype(util.hltype)
+    where = importlib.import_module(module)
+    lazy = where.hltype(util.hltype)
     assert isinstance(lazy, internals._Lazy)
     assert str(lazy) == util.hltype(util.hltype)  # the same text when a debug line is written
-    assert f"{protocol.hlval(42)}" == util.hlval(42)
+    assert f"{where.hlval(42)}" == util.hlval(42)
 
 
 class FakeReactor:
@@ -540,3 +543,51 @@ async def test_direct_sender_under_uvicorn_writes_nothing_before_the_handshake_o
         writer.close()
         server.should_exit = True
         await task
+
+
+async def test_input_queue_hands_messages_over_in_order_to_whoever_waits():
+    """daphne's per-connection queue, lighter: order kept, a getter waits for the next message,
+    several getters (an HTTP request's body reader and its disconnect listener) each get one, a
+    cancelled getter leaves nothing behind, and an empty queue holds no deque."""
+    import asyncio
+
+    queue = internals.InputQueue()
+    assert queue.empty() and queue.qsize() == 0 and queue._items is None
+    for n in range(3):
+        queue.put_nowait(n)
+    assert queue.qsize() == 3 and [await queue.get() for _ in range(3)] == [0, 1, 2]
+    assert queue._items is None
+    first, second = asyncio.ensure_future(queue.get()), asyncio.ensure_future(queue.get())
+    cancelled = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)  # all three wait
+    cancelled.cancel()
+    await asyncio.wait([cancelled])
+    queue.put_nowait("a")
+    queue.put_nowait("b")
+    assert sorted(await asyncio.wait_for(asyncio.gather(first, second), 5)) == ["a", "b"]
+    assert queue._getters is None and queue.empty()
+
+
+def test_daphne_makes_each_application_with_an_input_queue():
+    import asyncio
+
+    from daphne.server import Server
+
+    internals.tune_daphne()
+    made = {}
+
+    async def application(scope, receive, send):
+        made["receive"], made["scope"] = receive, scope
+
+    async def run():
+        server = Server.__new__(Server)  # only what create_application reads
+        server.application, server.connections = application, {}
+        protocol = object()
+        server.connections[protocol] = {}
+        queue = server.create_application(protocol, {"type": "websocket"})
+        await server.connections[protocol]["application_instance"]
+        return queue
+
+    queue = asyncio.run(run())
+    assert isinstance(queue, internals.InputQueue)
+    assert made["receive"] == queue.get and made["scope"]["asgi"] == {"version": "3.0"}
