@@ -591,3 +591,30 @@ def test_daphne_makes_each_application_with_an_input_queue():
     queue = asyncio.run(run())
     assert isinstance(queue, internals.InputQueue)
     assert made["receive"] == queue.get and made["scope"]["asgi"] == {"version": "3.0"}
+
+
+def test_an_open_socket_keeps_none_of_its_opening_handshakes_text():
+    """autobahn's record of the opening handshake (request bytes, headers, response) is dropped
+    once daphne has the socket open; what daphne reads later (the request's path) stays, and the
+    socket still sends."""
+    from autobahn.websocket.types import ConnectionRequest
+
+    internals.tune_daphne()
+    logged = []
+
+    class Server:
+        def log_action(self, protocol, action, details) -> None:
+            logged.append((protocol, action, details))
+
+    protocol = _open_daphne_protocol()
+    protocol.server = Server()
+    protocol.http_request_data = b"GET /ws HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer secret\r\n\r\n"
+    protocol.http_headers = {"host": "h", "authorization": "Bearer secret"}
+    protocol.request = ConnectionRequest("tcp4:127.0.0.1:1", protocol.http_headers, "h", "/ws", {}, 13, "", [], [])
+    protocol.http_response_data = "HTTP/1.1 101 Switching Protocols\r\n\r\n"
+    protocol.onOpen()
+    assert logged == [("websocket", "connected", {"path": "/ws", "client": "127.0.0.1:50000"})]
+    assert protocol.http_request_data is None and protocol.http_response_data is None
+    assert protocol.http_headers == {} and protocol.request.headers == {} and protocol.request.path == "/ws"
+    protocol.sendMessage(b"still open")
+    assert protocol.transport.value().endswith(b"still open")
