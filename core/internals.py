@@ -101,7 +101,6 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     ("twisted.internet.abstract", "FileDescriptor", "connected"),
     # _light_input_queues: what daphne's create_application does, with a lighter queue
     ("daphne.server", "Server", "create_application"),
-    ("daphne.server", "Server", "handle_reply"),
     ("autobahn.websocket.protocol", None, "pformat"),
     # direct_sender's own frame write reads what autobahn's _connectionMade sets (send_state,
     # send_queue, trafficStats, _perMessageCompress, the options): tests/core/test_internals.py
@@ -294,6 +293,11 @@ class InputQueue:
 
     def qsize(self) -> int:
         return len(self._items) if self._items else 0
+
+    def __bool__(self) -> bool:
+        # True even when empty, as an asyncio.Queue is: daphne's HTTP protocol sends the
+        # application http.disconnect only ``if self.application_queue``.
+        return True
 
     def empty(self) -> bool:
         return not self._items

@@ -559,13 +559,29 @@ async def test_input_queue_hands_messages_over_in_order_to_whoever_waits():
     assert queue._items is None
     first, second = asyncio.ensure_future(queue.get()), asyncio.ensure_future(queue.get())
     cancelled = asyncio.ensure_future(queue.get())
-    await asyncio.sleep(0)  # all three wait
+    await asyncio.sleep(0)
+    assert len(queue._getters) == 3  # all three wait
     cancelled.cancel()
     await asyncio.wait([cancelled])
     queue.put_nowait("a")
     queue.put_nowait("b")
     assert sorted(await asyncio.wait_for(asyncio.gather(first, second), 5)) == ["a", "b"]
-    assert queue._getters is None and queue.empty()
+    assert queue._getters is None and queue.empty() and bool(queue)  # truthy empty: daphne asks `if queue`
+
+    # A getter woken by a put and cancelled before it runs takes nothing: another waiting getter
+    # gets the message, or, with none, the next get does.
+    woken, other = asyncio.ensure_future(queue.get()), asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    assert len(queue._getters) == 2
+    queue.put_nowait("x")
+    woken.cancel()
+    assert await asyncio.wait_for(other, 5) == "x"
+    lone = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait("y")
+    lone.cancel()
+    await asyncio.wait([lone])
+    assert lone.cancelled() and queue.qsize() == 1 and await queue.get() == "y"
 
 
 def test_daphne_makes_each_application_with_an_input_queue():
