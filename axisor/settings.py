@@ -417,6 +417,10 @@ AXISOR_WS = {
 # daphne: drop a connection that has not sent a whole HTTP request (or WebSocket handshake) after
 # this many idle seconds (Twisted's default is 60; see core/internals.py).
 HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 30.0)
+# daphne: the listen backlog of every endpoint that does not name its own (Twisted's is 50, which a
+# reconnect storm overflows; the kernel caps it at net.core.somaxconn, 4096 by default since Linux
+# 5.4; see core/internals.py).
+LISTEN_BACKLOG = env_int("LISTEN_BACKLOG", 4096)
 # The largest request body, in bytes (Django's setting, here for the whole body: the API takes no file
 # uploads). A larger one is refused with 413 `request_too_large` before it is read: by daphne (core/
 # internals.py), the ASGI and WSGI entry points (core/middleware.py) and nginx (client_max_body_size).

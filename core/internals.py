@@ -20,6 +20,7 @@ import importlib
 import inspect
 import io
 import logging
+import re
 import sys
 import threading
 from collections import deque
@@ -101,6 +102,7 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     ("twisted.internet.abstract", "FileDescriptor", "connected"),
     # _light_input_queues: what daphne's create_application does, with a lighter queue
     ("daphne.server", "Server", "create_application"),
+    ("daphne.server", "Server", "self.endpoints"),  # _listen_backlog: what each listener is made from
     ("autobahn.websocket.protocol", None, "pformat"),
     # direct_sender's own frame write reads what autobahn's _connectionMade sets (send_state,
     # send_queue, trafficStats, _perMessageCompress, the options): tests/core/test_internals.py
@@ -249,6 +251,7 @@ def tune_daphne() -> None:
     _lazy_autobahn_config_log()
     _limit_request_bodies(WebRequest)
     _light_input_queues()
+    _listen_backlog()
 
 
 class InputQueue:
@@ -321,6 +324,39 @@ def _light_input_queues() -> None:
         return queue
 
     Server.create_application = create_application
+
+
+# Twisted endpoint kinds that listen themselves and take a ``backlog`` (``systemd:`` and ``fd:`` are
+# handed a socket already listening, with the backlog its maker chose).
+_BACKLOG_KINDS = ("tcp", "tcp6", "ssl", "unix")
+
+
+def with_backlog(description: str) -> str:
+    """A daphne endpoint description (Twisted's ``serverFromString`` syntax) that listens with
+    ``LISTEN_BACKLOG`` unless it names its own backlog."""
+    kind = description.split(":", 1)[0]
+    named = re.search(r"(?:^|(?<!\\):)backlog=", description)
+    if kind not in _BACKLOG_KINDS or named:
+        return description
+    return f"{description}:backlog={settings.LISTEN_BACKLOG}"
+
+
+def _listen_backlog() -> None:
+    """Twisted listens with a backlog of 50, and daphne's ``-b``/``-p`` give no way to change it. A
+    reconnect storm (a deploy, a network blip: every client at once) outruns 50 as soon as the event
+    loop is busy for a moment with the connects it already has; the kernel then drops SYNs and
+    handshakes' last ACKs, and those clients wait out retransmits of 1 s, 3 s, 7 s … (a handshake
+    lost six times is a minute). Every endpoint daphne is given listens with ``LISTEN_BACKLOG``
+    instead (the kernel caps it at net.core.somaxconn)."""
+    from daphne.server import Server
+
+    server_init = Server.__init__
+
+    def __init__(self, *args, **kwargs):
+        server_init(self, *args, **kwargs)
+        self.endpoints = [with_backlog(str(description)) for description in self.endpoints]
+
+    Server.__init__ = __init__
 
 
 def _limit_request_bodies(request_class) -> None:

@@ -9,12 +9,12 @@ export AXISOR_BACKGROUND=0
 # Every socket is a file descriptor; leave room for 10,000+ per process.
 ulimit -n 65536 || echo "could not raise the open-files limit (ulimit -n); the hard limit is $(ulimit -Hn)" >&2
 for i in $(seq 1 "${PROCESSES:-$(nproc)}"); do
-  # backlog: Twisted listens with 50, which a reconnect storm overflows (SYN retransmits of 1 s+).
+  # The listen backlog is LISTEN_BACKLOG's (4096; Twisted's 50 overflows in a reconnect storm).
   # websocket_connect_timeout: daphne refuses (403) a handshake the app has not accepted in 5 s,
   # which under a storm of thousands of handshakes at once is every one of them.
   # ping: a peer that vanished without a FIN is found within ~20 s (daphne's defaults: ~50 s), and
   # its tier slot and presence lease are freed.
-  .venv/bin/python -m daphne -e "tcp:port=$((8000 + i)):interface=127.0.0.1:backlog=1024" \
+  .venv/bin/python -m daphne -e "tcp:port=$((8000 + i)):interface=127.0.0.1" \
     --websocket_connect_timeout 30 --ping-interval 10 --ping-timeout 10 \
     --proxy-headers axisor.asgi:application &
 done

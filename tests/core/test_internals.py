@@ -609,6 +609,27 @@ def test_daphne_makes_each_application_with_an_input_queue():
     assert made["receive"] == queue.get and made["scope"]["asgi"] == {"version": "3.0"}
 
 
+@pytest.mark.parametrize(
+    ("given", "listens"),
+    [
+        ("tcp:port=0:interface=127.0.0.1", "tcp:port=0:interface=127.0.0.1:backlog=1024"),
+        (r"tcp6:port=8000:interface=\:\:1", r"tcp6:port=8000:interface=\:\:1:backlog=1024"),
+        ("unix:/run/axisor.sock", "unix:/run/axisor.sock:backlog=1024"),
+        ("tcp:port=8001:interface=127.0.0.1:backlog=64", "tcp:port=8001:interface=127.0.0.1:backlog=64"),
+        ("tcp:8000:backlog=4096", "tcp:8000:backlog=4096"),
+        ("fd:fileno=3", "fd:fileno=3"),  # handed a socket that already listens
+        ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
+    ],
+)
+def test_daphne_listens_with_our_backlog_unless_the_endpoint_names_one(settings, given, listens):
+    from daphne.server import Server
+
+    settings.LISTEN_BACKLOG = 1024
+    internals.tune_daphne()
+    server = Server(application=None, endpoints=[given])
+    assert server.endpoints == [listens]
+
+
 def test_an_open_socket_keeps_none_of_its_opening_handshakes_text():
     """autobahn's record of the opening handshake (request bytes, headers, response) is dropped
     once daphne has the socket open; what daphne reads later (the request's path) stays, and the

@@ -589,7 +589,8 @@ class Command(BaseCommand):
         if uncapped:
             env.update(UNCAPPED)
         # Twisted's listen backlog defaults to 50: a burst of connects overflows it and waits
-        # out SYN retransmits. Every server gets the same backlog (deploy/run-daphne.sh too).
+        # out SYN retransmits. Every server here gets the same backlog (ours would otherwise
+        # take LISTEN_BACKLOG's 4096; 1,024 is beyond the client's 500 handshakes in flight).
         endpoint = "tcp:port=0:interface=127.0.0.1:backlog=1024"
         if target in ("ceiling", "picows"):
             script = "ceiling_server.py" if target == "ceiling" else "picows_server.py"
