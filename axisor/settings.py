@@ -495,6 +495,9 @@ AXISOR_MARKET = {
     "TICK_RETENTION_HOURS": env_float("MARKET_TICK_RETENTION_HOURS", 24.0),
     # The simulated feed (AXISOR_SIMULATE=all): one tick per instrument every this many seconds.
     "FEED_INTERVAL_SECONDS": env_float("MARKET_FEED_INTERVAL_SECONDS", 0.5),
+    # Its random walk's seed: unset, a different walk every start; set, the same walk every start
+    # from the same prices (a repeatable demo; tests/newcomer relies on it).
+    "FEED_SEED": env_int("MARKET_FEED_SEED", 0) if env("MARKET_FEED_SEED") else None,
     # Exchange sessions (market/sessions.py): NSE trades 09:15-15:30 India time on weekdays. Off
     # (MARKET_SESSIONS=0), every exchange trades around the clock; the test suite turns them off.
     "SESSIONS": env("MARKET_SESSIONS", "1") not in ("0", "false", "off"),

@@ -219,3 +219,20 @@ def test_prices_people_read_follow_the_tick_size(make_user):
     ticks_ingest([{"symbol": "BTC_USD", "price": "44250.5", "volume": "1"}])
     note = Notification.objects.get(user=user, category="price_alert")
     assert (note.title, note.message) == ("BTC_USD above 44,000.0", "BTC_USD is at 44,250.5")
+
+
+def test_a_seeded_feed_walks_the_same_way_every_start(settings):
+    from jobs.schedule import Simulator
+
+    def first_ticks(seed) -> list[list[dict]]:
+        settings.AXISOR_MARKET = {**settings.AXISOR_MARKET, "FEED_SEED": seed}
+        simulator = Simulator(feed=True)
+        simulator.step()  # makes the feed as the worker does, from the prices in the database
+        ticks = [simulator.feed.ticks() for _ in range(3)]
+        MarketState.objects.all().delete()  # the next start begins from the reference prices again
+        return ticks
+
+    assert first_ticks(43) == first_ticks(43)
+    assert first_ticks(43) != first_ticks(44)
+    unseeded = first_ticks(None)
+    assert [t["symbol"] for t in unseeded[0]] == sorted(t["symbol"] for t in unseeded[0])
