@@ -421,6 +421,8 @@ HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 30.0)
 # reconnect storm overflows; the kernel caps it at net.core.somaxconn, 4096 by default since Linux
 # 5.4; see core/internals.py).
 LISTEN_BACKLOG = env_int("LISTEN_BACKLOG", 4096)
+if LISTEN_BACKLOG < 1:
+    raise ImproperlyConfigured(f"LISTEN_BACKLOG must be at least 1, got {LISTEN_BACKLOG}")
 # The largest request body, in bytes (Django's setting, here for the whole body: the API takes no file
 # uploads). A larger one is refused with 413 `request_too_large` before it is read: by daphne (core/
 # internals.py), the ASGI and WSGI entry points (core/middleware.py) and nginx (client_max_body_size).
@@ -495,13 +497,13 @@ AXISOR_MARKET = {
     "TICK_RETENTION_HOURS": env_float("MARKET_TICK_RETENTION_HOURS", 24.0),
     # The simulated feed (AXISOR_SIMULATE=all): one tick per instrument every this many seconds.
     "FEED_INTERVAL_SECONDS": env_float("MARKET_FEED_INTERVAL_SECONDS", 0.5),
-    # Its random walk's seed: unset, a different walk every start; set, the same walk every start
-    # from the same prices (a repeatable demo; tests/newcomer relies on it).
-    "FEED_SEED": env_int("MARKET_FEED_SEED", 0) if env("MARKET_FEED_SEED") else None,
     # Exchange sessions (market/sessions.py): NSE trades 09:15-15:30 India time on weekdays. Off
     # (MARKET_SESSIONS=0), every exchange trades around the clock; the test suite turns them off.
     "SESSIONS": env("MARKET_SESSIONS", "1") not in ("0", "false", "off"),
 }
+# The simulated feed's random-walk seed: unset, a different walk every start; set, the same walk every
+# start from the same prices (a repeatable demo; tests/newcomer relies on it).
+MARKET_FEED_SEED: int | None = env_int("MARKET_FEED_SEED", 0) if env("MARKET_FEED_SEED") else None
 # Exchange holidays (market/sessions.py), per exchange: (month, day) closed every year, and dates.
 # NSE closes every year on Republic Day, Independence Day, Gandhi Jayanti and Christmas; the festival
 # holidays move each year and come from the exchange's circular: MARKET_HOLIDAYS_NSE (YYYY-MM-DD,...).

@@ -20,7 +20,6 @@ import importlib
 import inspect
 import io
 import logging
-import re
 import sys
 import threading
 from collections import deque
@@ -103,6 +102,7 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     # _light_input_queues: what daphne's create_application does, with a lighter queue
     ("daphne.server", "Server", "create_application"),
     ("daphne.server", "Server", "self.endpoints"),  # _listen_backlog: what each listener is made from
+    ("twisted.internet.endpoints", None, "_parse"),  # with_backlog reads a description as Twisted does
     ("autobahn.websocket.protocol", None, "pformat"),
     # direct_sender's own frame write reads what autobahn's _connectionMade sets (send_state,
     # send_queue, trafficStats, _perMessageCompress, the options): tests/core/test_internals.py
@@ -326,17 +326,21 @@ def _light_input_queues() -> None:
     Server.create_application = create_application
 
 
-# Twisted endpoint kinds that listen themselves and take a ``backlog`` (``systemd:`` and ``fd:`` are
-# handed a socket already listening, with the backlog its maker chose).
-_BACKLOG_KINDS = ("tcp", "tcp6", "ssl", "unix")
+# The endpoint kinds that listen themselves, and where each kind's parser in Twisted takes the backlog
+# among its positional arguments (``tcp:8000:127.0.0.1:64``): ``systemd:`` and ``fd:`` are handed a
+# socket already listening, with the backlog its maker chose.
+_BACKLOG_POSITION = {"tcp": 2, "unix": 2, "ssl": 5, "tcp6": 1, "tls": 2}
 
 
 def with_backlog(description: str) -> str:
     """A daphne endpoint description (Twisted's ``serverFromString`` syntax) that listens with
-    ``LISTEN_BACKLOG`` unless it names its own backlog."""
-    kind = description.split(":", 1)[0]
-    named = re.search(r"(?:^|(?<!\\):)backlog=", description)
-    if kind not in _BACKLOG_KINDS or named:
+    ``LISTEN_BACKLOG`` unless it names its own backlog, by keyword or by position. Read with
+    Twisted's own tokenizer, so escaped colons and backslashes are what Twisted takes them for."""
+    from twisted.internet.endpoints import _parse
+
+    args, kwargs = _parse(description)
+    at = _BACKLOG_POSITION.get(str(args[0]).lower()) if args else None
+    if at is None or "backlog" in kwargs or len(args) - 1 > at:
         return description
     return f"{description}:backlog={settings.LISTEN_BACKLOG}"
 
@@ -352,6 +356,7 @@ def _listen_backlog() -> None:
 
     server_init = Server.__init__
 
+    @functools.wraps(server_init)  # check() reads daphne's own __init__ through it
     def __init__(self, *args, **kwargs):
         server_init(self, *args, **kwargs)
         self.endpoints = [with_backlog(str(description)) for description in self.endpoints]

@@ -92,7 +92,7 @@ class Simulator:
     def step(self) -> None:
         if self.feed_enabled:
             if self.feed is None:
-                self.feed = RandomWalkFeed(seed=settings.AXISOR_MARKET["FEED_SEED"])
+                self.feed = RandomWalkFeed(seed=settings.MARKET_FEED_SEED)
             ticks_ingest(self.feed.ticks())
         self.prices.refresh()
         self.venue.step()

@@ -15,8 +15,7 @@ from .selectors import latest_prices
 class RandomWalkFeed:
     def __init__(self, seed: int | None = None) -> None:
         self.rng = random.Random(seed)
-        # in a fixed order, so that a seed gives each instrument the same walk every time
-        self.instruments = {i.symbol: i for i in Instrument.objects.filter(active=True).order_by("symbol")}
+        self.instruments = {i.symbol: i for i in Instrument.objects.filter(active=True)}
         self.prices = {s: p for s, p in latest_prices().items() if s in self.instruments}
 
     def ticks(self) -> list[dict]:

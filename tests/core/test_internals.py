@@ -614,9 +614,19 @@ def test_daphne_makes_each_application_with_an_input_queue():
     [
         ("tcp:port=0:interface=127.0.0.1", "tcp:port=0:interface=127.0.0.1:backlog=1024"),
         (r"tcp6:port=8000:interface=\:\:1", r"tcp6:port=8000:interface=\:\:1:backlog=1024"),
-        ("unix:/run/axisor.sock", "unix:/run/axisor.sock:backlog=1024"),
+        ("TCP6:port=8000", "TCP6:port=8000:backlog=1024"),  # Twisted takes a plugin's prefix in any case
+        ("unix:/run/axisor.sock:mode=660", "unix:/run/axisor.sock:mode=660:backlog=1024"),
+        ("ssl:443:privateKey=k.pem", "ssl:443:privateKey=k.pem:backlog=1024"),
+        ("tls:/certs:port=8443", "tls:/certs:port=8443:backlog=1024"),
+        # named, by keyword or by position: left as given (a second one would not parse)
         ("tcp:port=8001:interface=127.0.0.1:backlog=64", "tcp:port=8001:interface=127.0.0.1:backlog=64"),
-        ("tcp:8000:backlog=4096", "tcp:8000:backlog=4096"),
+        ("tcp:8000:127.0.0.1:64", "tcp:8000:127.0.0.1:64"),
+        ("tcp6:8000:64", "tcp6:8000:64"),
+        ("unix:/run/a.sock:660:64", "unix:/run/a.sock:660:64"),
+        # an escaped backslash before a real separator: the backlog is named
+        ("unix:/tmp/a\\\\:backlog=5", "unix:/tmp/a\\\\:backlog=5"),
+        # "backlog=" inside a value names nothing
+        (r"ssl:443:privateKey=/k\:backlog=1.pem", r"ssl:443:privateKey=/k\:backlog=1.pem:backlog=1024"),
         ("fd:fileno=3", "fd:fileno=3"),  # handed a socket that already listens
         ("systemd:domain=INET:index=0", "systemd:domain=INET:index=0"),
     ],
@@ -628,6 +638,11 @@ def test_daphne_listens_with_our_backlog_unless_the_endpoint_names_one(settings,
     internals.tune_daphne()
     server = Server(application=None, endpoints=[given])
     assert server.endpoints == [listens]
+    if not given.startswith(("fd:", "systemd:", "tls:", "ssl:")):  # those need a socket or certificates
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+
+        serverFromString(reactor, listens)  # Twisted reads it: one backlog, not two
 
 
 def test_an_open_socket_keeps_none_of_its_opening_handshakes_text():

@@ -225,7 +225,7 @@ def test_a_seeded_feed_walks_the_same_way_every_start(settings):
     from jobs.schedule import Simulator
 
     def first_ticks(seed) -> list[list[dict]]:
-        settings.AXISOR_MARKET = {**settings.AXISOR_MARKET, "FEED_SEED": seed}
+        settings.MARKET_FEED_SEED = seed
         simulator = Simulator(feed=True)
         simulator.step()  # makes the feed as the worker does, from the prices in the database
         ticks = [simulator.feed.ticks() for _ in range(3)]
@@ -234,5 +234,3 @@ def test_a_seeded_feed_walks_the_same_way_every_start(settings):
 
     assert first_ticks(43) == first_ticks(43)
     assert first_ticks(43) != first_ticks(44)
-    unseeded = first_ticks(None)
-    assert [t["symbol"] for t in unseeded[0]] == sorted(t["symbol"] for t in unseeded[0])

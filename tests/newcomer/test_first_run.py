@@ -7,8 +7,8 @@ in-memory layer, the simulated market and venue), then for two minutes (NEWCOMER
   ``ORDER_PLACED`` ... ``ORDER_EXECUTED`` for each;
 - alice's demo Margin Guard fires (``margin_guard_execution``) within the README's "a minute or two"
   (the feed's walk is seeded, MARKET_FEED_SEED: a random walk leaves both of alice's guards
-  unreached for two minutes in about one start in thirty, and a test must not fail by luck; seed 43
-  reaches BTC_USD's guard ~33 s into the walk, having stayed within 40 % of it until ~28 s);
+  unreached for two minutes in about one start in thirty, and a test must not fail by luck; the
+  seed, tests/newcomer/__init__.py, fires her ETH_USD guard ~33 s into the walk);
 - ``/panel/`` renders in headless Chromium and its market rows move;
 - four clients at once place orders, post ticks and read, and at the end the server's log has no traceback, no
   ``database is locked`` and no 5xx answer.
@@ -39,6 +39,7 @@ from tests.integration.conftest import Daphne
 from tests.integration.http import call, free_port
 from tests.integration.seed_order_client import OrderUpdatesClient
 from tests.js.test_seed_margin_client import node_command
+from tests.newcomer import FEED_SEED
 from tests.polling import until_sync
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ class Server(Daphne):
         port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in SUITE_ENV and not k.startswith("PYTEST")}
         env["PORT"] = str(port)  # README: HOST/PORT choose where it listens (8000 may be taken)
-        env["MARKET_FEED_SEED"] = "43"  # the walk this test expects (the module's docstring)
+        env["MARKET_FEED_SEED"] = str(FEED_SEED)  # the walk this test expects (tests/newcomer/__init__.py)
         proc = subprocess.Popen(
             ["scripts/run"],
             cwd=clone,
