@@ -7,26 +7,24 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "axisor.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from core import collector, internals  # noqa: E402
 from core.middleware import AsgiBodyLimit  # noqa: E402
-from gateway.origin import allowed_hosts_origin_validator  # noqa: E402
-from gateway.routing import websocket_urlpatterns  # noqa: E402
+from gateway.routing import SocketRouter, websocket_urlpatterns  # noqa: E402
 from jobs.schedule import BackgroundStarter  # noqa: E402
 
 internals.check()  # refuse to start on framework releases our patches were not written for
 internals.tune_daphne()
 
+# channels' ProtocolTypeRouter, OriginValidator and URLRouter, in two plain calls (BackgroundStarter,
+# SocketRouter) that hand each socket's task its consumer's coroutine itself (gateway/routing.py).
 application = BackgroundStarter(
-    ProtocolTypeRouter(
-        {
-            # The browser client and the admin's assets; behind nginx, serve STATIC_ROOT there instead.
-            # A body over DATA_UPLOAD_MAX_MEMORY_SIZE is refused (413) before Django reads it.
-            "http": AsgiBodyLimit(ASGIStaticFilesHandler(django_asgi_app)),
-            "websocket": allowed_hosts_origin_validator(URLRouter(websocket_urlpatterns)),
-        }
-    )
+    {
+        # The browser client and the admin's assets; behind nginx, serve STATIC_ROOT there instead.
+        # A body over DATA_UPLOAD_MAX_MEMORY_SIZE is refused (413) before Django reads it.
+        "http": AsgiBodyLimit(ASGIStaticFilesHandler(django_asgi_app)),
+        "websocket": SocketRouter(websocket_urlpatterns),
+    }
 )
 collector.tune_gc()  # last: what start-up built is frozen out of every collection

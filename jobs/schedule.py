@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
+from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.db.models import Max, Min, Q
 from django.utils import timezone
@@ -134,10 +136,14 @@ def periodic_jobs() -> list[Periodic]:
 
 
 class BackgroundStarter:
-    """ASGI wrapper that starts the background loops in the server's event loop on the first scope."""
+    """The process's ASGI application: starts the background loops in the server's event loop on
+    the first scope, and hands each scope to the application for its type (channels'
+    ``ProtocolTypeRouter``'s work). A plain call returning that application's coroutine, not a
+    coroutine awaiting it: an idle socket's task holds no frame of this (a wrapper's frame lives as
+    long as its socket; gateway/routing.py)."""
 
-    def __init__(self, application) -> None:
-        self.application = application
+    def __init__(self, applications: dict[str, Callable]) -> None:
+        self.applications = applications
         self.tasks: list[asyncio.Task] | None = None
 
     def start(self) -> list[asyncio.Task]:
@@ -179,8 +185,17 @@ class BackgroundStarter:
 
         reactor.addSystemEventTrigger("before", "shutdown", stop)
 
-    async def __call__(self, scope, receive, send):
+    @markcoroutinefunction  # an ASGI 3 application to whoever asks (daphne, uvicorn, asgiref)
+    def __call__(self, scope, receive, send):
         if settings.AXISOR_BACKGROUND and scope["type"] in ("http", "websocket"):
             if self.tasks is None or all(t.done() for t in self.tasks):
                 self.tasks = self.start()
-        return await self.application(scope, receive, send)
+        application = self.applications.get(scope["type"])
+        if application is None:
+            return _unrouted(scope["type"])
+        return application(scope, receive, send)
+
+
+async def _unrouted(kind: str) -> None:
+    # ProtocolTypeRouter's error (uvicorn's lifespan scope gets it, and goes on without lifespan)
+    raise ValueError(f"No application configured for scope type {kind!r}")

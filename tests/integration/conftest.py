@@ -95,7 +95,8 @@ def daphne(transactional_db):
     started: list[Daphne] = []
     cache_prefix = fresh_cache_prefix()
 
-    def start(*daphne_args: str, **extra_env: str) -> Daphne:
+    def start(*daphne_args: str, module: str = "daphne", **extra_env: str) -> Daphne:
+        """``module``: what ``python -m`` runs (daphne, or a test's launcher of daphne's CLI)."""
         env = {
             **os.environ,
             "DATABASE_URL": subprocess_database_url(),
@@ -105,7 +106,7 @@ def daphne(transactional_db):
         }
         env.update(extra_env)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", *daphne_args, "axisor.asgi:application"],
+            [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", "0", *daphne_args, "axisor.asgi:application"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -1,0 +1,56 @@
+"""The process's ASGI application hands a socket's task its consumer's own coroutine: no wrapper
+(the background starter, the protocol, origin and URL routing) stays suspended above it for the
+socket's life. What those wrappers did is still done: a path with no route is an error, and the
+consumer finds ``url_route`` in its scope (the Origin check: tests/gateway/test_events_consumer.py)."""
+
+from __future__ import annotations
+
+import pytest
+from channels.consumer import AsyncConsumer
+from django.urls import path
+
+from axisor.asgi import application
+from gateway.events_consumer import EventsConsumer
+from gateway.routing import SocketRouter
+
+
+def websocket_scope(path: str, headers=()) -> dict:
+    return {"type": "websocket", "path": path, "headers": list(headers), "query_string": b"", "subprotocols": []}
+
+
+async def never(*_):
+    raise AssertionError("not called")
+
+
+def test_a_sockets_task_runs_its_consumer_and_nothing_above_it():
+    run = application(websocket_scope("/ws"), never, never)
+    try:
+        assert run.cr_code is EventsConsumer.__call__.__code__  # the consumer's own call, not a wrapper's
+        assert type(run.cr_frame.f_locals["self"]) is EventsConsumer
+    finally:
+        run.close()
+
+
+def test_the_consumer_finds_its_route_in_the_scope():
+    seen = {}
+
+    class Echo(AsyncConsumer):
+        async def __call__(self, scope, receive, send):
+            seen.update(scope)
+
+    router = SocketRouter([path("rooms/<str:name>", Echo.as_asgi())])
+    run = router(websocket_scope("/rooms/lobby"), never, never)
+    assert run.cr_code is Echo.__call__.__code__
+    with pytest.raises(StopIteration):
+        run.send(None)
+    assert seen["url_route"] == {"args": (), "kwargs": {"name": "lobby"}} and seen["path_remaining"] == ""
+
+
+async def test_a_path_with_no_route_is_an_error_as_channels_makes_it():
+    with pytest.raises(ValueError, match=r"No route found for path 'nowhere'"):
+        await application(websocket_scope("/nowhere"), never, never)
+
+
+async def test_an_unknown_scope_type_is_an_error_as_channels_makes_it():
+    with pytest.raises(ValueError, match=r"No application configured for scope type 'lifespan'"):
+        await application({"type": "lifespan"}, never, never)
