@@ -54,3 +54,18 @@ async def test_a_path_with_no_route_is_an_error_as_channels_makes_it():
 async def test_an_unknown_scope_type_is_an_error_as_channels_makes_it():
     with pytest.raises(ValueError, match=r"No application configured for scope type 'lifespan'"):
         await application({"type": "lifespan"}, never, never)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_connected_socket_keeps_no_handshake_headers(make_user):
+    from channels.db import database_sync_to_async
+
+    from tests.conftest import connected, jwt_for
+
+    user = await database_sync_to_async(make_user)("headless")
+    comm, hello = await connected(jwt_for(user), origin="http://localhost:8000")
+    try:
+        assert hello["userId"] == str(user.pk)  # the bearer token was read from them first
+        assert comm.scope["headers"] == []  # then dropped: the list daphne's protocol holds too
+    finally:
+        await comm.disconnect()
