@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from asgiref.sync import markcoroutinefunction
 from channels.security.websocket import WebsocketDenier
+from django.core.exceptions import ImproperlyConfigured
 from django.urls import path
 
 from gateway.events_consumer import EventsConsumer
@@ -29,13 +30,19 @@ async def _no_route(path: str) -> None:
 
 
 class SocketRouter:
-    """channels' ``OriginValidator(URLRouter(routes))`` for the outermost router of WebSocket
+    """channels' ``OriginValidator(URLRouter(routes))`` as the outermost router of WebSocket
     scopes, without a coroutine of its own: a refused Origin gets channels' ``WebsocketDenier``
     (403), a path no route matches the error URLRouter raises, and a match its consumer, with
-    ``url_route`` and ``path_remaining`` in the scope as URLRouter puts them. The scope is the
-    connection's own (daphne makes one per socket), so they are set in it rather than in a copy."""
+    ``url_route`` and ``path_remaining`` in the scope as the outermost URLRouter puts them. The
+    scope is the connection's own (daphne makes one per socket), so they are set in it rather than
+    in a copy. Routes are consumers or applications; a nested router is refused (URLRouter's
+    handling of one is not here). Whatever the call raises, the caller (``BackgroundStarter``)
+    raises inside the coroutine it returns."""
 
     def __init__(self, routes: list, origins: BrowserOriginValidator | None = None) -> None:
+        for route in routes:
+            if getattr(route.callback, "_path_routing", False):
+                raise ImproperlyConfigured(f"{route}: SocketRouter does not nest routers")
         self.routes = routes
         self.origins = origins if origins is not None else origin_validator()
 
@@ -54,8 +61,12 @@ class SocketRouter:
                 remaining, args, kwargs = match
                 scope["path_remaining"] = remaining
                 scope["url_route"] = {"args": args, "kwargs": {**kwargs, **route.default_args}}
-                consumer = getattr(route.callback, "consumer_class", None)
-                if consumer is None:  # not a consumer's as_asgi(): an application of its own
-                    return route.callback(scope, receive, send)
-                return consumer(**route.callback.consumer_initkwargs)(scope, receive, send)
+                callback = route.callback
+                consumer: type | None = getattr(callback, "consumer_class", None)
+                wrapped: object = getattr(callback, "__wrapped__", None)
+                if consumer is not None and wrapped is consumer:  # as_asgi()'s own function
+                    return consumer(**callback.consumer_initkwargs)(scope, receive, send)
+                # an application of its own, or a wrapper of an as_asgi() that copied its attributes
+                # (functools.wraps): called, not bypassed
+                return callback(scope, receive, send)
         return _no_route(path)

@@ -187,15 +187,22 @@ class BackgroundStarter:
 
     @markcoroutinefunction  # an ASGI 3 application to whoever asks (daphne, uvicorn, asgiref)
     def __call__(self, scope, receive, send):
-        if settings.AXISOR_BACKGROUND and scope["type"] in ("http", "websocket"):
-            if self.tasks is None or all(t.done() for t in self.tasks):
-                self.tasks = self.start()
-        application = self.applications.get(scope["type"])
-        if application is None:
-            return _unrouted(scope["type"])
-        return application(scope, receive, send)
+        try:
+            if settings.AXISOR_BACKGROUND and scope["type"] in ("http", "websocket"):
+                if self.tasks is None or all(t.done() for t in self.tasks):
+                    self.tasks = self.start()
+            application = self.applications.get(scope["type"])
+            if application is None:
+                raise ValueError(f"No application configured for scope type {scope['type']!r}")  # ProtocolTypeRouter's
+            return application(scope, receive, send)
+        except Exception as exc:  # noqa: BLE001 - raised where the server expects it: see _failed
+            return _failed(exc)
 
 
-async def _unrouted(kind: str) -> None:
-    # ProtocolTypeRouter's error (uvicorn's lifespan scope gets it, and goes on without lifespan)
-    raise ValueError(f"No application configured for scope type {kind!r}")
+async def _failed(exc: Exception) -> None:
+    """What the call (or a router or consumer it made) raised, raised again inside the application's
+    coroutine, where channels' routers raised it: daphne runs the call to make a socket's application
+    and, if the call itself raises, only logs it and leaves the handshake unanswered until its timeout
+    (an error inside the coroutine is a prompt 500). uvicorn's lifespan scope gets the no-route
+    error this way, and goes on without lifespan."""
+    raise exc

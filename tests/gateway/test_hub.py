@@ -281,11 +281,11 @@ async def test_a_message_that_cannot_be_read_is_skipped_not_the_hub(monkeypatch)
     a = Conn()
     await h.join("market.SOL_USD", a)
     real = hubmod.received_now
-    calls = []
+    failed = asyncio.Event()
 
     def flaky(layer, channel):
-        calls.append(1)
-        if len(calls) == 1:
+        if not failed.is_set():
+            failed.set()
             real(layer, channel)  # takes the message off the queue, as a failed deserialise does
             raise ValueError("not a layer message")
         return real(layer, channel)
@@ -293,11 +293,13 @@ async def test_a_message_that_cannot_be_read_is_skipped_not_the_hub(monkeypatch)
     monkeypatch.setattr(hubmod, "received_now", flaky)
     sends = [("market.SOL_USD", {"type": "event.message", "text": str(i)}) for i in range(3)]
     await asyncio.to_thread(group_send_many, sends)
+    await asyncio.wait_for(failed.wait(), 5)
     later = [("market.SOL_USD", {"type": "event.message", "text": "later"})]
-    while not a.got or a.got[-1]["text"] != "later":
-        if calls:
-            await asyncio.to_thread(group_send_many, later)
-        a.event.clear()
+    await asyncio.to_thread(group_send_many, later)  # after the failure: the hub must still read it
+    while True:
+        a.event.clear()  # before looking, so a delivery between the look and the wait is not lost
+        if a.got and a.got[-1]["text"] == "later":
+            break
         await asyncio.wait_for(a.event.wait(), 5)
     assert not h.task.done()  # the hub lives on
     assert a.got[0]["text"] == "0"

@@ -69,3 +69,48 @@ async def test_a_connected_socket_keeps_no_handshake_headers(make_user):
         assert comm.scope["headers"] == []  # then dropped: the list daphne's protocol holds too
     finally:
         await comm.disconnect()
+
+
+async def test_what_the_call_raises_is_raised_in_its_coroutine_where_daphne_answers_it(monkeypatch):
+    """daphne makes a socket's application by calling it: had the call itself raised (a malformed
+    Origin for the check, a consumer that cannot be made), daphne would only log it and leave the
+    handshake unanswered until its timeout. Raised in the coroutine, it is a prompt 500."""
+    router = application.applications["websocket"]
+
+    def broken(scope):
+        raise ValueError("Port could not be cast to integer value as 'abc'")
+
+    monkeypatch.setattr(router.origins, "allows", broken)
+    run = application(websocket_scope("/ws", [(b"origin", b"http://host:abc")]), never, never)
+    with pytest.raises(ValueError, match="Port could not be cast"):
+        await run
+
+
+def test_a_wrapper_around_a_consumers_application_is_called_not_bypassed():
+    import functools
+
+    calls = []
+
+    class Echo(AsyncConsumer):
+        async def __call__(self, scope, receive, send):
+            calls.append("consumer")
+
+    inner = Echo.as_asgi()
+
+    @functools.wraps(inner)  # copies consumer_class and consumer_initkwargs too
+    async def guard(scope, receive, send):
+        calls.append("guard")
+        return await inner(scope, receive, send)
+
+    run = SocketRouter([path("ws", guard)])(websocket_scope("/ws"), never, never)
+    with pytest.raises(StopIteration):
+        run.send(None)
+    assert calls == ["guard", "consumer"]
+
+
+def test_a_nested_router_is_refused_at_start_up():
+    from channels.routing import URLRouter
+    from django.core.exceptions import ImproperlyConfigured
+
+    with pytest.raises(ImproperlyConfigured, match="does not nest routers"):
+        SocketRouter([path("api/", URLRouter([]))])
