@@ -670,3 +670,11 @@ def test_an_open_socket_keeps_none_of_its_opening_handshakes_text():
     assert protocol.http_headers == {} and protocol.request.headers == {} and protocol.request.path == "/ws"
     protocol.sendMessage(b"still open")
     assert protocol.transport.value().endswith(b"still open")
+    # autobahn's send queue holds nothing until a write is queued, then queues and sends in order
+    assert isinstance(protocol.send_queue, internals.LazyDeque) and not protocol.send_queue
+    protocol.sendData(b"first", sync=True)  # queued: written now, the rest after a reactor turn
+    protocol.send_queue.append((b"second", True))
+    assert len(protocol.send_queue) == 1 and protocol.transport.value().endswith(b"first")
+    assert protocol.send_queue.popleft() == (b"second", True) and not protocol.send_queue
+    with pytest.raises(IndexError):
+        protocol.send_queue.popleft()
