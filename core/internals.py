@@ -105,7 +105,7 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     ("twisted.internet.endpoints", None, "_parse"),  # with_backlog reads a description as Twisted does
     ("autobahn.websocket.protocol", None, "pformat"),
     # direct_sender's own frame write reads what autobahn's _connectionMade sets (send_state,
-    # send_queue, trafficStats, _perMessageCompress, the options): tests/core/test_internals.py
+    # triggered, trafficStats, _perMessageCompress, the options): tests/core/test_internals.py
     # checks its bytes and counts against autobahn's own sendMessage.
     ("daphne.ws_protocol", "WebSocketProtocol", "onOpen"),
     # _release_http_channel: the upgraded HTTP connection's channel, still the transport's producer
@@ -317,7 +317,7 @@ class InputQueue:
 
 class LazyDeque:
     """autobahn's per-socket send queue, which only chopped or "sync" writes go through (daphne asks
-    for neither, and autobahn writes straight to the transport while the queue is empty): what
+    for neither; a plain write goes straight to the transport while the queue is empty): what
     autobahn uses of a ``deque`` (``append``, ``popleft``, ``len``), holding none until something
     is queued. An empty ``deque`` is ~760 B, its first block allocated up front."""
 
@@ -742,7 +742,7 @@ def direct_sender(base_send, limit: float | None = None) -> Callable[[str], bool
             and text
             and p._perMessageCompress is None
             and p.send_state == ground
-            and not p.send_queue
+            and not p.triggered  # autobahn has writes queued only while triggered (its _trigger, _send)
             and not (p.maskServerFrames or p.autoFragmentSize)
             and not (p.trackedTimings or p.logFrames or p.logOctets)
         ):

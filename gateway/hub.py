@@ -387,14 +387,18 @@ class HubMember:
 
         The handshake's headers are read while the socket connects (its Origin, its bearer token)
         and never again: once ``websocket.connect`` is handled they are dropped from the scope
-        (emptied in place: daphne's protocol holds the same list), ~1.2 KB of an idle socket."""
+        (emptied in place: daphne's protocol holds the same list), ~1.2 KB of an idle socket.
+        Emptying the server's own list is what frees it, against the ASGI spec's advice to change
+        only a copy of a scope: nothing reads a socket's headers after its handshake (daphne, uvicorn,
+        channels, our consumers), and whatever is added that would must read them while connecting."""
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
         try:
-            await self.dispatch(await receive())  # websocket.connect
+            first = await receive()
+            await self.dispatch(first)
             headers = scope.get("headers")
-            if isinstance(headers, list):
+            if first["type"] == "websocket.connect" and isinstance(headers, list):  # a server's own list
                 headers.clear()
             while True:
                 await self.dispatch(await receive())

@@ -374,6 +374,15 @@ def test_direct_sender_writes_the_bytes_and_counts_autobahn_would():
     assert ours.transport.value() == theirs.transport.value()
     assert vars(ours.trafficStats) == vars(theirs.trafficStats)
 
+    # A write autobahn holds in its send queue (a "sync" write, let out a reactor turn at a time)
+    # stays first: while autobahn is letting its queue out, ours goes through autobahn, behind it.
+    ours.logFrames = False
+    ours.send_queue.append((b"queued", True))
+    ours.triggered = True  # as autobahn's _trigger leaves it until its queue is empty
+    sent = ours.transport.value()
+    send("after")
+    assert ours.transport.value() == sent and len(ours.send_queue) == 2  # queued behind, not written
+
 
 def test_direct_sender_with_a_limit_leaves_a_socket_that_is_behind_to_the_caller():
     """The hub's fast path: the backlog check and the write are one call, the transport found once."""
