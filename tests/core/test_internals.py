@@ -687,3 +687,32 @@ def test_an_open_socket_keeps_none_of_its_opening_handshakes_text():
     assert protocol.send_queue.popleft() == (b"second", True) and not protocol.send_queue
     with pytest.raises(IndexError):
         protocol.send_queue.popleft()
+
+
+def test_daphnes_sockets_read_their_factorys_options_from_its_protocol_class():
+    """autobahn copies each factory option into every protocol whose class lacks it (~29 entries of
+    an open socket's attribute dict); daphne's factory's protocol class carries them instead, as
+    they are when a socket connects, and a reset goes back to autobahn's copies."""
+    from daphne.ws_protocol import WebSocketFactory
+    from twisted.internet.testing import StringTransport
+
+    internals.tune_daphne()
+    factory = WebSocketFactory(None)
+    factory.setProtocolOptions(maxMessagePayloadSize=4096, allowNullOrigin=True)
+
+    def connected():
+        protocol = factory.buildProtocol(("127.0.0.1", 50000))
+        protocol.makeConnection(StringTransport())
+        return protocol
+
+    first = connected()
+    assert isinstance(first, WebSocketProtocol) and not set(first.CONFIG_ATTRS) & set(vars(first))
+    assert (first.maxMessagePayloadSize, first.allowNullOrigin, first.failByDrop) == (4096, True, False)
+    # a function option is the function, not a method of the socket (autobahn calls it with offers)
+    assert first.perMessageCompressionAccept is factory.perMessageCompressionAccept
+    factory.setProtocolOptions(maxMessagePayloadSize=8192)  # what a socket connecting later gets
+    second = connected()
+    assert (second.maxMessagePayloadSize, first.maxMessagePayloadSize) == (8192, 4096)
+    factory.resetProtocolOptions()
+    third = connected()
+    assert type(third) is WebSocketProtocol and "maxMessagePayloadSize" in vars(third)  # autobahn's copy

@@ -1,6 +1,6 @@
 """daphne's command line, plus a census for tests that check what an open socket keeps (tests/
 integration/test_socket_footprint.py): whoever connects to the Unix socket CENSUS_SOCKET gets, after
-a full collection, how many objects of each type named in CENSUS_TYPES (``module:Class``,
+a full collection, how many objects of each type named in CENSUS_TYPES (or of a subclass) (``module:Class``,
 comma-separated) the process holds, as JSON, and the connection closes. Run as ``python -m
 tests.integration.daphne_census <daphne's arguments>``."""
 
@@ -25,7 +25,7 @@ def counts() -> dict[str, int]:
     found = dict.fromkeys(wanted, 0)
     for obj in gc.get_objects():
         for name, cls in wanted.items():
-            if type(obj) is cls:
+            if isinstance(obj, cls):
                 found[name] += 1
     return found
 
