@@ -204,12 +204,15 @@ def tune_daphne() -> None:
         # that is not UTF-8 just cuts the connection: the client sees 1006, like a network fault.
         # Off, the client gets a close frame with 1009 / 1007 (RFC 6455) and knows what it did.
         kwargs.setdefault("failByDrop", False)
-        set_options(self, *args, **kwargs)
-        _options_on_protocol_class(self)
+        try:
+            set_options(self, *args, **kwargs)
+        finally:  # what autobahn applied before a bad option raised, as its copy would give
+            _options_on_protocol_class(self)
 
     def resetProtocolOptions(self):
         reset_options(self)
-        self.__dict__.pop("protocol", None)  # daphne's own class again: autobahn copies the options
+        if vars(self.protocol).get("_axisor_options"):  # daphne's own class again: autobahn copies
+            self.protocol = self.protocol.__bases__[0]
 
     def __init__(self, *args, **kwargs):
         http_init(self, *args, **kwargs)
@@ -330,12 +333,16 @@ def _options_on_protocol_class(factory) -> None:
     attribute dict held ~99 entries, past the 85 a 128-slot dict holds, in 256 slots (3.3 KB). The
     factory's protocol is made a subclass of daphne's that carries the options (again at every
     ``setProtocolOptions``, so each socket gets the options in force when it connects, as autobahn's
-    copy gives it); its sockets hold ~70 entries in 128 slots (~1.6 KB)."""
-    base = type(factory).protocol  # daphne's WebSocketProtocol: the class attribute, not a subclass of ours
-    options = {name: getattr(factory, name) for name in base.CONFIG_ATTRS}
+    copy gives it; an option assigned on the factory directly, as autobahn's copy would see it, waits
+    for the next); its sockets hold ~70 entries in 128 slots (~1.6 KB). ``tcpNoDelay`` stays out:
+    autobahn reads it before its copy, and daphne's sockets never had it then (``eager_writes``
+    turns Nagle off on plain TCP; autobahn's own attempt would also reach TLS and Unix sockets)."""
+    current = factory.protocol
+    base = current.__bases__[0] if vars(current).get("_axisor_options") else current
+    options = {name: getattr(factory, name) for name in base.CONFIG_ATTRS if name != "tcpNoDelay"}
     # a function option (perMessageCompressionAccept) read through an instance must not bind to it
     options = {name: staticmethod(value) if callable(value) else value for name, value in options.items()}
-    factory.protocol = type(base.__name__, (base,), {**options, "__module__": base.__module__})
+    factory.protocol = type(base.__name__, (base,), {**options, "__module__": base.__module__, "_axisor_options": True})
 
 
 class LazyDeque:
