@@ -275,23 +275,50 @@ def tune_daphne() -> None:
     _listen_backlog()
 
 
-class InputQueue:
+class LazyDeque:
+    """What a socket's queues use of a ``deque`` (``append``, ``popleft``, ``len``), holding none
+    while empty: an empty ``deque`` is ~760 B, its first block allocated up front. autobahn's
+    per-socket send queue is one (only chopped or "sync" writes go through it, and daphne asks for
+    neither; a plain write goes straight to the transport while it is empty), and daphne's input
+    queue is built on one (``InputQueue``)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: deque | None = None
+
+    def append(self, item) -> None:
+        if self._items is None:
+            self._items = deque()
+        self._items.append(item)
+
+    def popleft(self):
+        if not self._items:
+            raise IndexError("pop from an empty deque")
+        item = self._items.popleft()
+        if not self._items:
+            self._items = None
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items) if self._items else 0
+
+
+class InputQueue(LazyDeque):
     """What daphne hands a connection's application as ``receive``: its messages in arrival order.
     daphne makes an ``asyncio.Queue`` per connection, which holds three deques and an ``Event``
     with a fourth (~3.3 KB, a tenth of an idle socket). This keeps what daphne and the
     consumers use (``put_nowait``, ``get``, ``qsize``, ``empty``), without bound as daphne's is (its
     WebSocket reads pause past ``WS_INBOUND_QUEUE_HIGH``), and holds no deque while empty."""
 
-    __slots__ = ("_getters", "_items")
+    __slots__ = ("_getters",)
 
     def __init__(self) -> None:
-        self._items: deque | None = None
+        super().__init__()
         self._getters: list[asyncio.Future] | None = None
 
     def put_nowait(self, item) -> None:
-        if self._items is None:
-            self._items = deque()
-        self._items.append(item)
+        self.append(item)
         if self._getters:
             for getter in self._getters:  # each checks again: one takes it, the rest wait on
                 if not getter.done():
@@ -309,14 +336,10 @@ class InputQueue:
                 self._getters.remove(getter)
                 if not self._getters:
                     self._getters = None
-        assert self._items is not None  # not empty: the loop above ends only then
-        item = self._items.popleft()
-        if not self._items:
-            self._items = None
-        return item
+        return self.popleft()  # not empty: the loop above ends only then
 
     def qsize(self) -> int:
-        return len(self._items) if self._items else 0
+        return len(self)
 
     def __bool__(self) -> bool:
         # True even when empty, as an asyncio.Queue is: daphne's HTTP protocol sends the
@@ -343,34 +366,6 @@ def _options_on_protocol_class(factory) -> None:
     # a function option (perMessageCompressionAccept) read through an instance must not bind to it
     options = {name: staticmethod(value) if callable(value) else value for name, value in options.items()}
     factory.protocol = type(base.__name__, (base,), {**options, "__module__": base.__module__, "_axisor_options": True})
-
-
-class LazyDeque:
-    """autobahn's per-socket send queue, which only chopped or "sync" writes go through (daphne asks
-    for neither; a plain write goes straight to the transport while the queue is empty): what
-    autobahn uses of a ``deque`` (``append``, ``popleft``, ``len``), holding none until something
-    is queued. An empty ``deque`` is ~760 B, its first block allocated up front."""
-
-    __slots__ = ("_items",)
-
-    def __init__(self) -> None:
-        self._items: deque | None = None
-
-    def append(self, item) -> None:
-        if self._items is None:
-            self._items = deque()
-        self._items.append(item)
-
-    def popleft(self):
-        if not self._items:
-            raise IndexError("pop from an empty deque")
-        item = self._items.popleft()
-        if not self._items:
-            self._items = None
-        return item
-
-    def __len__(self) -> int:
-        return len(self._items) if self._items else 0
 
 
 def _light_input_queues() -> None:
