@@ -25,10 +25,6 @@ websocket_urlpatterns = [
 ]
 
 
-async def _no_route(path: str) -> None:
-    raise ValueError(f"No route found for path {path!r}.")  # channels' URLRouter's error, as daphne logs it
-
-
 class SocketRouter:
     """channels' ``OriginValidator(URLRouter(routes))`` as the outermost router of WebSocket
     scopes, without a coroutine of its own: a refused Origin gets channels' ``WebsocketDenier``
@@ -53,7 +49,7 @@ class SocketRouter:
         path = scope["path"]
         root_path = scope.get("root_path", "")
         if root_path and not path.startswith(root_path):
-            return _no_route(path)
+            raise ValueError(f"No route found for path {path!r}.")  # URLRouter's error
         path = path[len(root_path) :].lstrip("/")
         for route in self.routes:
             match = route.pattern.match(path)
@@ -69,4 +65,4 @@ class SocketRouter:
                 # an application of its own, or a wrapper of an as_asgi() that copied its attributes
                 # (functools.wraps): called, not bypassed
                 return callback(scope, receive, send)
-        return _no_route(path)
+        raise ValueError(f"No route found for path {path!r}.")  # URLRouter's error
