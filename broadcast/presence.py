@@ -103,7 +103,7 @@ class Batched:
         self.items.append((item, done))
         if self.writer is None or self.writer.done():
             self.writer = asyncio.ensure_future(self._drain())
-        await asyncio.shield(done)
+        await done  # ours alone: a cancelled caller cancels it; the write still goes out
 
     async def _drain(self) -> None:
         while self.items:

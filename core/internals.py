@@ -907,7 +907,7 @@ class ResilientShardConnection(RedisSingleShardConnection):
         if changer is None or changer.done() or changer.cancelling():
             changer = self._changer = asyncio.ensure_future(self._apply_changes())
             changer.add_done_callback(self._changer_ended)
-        await asyncio.shield(done)
+        await done  # ours alone: a cancelled caller cancels it; the change is still applied
 
     async def _apply_changes(self) -> None:
         changes: list[tuple[str, bool, asyncio.Future]] = []

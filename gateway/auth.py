@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from channels.db import database_sync_to_async
+from django.contrib.auth import get_user_model
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.settings import api_settings
+from rest_framework_simplejwt.utils import get_md5_hash_password
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -39,16 +42,11 @@ def jwt_decode(raw: object):
 
 
 def jwt_user_id(token) -> str:
-    from rest_framework_simplejwt.settings import api_settings
-
     return str(token[api_settings.USER_ID_CLAIM])
 
 
 def identity_load(token) -> Identity:
     """Sync, reads the database: the token's user, if still active and the token not revoked."""
-    from django.contrib.auth import get_user_model
-    from rest_framework_simplejwt.settings import api_settings
-
     try:
         user_id = token[api_settings.USER_ID_CLAIM]
     except KeyError:
@@ -62,9 +60,6 @@ def identity_check(token, user: User | None) -> Identity:
     request (``JWTAuthentication.get_user``), as its settings set them: the user exists, is active
     when CHECK_USER_IS_ACTIVE, and has not changed its password since the token when
     CHECK_REVOKE_TOKEN."""
-    from rest_framework_simplejwt.settings import api_settings
-    from rest_framework_simplejwt.utils import get_md5_hash_password
-
     if user is None:
         raise AuthError("User not found")
     if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
@@ -99,8 +94,6 @@ jwt_authenticate = database_sync_to_async(_jwt_authenticate)
 @database_sync_to_async
 def user_still_allowed(user_id: int, password_hash: str, is_staff: bool, is_superuser: bool) -> str | None:
     """None while the user may keep its socket as it is; otherwise why not."""
-    from django.contrib.auth import get_user_model
-
     row = (
         get_user_model().objects.filter(pk=user_id).values("is_active", "password", "is_staff", "is_superuser").first()
     )

@@ -282,7 +282,7 @@ class Leases:
         self.queue.append((op, done))
         if self.writer is None or self.writer.done():
             self.writer = asyncio.ensure_future(self._drain())
-        return await asyncio.shield(done)
+        return await done  # ours alone: a cancelled caller cancels it; the op still goes out
 
     async def _drain(self) -> None:
         while self.queue:

@@ -95,3 +95,28 @@ async def check_leases(users: list[int], pipelines: list[int]) -> None:
     assert all(counts[uid] == {"/ws": 3, "/ws/orders": 0} for uid in users[1:])
     assert set(users) <= await presence.online_users()
     assert any(p["process"] == "test-proc:1" for p in await asyncio.to_thread(presence.processes))
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_join_given_up_mid_storm_leaves_the_others_answered():
+    """Each join waits on a future of its own in the batch: a socket gone while its lease is on its
+    way cancels only that wait; the lease is written with the others (the socket's own cleanup
+    removes it, as before), and every other join is answered."""
+    registry = presence.Registry()
+    registry.stopping.set()  # no renewal loop
+    users = [930_001, 930_002, 930_003]
+    joins = [asyncio.ensure_future(registry.join(uid, "/ws", f"c{uid}")) for uid in users]
+    try:
+        await asyncio.sleep(0)  # all three asked for: one batch
+        joins[1].cancel()
+        members = await asyncio.wait_for(asyncio.gather(joins[0], joins[2]), 10)
+        assert joins[1].cancelled()
+        assert members == [f"/ws|{registry.pid}|c{users[0]}", f"/ws|{registry.pid}|c{users[2]}"]
+        assert await asyncio.to_thread(presence.connections_by_user, users) == {
+            uid: {"/ws": 1, "/ws/orders": 0} for uid in users
+        }
+    finally:
+        async with presence.redis_client().pipeline(transaction=False) as pipe:
+            pipe.delete(*(presence._user_key(uid) for uid in users))
+            pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
+            await pipe.execute()

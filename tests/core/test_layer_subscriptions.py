@@ -104,3 +104,24 @@ async def test_requests_waiting_when_the_layer_closes_fail_rather_than_wait_fore
     await asyncio.wait_for(asyncio.gather(waiting, after, return_exceptions=True), 5)
     await shard.subscribe("t.later")
     assert "t.later" in shard._subscribed_to
+
+
+async def test_a_requester_that_goes_away_leaves_its_change_and_the_others_answers(server, layer):
+    """Each request waits on a future of its own: a socket cancelled while its subscription waits
+    (a client gone mid-connect) cancels only that future. Its change is still applied in order,
+    and every other request made with it is answered."""
+    await layer.new_channel()
+    shard = layer._get_layer()._shards[0]
+    name = layer._get_layer()._get_group_channel_name
+    a, b = name("user.gone"), name("user.stays")
+    await shard._lock.acquire()  # a change under way: both requests wait for the next one
+    gone = asyncio.ensure_future(shard.subscribe(a))
+    stays = asyncio.ensure_future(shard.subscribe(b))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gone.cancel()
+    shard._lock.release()
+    await asyncio.wait_for(stays, 5)
+    assert gone.cancelled()
+    assert {a, b} <= shard._subscribed_to
+    assert subscribers(server, layer, ["user.gone", "user.stays"]) == {"user.gone": 1, "user.stays": 1}

@@ -175,6 +175,25 @@ async def test_connect_read_survives_its_connection_being_cut(user):
     await comm.disconnect()
 
 
+async def test_a_connect_read_given_up_leaves_the_rest_of_its_batch_answered(user):
+    """Each socket's read waits on a future of its own in the batch: a socket gone mid-connect
+    cancels only that future; the reads batched with it get their rows."""
+    import asyncio
+
+    from gateway import connect_read
+
+    reader = connect_read._readers()
+    gone = asyncio.ensure_future(connect_read.user_row(user.pk))
+    stays = asyncio.ensure_future(connect_read.user_row(user.pk))
+    await asyncio.sleep(0)  # both asked for, in one batch
+    gone.cancel()
+    found, baseline = await asyncio.wait_for(stays, 10)
+    assert found is not None and found.pk == user.pk
+    assert gone.cancelled()
+    assert await asyncio.wait_for(connect_read.user_row(user.pk), 10) == (found, baseline)  # the reader goes on
+    assert reader is connect_read._readers()
+
+
 def _terminate_backend(pid: int) -> None:
     from django.db import connection
 

@@ -121,3 +121,21 @@ async def test_without_redis_the_same_registry_keeps_the_leases_in_memory(monkey
     await limits.release(limits.WS, 1, "m1")
     await registry.renew()
     assert memory.conns[limits.WS, 1] == {}
+
+
+async def test_a_take_given_up_mid_storm_leaves_the_others_answered(fresh_users):
+    """Each take waits on a future of its own in the batch: a socket gone while its take is on its
+    way cancels only that wait. The take still goes out with the others, which are answered; the
+    lease it wrote is not held, so nothing renews it and it lapses by itself."""
+    users = fresh_users(3)
+    await clear(limits.WS, users)
+    takes = [asyncio.ensure_future(limits.acquire(limits.WS, u, "basic", f"g-{u}")) for u in users]
+    await asyncio.sleep(0)  # all three asked for: one pipeline
+    takes[1].cancel()
+    assert await asyncio.wait_for(asyncio.gather(takes[0], takes[2]), 10) == [None, None]
+    assert takes[1].cancelled()
+    assert set(await scores(limits.WS, users[1])) == {f"g-{users[1]}"}  # written, then left to lapse
+    assert (limits.WS, users[1]) not in limits.leases().held
+    for u in (users[0], users[2]):
+        await limits.release(limits.WS, u, f"g-{u}")
+    await limits.release(limits.WS, users[1], f"g-{users[1]}")
