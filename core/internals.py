@@ -535,35 +535,41 @@ def eager_writes(transport) -> bool:
     sock = transport.socket
 
     def write(data: bytes) -> None:
-        t = transport
         if _corked is not None:  # the hub is handling a batch
-            now = _hold(t, write, data)
+            now = _hold(transport, write, data)
             if now is None:
                 return
             data = now
-        if (
-            t._tempDataLen
-            or len(t.dataBuffer) > t.offset
-            or t.disconnecting
-            or t._writeDisconnecting
-            or t._writeDisconnected
-            or not t.connected
-        ):
-            buffered(data)
-            return
-        try:
-            sent = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            buffered(data)  # Twisted's own write meets the error and closes the connection its way
-            return
-        if sent < len(data):
-            buffered(data[sent:])
+        _write_through(transport, sock, buffered, data)
 
+    write._axisor_eager = (sock, buffered)  # type: ignore[attr-defined]  # for direct_sender's write
     transport.write = write  # type: ignore[method-assign]  # this connection's own write, on purpose
     transport.setTcpNoDelay(True)
     return True
+
+
+def _write_through(t, sock, buffered: Callable[[bytes], None], data: bytes) -> None:
+    """``data`` to the socket at once when nothing waits in Twisted's buffer and the connection is
+    not closing; else, and whatever the kernel does not take, through Twisted's own ``write``."""
+    if (
+        t._tempDataLen
+        or len(t.dataBuffer) > t.offset
+        or t.disconnecting
+        or t._writeDisconnecting
+        or t._writeDisconnected
+        or not t.connected
+    ):
+        buffered(data)
+        return
+    try:
+        sent = sock.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        buffered(data)  # Twisted's own write meets the error and closes the connection its way
+        return
+    if sent < len(data):
+        buffered(data[sent:])
 
 
 # While the hub handles a batch: transport → [its write, the bytes held for it, their size]; else None
@@ -745,23 +751,30 @@ def direct_sender(base_send, limit: float | None = None) -> Callable[[str], bool
 
     from autobahn.websocket.protocol import WebSocketProtocol
 
+    details = connections.get(protocol)
+    if details is None:  # not one of daphne's connections (any more): its own send decides
+        return None
     autobahn = isinstance(protocol, WebSocketProtocol)
     ground = WebSocketProtocol.SEND_STATE_GROUND
     transport: Any = getattr(protocol, "transport", None)
-    if limit is not None and not all(hasattr(transport, a) for a in ("dataBuffer", "offset", "_tempDataLen")):
+    readable = all(hasattr(transport, a) for a in ("dataBuffer", "offset", "_tempDataLen"))
+    if not readable:
         limit = None  # not a Twisted file-descriptor transport: no buffer to read (transport_backlog: 0)
+    # eager_writes' socket and Twisted's own write, when this transport has them: the frame goes
+    # to the socket from here, one call fewer a delivery
+    eager: tuple[Any, Callable[[bytes], None]] | None
+    eager = getattr(getattr(transport, "write", None), "_axisor_eager", None)
 
     def send(text: str) -> bool:
         # Never raises into the hub's pass over a room: a socket already closing gets nothing more
-        # (what it missed of its personal stream, it resumes).
-        details = connections.get(protocol)
-        if details is None or details.get("disconnected") or protocol.state != protocol.STATE_OPEN:
-            return True
-        if limit is not None:
-            t = transport
-            if len(t.dataBuffer) - t.offset + t._tempDataLen > limit:
-                return False
+        # (what it missed of its personal stream, it resumes). daphne marks a connection
+        # disconnected in this dict before it drops it from ``connections``.
         p = protocol
+        if p.state != p.STATE_OPEN or details.get("disconnected"):
+            return True
+        t = transport
+        if limit is not None and len(t.dataBuffer) - t.offset + t._tempDataLen > limit:
+            return False
         if (
             autobahn
             and text
@@ -771,19 +784,16 @@ def direct_sender(base_send, limit: float | None = None) -> Callable[[str], bool
             and not (p.maskServerFrames or p.autoFragmentSize)
             and not (p.trackedTimings or p.logFrames or p.logOctets)
         ):
-            # What sendMessage → sendFrame → sendData would write and count, with the frame's
-            # bytes built once per event for the whole room (text_frame).
+            # What sendMessage → sendFrame → sendData would write, with the frame's bytes built
+            # once per event for the whole room (text_frame). autobahn's traffic statistics
+            # (read by nothing in daphne or here) do not count these frames.
             frame, size = text_frame(text)
             if 0 < p.maxMessagePayloadSize < size:  # autobahn refuses it (daphne's default: 1 MiB)
                 p.handle_reply({"type": "websocket.send", "text": text})
-                return True
-            stats = p.trafficStats
-            stats.outgoingWebSocketMessages += 1
-            stats.outgoingOctetsAppLevel += size
-            stats.outgoingOctetsWebSocketLevel += size
-            stats.outgoingWebSocketFrames += 1
-            stats.outgoingOctetsWireLevel += len(frame)
-            p.transport.write(frame)
+            elif eager is None or _corked is not None:
+                t.write(frame)  # Twisted's write, or the eager one holding it for the hub's batch
+            else:
+                _write_through(t, eager[0], eager[1], frame)
         else:
             p.handle_reply({"type": "websocket.send", "text": text})
         return True

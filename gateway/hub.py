@@ -458,8 +458,8 @@ class HubMember:
         elif self.wants(message["channel"]):
             if self.held is not None:
                 self.held.append(message)
-            else:
-                self.write(message["text"], message["channel"], message.get("key"))
+            else:  # write(), its closing check made above: one call fewer a delivery
+                self.send_queue.put(message["text"], message.get("key"), message["channel"])
 
     def release(self) -> None:
         """Write the room messages held since ``hub_open(hold=True)``, and stop holding."""
