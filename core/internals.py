@@ -105,8 +105,8 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     ("twisted.internet.endpoints", None, "_parse"),  # with_backlog reads a description as Twisted does
     ("autobahn.websocket.protocol", None, "pformat"),
     # direct_sender's own frame write reads what autobahn's _connectionMade sets (send_state,
-    # triggered, trafficStats, _perMessageCompress, the options): tests/core/test_internals.py
-    # checks its bytes and counts against autobahn's own sendMessage.
+    # triggered, _perMessageCompress, the options): tests/core/test_internals.py checks its bytes
+    # against autobahn's own sendMessage.
     ("daphne.ws_protocol", "WebSocketProtocol", "onOpen"),
     # _release_http_channel: the upgraded HTTP connection's channel, still the transport's producer
     ("twisted.web.http", "HTTPChannel", "self.requests"),
