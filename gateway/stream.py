@@ -49,6 +49,8 @@ class ReplayLimited(history.ResumeRefused):
 
 
 class PersonalStream:
+    __slots__ = ("emit", "last_seq", "tier", "user_id")
+
     def __init__(self, user_id: int, emit: Emit, tier: str = "basic") -> None:
         self.user_id = user_id
         self.emit = emit
