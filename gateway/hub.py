@@ -427,8 +427,17 @@ class HubMember:
         self.held: list[dict] | None = [] if hold else None
         self.send_queue = SendQueue(self._write_now, self.base_send, self._too_slow)
         self.inbox = Inbox(self._handle_personal, self._too_slow)
-        self.stream_lock = asyncio.Lock()
+        self._stream_lock: asyncio.Lock | None = None
         self.hub_groups: set[str] = set()
+
+    @property
+    def stream_lock(self) -> asyncio.Lock:
+        """The personal stream's lock (live events, a resume, a catch-up: one at a time), made at its
+        first use: an idle socket holds none (~350 bytes)."""
+        lock = self._stream_lock
+        if lock is None:
+            lock = self._stream_lock = asyncio.Lock()
+        return lock
 
     def hub_close(self) -> None:
         if getattr(self, "send_queue", None) is not None:
