@@ -757,13 +757,13 @@ def direct_sender(base_send, limit: float | None = None) -> Callable[[str], bool
     autobahn = isinstance(protocol, WebSocketProtocol)
     ground = WebSocketProtocol.SEND_STATE_GROUND
     transport: Any = getattr(protocol, "transport", None)
-    readable = all(hasattr(transport, a) for a in ("dataBuffer", "offset", "_tempDataLen"))
-    if not readable:
+    if not all(hasattr(transport, a) for a in ("dataBuffer", "offset", "_tempDataLen")):
         limit = None  # not a Twisted file-descriptor transport: no buffer to read (transport_backlog: 0)
     # eager_writes' socket and Twisted's own write, when this transport has them: the frame goes
     # to the socket from here, one call fewer a delivery
-    eager: tuple[Any, Callable[[bytes], None]] | None
-    eager = getattr(getattr(transport, "write", None), "_axisor_eager", None)
+    sock: Any
+    buffered: Any
+    sock, buffered = getattr(getattr(transport, "write", None), "_axisor_eager", (None, None))
 
     def send(text: str) -> bool:
         # Never raises into the hub's pass over a room: a socket already closing gets nothing more
@@ -790,10 +790,10 @@ def direct_sender(base_send, limit: float | None = None) -> Callable[[str], bool
             frame, size = text_frame(text)
             if 0 < p.maxMessagePayloadSize < size:  # autobahn refuses it (daphne's default: 1 MiB)
                 p.handle_reply({"type": "websocket.send", "text": text})
-            elif eager is None or _corked is not None:
+            elif sock is None or _corked is not None:
                 t.write(frame)  # Twisted's write, or the eager one holding it for the hub's batch
             else:
-                _write_through(t, eager[0], eager[1], frame)
+                _write_through(t, sock, buffered, frame)
         else:
             p.handle_reply({"type": "websocket.send", "text": text})
         return True

@@ -87,7 +87,7 @@ class LoopReader:
         self.waiting.setdefault(user_id, []).append(found)
         if self.task is None or self.task.done():
             self.task = asyncio.ensure_future(self._run())
-        return await found  # ours alone: a cancelled caller cancels it, and the batch skips it
+        return await found  # ours alone: a cancelled caller cancels it; the batch still reads, and leaves it unanswered
 
     async def _run(self) -> None:
         while self.waiting:
