@@ -4,8 +4,9 @@ Each server process has an id (``host:pid``) and a lease in Redis: ``presence:pr
 of process ids scored by lease expiry) and ``presence:proc:{id}`` (its latest stats, expiring with
 the lease). Each authenticated connection holds a lease in its user's sorted set
 ``presence:{user_id}`` (members ``endpoint|process|socket``, scored by expiry). One task per
-process renews all of them in one pipeline and publishes the process's stats to ``admin:staff``
-once per ``STATS_SECONDS``; nothing renews per connection. A process that dies stops renewing, so
+process renews all of them, one Redis command per ``LEASE_CHUNK`` users (``core.leases``), and
+publishes the process's stats to ``admin:staff`` once per ``STATS_SECONDS``; nothing renews per
+connection. A process that dies stops renewing, so
 its entry and every one of its connections are gone within ``LEASE_SECONDS``.
 
 Without Redis (the embedded single-process default) the same bookkeeping lives in memory.
@@ -34,6 +35,7 @@ from redis.exceptions import RedisError
 from broadcast import stafffeed
 from broadcast.messages import layer_event
 from broadcast.rooms import admin_room
+from core.leases import RENEW, renew_command
 from core.perloop import PerLoop
 from core.redis_clients import redis_client, redis_sync_client
 from wire import dumps, envelope, iso
@@ -77,9 +79,10 @@ def _online_key() -> str:
     return f"{_prefix()}:users"
 
 
-# This process's room memberships by group, for the stats: the gateway's hub owns them and sets
-# this when it is imported (the broadcast layer never imports the gateway).
-local_rooms: Callable[[], dict[str, int]] = dict
+# This process's room memberships by group, users' own groups left out, for the stats: the
+# gateway's hub owns them and sets this when it is imported (the broadcast layer never imports
+# the gateway).
+local_shared_rooms: Callable[[], dict[str, int]] = dict
 
 # In-memory stand-ins for the Redis keys (no Redis: one process only).
 _memory: dict[int, dict[str, float]] = {}
@@ -128,6 +131,7 @@ class Registry:
         self.pid = process_id()
         self.started_at = time.time()
         self.conns: dict[str, tuple[int, str]] = {}  # member → (user_id, endpoint)
+        self.by_endpoint: Counter[str] = Counter({e: 0 for e in ENDPOINTS})  # kept with conns: stats() reads no socket
         self.task: asyncio.Task | None = None
         self.stopping = asyncio.Event()
         self.last_renew = 0.0
@@ -142,6 +146,8 @@ class Registry:
         """Register an authenticated connection; returns its member name for ``leave`` once its
         lease is written."""
         member = f"{endpoint}|{self.pid}|{socket_id}"
+        if member not in self.conns:
+            self.by_endpoint[endpoint] += 1
         self.conns[member] = (user_id, endpoint)
         self.ensure_running()
         await self.joins.add((user_id, member))
@@ -150,20 +156,17 @@ class Registry:
     async def leave(self, user_id: int, member: str) -> None:
         """Drop a connection's lease; returns once it is gone (or Redis failed: the lease, no
         longer renewed, expires within LEASE_SECONDS)."""
-        self.conns.pop(member, None)
+        if (gone := self.conns.pop(member, None)) is not None:
+            self.by_endpoint[gone[1]] -= 1
         await self.leaves.add((user_id, member))
 
     def stats(self) -> dict:
         """Connections by endpoint and socket subscriptions by room kind, in this process."""
-        endpoints = Counter({e: 0 for e in ENDPOINTS})
-        for _, endpoint in self.conns.values():
-            endpoints[endpoint] += 1
+        endpoints = self.by_endpoint
         rooms = Counter({"user": endpoints["/ws"], "system": 0, "admin": 0, "market": 0})
         market_rooms = 0
-        for group, members in local_rooms().items():
+        for group, members in local_shared_rooms().items():  # users' own groups are counted above
             kind = group.split(".", 1)[0]
-            if kind == "user":  # the hub's user groups also carry /ws/orders sockets: counted above
-                continue
             rooms[kind] += members
             market_rooms += kind == "market"
         return {
@@ -210,6 +213,7 @@ class Registry:
             await asyncio.wait([self.task], timeout=STATS_SECONDS + 5)
         logger.info("presence: leaving the registry (%s, %d connection(s))", self.pid, len(self.conns))
         conns, self.conns = self.conns, {}
+        self.by_endpoint = Counter({e: 0 for e in ENDPOINTS})
         if not settings.REDIS_ENABLED:
             _memory_procs.pop(self.pid, None)
             for member, (user_id, _) in conns.items():
@@ -235,20 +239,19 @@ async def _write_leases(conns: list[tuple[int, str]], expires: float, process: t
         if process is not None:
             _memory_procs[process[0]] = (expires, process[1])
         return
-    by_user: dict[int, dict[str, float]] = {}
+    by_user: dict[int, list[str]] = {}
     for user_id, member in conns:
-        by_user.setdefault(user_id, {})[member] = expires
+        by_user.setdefault(user_id, []).append(member)
     users = list(by_user.items())
     client = redis_client()
-    # A pipeline per LEASE_CHUNK users: packing and parsing 10,000 commands at once would hold the
-    # event loop (and every socket's next event) for a tenth of a second.
+    # A pipeline per LEASE_CHUNK users, each user's ZADD and EXPIRE done inside Redis (core.leases):
+    # the event loop builds one command a chunk, not two a user.
     for start in range(0, max(len(users), 1), LEASE_CHUNK):
         chunk = users[start : start + LEASE_CHUNK]
         async with client.pipeline(transaction=False) as pipe:
-            for user_id, members in chunk:
-                pipe.zadd(_user_key(user_id), members)
-                pipe.expire(_user_key(user_id), ttl)
             if chunk:
+                renewal = renew_command((_user_key(uid), expires, ttl, members) for uid, members in chunk)
+                pipe.eval(RENEW, *renewal)  # type: ignore[arg-type]  # numbers, which redis-py encodes
                 pipe.zadd(_online_key(), {str(user_id): expires for user_id, _ in chunk})
             if process is not None and start == 0:
                 pid, stats = process

@@ -73,6 +73,11 @@ class Room:
         return self.kind is RoomKind.CATEGORY
 
 
+def is_user_group(group: str) -> bool:
+    """Whether a channel-layer group is a user's own room's (``Room.group`` of RoomKind.USER)."""
+    return group.startswith(f"{RoomKind.USER.value}.")
+
+
 def is_market_group(group: str) -> bool:
     """Whether a channel-layer group is a market room's (``Room.group`` of RoomKind.MARKET)."""
     return group.startswith(f"{RoomKind.MARKET.value}.")

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 
 from broadcast import presence, stafffeed
 from broadcast.messages import ACCESS_CHANGED
-from broadcast.rooms import is_market_group
+from broadcast.rooms import is_market_group, is_user_group
 from core.internals import LOST, RECONNECTED, corked, direct_sender, received_now, transport_backlog
 from core.metrics import CONFLATED, DELIVERED, HUB_ROOMS, SLOW_CLOSES
 from core.perloop import PerLoop
@@ -81,6 +81,9 @@ class Hub:
         self.layer = get_channel_layer()
         self.channel: str | None = None
         self.members: dict[str, set] = {}
+        # The groups of members held but users' own: what the process's stats count each second
+        # (one user group a socket: walking them all would cost the stats a pass over every socket).
+        self.shared: set[str] = set()
         self.task: asyncio.Task | None = None
         self.ready = asyncio.Lock()
         # A stamp per group held, renewed when the membership starts and on every message: a
@@ -104,6 +107,8 @@ class Hub:
         members = self.members.get(group)
         if members is None:
             members = self.members[group] = set()
+            if not is_user_group(group):
+                self.shared.add(group)
             # A task of its own: a first member that goes away meanwhile leaves it to finish for the rest.
             task = self.subscribing[group] = asyncio.ensure_future(self._subscribe(group, members))
             task.add_done_callback(_retrieved)
@@ -127,7 +132,7 @@ class Hub:
             if not isinstance(exc, (OSError, RedisError)):
                 logger.exception("hub: subscribing to %s failed", group)
             if self.members.get(group) is members:
-                del self.members[group]
+                self._forget(group)
             raise LayerUnavailable(str(exc)) from exc
         finally:
             if self.subscribing.get(group) is asyncio.current_task():
@@ -144,9 +149,13 @@ class Hub:
 
     async def _drop_if_empty(self, group: str, members: set) -> None:
         if not members and self.members.get(group) is members and group not in self.subscribing:
-            del self.members[group]
+            self._forget(group)
             self.stamps.pop(group, None)
             await self.layer.group_discard(group, self.channel)
+
+    def _forget(self, group: str) -> None:
+        del self.members[group]
+        self.shared.discard(group)
 
     async def _run(self) -> None:
         channel = self.channel
@@ -220,10 +229,11 @@ class Hub:
 hub: PerLoop[Hub] = PerLoop(lambda loop: Hub())  # hub(): this process's hub
 
 
-def local_members() -> dict[str, int]:
-    """Sockets per room group in this event loop's hub (for the process's stats)."""
+def local_shared_members() -> dict[str, int]:
+    """Sockets per room group in this event loop's hub, users' own groups left out (for the
+    process's stats, which count those by connection)."""
     found = hub.current()
-    return {group: len(members) for group, members in found.members.items()} if found else {}
+    return {group: len(found.members[group]) for group in found.shared} if found else {}
 
 
 _delivered: dict[str, Counter] = {}
@@ -528,5 +538,5 @@ class HubMember:
 
 
 # What the hubs of this process hold, for the stats and /metrics (the layers below never import us).
-presence.local_rooms = local_members
+presence.local_shared_rooms = local_shared_members
 HUB_ROOMS.set_function(lambda: sum(len(h.members) for h in hub.by_loop.values()))

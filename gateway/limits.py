@@ -9,9 +9,9 @@ window; replayed events in a fixed one-minute window. Without Redis (the embedde
 default) the same rules run in memory.
 
 Nothing here runs per connection. A process's leases are kept in one registry per event loop
-(``Leases``): one task renews all of them every third of a lease, in pipelines of
-``LEASE_CHUNK`` users (the way broadcast.presence renews its leases), and every take, release and
-renewal goes through one writer that sends whatever was asked for while its previous pipeline was
+(``Leases``): one task renews all of them every third of a lease, one Redis command per
+``LEASE_CHUNK`` users (``core.leases``, as broadcast.presence renews its leases), and every take,
+release and renewal goes through one writer that sends whatever was asked for while its previous pipeline was
 under way in the next one — a connect storm costs a pipeline per round trip, not a round trip per
 socket, and a release is never overtaken by a renewal that would bring its lease back.
 """
@@ -29,6 +29,7 @@ from django.conf import settings
 from redis import asyncio as aioredis
 
 from accounts.caps import cap_for
+from core.leases import RENEW, renew_command
 from core.perloop import PerLoop
 from core.redis_clients import redis_client
 from wire import Close
@@ -178,13 +179,17 @@ class RedisLimiter:
                 units = 0
 
             for i, op in enumerate(ops):
-                if op[0] == "renew":
-                    for kind, user_id, members, expires in op[1]:
-                        key = self._keys(kind, user_id)[0]
-                        pipe.zadd(key, dict.fromkeys(members, expires))
-                        pipe.expire(key, math.ceil(_lease_seconds(kind)) + 1)
-                        owners += (None, None)
-                        units += 1
+                if op[0] == "renew":  # each user's ZADD and EXPIRE inside Redis, a command a chunk (core.leases)
+                    renewals = op[1]
+                    for start in range(0, len(renewals), LEASE_CHUNK):
+                        chunk = renewals[start : start + LEASE_CHUNK]
+                        renewal = renew_command(
+                            (self._keys(kind, user_id)[0], expires, math.ceil(_lease_seconds(kind)) + 1, members)
+                            for kind, user_id, members, expires in chunk
+                        )
+                        pipe.eval(RENEW, *renewal)  # type: ignore[arg-type]  # numbers, as above
+                        owners.append(None)
+                        units += len(chunk)
                         if units >= LEASE_CHUNK:
                             await flush()
                     continue

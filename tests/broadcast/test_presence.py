@@ -1,5 +1,5 @@
-"""Presence: connection leases are renewed in bounded pipelines, one command per user, and a
-connect storm's joins and leaves share them."""
+"""Presence: connection leases are renewed in bounded pipelines, one command per chunk of users, and
+a connect storm's joins and leaves share them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from broadcast import presence
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_leases_are_written_in_chunks_one_command_per_user(monkeypatch):
+async def test_leases_are_written_in_chunks_one_command_per_chunk(monkeypatch):
     from django.conf import settings
 
     assert settings.REDIS_URL, "the tests run against the real Redis"
@@ -71,7 +71,8 @@ async def test_connects_and_disconnects_of_a_storm_share_pipelines(monkeypatch):
         assert await asyncio.to_thread(presence.connections_by_user, users) == {
             uid: {"/ws": 1, "/ws/orders": 0} for uid in users
         }
-        assert pipelines == [["ZADD", "EXPIRE"] * 6 + ["ZADD"]]  # the six leases: one pipeline
+        # the six leases: one pipeline, one command writing them (core.leases.RENEW) and one the users online
+        assert pipelines == [["EVAL", "ZADD"]]
 
         await asyncio.gather(*(registry.leave(uid, member) for uid, member in zip(users, members, strict=True)))
         assert pipelines[1:] == [["ZREM"] * 6]  # the six removals: one pipeline, not six round trips
@@ -87,9 +88,10 @@ async def test_connects_and_disconnects_of_a_storm_share_pipelines(monkeypatch):
 
 
 async def check_leases(users: list[int], pipelines: list[int]) -> None:
-    # 5 users in chunks of 2: three pipelines, each ZADD+EXPIRE per user and one ZADD of the users
-    # online (the first also the process lease): 7 + 5 + 3 commands, not 3 per connection.
-    assert pipelines == [2 * 2 + 1 + 2, 2 * 2 + 1, 1 * 2 + 1]
+    # 5 users in chunks of 2: three pipelines, each one command renewing its users' leases
+    # (core.leases.RENEW) and one ZADD of the users online (the first also the process lease):
+    # 4 + 2 + 2 commands, not 3 per connection nor 2 per user.
+    assert pipelines == [1 + 1 + 2, 1 + 1, 1 + 1]
     counts = await asyncio.to_thread(presence.connections_by_user, users)
     assert counts[users[0]] == {"/ws": 3, "/ws/orders": 1}
     assert all(counts[uid] == {"/ws": 3, "/ws/orders": 0} for uid in users[1:])
@@ -120,3 +122,21 @@ async def test_a_join_given_up_mid_storm_leaves_the_others_answered():
             pipe.delete(*(presence._user_key(uid) for uid in users))
             pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
             await pipe.execute()
+
+
+async def test_the_stats_count_connections_kept_with_joins_and_leaves(settings):
+    """``stats()`` reads counts kept at each join and leave (it runs every second: it walks no
+    socket), and a second leave of the same connection does not count twice."""
+    settings.REDIS_ENABLED = False  # the in-memory bookkeeping: the counts are the registry's own
+    registry = presence.Registry()
+    registry.stopping.set()
+    ws = [await registry.join(940_001 + i, "/ws", f"c{i}") for i in range(3)]
+    orders = await registry.join(940_001, "/ws/orders", "o1")
+    assert registry.stats()["connections"] == {"/ws": 3, "/ws/orders": 1}
+    await registry.leave(940_001, ws[0])
+    await registry.leave(940_001, ws[0])
+    await registry.leave(940_001, orders)
+    assert registry.stats()["connections"] == {"/ws": 2, "/ws/orders": 0}
+    assert registry.stats()["rooms"]["user"] == 2
+    await registry.shutdown()
+    assert registry.stats()["connections"] == {"/ws": 0, "/ws/orders": 0}

@@ -341,11 +341,15 @@ async def test_a_member_joining_a_group_still_subscribing_waits_for_the_subscrip
     gate.set()
     await asyncio.wait_for(asyncio.gather(first, second), 5)
     assert h.members["market.BTC_USD"] == {a, b} and "market.BTC_USD" in h.stamps
+    await h.join("user.7", a)
+    # the process's stats count the shared rooms' sockets; users' own rooms are counted by connection
+    assert h.shared == {"market.BTC_USD"} and set(h.members) == {"market.BTC_USD", "user.7"}
     await asyncio.to_thread(group_send_many, [("market.BTC_USD", {"type": "event.message", "text": "x"})])
     await asyncio.wait_for(asyncio.gather(a.event.wait(), b.event.wait()), 5)
     await h.leave("market.BTC_USD", a)
     await h.leave("market.BTC_USD", b)
-    assert "market.BTC_USD" not in h.members
+    await h.leave("user.7", a)
+    assert "market.BTC_USD" not in h.members and not h.shared and not h.members
     h.task.cancel()
 
 
@@ -362,7 +366,7 @@ async def test_a_failed_subscription_fails_every_waiting_member_and_the_next_joi
     gate.set()
     results = await asyncio.wait_for(asyncio.gather(*joins, return_exceptions=True), 5)
     assert [type(r) for r in results] == [hubmod.LayerUnavailable, hubmod.LayerUnavailable]
-    assert "market.ETH_USD" not in h.members and not h.subscribing
+    assert "market.ETH_USD" not in h.members and not h.subscribing and not h.shared
     monkeypatch.setattr(h.layer, "group_add", real)
     await h.join("market.ETH_USD", a)  # subscribes again: the failed attempt left nothing behind
     assert h.members["market.ETH_USD"] == {a} and "market.ETH_USD" in h.stamps
@@ -408,7 +412,7 @@ async def test_members_that_go_away_while_the_group_subscribes_leave_no_membersh
     gate.set()
     await asyncio.wait_for(subscription, 5)  # it drops the group its only joiner left
     assert discards == ["market.SOL_USD", "market.SOL_USD"]
-    assert "market.SOL_USD" not in h.members and "market.SOL_USD" not in h.stamps
+    assert "market.SOL_USD" not in h.members and "market.SOL_USD" not in h.stamps and not h.shared
     h.task.cancel()
 
 

@@ -1,0 +1,34 @@
+"""core.leases.RENEW on the real Redis: one command renews many lease sets, each with its own
+expiry and time to live, a set of thousands of members included (written in slices)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from core.leases import RENEW, renew_command
+from core.redis_clients import redis_client
+
+
+async def test_one_command_renews_every_set_with_its_own_expiry_and_ttl():
+    client = redis_client()
+    base = f"test-leases:{uuid.uuid4().hex}"
+    many, few, empty = f"{base}:many", f"{base}:few", f"{base}:empty"
+    crowd = [f"m{i}" for i in range(1_203)]  # past Lua's slice of 500 twice
+    now = time.time()
+    try:
+        await client.zadd(few, {"old": now - 5, "kept": now - 5})  # a renewal moves what is there
+        leases = [(many, now + 30, 31, crowd), (few, now + 90, 91, ["kept", "new"]), (empty, now, 5, [])]
+        answer = await client.eval(RENEW, *renew_command(leases))
+        assert answer == 2  # the set without members is left out of the command
+        assert await client.zcard(many) == len(crowd)
+        assert set(await client.zrangebyscore(many, now + 30, now + 30)) == {m.encode() for m in crowd}
+        assert dict(await client.zrange(few, 0, -1, withscores=True)) == {
+            b"old": now - 5,  # not renewed: not asked for
+            b"kept": now + 90,
+            b"new": now + 90,
+        }
+        assert 29 < await client.ttl(many) <= 31 and 89 < await client.ttl(few) <= 91
+        assert not await client.exists(empty)
+    finally:
+        await client.delete(many, few, empty)
