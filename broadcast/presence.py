@@ -114,11 +114,9 @@ class Batched:
             try:
                 await self.write([item for item, _ in batch])
             except (OSError, RedisError) as exc:
-                logger.warning(
-                    "presence %s failed for %d connection(s): Redis unreachable (%r)", self.what, len(batch), exc
-                )
+                logger.warning("presence %s failed (%d request(s)): Redis unreachable (%r)", self.what, len(batch), exc)
             except Exception:  # no join or leave may wait forever
-                logger.exception("presence %s failed for %d connection(s)", self.what, len(batch))
+                logger.exception("presence %s failed (%d request(s))", self.what, len(batch))
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
@@ -135,8 +133,9 @@ class Registry:
         self.task: asyncio.Task | None = None
         self.stopping = asyncio.Event()
         self.last_renew = 0.0
-        self.joins = Batched(lambda conns: _write_leases(conns, time.time() + LEASE_SECONDS), "lease write")
-        self.leaves = Batched(_remove_leases, "lease removal")
+        # Every lease write, removal and renewal goes through this one writer, in order: a removal
+        # is never overtaken by a join's or a renewal's write of the same lease already on its way.
+        self.writes = Batched(self._write, "lease write")
 
     def ensure_running(self) -> None:
         if (self.task is None or self.task.done()) and not self.stopping.is_set():
@@ -150,7 +149,7 @@ class Registry:
             self.by_endpoint[endpoint] += 1
         self.conns[member] = (user_id, endpoint)
         self.ensure_running()
-        await self.joins.add((user_id, member))
+        await self.writes.add(("add", user_id, member))
         return member
 
     async def leave(self, user_id: int, member: str) -> None:
@@ -158,7 +157,27 @@ class Registry:
         longer renewed, expires within LEASE_SECONDS)."""
         if (gone := self.conns.pop(member, None)) is not None:
             self.by_endpoint[gone[1]] -= 1
-        await self.leaves.add((user_id, member))
+        await self.writes.add(("remove", user_id, member))
+
+    async def _write(self, ops: list[tuple]) -> None:
+        """What ``ops`` leave in Redis, in their order: each lease as its last op has it (a
+        connection joined and gone in the same batch is written as gone), the process's lease
+        with the latest renewal's stats."""
+        last: dict[str, tuple[str, int]] = {}  # member → ("add" | "remove", user_id)
+        process = None
+        for op in ops:
+            if op[0] == "renew":
+                _, conns, process = op
+                for user_id, member in conns:
+                    last[member] = ("add", user_id)
+            else:
+                kind, user_id, member = op
+                last[member] = (kind, user_id)
+        adds = [(uid, m) for m, (kind, uid) in last.items() if kind == "add"]
+        if adds or process is not None:
+            await _write_leases(adds, time.time() + LEASE_SECONDS, process=process)
+        if removes := [(uid, m) for m, (kind, uid) in last.items() if kind == "remove"]:
+            await _remove_leases(removes)
 
     def stats(self) -> dict:
         """Connections by endpoint and socket subscriptions by room kind, in this process."""
@@ -197,7 +216,7 @@ class Registry:
         stats = {**self.stats(), "time": _iso(now), "interval": STATS_SECONDS}
         renew = now - self.last_renew >= LEASE_SECONDS / 3
         conns = [(uid, m) for m, (uid, _) in self.conns.items()] if renew else []
-        await _write_leases(conns, now + LEASE_SECONDS, process=(self.pid, stats))
+        await self.writes.add(("renew", conns, (self.pid, stats)))  # in order with joins and leaves
         if renew:
             self.last_renew = now
         stats["fanout"] = stafffeed.take_fanout()

@@ -3,10 +3,14 @@ per-account socket caps (gateway.limits) both keep one lease per open socket, a 
 set scored by its expiry, and renew all of a process's every third of a lease.
 
 As a pipeline of ``ZADD`` + ``EXPIRE`` per user, a renewal cost the server ~20 µs of Python a user
-(each command built, packed and its reply parsed by redis-py): at 5,000 idle sockets, two
-thirds of the process's idle CPU, in stretches of ~15 ms a chunk of 500 users that held the event
-loop and every socket's next event. ``RENEW`` does the same writes inside Redis for a whole chunk,
-from one command whose arguments are the members themselves.
+(each command built, packed and its reply parsed by redis-py): at 5,000 idle sockets, about half
+the process's idle CPU, in stretches of ~10 ms a chunk of 500 users that held the event loop and
+every socket's next event. ``RENEW`` does the same writes inside Redis for a whole chunk, from one
+command whose arguments are the members themselves. A key Redis refuses (one of another type) is
+skipped, as its own command in a pipeline would fail alone: the rest of the chunk is renewed.
+
+One script touches many keys: fine on one Redis and under Sentinel (what this project supports),
+not on Redis Cluster, where the keys would have to share a hash slot.
 """
 
 from __future__ import annotations
@@ -16,26 +20,30 @@ from collections.abc import Collection, Iterable
 # KEYS: sorted sets of leases. ARGV, for each key in order: the members' new score (their expiry),
 # the key's time to live in whole seconds, the member count, the members. ZADD takes the members
 # in slices (Lua's unpack has a stack limit; an uncapped account may hold thousands of sockets).
+# pcall: a key that fails (WRONGTYPE) leaves the others renewed. Returns the keys renewed.
 RENEW = """
-local at = 1
+local at, renewed = 1, 0
 for i = 1, #KEYS do
   local score, ttl, n = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
   at = at + 3
-  local first = 0
-  while first < n do
+  local first, ok = 0, true
+  while ok and first < n do
     local count = math.min(n - first, 500)
     local pairs = {}
     for j = 1, count do
       pairs[2 * j - 1] = score
       pairs[2 * j] = ARGV[at + first + j - 1]
     end
-    redis.call('ZADD', KEYS[i], unpack(pairs))
+    ok = type(redis.pcall('ZADD', KEYS[i], unpack(pairs))) == 'number'
     first = first + count
   end
-  redis.call('EXPIRE', KEYS[i], ttl)
+  if ok then
+    redis.call('EXPIRE', KEYS[i], ttl)
+    renewed = renewed + 1
+  end
   at = at + n
 end
-return #KEYS
+return renewed
 """
 
 

@@ -126,12 +126,13 @@ async def test_a_join_given_up_mid_storm_leaves_the_others_answered():
 
 async def test_the_stats_count_connections_kept_with_joins_and_leaves(settings):
     """``stats()`` reads counts kept at each join and leave (it runs every second: it walks no
-    socket), and a second leave of the same connection does not count twice."""
+    socket); a second join or leave of the same connection does not count twice."""
     settings.REDIS_ENABLED = False  # the in-memory bookkeeping: the counts are the registry's own
     registry = presence.Registry()
     registry.stopping.set()
     ws = [await registry.join(940_001 + i, "/ws", f"c{i}") for i in range(3)]
     orders = await registry.join(940_001, "/ws/orders", "o1")
+    assert await registry.join(940_001, "/ws/orders", "o1") == orders  # the same connection again
     assert registry.stats()["connections"] == {"/ws": 3, "/ws/orders": 1}
     await registry.leave(940_001, ws[0])
     await registry.leave(940_001, ws[0])
@@ -140,3 +141,33 @@ async def test_the_stats_count_connections_kept_with_joins_and_leaves(settings):
     assert registry.stats()["rooms"]["user"] == 2
     await registry.shutdown()
     assert registry.stats()["connections"] == {"/ws": 0, "/ws/orders": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_leave_is_never_undone_by_a_renewal_on_its_way(monkeypatch):
+    """The tick's renewal snapshots every connection; one that leaves while the renewal's chunks
+    are still going out must not be written back (it would count as online for a whole lease):
+    joins, leaves and renewals go through one writer, in order."""
+    monkeypatch.setattr(presence, "LEASE_CHUNK", 1)  # a round trip per user: the leave comes between
+    registry = presence.Registry()
+    registry.stopping.set()  # no renewal loop: the test ticks itself
+    users = [950_001, 950_002, 950_003]
+    try:
+        members = [await registry.join(uid, "/ws", f"c{uid}") for uid in users]
+        registry.last_renew = 0.0  # this tick renews every connection
+        tick = asyncio.ensure_future(registry.tick())
+        await asyncio.sleep(0)  # the renewal is asked for first
+        await registry.leave(users[-1], members[-1])
+        await tick
+        counts = await asyncio.to_thread(presence.connections_by_user, users)
+        assert counts == {
+            users[0]: {"/ws": 1, "/ws/orders": 0},
+            users[1]: {"/ws": 1, "/ws/orders": 0},
+            users[2]: {"/ws": 0, "/ws/orders": 0},  # gone, not renewed back
+        }
+    finally:
+        await registry.shutdown()
+        async with presence.redis_client().pipeline(transaction=False) as pipe:
+            pipe.delete(*(presence._user_key(uid) for uid in users))
+            pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
+            await pipe.execute()

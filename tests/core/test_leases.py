@@ -1,5 +1,6 @@
 """core.leases.RENEW on the real Redis: one command renews many lease sets, each with its own
-expiry and time to live, a set of thousands of members included (written in slices)."""
+expiry and time to live, a set of thousands of members included (written in slices), and a key
+Redis refuses leaves the keys after it renewed."""
 
 from __future__ import annotations
 
@@ -13,14 +14,23 @@ from core.redis_clients import redis_client
 async def test_one_command_renews_every_set_with_its_own_expiry_and_ttl():
     client = redis_client()
     base = f"test-leases:{uuid.uuid4().hex}"
-    many, few, empty = f"{base}:many", f"{base}:few", f"{base}:empty"
+    many, bad, few, empty = f"{base}:many", f"{base}:bad", f"{base}:few", f"{base}:empty"
     crowd = [f"m{i}" for i in range(1_203)]  # past Lua's slice of 500 twice
     now = time.time()
     try:
         await client.zadd(few, {"old": now - 5, "kept": now - 5})  # a renewal moves what is there
-        leases = [(many, now + 30, 31, crowd), (few, now + 90, 91, ["kept", "new"]), (empty, now, 5, [])]
+        await client.set(bad, "not a sorted set")  # WRONGTYPE for ZADD
+        leases = [
+            (many, now + 30, 31, crowd),
+            (bad, now + 30, 31, ["x"]),
+            (few, now + 90, 91, ["kept", "new"]),
+            (empty, now, 5, []),
+        ]
         answer = await client.eval(RENEW, *renew_command(leases))
-        assert answer == 2  # the set without members is left out of the command
+        # the refused key is skipped (the keys after it still renewed); the set without members is
+        # left out of the command
+        assert answer == 2
+        assert await client.get(bad) == b"not a sorted set" and await client.ttl(bad) == -1
         assert await client.zcard(many) == len(crowd)
         assert set(await client.zrangebyscore(many, now + 30, now + 30)) == {m.encode() for m in crowd}
         assert dict(await client.zrange(few, 0, -1, withscores=True)) == {
@@ -31,4 +41,4 @@ async def test_one_command_renews_every_set_with_its_own_expiry_and_ttl():
         assert 29 < await client.ttl(many) <= 31 and 89 < await client.ttl(few) <= 91
         assert not await client.exists(empty)
     finally:
-        await client.delete(many, few, empty)
+        await client.delete(many, bad, few, empty)
