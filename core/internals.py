@@ -20,6 +20,7 @@ import importlib
 import inspect
 import io
 import logging
+import random
 import sys
 import threading
 from collections import deque
@@ -108,6 +109,11 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     # triggered, _perMessageCompress, the options): tests/core/test_internals.py checks its bytes
     # against autobahn's own sendMessage.
     ("daphne.ws_protocol", "WebSocketProtocol", "onOpen"),
+    # _sliced_timeout_checks: daphne's pass over every connection, in slices; the pings it sends,
+    # spread (the time of each socket's last ping, set in onConnect)
+    ("daphne.server", "Server", "timeout_checker"),
+    ("daphne.ws_protocol", "WebSocketProtocol", "check_timeouts"),
+    ("daphne.ws_protocol", "WebSocketProtocol", "onConnect"),
     # _release_http_channel: the upgraded HTTP connection's channel, still the transport's producer
     ("twisted.web.http", "HTTPChannel", "self.requests"),
     ("twisted.web.http", "HTTPChannel", "self._handlingRequest"),
@@ -255,6 +261,14 @@ def tune_daphne() -> None:
         _release_http_channel(self.transport)
         if not self.send_queue:  # what autobahn queued during the handshake, if anything, stays
             self.send_queue = LazyDeque()
+        # daphne pings a socket once its last ping (or message) is a ping interval old. Sockets
+        # opened in one storm would all be pinged in the same pass, and all their pongs read
+        # together, every interval (5,000 sockets: ~0.15 s of the event loop at once, every event
+        # meanwhile waiting): each socket's first ping comes at a random point of its first
+        # interval instead, and the pings stay spread from then on.
+        interval = getattr(getattr(self, "server", None), "ping_interval", None)
+        if isinstance(interval, (int, float)) and interval > 0 and hasattr(self, "last_ping"):
+            self.last_ping -= random.random() * interval
 
     on_message = WebSocketProtocol.onMessage
     connection_made = WebSocketProtocol.connectionMade
@@ -273,6 +287,7 @@ def tune_daphne() -> None:
     _limit_request_bodies(WebRequest)
     _light_input_queues()
     _listen_backlog()
+    _sliced_timeout_checks()
 
 
 class LazyDeque:
@@ -415,6 +430,39 @@ def _release_http_channel(transport) -> None:
 # among its positional arguments (``tcp:8000:127.0.0.1:64``): ``systemd:`` and ``fd:`` are handed a
 # socket already listening, with the backlog its maker chose.
 _BACKLOG_POSITION = {"tcp": 2, "unix": 2, "ssl": 5, "tcp6": 1, "tls": 2}
+
+
+SWEEP_STEP_SECONDS = 0.1  # daphne's timeout pass over every connection runs in slices this far apart
+
+
+def _sliced_timeout_checks() -> None:
+    """daphne checks every connection's timeouts and pings every 2 s in one pass (at 19,000
+    sockets ~30 ms of the event loop without a ping, and each ping sent in the pass on top):
+    the same checks, each connection still at least once every 2 s, in twentieths (rounded up)
+    every 0.1 s, so a room event waits for a slice at most, not for the whole pass. A connection
+    gone since its round began is skipped; one connected since joins the next round."""
+    from daphne.server import Server
+
+    every = 2.0  # daphne's period (Server.timeout_checker reschedules itself 2 s on)
+    steps = round(every / SWEEP_STEP_SECONDS)
+
+    def timeout_checker(self) -> None:
+        from twisted.internet import reactor
+
+        round_ = vars(self).get("_axisor_sweep")
+        if not round_:
+            round_ = self._axisor_sweep = list(self.connections)
+            self._axisor_sweep_step = max(1, -(-len(round_) // steps))
+        step = self._axisor_sweep_step
+        batch = round_[-step:]
+        del round_[-step:]
+        connections = self.connections
+        for protocol in batch:
+            if protocol in connections:
+                protocol.check_timeouts()
+        reactor.callLater(SWEEP_STEP_SECONDS, self.timeout_checker)  # type: ignore[arg-type]  # zope interfaces, as below
+
+    Server.timeout_checker = timeout_checker
 
 
 def with_backlog(description: str) -> str:

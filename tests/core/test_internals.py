@@ -757,3 +757,72 @@ def test_daphnes_sockets_read_their_factorys_options_from_its_protocol_class():
     factory.resetProtocolOptions()
     third = connected()
     assert type(third) is WebSocketProtocol and "maxMessagePayloadSize" in vars(third)  # autobahn's copy
+
+
+def test_daphnes_timeout_pass_runs_in_slices_each_connection_once_a_round(monkeypatch):
+    """daphne's check of every connection's timeouts and pings every 2 s runs in twentieths every
+    0.1 s: each connection still checked once a round (at most 2 s), a slice at a time; one gone
+    meanwhile is skipped; one connected meanwhile joins the next round."""
+    from daphne.server import Server
+    from twisted.internet import reactor
+
+    internals.tune_daphne()
+    scheduled = []
+    monkeypatch.setattr(reactor, "callLater", lambda delay, fn, *a: scheduled.append(delay))
+    checked: list[int] = []
+
+    class Protocol:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def check_timeouts(self) -> None:
+            checked.append(self.n)
+
+    class FakeServer:
+        timeout_checker = Server.timeout_checker  # daphne's, as tune_daphne left it
+
+        def __init__(self) -> None:
+            self.connections = {Protocol(n): {} for n in range(45)}
+
+    server = FakeServer()
+    gone = next(p for p in server.connections if p.n == 3)
+    per_step = []
+    for step in range(15):  # a round: 45 connections, ceil(45 / 20) = 3 a step
+        before = len(checked)
+        if step == 5:
+            del server.connections[gone]  # closed mid-round, before its slice
+            server.connections[Protocol(99)] = {}  # connected mid-round
+        server.timeout_checker()
+        per_step.append(len(checked) - before)
+    assert scheduled == [internals.SWEEP_STEP_SECONDS] * 15
+    assert sorted(checked) == [n for n in range(45) if n != 3]  # each once; the closed one skipped
+    assert max(per_step) == 3  # never the whole pass at once: a twentieth of it, rounded up
+    checked.clear()
+    for _ in range(15):
+        server.timeout_checker()
+    assert sorted(checked) == [n for n in range(45) if n != 3] + [99]  # the next round has the new one
+
+
+def test_an_open_sockets_first_ping_comes_at_a_random_point_of_its_first_interval():
+    """Sockets opened together are not pinged together: daphne pings once the last ping is a ping
+    interval old, and each socket's first one is moved to a random point of the interval."""
+    import time
+
+    internals.tune_daphne()
+
+    class Server:
+        ping_interval = 10
+
+        def log_action(self, protocol, action, details) -> None: ...
+
+    now = time.time()
+    lasts = []
+    for _ in range(40):
+        protocol = _open_daphne_protocol()
+        protocol.server = Server()
+        protocol.request = type("Request", (), {"path": "/ws"})()
+        protocol.last_ping = now  # what daphne's onConnect set
+        protocol.onOpen()
+        lasts.append(protocol.last_ping)
+    assert all(now - 10 <= last <= now for last in lasts)
+    assert max(lasts) - min(lasts) > 5  # spread over the interval, not one instant
