@@ -92,8 +92,9 @@ _memory_procs: dict[str, tuple[float, dict]] = {}
 class Batched:
     """Runs ``write(items)`` once for everything added while the previous write was under way: a
     storm of connects or disconnects costs one Redis pipeline per round trip, not a round trip per
-    socket. ``add`` returns once its item's write is done. A failed write is logged, not raised:
-    the renewal loop writes the leases again, and a removed lease is no longer renewed anyway."""
+    socket. ``add`` returns once its item's write is done: True, or False when it failed. A failed
+    write is logged, not raised: the renewal loop writes the leases again (the next tick, when a
+    renewal itself failed), and a removed lease is no longer renewed anyway."""
 
     def __init__(self, write: Callable[[list], Awaitable[None]], what: str) -> None:
         self.write = write
@@ -101,25 +102,27 @@ class Batched:
         self.items: list[tuple[Any, asyncio.Future]] = []
         self.writer: asyncio.Task | None = None
 
-    async def add(self, item: Any) -> None:
+    async def add(self, item: Any) -> bool:
         done = asyncio.get_running_loop().create_future()
         self.items.append((item, done))
         if self.writer is None or self.writer.done():
             self.writer = asyncio.ensure_future(self._drain())
-        await done  # ours alone: a cancelled caller cancels it; the write still goes out
+        return await done  # ours alone: a cancelled caller cancels it; the write still goes out
 
     async def _drain(self) -> None:
         while self.items:
             batch, self.items = self.items, []
+            written = False
             try:
                 await self.write([item for item, _ in batch])
+                written = True
             except (OSError, RedisError) as exc:
                 logger.warning("presence %s failed (%d request(s)): Redis unreachable (%r)", self.what, len(batch), exc)
             except Exception:  # no join or leave may wait forever
                 logger.exception("presence %s failed (%d request(s))", self.what, len(batch))
             for _, done in batch:
                 if not done.done():
-                    done.set_result(None)
+                    done.set_result(written)
 
 
 class Registry:
@@ -201,10 +204,10 @@ class Registry:
         while not self.stopping.is_set():
             try:
                 await self.tick()
-            except (OSError, RedisError) as exc:  # Redis away for a moment: try again next tick
-                logger.warning("presence renewal skipped: Redis unreachable (%r)", exc)
+            except (OSError, RedisError) as exc:  # Redis away for a moment: the stats go out next tick
+                logger.warning("presence stats not published: Redis unreachable (%r)", exc)
             except Exception:
-                logger.exception("presence renewal failed")
+                logger.exception("presence tick failed")
             try:
                 await asyncio.wait_for(self.stopping.wait(), STATS_SECONDS)
             except TimeoutError:
@@ -216,8 +219,8 @@ class Registry:
         stats = {**self.stats(), "time": _iso(now), "interval": STATS_SECONDS}
         renew = now - self.last_renew >= LEASE_SECONDS / 3
         conns = [(uid, m) for m, (uid, _) in self.conns.items()] if renew else []
-        await self.writes.add(("renew", conns, (self.pid, stats)))  # in order with joins and leaves
-        if renew:
+        written = await self.writes.add(("renew", conns, (self.pid, stats)))  # in order with joins and leaves
+        if renew and written:  # else the next tick renews them again (the writer logged why)
             self.last_renew = now
         stats["fanout"] = stafffeed.take_fanout()
         await _publish_stats(stats)
@@ -230,6 +233,8 @@ class Registry:
         self.stopping.set()
         if self.task is not None:
             await asyncio.wait([self.task], timeout=STATS_SECONDS + 5)
+        if self.writes.writer is not None:  # what is on its way goes first: nothing writes back after
+            await asyncio.wait([self.writes.writer], timeout=5)
         logger.info("presence: leaving the registry (%s, %d connection(s))", self.pid, len(self.conns))
         conns, self.conns = self.conns, {}
         self.by_endpoint = Counter({e: 0 for e in ENDPOINTS})
@@ -276,7 +281,9 @@ async def _write_leases(conns: list[tuple[int, str]], expires: float, process: t
                 pid, stats = process
                 pipe.zadd(_procs_key(), {pid: expires})
                 pipe.set(_proc_key(pid), json.dumps(stats), ex=ttl)
-            await pipe.execute()
+            replies = await pipe.execute()
+        if chunk and (renewed := int(replies[0])) < len(chunk):
+            logger.warning("presence: Redis refused %d of %d users' lease keys", len(chunk) - renewed, len(chunk))
 
 
 async def _remove_leases(conns: list[tuple[int, str]]) -> None:

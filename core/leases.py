@@ -7,7 +7,8 @@ As a pipeline of ``ZADD`` + ``EXPIRE`` per user, a renewal cost the server ~20 Â
 the process's idle CPU, in stretches of ~10 ms a chunk of 500 users that held the event loop and
 every socket's next event. ``RENEW`` does the same writes inside Redis for a whole chunk, from one
 command whose arguments are the members themselves. A key Redis refuses (one of another type) is
-skipped, as its own command in a pipeline would fail alone: the rest of the chunk is renewed.
+skipped, as its own command in a pipeline would fail alone: the rest of the chunk is renewed, and
+the caller logs how many were refused.
 
 One script touches many keys: fine on one Redis and under Sentinel (what this project supports),
 not on Redis Cluster, where the keys would have to share a hash slot.
@@ -20,7 +21,9 @@ from collections.abc import Collection, Iterable
 # KEYS: sorted sets of leases. ARGV, for each key in order: the members' new score (their expiry),
 # the key's time to live in whole seconds, the member count, the members. ZADD takes the members
 # in slices (Lua's unpack has a stack limit; an uncapped account may hold thousands of sockets).
-# pcall: a key that fails (WRONGTYPE) leaves the others renewed. Returns the keys renewed.
+# pcall: a key that fails (WRONGTYPE, or Redis out of memory) leaves the others renewed; every key
+# gets its TTL, so none it touched outlives its lease. Returns the keys renewed: the callers log a
+# shortfall.
 RENEW = """
 local at, renewed = 1, 0
 for i = 1, #KEYS do
@@ -37,10 +40,8 @@ for i = 1, #KEYS do
     ok = type(redis.pcall('ZADD', KEYS[i], unpack(pairs))) == 'number'
     first = first + count
   end
-  if ok then
-    redis.call('EXPIRE', KEYS[i], ttl)
-    renewed = renewed + 1
-  end
+  redis.pcall('EXPIRE', KEYS[i], ttl)
+  if ok then renewed = renewed + 1 end
   at = at + n
 end
 return renewed

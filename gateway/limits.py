@@ -166,15 +166,20 @@ class RedisLimiter:
         results: list[int | None] = [None] * len(ops)
         now = time.time()
         async with self._client().pipeline(transaction=False) as pipe:
-            owners: list[int | None] = []  # per command sent: the take it answers, if any
+            # per command sent: the take it answers (its index), a renewal's key count ("renewal", n), or None
+            owners: list[int | tuple[str, int] | None] = []
             units = 0
 
             async def flush() -> None:
                 nonlocal units
                 if owners:
-                    for index, reply in zip(owners, await pipe.execute(), strict=True):
-                        if index is not None:
-                            results[index] = int(reply)
+                    for owner, reply in zip(owners, await pipe.execute(), strict=True):
+                        if isinstance(owner, int):
+                            results[owner] = int(reply)
+                        elif owner is not None and int(reply) < owner[1]:
+                            logger.warning(
+                                "connection leases: Redis refused %d of %d keys", owner[1] - int(reply), owner[1]
+                            )
                     owners.clear()
                 units = 0
 
@@ -188,7 +193,7 @@ class RedisLimiter:
                             for kind, user_id, members, expires in chunk
                         )
                         pipe.eval(RENEW, *renewal)  # type: ignore[arg-type]  # numbers, as above
-                        owners.append(None)
+                        owners.append(("renewal", len(chunk)))
                         units += len(chunk)
                         if units >= LEASE_CHUNK:
                             await flush()

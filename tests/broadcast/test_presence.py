@@ -152,11 +152,20 @@ async def test_a_leave_is_never_undone_by_a_renewal_on_its_way(monkeypatch):
     registry = presence.Registry()
     registry.stopping.set()  # no renewal loop: the test ticks itself
     users = [950_001, 950_002, 950_003]
+    writing = asyncio.Event()
+    real_write = presence._write_leases
+
+    async def write_leases(conns, expires, process=None):
+        if process is not None and conns:  # the tick's renewal, its first chunk on its way
+            writing.set()
+        await real_write(conns, expires, process)
+
     try:
         members = [await registry.join(uid, "/ws", f"c{uid}") for uid in users]
+        monkeypatch.setattr(presence, "_write_leases", write_leases)
         registry.last_renew = 0.0  # this tick renews every connection
         tick = asyncio.ensure_future(registry.tick())
-        await asyncio.sleep(0)  # the renewal is asked for first
+        await asyncio.wait_for(writing.wait(), 10)  # the renewal is being written
         await registry.leave(users[-1], members[-1])
         await tick
         counts = await asyncio.to_thread(presence.connections_by_user, users)
@@ -171,3 +180,32 @@ async def test_a_leave_is_never_undone_by_a_renewal_on_its_way(monkeypatch):
             pipe.delete(*(presence._user_key(uid) for uid in users))
             pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
             await pipe.execute()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_renewal_that_failed_is_tried_again_at_the_next_tick(monkeypatch):
+    """A renewal Redis did not take is logged and written again a tick later, not a third of a
+    lease later: two failures in a row would let every lease lapse."""
+    registry = presence.Registry()
+    registry.stopping.set()
+    real_write = presence._write_leases
+    failures = []
+
+    async def write_leases(conns, expires, process=None):
+        if conns and not failures:
+            failures.append(len(conns))
+            raise presence.RedisError("Redis away for a moment")
+        await real_write(conns, expires, process)
+
+    try:
+        member = await registry.join(960_001, "/ws", "c1")
+        monkeypatch.setattr(presence, "_write_leases", write_leases)
+        registry.last_renew = 0.0
+        await registry.tick()
+        assert failures == [1] and registry.last_renew == 0.0  # not renewed: due again
+        await registry.tick()
+        assert registry.last_renew > 0.0
+        await registry.leave(960_001, member)
+    finally:
+        await registry.shutdown()
+        await presence.redis_client().zrem(presence._online_key(), "960001")

@@ -30,7 +30,8 @@ async def test_one_command_renews_every_set_with_its_own_expiry_and_ttl():
         # the refused key is skipped (the keys after it still renewed); the set without members is
         # left out of the command
         assert answer == 2
-        assert await client.get(bad) == b"not a sorted set" and await client.ttl(bad) == -1
+        # the refused key is left as it is but for its TTL: nothing the script touched outlives a lease
+        assert await client.get(bad) == b"not a sorted set" and 29 < await client.ttl(bad) <= 31
         assert await client.zcard(many) == len(crowd)
         assert set(await client.zrangebyscore(many, now + 30, now + 30)) == {m.encode() for m in crowd}
         assert dict(await client.zrange(few, 0, -1, withscores=True)) == {
