@@ -274,7 +274,7 @@ async def _write_leases(conns: list[tuple[int, str]], expires: float, process: t
         chunk = users[start : start + LEASE_CHUNK]
         async with client.pipeline(transaction=False) as pipe:
             if chunk:
-                renewal = renew_command((_user_key(uid), expires, ttl, members) for uid, members in chunk)
+                renewal = renew_command(expires, ttl, ((_user_key(uid), members) for uid, members in chunk))
                 pipe.eval(RENEW, *renewal)  # type: ignore[arg-type]  # numbers, which redis-py encodes
                 pipe.zadd(_online_key(), {str(user_id): expires for user_id, _ in chunk})
             if process is not None and start == 0:

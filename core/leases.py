@@ -18,43 +18,47 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-# KEYS: sorted sets of leases. ARGV, for each key in order: the members' new score (their expiry),
-# the key's time to live in whole seconds, the member count, the members. ZADD takes the members
-# in slices (Lua's unpack has a stack limit; an uncapped account may hold thousands of sockets).
-# pcall: a key that fails (WRONGTYPE, or Redis out of memory) leaves the others renewed; every key
-# gets its TTL, so none it touched outlives its lease. Returns the keys renewed: the callers log a
-# shortfall.
+# KEYS: sorted sets of leases. ARGV[1]: the members' new score (their expiry), ARGV[2]: each key's
+# time to live in whole seconds, ARGV[2 + i]: the members of KEYS[i], one per line (two arguments a
+# user, not one per member and number: redis-py packs each argument in Python). ZADD takes the
+# members in slices of 500 (Lua's unpack has a stack limit; an uncapped account may hold thousands
+# of sockets). pcall: a key that fails (WRONGTYPE, or Redis out of memory) leaves the others
+# renewed; every key gets its TTL, so none it touched outlives its lease. Returns the keys renewed:
+# the callers log a shortfall.
 RENEW = """
-local at, renewed = 1, 0
+local score, ttl, renewed = ARGV[1], ARGV[2], 0
 for i = 1, #KEYS do
-  local score, ttl, n = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
-  at = at + 3
-  local first, ok = 0, true
-  while ok and first < n do
-    local count = math.min(n - first, 500)
-    local pairs = {}
-    for j = 1, count do
-      pairs[2 * j - 1] = score
-      pairs[2 * j] = ARGV[at + first + j - 1]
+  local args, n, ok = {}, 0, true
+  for member in string.gmatch(ARGV[i + 2], '[^\\n]+') do
+    n = n + 1
+    args[2 * n - 1] = score
+    args[2 * n] = member
+    if n == 500 then
+      ok = ok and type(redis.pcall('ZADD', KEYS[i], unpack(args))) == 'number'
+      args, n = {}, 0
     end
-    ok = type(redis.pcall('ZADD', KEYS[i], unpack(pairs))) == 'number'
-    first = first + count
+  end
+  if n > 0 then
+    ok = ok and type(redis.pcall('ZADD', KEYS[i], unpack(args))) == 'number'
   end
   redis.pcall('EXPIRE', KEYS[i], ttl)
   if ok then renewed = renewed + 1 end
-  at = at + n
 end
 return renewed
 """
 
 
-def renew_command(leases: Iterable[tuple[str, float, int, Collection[str]]]) -> list[str | float | int]:
+def renew_command(expires: float, ttl: int, leases: Iterable[tuple[str, Collection[str]]]) -> list[str | float | int]:
     """``EVAL`` arguments after the script (the key count, the keys, ARGV) renewing each
-    ``(key, expiry, ttl_seconds, members)``; a key without members is left out."""
+    ``(key, members)`` to ``expires`` with a ``ttl`` in seconds; a key without members is left out.
+    Members are this server's own names (a process and a socket id): never a line break."""
     keys: list[str] = []
-    argv: list[str | float | int] = []
-    for key, expires, ttl, members in leases:
+    lines: list[str] = []
+    for key, members in leases:
         if members:
+            text = "\n".join(members)
+            if text.count("\n") != len(members) - 1:
+                raise ValueError(f"a lease member of {key} holds a line break")
             keys.append(key)
-            argv += (expires, ttl, len(members), *members)
-    return [len(keys), *keys, *argv]
+            lines.append(text)
+    return [len(keys), *keys, expires, ttl, *lines]

@@ -188,12 +188,13 @@ class RedisLimiter:
                     renewals = op[1]
                     for start in range(0, len(renewals), LEASE_CHUNK):
                         chunk = renewals[start : start + LEASE_CHUNK]
-                        renewal = renew_command(
-                            (self._keys(kind, user_id)[0], expires, math.ceil(_lease_seconds(kind)) + 1, members)
-                            for kind, user_id, members, expires in chunk
-                        )
-                        pipe.eval(RENEW, *renewal)  # type: ignore[arg-type]  # numbers, as above
-                        owners.append(("renewal", len(chunk)))
+                        by_kind: dict[tuple[float, Kind], list[tuple[str, Any]]] = {}
+                        for kind, user_id, members, expires in chunk:
+                            by_kind.setdefault((expires, kind), []).append((self._keys(kind, user_id)[0], members))
+                        for (expires, kind), leases in by_kind.items():
+                            renewal = renew_command(expires, math.ceil(_lease_seconds(kind)) + 1, leases)
+                            pipe.eval(RENEW, *renewal)  # type: ignore[arg-type]  # numbers, as above
+                            owners.append(("renewal", len(leases)))
                         units += len(chunk)
                         if units >= LEASE_CHUNK:
                             await flush()
