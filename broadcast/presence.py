@@ -170,7 +170,8 @@ class Registry:
         process = None
         for op in ops:
             if op[0] == "renew":
-                _, conns, process = op
+                _, conns, renewed_process = op
+                process = renewed_process or process
                 for user_id, member in conns:
                     last[member] = ("add", user_id)
             else:
@@ -219,7 +220,13 @@ class Registry:
         stats = {**self.stats(), "time": _iso(now), "interval": STATS_SECONDS}
         renew = now - self.last_renew >= LEASE_SECONDS / 3
         conns = [(uid, m) for m, (uid, _) in self.conns.items()] if renew else []
-        written = await self.writes.add(("renew", conns, (self.pid, stats)))  # in order with joins and leaves
+        # In order with joins and leaves, a chunk at a time: a join waits behind one chunk's round
+        # trip, not behind the whole renewal (at 19,000 sockets, 38 of them). A connection that
+        # left while earlier chunks went out is not in its chunk (its removal is already queued).
+        written = await self.writes.add(("renew", conns[:LEASE_CHUNK], (self.pid, stats)))
+        for start in range(LEASE_CHUNK, len(conns), LEASE_CHUNK):
+            chunk = [(uid, m) for uid, m in conns[start : start + LEASE_CHUNK] if m in self.conns]
+            written = await self.writes.add(("renew", chunk, None)) and written
         if renew and written:  # else the next tick renews them again (the writer logged why)
             self.last_renew = now
         stats["fanout"] = stafffeed.take_fanout()

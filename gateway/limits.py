@@ -332,11 +332,20 @@ class Leases:
                 logger.warning("connection lease renewal failed for %d user(s): %r", len(self.held), exc)
 
     async def renew(self) -> None:
-        """Push every held lease's expiry a lease ahead (one op, sent in bounded pipelines)."""
+        """Push every held lease's expiry a lease ahead, LEASE_CHUNK users an op."""
         now = time.time()
-        leases = [(kind, uid, tuple(members), now + _lease_seconds(kind)) for (kind, uid), members in self.held.items()]
-        if leases:
-            await self.call(("renew", leases))
+        held = list(self.held.items())
+        # A chunk at a time, each in order with the takes and releases asked for meanwhile: a
+        # connect's take waits behind one chunk's round trip, not the whole renewal. A chunk holds
+        # what is still held when it is asked for (a release since is already queued).
+        for start in range(0, len(held), LEASE_CHUNK):
+            leases = [
+                (kind, uid, kept, now + _lease_seconds(kind))
+                for (kind, uid), members in held[start : start + LEASE_CHUNK]
+                if (kept := tuple(m for m in members if m in self.held.get((kind, uid), ())))
+            ]
+            if leases:
+                await self.call(("renew", leases))
 
 
 leases: PerLoop[Leases] = PerLoop(lambda loop: Leases())  # leases(): this process's registry

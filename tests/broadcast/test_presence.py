@@ -209,3 +209,38 @@ async def test_a_renewal_that_failed_is_tried_again_at_the_next_tick(monkeypatch
     finally:
         await registry.shutdown()
         await presence.redis_client().zrem(presence._online_key(), "960001")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_join_waits_behind_one_chunk_of_a_renewal_not_all_of_it(monkeypatch):
+    """The tick's renewal goes to the writer a chunk at a time, so a connect's join is written
+    after the chunk on its way, not after every chunk of a process's thousands of sockets."""
+    monkeypatch.setattr(presence, "LEASE_CHUNK", 1)
+    registry = presence.Registry()
+    registry.stopping.set()
+    users = [970_001, 970_002, 970_003, 970_004]
+    writes: list[list[str]] = []
+    real_write = presence._write_leases
+
+    async def write_leases(conns, expires, process=None):
+        writes.append([m for _, m in conns])
+        await real_write(conns, expires, process)
+
+    try:
+        members = [await registry.join(uid, "/ws", f"c{uid}") for uid in users[:3]]
+        monkeypatch.setattr(presence, "_write_leases", write_leases)
+        registry.last_renew = 0.0
+        tick = asyncio.ensure_future(registry.tick())
+        while not writes:  # noqa: ASYNC110 - the renewal's first chunk on its way
+            await asyncio.sleep(0)
+        late = await registry.join(users[3], "/ws", f"c{users[3]}")
+        await tick
+        assert writes[0] == members[:1]  # the first chunk
+        assert writes.index([late]) < writes.index(members[2:3])  # the join before the renewal's last chunk
+        assert sorted(m for w in writes for m in w) == sorted([*members, late])
+    finally:
+        await registry.shutdown()
+        async with presence.redis_client().pipeline(transaction=False) as pipe:
+            pipe.delete(*(presence._user_key(uid) for uid in users))
+            pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
+            await pipe.execute()

@@ -139,3 +139,32 @@ async def test_a_take_given_up_mid_storm_leaves_the_others_answered(fresh_users)
     for u in (users[0], users[2]):
         await limits.release(limits.WS, u, f"g-{u}")
     await limits.release(limits.WS, users[1], f"g-{users[1]}")
+
+
+async def test_a_take_waits_behind_one_chunk_of_a_renewal_not_all_of_it(monkeypatch, fresh_users):
+    """Renewals go to the writer a chunk of users at a time: a connect's take is sent after the
+    chunk on its way, not after every chunk of a process's thousands of leases."""
+    monkeypatch.setattr(limits, "LEASE_CHUNK", 1)
+    users = fresh_users(4)
+    await clear(limits.WS, users)
+    registry = limits.leases()
+    for user in users[:3]:
+        assert await limits.acquire(limits.WS, user, "basic", f"s-{user}") is None
+    batches: list[list[str]] = []
+    run = limits.RedisLimiter.run
+
+    async def recorded(self, ops):
+        batches.append([op[0] if op[0] != "renew" else f"renew {op[1][0][1]}" for op in ops])
+        return await run(self, ops)
+
+    monkeypatch.setattr(limits.RedisLimiter, "run", recorded)
+    renewal = asyncio.ensure_future(registry.renew())
+    while not batches:  # noqa: ASYNC110 - the renewal's first chunk on its way
+        await asyncio.sleep(0)
+    assert await limits.acquire(limits.WS, users[3], "basic", f"s-{users[3]}") is None
+    await renewal
+    flat = [op for batch in batches for op in batch]
+    # held leases are renewed in the order they were taken; the take goes out before the last chunk
+    assert flat.index("take") < flat.index(f"renew {users[2]}")
+    for user in users:
+        await limits.release(limits.WS, user, f"s-{user}")
