@@ -11,6 +11,14 @@ import pytest
 from broadcast import presence
 
 
+async def forget(users: list[int]) -> None:
+    """No made-up user's leases linger in the shared test Redis for the rest of the run."""
+    async with presence.redis_client().pipeline(transaction=False) as pipe:
+        pipe.delete(*(presence._user_key(uid) for uid in users))
+        pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
+        await pipe.execute()
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_leases_are_written_in_chunks_one_command_per_chunk(monkeypatch):
     from django.conf import settings
@@ -81,10 +89,7 @@ async def test_connects_and_disconnects_of_a_storm_share_pipelines(monkeypatch):
         }
         assert registry.conns == {}
     finally:
-        async with presence.redis_client().pipeline(transaction=False) as pipe:
-            pipe.delete(*(presence._user_key(uid) for uid in users))
-            pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
-            await pipe.execute()
+        await forget(users)
 
 
 async def check_leases(users: list[int], pipelines: list[int]) -> None:
@@ -118,10 +123,7 @@ async def test_a_join_given_up_mid_storm_leaves_the_others_answered():
             uid: {"/ws": 1, "/ws/orders": 0} for uid in users
         }
     finally:
-        async with presence.redis_client().pipeline(transaction=False) as pipe:
-            pipe.delete(*(presence._user_key(uid) for uid in users))
-            pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
-            await pipe.execute()
+        await forget(users)
 
 
 async def test_the_stats_count_connections_kept_with_joins_and_leaves(settings):
@@ -176,10 +178,7 @@ async def test_a_leave_is_never_undone_by_a_renewal_on_its_way(monkeypatch):
         }
     finally:
         await registry.shutdown()
-        async with presence.redis_client().pipeline(transaction=False) as pipe:
-            pipe.delete(*(presence._user_key(uid) for uid in users))
-            pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
-            await pipe.execute()
+        await forget(users)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -240,7 +239,4 @@ async def test_a_join_waits_behind_one_chunk_of_a_renewal_not_all_of_it(monkeypa
         assert sorted(m for w in writes for m in w) == sorted([*members, late])
     finally:
         await registry.shutdown()
-        async with presence.redis_client().pipeline(transaction=False) as pipe:
-            pipe.delete(*(presence._user_key(uid) for uid in users))
-            pipe.zrem(presence._online_key(), *(str(uid) for uid in users))
-            await pipe.execute()
+        await forget(users)
