@@ -219,10 +219,12 @@ async def test_a_join_waits_behind_one_chunk_of_a_renewal_not_all_of_it(monkeypa
     registry.stopping.set()
     users = [970_001, 970_002, 970_003, 970_004]
     writes: list[list[str]] = []
+    writing = asyncio.Event()
     real_write = presence._write_leases
 
     async def write_leases(conns, expires, process=None):
         writes.append([m for _, m in conns])
+        writing.set()
         await real_write(conns, expires, process)
 
     try:
@@ -230,8 +232,7 @@ async def test_a_join_waits_behind_one_chunk_of_a_renewal_not_all_of_it(monkeypa
         monkeypatch.setattr(presence, "_write_leases", write_leases)
         registry.last_renew = 0.0
         tick = asyncio.ensure_future(registry.tick())
-        while not writes:  # noqa: ASYNC110 - the renewal's first chunk on its way
-            await asyncio.sleep(0)
+        await asyncio.wait_for(writing.wait(), 10)  # the renewal's first chunk on its way
         late = await registry.join(users[3], "/ws", f"c{users[3]}")
         await tick
         assert writes[0] == members[:1]  # the first chunk

@@ -151,20 +151,23 @@ async def test_a_take_waits_behind_one_chunk_of_a_renewal_not_all_of_it(monkeypa
     for user in users[:3]:
         assert await limits.acquire(limits.WS, user, "basic", f"s-{user}") is None
     batches: list[list[str]] = []
+    sending = asyncio.Event()
     run = limits.RedisLimiter.run
 
     async def recorded(self, ops):
         batches.append([op[0] if op[0] != "renew" else f"renew {op[1][0][1]}" for op in ops])
+        sending.set()
         return await run(self, ops)
 
     monkeypatch.setattr(limits.RedisLimiter, "run", recorded)
-    renewal = asyncio.ensure_future(registry.renew())
-    while not batches:  # noqa: ASYNC110 - the renewal's first chunk on its way
-        await asyncio.sleep(0)
-    assert await limits.acquire(limits.WS, users[3], "basic", f"s-{users[3]}") is None
-    await renewal
-    flat = [op for batch in batches for op in batch]
-    # held leases are renewed in the order they were taken; the take goes out before the last chunk
-    assert flat.index("take") < flat.index(f"renew {users[2]}")
-    for user in users:
-        await limits.release(limits.WS, user, f"s-{user}")
+    try:
+        renewal = asyncio.ensure_future(registry.renew())
+        await asyncio.wait_for(sending.wait(), 10)  # the renewal's first chunk on its way
+        assert await limits.acquire(limits.WS, users[3], "basic", f"s-{users[3]}") is None
+        await renewal
+        flat = [op for batch in batches for op in batch]
+        # held leases are renewed in the order they were taken; the take goes out before the last chunk
+        assert flat.index("take") < flat.index(f"renew {users[2]}")
+    finally:
+        for user in users:
+            await limits.release(limits.WS, user, f"s-{user}")
