@@ -11,6 +11,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from core import collector, internals  # noqa: E402
 from core.middleware import AsgiBodyLimit  # noqa: E402
+from gateway import limits  # noqa: E402
 from gateway.routing import SocketRouter, websocket_urlpatterns  # noqa: E402
 from jobs.schedule import BackgroundStarter  # noqa: E402
 
@@ -25,6 +26,9 @@ application = BackgroundStarter(
         # A body over DATA_UPLOAD_MAX_MEMORY_SIZE is refused (413) before Django reads it.
         "http": AsgiBodyLimit(ASGIStaticFilesHandler(django_asgi_app)),
         "websocket": SocketRouter(websocket_urlpatterns),
-    }
+    },
+    # On SIGTERM daphne cancels every socket's consumer without its disconnect: the tier caps'
+    # leases of this process's sockets go back at once (presence is left after it).
+    on_stop=[limits.release_all],
 )
 collector.tune_gc()  # last: what start-up built is frozen out of every collection

@@ -367,6 +367,18 @@ async def acquire(kind: Kind, user_id: int, tier: str, member: str) -> Refusal |
     return _refusal(kind, cast(int, result), tier)
 
 
+async def release_all() -> None:
+    """The server is stopping: every lease this process holds goes back at once (its sockets'
+    consumers are cancelled without their ``disconnect``), through the writer, after whatever is on
+    its way. Raises OSError/RedisError when Redis cannot be reached (the leases lapse by themselves)."""
+    registry = leases()
+    held, registry.held = registry.held, {}
+    drops = [("drop", kind, user_id, member) for (kind, user_id), members in held.items() for member in members]
+    if drops:
+        logger.info("stopping: releasing %d connection lease(s)", len(drops))
+        await asyncio.gather(*(registry.call(op) for op in drops))
+
+
 async def release(kind: Kind, user_id: int, member: str) -> None:
     """Give the slot back. Raises OSError/RedisError when Redis cannot be reached (the lease, no
     longer renewed, lapses by itself)."""

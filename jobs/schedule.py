@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from asgiref.sync import markcoroutinefunction
@@ -140,11 +141,23 @@ class BackgroundStarter:
     the first scope, and hands each scope to the application for its type (channels'
     ``ProtocolTypeRouter``'s work). A plain call returning that application's coroutine, not a
     coroutine awaiting it: an idle socket's task holds no frame of this (a wrapper's frame lives as
-    long as its socket; gateway/routing.py)."""
+    long as its socket; gateway/routing.py).
 
-    def __init__(self, applications: dict[str, Callable]) -> None:
+    Under daphne, on the first scope, it also sets what the process does when it is told to stop
+    (SIGTERM), with or without background loops: ``on_stop`` (each awaited in turn, errors logged),
+    then leaving the presence registry. daphne cancels every socket's consumer at that point,
+    without its ``disconnect``: what a socket holds in Redis goes back here, not at its lease's
+    expiry (``gateway.limits.release_all``: a user at a tier's cap reconnecting at once to another
+    process would meet their own old lease)."""
+
+    def __init__(
+        self, applications: dict[str, Callable], on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
+    ) -> None:
         self.applications = applications
+        self.on_stop = tuple(on_stop)
         self.tasks: list[asyncio.Task] | None = None
+        self.stopping = asyncio.Event()
+        self.hooked = False
 
     def start(self) -> list[asyncio.Task]:
         self.stopping = asyncio.Event()
@@ -152,28 +165,34 @@ class BackgroundStarter:
         # This process's presence lease and its once-per-second stats for the staff dashboard
         # (also started by the first socket; here so a process running the simulator reports too).
         presence.registry().ensure_running()
-        self._stop_with_server(tasks)
         return tasks
 
-    def _stop_with_server(self, tasks: list[asyncio.Task]) -> None:
-        """Under daphne, let the loops finish their step before the event loop stops: a step that
-        is committing hands its events to the loop, and would wait forever for a stopped loop."""
-        try:
-            from twisted.internet import reactor
-            from twisted.internet.defer import Deferred
-        except ImportError:
+    def _stop_with_server(self) -> None:
+        """Under daphne, once: let the loops finish their step before the event loop stops (a step
+        that is committing hands its events to the loop, and would wait forever for a stopped
+        loop), let requests in flight finish, then run ``on_stop`` and leave the presence
+        registry."""
+        # daphne installs Twisted's reactor when it starts: without it loaded there is no server
+        # to hook (tests, uvicorn), and importing it here would install the wrong one.
+        reactor = sys.modules.get("twisted.internet.reactor")
+        if reactor is None or not reactor.running:
             return
-        if not reactor.running:
-            return
+        from twisted.internet.defer import Deferred
 
         registry = presence.registry()
 
         async def finish() -> None:
-            await asyncio.wait(tasks, timeout=10)
+            if self.tasks:
+                await asyncio.wait(self.tasks, timeout=10)
             # Requests still running on worker threads need this loop to finish (their async parts
             # run here); once it stops they would wait forever and keep the process from exiting.
             if not await asyncio.to_thread(wait_until_idle, DRAIN_SECONDS):
                 logger.warning("requests still in flight after %.0f s; stopping anyway", DRAIN_SECONDS)
+            for step in self.on_stop:
+                try:
+                    await asyncio.wait_for(step(), 10)
+                except Exception:  # Redis away: what it holds expires on its own
+                    logger.exception("stopping: %s failed", getattr(step, "__qualname__", step))
             try:
                 await registry.shutdown()
             except Exception:  # Redis away: the leases expire on their own
@@ -188,8 +207,11 @@ class BackgroundStarter:
     @markcoroutinefunction  # an ASGI 3 application to whoever asks (daphne, uvicorn, asgiref)
     def __call__(self, scope, receive, send):
         try:
-            if settings.AXISOR_BACKGROUND and scope["type"] in ("http", "websocket"):
-                if self.tasks is None or all(t.done() for t in self.tasks):
+            if scope["type"] in ("http", "websocket"):
+                if not self.hooked:
+                    self.hooked = True
+                    self._stop_with_server()
+                if settings.AXISOR_BACKGROUND and (self.tasks is None or all(t.done() for t in self.tasks)):
                     self.tasks = self.start()
             application = self.applications.get(scope["type"])
             if application is None:

@@ -91,6 +91,30 @@ async def test_ws_sockets_over_the_tier_cap_are_refused_4029_and_the_open_ones_k
     server_is_clean(b)
 
 
+async def test_a_stopped_socket_process_gives_its_sockets_slots_back_at_once(daphne, make_user):
+    """As deployed (AXISOR_BACKGROUND=0): on SIGTERM daphne cancels every socket's consumer without
+    its disconnect. The process gives its sockets' tier slots and presence back as it stops, so a
+    user at the cap who reconnects at once to another process is let in, not refused 4029 by their
+    own old socket's lease for up to WS_LEASE_SECONDS (30 s)."""
+    from broadcast import presence
+
+    env = {**ENV, "AXISOR_BACKGROUND": "0", "CAP_WS_SOCKETS_BASIC": "1"}
+    a, b = await asyncio.gather(*(asyncio.to_thread(daphne, **env) for _ in range(2)))
+    user = await database_sync_to_async(make_user)("sockets-stopped")  # basic: one /ws socket
+    token = jwt_for(user)
+    on_a, _ = await open_ws(a, token)
+    first, code = await refused_socket(b, token)  # the cap holds across processes
+    assert first["code"] == "RATE_LIMIT_EXCEEDED" and code == 4029, first
+
+    await asyncio.to_thread(a.stop)  # SIGTERM, as systemd stops it
+    on_b, hello = await open_ws(b, token)  # at once: a's lease went back as it stopped
+    assert hello["userId"] == str(user.pk)
+    counts = await asyncio.to_thread(presence.connections_by_user, [user.pk])
+    assert counts[user.pk]["/ws"] == 1  # a's socket left presence too; b's is the one
+    await on_b.close()
+    await on_a.close()
+
+
 async def test_ws_socket_cap_follows_the_tier_and_a_killed_process_frees_its_slots(daphne, make_user):
     env = {**ENV, "CAP_WS_SOCKETS_PREMIUM": "3", "WS_LEASE_SECONDS": "3"}
     a, b = await asyncio.gather(*(asyncio.to_thread(daphne, **env) for _ in range(2)))
