@@ -356,12 +356,19 @@ async def acquire(kind: Kind, user_id: int, tier: str, member: str) -> Refusal |
     the tier has none free (after looking again for GRACE_SECONDS, not counted as further attempts)
     or too many attempts this minute. Raises OSError/RedisError when Redis cannot be reached."""
     registry = leases()
-    result = await registry.call(("take", kind, user_id, tier, member, True))
-    waited = 0.0
-    while result == 1 and waited < GRACE_SECONDS:
-        await asyncio.sleep(GRACE_STEP)  # another process's release: nothing here to await
-        waited += GRACE_STEP
-        result = await registry.call(("take", kind, user_id, tier, member, False))
+    try:
+        result = await registry.call(("take", kind, user_id, tier, member, True))
+        waited = 0.0
+        while result == 1 and waited < GRACE_SECONDS:
+            await asyncio.sleep(GRACE_STEP)  # another process's release: nothing here to await
+            waited += GRACE_STEP
+            result = await registry.call(("take", kind, user_id, tier, member, False))
+    except asyncio.CancelledError:
+        # The socket went away (or the server is stopping) while its take was on its way: the
+        # take still goes out, so its drop goes after it, in order, instead of the lease lapsing
+        # unrenewed (a user at the cap would meet it for a lease's time).
+        asyncio.ensure_future(registry.call(("drop", kind, user_id, member))).add_done_callback(_retrieved)
+        raise
     if result == 0:
         registry.hold(kind, user_id, member)
     return _refusal(kind, cast(int, result), tier)

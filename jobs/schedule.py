@@ -42,6 +42,7 @@ RELAY_SECONDS = 1.0
 PRUNE_SECONDS = 300.0
 JOB_RESULTS_KEPT = timedelta(days=1)
 DRAIN_SECONDS = 10.0  # at shutdown, how long requests in flight may take to finish
+GIVE_BACK_SECONDS = 5.0  # then, how long giving back the sockets' leases and presence may take
 
 
 class LatestPrices:
@@ -188,9 +189,15 @@ class BackgroundStarter:
             # run here); once it stops they would wait forever and keep the process from exiting.
             if not await asyncio.to_thread(wait_until_idle, DRAIN_SECONDS):
                 logger.warning("requests still in flight after %.0f s; stopping anyway", DRAIN_SECONDS)
+            try:  # within the unit's stop timeout (deploy/systemd: 20 s) with the drain's 10 s
+                await asyncio.wait_for(give_back(), GIVE_BACK_SECONDS)
+            except TimeoutError:
+                logger.warning("stopping: leases not all given back in %.0f s; they lapse", GIVE_BACK_SECONDS)
+
+        async def give_back() -> None:
             for step in self.on_stop:
                 try:
-                    await asyncio.wait_for(step(), 10)
+                    await step()
                 except Exception:  # Redis away: what it holds expires on its own
                     logger.exception("stopping: %s failed", getattr(step, "__qualname__", step))
             try:
@@ -211,7 +218,12 @@ class BackgroundStarter:
                 if not self.hooked:
                     self.hooked = True
                     self._stop_with_server()
-                if settings.AXISOR_BACKGROUND and (self.tasks is None or all(t.done() for t in self.tasks)):
+                stopped = self.stopping.is_set()  # no loop starts again while the server stops
+                if (
+                    settings.AXISOR_BACKGROUND
+                    and not stopped
+                    and (self.tasks is None or all(t.done() for t in self.tasks))
+                ):
                     self.tasks = self.start()
             application = self.applications.get(scope["type"])
             if application is None:
