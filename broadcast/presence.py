@@ -6,8 +6,8 @@ the lease). Each authenticated connection holds a lease in its user's sorted set
 ``presence:{user_id}`` (members ``endpoint|process|socket``, scored by expiry). One task per
 process renews all of them, one Redis command per ``LEASE_CHUNK`` users (``core.leases``), and
 publishes the process's stats to ``admin:staff`` once per ``STATS_SECONDS``; nothing renews per
-connection. A process that dies stops renewing, so
-its entry and every one of its connections are gone within ``LEASE_SECONDS``.
+connection. A process that dies stops renewing, so its entry and every one of its connections are
+gone within ``LEASE_SECONDS``; one that stops cleanly leaves at once (``Registry.shutdown``).
 
 Without Redis (the embedded single-process default) the same bookkeeping lives in memory.
 The notification worker asks ``online(user_id)`` to tell an in-app delivery ``delivered`` (a live
