@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 from broadcast import stafffeed
 from broadcast.messages import layer_event
 from broadcast.rooms import admin_room
-from core.leases import RENEW, renew_command
+from core.leases import RENEW, log_refused, renew_command
 from core.perloop import PerLoop
 from core.redis_clients import redis_client, redis_sync_client
 from wire import dumps, envelope, iso
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 LEASE_SECONDS: float = settings.AXISOR_PRESENCE["LEASE_SECONDS"]
 STATS_SECONDS: float = settings.AXISOR_PRESENCE["STATS_SECONDS"]
-LEASE_CHUNK = 500  # users whose leases go in one pipeline
+LEASE_CHUNK = 500  # connections in a renewal's op to the writer; users in one pipeline
 ENDPOINTS = ("/ws", "/ws/orders")
 
 
@@ -91,10 +91,11 @@ _memory_procs: dict[str, tuple[float, dict]] = {}
 
 class Batched:
     """Runs ``write(items)`` once for everything added while the previous write was under way: a
-    storm of connects or disconnects costs one Redis pipeline per round trip, not a round trip per
-    socket. ``add`` returns once its item's write is done: True, or False when it failed. A failed
-    write is logged, not raised: the renewal loop writes the leases again (the next tick, when a
-    renewal itself failed), and a removed lease is no longer renewed anyway."""
+    storm of connects or disconnects costs a Redis pipeline or two per round of writes (the leases
+    written, then those removed), not a round trip per socket. ``add`` returns once its item's
+    write is done: True, or False when it failed. A failed write is logged, not raised: the
+    renewal loop writes the leases again (the next tick, when a renewal itself failed), and a
+    removed lease is no longer renewed anyway."""
 
     def __init__(self, write: Callable[[list], Awaitable[None]], what: str) -> None:
         self.write = write
@@ -289,8 +290,8 @@ async def _write_leases(conns: list[tuple[int, str]], expires: float, process: t
                 pipe.zadd(_procs_key(), {pid: expires})
                 pipe.set(_proc_key(pid), json.dumps(stats), ex=ttl)
             replies = await pipe.execute()
-        if chunk and (renewed := int(replies[0])) < len(chunk):
-            logger.warning("presence: Redis refused %d of %d users' lease keys", len(chunk) - renewed, len(chunk))
+        if chunk:
+            log_refused(replies[0], len(chunk), "presence")
 
 
 async def _remove_leases(conns: list[tuple[int, str]]) -> None:

@@ -438,11 +438,11 @@ SWEEP_STEP_SECONDS = 0.1  # daphne's timeout pass over every connection runs in 
 def _sliced_timeout_checks() -> None:
     """daphne checks every connection's timeouts and pings every 2 s in one pass (at 19,000
     sockets ~30 ms of the event loop without a ping, and each ping sent in the pass on top):
-    the same checks, in rounds of 2 s, a twentieth (rounded up) every 0.1 s, so a room event
-    waits for a slice at most, not for the whole pass. Each round takes the connections in the
-    order they came: one is checked once a round, about 2 s after its last check (at most a
-    round and a half when many others close meanwhile). One gone since its round began is
-    skipped; one connected since joins the next round."""
+    the same checks, in rounds of 2 s, a twentieth every 0.1 s, so a room event waits for a
+    slice at most, not for the whole pass. Each round takes the connections in the order they
+    came: one is checked once a round, 2 s after its last check (up to 4 s when most of those
+    after it closed meanwhile and moved it later in the next round). One gone since its round
+    began is skipped; one connected since joins the next round."""
     from daphne.server import Server
 
     every = 2.0  # daphne's period (Server.timeout_checker reschedules itself 2 s on)
@@ -451,14 +451,13 @@ def _sliced_timeout_checks() -> None:
     def timeout_checker(self) -> None:
         from twisted.internet import reactor
 
-        round_, at = vars(self).get("_axisor_sweep") or [], vars(self).get("_axisor_sweep_at", 0)
-        if at >= len(round_):  # a new round, in the order the connections came (daphne's dict)
-            round_, at = list(self.connections), 0
+        round_, step = vars(self).get("_axisor_sweep") or [], vars(self).get("_axisor_sweep_step", steps)
+        if step >= steps:  # a new round, in the order the connections came (daphne's dict)
+            round_, step = list(self.connections), 0
             self._axisor_sweep = round_
-            self._axisor_sweep_step = max(1, -(-len(round_) // steps))
-        step = self._axisor_sweep_step
-        batch = round_[at : at + step]
-        self._axisor_sweep_at = at + step
+        size = len(round_)
+        batch = round_[step * size // steps : (step + 1) * size // steps]
+        self._axisor_sweep_step = step + 1
         connections = self.connections
         for protocol in batch:
             if protocol in connections:

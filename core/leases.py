@@ -16,7 +16,10 @@ not on Redis Cluster, where the keys would have to share a hash slot.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterable
+
+logger = logging.getLogger(__name__)
 
 # KEYS: sorted sets of leases. ARGV[1]: the members' new score (their expiry), ARGV[2]: each key's
 # time to live in whole seconds, ARGV[2 + i]: the members of KEYS[i], one per line (two arguments a
@@ -62,3 +65,9 @@ def renew_command(expires: float, ttl: int, leases: Iterable[tuple[str, Collecti
             keys.append(key)
             lines.append(text)
     return [len(keys), *keys, expires, ttl, *lines]
+
+
+def log_refused(renewed: int, sent: int, what: str) -> None:
+    """Log the keys of a ``RENEW`` Redis refused (its reply: the keys it renewed, of ``sent``)."""
+    if renewed < sent:
+        logger.warning("%s: Redis refused %d of %d lease keys", what, sent - renewed, sent)

@@ -29,7 +29,7 @@ from django.conf import settings
 from redis import asyncio as aioredis
 
 from accounts.caps import cap_for
-from core.leases import RENEW, renew_command
+from core.leases import RENEW, log_refused, renew_command
 from core.perloop import PerLoop
 from core.redis_clients import redis_client
 from wire import Close
@@ -176,28 +176,23 @@ class RedisLimiter:
                     for owner, reply in zip(owners, await pipe.execute(), strict=True):
                         if isinstance(owner, int):
                             results[owner] = int(reply)
-                        elif owner is not None and int(reply) < owner[1]:
-                            logger.warning(
-                                "connection leases: Redis refused %d of %d keys", owner[1] - int(reply), owner[1]
-                            )
+                        elif owner is not None:
+                            log_refused(reply, owner[1], "connection leases")
                     owners.clear()
                 units = 0
 
             for i, op in enumerate(ops):
-                if op[0] == "renew":  # each user's ZADD and EXPIRE inside Redis, a command a chunk (core.leases)
-                    renewals = op[1]
-                    for start in range(0, len(renewals), LEASE_CHUNK):
-                        chunk = renewals[start : start + LEASE_CHUNK]
-                        by_kind: dict[tuple[float, Kind], list[tuple[str, Any]]] = {}
-                        for kind, user_id, members, expires in chunk:
-                            by_kind.setdefault((expires, kind), []).append((self._keys(kind, user_id)[0], members))
-                        for (expires, kind), leases in by_kind.items():
-                            renewal = renew_command(expires, math.ceil(_lease_seconds(kind)) + 1, leases)
-                            pipe.eval(RENEW, *renewal)  # type: ignore[arg-type]  # numbers, as above
-                            owners.append(("renewal", len(leases)))
-                        units += len(chunk)
-                        if units >= LEASE_CHUNK:
-                            await flush()
+                if op[0] == "renew":  # at most LEASE_CHUNK users (Leases.renew): a command per kind (core.leases)
+                    by_kind: dict[tuple[float, Kind], list[tuple[str, Any]]] = {}
+                    for kind, user_id, members, expires in op[1]:
+                        by_kind.setdefault((expires, kind), []).append((self._keys(kind, user_id)[0], members))
+                    for (expires, kind), leases in by_kind.items():
+                        renewal = renew_command(expires, math.ceil(_lease_seconds(kind)) + 1, leases)
+                        pipe.eval(RENEW, *renewal)  # type: ignore[arg-type]  # numbers, as above
+                        owners.append(("renewal", len(leases)))
+                    units += len(op[1])
+                    if units >= LEASE_CHUNK:
+                        await flush()
                     continue
                 if op[0] == "take":
                     _, kind, user_id, tier, member, count = op

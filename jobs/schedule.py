@@ -161,7 +161,6 @@ class BackgroundStarter:
         self.hooked = False
 
     def start(self) -> list[asyncio.Task]:
-        self.stopping = asyncio.Event()
         tasks = [asyncio.ensure_future(Worker(periodic=periodic_jobs()).run(self.stopping))]
         # This process's presence lease and its once-per-second stats for the staff dashboard
         # (also started by the first socket; here so a process running the simulator reports too).

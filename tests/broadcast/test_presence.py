@@ -207,7 +207,7 @@ async def test_a_renewal_that_failed_is_tried_again_at_the_next_tick(monkeypatch
         await registry.leave(960_001, member)
     finally:
         await registry.shutdown()
-        await presence.redis_client().zrem(presence._online_key(), "960001")
+        await forget([960_001])
 
 
 @pytest.mark.django_db(transaction=True)

@@ -44,3 +44,13 @@ async def test_one_command_renews_every_set_and_skips_one_redis_refuses():
 def test_a_member_with_a_line_break_is_refused_before_anything_is_sent():
     with pytest.raises(ValueError, match="line break"):
         renew_command(1.0, 2, [("k", ["a\nb"])])
+
+
+def test_a_shortfall_of_renewed_keys_is_logged_and_none_is_quiet(caplog):
+    from core.leases import log_refused
+
+    with caplog.at_level("WARNING", logger="core.leases"):
+        log_refused(500, 500, "presence")
+        assert not caplog.records
+        log_refused(498, 500, "presence")
+    assert [r.getMessage() for r in caplog.records] == ["presence: Redis refused 2 of 500 lease keys"]
