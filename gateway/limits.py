@@ -11,9 +11,10 @@ default) the same rules run in memory.
 Nothing here runs per connection. A process's leases are kept in one registry per event loop
 (``Leases``): one task renews all of them every third of a lease, one Redis command per
 ``LEASE_CHUNK`` users (``core.leases``, as broadcast.presence renews its leases), and every take,
-release and renewal goes through one writer that sends whatever was asked for while its previous pipeline was
-under way in the next one — a connect storm costs a pipeline per round trip, not a round trip per
-socket, and a release is never overtaken by a renewal that would bring its lease back.
+release and renewal goes through one writer that sends whatever was asked for while its previous
+pipeline was under way in the next one — a connect storm costs a pipeline per round trip, not a
+round trip per socket, and a release is never overtaken by a renewal that would bring its lease
+back.
 """
 
 from __future__ import annotations

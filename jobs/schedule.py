@@ -161,6 +161,9 @@ class BackgroundStarter:
         self.hooked = False
 
     def start(self) -> list[asyncio.Task]:
+        # An event of this start's own: an asyncio.Event belongs to the first loop that waits on
+        # it, and loops that died are started again (never while stopping: __call__ checks first).
+        self.stopping = asyncio.Event()
         tasks = [asyncio.ensure_future(Worker(periodic=periodic_jobs()).run(self.stopping))]
         # This process's presence lease and its once-per-second stats for the staff dashboard
         # (also started by the first socket; here so a process running the simulator reports too).
