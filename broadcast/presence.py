@@ -136,6 +136,7 @@ class Registry:
         self.by_endpoint: Counter[str] = Counter({e: 0 for e in ENDPOINTS})  # kept with conns: stats() reads no socket
         self.task: asyncio.Task | None = None
         self.stopping = asyncio.Event()
+        self.left = False  # shutdown() took this process and its connections out of the registry
         self.last_renew = 0.0
         # Every lease write, removal and renewal goes through this one writer, in order: a removal
         # is never overtaken by a join's or a renewal's write of the same lease already on its way.
@@ -149,6 +150,8 @@ class Registry:
         """Register an authenticated connection; returns its member name for ``leave`` once its
         lease is written."""
         member = f"{endpoint}|{self.pid}|{socket_id}"
+        if self.left:  # the process is stopping and has left: nothing writes it back
+            return member
         if member not in self.conns:
             self.by_endpoint[endpoint] += 1
         self.conns[member] = (user_id, endpoint)
@@ -244,7 +247,7 @@ class Registry:
         if self.writes.writer is not None:  # what is on its way goes first: nothing writes back after
             await asyncio.wait([self.writes.writer], timeout=5)
         logger.info("presence: leaving the registry (%s, %d connection(s))", self.pid, len(self.conns))
-        conns, self.conns = self.conns, {}
+        conns, self.conns, self.left = self.conns, {}, True
         self.by_endpoint = Counter({e: 0 for e in ENDPOINTS})
         if not settings.REDIS_ENABLED:
             _memory_procs.pop(self.pid, None)

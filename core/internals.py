@@ -103,6 +103,7 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     # _light_input_queues: what daphne's create_application does, with a lighter queue
     ("daphne.server", "Server", "create_application"),
     ("daphne.server", "Server", "self.endpoints"),  # _listen_backlog: what each listener is made from
+    ("twisted.internet.tcp", "Port", "factory"),  # stop_listening: daphne's ports, by their factory
     ("twisted.internet.endpoints", None, "_parse"),  # with_backlog reads a description as Twisted does
     ("autobahn.websocket.protocol", None, "pformat"),
     # direct_sender's own frame write reads what autobahn's _connectionMade sets (send_state,
@@ -497,6 +498,27 @@ def _listen_backlog() -> None:
         self.endpoints = [with_backlog(str(description)) for description in self.endpoints]
 
     Server.__init__ = __init__
+
+
+def stop_listening(reactor) -> int:
+    """Close every port daphne listens on, now: for a process told to stop (SIGTERM). Twisted closes
+    them only once its "before shutdown" steps are done (daphne's cancelling of its applications,
+    the drain of requests in flight, the give-back of leases), and until then it accepts sockets
+    that take leases nothing gives back and that it cuts a moment later. Closed, a connect is
+    refused at once: nginx takes the handshake or request to the next process (proxy_next_upstream
+    error), a client without it reconnects. Connections already accepted go on. Returns how many
+    ports were closed."""
+    from daphne.http_protocol import HTTPFactory
+    from twisted.internet.interfaces import IListeningPort
+
+    ports = [
+        reader
+        for reader in reactor.getReaders()
+        if IListeningPort.providedBy(reader) and isinstance(getattr(reader, "factory", None), HTTPFactory)
+    ]
+    for port in ports:
+        port.stopListening()
+    return len(ports)
 
 
 def _limit_request_bodies(request_class) -> None:

@@ -271,6 +271,11 @@ def _retrieved(done: asyncio.Future) -> None:
         done.exception()  # a caller cancelled meanwhile (its socket closed): nothing to log
 
 
+class ServerStopping(ConnectionError):
+    """This process is stopping and has given its leases back (``release_all``): a socket that
+    reaches it now is told to reconnect, to another process (an OSError: the consumers' 4013)."""
+
+
 class Leases:
     """This event loop's connection leases (one loop per server process), the task that renews
     them all, and the writer every take, release and renewal goes through in order."""
@@ -280,6 +285,7 @@ class Leases:
         self.queue: list[tuple[Op, asyncio.Future]] = []
         self.writer: asyncio.Task | None = None
         self.renewer: asyncio.Task | None = None
+        self.closed = False  # release_all ran: the process is stopping and takes nothing more
 
     async def call(self, op: Op) -> int | None:
         """Send ``op`` with everything else asked for before the writer's next pipeline; its answer.
@@ -350,8 +356,11 @@ leases: PerLoop[Leases] = PerLoop(lambda loop: Leases())  # leases(): this proce
 async def acquire(kind: Kind, user_id: int, tier: str, member: str) -> Refusal | None:
     """Take a connection slot for ``member`` and keep it renewed until ``release``; a Refusal if
     the tier has none free (after looking again for GRACE_SECONDS, not counted as further attempts)
-    or too many attempts this minute. Raises OSError/RedisError when Redis cannot be reached."""
+    or too many attempts this minute. Raises OSError/RedisError when Redis cannot be reached, and
+    ServerStopping once the process has given its leases back."""
     registry = leases()
+    if registry.closed:
+        raise ServerStopping("the server is stopping")
     try:
         result = await registry.call(("take", kind, user_id, tier, member, True))
         waited = 0.0
@@ -366,6 +375,9 @@ async def acquire(kind: Kind, user_id: int, tier: str, member: str) -> Refusal |
         asyncio.ensure_future(registry.call(("drop", kind, user_id, member))).add_done_callback(_retrieved)
         raise
     if result == 0:
+        if registry.closed:  # release_all ran while the take was on its way: dropped after it
+            asyncio.ensure_future(registry.call(("drop", kind, user_id, member))).add_done_callback(_retrieved)
+            raise ServerStopping("the server is stopping")
         registry.hold(kind, user_id, member)
     return _refusal(kind, cast(int, result), tier)
 
@@ -373,8 +385,11 @@ async def acquire(kind: Kind, user_id: int, tier: str, member: str) -> Refusal |
 async def release_all() -> None:
     """The server is stopping: every lease this process holds goes back at once (its sockets'
     consumers are cancelled without their ``disconnect``), through the writer, after whatever is on
-    its way. Raises OSError/RedisError when Redis cannot be reached (the leases lapse by themselves)."""
+    its way; a take still on its way, and every take after this, is refused (ServerStopping), and
+    what it took is dropped after it. Raises OSError/RedisError when Redis cannot be reached (the
+    leases lapse by themselves)."""
     registry = leases()
+    registry.closed = True
     held, registry.held = registry.held, {}
     drops = [("drop", kind, user_id, member) for (kind, user_id), members in held.items() for member in members]
     if drops:

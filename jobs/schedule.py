@@ -26,6 +26,7 @@ from accounts.services import refresh_tokens_prune
 from broadcast import presence
 from broadcast.history import prune
 from broadcast.outbox import relay_unpublished
+from core.internals import stop_listening
 from core.metrics import wait_until_idle
 from core.worker import Periodic, Worker
 from margin.ticks import ticks_ingest
@@ -171,10 +172,10 @@ class BackgroundStarter:
         return tasks
 
     def _stop_with_server(self) -> None:
-        """Under daphne, once: let the loops finish their step before the event loop stops (a step
-        that is committing hands its events to the loop, and would wait forever for a stopped
-        loop), let requests in flight finish, then run ``on_stop`` and leave the presence
-        registry."""
+        """Under daphne, once: stop listening (the connections already accepted go on), let the
+        loops finish their step before the event loop stops (a step that is committing hands its
+        events to the loop, and would wait forever for a stopped loop), let requests in flight
+        finish, then run ``on_stop`` and leave the presence registry."""
         # daphne installs Twisted's reactor when it starts: without it loaded there is no server
         # to hook (tests, uvicorn), and importing it here would install the wrong one.
         reactor = sys.modules.get("twisted.internet.reactor")
@@ -208,6 +209,12 @@ class BackgroundStarter:
                 logger.exception("presence shutdown failed")
 
         def stop():
+            # First of all, no new connections: what was accepted goes on (nginx takes a refused
+            # connect to the next process), and no socket takes a lease after the give-back.
+            try:
+                logger.info("stopping: no new connections (%d listening port(s) closed)", stop_listening(reactor))
+            except Exception:  # a bug here must not cost the drain and the give-back below
+                logger.exception("stopping: the listening ports could not be closed")
             self.stopping.set()
             return Deferred.fromFuture(asyncio.ensure_future(finish()))
 

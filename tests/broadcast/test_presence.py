@@ -146,6 +146,25 @@ async def test_the_stats_count_connections_kept_with_joins_and_leaves(settings):
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_a_socket_that_joins_after_its_process_left_is_not_written_back():
+    """A process stopping leaves the registry with every connection it has (shutdown). A socket
+    whose connect was still under way then, joining after it, is not written back as online for
+    a lease's time: it is about to be cut, and an event for its user would count as delivered."""
+    users = [950_101, 950_102]
+    registry = presence.Registry()
+    try:
+        await registry.join(users[0], "/ws", "before")
+        assert presence.connections_by_user(users[:1])[users[0]]["/ws"] == 1
+        await registry.shutdown()
+        await registry.join(users[1], "/ws", "after")
+        assert registry.stats()["connections"]["/ws"] == 0
+        found = presence.connections_by_user(users)
+        assert [found[u]["/ws"] for u in users] == [0, 0]
+    finally:
+        await forget(users)
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_a_leave_is_never_undone_by_a_renewal_on_its_way(monkeypatch):
     """The tick's renewal snapshots every connection; one that leaves while the renewal's chunks
     are still going out must not be written back (it would count as online for a whole lease):

@@ -143,6 +143,26 @@ async def test_a_take_given_up_mid_storm_leaves_the_others_answered(fresh_users)
     await limits.release(limits.WS, users[1], f"g-{users[1]}")
 
 
+async def test_once_the_leases_are_given_back_no_take_holds_one(fresh_users):
+    """A stopping process gives its leases back (release_all). A take on its way then, and any take
+    after it, is refused (ServerStopping: the consumers answer 4013, reconnect), and what the take
+    on its way wrote is dropped after it: nothing is left to lapse for a lease's time while the
+    user, reconnecting to another process, would meet it at the cap."""
+    users = fresh_users(3)
+    await clear(limits.WS, users)
+    assert await limits.acquire(limits.WS, users[0], "basic", "open") is None
+    on_its_way = asyncio.ensure_future(limits.acquire(limits.WS, users[1], "basic", "late"))
+    await asyncio.sleep(0)  # asked for: queued for the writer's next pipeline, before the give-back
+    await limits.release_all()
+    with pytest.raises(limits.ServerStopping):
+        await on_its_way
+    with pytest.raises(limits.ServerStopping):
+        await limits.acquire(limits.WS, users[2], "basic", "after")
+    await limits.leases().call(("drop", limits.WS, users[1], "barrier"))  # the writer keeps order: all out
+    assert [await scores(limits.WS, u) for u in users] == [{}, {}, {}]
+    assert limits.leases().held == {}
+
+
 async def test_a_take_waits_behind_one_chunk_of_a_renewal_not_all_of_it(monkeypatch, fresh_users):
     """Renewals go to the writer a chunk of users at a time: a connect's take is sent after the
     chunk on its way, not after every chunk of a process's thousands of leases."""
