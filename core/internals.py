@@ -103,7 +103,7 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     # _light_input_queues: what daphne's create_application does, with a lighter queue
     ("daphne.server", "Server", "create_application"),
     ("daphne.server", "Server", "self.endpoints"),  # _listen_backlog: what each listener is made from
-    ("twisted.internet.tcp", "Port", "factory"),  # stop_listening: daphne's ports, by their factory
+    ("twisted.protocols.policies", "WrappingFactory", "self.wrappedFactory"),  # stop_listening: TLS ports
     ("twisted.internet.endpoints", None, "_parse"),  # with_backlog reads a description as Twisted does
     ("autobahn.websocket.protocol", None, "pformat"),
     # direct_sender's own frame write reads what autobahn's _connectionMade sets (send_state,
@@ -506,16 +506,15 @@ def stop_listening(reactor) -> int:
     the drain of requests in flight, the give-back of leases), and until then it accepts sockets
     that take leases nothing gives back and that it cuts a moment later. Closed, a connect is
     refused at once: nginx takes the handshake or request to the next process (proxy_next_upstream
-    error), a client without it reconnects. Connections already accepted go on. Returns how many
-    ports were closed."""
+    error), a client without it reconnects. Connections already accepted go on (nginx's kept-alive
+    ones too). Returns how many ports were closed."""
     from daphne.http_protocol import HTTPFactory
     from twisted.internet.interfaces import IListeningPort
 
-    ports = [
-        reader
-        for reader in reactor.getReaders()
-        if IListeningPort.providedBy(reader) and isinstance(getattr(reader, "factory", None), HTTPFactory)
-    ]
+    def daphnes(factory) -> bool:  # a TLS port's factory wraps daphne's (listenSSL)
+        return isinstance(getattr(factory, "wrappedFactory", factory), HTTPFactory)
+
+    ports = [r for r in reactor.getReaders() if IListeningPort.providedBy(r) and daphnes(getattr(r, "factory", None))]
     for port in ports:
         port.stopListening()
     return len(ports)

@@ -367,6 +367,8 @@ async def acquire(kind: Kind, user_id: int, tier: str, member: str) -> Refusal |
         while result == 1 and waited < GRACE_SECONDS:
             await asyncio.sleep(GRACE_STEP)  # another process's release: nothing here to await
             waited += GRACE_STEP
+            if registry.closed:
+                raise ServerStopping("the server is stopping")
             result = await registry.call(("take", kind, user_id, tier, member, False))
     except asyncio.CancelledError:
         # The socket went away (or the server is stopping) while its take was on its way: the
@@ -395,6 +397,11 @@ async def release_all() -> None:
     if drops:
         logger.info("stopping: releasing %d connection lease(s)", len(drops))
         await asyncio.gather(*(registry.call(op) for op in drops))
+    # The drops of takes answered meanwhile (acquire queues each as its answer comes) go out too,
+    # before the process stops its event loop.
+    await asyncio.sleep(0)
+    while (writer := registry.writer) is not None and not writer.done():
+        await asyncio.wait([writer])
 
 
 async def release(kind: Kind, user_id: int, member: str) -> None:

@@ -146,21 +146,44 @@ async def test_a_take_given_up_mid_storm_leaves_the_others_answered(fresh_users)
 async def test_once_the_leases_are_given_back_no_take_holds_one(fresh_users):
     """A stopping process gives its leases back (release_all). A take on its way then, and any take
     after it, is refused (ServerStopping: the consumers answer 4013, reconnect), and what the take
-    on its way wrote is dropped after it: nothing is left to lapse for a lease's time while the
-    user, reconnecting to another process, would meet it at the cap."""
+    on its way wrote is dropped after it, before release_all returns (the process then stops its
+    event loop): nothing is left to lapse for a lease's time while the user, reconnecting to
+    another process, would meet it at the cap. So also when the process held no lease."""
     users = fresh_users(3)
     await clear(limits.WS, users)
-    assert await limits.acquire(limits.WS, users[0], "basic", "open") is None
     on_its_way = asyncio.ensure_future(limits.acquire(limits.WS, users[1], "basic", "late"))
     await asyncio.sleep(0)  # asked for: queued for the writer's next pipeline, before the give-back
     await limits.release_all()
+    registry = limits.leases()  # nothing left to send once it returns: the loop may stop now
+    assert not registry.queue and (registry.writer is None or registry.writer.done())
+    assert await scores(limits.WS, users[1]) == {}  # written, and dropped after it
     with pytest.raises(limits.ServerStopping):
         await on_its_way
     with pytest.raises(limits.ServerStopping):
         await limits.acquire(limits.WS, users[2], "basic", "after")
-    await limits.leases().call(("drop", limits.WS, users[1], "barrier"))  # the writer keeps order: all out
     assert [await scores(limits.WS, u) for u in users] == [{}, {}, {}]
     assert limits.leases().held == {}
+
+
+async def test_a_take_looking_again_for_a_slot_stops_when_the_leases_are_given_back(monkeypatch, fresh_users):
+    """A take refused at the cap looks again for GRACE_SECONDS (another process's release may be
+    on its way). If its own process gives its leases back meanwhile, it stops looking: 4013 (go to
+    another process), not a slot taken after the give-back, nor 4029."""
+    monkeypatch.setattr(limits, "GRACE_STEP", 1.0)  # room to act between two looks
+    monkeypatch.setattr(limits, "GRACE_SECONDS", 3.0)
+    user = fresh_users(1)[0]
+    await clear(limits.WS, [user])
+    cap = 10  # basic: CAP_WS_SOCKETS_BASIC
+    elsewhere = limits.limiter()  # written as another process would: not this process's leases
+    assert await elsewhere.run([("take", limits.WS, user, "basic", f"o-{i}", True) for i in range(cap)]) == [0] * cap
+    looking = asyncio.ensure_future(limits.acquire(limits.WS, user, "basic", "mine"))
+    await until(lambda: limits.leases().writer is not None and limits.leases().writer.done(), what="refused once")
+    await elsewhere.run([("drop", limits.WS, user, "o-0")])  # a slot frees: the next look would take it
+    await limits.release_all()
+    with pytest.raises(limits.ServerStopping):
+        await looking
+    assert "mine" not in await scores(limits.WS, user)
+    await clear(limits.WS, [user])
 
 
 async def test_a_take_waits_behind_one_chunk_of_a_renewal_not_all_of_it(monkeypatch, fresh_users):
