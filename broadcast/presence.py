@@ -242,12 +242,13 @@ class Registry:
         The loop finishes its tick first: cancelling it inside a channel-layer send could leave
         the layer's connection lock held, and the server's shutdown waiting on it."""
         self.stopping.set()
+        self.left = True  # from now on a join is not written: nothing can land after the removal
         if self.task is not None:
             await asyncio.wait([self.task], timeout=STATS_SECONDS + 5)
         if self.writes.writer is not None:  # what is on its way goes first: nothing writes back after
             await asyncio.wait([self.writes.writer], timeout=5)
         logger.info("presence: leaving the registry (%s, %d connection(s))", self.pid, len(self.conns))
-        conns, self.conns, self.left = self.conns, {}, True
+        conns, self.conns = self.conns, {}
         self.by_endpoint = Counter({e: 0 for e in ENDPOINTS})
         if not settings.REDIS_ENABLED:
             _memory_procs.pop(self.pid, None)

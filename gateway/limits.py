@@ -397,8 +397,9 @@ async def release_all() -> None:
     if drops:
         logger.info("stopping: releasing %d connection lease(s)", len(drops))
         await asyncio.gather(*(registry.call(op) for op in drops))
-    # The drops of takes answered meanwhile (acquire queues each as its answer comes) go out too,
-    # before the process stops its event loop.
+    # The drops of takes answered meanwhile go out too, before the process stops its event loop:
+    # a take's caller wakes as its answer is set and queues its drop (a new writer, if this one
+    # has finished) before this wakes; the step below leaves one turn more for it.
     await asyncio.sleep(0)
     while (writer := registry.writer) is not None and not writer.done():
         await asyncio.wait([writer])

@@ -176,12 +176,24 @@ async def test_a_take_looking_again_for_a_slot_stops_when_the_leases_are_given_b
     cap = 10  # basic: CAP_WS_SOCKETS_BASIC
     elsewhere = limits.limiter()  # written as another process would: not this process's leases
     assert await elsewhere.run([("take", limits.WS, user, "basic", f"o-{i}", True) for i in range(cap)]) == [0] * cap
+    takes_after: list[tuple] = []
+    given_back = asyncio.Event()
+    run = limits.RedisLimiter.run
+
+    async def recorded(self, ops):
+        if given_back.is_set():
+            takes_after.extend(op for op in ops if op[0] == "take")
+        return await run(self, ops)
+
+    monkeypatch.setattr(limits.RedisLimiter, "run", recorded)
     looking = asyncio.ensure_future(limits.acquire(limits.WS, user, "basic", "mine"))
     await until(lambda: limits.leases().writer is not None and limits.leases().writer.done(), what="refused once")
     await elsewhere.run([("drop", limits.WS, user, "o-0")])  # a slot frees: the next look would take it
+    given_back.set()
     await limits.release_all()
     with pytest.raises(limits.ServerStopping):
         await looking
+    assert takes_after == []  # it stopped looking: no take went out after the give-back
     assert "mine" not in await scores(limits.WS, user)
     await clear(limits.WS, [user])
 
