@@ -417,6 +417,11 @@ AXISOR_WS = {
 # daphne: drop a connection that has not sent a whole HTTP request (or WebSocket handshake) after
 # this many idle seconds (Twisted's default is 60; see core/internals.py).
 HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 30.0)
+# Connections a daphne process works on at once; more are accepted and read as places free
+# (core.internals.Admission; docs/reference/settings.md)
+CONNECTS_IN_PROGRESS = env_int("CONNECTS_IN_PROGRESS", 100)
+if CONNECTS_IN_PROGRESS < 0:
+    raise ImproperlyConfigured(f"CONNECTS_IN_PROGRESS must be 0 (no limit) or more, got {CONNECTS_IN_PROGRESS}")
 # daphne: the listen backlog of every endpoint that does not name its own (Twisted's is 50, which a
 # reconnect storm overflows; the kernel caps it at net.core.somaxconn, 4096 by default since Linux
 # 5.4; see core/internals.py).

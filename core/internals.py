@@ -103,6 +103,12 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     # _light_input_queues: what daphne's create_application does, with a lighter queue
     ("daphne.server", "Server", "create_application"),
     ("daphne.server", "Server", "self.endpoints"),  # _listen_backlog: what each listener is made from
+    # _admit_connects: daphne's HTTP connections, read once admitted
+    ("twisted.web.http", "HTTPChannel", "connectionMade"),
+    ("twisted.web.http", "HTTPChannel", "connectionLost"),
+    ("twisted.internet.abstract", "FileDescriptor", "pauseProducing"),
+    ("twisted.internet.abstract", "FileDescriptor", "resumeProducing"),
+    ("daphne.ws_protocol", "WebSocketProtocol", "onClose"),
     ("twisted.protocols.policies", "WrappingFactory", "self.wrappedFactory"),  # stop_listening: TLS ports
     ("twisted.internet.endpoints", None, "_parse"),  # with_backlog reads a description as Twisted does
     ("autobahn.websocket.protocol", None, "pformat"),
@@ -289,6 +295,8 @@ def tune_daphne() -> None:
     _light_input_queues()
     _listen_backlog()
     _sliced_timeout_checks()
+    admission.limit = settings.CONNECTS_IN_PROGRESS
+    _admit_connects()
 
 
 class LazyDeque:
@@ -393,8 +401,10 @@ def _light_input_queues() -> None:
         assert "application_instance" not in self.connections[protocol]
         queue = InputQueue()
         scope.setdefault("asgi", {"version": "3.0"})
+        admission.request(protocol, websocket=scope.get("type") == "websocket")
         instance = self.application(scope=scope, receive=queue.get, send=functools.partial(self.handle_reply, protocol))
         if protocol not in self.connections:  # gone while the application was made
+            admission.leave(protocol)
             return None
         self.connections[protocol]["application_instance"] = asyncio.ensure_future(
             instance, loop=asyncio.get_event_loop()
@@ -518,6 +528,145 @@ def stop_listening(reactor) -> int:
     for port in ports:
         port.stopListening()
     return len(ports)
+
+
+class Admission:
+    """At most ``CONNECTS_IN_PROGRESS`` connections in progress at once. A connection daphne
+    accepts beyond them is not read yet: it waits, its request in the kernel's socket buffer, and
+    is read as a place frees, in the order they came. A storm of thousands of connects at once
+    otherwise has every one of them in progress together: what each holds while connecting (its
+    handshake's scope, token, coroutines, batched requests) is allocated all at once, and the free
+    space that leaves in the allocator's arenas stays with the process (N = 1,000 at once: ~5 KB
+    a socket, for good). Connections are still accepted at once, so the listen queue does not
+    overflow into SYN retransmits.
+
+    A place is held by a connection from its admission until: its first request is plain HTTP
+    (handed to the application: served as before), or its WebSocket consumer's ``connect`` has
+    returned (``settled``: authenticated, the connect read, leases, rooms), or it closes, or it
+    has sent no request within ``SILENT_SECONDS`` (a client that connects and stays silent does
+    not keep its place). Should no place free for ``MAX_PAUSE`` seconds while connections wait
+    (a database that hangs every connect read), ``VALVE`` more are read anyway, so a health check
+    still gets through."""
+
+    SILENT_SECONDS = 1.0
+    MAX_PAUSE = 1.0
+    VALVE = 10
+    TICK = 0.25
+
+    def __init__(self) -> None:
+        self.limit = 0  # 0: no limit (set by tune_daphne from CONNECTS_IN_PROGRESS)
+        # transport → when it loses its place if still silent (None: its WebSocket connect runs)
+        self.held: dict[Any, float | None] = {}
+        self.waiting: deque = deque()  # accepted connections not read yet, oldest first
+        self.freed_at = 0.0  # when a place last came free: the valve opens when it has not
+        self.ticking = False
+
+    def arrived(self, transport, reactor) -> None:
+        """A connection daphne accepted: read now, or wait for a place."""
+        if not self.limit:
+            return
+        if self.waiting or len(self.held) >= self.limit:
+            transport.pauseProducing()
+            if not self.waiting:  # the valve's second starts now, not at a free long ago
+                self.freed_at = max(self.freed_at, reactor.seconds())
+            self.waiting.append(transport)
+        else:
+            self.held[transport] = reactor.seconds() + self.SILENT_SECONDS
+        self._tick_soon(reactor)
+
+    def request(self, protocol, *, websocket: bool) -> None:
+        """The connection's request reached the application: a WebSocket connect keeps its place
+        until it settles, an HTTP request gives it back."""
+        transport = getattr(protocol, "transport", None)
+        if websocket and self.limit and transport is not None:
+            self.held[transport] = None  # a place even if its connection had none (kept alive after HTTP)
+        elif transport in self.held:
+            self._free(transport)
+
+    def leave(self, protocol) -> None:
+        """The socket closed, or its connect returned."""
+        transport = getattr(protocol, "transport", None)
+        if transport in self.held:
+            self._free(transport)
+
+    def settled(self, send) -> None:
+        """The connect of the socket behind daphne's ``send`` is done (a no-op under any other server)."""
+        if self.held:
+            self.leave(getattr(send, "args", (None,))[0])
+
+    def lost(self, transport) -> None:
+        """An HTTP connection closed before its request reached the application."""
+        if transport in self.held:
+            self._free(transport)
+
+    def _free(self, transport) -> None:
+        self.held.pop(transport, None)
+        self.freed_at = transport.reactor.seconds()
+        self._fill(self.limit - len(self.held), transport.reactor)
+
+    def _fill(self, places: int, reactor) -> None:
+        now = reactor.seconds()
+        while places > 0 and self.waiting:
+            transport = self.waiting.popleft()
+            if transport.connected and not transport.disconnecting:
+                transport.resumeProducing()
+                self.held[transport] = now + self.SILENT_SECONDS
+                places -= 1
+
+    def _tick_soon(self, reactor) -> None:
+        if not self.ticking:
+            self.ticking = True
+            reactor.callLater(self.TICK, self._tick, reactor)
+
+    def _tick(self, reactor) -> None:
+        """Places of connections silent too long come free; the valve opens if none did for
+        MAX_PAUSE while connections wait."""
+        self.ticking = False
+        now = reactor.seconds()
+        for transport in [t for t, until in self.held.items() if until is not None and until <= now]:
+            self._free(transport)
+        if self.waiting and now - self.freed_at >= self.MAX_PAUSE:
+            logger.warning(
+                "%d connections in progress and none finished in %.0f s: reading %d waiting",
+                len(self.held), self.MAX_PAUSE, min(self.VALVE, len(self.waiting)),
+            )  # fmt: skip
+            self.freed_at = now
+            self._fill(self.VALVE, reactor)
+        if self.waiting or any(until is not None for until in self.held.values()):
+            self._tick_soon(reactor)
+
+
+admission = Admission()
+
+
+def _admit_connects() -> None:
+    """daphne's HTTP connections are read as ``admission`` has room; a socket's place comes free
+    when its connection closes, if its connect has not returned."""
+    from daphne.http_protocol import HTTPFactory
+    from daphne.ws_protocol import WebSocketProtocol
+    from twisted.web.http import HTTPChannel
+
+    made = HTTPChannel.connectionMade
+    lost = HTTPChannel.connectionLost
+
+    def connectionMade(self):
+        made(self)
+        if isinstance(getattr(self, "factory", None), HTTPFactory):  # daphne's, not another server's
+            admission.arrived(self.transport, self.transport.reactor)
+
+    def connectionLost(self, reason):
+        admission.lost(self.transport)
+        return lost(self, reason)
+
+    on_close = WebSocketProtocol.onClose
+
+    def onClose(self, *args, **kwargs):
+        admission.leave(self)
+        return on_close(self, *args, **kwargs)
+
+    HTTPChannel.connectionMade = connectionMade  # type: ignore[method-assign]  # daphne's connections, admitted
+    HTTPChannel.connectionLost = connectionLost  # type: ignore[method-assign]
+    WebSocketProtocol.onClose = onClose
 
 
 def _limit_request_bodies(request_class) -> None:

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from broadcast import presence, stafffeed
 from broadcast.messages import ACCESS_CHANGED
 from broadcast.rooms import is_market_group, is_user_group
-from core.internals import LOST, RECONNECTED, corked, direct_sender, received_now, transport_backlog
+from core.internals import LOST, RECONNECTED, admission, corked, direct_sender, received_now, transport_backlog
 from core.metrics import CONFLATED, DELIVERED, HUB_ROOMS, SLOW_CLOSES
 from core.perloop import PerLoop
 from wire import Close, Code, dumps, error
@@ -411,7 +411,10 @@ class HubMember:
         self.base_send = send
         try:
             first = await receive()
-            await self.dispatch(first)
+            try:
+                await self.dispatch(first)
+            finally:  # connected, refused or gone: this socket's connect no longer counts
+                admission.settled(send)
             headers = scope.get("headers")
             if first["type"] == "websocket.connect" and isinstance(headers, list):  # a server's own list
                 headers.clear()

@@ -26,13 +26,18 @@ def refused(port: int) -> bool:
     return False
 
 
-def waiting_on_the_lock(database_url: str) -> bool:
+def waiting_on_a_lock(database_url: str, table: str) -> bool:
     with psycopg.connect(database_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
-            ("%notifications_notification%",),
+            (f"%{table}%",),
         ).fetchone()
     return bool(row and row[0])
+
+
+async def waiting_on(database_url: str, table: str) -> None:
+    """Until a statement of a server process waits on the lock the test holds on ``table``."""
+    await until(lambda: waiting_on_a_lock(database_url, table), in_thread=True, what=f"a statement waiting on {table}")
 
 
 async def test_a_stopping_process_refuses_new_connections_and_finishes_its_requests(daphne, make_user):
@@ -50,7 +55,7 @@ async def test_a_stopping_process_refuses_new_connections_and_finishes_its_reque
         in_flight = asyncio.ensure_future(
             asyncio.to_thread(call, "GET", f"{server.http}/api/notifications", token=token)
         )
-        await until(lambda: waiting_on_the_lock(url), in_thread=True, what="the request waiting on the lock")
+        await waiting_on(url, "notifications_notification")  # the request is in flight
         server.proc.terminate()
         # within the drain (which waits up to 10 s for the request): daphne before this kept listening
         await until(lambda: refused(server.port), in_thread=True, timeout=5, what="connects refused")
