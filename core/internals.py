@@ -536,7 +536,7 @@ class Admission:
     is read as a place frees, in the order they came. A storm of thousands of connects at once
     otherwise has every one of them in progress together: what each holds while connecting (its
     handshake's scope, token, coroutines, batched requests) is allocated all at once, and the free
-    space that leaves in the allocator's arenas stays with the process (N = 1,000 at once: ~5 KB
+    space that leaves in the allocator's arenas stays with the process (N = 1,000 at once: ~8 KB
     a socket, for good). Connections are still accepted at once, so the listen queue does not
     overflow into SYN retransmits.
 
@@ -580,27 +580,23 @@ class Admission:
         transport = getattr(protocol, "transport", None)
         if websocket and self.limit and transport is not None:
             self.held[transport] = None  # a place even if its connection had none (kept alive after HTTP)
-        elif transport in self.held:
-            self._free(transport)
+        else:
+            self.free(transport)
 
     def leave(self, protocol) -> None:
         """The socket closed, or its connect returned."""
-        transport = getattr(protocol, "transport", None)
-        if transport in self.held:
-            self._free(transport)
+        self.free(getattr(protocol, "transport", None))
 
     def settled(self, send) -> None:
         """The connect of the socket behind daphne's ``send`` is done (a no-op under any other server)."""
         if self.held:
             self.leave(getattr(send, "args", (None,))[0])
 
-    def lost(self, transport) -> None:
-        """An HTTP connection closed before its request reached the application."""
-        if transport in self.held:
-            self._free(transport)
-
-    def _free(self, transport) -> None:
-        self.held.pop(transport, None)
+    def free(self, transport) -> None:
+        """The connection's place comes free (it closed, or its request went on), if it held one."""
+        if transport not in self.held:
+            return
+        del self.held[transport]
         self.freed_at = transport.reactor.seconds()
         self._fill(self.limit - len(self.held), transport.reactor)
 
@@ -624,7 +620,7 @@ class Admission:
         self.ticking = False
         now = reactor.seconds()
         for transport in [t for t, until in self.held.items() if until is not None and until <= now]:
-            self._free(transport)
+            self.free(transport)
         if self.waiting and now - self.freed_at >= self.MAX_PAUSE:
             logger.warning(
                 "%d connections in progress and none finished in %.0f s: reading %d waiting",
@@ -655,7 +651,7 @@ def _admit_connects() -> None:
             admission.arrived(self.transport, self.transport.reactor)
 
     def connectionLost(self, reason):
-        admission.lost(self.transport)
+        admission.free(self.transport)
         return lost(self, reason)
 
     on_close = WebSocketProtocol.onClose

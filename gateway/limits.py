@@ -287,6 +287,10 @@ class Leases:
         self.renewer: asyncio.Task | None = None
         self.closed = False  # release_all ran: the process is stopping and takes nothing more
 
+    def drop_after(self, kind: Kind, user_id: int, member: str) -> None:
+        """Queue the drop of a lease whose take is on its way, without waiting: it goes after it."""
+        asyncio.ensure_future(self.call(("drop", kind, user_id, member))).add_done_callback(_retrieved)
+
     async def call(self, op: Op) -> int | None:
         """Send ``op`` with everything else asked for before the writer's next pipeline; its answer.
         Raises OSError/RedisError when Redis cannot be reached."""
@@ -374,11 +378,11 @@ async def acquire(kind: Kind, user_id: int, tier: str, member: str) -> Refusal |
         # The socket went away (or the server is stopping) while its take was on its way: the
         # take still goes out, so its drop goes after it, in order, instead of the lease lapsing
         # unrenewed (a user at the cap would meet it for a lease's time).
-        asyncio.ensure_future(registry.call(("drop", kind, user_id, member))).add_done_callback(_retrieved)
+        registry.drop_after(kind, user_id, member)
         raise
     if result == 0:
         if registry.closed:  # release_all ran while the take was on its way: dropped after it
-            asyncio.ensure_future(registry.call(("drop", kind, user_id, member))).add_done_callback(_retrieved)
+            registry.drop_after(kind, user_id, member)
             raise ServerStopping("the server is stopping")
         registry.hold(kind, user_id, member)
     return _refusal(kind, cast(int, result), tier)
