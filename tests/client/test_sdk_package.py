@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from margin.ticks import ticks_ingest
 from notifications.services import notification_create
 from tests.client.support import QUIET, set_login_password
 from tests.orders.factories import execute, place
+from tests.polling import window_room
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "topics" / "python-sdk.md"
@@ -134,7 +136,7 @@ async def main():
         for _ in range(3):
             await api.account()
         print("async guard", (await api.set_margin_guard(cooldown_seconds=120))["cooldownSeconds"])
-    for _ in range(3):  # two logins a minute per username on this server
+    for _ in range(3):  # two logins an hour per username on this server
         async with AsyncRestClient(url, username="nobody", password="wrong") as api:
             try:
                 await api.login()
@@ -149,13 +151,16 @@ asyncio.run(main())
 
 
 def test_typed_errors_and_rotating_refresh(sdk, daphne, make_user, instruments, tmp_path):
-    # Two logins a minute per username: a client that lost its rotated refresh token and fell back
+    # Two logins an hour per username: a client that lost its rotated refresh token and fell back
     # to its password would be throttled on its third login.
-    server = daphne(**QUIET, JWT_ACCESS_SECONDS="30", THROTTLE_LOGIN_USERNAME="2/m")
+    server = daphne(**QUIET, JWT_ACCESS_SECONDS="30", THROTTLE_LOGIN_USERNAME="2/h")
     bob = make_user("bob")
     set_login_password(bob, "bob-pass-1234")
     script = tmp_path / "checks.py"
     script.write_text(CHECKS)
+    # The throttle counts per fixed window: the three logins must fall in one of them (a clock wait;
+    # with a window of an hour it waits only in the last two minutes of one).
+    time.sleep(window_room(period=3600, need=120))
     out = run(sdk, tmp_path, sys.executable, str(script), server.http, "bob", "bob-pass-1234").splitlines()
     assert out == [
         "sync refreshes 5",
