@@ -8,7 +8,10 @@ class AccountsConfig(AppConfig):
 
     def ready(self) -> None:
         from . import receivers  # noqa: F401
+        from .authentication import check_hmac_keys_once
         from .throttles import parse_rate
+
+        check_hmac_keys_once()
 
         # A rate that does not parse stops the process at start-up, not the first sign-in.
         for scope, rate in settings.AXISOR_AUTH_THROTTLES.items():

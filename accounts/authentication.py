@@ -5,15 +5,22 @@ the user built and compiled once per process instead of once per request.
 simplejwt reads the user with ``user_model.objects.get(<USER_ID_FIELD>=<claim>)`` and catches
 ``user_model.DoesNotExist``; ``UserById`` answers both, with the ORM's own statement compiled
 once (``core.compiled.CompiledGet``). Building and compiling that query was ~0.4–0.5 ms of each
-authenticated request (docs/benchmarks.md)."""
+authenticated request (docs/benchmarks.md).
+
+``HmacKeyCheckedOnce``: PyJWT checks an HMAC key before every signature it verifies (that it is
+not a PEM, SSH or DER key, each tried by parsing it), though ours is the same bytes every time;
+the check's verdict is kept for the process. ~30–70 µs of every token checked, half of a
+``/ws`` connect's token check (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 import functools
 from typing import Any
 
+import jwt
 from django.contrib.auth import get_user_model
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from jwt.algorithms import HMACAlgorithm
 from rest_framework_simplejwt import authentication
 
 from core.compiled import CompiledGet
@@ -52,3 +59,35 @@ class JWTScheme(SimpleJWTScheme):
     """The OpenAPI security scheme of simplejwt's class (``jwtAuth``), for this one too."""
 
     target_class = "accounts.authentication.JWTAuthentication"
+
+
+class HmacKeyCheckedOnce(HMACAlgorithm):
+    """PyJWT's HMAC algorithm, each key's check run once: a key that passed it is kept (a few at
+    most: they come from the settings, never from a token) and given back as PyJWT prepared it;
+    a key that failed is checked, and refused, every time."""
+
+    KEPT = 4
+
+    def __init__(self, hash_alg) -> None:
+        super().__init__(hash_alg)
+        self._checked: dict[str | bytes, bytes] = {}
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        checked = self._checked.get(key) if isinstance(key, (str, bytes)) else None
+        if checked is not None:
+            return checked
+        prepared = super().prepare_key(key)
+        if isinstance(key, (str, bytes)) and len(self._checked) < self.KEPT:
+            self._checked[key] = prepared
+        return prepared
+
+
+def check_hmac_keys_once() -> None:
+    """At start-up: PyJWT's process-wide HS256/384/512 (what simplejwt's decode and encode use)
+    through ``HmacKeyCheckedOnce``, by PyJWT's own ``register_algorithm``."""
+    for name, hash_alg in (("HS256", HMACAlgorithm.SHA256), ("HS384", HMACAlgorithm.SHA384),
+                           ("HS512", HMACAlgorithm.SHA512)):  # fmt: skip
+        if isinstance(jwt.get_algorithm_by_name(name), HmacKeyCheckedOnce):
+            continue
+        jwt.unregister_algorithm(name)
+        jwt.register_algorithm(name, HmacKeyCheckedOnce(hash_alg))

@@ -66,3 +66,39 @@ def test_the_schema_still_declares_the_bearer_scheme(client):
     schema = client.get("/api/schema?format=json").json()
     assert schema["components"]["securitySchemes"]["jwtAuth"]["scheme"] == "bearer"
     assert {"jwtAuth": []} in schema["paths"]["/api/orders"]["get"]["security"]
+
+
+def test_an_hmac_key_is_checked_once_and_a_refused_key_every_time(monkeypatch):
+    """PyJWT checks the HMAC key (not PEM, SSH or DER, each tried by parsing) before every token it
+    signs or verifies: once a key has passed, its check is not run again in this process."""
+    import jwt
+    from jwt.algorithms import HMACAlgorithm
+    from jwt.exceptions import InvalidKeyError, InvalidSignatureError
+
+    from accounts.authentication import HmacKeyCheckedOnce
+
+    assert isinstance(jwt.get_algorithm_by_name("HS256"), HmacKeyCheckedOnce)  # at start-up
+    checks = []
+    original = HMACAlgorithm._is_der_key
+    monkeypatch.setattr(HMACAlgorithm, "_is_der_key", staticmethod(lambda key: checks.append(key) or original(key)))
+    key = "a key of this test only, 32 bytes and more"
+    tokens = [jwt.encode({"n": n}, key, algorithm="HS256") for n in range(3)]
+    assert [jwt.decode(t, key, algorithms=["HS256"])["n"] for t in tokens] == [0, 1, 2]
+    assert checks == [key.encode()]
+
+    # Another key is still another key: its own check, and a token it did not sign is refused.
+    other = "another key of this test, 32 bytes and more"
+    with pytest.raises(InvalidSignatureError):
+        jwt.decode(tokens[0], other, algorithms=["HS256"])
+    assert checks == [key.encode(), other.encode()]
+
+    # A key that is not an HMAC secret is refused on every use, not remembered.
+    pem = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
+    for _ in range(2):
+        with pytest.raises(InvalidKeyError):
+            jwt.encode({"n": 0}, pem, algorithm="HS256")
+
+    # Kept keys are bounded: they come from the settings, but a caller could pass any.
+    for n in range(HmacKeyCheckedOnce.KEPT + 5):
+        jwt.encode({"n": n}, f"{key} {n}", algorithm="HS256")
+    assert len(jwt.get_algorithm_by_name("HS256")._checked) <= HmacKeyCheckedOnce.KEPT

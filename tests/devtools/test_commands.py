@@ -93,13 +93,16 @@ def test_bench_fanout_measures_ours_against_the_references(scratch_env, tmp_path
         assert re.search(rf"{ours}/{reference}\s+CPU/deliv \S+×\s+deliveries/s [0-9.]+×", out), out
     result = json.loads(out_json.read_text())
     figures = {"serverCpuUsPerDelivery", "deliveriesPerSecond", "burstP50Ms", "burstP99Ms", "rateP50Ms", "rateP99Ms",
-               "connectsPerSecond", "idleKbPerSocket", "clientCores"}  # fmt: skip
+               "connectsPerSecond", "idleKbPerSocket", "firstSocketKb", "clientCores"}  # fmt: skip
     assert [(r["n"], r["target"]) for r in result["rows"]] == [(10, t) for t in targets]
     for row in result["rows"]:
         assert figures <= row.keys() and {"clientBound", "lost", "failed", "burstQuantilesMs"} <= row.keys()
         assert all(set(row[f]) == {"median", "min", "max"} for f in figures)
         assert row["deliveriesPerSecond"]["median"] > 0 and row["lost"] == 0 and row["failed"] == 0, row
         assert isinstance(row["clientBound"], bool) and len(row["burstQuantilesMs"]) == 101
+    # What ours sets up on its first socket (its database pool's connection, Redis connections, their
+    # threads) is reported apart from the idle sockets' memory.
+    assert {r["target"]: r["firstSocketKb"]["median"] for r in result["rows"]}["axisor"] > 100
     assert [(q["ours"], q["reference"]) for q in result["ratios"]] == [
         *(("axisor", r) for r in references),
         *(("uvicorn", r) for r in (*references, "axisor")),

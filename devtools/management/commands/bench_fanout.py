@@ -11,8 +11,9 @@ Needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL). Modes:
   within its tier's socket cap), then a burst of at least ``--deliveries`` deliveries and
   2,000 deliveries/s for 5 s. Figures, each the median of ``--runs`` runs (a fresh server each)
   with its spread: server CPU µs per delivery (/proc of the server process: the headline), deliveries/s,
-  p50/p99 publish→receipt at full burst and at the fixed rate, connections/s, KB per idle socket,
-  and the client's CPU (over 70 % of a core marks the run client-bound). Targets: ``axisor`` (ours:
+  p50/p99 publish→receipt at full burst and at the fixed rate, connections/s, KB per idle socket
+  (after one socket opened and closed: what a process sets up once is its first socket's, reported
+  apart), and the client's CPU (over 70 % of a core marks the run client-bound). Targets: ``axisor`` (ours:
   daphne, Redis pub/sub layer, room hubs, the real publish path), ``ceiling`` (a `websockets`
   server on uvloop calling ``broadcast()`` in process), ``picows`` (a picows server on uvloop,
   a faster Python ceiling), ``channels`` (stock Channels under daphne: an ``AsyncWebsocketConsumer``
@@ -116,6 +117,7 @@ FIGURES = (
     "rateP99Ms",
     "connectsPerSecond",
     "idleKbPerSocket",
+    "firstSocketKb",
     "clientCores",
 )
 HIGHER_IS_BETTER = {"deliveriesPerSecond", "connectsPerSecond"}
@@ -660,6 +662,28 @@ class Command(BaseCommand):
             clients.append((proc, path))
         return clients
 
+    def first_socket(self, urls: list[str], first_message: bool) -> None:
+        """One socket on each server, of a user of its own (not one of the N), open until it is
+        connected (ours: its ``connection`` message), then closed."""
+        user, _ = User.objects.get_or_create(username="bench-fanout-first", defaults={"password": make_password(None)})
+        handle, path = tempfile.mkstemp(prefix="bench-tokens-", suffix=".txt")
+        with os.fdopen(handle, "w") as out:
+            out.write(str(AccessToken.for_user(user)))
+        clients = []
+        for url in urls:
+            proc = subprocess.Popen(
+                [sys.executable, str(BENCH / "lean_client.py"), url, path, "1", "1" if first_message else "0"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            clients.append((proc, path))
+        try:
+            for proc, _ in clients:
+                ready = json.loads(proc.stdout.readline())
+                if ready["failed"]:
+                    raise CommandError(f"the first socket did not connect: {ready['error'] or '?'}")
+        finally:
+            self.stop_clients(clients)
+
     def stop_clients(self, clients: list) -> None:
         for proc, path in clients:
             try:
@@ -679,8 +703,14 @@ class Command(BaseCommand):
         pids = [proc.pid for proc, _ in servers]
         clients: list = []
         try:
-            base = sum(stats.rss_kb(pid) for pid in pids)
             path = "/ws" if target in OURS else "/"
+            # One socket first, opened and closed, on every server: what a process sets up once, on
+            # its first socket (ours: the database pool's connection, Redis connections, their
+            # threads, ~2 MB), is that socket's alone (firstSocketKb), not spread over the N idle
+            # ones; every target gets the same.
+            cold = sum(stats.rss_kb(pid) for pid in pids)
+            self.first_socket([f"ws://127.0.0.1:{port}{path}" for _, port in servers], target in OURS)
+            base = sum(stats.rss_kb(pid) for pid in pids)
             # Every target gets the same request, a token included; ours answers with `connection`
             # once it has authenticated the socket, and that is when ours counts as connected.
             clients = self.start_clients([f"ws://127.0.0.1:{port}{path}" for _, port in servers], n, target in OURS)
@@ -704,6 +734,7 @@ class Command(BaseCommand):
                 "rateP99Ms": paced["p99"],
                 "connectsPerSecond": round(sum(r["connectPerSecond"] for r in readies), 1),
                 "idleKbPerSocket": round(idle_kb, 1),
+                "firstSocketKb": round((base - cold) / len(servers)),
                 "clientCores": max(full["clientCores"], paced["clientCores"]),
                 "clientBound": full["clientBound"] or paced["clientBound"],
                 "serverCores": full["serverCores"],
@@ -859,7 +890,7 @@ class Command(BaseCommand):
             return f"{s['median']:g} [{s['min']:g}–{s['max']:g}]"
 
         heads = ("CPU µs/deliv", "deliveries/s", "burst p50/p99 ms", f"{RATE}/s p50/p99 ms", "conn/s", "KB/idle",
-                 "client cores")  # fmt: skip
+                 "1st socket KB", "client cores")  # fmt: skip
         runs = result["params"]["runs"]
         lines = [
             "",
@@ -877,7 +908,7 @@ class Command(BaseCommand):
                     f"  {r['target']:9} {cell(r['serverCpuUsPerDelivery'])} | {cell(r['deliveriesPerSecond'])} | "
                     f"{cell(r['burstP50Ms'])} / {cell(r['burstP99Ms'])} | {cell(r['rateP50Ms'])} / "
                     f"{cell(r['rateP99Ms'])} | {cell(r['connectsPerSecond'])} | {cell(r['idleKbPerSocket'])} | "
-                    f"{cell(r['clientCores'])}{flag}{lost}{failed}"
+                    f"{cell(r['firstSocketKb'])} | {cell(r['clientCores'])}{flag}{lost}{failed}"
                 )
             for q in (q for q in result["ratios"] if q["n"] == n):
                 name = "ours" if q["ours"] == "axisor" else q["ours"]
