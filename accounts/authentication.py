@@ -64,20 +64,25 @@ class JWTScheme(SimpleJWTScheme):
 class HmacKeyCheckedOnce(HMACAlgorithm):
     """PyJWT's HMAC algorithm, each key's check run once: a key that passed it is kept (a few at
     most: they come from the settings, never from a token) and given back as PyJWT prepared it;
-    a key that failed is checked, and refused, every time."""
+    a key that failed is checked, and refused, every time. Kept by its bytes (PyJWT's check reads
+    nothing else of a key: a str is its UTF-8)."""
 
     KEPT = 4
 
     def __init__(self, hash_alg) -> None:
         super().__init__(hash_alg)
-        self._checked: dict[str | bytes, bytes] = {}
+        self._checked: dict[bytes, bytes] = {}
 
     def prepare_key(self, key: str | bytes) -> bytes:
-        checked = self._checked.get(key) if isinstance(key, (str, bytes)) else None
+        if type(key) is str:
+            key = key.encode("utf-8")
+        elif type(key) is not bytes:  # anything else (a subclass, a key object): PyJWT's check, every time
+            return super().prepare_key(key)
+        checked = self._checked.get(key)
         if checked is not None:
             return checked
         prepared = super().prepare_key(key)
-        if isinstance(key, (str, bytes)) and len(self._checked) < self.KEPT:
+        if len(self._checked) < self.KEPT:
             self._checked[key] = prepared
         return prepared
 

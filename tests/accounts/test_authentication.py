@@ -77,7 +77,9 @@ def test_an_hmac_key_is_checked_once_and_a_refused_key_every_time(monkeypatch):
 
     from accounts.authentication import HmacKeyCheckedOnce
 
-    assert isinstance(jwt.get_algorithm_by_name("HS256"), HmacKeyCheckedOnce)  # at start-up
+    hs256 = jwt.get_algorithm_by_name("HS256")
+    assert isinstance(hs256, HmacKeyCheckedOnce)  # at start-up
+    monkeypatch.setattr(hs256, "_checked", {})  # this test's keys only, and the process's back after it
     checks = []
     original = HMACAlgorithm._is_der_key
     monkeypatch.setattr(HMACAlgorithm, "_is_der_key", staticmethod(lambda key: checks.append(key) or original(key)))
@@ -92,13 +94,16 @@ def test_an_hmac_key_is_checked_once_and_a_refused_key_every_time(monkeypatch):
         jwt.decode(tokens[0], other, algorithms=["HS256"])
     assert checks == [key.encode(), other.encode()]
 
-    # A key that is not an HMAC secret is refused on every use, not remembered.
+    # A key that is not an HMAC secret is refused on every use, not remembered: a public key, or a
+    # JWK's JSON passed as if it were the secret.
     pem = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
-    for _ in range(2):
+    jwk = '{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}'
+    for refused in (pem, jwk, pem.encode(), jwk.encode()):
         with pytest.raises(InvalidKeyError):
-            jwt.encode({"n": 0}, pem, algorithm="HS256")
+            jwt.encode({"n": 0}, refused, algorithm="HS256")
+    assert set(hs256._checked) == {key.encode(), other.encode()}
 
     # Kept keys are bounded: they come from the settings, but a caller could pass any.
     for n in range(HmacKeyCheckedOnce.KEPT + 5):
         jwt.encode({"n": n}, f"{key} {n}", algorithm="HS256")
-    assert len(jwt.get_algorithm_by_name("HS256")._checked) <= HmacKeyCheckedOnce.KEPT
+    assert len(hs256._checked) == HmacKeyCheckedOnce.KEPT

@@ -120,6 +120,9 @@ FIGURES = (
     "firstSocketKb",
     "clientCores",
 )
+# The ratios ours / reference: not the client's cores, nor the first socket's one-time cost (the
+# references' is a few KB, so its ratio says nothing).
+RATIO_FIGURES = tuple(f for f in FIGURES if f not in ("clientCores", "firstSocketKb"))
 HIGHER_IS_BETTER = {"deliveriesPerSecond", "connectsPerSecond"}
 # A server's line per request or connection (daphne's access log, uvicorn's WebSocket lines): not kept.
 PER_CONNECTION_LOG = ('" 20', "WSCONNECT", "WSDISCONNECT", "[accepted]", "connection open", "connection closed")
@@ -665,7 +668,8 @@ class Command(BaseCommand):
     def first_socket(self, urls: list[str], first_message: bool) -> None:
         """One socket on each server, of a user of its own (not one of the N), open until it is
         connected (ours: its ``connection`` message), then closed."""
-        user, _ = User.objects.get_or_create(username="bench-fanout-first", defaults={"password": make_password(None)})
+        # Not under the N users' prefix (users() counts them by it).
+        user, _ = User.objects.get_or_create(username="bench-first-socket", defaults={"password": make_password(None)})
         handle, path = tempfile.mkstemp(prefix="bench-tokens-", suffix=".txt")
         with os.fdopen(handle, "w") as out:
             out.write(str(AccessToken.for_user(user)))
@@ -683,6 +687,19 @@ class Command(BaseCommand):
                     raise CommandError(f"the first socket did not connect: {ready['error'] or '?'}")
         finally:
             self.stop_clients(clients)
+
+    def settled_rss(self, pids: list[int]) -> int:
+        """The servers' RSS once it has stopped moving (a server sees a socket's close after the
+        client has gone: what it does then belongs to the first socket, not to the idle ones)."""
+        last, steady, deadline = None, 0, time.monotonic() + 5
+        while time.monotonic() < deadline:
+            now = sum(stats.rss_kb(pid) for pid in pids)
+            steady = steady + 1 if now == last else 0
+            if steady >= 5:  # the same for half a second
+                break
+            last = now
+            time.sleep(0.1)
+        return sum(stats.rss_kb(pid) for pid in pids)
 
     def stop_clients(self, clients: list) -> None:
         for proc, path in clients:
@@ -710,7 +727,7 @@ class Command(BaseCommand):
             # ones; every target gets the same.
             cold = sum(stats.rss_kb(pid) for pid in pids)
             self.first_socket([f"ws://127.0.0.1:{port}{path}" for _, port in servers], target in OURS)
-            base = sum(stats.rss_kb(pid) for pid in pids)
+            base = self.settled_rss(pids)
             # Every target gets the same request, a token included; ours answers with `connection`
             # once it has authenticated the socket, and that is when ours counts as connected.
             clients = self.start_clients([f"ws://127.0.0.1:{port}{path}" for _, port in servers], n, target in OURS)
@@ -860,7 +877,7 @@ class Command(BaseCommand):
             if not ours or not theirs:
                 continue
             ratio = {"n": n, "ours": mine, "reference": ref}
-            for key in FIGURES[:-1]:
+            for key in RATIO_FIGURES:
                 a, b = ours[key]["median"], theirs[key]["median"]
                 ratio[key] = round(a / b, 2) if a is not None and b else None
             ratios.append(ratio)
