@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import psycopg
 from channels.db import database_sync_to_async
 
 from tests.conftest import jwt_for
-from tests.integration.conftest import subprocess_database_url
-from tests.integration.http import call
+from tests.hardening.test_tls_proxy import self_signed
+from tests.integration.conftest import LISTENING, subprocess_database_url
+from tests.integration.http import call, free_port
 from tests.polling import until
 
 LOCKED = "LOCK TABLE notifications_notification IN ACCESS EXCLUSIVE MODE"
@@ -46,6 +48,37 @@ async def test_a_stopping_process_refuses_new_connections_and_finishes_its_reque
     requests nginx could have sent to another process. Now a connect is refused from SIGTERM on,
     while a request in flight (held here on a table lock) still gets its answer."""
     server = await asyncio.to_thread(daphne, AXISOR_BACKGROUND="0", AXISOR_SIMULATE="")
+    await refused_while_a_request_drains(server, make_user, [server.port])
+
+
+async def test_a_stopping_process_closes_its_tls_port_too(daphne, make_user, tmp_path):
+    """A TLS port (``-e ssl:``) is Twisted's TLS factory wrapping daphne's: it is found by what it
+    wraps and closed with the plain one (core.internals.stop_listening)."""
+    cert, key = self_signed(tmp_path)
+    tls_port = free_port()
+    endpoint = f"ssl:port={tls_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    server = await asyncio.to_thread(daphne, "-e", endpoint, AXISOR_BACKGROUND="0", AXISOR_SIMULATE="")
+    # daphne listens on both (its ports in sorted order, ssl: before tcp:): the plain one is the other
+    await until(lambda: len(listening(server)) == 2, what="both ports listening")
+    (server.port,) = listening(server) - {tls_port}
+    assert await asyncio.to_thread(tls_answers, tls_port)
+    await refused_while_a_request_drains(server, make_user, [server.port, tls_port])
+
+
+def listening(server) -> set[int]:
+    return {int(m.group(1)) for line in list(server.lines) if (m := LISTENING.search(line))}
+
+
+def tls_answers(port: int) -> bool:
+    """A health check over TLS on ``port`` is answered 200 (the certificate is the test's own)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw) as tls:
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        return tls.recv(64).startswith(b"HTTP/1.1 200")
+
+
+async def refused_while_a_request_drains(server, make_user, ports: list[int]) -> None:
     user = await database_sync_to_async(make_user)("stopping")
     token = jwt_for(user)
     url = subprocess_database_url()
@@ -58,7 +91,8 @@ async def test_a_stopping_process_refuses_new_connections_and_finishes_its_reque
         await waiting_on(url, "notifications_notification")  # the request is in flight
         server.proc.terminate()
         # within the drain (which waits up to 10 s for the request): daphne before this kept listening
-        await until(lambda: refused(server.port), in_thread=True, timeout=5, what="connects refused")
+        for port in ports:
+            await until(lambda port=port: refused(port), in_thread=True, timeout=5, what=f"connects to {port} refused")
         assert server.proc.poll() is None and not in_flight.done()  # still draining
     finally:
         await asyncio.to_thread(holder.rollback)
