@@ -91,6 +91,10 @@ def test_bench_fanout_measures_ours_against_the_references(scratch_env, tmp_path
         assert re.search(rf"^  {target}\s+\S+ \| [1-9]\d* \|", out, re.M), out  # CPU µs | deliveries/s > 0
     for ours, reference in [*(("ours", r) for r in references), *(("uvicorn", r) for r in (*references, "axisor"))]:
         assert re.search(rf"{ours}/{reference}\s+CPU/deliv \S+×\s+deliveries/s [0-9.]+×", out), out
+    # A burst's latency against an in-process reference is marked not comparable; against stock
+    # Channels (the burst from Redis too) it is not marked.
+    assert re.search(r"ours/ceiling\s+.* burst p99 \S+×\*  ", out) and "* burst p99 against a reference" in out, out
+    assert re.search(r"ours/channels\s+.* burst p99 \S+×  ", out), out
     result = json.loads(out_json.read_text())
     figures = {"serverCpuUsPerDelivery", "deliveriesPerSecond", "burstP50Ms", "burstP99Ms", "rateP50Ms", "rateP99Ms",
                "connectsPerSecond", "idleKbPerSocket", "firstSocketKb", "clientCores"}  # fmt: skip
