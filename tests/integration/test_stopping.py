@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from tests.conftest import jwt_for
 from tests.hardening.test_tls_proxy import self_signed
 from tests.integration.conftest import LISTENING, subprocess_database_url
-from tests.integration.http import call, free_port
+from tests.integration.http import call
 from tests.polling import until
 
 LOCKED = "LOCK TABLE notifications_notification IN ACCESS EXCLUSIVE MODE"
@@ -55,12 +55,13 @@ async def test_a_stopping_process_closes_its_tls_port_too(daphne, make_user, tmp
     """A TLS port (``-e ssl:``) is Twisted's TLS factory wrapping daphne's: it is found by what it
     wraps and closed with the plain one (core.internals.stop_listening)."""
     cert, key = self_signed(tmp_path)
-    tls_port = free_port()
-    endpoint = f"ssl:port={tls_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    endpoint = f"ssl:port=0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     server = await asyncio.to_thread(daphne, "-e", endpoint, AXISOR_BACKGROUND="0", AXISOR_SIMULATE="")
-    # daphne listens on both (its ports in sorted order, ssl: before tcp:): the plain one is the other
+    # daphne listens on both: the plain one answers plain HTTP (the TLS one hangs up on it)
     await until(lambda: len(listening(server)) == 2, what="both ports listening")
-    (server.port,) = listening(server) - {tls_port}
+    answers = {port: await asyncio.to_thread(plain_answers, port) for port in listening(server)}
+    (server.port,) = [port for port, ok in answers.items() if ok]
+    (tls_port,) = [port for port, ok in answers.items() if not ok]
     assert await asyncio.to_thread(tls_answers, tls_port)
     await refused_while_a_request_drains(server, make_user, [server.port, tls_port])
 
@@ -69,12 +70,25 @@ def listening(server) -> set[int]:
     return {int(m.group(1)) for line in list(server.lines) if (m := LISTENING.search(line))}
 
 
+HEALTH = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+def plain_answers(port: int) -> bool:
+    """A health check in plain HTTP on ``port`` is answered 200 (a TLS port hangs up on it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
+        sock.sendall(HEALTH)
+        try:
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
+        except ConnectionResetError:
+            return False
+
+
 def tls_answers(port: int) -> bool:
     """A health check over TLS on ``port`` is answered 200 (the certificate is the test's own)."""
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw) as tls:
-        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as raw, context.wrap_socket(raw) as tls:
+        tls.sendall(HEALTH)
         return tls.recv(64).startswith(b"HTTP/1.1 200")
 
 
