@@ -155,6 +155,23 @@ def node_binary() -> str:
     return found.stdout.strip() if found.returncode == 0 and found.stdout.strip() else node
 
 
+def tokens_for(users: list) -> str:
+    """A file of fresh access tokens, one line per user (the lean client's TOKENS_FILE)."""
+    handle, path = tempfile.mkstemp(prefix="bench-tokens-", suffix=".txt")
+    with os.fdopen(handle, "w") as out:
+        out.write("\n".join(str(AccessToken.for_user(u)) for u in users))
+    return path
+
+
+def lean_client(url: str, tokens: str, count: int, first_message: bool, source: str | None = None) -> subprocess.Popen:
+    """A load client process (devtools/bench/lean_client.py) of ``count`` sockets to ``url``."""
+    return subprocess.Popen(
+        [sys.executable, str(BENCH / "lean_client.py"), url, tokens, str(count), "1" if first_message else "0",
+         *([source] if source else [])],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 def bench_text(i: int) -> str:
     """The references' message: the same shape and size as our `bench` event."""
     return json.dumps(
@@ -277,11 +294,9 @@ class Command(BaseCommand):
 
     def tokens_file(self, n: int, part: int, parts: int) -> str:
         """A file of fresh access tokens for share `part` of n sockets (minted now: a run outlives none)."""
-        users = list(User.objects.filter(username__startswith="bench-fanout-").order_by("id")[:n])[part::parts]
-        handle, path = tempfile.mkstemp(prefix="bench-tokens-", suffix=".txt")
-        with os.fdopen(handle, "w") as out:
-            out.write("\n".join(str(AccessToken.for_user(u)) for u in users))
-        return path
+        return tokens_for(
+            list(User.objects.filter(username__startswith="bench-fanout-").order_by("id")[:n])[part::parts]
+        )
 
     # ---- orders: REST placement → update on /ws/orders --------------------------------------
 
@@ -661,12 +676,9 @@ class Command(BaseCommand):
         for part in range(parts):
             path = self.tokens_file(n, part, parts)
             share = n // parts + (1 if part < n % parts else 0)
-            proc = subprocess.Popen(
-                [sys.executable, str(BENCH / "lean_client.py"), urls[part % len(urls)], path, str(share),
-                 "1" if first_message else "0", f"127.0.0.{part + 1}"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            clients.append((proc, path))
+            clients.append(
+                (lean_client(urls[part % len(urls)], path, share, first_message, f"127.0.0.{part + 1}"), path)
+            )
         return clients
 
     def first_socket(self, urls: list[str], first_message: bool) -> None:
@@ -674,16 +686,8 @@ class Command(BaseCommand):
         connected (ours: its ``connection`` message), then closed."""
         # Not under the N users' prefix (users() counts them by it).
         user, _ = User.objects.get_or_create(username="bench-first-socket", defaults={"password": make_password(None)})
-        handle, path = tempfile.mkstemp(prefix="bench-tokens-", suffix=".txt")
-        with os.fdopen(handle, "w") as out:
-            out.write(str(AccessToken.for_user(user)))
-        clients = []
-        for url in urls:
-            proc = subprocess.Popen(
-                [sys.executable, str(BENCH / "lean_client.py"), url, path, "1", "1" if first_message else "0"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            clients.append((proc, path))
+        path = tokens_for([user])
+        clients = [(lean_client(url, path, 1, first_message), path) for url in urls]
         try:
             for proc, _ in clients:
                 ready = json.loads(proc.stdout.readline())
