@@ -236,8 +236,9 @@ def tune_daphne() -> None:
     def write_entry(self, host, date, request, *args, **kwargs):
         # daphne's access log writes the whole request URI, query string and all, past Python's
         # logging (and so past our redaction filter): a credential in a query string would land
-        # in the log file. Mask it the same way.
-        return write_access(self, host, date, redact(request), *args, **kwargs)
+        # in the log file. Mask it the same way. A line without "=" holds no query parameter to
+        # mask (a WebSocket's lines hold its path alone): the two patterns are not run on it.
+        return write_access(self, host, date, redact(request) if "=" in request else request, *args, **kwargs)
 
     def onMessage(self, payload, isBinary):
         on_message(self, payload, isBinary)
@@ -1236,6 +1237,7 @@ class ResilientShardConnection(RedisSingleShardConnection):
                     await old.aclose()
             if self._subscribed_to:
                 await self._pubsub.subscribe(*self._subscribed_to)
+                await self._taken()
             self._lost = False
             if self._grace is not None:
                 self._grace.cancel()
@@ -1245,6 +1247,23 @@ class ResilientShardConnection(RedisSingleShardConnection):
         logger.warning(
             "Redis pub/sub connection to %s back: %d channel(s) re-subscribed", self._where(), len(self._subscribed_to)
         )
+
+    async def _taken(self) -> None:
+        """Wait until Redis has taken the SUBSCRIBE just written (``subscribe`` only writes it): it
+        answers a connection's commands in order, so when the PING sent after it is answered, what
+        is published from then on reaches this process. Told ``reconnected`` any sooner, a
+        connection would catch up from the event log while an event published meanwhile was still
+        not coming. Messages that arrive first go on as usual."""
+        assert self._pubsub is not None
+        await self._pubsub.ping()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.REDIS_SOCKET_TIMEOUT
+        while (left := deadline - loop.time()) > 0:
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+            if message is not None and message["type"] == "pong":
+                return
+            self._receive_message(message)
+        raise RedisConnectionError(f"no answer to a PING in {settings.REDIS_SOCKET_TIMEOUT:g} s")
 
     def _tell_lost(self) -> None:
         if not self._lost:

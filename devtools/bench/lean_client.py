@@ -9,7 +9,8 @@ FIRST_MESSAGE=1 a socket counts as connected when its first message (our `connec
 otherwise when the handshake completes. SOURCE_ADDRESS (e.g. 127.0.0.3) is the local address the
 sockets connect from: each source address has its own ~28,000 ephemeral ports toward the server.
 
-stdout: {"ready": true, "connectPerSecond", "failed", "error"} once every socket is up or failed.
+stdout: {"ready": true, "connectPerSecond", "connectSeconds", "connectCpuSeconds", "failed", "error"}
+        once every socket is up or failed (the storm's wall time and this process's CPU over it).
 stdin:  {"cmd": "expect", "count": M, "timeout": S} → waits until each socket got M more `bench`
         messages (or S seconds), answers {"received", "expected", "first", "last", "firstSent",
         "quantiles"} (publish→receipt latency quantiles in ms, 0 … 100 %, 201 points)
@@ -98,12 +99,13 @@ def quantiles(values: list[float], points: int = 201) -> list[float]:
 
 async def main(url: str, tokens: list[str | None], n: int, first_message: bool, source: str | None) -> None:
     counter, status, gate = Counter(), [0, 0, ""], asyncio.Semaphore(IN_FLIGHT)
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     opened = await asyncio.gather(
         *(open_one(url, tokens[i % len(tokens)], counter, first_message, gate, status, source) for i in range(n))
     )
-    connected = status[0]
-    print(json.dumps({"ready": True, "connectPerSecond": round(connected / (time.time() - start), 1),
+    connected, seconds = status[0], time.time() - start
+    print(json.dumps({"ready": True, "connectPerSecond": round(connected / seconds, 1),
+                      "connectSeconds": round(seconds, 3), "connectCpuSeconds": round(time.process_time() - cpu, 3),
                       "failed": status[1], "error": status[2]}), flush=True)  # fmt: skip
     counter.reset()  # anything sent before the first measurement (none expected) is not counted
     loop = asyncio.get_running_loop()

@@ -9,6 +9,9 @@ from pathlib import Path
 # A load client that used more than this share of one core while it was measured may itself have
 # been the limit: its run is marked client-bound.
 CLIENT_BOUND = 0.7
+# Clients and server together busier than this share of the machine's cores: what the clients
+# took, the server could not have had, so a rate measured then is the machine's, not the server's.
+MACHINE_BOUND = 0.9
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -633,6 +633,29 @@ async def test_input_queue_hands_messages_over_in_order_to_whoever_waits():
     assert lone.cancelled() and queue.qsize() == 1 and await queue.get() == "y"
 
 
+def test_daphnes_access_log_masks_a_query_strings_credentials_and_leaves_a_plain_line_alone():
+    """daphne writes its access log itself, past logging's filters: a credential in a request's
+    query string is masked there too; a line with no query parameter (a WebSocket's path) is written
+    as it came."""
+    import datetime
+    import io
+
+    from daphne.access import AccessLogGenerator
+
+    internals.tune_daphne()
+    out = io.StringIO()
+    log = AccessLogGenerator(out)
+    when = datetime.datetime(2026, 12, 7, 3, 0, 0)
+    log.write_entry(host="127.0.0.1", date=when, request="GET /ws/orders?session=s1&token=t0ps3cret&x=1")
+    log.write_entry(host="127.0.0.1", date=when, request="WSCONNECT /ws")
+    log("websocket", "connected", {"path": "/ws", "client": "127.0.0.1:5000"})
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith('"GET /ws/orders?session=[redacted]&token=[redacted]&x=1" - -'), lines
+    assert "t0ps3cret" not in out.getvalue() and "s1" not in lines[0]
+    assert lines[1] == '127.0.0.1 - - [07/Dec/2026:03:00:00] "WSCONNECT /ws" - -'
+    assert lines[2].startswith("127.0.0.1:5000 - - [") and lines[2].endswith('] "WSCONNECT /ws" - -'), lines
+
+
 def test_daphne_makes_each_application_with_an_input_queue():
     import asyncio
 

@@ -92,7 +92,8 @@ async def test_blocking_publishes_reach_each_groups_shard_and_a_dead_shard_fails
 async def test_a_silent_link_is_noticed_its_groups_told_and_it_is_resubscribed_when_it_answers(settings):
     """A partition (no FIN, no RST): the reader pings the quiet link, counts it lost after
     REDIS_SOCKET_TIMEOUT, refuses new subscriptions there, names its groups in ``layer.lost``
-    after the grace, and once the link answers again re-subscribes them (``layer.reconnected``)."""
+    after the grace, and once the link answers again re-subscribes them and says
+    ``layer.reconnected`` when Redis has taken the subscriptions, not when they were written."""
     from core.internals import LOST, RECONNECTED
     from tests.hardening.conftest import TcpProxy
 
@@ -118,6 +119,10 @@ async def test_a_silent_link_is_noticed_its_groups_told_and_it_is_resubscribed_w
         with pytest.raises(redis.ConnectionError):
             await layer.group_add("user.8", channel)  # a socket joining now would be deaf: refused
 
+        # The link answers again, slowly: a SUBSCRIBE takes effect 0.3 s after it is written.
+        # ``reconnected`` comes once Redis has taken the re-subscription, so what is published
+        # then (straight to Redis, past the proxy) reaches the layer.
+        proxy.slow(0.3)
         proxy.restore()
         assert (await asyncio.wait_for(layer.receive(channel), 15)) == {"type": RECONNECTED}
         with redis.Redis(port=server.port) as r:

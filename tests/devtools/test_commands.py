@@ -85,25 +85,30 @@ def test_bench_fanout_measures_ours_against_the_references(scratch_env, tmp_path
     out_json = tmp_path / "fanout.json"
     out = run(scratch_env, "bench_fanout", "--mode", "fanout", "--sizes", "10", "--runs", "1", "--deliveries", "50",
               "--rate-seconds", "0.5", "--json", str(out_json))  # fmt: skip
-    targets = ("axisor", "ceiling", "picows", "channels", "node", "uvicorn")
+    targets = ("axisor", "ceiling", "picows", "channels", "node", "daphne", "uvicorn")
     references = targets[1:-1]
     for target in targets:
         assert re.search(rf"^  {target}\s+\S+ \| [1-9]\d* \|", out, re.M), out  # CPU µs | deliveries/s > 0
     for ours, reference in [*(("ours", r) for r in references), *(("uvicorn", r) for r in (*references, "axisor"))]:
         assert re.search(rf"{ours}/{reference}\s+CPU/deliv \S+×\s+deliveries/s [0-9.]+×", out), out
+        assert re.search(rf"{ours}/{reference}\s+.* conn/s \S+×†?  CPU/conn \S+×  KB/idle", out), out
     # A burst's latency against an in-process reference is marked not comparable; against stock
     # Channels (the burst from Redis too) it is not marked.
     assert re.search(r"ours/ceiling\s+.* burst p99 \S+×\*  ", out) and "* burst p99 against a reference" in out, out
     assert re.search(r"ours/channels\s+.* burst p99 \S+×  ", out), out
     result = json.loads(out_json.read_text())
     figures = {"serverCpuUsPerDelivery", "deliveriesPerSecond", "burstP50Ms", "burstP99Ms", "rateP50Ms", "rateP99Ms",
-               "connectsPerSecond", "idleKbPerSocket", "firstSocketKb", "clientCores"}  # fmt: skip
+               "connectsPerSecond", "serverCpuMsPerConnect", "idleKbPerSocket", "firstSocketKb",
+               "clientCores"}  # fmt: skip
     assert [(r["n"], r["target"]) for r in result["rows"]] == [(10, t) for t in targets]
     for row in result["rows"]:
-        assert figures <= row.keys() and {"clientBound", "lost", "failed", "burstQuantilesMs"} <= row.keys()
+        assert figures <= row.keys()
+        assert {"clientBound", "connectBound", "lost", "failed", "burstQuantilesMs"} <= row.keys()
         assert all(set(row[f]) == {"median", "min", "max"} for f in figures)
         assert row["deliveriesPerSecond"]["median"] > 0 and row["lost"] == 0 and row["failed"] == 0, row
         assert isinstance(row["clientBound"], bool) and len(row["burstQuantilesMs"]) == 101
+        # /proc counts CPU in 10 ms ticks: ten connects may read as none
+        assert isinstance(row["connectBound"], bool) and row["serverCpuMsPerConnect"]["median"] >= 0, row
     # What ours sets up on its first socket (its database pool's connection, Redis connections, their
     # threads) is reported apart from the idle sockets' memory.
     assert {r["target"]: r["firstSocketKb"]["median"] for r in result["rows"]}["axisor"] > 100
@@ -113,6 +118,7 @@ def test_bench_fanout_measures_ours_against_the_references(scratch_env, tmp_path
     ]
     assert all(figures - {"clientCores", "firstSocketKb"} == q.keys() & figures for q in result["ratios"])
     assert len(result["runs"]) == len(targets) and result["params"]["clientBoundAbove"] == 0.7
+    assert result["params"]["machineBoundAbove"] == 0.9
     assert result["params"]["targets"] == list(targets)
     assert out_json.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

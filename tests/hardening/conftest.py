@@ -151,7 +151,9 @@ class TcpProxy:
     stops listening (the target looks gone: connects are refused); ``blackhole()`` keeps the links
     open (and accepts new ones) but stops moving bytes (a peer that vanished without a FIN, or a
     network partition: no FIN, no RST, nothing answers); ``restore()`` undoes both. Bytes held by a
-    black hole flow on after ``restore()``, as TCP retransmits them when a partition heals."""
+    black hole flow on after ``restore()``, as TCP retransmits them when a partition heals.
+    ``slow(seconds)`` holds every chunk that long before passing it on, both ways (a far or busy
+    peer: what is written arrives, late)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -161,6 +163,7 @@ class TcpProxy:
         self.links: set[asyncio.StreamWriter] = set()
         self.flowing = asyncio.Event()
         self.flowing.set()
+        self.lag = 0.0
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self._call(self._listen())
@@ -183,6 +186,8 @@ class TcpProxy:
             try:
                 while data := await src.read(65536):
                     await self.flowing.wait()  # black-holed: the bytes wait (and the kernel's buffers fill)
+                    if self.lag:
+                        await asyncio.sleep(self.lag)
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -204,6 +209,12 @@ class TcpProxy:
 
     async def _flow(self, on: bool) -> None:
         (self.flowing.set if on else self.flowing.clear)()
+
+    async def _slow(self, seconds: float) -> None:
+        self.lag = seconds
+
+    def slow(self, seconds: float) -> None:
+        self._call(self._slow(seconds))
 
     def blackhole(self) -> None:
         self._call(self._flow(False))

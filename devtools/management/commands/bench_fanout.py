@@ -1,9 +1,9 @@
-"""Fan-out benchmark: our server (on daphne, and on uvicorn) against four references on the same
+"""Fan-out benchmark: our server (on daphne, and on uvicorn) against five references on the same
 machine, each measured by the same lean load client (picows on uvloop, its own process, its CPU
 checked) in the same command.
 
     python manage.py bench_fanout [--mode all|fanout|orders|scaleout] [--sizes 1000,5000] \
-        [--targets axisor,ceiling,picows,channels,node,uvicorn] [--runs 3] [--deliveries 100000] [--json PATH]
+        [--targets axisor,ceiling,picows,channels,node,daphne,uvicorn] [--runs 3] [--deliveries 100000] [--json PATH]
 
 Needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL). Modes:
 
@@ -11,14 +11,18 @@ Needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL). Modes:
   within its tier's socket cap), then a burst of at least ``--deliveries`` deliveries and
   2,000 deliveries/s for 5 s. Figures, each the median of ``--runs`` runs (a fresh server each)
   with its spread: server CPU µs per delivery (/proc of the server process: the headline), deliveries/s,
-  p50/p99 publish→receipt at full burst and at the fixed rate, connections/s, KB per idle socket
+  p50/p99 publish→receipt at full burst and at the fixed rate, connections/s and server CPU per
+  connect (over the connect storm; connections/s is marked † when the clients or the machine, not
+  the server, bounded it), KB per idle socket
   (after one socket opened and closed: what a process sets up once is its first socket's, reported
   apart), and the client's CPU (over 70 % of a core marks the run client-bound). Targets: ``axisor`` (ours:
   daphne, Redis pub/sub layer, room hubs, the real publish path), ``ceiling`` (a `websockets`
   server on uvloop calling ``broadcast()`` in process), ``picows`` (a picows server on uvloop,
   a faster Python ceiling), ``channels`` (stock Channels under daphne: an ``AsyncWebsocketConsumer``
   in one group, ``group_send`` on ``RedisPubSubChannelLayer``), ``node`` (Node's ``ws``
-  broadcast: a reference from outside Python, ws from clients/js/node_modules), ``uvicorn`` (ours,
+  broadcast: a reference from outside Python, ws from clients/js/node_modules), ``daphne`` (daphne
+  tuned as ours runs it, serving a bare ASGI application that accepts and broadcasts with
+  ``websocket.send``: what the socket server alone costs), ``uvicorn`` (ours,
   the same application, on uvicorn instead of daphne: what the socket server costs). ``--json PATH``
   writes every run and the summary to PATH and a plot to PATH with ``.png``.
 - ``orders``: REST order placement → the order update on the client's /ws/orders socket, at
@@ -32,9 +36,10 @@ Needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL). Modes:
   deliveries/s, server CPU per delivery (all processes), the cores the servers and the load
   clients used, p50/p99 at 2,000 deliveries/s, and the ratio of deliveries/s to one process.
 
-Load clients: at least ``--client-procs`` processes, client k connecting from 127.0.0.(k+1) (its
-own ephemeral ports), so N can reach what the open-file limit allows (the server needs one per
-socket: N = 19,000 under a limit of 20,000).
+Load clients: at least ``--client-procs`` processes, client k of a run connecting from 127.0.B.(k+1)
+with B new for every run (its own ephemeral ports, none left in TIME_WAIT by an earlier run), so N
+can reach what the open-file limit allows (the server needs one per socket: N = 19,000 under a
+limit of 20,000).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ import itertools
 import json
 import math
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -95,13 +101,13 @@ RATE = 2000  # deliveries per second for the fixed-rate latency figures
 RATE_SECONDS = 5
 RAMP_P99_MS = 100.0  # the orders ramp: the highest rate placed with p99 within this is "sustained"
 ORDERS_BALANCE = Decimal(10_000_000)  # the orders user's funds: every resting order is margined
-TARGETS = ("axisor", "ceiling", "picows", "channels", "node", "uvicorn")
-REFERENCES = ("ceiling", "picows", "channels", "node")
+TARGETS = ("axisor", "ceiling", "picows", "channels", "node", "daphne", "uvicorn")
+REFERENCES = ("ceiling", "picows", "channels", "node", "daphne")
 OURS = ("axisor", "uvicorn")  # our application, as deployed on daphne and on uvicorn
 # References that make each message in process as they broadcast it: a burst never queues in them,
 # while ours (and stock Channels) get the whole burst from Redis at once, so the burst's latency
 # ratio against them says how long the queue is, not how fast a delivery is.
-IN_PROCESS = ("ceiling", "picows", "node")
+IN_PROCESS = ("ceiling", "picows", "node", "daphne")
 LABELS = {
     "axisor": "ours (daphne + RedisPubSubChannelLayer + room hubs)",
     "uvicorn": "ours on uvicorn (uvloop, httptools, websockets sans-I/O) instead of daphne",
@@ -109,6 +115,7 @@ LABELS = {
     "picows": "picows broadcast on uvloop",
     "channels": "stock Channels (group_send, RedisPubSubChannelLayer, daphne)",
     "node": "Node's ws broadcast (WebSocketServer, a send per client)",
+    "daphne": "daphne as ours runs it, a bare ASGI app: accept, broadcast with websocket.send per socket",
 }
 # Every figure of a (N, target) row, in the JSON and the table; lower is better for all but
 # deliveries/s and connections/s.
@@ -120,6 +127,7 @@ FIGURES = (
     "rateP50Ms",
     "rateP99Ms",
     "connectsPerSecond",
+    "serverCpuMsPerConnect",
     "idleKbPerSocket",
     "firstSocketKb",
     "clientCores",
@@ -129,6 +137,9 @@ FIGURES = (
 RATIO_FIGURES = tuple(f for f in FIGURES if f not in ("clientCores", "firstSocketKb"))
 HIGHER_IS_BETTER = {"deliveriesPerSecond", "connectsPerSecond"}
 # A server's line per request or connection (daphne's access log, uvicorn's WebSocket lines): not kept.
+# The third byte of the load clients' source addresses, one per storm (from a random start: a
+# command run right after another does not take its predecessor's addresses either).
+SOURCE_BLOCKS = itertools.count(random.randrange(250))
 PER_CONNECTION_LOG = ('" 20', "WSCONNECT", "WSDISCONNECT", "[accepted]", "connection open", "connection closed")
 
 
@@ -250,7 +261,9 @@ class Command(BaseCommand):
                         runs_out.append({"n": n, "target": target, "run": run, **one})
                         self.stdout.write(
                             f"  {one['serverCpuUsPerDelivery']} µs CPU/delivery, {one['deliveriesPerSecond']} "
-                            f"deliveries/s, client {one['clientCores']} cores{' CLIENT-BOUND' if one['clientBound'] else ''}"
+                            f"deliveries/s, client {one['clientCores']} cores{' CLIENT-BOUND' if one['clientBound'] else ''}; "
+                            f"{one['serverCpuMsPerConnect']} ms CPU/connect, {one['connectsPerSecond']} conn/s"
+                            f"{' (client- or machine-bound)' if one['connectBound'] else ''}"
                         )
                         if json_path:  # what is measured so far survives a run that fails later
                             done = self.summarise(runs_out, ns, chosen, runs, deliveries)
@@ -628,6 +641,8 @@ class Command(BaseCommand):
             env.update(BENCH_REDIS_URL=settings.REDIS_URL, BENCH_LAYER_PREFIX=f"bst{uuid.uuid4().hex[:8]}")
             self.stock_prefix = env["BENCH_LAYER_PREFIX"]
             cmd = [sys.executable, "-m", "daphne", "-e", endpoint, "devtools.bench.channels_stock:application"]
+        elif target == "daphne":
+            cmd = [sys.executable, "-m", "daphne", "-e", endpoint, "devtools.bench.daphne_server:application"]
         elif target == "uvicorn":
             # The same application and settings as ours on daphne. No permessage-deflate: ours never
             # compresses. Its per-connection lines are dropped unread below, as daphne's are.
@@ -669,15 +684,18 @@ class Command(BaseCommand):
     def start_clients(self, urls: list[str], n: int, first_message: bool) -> list:
         """Lean client processes for the first n users, each socket its own user: at least
         ``--client-procs``, a whole number per server (client k connects to server k mod servers).
-        Client k connects from source address 127.0.0.(k+1): each has its own ~28,000 ephemeral
-        ports (net.ipv4.ip_local_port_range), so N past one address's ports still connects."""
+        Client k connects from source address 127.0.B.(k+1): each has its own ~28,000 ephemeral
+        ports (net.ipv4.ip_local_port_range), so N past one address's ports still connects. B is
+        new for every storm: the sockets an earlier run closed hold their ports in TIME_WAIT for a
+        minute, and a client binding among thousands of them connected at a quarter of the rate."""
         parts = len(urls) * math.ceil(self.client_procs / len(urls))
+        block = next(SOURCE_BLOCKS) % 250 + 1
         clients = []
         for part in range(parts):
             path = self.tokens_file(n, part, parts)
             share = n // parts + (1 if part < n % parts else 0)
             clients.append(
-                (lean_client(urls[part % len(urls)], path, share, first_message, f"127.0.0.{part + 1}"), path)
+                (lean_client(urls[part % len(urls)], path, share, first_message, f"127.0.{block}.{part + 1}"), path)
             )
         return clients
 
@@ -738,12 +756,15 @@ class Command(BaseCommand):
             base = self.settled_rss(pids)
             # Every target gets the same request, a token included; ours answers with `connection`
             # once it has authenticated the socket, and that is when ours counts as connected.
+            before = sum(stats.cpu_seconds(pid) for pid in pids)
             clients = self.start_clients([f"ws://127.0.0.1:{port}{path}" for _, port in servers], n, target in OURS)
             readies = [json.loads(c.stdout.readline()) for c, _ in clients]
+            connect_cpu = sum(stats.cpu_seconds(pid) for pid in pids) - before
             failed = sum(r["failed"] for r in readies)
             if failed:
                 self.stdout.write(f"  {failed} of {n} sockets failed to connect: {readies[0]['error'] or '?'}")
             connected = n - failed
+            storm = self.storm(readies, connect_cpu, connected)
             idle_kb = (sum(stats.rss_kb(pid) for pid in pids) - base) / max(1, connected)
             port = servers[0][1]
             full = self.measure(target, port, pids, clients, messages, 0.0, connected)
@@ -758,6 +779,7 @@ class Command(BaseCommand):
                 "rateP50Ms": paced["p50"],
                 "rateP99Ms": paced["p99"],
                 "connectsPerSecond": round(sum(r["connectPerSecond"] for r in readies), 1),
+                **storm,
                 "idleKbPerSocket": round(idle_kb, 1),
                 "firstSocketKb": round((base - cold) / len(servers)),
                 "clientCores": max(full["clientCores"], paced["clientCores"]),
@@ -774,6 +796,24 @@ class Command(BaseCommand):
             self.stop_clients(clients)
             for server, _ in servers:
                 self.stop_server(server)
+
+    @staticmethod
+    def storm(readies: list[dict], server_cpu: float, connected: int) -> dict:
+        """The connect storm's server CPU per connect (its servers' CPU from /proc over the storm), and
+        whether connections/s measured the load clients or the machine rather than the server: a
+        client used more than CLIENT_BOUND of a core, or the clients and the servers together kept
+        MACHINE_BOUND of the machine's cores busy (on 2 cores the clients' handshakes take what the
+        server would have had)."""
+        wall = max((r["connectSeconds"] for r in readies), default=0.0)
+        client_cores = [stats.cores(r["connectCpuSeconds"], r["connectSeconds"]) for r in readies]
+        busy = sum(client_cores) + stats.cores(server_cpu, wall)
+        return {
+            "serverCpuMsPerConnect": round(server_cpu / connected * 1000, 3) if connected else float("nan"),
+            "connectClientCores": round(max(client_cores, default=0.0), 2),
+            "connectCores": round(busy, 2),
+            "connectBound": max(client_cores, default=0.0) > stats.CLIENT_BOUND
+            or busy >= stats.MACHINE_BOUND * (os.cpu_count() or 1),
+        }
 
     def stop_server(self, server: subprocess.Popen) -> None:
         """SIGTERM, then SIGKILL: daphne waits for every consumer of thousands to finish closing."""
@@ -830,7 +870,7 @@ class Command(BaseCommand):
         }
 
     def publish(self, target: str, port: int, count: int, rate: float) -> None:
-        if target in ("ceiling", "picows", "node"):  # the server broadcasts in process; this only asks it to
+        if target in IN_PROCESS:  # the server broadcasts in process; this only asks it to
             import websockets  # a test-stack dependency, like the load client
 
             async def ask() -> None:
@@ -871,6 +911,7 @@ class Command(BaseCommand):
                 for key in FIGURES:
                     row[key] = stats.summary([r[key] for r in mine])
                 row["clientBound"] = any(r["clientBound"] for r in mine)
+                row["connectBound"] = any(r["connectBound"] for r in mine)
                 row["lost"] = sum(r["lost"] for r in mine)
                 row["failed"] = sum(r["failed"] for r in mine)
                 middle = sorted(mine, key=lambda r: r["burstP99Ms"])[len(mine) // 2]
@@ -900,6 +941,7 @@ class Command(BaseCommand):
                 "rateSeconds": self.rate_seconds,
                 "clientProcs": self.client_procs,
                 "clientBoundAbove": stats.CLIENT_BOUND,
+                "machineBoundAbove": stats.MACHINE_BOUND,
             },
             "rows": rows,
             "ratios": ratios,
@@ -914,8 +956,8 @@ class Command(BaseCommand):
                 return f"{s['median']:g}"
             return f"{s['median']:g} [{s['min']:g}–{s['max']:g}]"
 
-        heads = ("CPU µs/deliv", "deliveries/s", "burst p50/p99 ms", f"{RATE}/s p50/p99 ms", "conn/s", "KB/idle",
-                 "1st socket KB", "client cores")  # fmt: skip
+        heads = ("CPU µs/deliv", "deliveries/s", "burst p50/p99 ms", f"{RATE}/s p50/p99 ms", "conn/s",
+                 "CPU ms/conn", "KB/idle", "1st socket KB", "client cores")  # fmt: skip
         runs = result["params"]["runs"]
         lines = [
             "",
@@ -932,22 +974,33 @@ class Command(BaseCommand):
                 lines.append(
                     f"  {r['target']:9} {cell(r['serverCpuUsPerDelivery'])} | {cell(r['deliveriesPerSecond'])} | "
                     f"{cell(r['burstP50Ms'])} / {cell(r['burstP99Ms'])} | {cell(r['rateP50Ms'])} / "
-                    f"{cell(r['rateP99Ms'])} | {cell(r['connectsPerSecond'])} | {cell(r['idleKbPerSocket'])} | "
+                    f"{cell(r['rateP99Ms'])} | {cell(r['connectsPerSecond'])}{'†' if r['connectBound'] else ''} | "
+                    f"{cell(r['serverCpuMsPerConnect'])} | {cell(r['idleKbPerSocket'])} | "
                     f"{cell(r['firstSocketKb'])} | {cell(r['clientCores'])}{flag}{lost}{failed}"
                 )
             for q in (q for q in result["ratios"] if q["n"] == n):
                 name = "ours" if q["ours"] == "axisor" else q["ours"]
                 queued = "*" if q["reference"] in IN_PROCESS else ""
+                bound = "†" if any(r["connectBound"] for r in result["rows"] if r["n"] == n
+                                   and r["target"] in (q["ours"], q["reference"])) else ""  # fmt: skip
                 lines.append(
                     f"  {name}/{q['reference']:9} CPU/deliv {q['serverCpuUsPerDelivery']}×  deliveries/s "
                     f"{q['deliveriesPerSecond']}×  burst p99 {q['burstP99Ms']}×{queued}  p99 at {RATE}/s "
-                    f"{q['rateP99Ms']}×  conn/s {q['connectsPerSecond']}×  KB/idle {q['idleKbPerSocket']}×"
+                    f"{q['rateP99Ms']}×  conn/s {q['connectsPerSecond']}×{bound}  CPU/conn "
+                    f"{q['serverCpuMsPerConnect']}×  KB/idle {q['idleKbPerSocket']}×"
                 )
         lines.append(
             "\ntargets (issue 21): CPU/delivery ≤ 1.0× ceiling's and ≤ 1/20 of stock Channels'; deliveries/s ≥ 0.9× "
             f"ceiling; p99 at {RATE}/s ≤ 1.5× ceiling's; conn/s ≥ 0.6× ceiling; KB/idle ≤ 1.5× ceiling's. "
             f"CLIENT-BOUND: the load client used > {stats.CLIENT_BOUND:.0%} of a core (its figures understate the server)."
         )
+        if any(r["connectBound"] for r in result["rows"]):
+            lines.append(
+                f"† connections/s measured the load clients or the machine, not the server: a client used > "
+                f"{stats.CLIENT_BOUND:.0%} of a core over the connect storm, or the clients and the server together "
+                f"kept ≥ {stats.MACHINE_BOUND:.0%} of the machine's {os.cpu_count()} cores busy. Its ratio understates "
+                "the faster server's lead; CPU ms/conn (the server's CPU over the storm per connect) compares them."
+            )
         if any(q["reference"] in IN_PROCESS for q in result["ratios"]):
             lines.append(
                 "* burst p99 against a reference that makes each message in process as it broadcasts it: not "
