@@ -21,8 +21,8 @@ Needs PostgreSQL and Redis (DATABASE_URL, REDIS_URL). Modes:
   a faster Python ceiling), ``channels`` (stock Channels under daphne: an ``AsyncWebsocketConsumer``
   in one group, ``group_send`` on ``RedisPubSubChannelLayer``), ``node`` (Node's ``ws``
   broadcast: a reference from outside Python, ws from clients/js/node_modules), ``daphne`` (daphne
-  tuned as ours runs it, serving a bare ASGI application that accepts and broadcasts with
-  ``websocket.send``: what the socket server alone costs), ``uvicorn`` (ours,
+  tuned as ours runs it, serving a bare ASGI application that accepts and broadcasts with daphne's
+  stock ``websocket.send``: what a connect costs the socket server alone), ``uvicorn`` (ours,
   the same application, on uvicorn instead of daphne: what the socket server costs). ``--json PATH``
   writes every run and the summary to PATH and a plot to PATH with ``.png``.
 - ``orders``: REST order placement → the order update on the client's /ws/orders socket, at
@@ -115,7 +115,7 @@ LABELS = {
     "picows": "picows broadcast on uvloop",
     "channels": "stock Channels (group_send, RedisPubSubChannelLayer, daphne)",
     "node": "Node's ws broadcast (WebSocketServer, a send per client)",
-    "daphne": "daphne as ours runs it, a bare ASGI app: accept, broadcast with websocket.send per socket",
+    "daphne": "daphne as ours runs it, a bare ASGI app: accept; broadcast by stock websocket.send per socket",
 }
 # Every figure of a (N, target) row, in the JSON and the table; lower is better for all but
 # deliveries/s and connections/s.
@@ -1015,11 +1015,12 @@ class Command(BaseCommand):
         matplotlib.use("Agg")
         from matplotlib import pyplot as plt
 
-        fig, (rate_ax, cpu_ax, cdf_ax) = plt.subplots(1, 3, figsize=(15, 4.5))
+        fig, (rate_ax, cpu_ax, connect_ax, cdf_ax) = plt.subplots(1, 4, figsize=(20, 4.5))
         for target in result["params"]["targets"]:
             rows = sorted((r for r in result["rows"] if r["target"] == target), key=lambda r: r["n"])
             ns = [r["n"] for r in rows]
-            for ax, key in ((rate_ax, "deliveriesPerSecond"), (cpu_ax, "serverCpuUsPerDelivery")):
+            for ax, key in ((rate_ax, "deliveriesPerSecond"), (cpu_ax, "serverCpuUsPerDelivery"),
+                            (connect_ax, "serverCpuMsPerConnect")):  # fmt: skip
                 med = [r[key]["median"] or 0 for r in rows]
                 err = [[m - (r[key]["min"] or 0) for m, r in zip(med, rows, strict=True)],
                        [(r[key]["max"] or 0) - m for m, r in zip(med, rows, strict=True)]]  # fmt: skip
@@ -1031,9 +1032,11 @@ class Command(BaseCommand):
         rate_ax.set(xscale="log", xlabel="N sockets", ylabel="deliveries/s (full burst)", title="Throughput")
         cpu_ax.set(xscale="log", yscale="log", xlabel="N sockets", ylabel="server CPU µs per delivery",
                    title="Server CPU per delivery")  # fmt: skip
+        connect_ax.set(xscale="log", xlabel="N sockets", ylabel="server CPU ms per connect", ylim=(0, None),
+                       title="Server CPU per connect (connect storm)")  # fmt: skip
         cdf_ax.set(xscale="log", xlabel="publish → receipt, ms (full burst)", ylabel="share of deliveries",
                    title="Latency CDF, largest N")  # fmt: skip
-        for ax in (rate_ax, cpu_ax, cdf_ax):
+        for ax in (rate_ax, cpu_ax, connect_ax, cdf_ax):
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()
