@@ -687,7 +687,7 @@ class Command(BaseCommand):
         Client k connects from source address 127.0.B.(k+1): each has its own ~28,000 ephemeral
         ports (net.ipv4.ip_local_port_range), so N past one address's ports still connects. B is
         new for every storm: the sockets an earlier run closed hold their ports in TIME_WAIT for a
-        minute, and a client binding among thousands of them connected at a quarter of the rate."""
+        minute, and a client binding among thousands of them connected at a fifth of the rate."""
         parts = len(urls) * math.ceil(self.client_procs / len(urls))
         block = next(SOURCE_BLOCKS) % 250 + 1
         clients = []
