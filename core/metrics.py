@@ -4,6 +4,7 @@ prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by deploy/g
 
 from __future__ import annotations
 
+import functools
 import hmac
 import os
 import threading
@@ -18,6 +19,15 @@ from prometheus_client.multiprocess import MultiProcessCollector
 # livesum: in the gunicorn workers' multiprocess mode, the sum over live workers, no series left
 # behind by a worker that exited (ignored in a daphne process, which answers for itself).
 CONNECTIONS = Gauge("axisor_connections", "Open WebSocket connections", ["endpoint"], multiprocess_mode="livesum")
+
+
+@functools.cache
+def open_sockets(endpoint: str):
+    """``CONNECTIONS``' child for one endpoint, looked up once: ``labels()`` takes the metric's lock
+    and builds a key each call, twice a socket. Made on first use, in the serving process."""
+    return CONNECTIONS.labels(endpoint)
+
+
 HUB_ROOMS = Gauge(
     "axisor_hub_rooms", "Rooms this process's hub holds a channel-layer membership for", multiprocess_mode="livesum"
 )

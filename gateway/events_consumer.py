@@ -7,7 +7,6 @@ Thin by design: no business logic, no ORM writes. Events arrive pre-serialised f
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
@@ -24,7 +23,7 @@ from redis.exceptions import RedisError
 
 from broadcast import presence, rooms
 from broadcast.history import ResumeRefused
-from core.metrics import CONNECTIONS, RESUMES
+from core.metrics import RESUMES, open_sockets
 from gateway import connect_read, limits
 from gateway.auth import (
     AuthError,
@@ -111,13 +110,6 @@ _notices_read = database_sync_to_async(_notices_in_force_texts, thread_sensitive
 SYSTEM_GROUP = rooms.system_room().layer_group
 
 
-@functools.cache
-def _open_sockets():
-    """The /ws gauge's child, looked up once: ``labels()`` takes the metric's lock and builds a key
-    each call, twice a socket. Made on first use, in the serving process."""
-    return CONNECTIONS.labels("/ws")
-
-
 async def connection_start(token, user_id: int) -> tuple[Identity, int, list[str]]:
     """What a new /ws connection needs: who the token's user is (AuthError if no longer allowed),
     the latest seq of its stream (one statement, connect_read), and the notices in force (cached
@@ -157,7 +149,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.slot: int | None = None  # the user whose /ws socket lease this socket holds (renewed per process)
         await self.accept()
         self.hub_open(hold=True)
-        _open_sockets().inc()
+        open_sockets("/ws").inc()
         token = bearer_token(self.scope)
         if token is not None:
             since = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get("since", [None])[0]
@@ -166,7 +158,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             self.timer = asyncio.get_running_loop().call_later(conf["AUTH_TIMEOUT_SECONDS"], self._auth_deadline)
 
     async def disconnect(self, code: int) -> None:
-        _open_sockets().dec()
+        open_sockets("/ws").dec()
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()

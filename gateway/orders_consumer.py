@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from broadcast import presence, rooms
 from broadcast.history import ResumeRefused
-from core.metrics import CONNECTIONS, RESUMES
+from core.metrics import RESUMES, open_sockets
 from gateway import limits
 from gateway.hub import UNAVAILABLE, HubMember, LayerUnavailable
 from gateway.inbound_limits import InboundLimiter
@@ -99,7 +99,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         await self.stream.baseline()
         self.presence: str | None = await presence.join(self.user.pk, "/ws/orders", self.member)
         await self.accept()
-        CONNECTIONS.labels("/ws/orders").inc()
+        open_sockets("/ws/orders").inc()
         self.counted = True
         self.last_heard = time.monotonic()
         self.limiter = InboundLimiter.from_settings()
@@ -136,7 +136,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "counted", False):
-            CONNECTIONS.labels("/ws/orders").dec()
+            open_sockets("/ws/orders").dec()
         if getattr(self, "presence", None):
             assert self.user is not None and self.presence is not None  # joined once the session checked out
             await presence.leave(self.user.pk, self.presence)

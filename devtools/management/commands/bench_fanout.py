@@ -136,10 +136,10 @@ FIGURES = (
 # references' is a few KB, so its ratio says nothing).
 RATIO_FIGURES = tuple(f for f in FIGURES if f not in ("clientCores", "firstSocketKb"))
 HIGHER_IS_BETTER = {"deliveriesPerSecond", "connectsPerSecond"}
-# A server's line per request or connection (daphne's access log, uvicorn's WebSocket lines): not kept.
 # The third byte of the load clients' source addresses, one per storm (from a random start: a
 # command run right after another does not take its predecessor's addresses either).
 SOURCE_BLOCKS = itertools.count(random.randrange(250))
+# A server's line per request or connection (daphne's access log, uvicorn's WebSocket lines): not kept.
 PER_CONNECTION_LOG = ('" 20', "WSCONNECT", "WSDISCONNECT", "[accepted]", "connection open", "connection closed")
 
 
