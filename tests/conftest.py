@@ -136,6 +136,16 @@ def _sessions_off(settings):
     settings.AXISOR_MARKET = {**settings.AXISOR_MARKET, "SESSIONS": False}
 
 
+@pytest.fixture(autouse=True)
+def _conflater_cleared():
+    """The conflater is one per process: what one test left waiting for its slot is not the next
+    test's to receive, and its keys' last sends do not hold back the next test's first."""
+    yield
+    from broadcast import conflation
+
+    conflation.conflater.clear()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_worker_thread_connections(django_db_setup):
     """Consumers reach the ORM on asgiref's shared sync thread: its connection goes back to the

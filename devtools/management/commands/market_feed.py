@@ -23,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None)
 
     def handle(self, *args, csv, interval, count, seed, **options):
-        # One long-lived event loop, so the conflater's trailing sends are not lost between ticks.
+        # One event loop for the run: the ingest reaches the database from its thread pool.
         asyncio.run(self.run(csv, interval, count, seed))
 
     async def run(self, path, interval, count, seed):
