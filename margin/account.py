@@ -31,6 +31,7 @@ from django.db import transaction
 
 from accounts.caps import cap_check
 from accounts.models import User
+from core.compiled import CompiledRows
 from core.errors import Conflict
 from ledger.models import MONEY_QUANT, Account, EntryKind, LedgerEntry
 from ledger.selectors import account_balance
@@ -157,19 +158,23 @@ class _Book:
         return _Book(self.currency, self.balance, self.positions, orders, self.prices, self.live + 1)
 
 
+# The book's two reads, every placement: compiled once (building and compiling them cost ~1 ms of
+# a placement's ~10, as much as running them; docs/benchmarks.md).
+_open_positions = CompiledRows(lambda: Position.objects.filter(status=PositionStatus.OPEN).order_by(), "user_id")
+_working_orders = CompiledRows(
+    lambda: Order.objects.filter(order_status__in=LIVE).order_by().values_list(*_Working._fields, "reduce_only"),
+    "user_id",
+)
+
+
 def _book(user_id: int, account: Account | None = None, *, priced: bool = True) -> _Book:
     """``account``: the user's, already read (locked) in this transaction. ``priced=False``: no
     last prices yet (``_Book.priced`` reads them). Every read is unordered (``order_by()``): the
     figures do not depend on row order, and the models' default orderings cost each placement a
     sort to compile and to run."""
     balance, currency = (account.balance, account.currency) if account else account_balance(user_id=user_id)
-    positions = list(Position.objects.filter(user_id=user_id, status=PositionStatus.OPEN).order_by())
-    live = (
-        Order.objects.filter(user_id=user_id, order_status__in=LIVE)
-        .order_by()
-        .values_list(*_Working._fields, "reduce_only")
-    )
-    working = [(_Working(*row[:-1]), row[-1]) for row in live]
+    positions = _open_positions.all(user_id)
+    working = [(_Working(*row[:-1]), row[-1]) for row in _working_orders.all(user_id)]
     # reduce-only orders never add exposure: they hold nothing (but count towards the tier's cap)
     orders = [o for o, reduce_only in working if o.pending_quantity > 0 and not reduce_only]
     book = _Book(currency, balance, positions, orders, {}, len(working), has_prices=False)

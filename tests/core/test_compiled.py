@@ -1,6 +1,7 @@
-"""core.compiled.CompiledGet: the ORM's get() with its statement compiled once. The account lock
-reads through it: FOR UPDATE, refused outside a transaction at every call as Django refuses it,
-and a read it cannot take is refused when it compiles."""
+"""core.compiled: the ORM's get() (CompiledGet) and filter() (CompiledRows) with their statements
+compiled once. The account lock reads through the first: FOR UPDATE, refused outside a
+transaction at every call as Django refuses it; a placement's book through the second. A read
+either cannot take is refused when it compiles."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from django.db.models.sql.compiler import SQLCompiler
 from django.db.transaction import TransactionManagementError
 from django.test.utils import CaptureQueriesContext
 
-from core.compiled import CompiledGet
+from core.compiled import CompiledGet, CompiledRows
 from ledger.models import Account
 from ledger.services import account_lock
 from market.models import Instrument
@@ -77,6 +78,38 @@ def test_a_value_that_cannot_be_prepared_raises_as_the_orm_does_unless_lenient(i
         CompiledGet(lambda: Instrument.objects.all(), "id").get(2**70)
 
 
+def test_rows_are_the_orms_rows_in_its_order_compiled_once(instruments, monkeypatch):
+    names = ["id", "symbol", "tick_size", "max_leverage", "maintenance_margin_rate", "active"]
+    instances = CompiledRows(lambda: Instrument.objects.filter(active=True).order_by("-symbol"), "exchange")
+    tuples = CompiledRows(lambda: Instrument.objects.order_by("symbol").values_list(*names), "exchange")
+    exchange = Instrument.objects.values_list("exchange", flat=True).first()
+    expected = list(Instrument.objects.filter(active=True, exchange=exchange).order_by("-symbol"))
+    assert len(expected) > 1
+    fields = [f.attname for f in Instrument._meta.concrete_fields]
+    got = instances.all(exchange)
+    assert [[getattr(i, f) for f in fields] for i in got] == [[getattr(i, f) for f in fields] for i in expected]
+    assert tuples.all(exchange) == list(
+        Instrument.objects.filter(exchange=exchange).order_by("symbol").values_list(*names)
+    )
+    assert instances.all("NO-SUCH-EXCHANGE") == []
+    compiles = []
+    original = SQLCompiler.as_sql
+    monkeypatch.setattr(SQLCompiler, "as_sql", lambda self, *a, **k: compiles.append(1) or original(self, *a, **k))
+    assert len(instances.all(exchange)) == len(expected) and tuples.all(exchange)
+    assert compiles == []
+
+
+def test_rows_refuse_what_they_cannot_build(instruments):
+    for rows in (
+        lambda: Instrument.objects.values_list("symbol", flat=True),  # bare values, not tuples
+        lambda: Instrument.objects.values_list("symbol", named=True),  # named tuples
+        lambda: Instrument.objects.values_list("symbol", "state__price"),  # another model's column
+        lambda: Instrument.objects.annotate(double=F("tick_size") * 2).values_list("symbol", "double"),
+    ):
+        with pytest.raises(RuntimeError, match="not its own columns"):
+            CompiledRows(rows, "exchange").all("X")
+
+
 SQLITE_CHECK = """
 import django
 django.setup()
@@ -86,6 +119,7 @@ from accounts.authentication import UserById
 from accounts.models import User
 from ledger.models import Account
 from ledger.services import account_lock
+from core.compiled import CompiledRows
 with connection.schema_editor() as editor:
     editor.create_model(User)
     editor.create_model(Account)
@@ -98,6 +132,10 @@ for read, orm in ((UserById().get(id=user.pk), User.objects.get(id=user.pk)), (l
     for name in (f.attname for f in type(orm)._meta.concrete_fields):
         if repr(getattr(read, name)) != repr(getattr(orm, name)):
             differ.append((name, repr(getattr(read, name)), repr(getattr(orm, name))))
+names = [f.attname for f in Account._meta.concrete_fields]
+rows = CompiledRows(lambda: Account.objects.values_list(*names), "user_id").all(user.pk)
+if rows != list(Account.objects.filter(user_id=user.pk).values_list(*names)):
+    differ.append(("values_list", rows))
 print(differ)
 """
 
