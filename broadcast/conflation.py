@@ -6,21 +6,27 @@ second per key towards anyone.
 
 One conflater per process, whatever offers to it: on_commit callbacks on any thread with
 ``conflate([...])`` (a job, the tick ingest, a gunicorn request), the position sweeps on the event
-loop with ``conflate_async``. Offering only queues: the conflater's one thread sends everything,
-due now or at its slot, in the order it became due, so a key's values reach the layer in order
-however slow one send is, and a caller never waits for Redis or for a server's busy loop. On
-Redis the thread sends with the layer's ``publish_blocking`` (one pipeline per shard); the
-in-memory layer lives in its event loop, so there it hands each send to the loop the update came
-from.
+loop with ``conflate_async``. One sender at a time sends what is due, in the order it became due:
+a sync caller, inline, when nothing else is queued or in flight (no thread hop for the usual
+update), else the conflater's thread, which also sends each waiting value at its slot. So a key's
+values reach the layer in order however slow one send is; the event loop never sends (a send may
+block as long as Redis takes), and no caller builds a loop or waits for a server's busy one. On
+Redis sends go with the layer's ``publish_blocking`` (one pipeline per shard); the in-memory layer
+lives in its event loop, so there each send is handed to the loop its value came from. At exit
+what is due or waiting is sent at once (the thread is a daemon).
 
-The REST tier (gunicorn) holds nothing back: its processes serve no socket, and a value held
-there for its slot could reach the layer after a newer one sent by another process. There, every
-offer goes out at once, in order; sockets' send queues conflate again by key.
+The REST tier (gunicorn) holds nothing back: its processes serve no socket, and a value held there
+for its slot could reach the layer after a newer one sent by another process. There every offer
+goes out at once, inline, in order; sockets' send queues conflate again by key. Across processes
+a key's values are not ordered (a server's held value can still land after a newer one sent
+elsewhere meanwhile): a version on each value, dropped when older than what a socket holds, would
+order them; not built.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import heapq
 import logging
 import os
@@ -61,7 +67,8 @@ class Waiting:
 
 class Conflater:
     """Per key: when it last went out, and the latest update waiting for its slot; and the sends
-    due, in order, for this conflater's thread. Thread-safe."""
+    due, in order. One sender at a time (``sending``): a sync caller, inline, when nothing is
+    queued or in flight, else this conflater's thread. Thread-safe."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
@@ -69,56 +76,101 @@ class Conflater:
         self.waiting: dict[str, Waiting] = {}
         self.slots: list[tuple[float, str]] = []  # (due, key) of every waiting key, a heap
         self.due: deque[Waiting] = deque()  # to send now, in order
+        self.sending = False  # a batch is in flight (the thread's or an inline caller's)
         self.thread: threading.Thread | None = None
         self.prune_at = PRUNE_AT
 
     def offer(self, items: Iterable[Item], loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Queue each item: due now, or waiting for its slot (replacing the one of its key that
-        waited before it). ``loop``: the caller's, for the in-memory layer."""
+        waited before it). From a thread (no ``loop``) on Redis, what is due goes out from the
+        caller when nothing else is queued or in flight; from the event loop (``loop``) never:
+        a send may block for as long as Redis takes."""
         now = time.monotonic()
         hold = tier.TIER != "wsgi"
+        taken: list[Waiting] = []
         with self.cond:
+            wake = False
             for key, group, message in items:
                 update = Waiting(group, message, loop)
                 due = self.last.get(key, float("-inf")) + interval(key)
                 if not hold or (now >= due and key not in self.waiting):
                     self.last[key] = now
                     self.due.append(update)
+                    wake = True
                     continue
                 if key in self.waiting:  # replaced by a newer update before its slot
                     CONFLATED.labels("process").inc()
                 else:
                     heapq.heappush(self.slots, (due, key))
+                    wake = wake or self.slots[0][1] == key  # the earliest slot moved
                 self.waiting[key] = update
-            self.cond.notify()
-            if self.thread is None or not self.thread.is_alive():
+            if loop is None and self.due and not self.sending:
+                taken = self._taken()
+            elif wake:
+                self.cond.notify()
+            if (self.due or self.slots) and (self.thread is None or not self.thread.is_alive()):
                 self.thread = threading.Thread(target=self._run, name="conflater", daemon=True)
                 self.thread.start()
             if len(self.last) > self.prune_at:  # past its interval, a key is as good as never sent
                 self.last = {k: t for k, t in self.last.items() if now < t + interval(k) or k in self.waiting}
                 self.prune_at = max(PRUNE_AT, 2 * len(self.last))
+        if taken:
+            self._send(taken)
 
-    def _take(self) -> list[Waiting]:
-        """Wait for sends due (under the lock): the queued ones, then the waiting ones whose slot came."""
-        while not self.due and (not self.slots or self.slots[0][0] > time.monotonic()):
-            self.cond.wait(self.slots[0][0] - time.monotonic() if self.slots else None)
-        now = time.monotonic()
-        while self.slots and self.slots[0][0] <= now:
-            _, key = heapq.heappop(self.slots)
-            self.last[key] = now
-            self.due.append(self.waiting.pop(key))
+    def _taken(self) -> list[Waiting]:
+        """Under the lock: what is due, now in flight."""
         taken = list(self.due)
         self.due.clear()
+        self.sending = True
         return taken
+
+    def _send(self, taken: list[Waiting]) -> None:
+        try:
+            _send(taken)
+        except Exception:  # a sender must outlive any one send
+            logger.exception("%d conflated send(s) failed", len(taken))
+        finally:
+            with self.cond:
+                self.sending = False
+                self.cond.notify()  # the thread waits for it when more is due
+
+    def _take(self) -> list[Waiting]:
+        """Under the lock, wait for sends due and nothing in flight: the queued ones, then the
+        waiting ones whose slot came, in that order."""
+        while True:
+            now = time.monotonic()
+            while self.slots and self.slots[0][0] <= now:
+                _, key = heapq.heappop(self.slots)
+                self.last[key] = now
+                self.due.append(self.waiting.pop(key))
+            if self.due and not self.sending:
+                return self._taken()
+            # in flight: its end notifies; else the next slot, or an offer, wakes this
+            self.cond.wait(None if self.sending or not self.slots else self.slots[0][0] - now)
 
     def _run(self) -> None:
         while True:
-            with self.cond:
-                taken = self._take()
             try:
-                _send(taken)
-            except Exception:  # this thread must outlive any one send
-                logger.exception("%d conflated send(s) failed", len(taken))
+                with self.cond:
+                    taken = self._take()
+            except Exception:  # a bug: say so, and go on a little later
+                logger.exception("the conflater could not take its sends")
+                time.sleep(1.0)
+                continue
+            self._send(taken)
+
+    def drain(self) -> None:
+        """At exit: send what is due and what waits, now (the thread is a daemon: it dies with
+        the process). Redis only: the in-memory layer's loop is gone by then."""
+        with self.cond:
+            if self.sending:
+                return  # the thread is sending: what it took goes, if the process lasts
+            for _, key in sorted(self.slots):
+                self.due.append(self.waiting.pop(key))
+            self.slots.clear()
+            taken = self._taken() if self.due else []
+        if taken and hasattr(get_channel_layer(), "publish_blocking"):
+            self._send(taken)
 
     def clear(self) -> None:
         """Forget every key and drop what waits (tests: one test's updates are not the next one's)."""
@@ -138,6 +190,7 @@ def _forget_in_child() -> None:  # a forked worker has no conflater thread: it s
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
+atexit.register(lambda: conflater.drain())  # whichever conflater the process has by then
 
 
 def _sent(message: dict) -> None:

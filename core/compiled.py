@@ -23,8 +23,9 @@ from django.db.models.expressions import Col
 from django.db.models.query import ModelIterable, ValuesListIterable
 from django.db.transaction import TransactionManagementError
 
-# The value the statement is compiled with (in every integer column's range), checked to be its one parameter.
-SAMPLE = 12_345
+# The values the statement is compiled with (in every integer column's range): the one parameter
+# that differs between the two is the value's.
+SAMPLES = (12_345, 12_346)
 
 
 class _Compiled:
@@ -46,11 +47,17 @@ class _Compiled:
 
     def _statement(self, queryset: QuerySet, alias: str) -> tuple[str, list, int, list[Col], bool]:
         if alias not in self._compiled:
-            filtered = queryset.filter(**{self.field: SAMPLE})
-            query = (filtered if self.ordered else filtered.order_by()).query
-            compiler = query.get_compiler(alias)
-            sql, params = compiler.as_sql()  # FOR UPDATE: Django checks the transaction (here, once)
-            # and it is checked again at each call below, as Django checks it at each compile
+            # a related manager's rows: its row would be a parameter fixed at the first call
+            if getattr(queryset, "_hints", {}).get("instance") is not None:
+                raise RuntimeError(f"{queryset.model.__name__} by {self.field}: a related manager's rows")
+            compiled = []
+            for sample in SAMPLES:  # twice: the one parameter that changes is the value's
+                filtered = queryset.filter(**{self.field: sample})
+                query = (filtered if self.ordered else filtered.order_by()).query
+                compiler = query.get_compiler(alias)
+                compiled.append(compiler.as_sql())  # FOR UPDATE: Django checks the transaction (here,
+                # once), and it is checked again at each call below, as Django checks it at each compile
+            (sql, params), (other_sql, other_params) = compiled
             locking = query.select_for_update and compiler.connection.features.has_select_for_update
             columns = [column for column, _, _ in compiler.select]
             table = queryset.model._meta.db_table
@@ -61,11 +68,12 @@ class _Compiled:
                 # values_list() names its own columns in annotation_col_map (SELECT ... AS "pk")
                 and (queryset._iterable_class is not ModelIterable or not compiler.annotation_col_map)
                 and not query.extra_select
+                and not compiler.has_extra_select  # columns selected only to order by (distinct())
                 and queryset._iterable_class in self.iterables
                 and not getattr(queryset, "_prefetch_related_lookups", ())
             )
-            at = [i for i, param in enumerate(params) if str(param) == str(SAMPLE)]
-            if len(at) != 1 or not plain:
+            at = [i for i, (a, b) in enumerate(zip(params, other_params, strict=True)) if a != b]
+            if sql != other_sql or len(at) != 1 or not plain:
                 raise RuntimeError(
                     f"{queryset.model.__name__} by {self.field}: not its own columns with the value once"
                 )
@@ -84,6 +92,10 @@ class _Compiled:
         sql, params, at, columns, locking = self._statement(queryset, alias)
         if locking and connection.get_autocommit() and connection.features.supports_transactions:
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
+        if value is None:  # the ORM would write IS NULL, not "= NULL" (which matches nothing)
+            if self.lenient:
+                return queryset, alias, columns, []
+            raise ValueError(f"{model.__name__}.{self.field}: None is not a value to look up here")
         try:
             value = field.get_db_prep_value(field.to_python(value), connection)
         except (ValidationError, TypeError, ValueError):

@@ -105,9 +105,21 @@ def test_rows_refuse_what_they_cannot_build(instruments):
         lambda: Instrument.objects.values_list("symbol", named=True),  # named tuples
         lambda: Instrument.objects.values_list("symbol", "state__price"),  # another model's column
         lambda: Instrument.objects.annotate(double=F("tick_size") * 2).values_list("symbol", "double"),
+        # a column selected only to order by, which the ORM trims from each row
+        lambda: Instrument.objects.values_list("symbol").order_by("tick_size").distinct(),
     ):
         with pytest.raises(RuntimeError, match="not its own columns"):
             CompiledRows(rows, "exchange").all("X")
+
+
+def test_a_related_managers_rows_and_none_are_refused(make_user):
+    user = make_user("owner")
+    with pytest.raises(RuntimeError, match="related manager"):  # its row would be fixed at the first call
+        CompiledRows(lambda: user.logentry_set.all(), "action_flag").all(1)
+    with pytest.raises(ValueError, match="None"):  # the ORM reads IS NULL; "= NULL" would match nothing
+        CompiledRows(lambda: Instrument.objects.all(), "exchange").all(None)
+    with pytest.raises(Instrument.DoesNotExist):
+        CompiledGet(lambda: Instrument.objects.all(), "id", lenient=True).get(None)
 
 
 SQLITE_CHECK = """
