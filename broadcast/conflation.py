@@ -18,9 +18,9 @@ what is due or waiting is sent at once (the thread is a daemon).
 The REST tier (gunicorn) holds nothing back: its processes serve no socket, and a value held there
 for its slot could reach the layer after a newer one sent by another process. There every offer
 goes out at once, inline, in order; sockets' send queues conflate again by key. Across processes
-a key's values are not ordered (a server's held value can still land after a newer one sent
-elsewhere meanwhile): a version on each value, dropped when older than what a socket holds, would
-order them; not built.
+(a server's held value can land after a newer one sent elsewhere meanwhile) each value carries a
+version, the time its state was read, and a process's hub passes on none older than one of its
+key it already did (``gateway/hub.py``).
 """
 
 from __future__ import annotations

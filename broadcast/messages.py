@@ -25,12 +25,24 @@ def frame_for(type: str, data: dict, seq: int | None) -> str | None:
     return builder(data, seq) if builder is not None and seq is not None else None
 
 
-def layer_event(*, channel: str, seq: int | None, text: str, key: str | None = None, frame: str | None = None) -> dict:
+def layer_event(
+    *,
+    channel: str,
+    seq: int | None,
+    text: str,
+    key: str | None = None,
+    frame: str | None = None,
+    version: float | None = None,
+) -> dict:
     """The channel-layer message for an event. ``key`` marks room events a connection may conflate
-    (a newer one replaces it); ``frame`` is the event's second socket shape, if its type has one."""
+    (a newer one replaces it); ``version`` orders a key's values (the time its state was read, as
+    epoch seconds): a process passes none on that is older than one of its key it already did,
+    whichever process sent each. ``frame`` is the event's second socket shape, if its type has one."""
     message = {"type": EVENT_MESSAGE, "channel": channel, "personal": seq is not None, "seq": seq, "text": text}
     if key is not None:
         message["key"] = key
+    if version is not None:
+        message["version"] = version
     if frame is not None:
         message["frame"] = frame
     return message

@@ -33,7 +33,12 @@ HUB_ROOMS = Gauge(
 )
 PUBLISHED = Counter("axisor_events_published_total", "Events sent to the channel layer", ["channel"])
 DELIVERED = Counter("axisor_events_delivered_total", "Events written to sockets", ["channel"])
-CONFLATED = Counter("axisor_events_conflated_total", "Market updates replaced by a newer one before sending", ["where"])
+CONFLATED = Counter(
+    "axisor_events_conflated_total",
+    "Value updates replaced by a newer one before sending (process, connection), or dropped as older"
+    " than one of their key already passed on (stale)",
+    ["where"],
+)
 SLOW_CLOSES = Counter("axisor_slow_consumer_closes_total", "Sockets closed because they read too slowly")
 RESUMES = Counter("axisor_resume_requests_total", "Resume requests", ["endpoint", "outcome"])
 GC_PAUSE = Histogram(

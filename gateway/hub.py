@@ -61,6 +61,9 @@ _stamps = itertools.count(1)  # shared by every hub, so a stamp never means two 
 UNAVAILABLE = "the server cannot reach its message bus right now; reconnect shortly"
 
 
+VERSIONS_KEPT = 10_000  # conflated keys' versions remembered before the old ones are let go
+
+
 class LayerUnavailable(Exception):
     """The channel layer (Redis) cannot be reached: the socket cannot be served now (→ 1013)."""
 
@@ -93,6 +96,10 @@ class Hub:
         # waits for it, so no member counts as joined (and reads a value under a stamp) before the
         # process can hear the group.
         self.subscribing: dict[str, asyncio.Future] = {}
+        # The newest version of each conflated key passed on: a key's order across processes
+        # (broadcast/conflation.py keeps it within one).
+        self.versions: dict[str, float] = {}
+        self.versions_prune_at = VERSIONS_KEPT
 
     async def _ensure(self) -> None:
         async with self.ready:
@@ -207,6 +214,10 @@ class Hub:
         if message.get("type") == LOST:
             self._lost(message["groups"])
             return 0
+        key = message.get("key")
+        if key is not None and (version := message.get("version")) is not None and self._stale(key, version):
+            CONFLATED.labels("stale").inc()
+            return 0
         group = message.get("group", "")
         if group in self.stamps:
             self.stamps[group] = next(_stamps)
@@ -214,6 +225,18 @@ class Hub:
         for conn in members:
             conn.deliver(message)
         return len(members)
+
+    def _stale(self, key: str, version: float) -> bool:
+        """Whether a value of ``key`` read at ``version`` is older than one already passed on: two
+        processes conflate a key apart, and one's value held for its slot can reach the layer
+        after the other's newer one. Else it is the newest."""
+        if version < self.versions.get(key, float("-inf")):
+            return True
+        self.versions[key] = version
+        if len(self.versions) > self.versions_prune_at:  # a value older than a minute arrives no more
+            self.versions = {k: v for k, v in self.versions.items() if v > version - 60}
+            self.versions_prune_at = max(VERSIONS_KEPT, 2 * len(self.versions))
+        return False
 
     def _lost(self, groups: list[str]) -> None:
         """The layer server of ``groups`` has been unreachable for CHANNEL_LAYER_GRACE_SECONDS:

@@ -58,12 +58,16 @@ def position_status_update(user_id: int, values: dict) -> dict:
     return envelope(POSITION_STATUS_UPDATE, POSITIONS_CHANNEL, {"userId": str(user_id), "position": values})
 
 
-def position_update_item(user_id: int, position_pk: int, values: dict) -> tuple[str, str, dict]:
+def position_update_item(
+    user_id: int, position_pk: int, values: dict, version: float | None = None
+) -> tuple[str, str, dict]:
     """A position_status_update as a conflated value: (conflation key, the holder's group, layer
-    message). A newer value of the same position replaces an unsent older one."""
+    message). A newer value of the same position replaces an unsent older one; ``version``: when
+    the values' rows were read (epoch seconds), so that no older value follows a newer one."""
     key = f"pos:{position_pk}"
     text = dumps(position_status_update(user_id, values))
-    return key, user_room(user_id).layer_group, layer_event(channel=POSITIONS_CHANNEL, seq=None, text=text, key=key)
+    message = layer_event(channel=POSITIONS_CHANNEL, seq=None, text=text, key=key, version=version)
+    return key, user_room(user_id).layer_group, message
 
 
 def guard_execution_data(execution) -> dict:

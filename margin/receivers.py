@@ -1,6 +1,8 @@
 """Broadcast margin events. Guard executions and auto-closes are personal and logged (seq, resume);
 position values are a conflated value stream on the user's room (not logged): see sweeps.py."""
 
+import time
+
 from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.dispatch import receiver
@@ -20,8 +22,9 @@ def on_positions_changed(sender, positions, **kwargs) -> None:
     ids = [p.pk for p in positions]
 
     def send() -> None:
+        version = time.time()  # before the read: a later read's values are newer
         fresh = list(Position.objects.select_related("instrument").filter(pk__in=ids))
-        conflate(position_update_items(fresh))
+        conflate(position_update_items(fresh, version=version))
 
     transaction.on_commit(send)
 

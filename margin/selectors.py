@@ -3,6 +3,7 @@ sweeps (sweeps.py)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -52,13 +53,17 @@ def positions_values(positions: list[Position]) -> list[dict]:
     return [position_values(p, prices.get(p.instrument_id), thresholds[p.user_id]) for p in positions]
 
 
-def position_update_items(positions: list[Position], at: datetime | None = None) -> list[tuple[str, str, dict]]:
-    """(conflation key, user group, layer message) for each position's position_status_update."""
+def position_update_items(
+    positions: list[Position], at: datetime | None = None, *, version: float
+) -> list[tuple[str, str, dict]]:
+    """(conflation key, user group, layer message) for each position's position_status_update.
+    ``version``: the time (``time.time()``) taken before ``positions`` were read: a value read
+    later reflects every commit this one does."""
     prices = prices_for(p.instrument_id for p in positions)
     thresholds = thresholds_for({p.user_id for p in positions})
     return [
         position_update_item(
-            p.user_id, p.pk, position_values(p, prices.get(p.instrument_id), thresholds[p.user_id], at=at)
+            p.user_id, p.pk, position_values(p, prices.get(p.instrument_id), thresholds[p.user_id], at=at), version
         )
         for p in positions
     ]
@@ -66,12 +71,13 @@ def position_update_items(positions: list[Position], at: datetime | None = None)
 
 def position_updates(*, instrument_ids: Iterable[int], user_ids: Iterable[int]) -> list[tuple[str, str, dict]]:
     """A tick sweep: the open positions in these instruments held by these (connected) users."""
+    version = time.time()
     positions = list(
         Position.objects.select_related("instrument").filter(
             instrument_id__in=list(instrument_ids), status=PositionStatus.OPEN, user_id__in=list(user_ids)
         )
     )
-    return position_update_items(positions, at=timezone.now())
+    return position_update_items(positions, at=timezone.now(), version=version)
 
 
 def execution_list(*, user: User) -> QuerySet[MarginGuardExecution]:

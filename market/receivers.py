@@ -1,5 +1,7 @@
 """Broadcast market changes (conflated, to market rooms) and fired alerts (personal, logged)."""
 
+import time
+
 from django.db import transaction
 from django.dispatch import receiver
 
@@ -25,9 +27,12 @@ def on_market_changed(sender, state, candles, **kwargs) -> None:
                 historical_data_update(symbol, candle.timeframe, [candle], state.timestamp),
             )
         )
-    # the key conflates twice: per process before the layer, per connection in its send queue
+    # the key conflates twice: per process before the layer, per connection in its send queue.
+    # Its version: now, under the lock of the symbol's state row that the ingest holds until commit
+    # (ingests of one symbol in two processes take it in turn, and stamp in that order).
+    version = time.time()
     items = [
-        (key, group, layer_event(channel=event["channel"], seq=None, text=dumps(event), key=key))
+        (key, group, layer_event(channel=event["channel"], seq=None, text=dumps(event), key=key, version=version))
         for key, event in events
     ]
     transaction.on_commit(lambda: conflate(items))

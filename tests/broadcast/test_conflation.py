@@ -9,6 +9,7 @@ import json
 import threading
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from broadcast import conflation
@@ -176,3 +177,36 @@ async def test_the_in_memory_layer_gets_the_waiting_update_on_its_loop(rate, set
         await conflate_async(items("MEM", price))
     got = await prices_until(channel, 19)
     assert got == [0, 19]  # the first at once, the latest at its slot, none in between
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_never_gets_an_older_value_of_a_key_after_a_newer_one(make_user, instruments):
+    """Two processes conflate a key apart: one's value held for its slot can reach the layer after
+    the other's newer one. Each value carries the time its state was read, and the process's hub
+    passes on none older than one of its key it already did."""
+    from broadcast.rooms import market_room
+    from tests.conftest import connected, jwt_for
+
+    user = await database_sync_to_async(make_user)("versions")
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_json_to({"type": "subscribe", "channel": "market:BTC_USD"})
+    assert (await comm.receive_json_from(timeout=5))["type"] == "room_subscription"
+    layer, group = get_channel_layer(), market_room("BTC_USD").layer_group
+
+    async def send(price: int, version: float, key: str = "md:BTC_USD") -> None:
+        event = {"type": "market_data_update", "channel": "market_data", "data": {"price": price}}
+        message = layer_event(channel="market_data", seq=None, text=json.dumps(event), key=key, version=version)
+        await layer.group_send(group, {**message, "group": group})
+
+    async def next_price() -> int:
+        while True:
+            msg = await comm.receive_json_from(timeout=5)
+            if msg["type"] == "market_data_update" and msg["data"]["price"] < 100:  # not the snapshot's
+                return msg["data"]["price"]
+
+    await send(1, 2.0)
+    assert await next_price() == 1
+    await send(2, 1.0)  # read before 1, arriving after it
+    await send(99, 5.0, key="md:MARK")  # another key: not conflated with 2 in the socket's queue
+    assert await next_price() == 99  # 2 never came
+    await comm.disconnect()
