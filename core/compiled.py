@@ -6,26 +6,40 @@ Inside a request, building and compiling a simple ``get()`` cost about as much a
 (a placement's user read took ~1.2 ms there, 0.35–0.4 ms in a hot loop; docs/benchmarks.md). For
 the few reads every request or placement makes, ``CompiledGet`` and ``CompiledRows`` keep the ORM's
 own SQL and run it with the value prepared as the ORM prepares a lookup's, convert each row with
-the backend's and the fields' converters, and build each instance with ``from_db``, as the ORM
-does (or, for ``values_list()``, return the converted tuple). They take only a read of the model's
-own columns (no ``select_related``, no annotation) in which the value is one parameter, the
-others fixed by the queryset, and check that when they compile."""
+the backend's and the fields' converters, and build each instance with ``from_db`` (and its
+``select_related()`` instances with Django's own populators), as the ORM does; for
+``values_list()``, they return the converted tuple. They take only a read of model columns (no
+annotation, no extra select) in which the value is one parameter, the others fixed by the
+queryset, and check that when they compile."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import connections
 from django.db.models import Field, QuerySet
 from django.db.models.expressions import Col
-from django.db.models.query import ModelIterable, ValuesListIterable
+from django.db.models.query import ModelIterable, ValuesListIterable, get_related_populators
 from django.db.transaction import TransactionManagementError
 
 # The values the statement is compiled with (in every integer column's range): the one parameter
 # that differs between the two is the value's.
 SAMPLES = (12_345, 12_346)
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    sql: str
+    params: list  # the queryset's, the value's at ``at``
+    at: int
+    columns: list[Col]
+    locking: bool
+    own: slice  # the model's own columns in a row (the rest: select_related's)
+    names: list[str]  # their attnames, for from_db
+    related: list  # select_related's populators (Django's, as ModelIterable builds them)
 
 
 class _Compiled:
@@ -43,9 +57,9 @@ class _Compiled:
         self.rows = rows
         self.field = field
         self.lenient = lenient
-        self._compiled: dict[str, tuple[str, list, int, list[Col], bool]] = {}
+        self._compiled: dict[str, _Statement] = {}
 
-    def _statement(self, queryset: QuerySet, alias: str) -> tuple[str, list, int, list[Col], bool]:
+    def _statement(self, queryset: QuerySet, alias: str) -> _Statement:
         if alias not in self._compiled:
             # a related manager's rows: its row would be a parameter fixed at the first call
             if getattr(queryset, "_hints", {}).get("instance") is not None:
@@ -60,13 +74,19 @@ class _Compiled:
             (sql, params), (other_sql, other_params) = compiled
             locking = query.select_for_update and compiler.connection.features.has_select_for_update
             columns = [column for column, _, _ in compiler.select]
+            instances = queryset._iterable_class is ModelIterable
+            klass_info = compiler.klass_info or {}
+            # select_related(): other models' columns, built as ModelIterable builds them
+            joined = bool(klass_info.get("related_klass_infos")) and instances
             table = queryset.model._meta.db_table
             plain = (
-                all(isinstance(c, Col) and c.target.model is queryset.model and c.alias == table for c in columns)
-                and not (compiler.klass_info or {}).get("related_klass_infos")
+                all(
+                    isinstance(c, Col) and (joined or (c.target.model is queryset.model and c.alias == table))
+                    for c in columns
+                )
                 and not query.annotation_select
                 # values_list() names its own columns in annotation_col_map (SELECT ... AS "pk")
-                and (queryset._iterable_class is not ModelIterable or not compiler.annotation_col_map)
+                and (not instances or not compiler.annotation_col_map)
                 and not query.extra_select
                 and not compiler.has_extra_select  # columns selected only to order by (distinct())
                 and queryset._iterable_class in self.iterables
@@ -77,11 +97,25 @@ class _Compiled:
                 raise RuntimeError(
                     f"{queryset.model.__name__} by {self.field}: not its own columns with the value once"
                 )
-            self._compiled[alias] = (sql, list(params), at[0], columns, locking)
+            own = slice(0, len(columns))
+            if klass_info.get("select_fields"):
+                own = slice(klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1)
+            self._compiled[alias] = _Statement(
+                sql=sql,
+                params=list(params),
+                at=at[0],
+                columns=columns,
+                locking=locking,
+                own=own,
+                names=[column.target.attname for column in columns[own]],
+                # Django's own builder of select_related() instances (internal: its arguments
+                # change in Django 6, which tests/core/test_compiled.py would show at once)
+                related=get_related_populators(klass_info, compiler.select, alias) if joined else [],  # type: ignore[call-arg]
+            )
         return self._compiled[alias]
 
-    def _rows(self, value: Any, limit: int | None) -> tuple[QuerySet, str, list[Col], list]:
-        """The queryset read, its alias, the columns and up to ``limit`` converted rows (lists)."""
+    def _rows(self, value: Any, limit: int | None) -> tuple[QuerySet, str, _Statement, list]:
+        """The queryset read, its alias, its statement and up to ``limit`` converted rows (lists)."""
         queryset = self.rows()
         model: Any = queryset.model  # its DoesNotExist and MultipleObjectsReturned are per model
         alias = queryset.db  # as the ORM picks it (select_for_update reads from where it writes)
@@ -89,29 +123,30 @@ class _Compiled:
         field = model._meta.get_field(self.field)
         if not isinstance(field, Field):
             raise TypeError(f"{model.__name__}.{self.field} is not a column of its own")
-        sql, params, at, columns, locking = self._statement(queryset, alias)
-        if locking and connection.get_autocommit() and connection.features.supports_transactions:
+        statement = self._statement(queryset, alias)
+        if statement.locking and connection.get_autocommit() and connection.features.supports_transactions:
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         if value is None:  # the ORM would write IS NULL, not "= NULL" (which matches nothing)
             if self.lenient:
-                return queryset, alias, columns, []
+                return queryset, alias, statement, []
             raise ValueError(f"{model.__name__}.{self.field}: None is not a value to look up here")
         try:
             value = field.get_db_prep_value(field.to_python(value), connection)
         except (ValidationError, TypeError, ValueError):
             if self.lenient:
-                return queryset, alias, columns, []
+                return queryset, alias, statement, []
             raise
         ranged = getattr(field, "target_field", field).get_internal_type()
         low, high = connection.ops.integer_field_ranges.get(ranged, (None, None))
         if isinstance(value, int) and ((low is not None and value < low) or (high is not None and value > high)):
-            return queryset, alias, columns, []  # as the ORM: a value out of the column's range matches no row
-        params = params.copy()
-        params[at] = value
+            return queryset, alias, statement, []  # as the ORM: a value out of the column's range matches no row
+        params = statement.params.copy()
+        params[statement.at] = value
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(statement.sql, params)
             rows = cursor.fetchmany(limit) if limit else cursor.fetchall()
         # as SQLCompiler.apply_converters, with this thread's connection
+        columns = statement.columns
         converters = [
             (i, convert)
             for i, column in enumerate(columns)
@@ -123,36 +158,45 @@ class _Compiled:
             for i, convert in converters:
                 row[i] = convert(row[i], columns[i], connection)
             out.append(row)
-        return queryset, alias, columns, out
+        return queryset, alias, statement, out
+
+    @staticmethod
+    def _instance(queryset: QuerySet, alias: str, statement: _Statement, row: list) -> Any:
+        """A row's instance, with its select_related() instances cached on it, as ModelIterable builds them."""
+        instance = queryset.model.from_db(alias, statement.names, row[statement.own])
+        for related in statement.related:
+            related.populate(row, instance)
+        return instance
 
 
 class CompiledGet(_Compiled):
-    """``rows().get(<field>=value)``, compiled once per database alias (see ``_Compiled``)."""
+    """``rows().get(<field>=value)``, compiled once per database alias (see ``_Compiled``); it may
+    ``select_related()``."""
 
     def get(self, value: Any) -> Any:
         """The one row, as ``get()`` builds it; ``model.DoesNotExist`` when there is none, also for
         a value out of the column's range (as the ORM), and, when ``lenient``, for one that cannot
         be prepared for the column."""
-        queryset, alias, columns, rows = self._rows(value, 2)
+        queryset, alias, statement, rows = self._rows(value, 2)
         model: Any = queryset.model  # its DoesNotExist and MultipleObjectsReturned are per model
         if not rows:
             raise model.DoesNotExist
         if len(rows) > 1:
             raise model.MultipleObjectsReturned(f"more than one {model.__name__} with {self.field} = {value!r}")
-        return model.from_db(alias, [column.target.attname for column in columns], rows[0])
+        return self._instance(queryset, alias, statement, rows[0])
 
 
 class CompiledRows(_Compiled):
     """``list(rows().filter(<field>=value))``, compiled once per database alias (see
-    ``_Compiled``): model instances, or for a ``values_list()`` queryset (not flat, not named)
-    its tuples, in the order ``rows()`` gives (``order_by()`` in it for none)."""
+    ``_Compiled``): model instances (which may ``select_related()``), or for a ``values_list()``
+    queryset (not flat, not named) its tuples, in the order ``rows()`` gives (``order_by()`` in it
+    for none)."""
 
     iterables = (ModelIterable, ValuesListIterable)
     ordered = True
 
     def all(self, value: Any) -> list:
-        queryset, alias, columns, rows = self._rows(value, None)
+        queryset, alias, statement, rows = self._rows(value, None)
         if queryset._iterable_class is ValuesListIterable:
             return [tuple(row) for row in rows]
-        names = [column.target.attname for column in columns]
-        return [queryset.model.from_db(alias, names, row) for row in rows]
+        return [self._instance(queryset, alias, statement, row) for row in rows]

@@ -19,6 +19,7 @@ from django.utils import timezone
 from accounts.caps import cap_check
 from accounts.models import User
 from accounts.signals import account_access_changed
+from core.compiled import CompiledGet
 from core.errors import Conflict, NotFound
 from market import sessions
 from market.models import Instrument
@@ -204,6 +205,10 @@ def _validate_against_market(
         errors["quantity"] = f"the order's notional {(quantity * reference):,.2f} is above the maximum {limit:,.0f}"
 
 
+# Every placement's instrument read: building and compiling it cost ~1 ms of a placement's ~10.
+_active_instrument = CompiledGet(lambda: Instrument.objects.select_related("state").filter(active=True), "symbol")
+
+
 def _new_order_id() -> str:
     return f"{timezone.now():%y%m%d}{secrets.randbelow(10**9):09d}"
 
@@ -231,10 +236,10 @@ def order_place_in_transaction(
     if not transaction.get_connection().in_atomic_block:
         raise transaction.TransactionManagementError("order_place_in_transaction needs a transaction")
     errors: dict[str, str] = {}
-    # the instrument with its market state (the last traded price), in one read (the symbol is
-    # unique: get(), with no ORDER BY to compile or run)
+    # the instrument with its market state (the last traded price), in one read compiled once (the
+    # symbol is unique: get(), with no ORDER BY to compile or run)
     try:
-        instrument = Instrument.objects.select_related("state").get(symbol=trading_symbol, active=True)
+        instrument = _active_instrument.get(trading_symbol)
     except Instrument.DoesNotExist:
         raise ValidationError({"tradingSymbol": f"unknown instrument {trading_symbol!r}"}) from None
     if exchange and exchange != instrument.exchange:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,6 @@ def test_a_missing_row_is_made_once_and_locked():
 
 def test_a_read_of_more_than_the_models_own_columns_is_refused_when_it_compiles(instruments):
     for rows in (
-        lambda: Instrument.objects.select_related("state"),  # another model's columns
         lambda: Instrument.objects.annotate(double=F("tick_size") * 2),  # an annotation from_db would drop
         lambda: Instrument.objects.values(),  # dicts, not instances
     ):
@@ -97,6 +97,31 @@ def test_rows_are_the_orms_rows_in_its_order_compiled_once(instruments, monkeypa
     monkeypatch.setattr(SQLCompiler, "as_sql", lambda self, *a, **k: compiles.append(1) or original(self, *a, **k))
     assert len(instances.all(exchange)) == len(expected) and tuples.all(exchange)
     assert compiles == []
+
+
+def test_a_read_with_select_related_builds_what_the_orm_builds(instruments):
+    from margin.ticks import ticks_ingest
+    from market.models import MarketState
+
+    ticks_ingest([{"symbol": "BTC_USD", "price": "43210.5", "volume": "1"}])
+    read = CompiledGet(lambda: Instrument.objects.select_related("state").filter(active=True), "symbol")
+    with CaptureQueriesContext(connection) as queries:
+        got = read.get("BTC_USD")
+        state = got.state  # cached by the read: no second query
+    expected = Instrument.objects.select_related("state").get(symbol="BTC_USD", active=True)
+    assert len(queries.captured_queries) == 1 and "JOIN" in queries.captured_queries[0]["sql"]
+    for model, mine, orms in ((Instrument, got, expected), (MarketState, state, expected.state)):
+        fields = [f.attname for f in model._meta.concrete_fields]
+        assert [getattr(mine, f) for f in fields] == [getattr(orms, f) for f in fields]
+    assert state.price == Decimal("43210.5") and state.instrument is got  # both ways, as the ORM caches
+    no_ticks = Instrument.objects.exclude(symbol="BTC_USD").filter(active=True).first()
+    MarketState.objects.filter(instrument=no_ticks).delete()
+    with CaptureQueriesContext(connection) as queries, pytest.raises(Instrument.state.RelatedObjectDoesNotExist):
+        _ = read.get(no_ticks.symbol).state  # no state yet: known missing, as the ORM's LEFT JOIN says
+    assert len(queries.captured_queries) == 1
+    Instrument.objects.filter(symbol="BTC_USD").update(active=False)
+    with pytest.raises(Instrument.DoesNotExist):  # the queryset's own filter, kept from the compile
+        read.get("BTC_USD")
 
 
 def test_rows_refuse_what_they_cannot_build(instruments):
