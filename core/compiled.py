@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from django.core.exceptions import ValidationError
 from django.db import connections
@@ -58,6 +59,11 @@ class _Compiled:
         self.field = field
         self.lenient = lenient
         self._compiled: dict[str, _Statement] = {}
+        # rows() once (building a queryset's filters costs what compiling them does); never
+        # evaluated, only asked its model and, at each call, its database (routers decide it)
+        self._queryset: QuerySet | None = None
+        # each thread's connection's converters of the columns, per statement
+        self._converters: WeakKeyDictionary[Any, dict[str, list]] = WeakKeyDictionary()
 
     def _statement(self, queryset: QuerySet, alias: str) -> _Statement:
         if alias not in self._compiled:
@@ -116,7 +122,9 @@ class _Compiled:
 
     def _rows(self, value: Any, limit: int | None) -> tuple[QuerySet, str, _Statement, list]:
         """The queryset read, its alias, its statement and up to ``limit`` converted rows (lists)."""
-        queryset = self.rows()
+        queryset = self._queryset
+        if queryset is None:
+            queryset = self._queryset = self.rows()
         model: Any = queryset.model  # its DoesNotExist and MultipleObjectsReturned are per model
         alias = queryset.db  # as the ORM picks it (select_for_update reads from where it writes)
         connection = connections[alias]
@@ -147,11 +155,14 @@ class _Compiled:
             rows = cursor.fetchmany(limit) if limit else cursor.fetchall()
         # as SQLCompiler.apply_converters, with this thread's connection
         columns = statement.columns
-        converters = [
-            (i, convert)
-            for i, column in enumerate(columns)
-            for convert in connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-        ]
+        known = self._converters.setdefault(connection, {})
+        converters = known.get(alias)
+        if converters is None:
+            converters = known[alias] = [
+                (i, convert)
+                for i, column in enumerate(columns)
+                for convert in connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+            ]
         out = []
         for raw in rows:
             row = list(raw)
