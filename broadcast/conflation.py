@@ -19,8 +19,8 @@ The REST tier (gunicorn) holds nothing back: its processes serve no socket, and 
 for its slot could reach the layer after a newer one sent by another process. There every offer
 goes out at once, inline, in order; sockets' send queues conflate again by key. Across processes
 (a server's held value can land after a newer one sent elsewhere meanwhile) each value carries a
-version, the time its state was read, and a process's hub passes on none older than one of its
-key it already did (``gateway/hub.py``).
+version by the database's clock, and a process's hub passes on none older than one of its key it
+already did, within the time a value can be held (``gateway/hub.py``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+
+from django.db import connection
 
 # Layer message types (namespaced; the consumer handler is the name with "." -> "_").
 EVENT_MESSAGE = "event.message"
@@ -25,6 +28,17 @@ def frame_for(type: str, data: dict, seq: int | None) -> str | None:
     return builder(data, seq) if builder is not None and seq is not None else None
 
 
+def db_clock() -> float:
+    """Now by the database's clock, as epoch seconds: one clock for every process on every machine,
+    so that conflated values' versions compare across them. On SQLite (the embedded default, one
+    process), this process's."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+            return cursor.fetchone()[0]
+    return time.time()
+
+
 def layer_event(
     *,
     channel: str,
@@ -35,9 +49,10 @@ def layer_event(
     version: float | None = None,
 ) -> dict:
     """The channel-layer message for an event. ``key`` marks room events a connection may conflate
-    (a newer one replaces it); ``version`` orders a key's values (the time its state was read, as
-    epoch seconds): a process passes none on that is older than one of its key it already did,
-    whichever process sent each. ``frame`` is the event's second socket shape, if its type has one."""
+    (a newer one replaces it); ``version`` orders a key's values (epoch seconds by the database's
+    clock: when the state was read, or written under its row's lock): a process's hub passes none
+    on that is older than one of its key it already did, whichever process sent each. ``frame``
+    is the event's second socket shape, if its type has one."""
     message = {"type": EVENT_MESSAGE, "channel": channel, "personal": seq is not None, "seq": seq, "text": text}
     if key is not None:
         message["key"] = key

@@ -46,8 +46,9 @@ class _Statement:
 class _Compiled:
     """``rows().filter(<field>=value)``, compiled once per database alias. ``rows``: a function
     returning the queryset (so that models resolve once the apps are ready), e.g.
-    ``lambda: Account.objects.select_for_update()``; it must build the same query at every call
-    (the SQL and its other parameters are kept from the first). ``lenient``: a value that cannot
+    ``lambda: Account.objects.select_for_update()``, called once: the queryset is kept, never
+    evaluated, for its model and, at each call, its database; its SQL and other parameters are
+    kept from the first compile. ``lenient``: a value that cannot
     be prepared for the column (a claim from a token) finds nothing, where the ORM raises
     TypeError, ValueError or ValidationError."""
 
@@ -97,6 +98,7 @@ class _Compiled:
                 and not compiler.has_extra_select  # columns selected only to order by (distinct())
                 and queryset._iterable_class in self.iterables
                 and not getattr(queryset, "_prefetch_related_lookups", ())
+                and not getattr(queryset, "_known_related_objects", None)  # ModelIterable would set them
             )
             at = [i for i, (a, b) in enumerate(zip(params, other_params, strict=True)) if a != b]
             if sql != other_sql or len(at) != 1 or not plain:

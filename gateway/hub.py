@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -32,6 +33,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from broadcast import presence, stafffeed
+from broadcast.conflation import interval
 from broadcast.messages import ACCESS_CHANGED
 from broadcast.rooms import is_market_group, is_user_group
 from core.internals import LOST, RECONNECTED, admission, corked, direct_sender, received_now, transport_backlog
@@ -61,7 +63,14 @@ _stamps = itertools.count(1)  # shared by every hub, so a stamp never means two 
 UNAVAILABLE = "the server cannot reach its message bus right now; reconnect shortly"
 
 
+STALE = CONFLATED.labels("stale")
 VERSIONS_KEPT = 10_000  # conflated keys' versions remembered before the old ones are let go
+VERSION_AHEAD = 5.0  # seconds: a version further ahead of this machine's clock is not kept
+
+
+def held_at_most() -> float:
+    """The longest a value can wait for its slot in a conflater (its key's interval), and a second."""
+    return max(interval("md:"), interval("hd:"), interval("pos:")) + 1.0
 
 
 class LayerUnavailable(Exception):
@@ -98,7 +107,7 @@ class Hub:
         self.subscribing: dict[str, asyncio.Future] = {}
         # The newest version of each conflated key passed on: a key's order across processes
         # (broadcast/conflation.py keeps it within one).
-        self.versions: dict[str, float] = {}
+        self.versions: dict[str, tuple[float, float]] = {}  # key → (version, monotonic time kept)
         self.versions_prune_at = VERSIONS_KEPT
 
     async def _ensure(self) -> None:
@@ -216,7 +225,7 @@ class Hub:
             return 0
         key = message.get("key")
         if key is not None and (version := message.get("version")) is not None and self._stale(key, version):
-            CONFLATED.labels("stale").inc()
+            STALE.inc()
             return 0
         group = message.get("group", "")
         if group in self.stamps:
@@ -227,15 +236,21 @@ class Hub:
         return len(members)
 
     def _stale(self, key: str, version: float) -> bool:
-        """Whether a value of ``key`` read at ``version`` is older than one already passed on: two
-        processes conflate a key apart, and one's value held for its slot can reach the layer
-        after the other's newer one. Else it is the newest."""
-        if version < self.versions.get(key, float("-inf")):
+        """Whether a value of ``key`` with ``version`` (the database's clock: when its state was
+        read or written) is older than one already passed on, by no more than a value can be held
+        for its slot: two processes conflate a key apart, and one's held value can reach the layer
+        after the other's newer one. Older by more, it cannot be a held value (a clock stepped
+        back): it goes on. A version far ahead of this machine's clock goes on but is not kept:
+        a clock far ahead must not hold the key."""
+        seen = self.versions.get(key)
+        if seen is not None and version < seen[0] and seen[0] - version <= held_at_most():
             return True
-        self.versions[key] = version
-        if len(self.versions) > self.versions_prune_at:  # a value older than a minute arrives no more
-            self.versions = {k: v for k, v in self.versions.items() if v > version - 60}
-            self.versions_prune_at = max(VERSIONS_KEPT, 2 * len(self.versions))
+        if (seen is None or version > seen[0]) and version <= time.time() + VERSION_AHEAD:
+            self.versions[key] = (version, time.monotonic())
+            if len(self.versions) > self.versions_prune_at:  # a key quiet for a minute holds nothing back
+                quiet = time.monotonic() - 60
+                self.versions = {k: v for k, v in self.versions.items() if v[1] > quiet}
+                self.versions_prune_at = max(VERSIONS_KEPT, 2 * len(self.versions))
         return False
 
     def _lost(self, groups: list[str]) -> None:

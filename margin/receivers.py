@@ -1,10 +1,9 @@
 """Broadcast margin events. Guard executions and auto-closes are personal and logged (seq, resume);
 position values are a conflated value stream on the user's room (not logged): see sweeps.py."""
 
-import time
-
 from asgiref.sync import async_to_sync
 from django.db import transaction
+from django.db.models.functions import Now
 from django.dispatch import receiver
 
 from broadcast.conflation import conflate
@@ -13,7 +12,7 @@ from margin.sweeps import request_sweeps
 
 from .events import auto_close_event, guard_execution_event
 from .models import Position
-from .selectors import position_update_items
+from .selectors import position_update_items, read_at
 from .signals import auto_closed, guard_executed, positions_changed, prices_moved
 
 
@@ -22,9 +21,8 @@ def on_positions_changed(sender, positions, **kwargs) -> None:
     ids = [p.pk for p in positions]
 
     def send() -> None:
-        version = time.time()  # before the read: a later read's values are newer
-        fresh = list(Position.objects.select_related("instrument").filter(pk__in=ids))
-        conflate(position_update_items(fresh, version=version))
+        fresh = list(Position.objects.select_related("instrument").filter(pk__in=ids).annotate(read_at=Now()))
+        conflate(position_update_items(fresh, version=read_at(fresh)))
 
     transaction.on_commit(send)
 

@@ -3,12 +3,13 @@ sweeps (sweeps.py)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.db.models import QuerySet
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from accounts.models import User
@@ -54,11 +55,11 @@ def positions_values(positions: list[Position]) -> list[dict]:
 
 
 def position_update_items(
-    positions: list[Position], at: datetime | None = None, *, version: float
+    positions: Sequence[Position], at: datetime | None = None, *, version: float
 ) -> list[tuple[str, str, dict]]:
     """(conflation key, user group, layer message) for each position's position_status_update.
-    ``version``: the time (``time.time()``) taken before ``positions`` were read: a value read
-    later reflects every commit this one does."""
+    ``version``: when ``positions`` were read (``read_at``): a value read later reflects every
+    commit this one does."""
     prices = prices_for(p.instrument_id for p in positions)
     thresholds = thresholds_for({p.user_id for p in positions})
     return [
@@ -71,13 +72,18 @@ def position_update_items(
 
 def position_updates(*, instrument_ids: Iterable[int], user_ids: Iterable[int]) -> list[tuple[str, str, dict]]:
     """A tick sweep: the open positions in these instruments held by these (connected) users."""
-    version = time.time()
     positions = list(
-        Position.objects.select_related("instrument").filter(
-            instrument_id__in=list(instrument_ids), status=PositionStatus.OPEN, user_id__in=list(user_ids)
-        )
+        Position.objects.select_related("instrument")
+        .filter(instrument_id__in=list(instrument_ids), status=PositionStatus.OPEN, user_id__in=list(user_ids))
+        .annotate(read_at=Now())
     )
-    return position_update_items(positions, at=timezone.now(), version=version)
+    return position_update_items(positions, at=timezone.now(), version=read_at(positions))
+
+
+def read_at(positions: Sequence[Any]) -> float:
+    """When positions read with ``.annotate(read_at=Now())`` were read, by the database's clock (the
+    statement's start: its snapshot holds every commit before it), as a values' version."""
+    return positions[0].read_at.timestamp() if positions else 0.0
 
 
 def execution_list(*, user: User) -> QuerySet[MarginGuardExecution]:

@@ -1,7 +1,5 @@
 """Broadcast market changes (conflated, to market rooms) and fired alerts (personal, logged)."""
 
-import time
-
 from django.db import transaction
 from django.dispatch import receiver
 
@@ -16,7 +14,7 @@ from .signals import alerts_fired, market_changed
 
 
 @receiver(market_changed)
-def on_market_changed(sender, state, candles, **kwargs) -> None:
+def on_market_changed(sender, state, candles, version, **kwargs) -> None:
     symbol = state.instrument.symbol
     group = market_room(symbol).layer_group
     events = [(f"md:{symbol}", market_data_update(state))]
@@ -27,10 +25,8 @@ def on_market_changed(sender, state, candles, **kwargs) -> None:
                 historical_data_update(symbol, candle.timeframe, [candle], state.timestamp),
             )
         )
-    # the key conflates twice: per process before the layer, per connection in its send queue.
-    # Its version: now, under the lock of the symbol's state row that the ingest holds until commit
-    # (ingests of one symbol in two processes take it in turn, and stamp in that order).
-    version = time.time()
+    # the key conflates twice: per process before the layer, per connection in its send queue;
+    # its version is the ingest's (market.services.ticks_record)
     items = [
         (key, group, layer_event(channel=event["channel"], seq=None, text=dumps(event), key=key, version=version))
         for key, event in events

@@ -21,6 +21,7 @@ from django.utils.dateparse import parse_datetime
 
 from accounts.caps import cap_check
 from accounts.models import User
+from broadcast.messages import db_clock
 from core.errors import Conflict
 from notifications.services import notification_create_each
 
@@ -290,6 +291,7 @@ class Recorded:
     fired: dict[int, list[PriceAlert]]
     candles: dict[int, list[Candle]]
     marks: dict[int, list[Decimal]]
+    version: float  # the database's clock once the states are written (and locked until commit)
 
     def price_paths(self) -> dict[int, list[Decimal]]:
         return {i: [t.price for t in path] for i, path in self.paths.items()}
@@ -346,7 +348,10 @@ def ticks_record(raw: object) -> Recorded:
         update_fields=["price", "change", "change_percent", "volume", "high24h", "low24h", "timestamp", "mark"],
     )
     fired = _fire_alerts(paths, previous)
-    return Recorded(changed=changed, paths=paths, fired=fired, candles=candles, marks=marks)
+    # The market data's version: ingests of a symbol take its state row's lock in turn (on SQLite,
+    # the database's), so stamps taken now, before commit, follow the commits' order.
+    version = db_clock()
+    return Recorded(changed=changed, paths=paths, fired=fired, candles=candles, marks=marks, version=version)
 
 
 def _mark_paths(paths: dict[int, list[TickIn]], previous: dict[int, Decimal | None]) -> dict[int, list[Decimal]]:
@@ -371,7 +376,12 @@ def ticks_announce(recorded: Recorded) -> None:
             alerts_fired.send(
                 sender=PriceAlert, alerts=recorded.fired[instrument_id], symbol=path[-1].instrument.symbol
             )
-        market_changed.send(sender=MarketState, state=state, candles=recorded.candles.get(instrument_id, []))
+        market_changed.send(
+            sender=MarketState,
+            state=state,
+            candles=recorded.candles.get(instrument_id, []),
+            version=recorded.version,
+        )
 
 
 @transaction.atomic

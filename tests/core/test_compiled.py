@@ -92,6 +92,14 @@ def test_rows_are_the_orms_rows_in_its_order_compiled_once(instruments, monkeypa
         Instrument.objects.filter(exchange=exchange).order_by("symbol").values_list(*names)
     )
     assert instances.all("NO-SUCH-EXCHANGE") == []
+    joined = CompiledRows(lambda: Instrument.objects.select_related("state").order_by("symbol"), "exchange")
+    with CaptureQueriesContext(connection) as queries:
+        states = [(i.symbol, getattr(i, "state", None)) for i in joined.all(exchange)]
+    assert len(queries.captured_queries) == 1  # each state built from the one read, none read after
+    orm = Instrument.objects.select_related("state").filter(exchange=exchange).order_by("symbol")
+    assert [(symbol, state and state.price) for symbol, state in states] == [
+        (i.symbol, getattr(i, "state", None) and i.state.price) for i in orm
+    ]
     compiles = []
     original = SQLCompiler.as_sql
     monkeypatch.setattr(SQLCompiler, "as_sql", lambda self, *a, **k: compiles.append(1) or original(self, *a, **k))

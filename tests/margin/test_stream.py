@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -82,3 +83,36 @@ async def test_other_users_positions_are_not_sent(make_user, trade):
         msg = json.loads((await comm.receive_output())["text"])
         assert msg["type"] not in ("position_status_update", "margin_guard_execution"), msg
     await comm.disconnect()
+
+
+async def test_values_carry_the_database_clock_as_their_version(make_user, trade):
+    """Market data stamped once its state row is written (ingests of a symbol take that lock in
+    turn); position values when their rows were read."""
+    from channels.layers import get_channel_layer
+
+    from broadcast.messages import db_clock
+    from broadcast.rooms import market_room, user_room
+    from margin.models import Position
+    from margin.signals import positions_changed
+
+    layer = get_channel_layer()
+
+    async def listen(group: str) -> str:
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+        return channel
+
+    user = await database_sync_to_async(make_user)("stamped")
+    await database_sync_to_async(trade)(user, "BUY", "1", "100", leverage=10)
+    market = await listen(market_room("BTC_USD").layer_group)
+    personal = await listen(user_room(user.pk).layer_group)
+    before = await database_sync_to_async(db_clock)()
+    await database_sync_to_async(ticks_ingest)([{"symbol": "BTC_USD", "price": "101", "volume": "1"}])
+    tick = await asyncio.wait_for(layer.receive(market), 5)
+    assert tick["key"] == "md:BTC_USD" and before <= tick["version"] <= await database_sync_to_async(db_clock)()
+    changed = await database_sync_to_async(lambda: list(Position.objects.filter(user=user)))()
+    before = await database_sync_to_async(db_clock)()
+    await database_sync_to_async(positions_changed.send)(sender=Position, positions=changed)  # on_commit: now
+    while (value := await asyncio.wait_for(layer.receive(personal), 5)).get("key") != f"pos:{changed[0].pk}":
+        pass
+    assert before <= value["version"] <= await database_sync_to_async(db_clock)()
