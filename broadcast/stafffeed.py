@@ -8,6 +8,7 @@ reported in the process's once-per-second ``admin_stats`` (see ``presence.Regist
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -84,10 +85,13 @@ class Batch:
 
 fanout_counts: Counter[str] = Counter()
 slow_closes = 0
+# publishes are counted on the event loop, on request threads and on the conflater's thread
+_fanout_lock = threading.Lock()
 
 
 def count_fanout(channel: str) -> None:
-    fanout_counts[channel] += 1
+    with _fanout_lock:
+        fanout_counts[channel] += 1
 
 
 def count_slow_close() -> None:
@@ -96,6 +100,7 @@ def count_slow_close() -> None:
 
 
 def take_fanout() -> dict[str, int]:
-    taken = dict(fanout_counts)
-    fanout_counts.clear()
+    with _fanout_lock:
+        taken = dict(fanout_counts)
+        fanout_counts.clear()
     return taken
