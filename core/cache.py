@@ -21,3 +21,13 @@ class RedisCache(DjangoRedisCache):
     def __init__(self, server, params) -> None:
         super().__init__(server or "", params)
         self._class = _Client
+
+    def count_in_window(self, key: str, timeout: int) -> int:
+        """Add one to the counter ``key`` and return it; a new counter expires ``timeout`` seconds
+        after its first count. ``add`` then ``incr`` as one transaction in one round trip (the
+        REST throttles count every request: two round trips, and a key could expire between them)."""
+        name = self.make_and_validate_key(key)
+        pipe = redis_sync_client().pipeline(transaction=True)
+        pipe.set(name, 0, ex=timeout, nx=True)
+        pipe.incr(name)
+        return pipe.execute()[1]

@@ -108,3 +108,16 @@ def test_one_configuration_or_the_other(tmp_path):
     good = settle(REDIS_URL="", REDIS_SENTINELS="10.0.0.1:26379, [::1]:26380", REDIS_SENTINEL_MASTER="m")
     assert good.returncode == 0, good.stderr
     assert json.loads(good.stdout) == [["10.0.0.1", 26379], ["::1", 26380]]
+
+
+def test_the_throttles_window_counter_counts_and_expires_from_its_first_count():
+    """The REST throttles' counter: add then incr in one transaction (one round trip); the window's
+    expiry is set by its first count and not pushed back by later ones."""
+    cache = RedisCache("", {"KEY_PREFIX": f"t:{uuid.uuid4().hex}"})
+    assert [cache.count_in_window("w", 30) for _ in range(3)] == [1, 2, 3]
+    name = cache.make_and_validate_key("w")
+    server = redis_clients.redis_sync_client()
+    server.expire(name, 10)  # as if 20 s of the window had passed
+    assert cache.count_in_window("w", 30) == 4
+    assert 0 < server.ttl(name) <= 10  # still the first count's window
+    assert cache.get("w") == 4  # what the cache's own reads see
