@@ -63,8 +63,8 @@ class _Compiled:
         # rows() once (building a queryset's filters costs what compiling them does); never
         # evaluated, only asked its model and, at each call, its database (routers decide it)
         self._queryset: QuerySet | None = None
-        # each thread's connection's converters of the columns, per statement
-        self._converters: WeakKeyDictionary[Any, dict[str, list]] = WeakKeyDictionary()
+        # the columns' converters, per connection (a thread's, of one database: one statement)
+        self._converters: WeakKeyDictionary[Any, list] = WeakKeyDictionary()
 
     def _statement(self, queryset: QuerySet, alias: str) -> _Statement:
         if alias not in self._compiled:
@@ -157,10 +157,9 @@ class _Compiled:
             rows = cursor.fetchmany(limit) if limit else cursor.fetchall()
         # as SQLCompiler.apply_converters, with this thread's connection
         columns = statement.columns
-        known = self._converters.setdefault(connection, {})
-        converters = known.get(alias)
+        converters = self._converters.get(connection)
         if converters is None:
-            converters = known[alias] = [
+            converters = self._converters[connection] = [
                 (i, convert)
                 for i, column in enumerate(columns)
                 for convert in connection.ops.get_db_converters(column) + column.get_db_converters(connection)
