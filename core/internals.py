@@ -20,9 +20,11 @@ import importlib
 import inspect
 import io
 import logging
+import os
 import random
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from importlib import metadata
@@ -33,10 +35,11 @@ from channels_redis.pubsub import RedisPubSubChannelLayer, RedisSingleShardConne
 from channels_redis.utils import _consistent_hash, decode_hosts
 from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.logfilters import redact
 from core.middleware import too_large_body
-from core.redis_clients import layer_hosts, sync_client_for
+from core.redis_clients import layer_hosts, publishing_client_for
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -1300,6 +1303,20 @@ def _fail(changes: list[tuple[str, bool, asyncio.Future]]) -> None:
             done.set_exception(closed)
 
 
+WATCH_SECONDS = 1.0  # a tripped shard is pinged this often
+
+
+class ShardTripped(RedisConnectionError):
+    """A publish not tried: its channel-layer server timed out on an earlier one and has not
+    answered a PING since (``ResilientPubSubChannelLayer.publish_blocking``)."""
+
+
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
 def received_now(layer, channel: str) -> dict | None:
     """The next message the pub/sub layer has already read for ``channel`` in this event loop, or
     None, without waiting (``receive`` without the await: the hub drains a burst in one go).
@@ -1318,12 +1335,16 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
     which synchronous code can publish to without an event loop (``publish_blocking``)."""
 
     _blocking_lock = threading.Lock()
-    _sync_clients: list | None = None  # a class default: the base class's __getattr__ needs a loop
+    # Class defaults, set per instance: the base class's __getattr__ needs a loop.
+    _sync_clients: list | None = None
+    _tripped: dict[int, int] = {}
+    _answering: dict[int, threading.Event] = {}
 
     def __init__(self, hosts=None, **kwargs) -> None:
         # No hosts in CHANNEL_LAYERS: the configured Redis (one server or Sentinel), or the
         # CHANNEL_LAYER_HOSTS shards (core/redis_clients.py).
         super().__init__(hosts=hosts or layer_hosts(), **kwargs)
+        self._tripped, self._answering = {}, {}
 
     def publish_blocking(self, sends: list[tuple[str, dict]]) -> dict[int, Exception]:
         """``group_send`` of each ``(group, message)``, in order, from a thread with no event loop:
@@ -1332,7 +1353,16 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
         ``async_to_sync(group_send)`` instead waits for a turn of the server's event loop, busy
         with every socket, twice per call: ~30 ms per order placement at 100 orders/s. Returns
         the sends that failed (their index → redis-py's error): a shard that cannot be reached
-        fails only the messages for its rooms."""
+        fails only the messages for its rooms.
+
+        A shard that stops answering (a hung or partitioned Redis: the connection stays open and
+        nothing comes back) costs the callers in flight one socket timeout, not redis-py's
+        retries (a publish that timed out may have landed; sending it again only duplicates it).
+        The shard is then *tripped* in this process: its sends fail at once, without a round
+        trip, and a watcher thread pings it until it answers. Every caller of this method leaves
+        what failed to a successor (the outbox's relay, the next update of a conflated key), so
+        nobody else waits behind that shard: a REST request's commit, the conflater's thread,
+        and the other shards' rooms go on."""
         clients = self._blocking_clients()
         prefix = self._kwargs.get("prefix", "asgi")
         pipes: dict[int, tuple[Pipeline, list[int]]] = {}
@@ -1345,12 +1375,54 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
             pipe.publish(name, self.serialize(message))
             indexes.append(i)
         failed: dict[int, Exception] = {}
-        for pipe, indexes in pipes.values():
+        for shard, (pipe, indexes) in pipes.items():
+            if self._is_tripped(shard):
+                failed.update(dict.fromkeys(indexes, ShardTripped(f"channel-layer server {shard} is not answering")))
+                continue
             try:
                 pipe.execute()
             except Exception as exc:  # noqa: BLE001 - the caller decides; the other shards still get theirs
                 failed.update(dict.fromkeys(indexes, exc))
+                if isinstance(exc, RedisTimeoutError):
+                    self._trip(shard, exc)
         return failed
+
+    def shard_answering(self, shard: int) -> threading.Event:
+        """Set while this process sends to ``shard``; cleared while it is tripped (the tests wait on it)."""
+        with self._blocking_lock:
+            return self._answering.setdefault(shard, _set_event())
+
+    def _is_tripped(self, shard: int) -> bool:
+        # A forked child inherits the table but not the watcher thread: only this process's trips count.
+        return self._tripped.get(shard) == os.getpid()
+
+    def _trip(self, shard: int, exc: Exception) -> None:
+        with self._blocking_lock:
+            if self._is_tripped(shard):
+                return  # another caller's timeout tripped it first
+            self._tripped[shard] = os.getpid()
+            self._answering.setdefault(shard, _set_event()).clear()
+        logger.warning(
+            "channel-layer server %d did not answer a publish (%s): its sends fail at once, left to their "
+            "relay, until it answers a PING",
+            shard,
+            exc,
+        )
+        threading.Thread(target=self._watch, args=(shard,), name=f"layer-shard-{shard}-watch", daemon=True).start()
+
+    def _watch(self, shard: int) -> None:
+        client = self._blocking_clients()[shard]
+        while True:
+            time.sleep(WATCH_SECONDS)
+            try:
+                client.ping()  # a PING that times out costs this thread, nobody else
+            except Exception:  # noqa: BLE001 - still away: try again
+                continue
+            with self._blocking_lock:
+                self._tripped.pop(shard, None)
+                self._answering[shard].set()
+            logger.warning("channel-layer server %d answers again: sending to it", shard)
+            return
 
     def _blocking_clients(self) -> list:
         clients = self._sync_clients
@@ -1359,7 +1431,7 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
                 clients = self._sync_clients
                 if clients is None:
                     hosts = decode_hosts(self._kwargs.get("hosts"))
-                    clients = self._sync_clients = [sync_client_for(host) for host in hosts]
+                    clients = self._sync_clients = [publishing_client_for(host) for host in hosts]
         return clients
 
     def _get_layer(self):

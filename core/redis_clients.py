@@ -100,10 +100,17 @@ def layer_hosts() -> list[dict]:
     return [{**server, **options} for server in servers]
 
 
-def sync_client_for(host: dict) -> redis.Redis:
+def publishing_client_for(host: dict) -> redis.Redis:
     """A blocking client for one channel-layer host: the layer's publishes from threads without an
-    event loop go to the server its subscribers listen on."""
-    return _client(host, asyncio_client=False)
+    event loop go to the server its subscribers listen on. It retries a broken connection (Redis
+    restarted: the pooled socket is dead, a new one works) but not a timeout: a server that did
+    not answer in REDIS_SOCKET_TIMEOUT is not answering, and a publish that timed out may have
+    landed (``ResilientPubSubChannelLayer.publish_blocking`` trips that server instead)."""
+    client = _client(host, asyncio_client=False)
+    client.set_retry(
+        Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2, supported_errors=(redis.ConnectionError,))
+    )
+    return client
 
 
 _sync_layer_clients: dict[tuple[str, ...], list[redis.Redis]] = {}
@@ -115,7 +122,7 @@ def sync_layer_clients() -> list[redis.Redis]:
     key = tuple(settings.CHANNEL_LAYER_HOSTS)
     clients = _sync_layer_clients.get(key)
     if clients is None:
-        clients = _sync_layer_clients[key] = [sync_client_for(host) for host in layer_hosts()]
+        clients = _sync_layer_clients[key] = [_client(host, asyncio_client=False) for host in layer_hosts()]
     return clients
 
 

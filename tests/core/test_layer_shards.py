@@ -134,3 +134,85 @@ async def test_a_silent_link_is_noticed_its_groups_told_and_it_is_resubscribed_w
     finally:
         proxy.close()
         server.kill()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_hung_shard_costs_one_timeout_then_is_skipped_until_it_answers(settings, monkeypatch):
+    """A shard that stops answering (no FIN, no RST) must not hold up every publisher: the
+    publish in flight waits one socket timeout (no retries of a timeout), the shard is tripped,
+    later publishes fail its rooms at once (left for the relay) while the other shard's rooms
+    still get theirs, and once it answers a PING again it is sent to as before."""
+    from core import internals
+    from tests.hardening.conftest import TcpProxy
+
+    monkeypatch.setattr(internals, "WATCH_SECONDS", 0.2)
+    servers = [PrivateRedis(), PrivateRedis()]
+    for server in servers:
+        server.start()
+    proxy = TcpProxy(servers[1].port)
+    try:
+        settings.CHANNEL_LAYER_HOSTS = [servers[0].url, f"redis://127.0.0.1:{proxy.port}/0"]
+        settings.REDIS_SOCKET_TIMEOUT, settings.REDIS_CONNECT_TIMEOUT = 1.0, 1.0
+        prefix = next(
+            p
+            for p in (f"t{uuid.uuid4().hex[:8]}" for _ in range(100))
+            if len({_consistent_hash(f"{p}__group__{g}", 2) for g in GROUPS}) == 2
+        )
+        layer = ResilientPubSubChannelLayer(prefix=prefix)
+        shard_of = {g: _consistent_hash(f"{prefix}__group__{g}", 2) for g in GROUPS}
+        hung = {i for i, g in enumerate(GROUPS) if shard_of[g] == 1}
+        sends = [(g, {"type": "t.m", "group": g}) for g in GROUPS]
+
+        def heard(server_port: int) -> redis.client.PubSub:
+            pubsub = redis.Redis(port=server_port).pubsub()
+            pubsub.psubscribe(f"{prefix}__group__*")
+            assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+            return pubsub
+
+        def groups_heard(pubsub, count: int) -> list[str]:
+            got = []
+            while len(got) < count:
+                message = pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                assert message is not None, got
+                got.append(layer.deserialize(message["data"])["group"])
+            return got
+
+        near, far = heard(servers[0].port), heard(servers[1].port)
+        assert await asyncio.to_thread(layer.publish_blocking, sends) == {}
+        assert sorted(groups_heard(far, len(hung))) == sorted(GROUPS[i] for i in hung)
+        assert layer.shard_answering(1).is_set()
+
+        proxy.blackhole()
+        calls: list[int] = []
+        real_execute = redis.client.Pipeline.execute
+
+        def counted(pipe, *args, **kwargs):
+            calls.append(1)
+            return real_execute(pipe, *args, **kwargs)
+
+        monkeypatch.setattr(redis.client.Pipeline, "execute", counted)
+        failed = await asyncio.to_thread(layer.publish_blocking, sends)
+        assert set(failed) == hung and all(isinstance(e, redis.TimeoutError) for e in failed.values())
+        assert not layer.shard_answering(1).is_set()  # tripped
+
+        calls.clear()
+        failed = await asyncio.to_thread(layer.publish_blocking, sends)
+        assert set(failed) == hung  # its rooms fail at once: not tried, no round trip
+        assert all(isinstance(e, internals.ShardTripped) for e in failed.values())
+        assert all(isinstance(e, redis.ConnectionError) for e in failed.values())  # what callers catch
+        assert len(calls) == 1  # the answering shard's pipeline only
+        # the other shard's rooms got theirs both times
+        assert sorted(groups_heard(near, 2 * (len(GROUPS) - len(hung)))) == sorted(
+            2 * [g for i, g in enumerate(GROUPS) if i not in hung]
+        )
+
+        proxy.restore()  # (the publish held in the black hole lands now, late: a duplicate)
+        assert await asyncio.to_thread(layer.shard_answering(1).wait, 10)
+        assert await asyncio.to_thread(layer.publish_blocking, sends) == {}
+        assert groups_heard(far, 2 * len(hung))[-len(hung) :] == [GROUPS[i] for i in sorted(hung)]
+        near.close()
+        far.close()
+    finally:
+        proxy.close()
+        for server in servers:
+            server.kill()
