@@ -39,6 +39,7 @@ from gateway.connect_read import DB_UNAVAILABLE, DatabaseUnavailable
 from gateway.hub import UNAVAILABLE, HubMember, LayerUnavailable, hub
 from gateway.inbound_limits import InboundLimiter
 from gateway.stream import PersonalStream
+from market.events import market_data_key
 from market.selectors import instrument_symbols_async, snapshot_text_async
 from system.selectors import notices_in_force_texts
 from wire import Close, Code, connection, dumps, error, iso, now_iso
@@ -393,8 +394,14 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.reply(self._room_reply(room, "subscribed"))
         if room.kind is rooms.RoomKind.MARKET:
             snapshot = await snapshot_text_async(room.key)
-            if snapshot is not None:
-                self.write(snapshot, "market_data")
+            if snapshot is None:
+                return
+            text, version = snapshot
+            # The socket joined before the read: a live value committed since may be in its queue
+            # already. Older than that one, the snapshot would leave the socket on a stale price:
+            # not sent. Sent, it is the key's newest here, so a held older live value is dropped.
+            if version is None or not hub().outdated(market_data_key(room.key), version):
+                self.write(text, "market_data")
 
     async def cmd_unsubscribe(self, content: dict) -> None:
         name = content.get("channel")

@@ -224,7 +224,7 @@ class Hub:
             self._lost(message["groups"])
             return 0
         key = message.get("key")
-        if key is not None and (version := message.get("version")) is not None and self._stale(key, version):
+        if key is not None and (version := message.get("version")) is not None and self.outdated(key, version):
             STALE.inc()
             return 0
         group = message.get("group", "")
@@ -235,13 +235,14 @@ class Hub:
             conn.deliver(message)
         return len(members)
 
-    def _stale(self, key: str, version: float) -> bool:
+    def outdated(self, key: str, version: float) -> bool:
         """Whether a value of ``key`` with ``version`` (the database's clock: when its state was
         read or written) is older than one already passed on, by no more than a value can be held
         for its slot: two processes conflate a key apart, and one's held value can reach the layer
         after the other's newer one. Older by more, it cannot be a held value (a clock stepped
         back): it goes on. A version far ahead of this machine's clock goes on but is not kept:
-        a clock far ahead must not hold the key."""
+        a clock far ahead must not hold the key. A value that is not outdated is kept as the key's
+        newest: a snapshot on subscribe asks too (the live values older than it are then dropped)."""
         seen = self.versions.get(key)
         if seen is not None and version < seen[0] and seen[0] - version <= held_at_most():
             return True

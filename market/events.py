@@ -23,6 +23,11 @@ def snapshot_data(state) -> dict:
     }
 
 
+def market_data_key(symbol: str) -> str:
+    """The conflation key of a symbol's ``market_data_update``: a newer one replaces an older one."""
+    return f"md:{symbol}"
+
+
 def market_data_update(state) -> dict:
     return envelope(MARKET_DATA_UPDATE, "market_data", snapshot_data(state))
 

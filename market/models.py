@@ -115,6 +115,11 @@ class MarketState(models.Model):
     # The mark price risk is judged at (market.services.ticks_record): the last trade, moving at most
     # RISK_MARK_BAND per tick, so one bad print cannot liquidate anyone.
     mark = models.DecimalField(null=True, blank=True, **PRICE)
+    # When this state was written, by the database's clock (epoch seconds): the version its live
+    # update carried (market.services.ticks_record), so a socket's snapshot on subscribe can be
+    # ordered against the live updates it already got (gateway.hub.Hub.outdated). Null: written
+    # before versions were kept.
+    version = models.FloatField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.instrument_id} {self.price}"

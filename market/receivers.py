@@ -9,7 +9,7 @@ from broadcast.outbox import publish_personal_many
 from broadcast.rooms import market_room
 from wire import dumps
 
-from .events import historical_data_update, market_data_update, price_alert_event
+from .events import historical_data_update, market_data_key, market_data_update, price_alert_event
 from .signals import alerts_fired, market_changed
 
 
@@ -17,7 +17,7 @@ from .signals import alerts_fired, market_changed
 def on_market_changed(sender, state, candles, version, **kwargs) -> None:
     symbol = state.instrument.symbol
     group = market_room(symbol).layer_group
-    events = [(f"md:{symbol}", market_data_update(state))]
+    events = [(market_data_key(symbol), market_data_update(state))]
     for candle in candles:
         events.append(
             (

@@ -43,11 +43,13 @@ def snapshot_get(*, symbol: str) -> MarketState | None:
     return MarketState.objects.select_related("instrument").filter(instrument__symbol=symbol).first()
 
 
-async def snapshot_text_async(symbol: str) -> str | None:
-    """The current ``market_data_update`` for a symbol, ready to send (None before any tick)."""
+async def snapshot_text_async(symbol: str) -> tuple[str, float | None] | None:
+    """The current ``market_data_update`` for a symbol, ready to send, with its version (when the
+    state was written, by the database's clock; None if written before versions were kept), or
+    None before any tick."""
 
     state = await database_sync_to_async(snapshot_get)(symbol=symbol)
-    return None if state is None else dumps(market_data_update(state))
+    return None if state is None else (dumps(market_data_update(state)), state.version)
 
 
 def last_traded_price(instrument: Instrument) -> Decimal | None:

@@ -317,6 +317,10 @@ def ticks_record(raw: object) -> Recorded:
         state = states.get(tick.instrument.pk)
         if state is None or state.timestamp is None or tick.timestamp >= state.timestamp:
             paths.setdefault(tick.instrument.pk, []).append(tick)
+    # The market data's version: ingests of a symbol take its state row's lock in turn (on SQLite,
+    # the database's), so stamps taken under it, before commit, follow the commits' order. The row
+    # keeps it, and its live update carries it: a snapshot and a live update compare.
+    version = db_clock()
     previous = {i: states[i].price if i in states else None for i in paths}
     marks = _mark_paths(paths, {i: states[i].mark if i in states else None for i in paths})
     Tick.objects.bulk_create(
@@ -339,18 +343,26 @@ def ticks_record(raw: object) -> Recorded:
         state.low24h = day.get("low") or last.price
         state.timestamp = last.timestamp
         state.mark = marks[instrument_id][-1]
+        state.version = version
         states[instrument_id] = state
     changed = [states[i] for i in paths]
     MarketState.objects.bulk_create(
         changed,
         update_conflicts=True,
         unique_fields=["instrument"],
-        update_fields=["price", "change", "change_percent", "volume", "high24h", "low24h", "timestamp", "mark"],
+        update_fields=[
+            "price",
+            "change",
+            "change_percent",
+            "volume",
+            "high24h",
+            "low24h",
+            "timestamp",
+            "mark",
+            "version",
+        ],
     )
     fired = _fire_alerts(paths, previous)
-    # The market data's version: ingests of a symbol take its state row's lock in turn (on SQLite,
-    # the database's), so stamps taken now, before commit, follow the commits' order.
-    version = db_clock()
     return Recorded(changed=changed, paths=paths, fired=fired, candles=candles, marks=marks, version=version)
 
 

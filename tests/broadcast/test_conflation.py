@@ -217,3 +217,95 @@ async def test_a_held_older_value_never_follows_a_newer_one_into_a_socket(make_u
     await send(5, now + 0.1)  # not held back by the hour-ahead one
     assert await next_price() == 5
     await comm.disconnect()
+
+
+def _state_at(symbol: str, price: int, version: float | None) -> None:
+    """The symbol's market state as an ingest leaves it, written at ``version``."""
+    from django.utils import timezone
+
+    from market.models import Instrument, MarketState
+
+    MarketState.objects.update_or_create(
+        instrument=Instrument.objects.get(symbol=symbol),
+        defaults={
+            "price": price,
+            "change": 0,
+            "change_percent": 0,
+            "volume": 0,
+            "high24h": price,
+            "low24h": price,
+            "timestamp": timezone.now(),
+            "version": version,
+        },
+    )
+
+
+async def _subscribed(make_user, name: str):
+    from tests.conftest import connected, jwt_for
+
+    user = await database_sync_to_async(make_user)(name)
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_json_to({"type": "subscribe", "channel": "market:BTC_USD"})
+    assert (await comm.receive_json_from(timeout=5))["type"] == "room_subscription"
+    return comm
+
+
+async def _send_live(price: int, version: float, key: str = "md:BTC_USD") -> None:
+    from broadcast.rooms import market_room
+
+    layer, group = get_channel_layer(), market_room("BTC_USD").layer_group
+    event = {"type": "market_data_update", "channel": "market_data", "data": {"price": price}}
+    message = layer_event(channel="market_data", seq=None, text=json.dumps(event), key=key, version=version)
+    await layer.group_send(group, {**message, "group": group})
+
+
+async def _next_message(comm) -> tuple[str, object]:
+    msg = await comm.receive_json_from(timeout=5)
+    return msg["type"], msg.get("data", {}).get("price") if msg["type"] == "market_data_update" else None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_snapshot_older_than_a_live_value_the_socket_got_is_not_sent(make_user, instruments, monkeypatch):
+    """The socket joins the room, then the snapshot is read: a live value committed after that
+    read can reach the socket before the snapshot is written. The snapshot, older, is then not
+    sent: the socket stays on the newer price (before, it ended on the snapshot's)."""
+    from gateway import events_consumer
+
+    version = time.time()
+    await database_sync_to_async(_state_at)("BTC_USD", 100, version)
+    real, live_seen = events_consumer.snapshot_text_async, asyncio.Event()
+
+    async def read_then_a_live_value_arrives(symbol: str):
+        snapshot = await real(symbol)
+        await _send_live(7, version + 0.5)  # committed after the snapshot's read
+        await live_seen.wait()  # the socket has it before the snapshot is written
+        return snapshot
+
+    monkeypatch.setattr(events_consumer, "snapshot_text_async", read_then_a_live_value_arrives)
+    comm = await _subscribed(make_user, "snapshot-late")
+    assert await _next_message(comm) == ("market_data_update", 7)
+    live_seen.set()
+    await comm.send_json_to({"type": "list_rooms"})
+    assert await _next_message(comm) == ("room_list", None)  # no snapshot (100) in between
+    await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_held_live_value_older_than_the_snapshot_sent_is_dropped(make_user, instruments):
+    """Sent, the snapshot is its key's newest in the process: a live value older than it (held
+    for its slot by another process) is dropped; a newer one, and an unversioned snapshot, go on."""
+    version = time.time()
+    await database_sync_to_async(_state_at)("BTC_USD", 100, version)
+    comm = await _subscribed(make_user, "snapshot-first")
+    assert await _next_message(comm) == ("market_data_update", 100)
+    await _send_live(2, version - 0.2)  # read before the snapshot's state was written, held
+    await _send_live(90, version, key="md:MARK")  # another key: not conflated with 2 in the socket's queue
+    assert await _next_message(comm) == ("market_data_update", 90)  # 2 never came
+    await _send_live(3, version + 0.1)
+    assert await _next_message(comm) == ("market_data_update", 3)
+    await comm.disconnect()
+
+    await database_sync_to_async(_state_at)("BTC_USD", 101, None)  # written before versions were kept
+    comm = await _subscribed(make_user, "snapshot-unversioned")
+    assert await _next_message(comm) == ("market_data_update", 101)
+    await comm.disconnect()

@@ -86,14 +86,15 @@ async def test_other_users_positions_are_not_sent(make_user, trade):
 
 
 async def test_values_carry_the_database_clock_as_their_version(make_user, trade):
-    """Market data stamped once its state row is written (ingests of a symbol take that lock in
-    turn); position values when their rows were read."""
+    """Market data stamped under its state row's lock (ingests of a symbol take it in turn), and
+    the row keeps the stamp; position values when their rows were read."""
     from channels.layers import get_channel_layer
 
     from broadcast.messages import db_clock
     from broadcast.rooms import market_room, user_room
     from margin.models import Position
     from margin.signals import positions_changed
+    from market.models import MarketState
 
     layer = get_channel_layer()
 
@@ -110,6 +111,9 @@ async def test_values_carry_the_database_clock_as_their_version(make_user, trade
     await database_sync_to_async(ticks_ingest)([{"symbol": "BTC_USD", "price": "101", "volume": "1"}])
     tick = await asyncio.wait_for(layer.receive(market), 5)
     assert tick["key"] == "md:BTC_USD" and before <= tick["version"] <= await database_sync_to_async(db_clock)()
+    # the state row keeps the same version: a snapshot on subscribe compares with the live values
+    stored = await database_sync_to_async(lambda: MarketState.objects.get(instrument__symbol="BTC_USD").version)()
+    assert stored == tick["version"]
     changed = await database_sync_to_async(lambda: list(Position.objects.filter(user=user)))()
     before = await database_sync_to_async(db_clock)()
     await database_sync_to_async(positions_changed.send)(sender=Position, positions=changed)  # on_commit: now
