@@ -36,6 +36,7 @@ from channels_redis.utils import _consistent_hash, decode_hosts
 from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.sentinel import MasterNotFoundError
 
 from core.logfilters import redact
 from core.middleware import too_large_body
@@ -1356,10 +1357,12 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
         fails only the messages for its rooms.
 
         A shard that stops answering (a hung or partitioned Redis: the connection stays open and
-        nothing comes back) costs the callers in flight one socket timeout, not redis-py's
-        retries (a publish that timed out may have landed; sending it again only duplicates it).
-        The shard is then *tripped* in this process: its sends fail at once, without a round
-        trip, and a watcher thread pings it until it answers. Every caller of this method leaves
+        nothing comes back; with Sentinel, no sentinel answering for its master) costs the
+        callers in flight one socket timeout, not redis-py's retries (a publish that timed out
+        may have landed; sending it again only duplicates it). The shard is then *tripped* in
+        this process: its sends fail at once, without a round trip, its idle connections are
+        closed, and a watcher thread pings it (on a new connection each time: with Sentinel, to
+        the master it names now) until it answers. Every caller of this method leaves
         what failed to a successor (the outbox's relay, the next update of a conflated key), so
         nobody else waits behind that shard: a REST request's commit, the conflater's thread,
         and the other shards' rooms go on."""
@@ -1383,7 +1386,8 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
                 pipe.execute()
             except Exception as exc:  # noqa: BLE001 - the caller decides; the other shards still get theirs
                 failed.update(dict.fromkeys(indexes, exc))
-                if isinstance(exc, RedisTimeoutError):
+                # a hang: no answer in time, or (Sentinel) no sentinel answering for the master
+                if isinstance(exc, (RedisTimeoutError, MasterNotFoundError)):
                     self._trip(shard, exc)
         return failed
 
@@ -1402,6 +1406,7 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
                 return  # another caller's timeout tripped it first
             self._tripped[shard] = os.getpid()
             self._answering.setdefault(shard, _set_event()).clear()
+        self._forget_connections(shard)
         logger.warning(
             "channel-layer server %d did not answer a publish (%s): its sends fail at once, left to their "
             "relay, until it answers a PING",
@@ -1417,12 +1422,21 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
             try:
                 client.ping()  # a PING that times out costs this thread, nobody else
             except Exception:  # noqa: BLE001 - still away: try again
+                self._forget_connections(shard)
                 continue
             with self._blocking_lock:
                 self._tripped.pop(shard, None)
                 self._answering[shard].set()
             logger.warning("channel-layer server %d answers again: sending to it", shard)
             return
+
+    def _forget_connections(self, shard: int) -> None:
+        """Close the shard's idle pooled connections: the next command connects anew. A socket
+        that timed out may still be open (redis-py's Sentinel connections stay open after a read
+        error), and with Sentinel only a new connection asks where the master is now: reusing
+        the old one, a hung master replaced by a failover would keep the shard tripped."""
+        with contextlib.suppress(Exception):
+            self._blocking_clients()[shard].connection_pool.disconnect(inuse_connections=False)
 
     def _blocking_clients(self) -> list:
         clients = self._sync_clients

@@ -67,8 +67,13 @@ def _client(server: dict, *, asyncio_client: bool):
     options = redis_options(asyncio_client=asyncio_client)
     if "address" in server:
         return (aioredis.Redis if asyncio_client else redis.Redis).from_url(server["address"], **options)
+    # A sentinel's client: one quick retry of a broken connection, none of a timeout (redis-py's
+    # default, three retries backing off up to 10 s, held a caller ~20 s per silent sentinel).
+    sentinel_retry = (AsyncRetry if asyncio_client else Retry)(
+        ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1, supported_errors=(redis.ConnectionError,)
+    )
     sentinel = (AsyncSentinel if asyncio_client else Sentinel)(
-        server["sentinels"], sentinel_kwargs=server["sentinel_kwargs"]
+        server["sentinels"], sentinel_kwargs={**server["sentinel_kwargs"], "retry": sentinel_retry}
     )
     if server.get("password"):
         options["password"] = server["password"]

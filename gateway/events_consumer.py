@@ -393,15 +393,24 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
                 return
         self.reply(self._room_reply(room, "subscribed"))
         if room.kind is rooms.RoomKind.MARKET:
-            snapshot = await snapshot_text_async(room.key)
-            if snapshot is None:
-                return
-            text, version = snapshot
-            # The socket joined before the read: a live value committed since may be in its queue
-            # already. Older than that one, the snapshot would leave the socket on a stale price:
-            # not sent. Sent, it is the key's newest here, so a held older live value is dropped.
-            if version is None or not hub().outdated(market_data_key(room.key), version):
-                self.write(text, "market_data")
+            await self._market_snapshot(room.key)
+
+    async def _market_snapshot(self, symbol: str) -> None:
+        """The symbol's state, unless a newer one reached this socket live first. It joined the
+        room before the read: a value committed after the read began can be in its queue already,
+        and the older snapshot would then take it back to a stale price until the next tick (a
+        quiet symbol's may be far off). What reached it before the read began, the read sees."""
+        key = market_data_key(symbol)
+        self.watch(key)
+        try:
+            snapshot = await snapshot_text_async(symbol)
+        finally:
+            newest = self.seen_since(key)
+        if snapshot is None:
+            return
+        text, version = snapshot
+        if newest is None or version is None or newest <= version:
+            self.write(text, "market_data")
 
     async def cmd_unsubscribe(self, content: dict) -> None:
         name = content.get("channel")

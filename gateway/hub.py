@@ -224,7 +224,7 @@ class Hub:
             self._lost(message["groups"])
             return 0
         key = message.get("key")
-        if key is not None and (version := message.get("version")) is not None and self.outdated(key, version):
+        if key is not None and (version := message.get("version")) is not None and self._stale(key, version):
             STALE.inc()
             return 0
         group = message.get("group", "")
@@ -235,14 +235,13 @@ class Hub:
             conn.deliver(message)
         return len(members)
 
-    def outdated(self, key: str, version: float) -> bool:
+    def _stale(self, key: str, version: float) -> bool:
         """Whether a value of ``key`` with ``version`` (the database's clock: when its state was
         read or written) is older than one already passed on, by no more than a value can be held
         for its slot: two processes conflate a key apart, and one's held value can reach the layer
         after the other's newer one. Older by more, it cannot be a held value (a clock stepped
         back): it goes on. A version far ahead of this machine's clock goes on but is not kept:
-        a clock far ahead must not hold the key. A value that is not outdated is kept as the key's
-        newest: a snapshot on subscribe asks too (the live values older than it are then dropped)."""
+        a clock far ahead must not hold the key."""
         seen = self.versions.get(key)
         if seen is not None and version < seen[0] and seen[0] - version <= held_at_most():
             return True
@@ -432,6 +431,8 @@ class HubMember:
     """
 
     channel_layer_alias = None  # no per-socket layer channel: no SUBSCRIBE per connection
+    # Keys whose newest version delivered is being noted (``watch``): None, as nearly always.
+    watching: dict[str, float] | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         """channels' ``AsyncConsumer.__call__`` for a consumer without a layer channel: each client
@@ -522,10 +523,30 @@ class HubMember:
         if message.get("personal") or message.get("type") in (ACCESS_CHANGED, RECONNECTED):
             self.inbox.put(message)
         elif self.wants(message["channel"]):
+            if self.watching is not None:
+                self._seen(message)
             if self.held is not None:
                 self.held.append(message)
             else:  # write(), its closing check made above: one call fewer a delivery
                 self.send_queue.put(message["text"], message.get("key"), message["channel"])
+
+    def watch(self, key: str) -> None:
+        """Note the newest version of ``key`` delivered to this socket from now on, until
+        ``seen_since``: a snapshot read meanwhile is compared with it."""
+        self.watching = {**(self.watching or {}), key: float("-inf")}
+
+    def seen_since(self, key: str) -> float | None:
+        """The newest version of ``key`` delivered since ``watch(key)`` (None: none), and stop noting it."""
+        watching = dict(self.watching or {})
+        newest = watching.pop(key, float("-inf"))
+        self.watching = watching or None
+        return None if newest == float("-inf") else newest
+
+    def _seen(self, message: dict) -> None:
+        assert self.watching is not None
+        key, version = message.get("key"), message.get("version")
+        if key in self.watching and version is not None and version > self.watching[key]:
+            self.watching[key] = version
 
     def release(self) -> None:
         """Write the room messages held since ``hub_open(hold=True)``, and stop holding."""

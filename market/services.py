@@ -321,6 +321,7 @@ def ticks_record(raw: object) -> Recorded:
     # the database's), so stamps taken under it, before commit, follow the commits' order. The row
     # keeps it, and its live update carries it: a snapshot and a live update compare.
     version = db_clock()
+    first = [i for i in paths if i not in states]  # symbols with no state row yet: nothing was locked
     previous = {i: states[i].price if i in states else None for i in paths}
     marks = _mark_paths(paths, {i: states[i].mark if i in states else None for i in paths})
     Tick.objects.bulk_create(
@@ -362,6 +363,13 @@ def ticks_record(raw: object) -> Recorded:
             "version",
         ],
     )
+    if first:
+        # A symbol's first tick: two ingests of it can run alongside, each with a stamp taken
+        # before the other's upsert. The upsert holds the new rows now (until commit): stamp again.
+        version = db_clock()
+        MarketState.objects.filter(instrument_id__in=list(paths)).update(version=version)
+        for state in changed:
+            state.version = version
     fired = _fire_alerts(paths, previous)
     return Recorded(changed=changed, paths=paths, fired=fired, candles=candles, marks=marks, version=version)
 

@@ -264,48 +264,67 @@ async def _next_message(comm) -> tuple[str, object]:
     return msg["type"], msg.get("data", {}).get("price") if msg["type"] == "market_data_update" else None
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_a_snapshot_older_than_a_live_value_the_socket_got_is_not_sent(make_user, instruments, monkeypatch):
-    """The socket joins the room, then the snapshot is read: a live value committed after that
-    read can reach the socket before the snapshot is written. The snapshot, older, is then not
-    sent: the socket stays on the newer price (before, it ended on the snapshot's)."""
+async def _subscribed_while(make_user, name: str, monkeypatch, live: list[tuple[int, float]]):
+    """Subscribe to market:BTC_USD; while the snapshot is being read, ``live`` values (price,
+    version) reach the socket (and the test has seen them before the snapshot is written)."""
     from gateway import events_consumer
 
-    version = time.time()
-    await database_sync_to_async(_state_at)("BTC_USD", 100, version)
-    real, live_seen = events_consumer.snapshot_text_async, asyncio.Event()
+    real, seen = events_consumer.snapshot_text_async, asyncio.Event()
 
-    async def read_then_a_live_value_arrives(symbol: str):
+    async def read_while_live_values_arrive(symbol: str):
         snapshot = await real(symbol)
-        await _send_live(7, version + 0.5)  # committed after the snapshot's read
-        await live_seen.wait()  # the socket has it before the snapshot is written
+        for price, version in live:  # committed after the snapshot's read began
+            await _send_live(price, version)
+        await seen.wait()
         return snapshot
 
-    monkeypatch.setattr(events_consumer, "snapshot_text_async", read_then_a_live_value_arrives)
-    comm = await _subscribed(make_user, "snapshot-late")
-    assert await _next_message(comm) == ("market_data_update", 7)
-    live_seen.set()
+    monkeypatch.setattr(events_consumer, "snapshot_text_async", read_while_live_values_arrive)
+    comm = await _subscribed(make_user, name)
+    for price, _ in live:
+        assert await _next_message(comm) == ("market_data_update", price)
+    seen.set()
+    return comm
+
+
+async def _then_nothing_but(comm, expected: list) -> None:
+    """What the socket gets next is ``expected``, then nothing before the answer to a command sent after."""
     await comm.send_json_to({"type": "list_rooms"})
-    assert await _next_message(comm) == ("room_list", None)  # no snapshot (100) in between
+    assert [await _next_message(comm) for _ in range(len(expected) + 1)] == [*expected, ("room_list", None)]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("later", [0.5, 60.0])  # a busy symbol; a quiet one (past the hub's window)
+async def test_a_snapshot_older_than_a_live_value_the_socket_got_is_not_sent(
+    make_user, instruments, monkeypatch, later
+):
+    """The socket joins the room, then the snapshot is read: a live value committed after that
+    read began can reach the socket before the snapshot is written. The snapshot, older, is then
+    not sent: the socket stays on the newer price (before, it ended on the snapshot's), however
+    long ago the snapshot's state was written."""
+    version = time.time() - later
+    await database_sync_to_async(_state_at)("BTC_USD", 100, version)
+    comm = await _subscribed_while(make_user, "snapshot-late", monkeypatch, [(7, version + later)])
+    await _then_nothing_but(comm, [])  # no snapshot (100)
     await comm.disconnect()
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_a_held_live_value_older_than_the_snapshot_sent_is_dropped(make_user, instruments):
-    """Sent, the snapshot is its key's newest in the process: a live value older than it (held
-    for its slot by another process) is dropped; a newer one, and an unversioned snapshot, go on."""
+async def test_a_snapshot_newer_than_what_the_socket_got_is_sent(make_user, instruments, monkeypatch):
+    """A live value older than the snapshot (held for its slot elsewhere) reaching the socket
+    during the read does not stop the snapshot: the socket ends on the newer state. Skipping a
+    snapshot for one socket changes nothing for the room's others. A state written before
+    versions were kept is sent as before."""
     version = time.time()
     await database_sync_to_async(_state_at)("BTC_USD", 100, version)
-    comm = await _subscribed(make_user, "snapshot-first")
-    assert await _next_message(comm) == ("market_data_update", 100)
-    await _send_live(2, version - 0.2)  # read before the snapshot's state was written, held
-    await _send_live(90, version, key="md:MARK")  # another key: not conflated with 2 in the socket's queue
-    assert await _next_message(comm) == ("market_data_update", 90)  # 2 never came
-    await _send_live(3, version + 0.1)
-    assert await _next_message(comm) == ("market_data_update", 3)
-    await comm.disconnect()
+    comm = await _subscribed_while(make_user, "snapshot-newer", monkeypatch, [(2, version - 0.2)])
+    await _then_nothing_but(comm, [("market_data_update", 100)])
+    monkeypatch.undo()
 
     await database_sync_to_async(_state_at)("BTC_USD", 101, None)  # written before versions were kept
-    comm = await _subscribed(make_user, "snapshot-unversioned")
-    assert await _next_message(comm) == ("market_data_update", 101)
+    other = await _subscribed(make_user, "snapshot-unversioned")
+    await _then_nothing_but(other, [("market_data_update", 101)])
+    await _send_live(3, version - 0.1)  # older than the first socket's snapshot: the room still gets it
+    assert await _next_message(comm) == ("market_data_update", 3)
+    assert await _next_message(other) == ("market_data_update", 3)
     await comm.disconnect()
+    await other.disconnect()

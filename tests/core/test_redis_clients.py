@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -88,6 +89,41 @@ async def test_every_redis_user_follows_a_sentinel_failover(sentinel_settings):
     with deployment.server(deployment.master_port()) as new:
         assert new.get(key) == "after"
     await layer.flush()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_blocking_publisher_follows_a_failover_away_from_a_hung_master(sentinel_settings, monkeypatch):
+    """The master hangs (SIGSTOP: its connections stay open, nothing answers). The outbox's
+    publisher trips it after one timeout; the sentinels fail over; the watcher, connecting anew
+    each time (with Sentinel a timed-out connection stays open, and only a new one asks where
+    the master is now), finds the new master, and publishes go there. Reusing the old
+    connection, the layer stayed tripped for as long as the old master hung."""
+    from core import internals
+
+    monkeypatch.setattr(internals, "WATCH_SECONDS", 0.2)
+    deployment = sentinel_settings
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    layer = ResilientPubSubChannelLayer(prefix=prefix)
+    sends = [("room", {"type": "t.m"})]
+    assert await asyncio.to_thread(layer.publish_blocking, sends) == {}
+    first = deployment.master_port()
+    hung = deployment.servers[first].pid
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        failed = await asyncio.to_thread(layer.publish_blocking, sends)
+        assert list(failed) == [0] and isinstance(failed[0], redis.TimeoutError)
+        assert not layer.shard_answering(0).is_set()
+        await until(lambda: deployment.master_port() != first, timeout=30, what="the sentinels to fail over")
+        assert await asyncio.to_thread(layer.shard_answering(0).wait, 30)
+        new = redis.Redis(port=deployment.master_port(), password=deployment.password).pubsub()  # bytes: msgpack
+        new.subscribe(f"{prefix}__group__room")
+        assert new.get_message(timeout=5)["type"] == "subscribe"
+        assert await asyncio.to_thread(layer.publish_blocking, sends) == {}
+        heard = new.get_message(timeout=5)
+        assert heard is not None and layer.deserialize(heard["data"]) == {"type": "t.m"}
+        new.close()
+    finally:
+        os.kill(hung, signal.SIGCONT)
 
 
 def test_one_configuration_or_the_other(tmp_path):

@@ -234,3 +234,28 @@ def test_a_seeded_feed_walks_the_same_way_every_start(settings):
 
     assert first_ticks(43) == first_ticks(43)
     assert first_ticks(43) != first_ticks(44)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_the_state_row_keeps_the_version_its_update_carries(first):
+    """Each ingest stamps the symbol's state with the database's clock under the row's lock, and
+    its live update carries the same stamp (a snapshot on subscribe compares the two). A symbol's
+    first tick had no row to lock: stamped again once its upsert holds the new row."""
+    from broadcast.messages import db_clock
+    from market.signals import market_changed
+
+    if not first:
+        ticks_ingest([{"symbol": "BTC_USD", "price": "100", "volume": "1"}])
+    carried: list[float] = []
+
+    def heard(sender, state, candles, version, **kwargs) -> None:
+        carried.append(version)
+
+    market_changed.connect(heard)
+    try:
+        before = db_clock()
+        ticks_ingest([{"symbol": "BTC_USD", "price": "101", "volume": "1"}])
+    finally:
+        market_changed.disconnect(heard)
+    stored = MarketState.objects.get(instrument__symbol="BTC_USD").version
+    assert carried == [stored] and before <= stored <= db_clock()
