@@ -52,9 +52,14 @@ _conf = settings.AXISOR_WS
 SLOW_BYTES = _conf["SLOW_BYTES"]  # unsent bytes in the socket's transport before the writer holds back
 SLOW_SECONDS = _conf["SLOW_SECONDS"]  # held back this long with events it may not drop: too slow
 MAX_WAITING = _conf["MAX_WAITING"]  # events that must not be dropped, waiting in one connection's send queue
-# Deliveries a hub handles before its batch's writes go out (a burst's messages share one write a
-# socket): at ~2-3 µs each in Python, the first message's frames wait at most ~50 ms more.
+# A burst's batch (its messages share one write a socket) takes messages until it has made
+# BATCH_DELIVERIES deliveries: at ~2-3 µs each in Python, the first message's frames wait ~50 ms
+# more at most. A room of thousands of sockets would fill that with one or two messages, a write
+# a frame or two: the batch takes BATCH_MESSAGES at least, while under BATCH_DELIVERIES_MOST (the
+# first frames' wait then ~0.3 s at most, in a burst that takes seconds to deliver in all).
 BATCH_DELIVERIES = 20_000
+BATCH_MESSAGES = 5
+BATCH_DELIVERIES_MOST = 100_000
 
 
 _stamps = itertools.count(1)  # shared by every hub, so a stamp never means two things
@@ -191,13 +196,15 @@ class Hub:
                 continue
             # A burst: the messages already read from Redis are handled in this turn too, and each
             # socket's frames of the batch go out together (core.internals.corked), until the
-            # batch has made BATCH_DELIVERIES deliveries, so the first message's frames do not
-            # wait long.
+            # batch has made BATCH_DELIVERIES deliveries (BATCH_MESSAGES messages at least, under
+            # BATCH_DELIVERIES_MOST), so the first message's frames do not wait long.
             with corked():
-                budget = BATCH_DELIVERIES - self._dispatch(message)
+                made, taken = self._dispatch(message), 1
                 while following is not None:
-                    budget -= self._dispatch(following)
-                    following = self._ready(channel) if budget > 0 else None
+                    made += self._dispatch(following)
+                    taken += 1
+                    more = made < BATCH_DELIVERIES or (taken < BATCH_MESSAGES and made < BATCH_DELIVERIES_MOST)
+                    following = self._ready(channel) if more else None
 
     def _ready(self, channel: str) -> dict | None:
         """The next message already read for the hub, or None. One that cannot be read is logged

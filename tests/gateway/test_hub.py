@@ -236,10 +236,22 @@ async def test_send_queue_writes_at_once_and_queues_behind_anything_waiting(monk
     assert direct == ["first", "later"]
 
 
-async def test_a_burst_already_read_is_handled_in_one_batch_with_its_writes_held(monkeypatch):
+@pytest.mark.parametrize(
+    ("deliveries", "messages", "most", "largest", "drained"),
+    [
+        (40, 5, 1000, 20, 2),  # 2 sockets: 20 messages a batch
+        (2, 5, 1000, 5, 3),  # a room as large as a batch's deliveries: still 5 messages a batch
+        (2, 5, 6, 3, 3),  # ... while under BATCH_DELIVERIES_MOST
+    ],
+)
+async def test_a_burst_already_read_is_handled_in_one_batch_with_its_writes_held(
+    monkeypatch, deliveries, messages, most, largest, drained
+):
     """Messages Redis has already delivered to the process are handed out in the same turn, under
     one hold of the sockets' writes (core.internals.corked): a socket gets a burst's frames in one
-    write. In order, and bounded: past BATCH_DELIVERIES the rest is another batch."""
+    write. In order, and bounded: past BATCH_DELIVERIES the rest is another batch, unless the
+    batch has fewer than BATCH_MESSAGES messages and fewer than BATCH_DELIVERIES_MOST deliveries
+    (a room of thousands of sockets otherwise got one write a frame or two)."""
     from core import internals
 
     class Recording(Conn):
@@ -247,7 +259,9 @@ async def test_a_burst_already_read_is_handled_in_one_batch_with_its_writes_held
             # the batch is the hold it was delivered under (kept here, so no two batches share an id)
             super().deliver({**message, "batch": internals._corked})
 
-    monkeypatch.setattr(hubmod, "BATCH_DELIVERIES", 40)  # 2 sockets: 20 messages a batch
+    monkeypatch.setattr(hubmod, "BATCH_DELIVERIES", deliveries)
+    monkeypatch.setattr(hubmod, "BATCH_MESSAGES", messages)
+    monkeypatch.setattr(hubmod, "BATCH_DELIVERIES_MOST", most)
     h = Hub()
     a, b = Recording(), Recording()
     await h.join("market.ETH_USD", a)
@@ -267,8 +281,8 @@ async def test_a_burst_already_read_is_handled_in_one_batch_with_its_writes_held
             sizes[-1] += 1
         else:
             sizes.append(1)
-    assert max(sizes) > 1, sizes  # the burst was drained, not handled one message a turn
-    assert max(sizes) <= 20, sizes  # and bounded
+    assert max(sizes) >= drained, sizes  # the burst was drained, not handled one message a turn
+    assert max(sizes) <= largest, sizes  # and bounded
     await h.leave("market.ETH_USD", a)
     await h.leave("market.ETH_USD", b)
     h.task.cancel()
