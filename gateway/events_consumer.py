@@ -399,7 +399,9 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         """The symbol's state, unless a newer one reached this socket live first. It joined the
         room before the read: a value committed after the read began can be in its queue already,
         and the older snapshot would then take it back to a stale price until the next tick (a
-        quiet symbol's may be far off). What reached it before the read began, the read sees."""
+        quiet symbol's may be far off). What reached it before the read began, the read sees.
+        Once written, the snapshot is the key's floor for a while: an older value held for its
+        slot by another process does not follow it."""
         key = market_data_key(symbol)
         self.watch(key)
         try:
@@ -411,6 +413,8 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         text, version = snapshot
         if newest is None or version is None or newest <= version:
             self.write(text, "market_data")
+            if version is not None:
+                self.floor(key, version)
 
     async def cmd_unsubscribe(self, content: dict) -> None:
         name = content.get("channel")

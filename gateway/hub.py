@@ -54,9 +54,10 @@ SLOW_SECONDS = _conf["SLOW_SECONDS"]  # held back this long with events it may n
 MAX_WAITING = _conf["MAX_WAITING"]  # events that must not be dropped, waiting in one connection's send queue
 # A burst's batch (its messages share one write a socket) takes messages until it has made
 # BATCH_DELIVERIES deliveries: at ~2-3 µs each in Python, the first message's frames wait ~50 ms
-# more at most. A room of thousands of sockets would fill that with one or two messages, a write
-# a frame or two: the batch takes BATCH_MESSAGES at least, while under BATCH_DELIVERIES_MOST (the
-# first frames' wait then ~0.3 s at most, in a burst that takes seconds to deliver in all).
+# more. A room of thousands of sockets would fill that with one or two messages, a write a frame
+# or two: more messages to the batch's rooms, up to BATCH_MESSAGES, while within
+# BATCH_DELIVERIES_MOST (the first frames then wait up to ~0.3-0.8 s, in a burst that takes
+# seconds to deliver in all). Hub._takes.
 BATCH_DELIVERIES = 20_000
 BATCH_MESSAGES = 5
 BATCH_DELIVERIES_MOST = 100_000
@@ -181,30 +182,56 @@ class Hub:
     async def _run(self) -> None:
         channel = self.channel
         assert channel is not None  # set before the task starts (_ensure)
+        next_batch: dict | None = None  # read, not yet handed out: the next batch's first
         while True:
-            try:
-                message = await self.layer.receive(channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("hub receive failed")
-                await asyncio.sleep(0.1)
-                continue
+            if next_batch is not None:
+                message, next_batch = next_batch, None
+            else:
+                try:
+                    message = await self.layer.receive(channel)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("hub receive failed")
+                    await asyncio.sleep(0.1)
+                    continue
             following = self._ready(channel)
             if following is None:  # one message: each socket's frame goes out as it is reached
                 self._dispatch(message)
                 continue
-            # A burst: the messages already read from Redis are handled in this turn too, and each
-            # socket's frames of the batch go out together (core.internals.corked), until the
-            # batch has made BATCH_DELIVERIES deliveries (BATCH_MESSAGES messages at least, under
-            # BATCH_DELIVERIES_MOST), so the first message's frames do not wait long.
+            # A burst: the messages already read from Redis are handed out in one batch, and each
+            # socket's frames of the batch go out together (core.internals.corked).
             with corked():
-                made, taken = self._dispatch(message), 1
+                made, taken, groups = self._dispatch(message), 1, {message.get("group")}
                 while following is not None:
+                    if not self._takes(following, made, taken, groups):
+                        next_batch = following
+                        break
                     made += self._dispatch(following)
                     taken += 1
-                    more = made < BATCH_DELIVERIES or (taken < BATCH_MESSAGES and made < BATCH_DELIVERIES_MOST)
-                    following = self._ready(channel) if more else None
+                    groups.add(following.get("group"))
+                    following = self._ready(channel)
+            if next_batch is not None:
+                # The rest of the burst is already here: receive() would not suspend, so without
+                # this the loop's other work (connects, pings, timers, personal events) waited
+                # for the whole burst, not for one batch.
+                await asyncio.sleep(0)
+
+    @staticmethod
+    def _takes(following: dict, made: int, taken: int, groups: set) -> bool:
+        """Whether a batch that has made ``made`` deliveries of ``taken`` messages to ``groups``
+        takes ``following`` too: under BATCH_DELIVERIES, yes (the first message's frames wait
+        ~50 ms more at most). Past it, only a message to a room already in the batch (its sockets
+        get one write for several frames: a room of thousands of sockets fills BATCH_DELIVERIES
+        with one or two messages), while the batch has fewer than BATCH_MESSAGES messages and
+        would stay within BATCH_DELIVERIES_MOST, counting this one as large as the average."""
+        if made < BATCH_DELIVERIES:
+            return True
+        return (
+            taken < BATCH_MESSAGES
+            and following.get("group") in groups
+            and made + made // taken <= BATCH_DELIVERIES_MOST
+        )
 
     def _ready(self, channel: str) -> dict | None:
         """The next message already read for the hub, or None. One that cannot be read is logged
@@ -438,8 +465,10 @@ class HubMember:
     """
 
     channel_layer_alias = None  # no per-socket layer channel: no SUBSCRIBE per connection
-    # Keys whose newest version delivered is being noted (``watch``): None, as nearly always.
-    watching: dict[str, float] | None = None
+    # Keys of conflated values this socket watches: None, as nearly always. Each maps to
+    # [newest version delivered since ``watch``, False], or [a snapshot's version, True]: a floor
+    # below which values of the key are not delivered (``floor``).
+    watching: dict[str, list] | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         """channels' ``AsyncConsumer.__call__`` for a consumer without a layer channel: each client
@@ -530,8 +559,8 @@ class HubMember:
         if message.get("personal") or message.get("type") in (ACCESS_CHANGED, RECONNECTED):
             self.inbox.put(message)
         elif self.wants(message["channel"]):
-            if self.watching is not None:
-                self._seen(message)
+            if self.watching is not None and self._below_floor(message):
+                return
             if self.held is not None:
                 self.held.append(message)
             else:  # write(), its closing check made above: one call fewer a delivery
@@ -540,20 +569,44 @@ class HubMember:
     def watch(self, key: str) -> None:
         """Note the newest version of ``key`` delivered to this socket from now on, until
         ``seen_since``: a snapshot read meanwhile is compared with it."""
-        self.watching = {**(self.watching or {}), key: float("-inf")}
+        self.watching = {**(self.watching or {}), key: [float("-inf"), False]}
 
     def seen_since(self, key: str) -> float | None:
         """The newest version of ``key`` delivered since ``watch(key)`` (None: none), and stop noting it."""
         watching = dict(self.watching or {})
-        newest = watching.pop(key, float("-inf"))
+        newest, _ = watching.pop(key, (float("-inf"), False))
         self.watching = watching or None
         return None if newest == float("-inf") else newest
 
-    def _seen(self, message: dict) -> None:
+    def floor(self, key: str, version: float) -> None:
+        """A snapshot of ``key`` at ``version`` was just written: for as long as a value can be held
+        for its slot elsewhere (``held_at_most``), a value of the key older than it is not
+        delivered. The hub drops such a value only if it passed the snapshot's own live update,
+        which may still be on its way."""
+        entry = [version, True]
+        self.watching = {**(self.watching or {}), key: entry}
+        asyncio.get_running_loop().call_later(held_at_most(), self._unfloor, key, entry)
+
+    def _unfloor(self, key: str, entry: list) -> None:
+        if self.watching is not None and self.watching.get(key) is entry:
+            watching = dict(self.watching)
+            del watching[key]
+            self.watching = watching or None
+
+    def _below_floor(self, message: dict) -> bool:
+        """Note a watched key's newest version delivered; whether the value is below its floor."""
         assert self.watching is not None
         key, version = message.get("key"), message.get("version")
-        if key in self.watching and version is not None and version > self.watching[key]:
-            self.watching[key] = version
+        if key is None or version is None:
+            return False
+        entry = self.watching.get(key)
+        if entry is None:
+            return False
+        if entry[1]:
+            return version < entry[0]
+        if version > entry[0]:
+            entry[0] = version
+        return False
 
     def release(self) -> None:
         """Write the room messages held since ``hub_open(hold=True)``, and stop holding."""

@@ -311,9 +311,11 @@ async def test_a_snapshot_older_than_a_live_value_the_socket_got_is_not_sent(
 @pytest.mark.django_db(transaction=True)
 async def test_a_snapshot_newer_than_what_the_socket_got_is_sent(make_user, instruments, monkeypatch):
     """A live value older than the snapshot (held for its slot elsewhere) reaching the socket
-    during the read does not stop the snapshot: the socket ends on the newer state. Skipping a
-    snapshot for one socket changes nothing for the room's others. A state written before
-    versions were kept is sent as before."""
+    during the read does not stop the snapshot: the socket ends on the newer state. Once sent,
+    the snapshot is the socket's floor for the key: an older value arriving after it (held
+    elsewhere while the snapshot's own live update is still on its way) is not delivered to that
+    socket, and still is to the room's others. A state written before versions were kept is sent
+    as before, with no floor."""
     version = time.time()
     await database_sync_to_async(_state_at)("BTC_USD", 100, version)
     comm = await _subscribed_while(make_user, "snapshot-newer", monkeypatch, [(2, version - 0.2)])
@@ -323,8 +325,10 @@ async def test_a_snapshot_newer_than_what_the_socket_got_is_sent(make_user, inst
     await database_sync_to_async(_state_at)("BTC_USD", 101, None)  # written before versions were kept
     other = await _subscribed(make_user, "snapshot-unversioned")
     await _then_nothing_but(other, [("market_data_update", 101)])
-    await _send_live(3, version - 0.1)  # older than the first socket's snapshot: the room still gets it
-    assert await _next_message(comm) == ("market_data_update", 3)
-    assert await _next_message(other) == ("market_data_update", 3)
+    await _send_live(3, version - 0.1)  # older than the first socket's snapshot
+    assert await _next_message(other) == ("market_data_update", 3)  # no floor there: the room gets it
+    await _send_live(4, version + 0.1)
+    assert await _next_message(comm) == ("market_data_update", 4)  # 3 never came
+    assert await _next_message(other) == ("market_data_update", 4)
     await comm.disconnect()
     await other.disconnect()

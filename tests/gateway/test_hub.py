@@ -288,6 +288,82 @@ async def test_a_burst_already_read_is_handled_in_one_batch_with_its_writes_held
     h.task.cancel()
 
 
+class ReadLayer:
+    """A channel layer whose messages for the hub are all already read (a burst Redis delivered
+    at once): ``receive`` and ``received_now`` take them in order; when none is left, ``receive``
+    waits until the test ends."""
+
+    def __init__(self, messages: list[dict]) -> None:
+        self.waiting = list(messages)
+        self.drained = asyncio.Event()
+
+    async def receive(self, channel: str) -> dict:
+        if not self.waiting:
+            self.drained.set()
+            await asyncio.Event().wait()
+        return self.waiting.pop(0)
+
+    def now(self, layer, channel: str) -> dict | None:
+        return self.waiting.pop(0) if self.waiting else None
+
+
+@pytest.mark.parametrize(
+    ("groups", "deliveries", "most", "batches"),
+    [
+        (["a"] * 12, 40, 1000, [12]),  # under BATCH_DELIVERIES: one batch
+        (["a"] * 12, 2, 1000, [5, 5, 2]),  # a room as large as a batch: BATCH_MESSAGES a batch
+        (["a"] * 12, 2, 6, [3, 3, 3, 3]),  # ... within BATCH_DELIVERIES_MOST, the next counted too
+        (["a", "b"] * 3, 2, 1000, [1] * 6),  # past BATCH_DELIVERIES, another room's message waits
+        (["a", "a", "b", "a"], 6, 1000, [4]),  # under it any room's; past it, the batch's room's
+    ],
+)
+async def test_a_batch_takes_what_saves_writes_and_the_loop_runs_between_batches(
+    monkeypatch, groups, deliveries, most, batches
+):
+    """Exact batches of a burst already read (two sockets in each room): under BATCH_DELIVERIES
+    a batch takes every message; past it, only messages to its rooms, up to BATCH_MESSAGES and
+    within BATCH_DELIVERIES_MOST. Between batches the hub lets the event loop run (receive()
+    does not suspend while messages wait): other tasks get turns during a long burst."""
+    from core import internals
+
+    monkeypatch.setattr(hubmod, "BATCH_DELIVERIES", deliveries)
+    monkeypatch.setattr(hubmod, "BATCH_MESSAGES", 5)
+    monkeypatch.setattr(hubmod, "BATCH_DELIVERIES_MOST", most)
+    layer = ReadLayer([{"type": "event.message", "group": g, "text": str(i)} for i, g in enumerate(groups)])
+    monkeypatch.setattr(hubmod, "received_now", layer.now)
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    seen: list[tuple[dict, int]] = []  # (the batch's hold, kept: no two share an id; the other task's turns)
+
+    class Recording(Conn):
+        def deliver(self, message: dict) -> None:
+            super().deliver(message)
+            if self is a:
+                seen.append((internals._corked, turns))
+
+    a, b = Recording(), Recording()
+    h = Hub()
+    h.layer, h.channel = layer, "hub.test"
+    h.members = {"a": {a, b}, "b": {a, b}}
+    other = asyncio.ensure_future(other_work())
+    task = asyncio.ensure_future(h._run())
+    await asyncio.wait_for(layer.drained.wait(), 5)
+    task.cancel()
+    other.cancel()
+    assert [m["text"] for m in a.got] == [str(i) for i in range(len(groups))]  # every one, in order
+    sizes = [len(list(run)) for _, run in itertools.groupby(seen, key=lambda s: id(s[0]))]
+    assert sizes == batches
+    starts = [next(run)[1] for _, run in itertools.groupby(seen, key=lambda s: id(s[0]))]
+    if len(batches) > 1:
+        assert all(x < y for x, y in itertools.pairwise(starts)), starts  # the loop ran in between
+
+
 async def test_a_message_that_cannot_be_read_is_skipped_not_the_hub(monkeypatch):
     """The hub reads a burst's following messages itself (received_now): one that cannot be
     deserialised is logged and skipped, as a failing ``receive`` is, and the hub goes on."""
