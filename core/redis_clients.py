@@ -27,16 +27,25 @@ from redis.sentinel import Sentinel
 _clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
 
 
+def quick_retry(retries: int, *, asyncio_client: bool, timeouts: bool = True):
+    """redis-py's retry for our clients: ``retries`` more tries, backing off 50 ms to 0.5 s. Without
+    ``timeouts``, only a broken connection is tried again (a peer that did not answer in time is
+    not answering, and what was sent may have landed)."""
+    backoff, kind = ExponentialWithJitterBackoff(base=0.05, cap=0.5), AsyncRetry if asyncio_client else Retry
+    if timeouts:  # redis-py's own list: broken connections and timeouts
+        return kind(backoff, retries)
+    return kind(backoff, retries, supported_errors=(redis.ConnectionError,))
+
+
 def redis_options(*, asyncio_client: bool) -> dict:
     """Connection options for our own Redis clients (leases, presence). Timeouts are explicit and
     retries quick: redis-py 6 retries a failed call three times backing off up to 10 s, which held a
     caller (and, from sync code, the one thread all ORM work shares) for many seconds when Redis
     restarted or went away. A call now fails within about the timeouts, and callers degrade."""
-    retry = AsyncRetry if asyncio_client else Retry
     return {
         "socket_timeout": settings.REDIS_SOCKET_TIMEOUT,
         "socket_connect_timeout": settings.REDIS_CONNECT_TIMEOUT,
-        "retry": retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
+        "retry": quick_retry(2, asyncio_client=asyncio_client),
     }
 
 
@@ -69,9 +78,7 @@ def _client(server: dict, *, asyncio_client: bool):
         return (aioredis.Redis if asyncio_client else redis.Redis).from_url(server["address"], **options)
     # A sentinel's client: one quick retry of a broken connection, none of a timeout (redis-py's
     # default, three retries backing off up to 10 s, held a caller ~20 s per silent sentinel).
-    sentinel_retry = (AsyncRetry if asyncio_client else Retry)(
-        ExponentialWithJitterBackoff(base=0.05, cap=0.5), 1, supported_errors=(redis.ConnectionError,)
-    )
+    sentinel_retry = quick_retry(1, asyncio_client=asyncio_client, timeouts=False)
     sentinel = (AsyncSentinel if asyncio_client else Sentinel)(
         server["sentinels"], sentinel_kwargs={**server["sentinel_kwargs"], "retry": sentinel_retry}
     )
@@ -99,7 +106,7 @@ def layer_hosts() -> list[dict]:
         # redis-py 6's default retry backs off up to 10 s between reconnects: after a Redis restart
         # the pub/sub reader stayed deaf for 8-12 s. Retry quickly instead; a Redis that stays away
         # still fails a call within about a second plus the timeouts (the event stays in the log).
-        "retry": AsyncRetry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 3),
+        "retry": quick_retry(3, asyncio_client=True),
     }
     servers = [{"address": url} for url in settings.CHANNEL_LAYER_HOSTS] or [configured_server()]
     return [{**server, **options} for server in servers]
@@ -112,9 +119,7 @@ def publishing_client_for(host: dict) -> redis.Redis:
     not answer in REDIS_SOCKET_TIMEOUT is not answering, and a publish that timed out may have
     landed (``ResilientPubSubChannelLayer.publish_blocking`` trips that server instead)."""
     client = _client(host, asyncio_client=False)
-    client.set_retry(
-        Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2, supported_errors=(redis.ConnectionError,))
-    )
+    client.set_retry(quick_retry(2, asyncio_client=False, timeouts=False))
     return client
 
 

@@ -117,7 +117,7 @@ class MarketState(models.Model):
     mark = models.DecimalField(null=True, blank=True, **PRICE)
     # When this state was written, by the database's clock (epoch seconds): the version its live
     # update carried (market.services.ticks_record), so a socket's snapshot on subscribe can be
-    # ordered against the live updates it already got (gateway.hub.Hub.outdated). Null: written
+    # ordered against the live updates it already got (gateway.hub.HubMember.watch, .floor). Null: written
     # before versions were kept.
     version = models.FloatField(null=True, blank=True)
 

@@ -321,7 +321,7 @@ def ticks_record(raw: object) -> Recorded:
     # the database's), so stamps taken under it, before commit, follow the commits' order. The row
     # keeps it, and its live update carries it: a snapshot and a live update compare.
     version = db_clock()
-    first = [i for i in paths if i not in states]  # symbols with no state row yet: nothing was locked
+    first = any(i not in states for i in paths)  # a symbol with no state row yet: nothing was locked
     previous = {i: states[i].price if i in states else None for i in paths}
     marks = _mark_paths(paths, {i: states[i].mark if i in states else None for i in paths})
     Tick.objects.bulk_create(
