@@ -23,7 +23,11 @@ from django.core.exceptions import ValidationError
 from django.db import connections
 from django.db.models import Field, QuerySet
 from django.db.models.expressions import Col
-from django.db.models.query import ModelIterable, ValuesListIterable, get_related_populators
+from django.db.models.query import (  # type: ignore[attr-defined]  # get_related_populators: internal, not in django-stubs
+    ModelIterable,
+    ValuesListIterable,
+    get_related_populators,
+)
 from django.db.transaction import TransactionManagementError
 
 # The values the statement is compiled with (in every integer column's range): the one parameter
@@ -118,7 +122,7 @@ class _Compiled:
                 names=[column.target.attname for column in columns[own]],
                 # Django's own builder of select_related() instances (internal: its arguments
                 # change in Django 6, which tests/core/test_compiled.py would show at once)
-                related=get_related_populators(klass_info, compiler.select, alias) if joined else [],  # type: ignore[call-arg]
+                related=get_related_populators(klass_info, compiler.select, alias) if joined else [],
             )
         return self._compiled[alias]
 
