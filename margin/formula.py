@@ -9,7 +9,7 @@ long, (liq − price) / (liq − entry) for a short — 1 at entry, 0 at liquida
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 PRICE_QUANT = Decimal("1e-8")
 
@@ -87,7 +87,9 @@ def fill_effect(
         margin = held * entry / leverage + quantity * price / order_leverage
         after = held + quantity
         new_entry = ((held * entry + quantity * price) / after).quantize(PRICE_QUANT)
-        new_leverage = max(Decimal(1), (after * new_entry / margin).quantize(LEVERAGE_QUANT))
+        # rounded down: the position holds at least the margin its fills posted (rounded to nearest,
+        # 5.8252 became 5.83 and freed margin the fills had posted, and the loss cap with it)
+        new_leverage = max(Decimal(1), (after * new_entry / margin).quantize(LEVERAGE_QUANT, rounding=ROUND_FLOOR))
         return FillEffect(signed + fill, new_entry, new_leverage, Decimal(0), Decimal(0), fee, Decimal(0), False)
     closing = min(quantity, held)
     held_margin = (closing * entry / leverage).quantize(MONEY_QUANT)

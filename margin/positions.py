@@ -93,15 +93,18 @@ def _open(order: Order, signed: Decimal, price: Decimal, config: MarginGuardConf
     return position
 
 
-def _closed(position: Position, order: Order, now, *, flipped: bool) -> None:
+def _closed(position: Position, order: Order, now, *, flipped: bool) -> Order | None:
+    """Mark the position closed by ``order``. Returns a close order of its own still working (the
+    user's close, the guard's) that this fill made stale: the caller withdraws it once the fill's
+    money is booked, because the withdrawal publishes (the user's event sequence) and the ledger
+    locks the account, which comes first in the order of locks."""
     position.status = PositionStatus.CLOSED
     position.closed_at = now
     ours = position.close_order_id == order.pk
     position.close_reason = position.close_kind if ours and position.close_kind else ("flipped" if flipped else "order")
     position.guard_price = position.rearm_price = None
     stale = position.close_order if position.close_order_id and not ours else None
-    if stale is not None and stale.order_status in LIVE:
-        close_order_withdraw(stale)
+    return stale if stale is not None and stale.order_status in LIVE else None
 
 
 def close_order_withdraw(order: Order) -> None:
@@ -156,8 +159,9 @@ def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> l
     else:  # reduce, close or flip
         position.realized_pnl += effect.pnl
         position.uncovered_loss += effect.uncovered
+        stale = None
         if effect.closing == position.quantity:
-            _closed(position, order, now, flipped=effect.flipped)
+            stale = _closed(position, order, now, flipped=effect.flipped)
         else:
             position.quantity -= effect.closing
         liquidated = position.status == PositionStatus.CLOSED and position.close_reason == CloseKind.LIQUIDATION
@@ -172,6 +176,8 @@ def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> l
             reference=position.public_id,
             note=note + (f"; {effect.uncovered.normalize():f} beyond its margin not charged" * bool(effect.uncovered)),
         )
+        if stale is not None:
+            close_order_withdraw(stale)
         changed = [position]
         if position.status == PositionStatus.CLOSED:
             _after_close(position, order, now)

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from core.errors import Conflict
+from ledger.services import account_lock
 from margin.executions import execution_apply
 from market.models import MarketState
 from notifications.services import notification_create_each
@@ -183,7 +184,8 @@ def _withdraw_held(order_ids: list[str]) -> None:
 
 def _closing_order(position: Position) -> Order:
     """A reduce-only MARKET order for the whole position, on the other side, through the orders
-    service: it can only ever bring the position to flat."""
+    service: it can only ever bring the position to flat, so the pre-trade limits (order size,
+    price band) do not hold it back (``closing``)."""
 
     return order_place(
         user=position.user,
@@ -194,6 +196,7 @@ def _closing_order(position: Position) -> Order:
         quantity=position.quantity,
         leverage=1,
         reduce_only=True,
+        closing=True,
     )
 
 
@@ -208,7 +211,10 @@ def position_liquidate(*, position: Position, market: Decimal | None = None) -> 
     fill = position.liquidation_price
     if market is not None:
         fill = min(fill, market) if position.side == LONG else max(fill, market)
-
+    # The account before anything publishes (the withdrawals, the close's ORDER_PLACED take the
+    # user's event sequence; the fill's ledger entries lock the account): the order of locks
+    # everywhere, or a placement of the same user's (account, then sequence) deadlocks with this.
+    account_lock(position.user_id)
     _withdraw_working_orders(position)
     order = _closing_order(position)
     Position.objects.filter(pk=position.pk).update(close_order=order, close_kind=CloseKind.LIQUIDATION)
@@ -333,6 +339,12 @@ def positions_evaluate(
         if in_risk(p.side, p.guard_price, worst):
             fired.setdefault(p.user_id, []).append((p, "threshold"))
             guard_rows.append(p)
+    # Every account this call will act on, locked in user order before anything publishes: two
+    # ingests of different instruments reaching the same users then meet at the first account they
+    # share, one after the other, instead of each holding one user's account or event sequence
+    # while waiting for the other's (a deadlock PostgreSQL breaks by aborting a whole ingest).
+    for user_id in sorted({p.user_id for p in liquidated} | fired.keys()):
+        account_lock(user_id)
     for p in liquidated:
         # the market at the liquidation: the first price of the path at or past the liquidation price
         # judged on the mark path; filled at the trade price of the tick where the mark crossed

@@ -11,6 +11,10 @@ venue's last step (the low and the high of the tick path, not only the last tick
   when the market gapped through it (a resting order is the price taker's counterpart: no price
   improvement beyond its limit, and never worse);
 - SL/SL-M wait in TRIGGER_PENDING until the path reaches the trigger, then behave as LIMIT/MARKET;
+- an order modified since the venue's previous step began is judged against the last price alone,
+  as an arriving order is (and a resting limit modified into the market fills at the better of its
+  limit and the last price): the path's ticks may have traded before the new limit or trigger
+  existed, and a limit raised into a dip that is over must not fill at the dip;
 - AMO orders wait for the exchange's next session, then open; nothing is accepted or filled on an
   exchange whose session is closed (market.sessions);
 - a DAY order still working when its session ends is cancelled ("expired at the end of the session");
@@ -26,15 +30,17 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import transaction
+from django.utils import timezone
 
 from core.errors import Conflict
 from margin.account import INSUFFICIENT_FUNDS, fill_funded
 from margin.executions import execution_apply
 from market import sessions
-from orders.models import LIVE, Order, OrderStatus, OrderType, Side, Validity
+from orders.models import LIVE, Order, OrderStatus, OrderType, OrderUpdate, Side, UpdateType, Validity
 from orders.services import order_cancel, order_lock
 
 LIQUIDITY_LOTS_PER_STEP = 50  # fill at most this many lots of an order per step
@@ -69,6 +75,7 @@ class PaperVenue:
         # ``prices.latest(symbol)`` and, optionally, ``prices.path(symbol)`` (low, high since the
         # last refresh); without it the path is the last price alone.
         self.prices = prices
+        self.last_step_began: datetime | None = None  # when the previous step began (None before the first)
 
     def _path(self, symbol: str) -> Path | None:
         last = self.prices.latest(symbol)
@@ -80,20 +87,33 @@ class PaperVenue:
 
     def step(self) -> int:
         """Process every live order once. Returns reports applied."""
-        applied = 0
+        applied, began = 0, timezone.now()
+        modified = self._modified_since(self.last_step_began)
+        self.last_step_began = began
         for order_id in Order.objects.filter(order_status__in=LIVE).order_by("id").values_list("order_id", flat=True):
             try:
                 with transaction.atomic():
-                    applied += self._work(order_id)
+                    applied += self._work(order_id, modified=order_id in modified)
             except Conflict:
                 continue  # the user cancelled or modified it meanwhile: next step sees the new state
         return applied
+
+    @staticmethod
+    def _modified_since(when: datetime | None) -> set[str]:
+        """The live orders modified at or after ``when``: this step's path (the ticks since the
+        previous step's prices) may have traded before their new limit or trigger existed."""
+        if when is None:
+            return set()
+        rows = OrderUpdate.objects.filter(
+            order__order_status__in=LIVE, update_type=UpdateType.ORDER_MODIFIED, created_at__gte=when
+        )
+        return set(rows.values_list("order__order_id", flat=True))
 
     def _report(self, order: Order, kind: str, **kw) -> int:
         _, done = execution_apply(order_id=order.order_id, exec_id=_exec_id(), kind=kind, **kw)
         return int(done)
 
-    def _work(self, order_id: str) -> int:
+    def _work(self, order_id: str, *, modified: bool = False) -> int:
         order = order_lock(order_id)  # decided on the order as it is now, not as the step began
         if order.order_status not in LIVE:
             return 0
@@ -106,6 +126,8 @@ class PaperVenue:
         path = self._path(order.instrument.symbol)
         if path is None:
             return 0
+        if modified:  # judged as it is now, against the market as it is now
+            path = Path(path.last, path.last, path.last)
         status, kind, side = order.order_status, order.order_type, order.transaction_type
         if status == OrderStatus.AMO:
             return self._report(order, "accept")
@@ -132,6 +154,8 @@ class PaperVenue:
             if not _reached(side, path, order.price):
                 return 0
             fill_price = order.price  # resting: at its limit
+            if modified:  # modified into the market: it takes the market, as an arriving limit does
+                fill_price = min(path.last, order.price) if side == Side.BUY else max(path.last, order.price)
         quantity = min(order.pending_quantity, order.instrument.lot_size * LIQUIDITY_LOTS_PER_STEP)
         funded = quantity if order.reduce_only else fill_funded(order=order, quantity=quantity, price=fill_price)
         filled = self._report(order, "fill", quantity=funded, price=fill_price) if funded > 0 else 0

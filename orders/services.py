@@ -180,11 +180,14 @@ def _validate_against_market(
     price: Decimal | None,
     trigger_price: Decimal | None,
     last: Decimal | None,
+    priced_at: Decimal | None = None,
 ) -> None:
     """The exchange's limits, as brokers apply them before an order goes out: a limit price inside
     the band around ``last``, the last traded price, a stop whose trigger the market has not already
     crossed (it would fire at once: place a market or limit order instead), and a notional within
-    the maximum per order. Without a traded price yet, only the notional (at the reference price)."""
+    the maximum per order. Without a traded price yet, only the notional (at the reference price).
+    ``priced_at``: the price or trigger the order keeps (a modification of its quantity alone), for
+    the notional when neither ``price`` nor ``trigger_price`` is checked anew."""
     conf = settings.AXISOR_RISK
     band = Decimal(str(conf["PRICE_BAND"]))
     if last is not None and price is not None and not last * (1 - band) <= price <= last * (1 + band):
@@ -199,7 +202,7 @@ def _validate_against_market(
             errors["triggerPrice"] = (
                 f"a {side} stop's trigger must be {above_below} the last price {instrument.price_text(last)}"
             )
-    reference = price or trigger_price or last or instrument.reference_price
+    reference = price or trigger_price or priced_at or last or instrument.reference_price
     limit = Decimal(str(conf["MAX_ORDER_NOTIONAL"]))
     if quantity * reference > limit:
         errors["quantity"] = f"the order's notional {(quantity * reference):,.2f} is above the maximum {limit:,.0f}"
@@ -228,13 +231,22 @@ def order_place_in_transaction(
     reduce_only: bool = False,
     client_order_id: str = "",
     validity: str | None = None,
+    closing: bool = False,
 ) -> Order:
     """Validate and record a new order in the caller's transaction, with no savepoint of its own: for
     a caller whose transaction any error ends (margin.account.order_submit). Everyone else calls
     ``order_place``, the same in a transaction (a savepoint when nested). Raises ValidationError, or
-    Conflict ``duplicate_client_order_id``."""
+    Conflict ``duplicate_client_order_id``.
+
+    ``closing``: a position's own close (a reduce-only MARKET order for all of it: the user's close,
+    the guard's auto-close, a liquidation) is not held to the pre-trade limits. They guard against
+    an order too large or priced too far from the market, and a close can only take risk away: a
+    short opened at the notional cap is above it once the price rises, and a position built from
+    several orders may be larger than one may be, and either must still close."""
     if not transaction.get_connection().in_atomic_block:
         raise transaction.TransactionManagementError("order_place_in_transaction needs a transaction")
+    if closing and not (reduce_only and order_type == OrderType.MARKET):
+        raise ValueError("only a reduce-only MARKET order closes a position")
     errors: dict[str, str] = {}
     # the instrument with its market state (the last traded price), in one read compiled once (the
     # symbol is unique: get(), with no ORDER BY to compile or run)
@@ -252,7 +264,7 @@ def order_place_in_transaction(
         raise ValidationError(errors)
     _validate_quantity(errors, instrument, quantity)
     _validate_prices(errors, instrument, order_type, transaction_type, price, trigger_price)
-    if not errors:
+    if not errors and not closing:
         last = last_traded_price(instrument)
         _validate_against_market(errors, instrument, order_type, transaction_type, quantity, price, trigger_price, last)
     validity = validity or (Validity.DAY if instrument.exchange in sessions.SESSIONS else Validity.GTC)
@@ -345,6 +357,7 @@ def order_modify(
             new_price if price is not None else None,
             new_trigger if trigger_price is not None and order.order_status == S.TRIGGER_PENDING else None,
             last_traded_price(order.instrument),
+            priced_at=new_price or new_trigger,
         )
     if quantity is not None:
         _validate_quantity(errors, order.instrument, quantity)

@@ -39,3 +39,23 @@ def test_beyond_liquidation_the_distance_is_negative():
     liq = liquidation_price("long", D("100"), D("2"), D("0.01"))
     assert liq == D("51")
     assert distance_to_liquidation("long", D("100"), liq, D("50")) < 0
+
+
+def test_an_added_position_holds_at_least_the_margin_its_fills_posted():
+    # 1,000 at 40,000 with 3x, then 1,000 more at 40,000 with 100x: the margin-weighted leverage is
+    # 5.8252…; rounded to the nearest cent it was 5.83, holding 11,206 less than the fills posted
+    # (outside review, twelfth session). Rounded down, the position holds what was posted, or more.
+    from margin.formula import fill_effect
+
+    effect = fill_effect(
+        signed=D(1000),
+        entry=D(40000),
+        leverage=D(3),
+        fill=D(1000),
+        price=D(40000),
+        order_leverage=D(100),
+        fee_rate=D("0.0005"),
+    )
+    posted = D(1000) * 40000 / 3 + D(1000) * 40000 / 100
+    assert effect.leverage == D("5.82")
+    assert posted <= effect.margin < posted + D(15000)

@@ -161,3 +161,206 @@ def test_a_stop_the_venue_holds_during_a_liquidation_is_cancelled_once_it_is_let
     stop.refresh_from_db()
     assert stop.order_status == "CANCELLED"
     assert not Position.objects.filter(user=user, status="open").exists()
+
+
+def test_a_short_opened_at_the_order_size_cap_is_liquidated_once_the_price_takes_it_past(make_user, trade, instruments):
+    # Outside review (twelfth session): the liquidation's own order met the notional cap at the
+    # higher last price, was refused on every tick, and the position ran on past its liquidation
+    # price with the loss beyond its margin the broker's.
+    from ledger.models import LedgerEntry
+
+    user = make_user()
+    tick("BTC_USD", 40000)
+    trade(user, "SELL", "2500", "40000", leverage=100)  # notional 100,000,000: the cap, allowed
+    position = Position.objects.get(user=user, status="open")
+    assert position.liquidation_price == D("40200")
+    tick("BTC_USD", 40300)  # past it: liquidated now, its close 2,500 × 40,300 above the cap
+    position.refresh_from_db()
+    assert position.status == "closed" and position.close_reason == "liquidation"
+    assert position.close_order.quantity == D("2500") and position.close_order.order_status == "COMPLETE"
+    # filled at the market that crossed (2,500 × 300 against 40,000), inside the 1,000,000 margin
+    assert LedgerEntry.objects.get(user=user, kind="liquidation").amount == -750000
+    assert position.uncovered_loss == 0
+
+
+def test_a_position_larger_than_one_order_may_be_closes_with_one_order(make_user, trade, instruments):
+    user = make_user()
+    tick("BTC_USD", 40000)
+    trade(user, "BUY", "2000", "40000")
+    trade(user, "BUY", "2000", "40000")  # 80,000,000 each, the position 160,000,000
+    api = auth_api(user)
+    # an order of the user's own, reduce-only or not, still meets the cap
+    refused = api.post(
+        "/api/orders",
+        {
+            "tradingSymbol": "BTC_USD",
+            "orderType": "MARKET",
+            "transactionType": "SELL",
+            "quantity": "4000",
+            "reduceOnly": True,
+        },
+        format="json",
+    )
+    assert refused.status_code == 400 and "quantity" in refused.json()["fields"]
+    position = Position.objects.get(user=user, status="open")
+    answer = api.post(f"/api/positions/{position.public_id}/close")
+    assert answer.status_code == 202, answer.json()
+    close = Order.objects.get(order_id=answer.json()["order"]["orderId"])
+    assert close.quantity == D("4000") and close.reduce_only
+    execute(close, "fill", "4000", "40000")
+    assert not Position.objects.filter(user=user, status="open").exists()
+
+
+def _someone_waits_on_a_lock() -> bool:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+def _placement_racing(user, system_step) -> dict[str, BaseException]:
+    """A placement of the user's that holds the account (as ``order_submit`` takes it first) while
+    ``system_step`` runs on another connection; once that step waits on a lock, the placement goes
+    on (its ORDER_PLACED takes the user's event sequence) and commits. Returns what each raised."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from ledger.services import account_lock
+    from margin.account import order_submit
+
+    errors: dict[str, BaseException] = {}
+    holding = threading.Event()
+
+    def place_() -> None:
+        try:
+            with transaction.atomic():
+                account_lock(user.pk)
+                holding.set()
+                until_sync(_someone_waits_on_a_lock, what="the system step to wait on a lock")
+                order_submit(
+                    user=user,
+                    trading_symbol="ETH_USD",
+                    exchange=None,
+                    order_type="MARKET",
+                    transaction_type="BUY",
+                    quantity=D("0.01"),
+                    leverage=1,
+                )
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors["placement"] = exc
+        finally:
+            connection.close()
+
+    def step() -> None:
+        try:
+            assert holding.wait(30)
+            system_step()
+        except BaseException as exc:  # noqa: BLE001
+            errors["system"] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=place_), threading.Thread(target=step)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_liquidation_racing_a_placement_of_the_same_user_does_not_deadlock(make_user, trade, instruments):
+    # Outside review (twelfth session): the liquidation published (the user's event sequence)
+    # before its ledger entries locked the account, the reverse of a placement's order: PostgreSQL
+    # found the deadlock and aborted one of them (the whole tick ingest, or the user's order).
+    user = make_user()
+    tick("BTC_USD", 100)
+    trade(user, "BUY", "1", "100", leverage=10)  # liquidation at 90.5
+    assert _placement_racing(user, lambda: tick("BTC_USD", 96, 91, 90)) == {}
+    assert Position.objects.get(user=user, instrument__symbol="BTC_USD").close_reason == "liquidation"
+    assert Order.objects.filter(user=user, instrument__symbol="ETH_USD").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fill_that_makes_a_close_order_stale_racing_a_placement_does_not_deadlock(make_user, trade, instruments):
+    # The same inversion on a fill: closing the position withdrew the user's still-working close
+    # order (publishing) before the fill's money locked the account.
+    from margin.services import position_close
+
+    user = make_user()
+    trade(user, "BUY", "1", "100", leverage=10)
+    position = Position.objects.get(user=user, status="open")
+    stale = position_close(position=position)  # the user's close, still working
+    other = place(user, symbol="BTC_USD", order_type="MARKET", side="SELL", quantity="1", price=None)
+    assert _placement_racing(user, lambda: execute(other, "fill", "1", "100")) == {}
+    stale.refresh_from_db()
+    assert stale.order_status == "CANCELLED"
+    assert Position.objects.get(pk=position.pk).status == "closed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_ingests_liquidating_the_same_two_users_in_opposite_order_do_not_deadlock(make_user, trade, instruments):
+    # An ingest of one instrument liquidated its positions in their rows' order, locking each
+    # user's account and event sequence as it went: two instruments' ingests that reached the same
+    # two users in opposite orders deadlocked. Here a placement holds user a's account; the ETH
+    # ingest (a's position first) waits for it, then the BTC ingest (b's position first) starts:
+    # before the fix it took b's account and waited for a's, and once the placement let go the
+    # ETH ingest, next in line for a's account, then waited for b's.
+    import threading
+
+    from django.db import connection, transaction
+
+    from ledger.services import account_lock
+
+    a, b = make_user(), make_user()
+    tick("BTC_USD", 100)
+    tick("ETH_USD", 100)
+    trade(b, "BUY", "1", "100", leverage=10)  # BTC: b's row first
+    trade(a, "BUY", "1", "100", leverage=10)
+    trade(a, "BUY", "1", "100", symbol="ETH_USD", leverage=10)  # ETH: a's row first
+    trade(b, "BUY", "1", "100", symbol="ETH_USD", leverage=10)
+    assert a.pk < b.pk
+    holding, release = threading.Event(), threading.Event()
+    errors: dict[str, BaseException] = {}
+
+    def waiting(n: int) -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return cursor.fetchone()[0] >= n
+
+    def run(name, body) -> threading.Thread:
+        def target() -> None:
+            try:
+                body()
+            except BaseException as exc:  # noqa: BLE001 - reported to the test
+                errors[name] = exc
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        return thread
+
+    def placement() -> None:
+        with transaction.atomic():
+            account_lock(a.pk)
+            holding.set()
+            assert release.wait(30)
+
+    threads = [run("placement", placement)]
+    assert holding.wait(30)
+    threads.append(run("eth", lambda: tick("ETH_USD", 96, 91, 90)))
+    until_sync(lambda: waiting(1), what="the ETH ingest to wait for a's account")
+    threads.append(run("btc", lambda: tick("BTC_USD", 96, 91, 90)))
+    until_sync(lambda: waiting(2), what="the BTC ingest to wait too")
+    release.set()
+    for thread in threads:
+        thread.join(60)
+    assert errors == {}
+    assert set(Position.objects.filter(user__in=[a, b]).values_list("close_reason", flat=True)) == {"liquidation"}

@@ -65,3 +65,22 @@ def test_before_any_trade_only_the_notional_is_checked(make_user, instruments):
     assert (
         api.post("/api/orders", order(quantity=3000, price=None, orderType="MARKET"), format="json").status_code == 400
     )
+
+
+def test_a_modification_of_the_quantity_alone_meets_the_notional_at_the_orders_own_price(make_user, instruments):
+    # Outside review (twelfth session): a quantity-only modification was checked at the last price,
+    # so a limit priced up to the band above it could grow 10 % past the maximum notional.
+    from decimal import Decimal
+
+    from django.core.exceptions import ValidationError
+
+    from orders.services import order_modify
+    from tests.orders.factories import place
+
+    last("40000")
+    sell = place(make_user(), symbol="BTC_USD", side="SELL", price="44000", quantity="2000")  # 88 M at its price
+    with pytest.raises(ValidationError) as refused:
+        order_modify(order=sell, quantity=Decimal("2400"))  # 105.6 M at 44,000 (96 M at the last price)
+    assert "quantity" in refused.value.message_dict
+    assert Order.objects.get(pk=sell.pk).quantity == 2000
+    order_modify(order=sell, quantity=Decimal("2200"))  # 96.8 M: inside

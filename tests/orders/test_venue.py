@@ -141,3 +141,38 @@ def test_stops_and_limits_are_evaluated_along_the_path_not_the_last_tick(user):
     limit.refresh_from_db()
     assert stop.order_status == OrderStatus.OPEN  # triggered by the dip
     assert limit.order_status == OrderStatus.COMPLETE and limit.average_price == Decimal("618")
+
+
+def test_a_limit_raised_into_a_dip_that_is_over_does_not_fill_at_the_dip(user):
+    """Outside review (twelfth session): the path's ticks were checked against the limit as it is
+    now, so a resting BUY raised to 620 after the market dipped to 615 and came back to 630 filled
+    at 620, a price the market never traded at while that limit existed. Modified since the last
+    step, it is judged as arriving: against the last price alone, and filled at the better of its
+    limit and the market once it is marketable."""
+    prices = Prices(SBIN__EQ="630.00")
+    limit = place(user, order_type="LIMIT", side="BUY", price="600", quantity="5")
+    stop = place(user, order_type="SL-M", side="SELL", price=None, trigger="610", quantity="5")
+    untouched = place(user, order_type="LIMIT", side="BUY", price="618", quantity="5")
+    venue = PaperVenue(prices)
+    venue.step()  # all accepted and working
+    prices.ranges["SBIN-EQ"] = (Decimal("615"), Decimal("631"))  # dipped to 615, back at 630
+    order_modify(order=limit, price=Decimal("620"))  # raised into the dip after it was over
+    order_modify(order=stop, trigger_price=Decimal("617"))  # likewise the stop's trigger
+    venue.step()
+    for order in (limit, stop, untouched):
+        order.refresh_from_db()
+    assert limit.order_status == OrderStatus.OPEN and limit.filled_quantity == 0
+    assert stop.order_status == OrderStatus.TRIGGER_PENDING
+    assert untouched.order_status == OrderStatus.COMPLETE  # unmodified: the path counts for it
+    prices.ranges.clear()
+    venue.step()  # nothing new traded: still not filled
+    limit.refresh_from_db()
+    assert limit.order_status == OrderStatus.OPEN
+    order_modify(order=limit, price=Decimal("640"))  # modified into the market
+    venue.step()
+    limit.refresh_from_db()
+    assert limit.order_status == OrderStatus.COMPLETE and limit.average_price == Decimal("630")
+    prices.prices["SBIN-EQ"] = Decimal("616.00")  # the market now reaches the stop's new trigger
+    venue.step()
+    stop.refresh_from_db()
+    assert stop.order_status != OrderStatus.TRIGGER_PENDING
