@@ -72,5 +72,5 @@ def pre_request(worker, req):
 
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     declared = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), "")
-    if limit is not None and declared.isdigit() and int(declared) > limit:
+    if limit is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         req._expected_100_continue = False

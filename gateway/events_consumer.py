@@ -42,7 +42,7 @@ from gateway.stream import PersonalStream
 from market.events import market_data_key
 from market.selectors import instrument_symbols_async, snapshot_text_async
 from system.selectors import notices_in_force_texts
-from wire import Close, Code, connection, dumps, error, iso, now_iso
+from wire import Close, Code, connection, dumps, error, iso, now_iso, whole_number
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -154,7 +154,8 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         token = bearer_token(self.scope)
         if token is not None:
             since = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get("since", [None])[0]
-            await self.authenticate(token, since=int(since) if since and since.isdigit() and len(since) < 19 else since)
+            number = whole_number(since)
+            await self.authenticate(token, since=since if number is None else number)
         else:
             self.timer = asyncio.get_running_loop().call_later(conf["AUTH_TIMEOUT_SECONDS"], self._auth_deadline)
 
@@ -438,7 +439,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         await self._resume(content.get("since"))
 
     async def _resume(self, since: object) -> None:
-        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+        if not isinstance(since, int) or isinstance(since, bool) or not 0 <= since < 2**63:
             self.reply(error(Code.INVALID_MESSAGE, "resume needs 'since': the last seq you have (0 for all)"))
             return
         assert self.stream is not None  # commands come after the first authentication

@@ -20,6 +20,7 @@ not be dropped stays full for ``SLOW_SECONDS`` is closed with 4009 and recovers 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -485,8 +486,9 @@ class HubMember:
         self.scope = scope
         self.channel_layer = None
         self.base_send = send
+        message: dict = {}
         try:
-            first = await receive()
+            message = first = await receive()
             try:
                 await self.dispatch(first)
             finally:  # connected, refused or gone: this socket's connect no longer counts
@@ -495,9 +497,20 @@ class HubMember:
             if first["type"] == "websocket.connect" and isinstance(headers, list):  # a server's own list
                 headers.clear()
             while True:
-                await self.dispatch(await receive())
+                message = await receive()
+                await self.dispatch(message)
         except StopConsumer:
             pass
+        except Exception:
+            # An error a handler raised ends the application (the server logs it and closes the
+            # socket 1011), and no disconnect() runs then: what the socket held would stay held, its
+            # tier lease above all (the process renews it for as long as it is held: the user locked
+            # out of the tier's connections until a restart), its presence and its rooms. Released
+            # here, unless it was disconnect() that raised; then raised as before.
+            if message.get("type") != "websocket.disconnect":
+                with contextlib.suppress(Exception):
+                    await self.disconnect(1011)
+            raise
 
     # Set or provided by the consumer this is mixed into (a Channels AsyncWebsocketConsumer).
     scope: dict
@@ -508,6 +521,7 @@ class HubMember:
     base_send: Callable[[dict], Awaitable[None]]
     send: Callable[..., Awaitable[None]]
     close: Callable[..., Awaitable[None]]
+    disconnect: Callable[[int], Awaitable[None]]
     access_changed: Callable[[dict], Awaitable[None]]
 
     def hub_open(self, *, hold: bool = False) -> None:

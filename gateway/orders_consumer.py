@@ -24,7 +24,7 @@ from gateway.inbound_limits import InboundLimiter
 from gateway.stream import PersonalStream
 from orders.selectors import open_order_snapshots, order_session_alive
 from orders.services import order_session_check
-from wire import Close, Code, dumps, error, now_iso
+from wire import Close, Code, dumps, error, now_iso, whole_number
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -50,7 +50,8 @@ def _since(params: dict) -> int | None | str:
     raw = (params.get("since") or [None])[0]
     if raw is None:
         return None
-    return int(raw) if raw.isdigit() and len(raw) < 19 else "invalid"
+    since = whole_number(raw)
+    return "invalid" if since is None else since
 
 
 class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
@@ -117,7 +118,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         assert self.stream is not None and self.user is not None  # connect sets both first
         since = _since(params)
         if isinstance(since, str):  # "invalid"
-            self.write(dumps(error(Code.INVALID_MESSAGE, "since must be a whole number")))
+            self.write(dumps(error(Code.INVALID_MESSAGE, "since must be a whole number of at most 18 digits")))
             since = None
         refused = None
         if since is not None:

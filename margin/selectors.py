@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts.models import User
 from core.errors import NotFound
 from market.models import MarketState
+from wire import whole_number
 
 from .events import position_update_item, position_values
 from .models import DEFAULT_THRESHOLD, MarginGuardConfig, MarginGuardExecution, Position, PositionStatus
@@ -29,10 +30,8 @@ def position_list(*, user: User, status: str = PositionStatus.OPEN, symbol: str 
 
 def position_get(*, user: User, position_id: str) -> Position:
     """The caller's position by ``pos_123`` or ``123``; another user's is as good as missing."""
-    raw = position_id.removeprefix("pos_")
-    found = (
-        Position.objects.select_related("instrument").filter(user=user, pk=int(raw)).first() if raw.isdigit() else None
-    )
+    pk = whole_number(position_id.removeprefix("pos_"))
+    found = None if pk is None else Position.objects.select_related("instrument").filter(user=user, pk=pk).first()
     if found is None:
         raise NotFound(f"no position {position_id}")
     return found

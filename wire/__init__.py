@@ -39,6 +39,15 @@ def num(value: Decimal | int | float | None) -> int | float:
     return float(value)
 
 
+def whole_number(raw: object, *, digits: int = 18) -> int | None:
+    """``raw`` as an int when it is a string of 1 to ``digits`` ASCII digits (18 fit a bigint), else
+    None. ``str.isdigit()`` alone is not the check: it is true of "²" and other Unicode digits that
+    ``int()`` refuses or reads as other numbers."""
+    if isinstance(raw, str) and 0 < len(raw) <= digits and raw.isascii() and raw.isdigit():
+        return int(raw)
+    return None
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return float(value)

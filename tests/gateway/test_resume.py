@@ -176,3 +176,24 @@ async def test_orders_socket_since_and_snapshot(make_user):
     assert (await comm.connect())[0]
     assert (await comm.receive_json_from())["code"] == "INVALID_MESSAGE"
     await comm.disconnect()
+
+
+async def test_a_since_that_is_not_plain_digits_is_refused_in_a_message(make_user):
+    # Outside probe (twelfth session): "²".isdigit() is true and int("²") raises: ?since=² on a
+    # bearer-token /ws connect crashed the socket (1011). Now the socket answers INVALID_MESSAGE and
+    # stays open, as for any bad resume; so does a resume message past a bigint.
+    user = await database_sync_to_async(make_user)("r9")
+    comm = ws("/ws?since=%C2%B2", token=jwt_for(user))
+    ok, _ = await comm.connect()
+    assert ok
+    hello = await comm.receive_json_from(timeout=5)
+    assert hello["type"] == "connection", hello
+    while (msg := await comm.receive_json_from(timeout=5))["type"] != "error":
+        pass
+    assert msg["code"] == "INVALID_MESSAGE" and "since" in msg["message"]
+    await comm.send_json_to({"type": "resume", "since": 2**63})
+    msg = await comm.receive_json_from(timeout=5)
+    assert msg["type"] == "error" and msg["code"] == "INVALID_MESSAGE"
+    await comm.send_json_to({"type": "ping"})
+    assert (await comm.receive_json_from(timeout=5))["type"] == "pong"
+    await comm.disconnect()

@@ -113,3 +113,45 @@ async def test_basic_tier_second_connection_refused_4029(make_user):
     await database_sync_to_async(place)(user)
     assert (await next_update(third))["updateType"] == "ORDER_PLACED"
     await third.disconnect()
+
+
+async def test_a_since_of_unicode_digits_is_an_error_message_not_a_crash(make_user):
+    # Outside probe (twelfth session): "²".isdigit() is true and int("²") raises, so ?since=²
+    # crashed the socket after it had taken the tier's connection slot, and the slot stayed held
+    # (renewed by the process) until a restart: a basic user could not connect again.
+    user = await database_sync_to_async(make_user)("o8", tier="basic")
+    for since in ("%C2%B2", "1" * 19, "-1", "1e3"):
+        session, token = await database_sync_to_async(order_session_create)(user=user)
+        comm = ws(f"/ws/orders?session={session.session}&token={token}&since={since}")
+        ok, _ = await comm.connect()
+        assert ok
+        msg = await comm.receive_json_from(timeout=5)
+        assert msg["type"] == "error" and msg["code"] == "INVALID_MESSAGE", msg
+        assert "since" in msg["message"]
+        await comm.disconnect()
+    again, _ = await open_socket(user)  # the basic tier's one slot is free
+    await database_sync_to_async(place)(user)
+    assert (await next_update(again))["updateType"] == "ORDER_PLACED"
+    await again.disconnect()
+
+
+async def test_a_socket_whose_handler_fails_gives_back_its_slot(make_user, monkeypatch):
+    # Whatever a handler raises after the slot was taken: the server closes the socket (1011) and
+    # no disconnect() runs, so the socket releases what it holds before the error goes on.
+    import gateway.orders_consumer
+
+    async def broken(user_id):
+        raise RuntimeError("a bug while catching up")
+
+    monkeypatch.setattr(gateway.orders_consumer, "_open_order_snapshots", broken)
+    user = await database_sync_to_async(make_user)("o9", tier="basic")
+    session, token = await database_sync_to_async(order_session_create)(user=user)
+    comm = ws(f"/ws/orders?session={session.session}&token={token}&snapshot=1")
+    with pytest.raises(RuntimeError, match="a bug while catching up"):
+        await comm.connect()
+        await comm.receive_from(timeout=5)
+    monkeypatch.undo()
+    again, _ = await open_socket(user)  # the basic tier's one slot is free: not refused 4029
+    await database_sync_to_async(place)(user)
+    assert (await next_update(again))["updateType"] == "ORDER_PLACED"
+    await again.disconnect()
