@@ -138,6 +138,11 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.user: User | None = None
         self.session_id = f"session_{uuid.uuid4().hex[:16]}"
         self.joined: dict[str, rooms.Room] = {}
+        # The user's own room is subscribed. Unsubscribed, the socket stays in the room's group all
+        # the same (access control comes there: a staff disconnect, a deactivation, a changed
+        # password, and a client must not be able to leave it); its events are left out
+        # (HubMember.deliver), and subscribed again the stream fills what it missed from the log.
+        self.personal_open = False
         self.filters: frozenset[str] = ALL_CATEGORIES  # shared until the client changes its own
         self.limiter = InboundLimiter.from_settings()
         self.closing = False
@@ -215,6 +220,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             for room in claimed:
                 del self.joined[room.name]
                 await self.hub_leave(room.layer_group)
+            self.personal_open = False
             raise
         self.stream = PersonalStream(identity.user.pk, self._emit_personal, identity.user.tier)
         self.stream.start_at(baseline)
@@ -429,7 +435,10 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
                 self.filters = self.filters - {room.key}
         elif room.name in self.joined:
             del self.joined[room.name]
-            await self.hub_leave(room.layer_group)
+            if room.kind == rooms.RoomKind.USER:
+                self.personal_open = False  # still in the group: see connect()
+            else:
+                await self.hub_leave(room.layer_group)
         self.reply(self._room_reply(room, "unsubscribed"))
 
     async def cmd_list_rooms(self, content: dict) -> None:
@@ -469,6 +478,8 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         if room.name not in self.joined:
             await self.hub_join(room.layer_group)
             self.joined[room.name] = room
+            if room.kind == rooms.RoomKind.USER:
+                self.personal_open = True
 
     def _subscribed(self) -> list[str]:
         return [*self.joined, *(c for c in rooms.CATEGORIES if c in self.filters)]
@@ -488,8 +499,9 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.write(dumps(content))
 
     def wants(self, channel: str) -> bool:
-        # unlogged values on the user's room (position values) obey the category filters too
-        return channel in self.filters or channel not in rooms.CATEGORIES
+        # unlogged values on the user's room (position values) obey the category filters too, and
+        # the room's own subscription
+        return channel not in rooms.CATEGORIES or (self.personal_open and channel in self.filters)
 
     async def _emit_personal(self, seq: int, channel: str, text: str, frame: str | None) -> None:
         if channel in self.filters:

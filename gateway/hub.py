@@ -470,6 +470,10 @@ class HubMember:
     # [newest version delivered since ``watch``, False], or [a snapshot's version, True]: a floor
     # below which values of the key are not delivered (``floor``).
     watching: dict[str, list] | None = None
+    # The user's personal events are taken (False: the client unsubscribed its user's room; the
+    # socket stays in the group for access control, and the stream fills the gap from the log once
+    # it subscribes again).
+    personal_open = True
 
     async def __call__(self, scope, receive, send) -> None:
         """channels' ``AsyncConsumer.__call__`` for a consumer without a layer channel: each client
@@ -570,7 +574,10 @@ class HubMember:
         """From the hub: a message for one of this connection's groups."""
         if self.closing:
             return
-        if message.get("personal") or message.get("type") in (ACCESS_CHANGED, RECONNECTED):
+        if message.get("personal"):
+            if self.personal_open:
+                self.inbox.put(message)
+        elif message.get("type") in (ACCESS_CHANGED, RECONNECTED):
             self.inbox.put(message)
         elif self.wants(message["channel"]):
             if self.watching is not None and self._below_floor(message):

@@ -199,3 +199,42 @@ async def test_a_session_cookie_alone_opens_no_socket(make_user):
     await same_site.send_json_to({"type": "list_rooms"})
     assert (await same_site.receive_json_from())["code"] == "AUTHENTICATION_FAILED"
     assert await closed_with(same_site) == 4001
+
+
+async def test_a_socket_that_unsubscribed_its_own_room_is_still_disconnected(make_user):
+    # Outside probe (twelfth session): access control reaches a socket through its user's room,
+    # and unsubscribing `user:<id>` left that room's group: the socket then outlived a staff
+    # disconnect (and a deactivation, a changed password). Unsubscribed, the room's events are
+    # not written, and the socket stays in its group; subscribed again, it gets what it missed.
+    from notifications.services import notification_create
+
+    staff = await database_sync_to_async(make_user)("op2", staff=True)
+    customer = await database_sync_to_async(make_user)("cust2", tier="premium")
+    events, _ = await connected(jwt_for(customer))
+    await events.send_json_to({"type": "unsubscribe", "channel": f"user:{customer.pk}"})
+    answer = await next_of_type(events, "room_subscription")
+    assert answer["status"] == "unsubscribed" and f"user:{customer.pk}" not in answer["subscribedRooms"]
+    witness, _ = await connected(jwt_for(customer))  # subscribed: sees when the event has arrived
+    await database_sync_to_async(notification_create)(
+        user=customer.pk, title="t", message="not for now", category="system"
+    )
+    assert (await next_of_type(witness, "in_app_notification"))["data"]["message"] == "not for now"
+    await witness.disconnect()
+    await events.send_json_to({"type": "ping"})
+    assert (await events.receive_json_from(timeout=5))["type"] == "pong"  # and nothing before it
+    await events.send_json_to({"type": "subscribe", "channel": f"user:{customer.pk}"})
+    assert (await next_of_type(events, "room_subscription"))["status"] == "subscribed"
+    await database_sync_to_async(notification_create)(user=customer.pk, title="t", message="now", category="system")
+    # what it missed while unsubscribed is filled from the log first: nothing lost, in order
+    assert (await next_of_type(events, "in_app_notification"))["data"]["message"] == "not for now"
+    assert (await next_of_type(events, "in_app_notification"))["data"]["message"] == "now"
+    await events.send_json_to({"type": "unsubscribe", "channel": f"user:{customer.pk}"})
+    await next_of_type(events, "room_subscription")
+
+    panel = Client()
+    await database_sync_to_async(panel.force_login)(staff)
+    response = await database_sync_to_async(panel.post)(f"/panel/users/{customer.pk}/disconnect", {"endpoint": "/ws"})
+    assert response.status_code == 303
+    error = await next_of_type(events, "error")
+    assert error["code"] == "DISCONNECTED"
+    assert await closed_with(events) == 4004
