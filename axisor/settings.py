@@ -369,6 +369,15 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON in and out. The parser answers JSON nested too deep with 400 (core/api.py); the form
+    # parsers are DRF's defaults. No browsable HTML renderer: the API is documented at /api/docs,
+    # and the HTML view of our list endpoints (no queryset attribute) was a 500 for any browser.
+    "DEFAULT_PARSER_CLASSES": [
+        "core.api.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     # ?limit=&offset= pages of PAGE_SIZE, never more than API_MAX_PAGE_SIZE rows (core/api.py).
@@ -500,6 +509,9 @@ AXISOR_MARKET = {
     "UPDATES_PER_SECOND": env_float("MARKET_UPDATES_PER_SECOND", 4.0),
     "HISTORY_PER_SECOND": env_float("MARKET_HISTORY_PER_SECOND", 1.0),
     "TICK_RETENTION_HOURS": env_float("MARKET_TICK_RETENTION_HOURS", 24.0),
+    # A tick older than this is refused (400): a feed catching up on an outage reaches back this
+    # far; before, any time was taken, year 1 included, and charted.
+    "BACKFILL_DAYS": env_float("MARKET_BACKFILL_DAYS", 7.0),
     # The simulated feed (AXISOR_SIMULATE=all): one tick per instrument every this many seconds.
     "FEED_INTERVAL_SECONDS": env_float("MARKET_FEED_INTERVAL_SECONDS", 0.5),
     # Exchange sessions (market/sessions.py): NSE trades 09:15-15:30 India time on weekdays. Off

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
-from rest_framework import exceptions, pagination, permissions, status
+from rest_framework import exceptions, pagination, parsers, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -31,6 +31,19 @@ try:
     _DATABASE_UNAVAILABLE += (PoolTimeout,)
 except ImportError:  # SQLite installs without the pool
     pass
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, with JSON nested deeper than the interpreter recurses (``[[[[…`` ten
+    thousand deep, ~20 KB) a 400 ``parse_error`` like any malformed body: DRF catches
+    ``ValueError`` alone, and the ``RecursionError`` was a 500 (with DEBUG, Django's debug page,
+    settings and all), before authentication on ``/api/auth/token``."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
 
 
 def _codes(detail):
@@ -194,4 +207,9 @@ class Cursor(pagination.CursorPagination):
     def decode_cursor(self, request):
         if not request.query_params.get(self.cursor_query_param):
             return None  # ?cursor= (empty): the first page
-        return super().decode_cursor(request)
+        cursor = super().decode_cursor(request)  # 404 "Invalid cursor" for what does not decode
+        if cursor is not None and not (cursor.offset or cursor.reverse or cursor.position is not None):
+            # decodes, but says nothing (a made-up "AAAA"): DRF reads it as the first page, and a
+            # client with a damaged cursor would start over at page one, round and round
+            raise exceptions.NotFound(self.invalid_cursor_message)
+        return cursor

@@ -70,6 +70,7 @@ def ticks_validate(raw: object) -> list[TickIn]:
     errors: dict[str, str] = {}
     out = []
     now = timezone.now()
+    oldest = timedelta(days=settings.AXISOR_MARKET["BACKFILL_DAYS"])
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
             errors[str(i)] = "each tick is an object"
@@ -81,6 +82,9 @@ def ticks_validate(raw: object) -> list[TickIn]:
         price = _decimal(item.get("price"), "price", errors, i)
         if price is not None and price <= 0:
             errors[f"{i}.price"] = "must be positive"
+        elif price is not None and instrument is not None and price < instrument.tick_size:
+            # below one tick it prints as 0 and makes a candle whose low is 0
+            errors[f"{i}.price"] = f"must be at least the tick size {instrument.tick_size.normalize():f}"
         volume = _decimal(item.get("volume", 0), "volume", errors, i)
         if volume is not None and volume < 0:
             errors[f"{i}.volume"] = "must not be negative"
@@ -94,6 +98,9 @@ def ticks_validate(raw: object) -> list[TickIn]:
                 errors[f"{i}.timestamp"] = "ISO-8601 with a timezone, e.g. 2025-01-06T10:30:00Z"
             elif parsed > now + timedelta(seconds=60):
                 errors[f"{i}.timestamp"] = "is in the future"
+            elif parsed < now - oldest:
+                days = settings.AXISOR_MARKET["BACKFILL_DAYS"]
+                errors[f"{i}.timestamp"] = f"is older than {days:g} days: too late to record"
             else:
                 ts = parsed
         if instrument is not None and price is not None and volume is not None and str(i) not in errors:

@@ -36,3 +36,46 @@ def test_nul_character_in_the_query_string_is_a_400_not_a_500(make_user):
         response = api.get(url)
         assert response.status_code == 400, (url, response.status_code)
         assert response.json()["code"] == "invalid_input"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("body", ["[" * 100_000 + "]" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000])
+def test_json_nested_past_the_interpreters_recursion_is_a_400_before_authentication(client, body):
+    """Outside probe (twelfth session): DRF's parser catches ValueError alone, and the
+    RecursionError of a deep body was a 500 (with DEBUG, Django's debug page) on
+    /api/auth/token, which anyone may call."""
+    response = client.post("/api/auth/token", body, content_type="application/json")
+    assert response.status_code == 400, response.content[:200]
+    assert response.json()["code"] == "parse_error"
+
+
+@pytest.mark.django_db
+def test_a_browser_gets_json_from_every_list_not_a_500(make_user):
+    """Outside probe (twelfth session): DRF's browsable renderer answered any browser (Accept:
+    text/html) or ?format=api with a 500 on the lists whose viewsets read their rows themselves."""
+    api = auth_api(make_user("browser"))
+    for url in ("/api/orders", "/api/positions", "/api/notifications", "/api/trades"):
+        response = api.get(url, HTTP_ACCEPT="text/html,application/xhtml+xml,*/*;q=0.8")
+        assert response.status_code == 200 and response["Content-Type"] == "application/json", url
+        assert api.get(url + "?format=api").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_cursor_that_says_nothing_is_refused_not_read_as_the_first_page(make_user):
+    """Outside probe (twelfth session): ?cursor=AAAA decodes to no position at all, and DRF served
+    the first page for it: a client with a damaged cursor starts over, round and round."""
+    from orders.models import Order
+    from tests.orders.factories import place
+
+    user = make_user("pages")
+    for _ in range(3):
+        place(user)
+    api = auth_api(user)
+    first = api.get("/api/orders?cursor=&limit=2").json()
+    assert len(first["results"]) == 2 and first["next"]
+    second = api.get(first["next"]).json()
+    assert [o["orderId"] for o in second["results"]] == [Order.objects.order_by("id").first().order_id]
+    assert api.get(second["previous"]).status_code == 200
+    for bad in ("AAAA", "garbage"):
+        response = api.get(f"/api/orders?cursor={bad}&limit=2")
+        assert response.status_code == 404 and response.json()["code"] == "not_found", bad

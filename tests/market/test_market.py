@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("instruments")]
 
 
 def at(text: str) -> str:
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).isoformat()
+    """An ISO time of two days ago ("09:59:30"): in the past, inside the backfill window."""
+    day = (datetime.now(UTC) - timedelta(days=2)).date()
+    return datetime.fromisoformat(f"{day}T{text}").replace(tzinfo=UTC).isoformat()
 
 
 def test_ingest_validation_is_all_or_nothing():
@@ -48,10 +50,10 @@ def test_ingest_validation_is_all_or_nothing():
 
 def test_candles_roll_over_at_boundaries_and_snapshot_tracks_24h():
     ticks = [
-        {"symbol": "SBIN-EQ", "price": "600", "volume": "10", "timestamp": at("2026-11-20T09:59:30")},
-        {"symbol": "SBIN-EQ", "price": "610", "volume": "5", "timestamp": at("2026-11-20T09:59:59")},
-        {"symbol": "SBIN-EQ", "price": "605", "volume": "1", "timestamp": at("2026-11-20T10:00:00")},
-        {"symbol": "SBIN-EQ", "price": "590", "volume": "2", "timestamp": at("2026-11-20T10:04:59")},
+        {"symbol": "SBIN-EQ", "price": "600", "volume": "10", "timestamp": at("09:59:30")},
+        {"symbol": "SBIN-EQ", "price": "610", "volume": "5", "timestamp": at("09:59:59")},
+        {"symbol": "SBIN-EQ", "price": "605", "volume": "1", "timestamp": at("10:00:00")},
+        {"symbol": "SBIN-EQ", "price": "590", "volume": "2", "timestamp": at("10:04:59")},
     ]
     ticks_ingest(ticks)
     m1 = list(
@@ -259,3 +261,20 @@ def test_the_state_row_keeps_the_version_its_update_carries(first):
         market_changed.disconnect(heard)
     stored = MarketState.objects.get(instrument__symbol="BTC_USD").version
     assert carried == [stored] and before <= stored <= db_clock()
+
+
+@pytest.mark.parametrize(
+    ("tick", "field", "says"),
+    [
+        ({"price": 5e-324}, "0.price", "tick size"),  # prints as 0, a candle with a low of 0
+        ({"price": "0.001"}, "0.price", "tick size"),
+        ({"price": 2300, "timestamp": "0001-01-01T00:00:00Z"}, "0.timestamp", "older than 7 days"),
+        ({"price": 2300, "timestamp": "2000-01-01T00:00:00Z"}, "0.timestamp", "older than 7 days"),
+    ],
+)
+def test_a_tick_below_one_tick_or_older_than_the_backfill_window_is_refused(make_user, tick, field, says):
+    # Outside probe (twelfth session): both were taken (202) and made candles at year 1 or a low of 0.
+    staff = auth_api(make_user("s2", staff=True))
+    bad = staff.post("/api/internal/ticks", [{"symbol": "ETH_USD", "volume": 1, **tick}], format="json")
+    assert bad.status_code == 400 and says in bad.json()["fields"][field][0]["message"], bad.json()
+    assert not Tick.objects.exists()
