@@ -37,7 +37,7 @@ from gateway.auth import (
 )
 from gateway.connect_read import DB_UNAVAILABLE, DatabaseUnavailable
 from gateway.hub import UNAVAILABLE, HubMember, LayerUnavailable, hub
-from gateway.inbound_limits import InboundLimiter
+from gateway.inbound_limits import InboundLimiter, over_size
 from gateway.stream import PersonalStream
 from market.events import market_data_key
 from market.selectors import instrument_symbols_async, snapshot_text_async
@@ -335,12 +335,12 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         if verdict == "refuse":
             self.reply(error(Code.RATE_LIMIT_EXCEEDED, f"at most {conf['RATE_PER_SECOND']:g} messages per second"))
             return
-        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
-        if size > conf["MAX_MESSAGE_BYTES"]:
+        most = over_size(text_data, bytes_data)
+        if most is not None:
             if self.user is None:
                 await self.fail(Code.AUTHENTICATION_FAILED, "authenticate first", Close.AUTHENTICATION_FAILED)
             else:
-                self.reply(error(Code.MESSAGE_TOO_LARGE, f"messages are limited to {conf['MAX_MESSAGE_BYTES']} bytes"))
+                self.reply(error(Code.MESSAGE_TOO_LARGE, f"messages are limited to {most} bytes"))
             return
         content = self._decode(text_data)
         if self.user is None:

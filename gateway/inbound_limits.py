@@ -9,6 +9,13 @@ from typing import cast
 from django.conf import settings
 
 
+def over_size(text_data: str | None, bytes_data: bytes | None) -> int | None:
+    """``WS_MAX_MESSAGE_BYTES`` when an inbound message is larger (its UTF-8 bytes), else None."""
+    most = cast(int, settings.AXISOR_WS["MAX_MESSAGE_BYTES"])
+    size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+    return most if size > most else None
+
+
 class TokenBucket:
     __slots__ = ("burst", "rate", "stamp", "tokens")
 

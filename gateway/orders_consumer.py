@@ -20,7 +20,7 @@ from broadcast.history import ResumeRefused
 from core.metrics import RESUMES, open_sockets
 from gateway import limits
 from gateway.hub import UNAVAILABLE, HubMember, LayerUnavailable
-from gateway.inbound_limits import InboundLimiter
+from gateway.inbound_limits import InboundLimiter, over_size
 from gateway.stream import PersonalStream
 from orders.selectors import open_order_snapshots, order_session_alive
 from orders.services import order_session_check
@@ -186,6 +186,10 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
             return
         if verdict == "refuse":
             self.write(dumps(error(Code.RATE_LIMIT_EXCEEDED, "too many messages")))
+            return
+        most = over_size(text_data, bytes_data)  # as on /ws: never parsed, the socket stays open
+        if most is not None:
+            self.write(dumps(error(Code.MESSAGE_TOO_LARGE, f"messages are limited to {most} bytes")))
             return
         if text_data is not None and text_data.strip() == "PONG":
             return

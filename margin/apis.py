@@ -19,7 +19,7 @@ from core.api import IsStaffOrServiceKey, Page
 from core.errors import NotFound
 from ledger.selectors import ledger_entries
 from orders import apis as orders_apis
-from orders.serializers import ExecutionInput, OrderOutput
+from orders.serializers import ExecutionInput, OrderOutput, SymbolScopeInput
 from wire import iso, num
 
 from . import selectors, services
@@ -84,7 +84,7 @@ class PositionViewSet(viewsets.GenericViewSet):
         return Response(selectors.positions_values([position])[0])
 
     @extend_schema(
-        request=None,
+        request=SymbolScopeInput,
         responses={
             202: inline_serializer(
                 "PositionsCloseAll",
@@ -94,11 +94,13 @@ class PositionViewSet(viewsets.GenericViewSet):
                 },
             )
         },
-        summary="Close all your open positions, each with a reduce-only MARKET order",
+        summary="Close all your open positions (of one symbol with {symbol}), each with a reduce-only MARKET order",
     )
     @action(detail=False, methods=["post"], url_path="close-all")
     def close_all(self, request):
-        closing, failed = services.positions_close_all(user=request.user)
+        body = SymbolScopeInput(data=request.data)
+        body.is_valid(raise_exception=True)
+        closing, failed = services.positions_close_all(user=request.user, symbol=body.validated_data.get("symbol"))
         return Response(
             {
                 "closing": [{"positionId": p.public_id, "order": OrderOutput(o).data} for p, o in closing],

@@ -138,12 +138,17 @@ def position_close(
     return order
 
 
-def positions_close_all(*, user: User) -> tuple[list[tuple[Position, Order]], list[tuple[str, str, str]]]:
-    """Close every open position of the user (each with its own reduce-only order, in its own
-    transaction). One that cannot be closed now (a close already working) is reported in
+def positions_close_all(
+    *, user: User, symbol: str | None = None
+) -> tuple[list[tuple[Position, Order]], list[tuple[str, str, str]]]:
+    """Close every open position of the user (of one symbol), each with its own reduce-only order,
+    in its own transaction. One that cannot be closed now (a close already working) is reported in
     ``failed`` as (positionId, code, detail)."""
     closed, failed = [], []
-    for position in Position.objects.filter(user=user, status=OPEN).order_by("pk"):
+    positions = Position.objects.filter(user=user, status=OPEN).order_by("pk")
+    if symbol:
+        positions = positions.filter(instrument__symbol=symbol)
+    for position in positions:
         try:
             closed.append((position, position_close(position=position)))
         except Conflict as exc:

@@ -24,16 +24,13 @@ from .serializers import (
     OrderPlaceInput,
     OrderUpdateOutput,
     SessionOutput,
+    SymbolScopeInput,
     TradeOutput,
 )
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, description="replays the first answer for 24 h"
 )
-
-
-class CancelAllInput(serializers.Serializer):
-    symbol = serializers.CharField(required=False, max_length=32)
 
 
 class OrderViewSet(viewsets.GenericViewSet):
@@ -121,7 +118,7 @@ class OrderViewSet(viewsets.GenericViewSet):
         return Response(OrderOutput(order).data)
 
     @extend_schema(
-        request=CancelAllInput,
+        request=SymbolScopeInput,
         responses=inline_serializer(
             "CancelAll",
             {"cancelled": OrderOutput(many=True), "failed": serializers.ListField(child=serializers.DictField())},
@@ -130,7 +127,7 @@ class OrderViewSet(viewsets.GenericViewSet):
     )
     @action(detail=False, methods=["post"], url_path="cancel-all")
     def cancel_all(self, request):
-        body = CancelAllInput(data=request.data)
+        body = SymbolScopeInput(data=request.data)
         body.is_valid(raise_exception=True)
         cancelled, failed = services.order_cancel_all(user=request.user, symbol=body.validated_data.get("symbol"))
         return Response(

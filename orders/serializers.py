@@ -4,6 +4,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
+from market.models import Instrument
 from wire import iso, num
 
 from .events import order_fields
@@ -39,6 +40,24 @@ class OrderFilterInput(serializers.Serializer):
     clientOrderId = serializers.CharField(required=False, max_length=64)
     dateFrom = serializers.DateTimeField(required=False)
     dateTo = serializers.DateTimeField(required=False)
+
+
+class SymbolScopeInput(serializers.Serializer):
+    """The body of cancel-all and close-all: ``{}`` for everything of yours, ``{"symbol"}`` for one
+    instrument's. An unknown symbol is 400, never "nothing to do"; an unknown field is 400 too."""
+
+    symbol = serializers.CharField(required=False, max_length=32)
+
+    def validate_symbol(self, value: str) -> str:
+        if not Instrument.objects.filter(symbol=value).exists():
+            raise serializers.ValidationError(f"unknown instrument {value!r}")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        unknown = set(self.initial_data) - set(self.fields) if isinstance(self.initial_data, dict) else set()
+        if unknown:
+            raise serializers.ValidationError({name: "unknown field" for name in sorted(unknown)})
+        return attrs
 
 
 class OrderOutput(serializers.Serializer):

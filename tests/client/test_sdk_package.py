@@ -179,11 +179,11 @@ def test_tutorial_example_places_an_order_the_paper_venue_fills(sdk, daphne, mak
     server = daphne(AXISOR_SIMULATE="venue")
     alice = make_user("alice")
     set_login_password(alice, "alice-demo-1")
-    ticks_ingest([{"symbol": "SBIN-EQ", "price": "625.5", "volume": "1"}])
+    ticks_ingest([{"symbol": "BTC_USD", "price": "43000.5", "volume": "1"}])
     text = (ROOT / "docs" / "tutorial.md").read_text()
     (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "AsyncRestClient" in b]
     script = tmp_path / "tutorial.py"
     script.write_text(block.replace(DOCS_SERVER, server.http))
     out = run(sdk, tmp_path, sys.executable, str(script)).splitlines()
-    assert any(re.fullmatch(r"order \d+ executed at 625\.5", line) for line in out), out
+    assert any(re.fullmatch(r"order \d+ executed at 43000\.5", line) for line in out), out
     assert any(re.fullmatch(r"order \d+ ORDER_PLACED PENDING seq \d+", line) for line in out), out

@@ -364,3 +364,22 @@ def test_two_ingests_liquidating_the_same_two_users_in_opposite_order_do_not_dea
         thread.join(60)
     assert errors == {}
     assert set(Position.objects.filter(user__in=[a, b]).values_list("close_reason", flat=True)) == {"liquidation"}
+
+
+def test_close_all_of_one_symbol_and_bodies_it_does_not_know(make_user, trade, instruments):
+    # Outside probe (twelfth session): close-all ignored its body, so {"symbol": "NOPE"} closed
+    # every position. It takes cancel-all's {"symbol"} now, and refuses what it does not know.
+    user = make_user()
+    trade(user, "BUY", "1", "40000")
+    trade(user, "SELL", "2", "626", symbol="SBIN-EQ", leverage=2)
+    api = auth_api(user)
+    for body, field in (({"symbol": "NOPE"}, "symbol"), ({"symbols": ["BTC_USD"]}, "symbols")):
+        refused = api.post("/api/positions/close-all", body, format="json")
+        assert refused.status_code == 400 and field in refused.json()["fields"], refused.json()
+        refused = api.post("/api/orders/cancel-all", body, format="json")
+        assert refused.status_code == 400 and field in refused.json()["fields"], refused.json()
+    assert not Order.objects.filter(user=user, reduce_only=True).exists()  # nothing was closed
+    answer = api.post("/api/positions/close-all", {"symbol": "SBIN-EQ"}, format="json")
+    assert answer.status_code == 202
+    (closing,) = answer.json()["closing"]
+    assert closing["order"]["tradingSymbol"] == "SBIN-EQ"

@@ -69,6 +69,7 @@ class Server(Daphne):
             start_new_session=True,
         )
         super().__init__(proc=proc, port=port)
+        self.clone = clone
         self.listening = threading.Event()
         threading.Thread(target=self.read, daemon=True).start()
 
@@ -129,6 +130,47 @@ def first(lines: queue.Queue, handler: str, within: float) -> dict:
     raise AssertionError(f"no {handler} within {within:.0f} s")
 
 
+def tutorial_tail(server: Server) -> None:
+    """docs/tutorial.md step 3 as written, in the run command's own virtualenv: the SDK installed
+    from clients/python, then its tail command on market:BTC_USD until a market_data_update."""
+    pip = subprocess.run(
+        [".venv/bin/pip", "install", "--quiet", "./clients/python"],
+        cwd=server.clone,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
+    tail = subprocess.Popen(
+        [
+            *(".venv/bin/python", "-m", "axisor_client", "tail", "--url", server.http, "--user", "alice"),
+            *("--subscribe", "market:BTC_USD", "--state", str(server.clone / "tail-state.json")),
+        ],
+        cwd=server.clone,
+        env={**os.environ, "AXISOR_PASSWORD": "alice-demo-1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in tail.stdout], daemon=True).start()
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
+                break
+            seen.append(line)
+            if line.startswith("{") and json.loads(line).get("type") == "market_data_update":
+                return
+        raise AssertionError("the tutorial's tail printed no market_data_update:\n" + "".join(seen[-20:]))
+    finally:
+        tail.terminate()
+        tail.wait(timeout=10)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_run_command_from_a_clean_clone_serves_the_demo(newcomer, browser):  # noqa: F811
@@ -170,6 +212,7 @@ def test_the_run_command_from_a_clean_clone_serves_the_demo(newcomer, browser): 
         assert connected.wait(timeout=30)
         tick = first(market_lines, "market_data_update", 30)
         assert tick["message"]["data"]["symbol"] == "BTC_USD" and tick["price"] > 0
+        tutorial_tail(server)
 
         def place(_: int) -> tuple[int, dict]:
             body = {"tradingSymbol": "BTC_USD", "transactionType": "BUY", "orderType": "MARKET", "quantity": 0.01}

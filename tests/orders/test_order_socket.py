@@ -155,3 +155,17 @@ async def test_a_socket_whose_handler_fails_gives_back_its_slot(make_user, monke
     await database_sync_to_async(place)(user)
     assert (await next_update(again))["updateType"] == "ORDER_PLACED"
     await again.disconnect()
+
+
+async def test_a_message_over_the_size_limit_is_answered_too_large_unread(make_user):
+    # Outside probe (twelfth session): /ws/orders said it had /ws's limits, and parsed a 900 KiB
+    # frame as JSON to answer "only PONG". It is MESSAGE_TOO_LARGE, as on /ws, and stays open.
+    user = await database_sync_to_async(make_user)("o10")
+    comm, _ = await open_socket(user)
+    await comm.send_to(text_data='{"type":"ping","pad":"' + "x" * 70_000 + '"}')
+    msg = await comm.receive_json_from(timeout=5)
+    assert msg["type"] == "error" and msg["code"] == "MESSAGE_TOO_LARGE", msg
+    await comm.send_to(text_data="PONG")
+    await comm.send_to(text_data='{"type":"ping"}')
+    assert (await comm.receive_json_from(timeout=5))["type"] == "heartbeat"
+    await comm.disconnect()
