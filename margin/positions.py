@@ -21,7 +21,7 @@ from ledger.services import ledger_post
 from market.models import decimal_text
 from notifications.services import notification_create
 from orders.models import LIVE, Order, Side
-from orders.services import order_cancel
+from orders.services import order_cancel, order_place
 from wire import iso, num
 
 from .formula import MONEY_QUANT, FillEffect, fill_effect, liquidation_price, price_at_distance
@@ -118,6 +118,23 @@ def close_order_withdraw(order: Order) -> None:
             pass
 
 
+def closing_order(position: Position) -> Order:
+    """A reduce-only MARKET order for the whole position, on the other side, through the orders
+    service: it can only ever bring the position to flat, so the pre-trade limits (order size,
+    price band) do not hold it back (``closing``)."""
+    return order_place(
+        user=position.user,
+        trading_symbol=position.instrument.symbol,
+        exchange=None,
+        order_type="MARKET",
+        transaction_type=Side.SELL if position.side == LONG else Side.BUY,
+        quantity=position.quantity,
+        leverage=1,
+        reduce_only=True,
+        closing=True,
+    )
+
+
 def fee_rate(*, liquidation: bool = False) -> Decimal:
     """The trading fee per unit of notional (``AXISOR_RISK["FEE_RATE"]``), or the liquidation fee's."""
     return Decimal(str(settings.AXISOR_RISK["LIQUIDATION_FEE_RATE" if liquidation else "FEE_RATE"]))
@@ -160,10 +177,19 @@ def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> l
         position.realized_pnl += effect.pnl
         position.uncovered_loss += effect.uncovered
         stale = None
+        outgrown = False
         if effect.closing == position.quantity:
             stale = _closed(position, order, now, flipped=effect.flipped)
         else:
             position.quantity -= effect.closing
+            # The guard's close filled in full and the position is still open: it grew while the
+            # close worked (an opening order the venue held when the guard fired, and so could not
+            # be withdrawn, filled after it). The guard closes what is left.
+            outgrown = (
+                position.close_order_id == order.pk
+                and position.close_kind == CloseKind.AUTO_CLOSE
+                and order.order_status not in LIVE
+            )
         liquidated = position.status == PositionStatus.CLOSED and position.close_reason == CloseKind.LIQUIDATION
         # What the closed part's margin has left after its loss and fee pays the liquidation fee.
         position.save()
@@ -178,6 +204,9 @@ def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> l
         )
         if stale is not None:
             close_order_withdraw(stale)
+        if outgrown:
+            position.close_order = closing_order(position)
+            position.save(update_fields=["close_order", "updated_at"])
         changed = [position]
         if position.status == PositionStatus.CLOSED:
             _after_close(position, order, now)

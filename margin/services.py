@@ -28,8 +28,8 @@ from ledger.services import account_lock
 from margin.executions import execution_apply
 from market.models import MarketState
 from notifications.services import notification_create_each
-from orders.models import LIVE, Order, Side
-from orders.services import order_cancel, order_place
+from orders.models import LIVE, Order
+from orders.services import order_cancel
 from wire import num
 
 from .formula import distance_to_liquidation, in_risk, recovered
@@ -44,6 +44,7 @@ from .positions import (
     LONG,
     MAX_COOLDOWN_SECONDS,
     OPEN,
+    closing_order,
     guard_configs,
     position_reindex,
 )
@@ -132,7 +133,7 @@ def position_close(
         )
     if kind != CloseKind.MANUAL:
         _withdraw_working_orders(position)
-    order = _closing_order(position)
+    order = closing_order(position)
     position.close_order, position.close_kind, position.guard_execution = order, kind, execution
     position.save(update_fields=["close_order", "close_kind", "guard_execution", "updated_at"])
     return order
@@ -187,24 +188,6 @@ def _withdraw_held(order_ids: list[str]) -> None:
             pass
 
 
-def _closing_order(position: Position) -> Order:
-    """A reduce-only MARKET order for the whole position, on the other side, through the orders
-    service: it can only ever bring the position to flat, so the pre-trade limits (order size,
-    price band) do not hold it back (``closing``)."""
-
-    return order_place(
-        user=position.user,
-        trading_symbol=position.instrument.symbol,
-        exchange=None,
-        order_type="MARKET",
-        transaction_type=Side.SELL if position.side == LONG else Side.BUY,
-        quantity=position.quantity,
-        leverage=1,
-        reduce_only=True,
-        closing=True,
-    )
-
-
 @transaction.atomic
 def position_liquidate(*, position: Position, market: Decimal | None = None) -> Order:
     """The venue takes over a position that reached its liquidation price: its working orders on
@@ -221,7 +204,7 @@ def position_liquidate(*, position: Position, market: Decimal | None = None) -> 
     # everywhere, or a placement of the same user's (account, then sequence) deadlocks with this.
     account_lock(position.user_id)
     _withdraw_working_orders(position)
-    order = _closing_order(position)
+    order = closing_order(position)
     Position.objects.filter(pk=position.pk).update(close_order=order, close_kind=CloseKind.LIQUIDATION)
     execution_apply(
         order_id=order.order_id,
