@@ -1,10 +1,11 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
 from accounts.apis import LogoutApi, TokenObtainApi, TokenRefreshApi
 from broadcast.apis import EventsApi
+from core.api import no_such_endpoint
 from core.health import healthz, readyz
 from core.metrics import metrics_view
 from margin.apis import (
@@ -58,6 +59,7 @@ api = [
         SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api/swagger_ui.html"),
         name="docs",
     ),
+    re_path(r"", no_such_endpoint),  # last: whatever else is under /api/ is a JSON 404
 ]
 
 urlpatterns = [

@@ -12,7 +12,7 @@ from django import db
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions, pagination, parsers, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -44,6 +44,12 @@ class JSONParser(parsers.JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+
+
+def no_such_endpoint(request, *args, **kwargs) -> JsonResponse:
+    """Any path under ``/api/`` that names no endpoint: a JSON 404 like every other API error
+    (Django's own 404 is an HTML page, with DEBUG its URL list)."""
+    return JsonResponse({"code": "not_found", "detail": "no such endpoint (see /api/docs)"}, status=404)
 
 
 def _codes(detail):

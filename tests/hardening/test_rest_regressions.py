@@ -79,3 +79,14 @@ def test_a_cursor_that_says_nothing_is_refused_not_read_as_the_first_page(make_u
     for bad in ("AAAA", "garbage"):
         response = api.get(f"/api/orders?cursor={bad}&limit=2")
         assert response.status_code == 404 and response.json()["code"] == "not_found", bad
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/nope", "/api/orders/", "/api/", "/api/market/BTC_USD/nope"])
+def test_a_path_under_api_that_names_no_endpoint_is_a_json_404(make_user, settings, path):
+    """Outside probe (twelfth session): with DEBUG (scripts/run) Django answered an HTML page
+    listing the URL patterns; without, an HTML 404. An API client gets JSON either way."""
+    settings.DEBUG = True
+    response = auth_api(make_user("lost")).get(path)
+    assert response.status_code == 404 and response["Content-Type"] == "application/json", path
+    assert response.json()["code"] == "not_found"
