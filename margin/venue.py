@@ -11,10 +11,12 @@ venue's last step (the low and the high of the tick path, not only the last tick
   when the market gapped through it (a resting order is the price taker's counterpart: no price
   improvement beyond its limit, and never worse);
 - SL/SL-M wait in TRIGGER_PENDING until the path reaches the trigger, then behave as LIMIT/MARKET;
-- an order modified since the venue's previous step began is judged against the last price alone,
-  as an arriving order is (and a resting limit modified into the market fills at the better of its
-  limit and the last price): the path's ticks may have traded before the new limit or trigger
-  existed, and a limit raised into a dip that is over must not fill at the dip;
+- an order whose limit or trigger changed since the venue last looked at it is judged against the
+  last price alone, as an arriving order is (and a resting limit modified into the market fills at
+  the better of its limit and the last price): the path's ticks may have traded before the new
+  limit or trigger existed, and a limit raised into a dip that is over must not fill at the dip.
+  The venue compares each order with what it saw at its previous step (no clock involved: a
+  modification committed while a step runs is caught at the next);
 - AMO orders wait for the exchange's next session, then open; nothing is accepted or filled on an
   exchange whose session is closed (market.sessions);
 - a DAY order still working when its session ends is cancelled ("expired at the end of the session");
@@ -30,17 +32,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 
 from django.db import transaction
-from django.utils import timezone
 
 from core.errors import Conflict
 from margin.account import INSUFFICIENT_FUNDS, fill_funded
 from margin.executions import execution_apply
 from market import sessions
-from orders.models import LIVE, Order, OrderStatus, OrderType, OrderUpdate, Side, UpdateType, Validity
+from orders.models import LIVE, Order, OrderStatus, OrderType, Side, Validity
 from orders.services import order_cancel, order_lock
 
 LIQUIDITY_LOTS_PER_STEP = 50  # fill at most this many lots of an order per step
@@ -75,7 +75,8 @@ class PaperVenue:
         # ``prices.latest(symbol)`` and, optionally, ``prices.path(symbol)`` (low, high since the
         # last refresh); without it the path is the last price alone.
         self.prices = prices
-        self.last_step_began: datetime | None = None  # when the previous step began (None before the first)
+        # Each live order's (price, trigger price) as the previous step saw it.
+        self.terms: dict[str, tuple[Decimal | None, Decimal | None]] = {}
 
     def _path(self, symbol: str) -> Path | None:
         last = self.prices.latest(symbol)
@@ -87,36 +88,28 @@ class PaperVenue:
 
     def step(self) -> int:
         """Process every live order once. Returns reports applied."""
-        applied, began = 0, timezone.now()
-        modified = self._modified_since(self.last_step_began)
-        self.last_step_began = began
+        applied = 0
+        terms: dict[str, tuple[Decimal | None, Decimal | None]] = {}
         for order_id in Order.objects.filter(order_status__in=LIVE).order_by("id").values_list("order_id", flat=True):
             try:
                 with transaction.atomic():
-                    applied += self._work(order_id, modified=order_id in modified)
-            except Conflict:
-                continue  # the user cancelled or modified it meanwhile: next step sees the new state
+                    applied += self._work(order_id, terms)
+            except Conflict:  # the user cancelled or modified it meanwhile: next step sees the new state
+                if order_id in self.terms:
+                    terms[order_id] = self.terms[order_id]
+        self.terms = terms
         return applied
-
-    @staticmethod
-    def _modified_since(when: datetime | None) -> set[str]:
-        """The live orders modified at or after ``when``: this step's path (the ticks since the
-        previous step's prices) may have traded before their new limit or trigger existed."""
-        if when is None:
-            return set()
-        rows = OrderUpdate.objects.filter(
-            order__order_status__in=LIVE, update_type=UpdateType.ORDER_MODIFIED, created_at__gte=when
-        )
-        return set(rows.values_list("order__order_id", flat=True))
 
     def _report(self, order: Order, kind: str, **kw) -> int:
         _, done = execution_apply(order_id=order.order_id, exec_id=_exec_id(), kind=kind, **kw)
         return int(done)
 
-    def _work(self, order_id: str, *, modified: bool = False) -> int:
+    def _work(self, order_id: str, terms: dict[str, tuple[Decimal | None, Decimal | None]]) -> int:
         order = order_lock(order_id)  # decided on the order as it is now, not as the step began
         if order.order_status not in LIVE:
             return 0
+        now = terms[order_id] = (order.price, order.trigger_price)
+        modified = self.terms.get(order_id, now) != now  # since the previous step looked at it
         exchange = order.instrument.exchange
         if order.expires_at is not None and sessions.clock() >= order.expires_at:
             order_cancel(order=order, reason=f"expired at the end of the {exchange} session (DAY)")
