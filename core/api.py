@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, pagination, parsers, permissions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -46,6 +47,7 @@ class JSONParser(parsers.JSONParser):
             raise exceptions.ParseError("JSON parse error - nested too deeply") from None
 
 
+@csrf_exempt  # as DRF's views are: a POST to a wrong path is this 404, not an HTML CSRF 403
 def no_such_endpoint(request, *args, **kwargs) -> JsonResponse:
     """Any path under ``/api/`` that names no endpoint: a JSON 404 like every other API error
     (Django's own 404 is an HTML page, with DEBUG its URL list)."""

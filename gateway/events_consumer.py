@@ -156,6 +156,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         await self.accept()
         self.hub_open(hold=True)
         open_sockets("/ws").inc()
+        self.counted = True
         token = bearer_token(self.scope)
         if token is not None:
             since = parse_qs(self.scope.get("query_string", b"").decode("latin1")).get("since", [None])[0]
@@ -165,7 +166,9 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             self.timer = asyncio.get_running_loop().call_later(conf["AUTH_TIMEOUT_SECONDS"], self._auth_deadline)
 
     async def disconnect(self, code: int) -> None:
-        open_sockets("/ws").dec()
+        if getattr(self, "counted", False):  # not when connect() failed before counting it
+            self.counted = False
+            open_sockets("/ws").dec()
         self.closing = True
         if self.timer is not None:
             self.timer.cancel()
@@ -389,6 +392,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         except rooms.Forbidden as exc:
             self.reply(error(Code.FORBIDDEN, str(exc), channel=name))
             return
+        reopened = room.kind is rooms.RoomKind.USER and not self.personal_open
         if room.is_personal_filter:
             if room.key not in self.filters:  # the shared set stays shared when nothing changes
                 self.filters = self.filters | {room.key}
@@ -401,6 +405,9 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.reply(self._room_reply(room, "subscribed"))
         if room.kind is rooms.RoomKind.MARKET:
             await self._market_snapshot(room.key)
+        elif reopened and self.stream is not None:
+            async with self.stream_lock:  # what the room carried while unsubscribed, from the log
+                await self.stream.catch_up()
 
     async def _market_snapshot(self, symbol: str) -> None:
         """The symbol's state, unless a newer one reached this socket live first. It joined the

@@ -20,7 +20,6 @@ not be dropped stays full for ``SLOW_SECONDS`` is closed with 4009 and recovers 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -512,8 +511,10 @@ class HubMember:
             # out of the tier's connections until a restart), its presence and its rooms. Released
             # here, unless it was disconnect() that raised; then raised as before.
             if message.get("type") != "websocket.disconnect":
-                with contextlib.suppress(Exception):
+                try:
                     await self.disconnect(1011)
+                except Exception:
+                    logger.exception("releasing a failed socket's holdings failed")
             raise
 
     # Set or provided by the consumer this is mixed into (a Channels AsyncWebsocketConsumer).
@@ -649,7 +650,8 @@ class HubMember:
         assert self.stream is not None  # set before the inbox starts
         async with self.stream_lock:
             if message.get("type") == RECONNECTED:
-                await self.stream.catch_up()  # personal events sent while the layer was deaf
+                if self.personal_open:  # else the catch-up comes when the room is subscribed again
+                    await self.stream.catch_up()  # personal events sent while the layer was deaf
             else:
                 await self.stream.live(message["seq"], message["channel"], message["text"], message.get("frame"))
 

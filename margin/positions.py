@@ -12,6 +12,7 @@ import uuid
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -205,8 +206,13 @@ def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> l
         if stale is not None:
             close_order_withdraw(stale)
         if outgrown:
-            position.close_order = closing_order(position)
-            position.save(update_fields=["close_order", "updated_at"])
+            try:
+                with transaction.atomic():  # a refusal (say the exchange's session closed) is not the fill's
+                    position.close_order = closing_order(position)
+                    position.save(update_fields=["close_order", "updated_at"])
+            except (ValidationError, Conflict):
+                position.close_order = order
+                logger.exception("the guard's follow-up close of %s was refused", position.public_id)
         changed = [position]
         if position.status == PositionStatus.CLOSED:
             _after_close(position, order, now)

@@ -15,8 +15,9 @@ venue's last step (the low and the high of the tick path, not only the last tick
   last price alone, as an arriving order is (and a resting limit modified into the market fills at
   the better of its limit and the last price): the path's ticks may have traded before the new
   limit or trigger existed, and a limit raised into a dip that is over must not fill at the dip.
-  The venue compares each order with what it saw at its previous step (no clock involved: a
-  modification committed while a step runs is caught at the next);
+  The venue compares each order with what it saw at its previous step (no clock involved), and
+  judges it so at the step that notices the change and at the next: a change made while a step
+  runs, after its prices were read, predates part of the next step's path too;
 - AMO orders wait for the exchange's next session, then open; nothing is accepted or filled on an
   exchange whose session is closed (market.sessions);
 - a DAY order still working when its session ends is cancelled ("expired at the end of the session");
@@ -75,8 +76,10 @@ class PaperVenue:
         # ``prices.latest(symbol)`` and, optionally, ``prices.path(symbol)`` (low, high since the
         # last refresh); without it the path is the last price alone.
         self.prices = prices
-        # Each live order's (price, trigger price) as the previous step saw it.
+        # Each live order's (price, trigger price) as the previous step saw it, and the orders whose
+        # change the previous step noticed.
         self.terms: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+        self.changed: set[str] = set()
 
     def _path(self, symbol: str) -> Path | None:
         last = self.prices.latest(symbol)
@@ -90,26 +93,29 @@ class PaperVenue:
         """Process every live order once. Returns reports applied."""
         applied = 0
         terms: dict[str, tuple[Decimal | None, Decimal | None]] = {}
+        changed: set[str] = set()
         for order_id in Order.objects.filter(order_status__in=LIVE).order_by("id").values_list("order_id", flat=True):
             try:
                 with transaction.atomic():
-                    applied += self._work(order_id, terms)
+                    applied += self._work(order_id, terms, changed)
             except Conflict:  # the user cancelled or modified it meanwhile: next step sees the new state
                 if order_id in self.terms:
-                    terms[order_id] = self.terms[order_id]
-        self.terms = terms
+                    terms.setdefault(order_id, self.terms[order_id])
+        self.terms, self.changed = terms, changed
         return applied
 
     def _report(self, order: Order, kind: str, **kw) -> int:
         _, done = execution_apply(order_id=order.order_id, exec_id=_exec_id(), kind=kind, **kw)
         return int(done)
 
-    def _work(self, order_id: str, terms: dict[str, tuple[Decimal | None, Decimal | None]]) -> int:
+    def _work(self, order_id: str, terms: dict[str, tuple[Decimal | None, Decimal | None]], changed: set[str]) -> int:
         order = order_lock(order_id)  # decided on the order as it is now, not as the step began
         if order.order_status not in LIVE:
             return 0
         now = terms[order_id] = (order.price, order.trigger_price)
-        modified = self.terms.get(order_id, now) != now  # since the previous step looked at it
+        if self.terms.get(order_id, now) != now:  # changed since the previous step looked at it
+            changed.add(order_id)
+        modified = order_id in changed or order_id in self.changed
         exchange = order.instrument.exchange
         if order.expires_at is not None and sessions.clock() >= order.expires_at:
             order_cancel(order=order, reason=f"expired at the end of the {exchange} session (DAY)")

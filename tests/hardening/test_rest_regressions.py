@@ -87,6 +87,13 @@ def test_a_path_under_api_that_names_no_endpoint_is_a_json_404(make_user, settin
     """Outside probe (twelfth session): with DEBUG (scripts/run) Django answered an HTML page
     listing the URL patterns; without, an HTML 404. An API client gets JSON either way."""
     settings.DEBUG = True
-    response = auth_api(make_user("lost")).get(path)
-    assert response.status_code == 404 and response["Content-Type"] == "application/json", path
-    assert response.json()["code"] == "not_found"
+    from rest_framework.test import APIClient
+
+    from tests.conftest import jwt_for
+
+    api = APIClient(enforce_csrf_checks=True)  # a bearer client has no CSRF cookie; DRF's views need none
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {jwt_for(make_user('lost'))}")
+    for method in ("get", "post", "delete"):
+        response = getattr(api, method)(path)
+        assert response.status_code == 404 and response["Content-Type"] == "application/json", (method, path)
+        assert response.json()["code"] == "not_found"

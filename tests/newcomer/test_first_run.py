@@ -141,13 +141,16 @@ def tutorial_tail(server: Server) -> None:
         timeout=600,
     )
     assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-2000:]
+    home = server.clone.parent / "home"
+    home.mkdir()
     tail = subprocess.Popen(
         [
             *(".venv/bin/python", "-m", "axisor_client", "tail", "--url", server.http, "--user", "alice"),
-            *("--subscribe", "market:BTC_USD", "--state", str(server.clone / "tail-state.json")),
+            *("--subscribe", "market:BTC_USD"),
         ],
         cwd=server.clone,
-        env={**os.environ, "AXISOR_PASSWORD": "alice-demo-1"},
+        # as written: the tool's default state file, in a home of the newcomer's own
+        env={**os.environ, "AXISOR_PASSWORD": "alice-demo-1", "HOME": str(home)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -176,3 +176,22 @@ def test_a_limit_raised_into_a_dip_that_is_over_does_not_fill_at_the_dip(user):
     venue.step()
     stop.refresh_from_db()
     assert stop.order_status != OrderStatus.TRIGGER_PENDING
+
+
+def test_a_limit_changed_while_a_step_runs_is_judged_on_the_last_price_for_one_step_more(user):
+    """Outside review of the first fix: a change made during a step, after that step's prices were
+    read, is noticed by that step; the next step's path still holds ticks from before the change
+    (it starts where that step's prices were read), so it is judged on the last price there too."""
+    prices = Prices(SBIN__EQ="630.00")
+    limit = place(user, order_type="LIMIT", side="BUY", price="600", quantity="5")
+    venue = PaperVenue(prices)
+    venue.step()  # accepted, resting at 600
+    order_modify(order=limit, price=Decimal("620"))  # during step 2, before its turn (as far as it knows)
+    venue.step()  # notices the change: last price only
+    prices.ranges["SBIN-EQ"] = (Decimal("615"), Decimal("631"))  # step 3's path: its dip predates the change
+    venue.step()
+    limit.refresh_from_db()
+    assert limit.order_status == OrderStatus.OPEN and limit.filled_quantity == 0
+    venue.step()  # the path from here on is after the change: it counts again
+    limit.refresh_from_db()
+    assert limit.order_status == OrderStatus.COMPLETE and limit.average_price == Decimal("620")
