@@ -632,6 +632,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {
+        # Django's own default gives "django" a console handler of its own when DEBUG is on (and
+        # mail_admins): with the root's, every error was written twice, once without a time.
+        "django": {"level": "INFO", "handlers": []},
         "django.db.backends": {"level": "WARNING"},
         # A line per job started and finished: too many to read; failures still show.
         "django_tasks": {"level": "WARNING", "filters": ["outages_as_warnings"]},

@@ -42,3 +42,22 @@ def test_a_job_failed_by_a_bug_keeps_its_traceback(caplog):
         _failed_job(KeyError("missing"))
     (record,) = caplog.records
     assert record.levelname == "ERROR" and record.exc_info is not None
+
+
+def test_a_django_error_is_written_once_with_debug_on(capsys):
+    """Outside probe (twelfth session): with DEBUG on (scripts/run) every 500 was logged twice,
+    once by the handler Django's default logging gives its own logger, without a time."""
+    from django.conf import settings
+    from django.utils.log import configure_logging
+
+    debug = settings.DEBUG
+    settings.DEBUG = True  # Django's console handler writes only with DEBUG on
+    try:
+        configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+        logging.getLogger("django.request").error("Internal Server Error: /api/x")
+        err = capsys.readouterr().err
+    finally:
+        settings.DEBUG = debug
+        configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+    lines = [line for line in err.splitlines() if "Internal Server Error: /api/x" in line]
+    assert len(lines) == 1 and "ERROR django.request" in lines[0], err
