@@ -419,6 +419,9 @@ AXISOR_WS = {
     "SLOW_BYTES": env_int("WS_SLOW_BYTES", 1 << 20),
     "SLOW_SECONDS": env_float("WS_SLOW_SECONDS", 10.0),
     "MAX_WAITING": env_int("WS_MAX_WAITING", 1000),
+    # ... and at most this much of their text (characters): a replay of large events (notification
+    # data of 15 KB each) piled 1,000 of them up behind one slow socket.
+    "MAX_WAITING_BYTES": env_int("WS_MAX_WAITING_BYTES", 2 << 20),
     # A socket's slot under CAP_WS_SOCKETS_<TIER> is a lease its process renews (gateway/limits.py):
     # a dead process's sockets stop counting after this.
     "LEASE_SECONDS": env_float("WS_LEASE_SECONDS", 30.0),

@@ -347,6 +347,14 @@ class InputQueue(LazyDeque):
         self._getters: list[asyncio.Future] | None = None
 
     def put_nowait(self, item) -> None:
+        if self._items and isinstance(item, dict) and item.get("type") == "websocket.disconnect":
+            # The client is gone: what it sent that the application has not read yet would only be
+            # answered into a closed socket, and reading it first held the disconnect back (past
+            # daphne's close timeout, which kills the application: the disconnect, and the release
+            # of what the socket holds, never ran). The disconnect is next.
+            kept = [m for m in self._items if not (isinstance(m, dict) and m.get("type") == "websocket.receive")]
+            self._items.clear()
+            self._items.extend(kept)
         self.append(item)
         if self._getters:
             for getter in self._getters:  # each checks again: one takes it, the rest wait on

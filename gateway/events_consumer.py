@@ -127,6 +127,12 @@ async def connection_start(token, user_id: int) -> tuple[Identity, int, list[str
     return identity_check(token, user), baseline, notices
 
 
+def _echo(name: object) -> str | None:
+    """A client's room name as an error repeats it: no room name is longer than 100 characters,
+    and a 64 KiB one came back whole."""
+    return name[:100] if isinstance(name, str) else None
+
+
 class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
     """Every room, the user's own included, comes through the process hub (see hub.HubMember):
     a socket costs no channel-layer subscription of its own."""
@@ -387,10 +393,10 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             room = rooms.parse(name)
             rooms.check_join(self.user, room, known_symbols=await instrument_symbols_async())
         except rooms.InvalidRoom as exc:
-            self.reply(error(Code.INVALID_ROOM, str(exc), channel=name if isinstance(name, str) else None))
+            self.reply(error(Code.INVALID_ROOM, str(exc), channel=_echo(name)))
             return
         except rooms.Forbidden as exc:
-            self.reply(error(Code.FORBIDDEN, str(exc), channel=name))
+            self.reply(error(Code.FORBIDDEN, str(exc), channel=_echo(name)))
             return
         reopened = room.kind is rooms.RoomKind.USER and not self.personal_open
         if room.is_personal_filter:
@@ -400,7 +406,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             try:
                 await self._join(room)
             except LayerUnavailable:
-                self.reply(error(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, channel=name))
+                self.reply(error(Code.SERVICE_UNAVAILABLE, UNAVAILABLE, channel=_echo(name)))
                 return
         self.reply(self._room_reply(room, "subscribed"))
         if room.kind is rooms.RoomKind.MARKET:
@@ -435,8 +441,18 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         try:
             room = rooms.parse(name)
         except rooms.InvalidRoom as exc:
-            self.reply(error(Code.INVALID_ROOM, str(exc), channel=name if isinstance(name, str) else None))
+            self.reply(error(Code.INVALID_ROOM, str(exc), channel=_echo(name)))
             return
+        if room.kind is rooms.RoomKind.SYSTEM:
+            # what every connection must hear (maintenance, service status): not a room to leave
+            self.reply(error(Code.FORBIDDEN, "every connection stays in the system room", channel=room.name))
+            return
+        if room.kind in (rooms.RoomKind.USER, rooms.RoomKind.ADMIN):
+            try:  # another user's room, a staff room: not yours to leave either
+                rooms.check_join(self.user, room, known_symbols=frozenset())
+            except rooms.Forbidden as exc:
+                self.reply(error(Code.FORBIDDEN, str(exc), channel=room.name))
+                return
         if room.is_personal_filter:
             if room.key in self.filters:
                 self.filters = self.filters - {room.key}

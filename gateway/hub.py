@@ -52,6 +52,7 @@ _conf = settings.AXISOR_WS
 SLOW_BYTES = _conf["SLOW_BYTES"]  # unsent bytes in the socket's transport before the writer holds back
 SLOW_SECONDS = _conf["SLOW_SECONDS"]  # held back this long with events it may not drop: too slow
 MAX_WAITING = _conf["MAX_WAITING"]  # events that must not be dropped, waiting in one connection's send queue
+MAX_WAITING_BYTES = _conf["MAX_WAITING_BYTES"]  # and their text's bytes (a replay of large events)
 # A burst's batch (its messages share one write a socket) takes messages until it has made
 # BATCH_DELIVERIES deliveries: at ~2-3 µs each in Python, the first message's frames wait ~50 ms
 # more. A room of thousands of sockets would fill that with one or two messages, a write a frame
@@ -342,7 +343,7 @@ class SendQueue:
 
     # A socket's own objects have slots: no attribute dict (~300 bytes less a socket), and one
     # object less to read through on the hub's pass over a room.
-    __slots__ = ("base_send", "must_send", "on_slow", "send_now", "send_text", "task", "waiting")
+    __slots__ = ("base_send", "must_bytes", "must_send", "on_slow", "send_now", "send_text", "task", "waiting")
     _ids = itertools.count()
 
     def __init__(self, send_text, base_send, on_slow) -> None:
@@ -352,6 +353,7 @@ class SendQueue:
         self.on_slow = on_slow
         self.waiting: dict[str | tuple[str, int], tuple[str, str]] = {}
         self.must_send = 0
+        self.must_bytes = 0  # characters of the events counted in must_send (a str's len: no encode)
         self.task: asyncio.Task | None = None
 
     def put(self, text: str, key: str | None, channel: str = "") -> None:
@@ -361,10 +363,11 @@ class SendQueue:
             return
         slot: str | tuple[str, int]
         if key is None:
-            if self.must_send >= MAX_WAITING:
+            if self.must_send >= MAX_WAITING or self.must_bytes + len(text) > MAX_WAITING_BYTES:
                 self.on_slow()
                 return
             self.must_send += 1
+            self.must_bytes += len(text)
             slot = ("event", next(self._ids))
         else:
             slot = key
@@ -390,6 +393,7 @@ class SendQueue:
                 channel, text = self.waiting.pop(key)
                 if isinstance(key, tuple):
                     self.must_send -= 1
+                    self.must_bytes -= len(text)
                 await self.send_text(text)
                 if channel:
                     count_delivered(channel)
@@ -455,6 +459,23 @@ class Inbox:
                 self.queue = None
 
 
+async def _released(release: Awaitable[None]) -> None:
+    """Run a socket's release to its end even if this task is cancelled meanwhile (it goes on in
+    its own task); log what it raises."""
+    task = asyncio.ensure_future(release)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_log_release_error)
+    except Exception:
+        logger.exception("releasing a socket's holdings failed")
+
+
+def _log_release_error(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("releasing a socket's holdings failed", exc_info=task.exception())
+
+
 class HubMember:
     """What a socket consumer needs to be fed by the process hub instead of a layer channel of its
     own: rooms joined through the hub, a send queue for what it writes after the handshake, an inbox
@@ -504,18 +525,24 @@ class HubMember:
                 await self.dispatch(message)
         except StopConsumer:
             pass
-        except Exception:
+        except (Exception, asyncio.CancelledError):
             # An error a handler raised ends the application (the server logs it and closes the
-            # socket 1011), and no disconnect() runs then: what the socket held would stay held, its
+            # socket 1011), and so does daphne's cancel of an application that outlived its close
+            # timeout: no disconnect() runs then, and what the socket held would stay held, its
             # tier lease above all (the process renews it for as long as it is held: the user locked
             # out of the tier's connections until a restart), its presence and its rooms. Released
-            # here, unless it was disconnect() that raised; then raised as before.
+            # here, shielded from daphne's repeated cancels, unless disconnect() was what ran (it
+            # runs shielded itself); then raised as before.
             if message.get("type") != "websocket.disconnect":
-                try:
-                    await self.disconnect(1011)
-                except Exception:
-                    logger.exception("releasing a failed socket's holdings failed")
+                await _released(self.disconnect(1011))
             raise
+
+    async def websocket_disconnect(self, message: dict) -> None:
+        """channels' own, for a consumer without layer groups, with the release shielded: daphne
+        cancels an application that takes too long to finish, again each second, and a cancel
+        inside ``disconnect()`` would leave half of what the socket holds held."""
+        await _released(self.disconnect(message.get("code", 1006)))
+        raise StopConsumer
 
     # Set or provided by the consumer this is mixed into (a Channels AsyncWebsocketConsumer).
     scope: dict
@@ -548,6 +575,8 @@ class HubMember:
         return lock
 
     def hub_close(self) -> None:
+        if (stream := getattr(self, "stream", None)) is not None:
+            stream.stop()
         if getattr(self, "send_queue", None) is not None:
             self.send_queue.close()
             self.inbox.close()
@@ -675,6 +704,8 @@ class HubMember:
             )
 
     def _too_slow(self) -> None:
+        if (stream := getattr(self, "stream", None)) is not None:
+            stream.stop()  # a replay in progress stops reading: nothing more reaches this socket
         if not self.closing and getattr(self, "slow_close", None) is None:
             SLOW_CLOSES.inc()
             stafffeed.count_slow_close()

@@ -49,13 +49,17 @@ class ReplayLimited(history.ResumeRefused):
 
 
 class PersonalStream:
-    __slots__ = ("emit", "last_seq", "tier", "user_id")
+    __slots__ = ("emit", "last_seq", "stopped", "tier", "user_id")
 
     def __init__(self, user_id: int, emit: Emit, tier: str = "basic") -> None:
         self.user_id = user_id
         self.emit = emit
         self.tier = tier
         self.last_seq = 0
+        self.stopped = False  # the socket is closing: a replay in progress reads no further
+
+    def stop(self) -> None:
+        self.stopped = True
 
     async def baseline(self) -> int:
         """Start after everything already logged (call once the socket is in the user's group)."""
@@ -101,13 +105,16 @@ class PersonalStream:
 
     async def _fill(self, *, upto: int | None) -> int:
         sent = 0
-        while True:
+        while not self.stopped:
             batch = await _events_after(self.user_id, self.last_seq, upto=upto)
             if not batch:
                 return sent
             for event in batch:
+                if self.stopped:  # closed meanwhile (too slow, say): what is left is not read
+                    return sent
                 await self._emit(event.seq, event.channel, event.text, event.frame)
-            sent += len(batch)
+                sent += 1
+        return sent
 
     async def _emit(self, seq: int, channel: str, text: str, frame: str | None) -> None:
         self.last_seq = seq

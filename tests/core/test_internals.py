@@ -594,6 +594,21 @@ async def test_direct_sender_under_uvicorn_writes_nothing_before_the_handshake_o
         await task
 
 
+async def test_input_queue_puts_a_disconnect_before_what_the_gone_client_sent():
+    """Outside probe (twelfth session): a client that flooded within its rate and left had its
+    disconnect queued behind seconds of its own messages; daphne's close timeout then killed the
+    application before it got there. What it sent and was not read is dropped: the disconnect is
+    next (anything else queued, such as the connect, keeps its place)."""
+    queue = internals.InputQueue()
+    queue.put_nowait({"type": "websocket.connect"})
+    for n in range(100):
+        queue.put_nowait({"type": "websocket.receive", "text": str(n)})
+    queue.put_nowait({"type": "websocket.disconnect", "code": 1001})
+    assert [(await queue.get())["type"] for _ in range(queue.qsize())] == ["websocket.connect", "websocket.disconnect"]
+    queue.put_nowait({"type": "websocket.receive", "text": "read in time"})
+    assert (await queue.get())["text"] == "read in time"
+
+
 async def test_input_queue_hands_messages_over_in_order_to_whoever_waits():
     """daphne's per-connection queue, lighter: order kept, a getter waits for the next message,
     several getters (an HTTP request's body reader and its disconnect listener) each get one, a

@@ -452,3 +452,22 @@ async def test_password_change_closes_socket_and_old_token_stops_working(user):
     await again.connect()
     assert (await again.receive_json_from())["code"] == "AUTHENTICATION_FAILED"
     assert await closed_with(again) == 4001
+
+
+async def test_rooms_a_socket_may_not_leave_and_names_echoed_short(make_user):
+    # Outside probe (twelfth session): `unsubscribe system` left the room every connection must
+    # hear (maintenance notices), another user's or a staff room answered "unsubscribed", and a
+    # 64 KiB room name came back whole in the error.
+    user = await database_sync_to_async(make_user)("leaver")
+    comm, _ = await connected(jwt_for(user))
+    for name in ("system", f"user:{user.pk + 1000}", "admin:staff"):
+        await comm.send_json_to({"type": "unsubscribe", "channel": name})
+        answer = await comm.receive_json_from(timeout=5)
+        assert (answer["type"], answer["code"], answer["channel"]) == ("error", "FORBIDDEN", name), answer
+    await comm.send_json_to({"type": "list_rooms"})
+    assert "system" in (await comm.receive_json_from(timeout=5))["subscribedRooms"]
+    await comm.send_json_to({"type": "subscribe", "channel": "market:" + "X" * 65_000})
+    answer = await comm.receive_json_from(timeout=5)
+    assert answer["code"] == "INVALID_ROOM" and len(answer["channel"]) == 100
+    assert len(json.dumps(answer)) < 1_000
+    await comm.disconnect()

@@ -99,6 +99,53 @@ async def test_send_queue_too_slow_for_events_it_must_not_drop(monkeypatch):
     queue.close()
 
 
+async def test_send_queue_too_slow_for_the_bytes_it_must_not_drop(monkeypatch):
+    """Outside probe (twelfth session): only the count was bounded, so a replay of large events
+    (15 KB notifications) piled ~15 MB behind each slow socket before it was closed. The bytes are
+    bounded too; conflated values do not count (one per key)."""
+    monkeypatch.setattr(hubmod, "MAX_WAITING_BYTES", 10_000)
+    monkeypatch.setattr(hubmod, "transport_backlog", lambda send: 10 * hubmod.SLOW_BYTES)
+    slow = asyncio.Event()
+
+    async def send_text(text: str) -> None:
+        pass
+
+    queue = SendQueue(send_text, None, slow.set)
+    for _ in range(5):
+        queue.put("x" * 2_000, "market:key")  # one value per key waits: not counted
+    for _ in range(5):
+        queue.put("y" * 2_000, None)  # 10,000: at the limit
+    assert not slow.is_set() and queue.must_bytes == 10_000
+    queue.put("z", None)
+    assert slow.is_set() and queue.must_send == 5  # refused, not queued
+    queue.close()
+
+
+async def test_a_replay_stops_reading_once_its_socket_is_closing(make_user):
+    from channels.db import database_sync_to_async
+
+    from broadcast.outbox import publish_personal_many
+    from gateway.stream import PersonalStream
+    from wire import envelope
+
+    user = await database_sync_to_async(make_user)("replayer")
+
+    def emit_many() -> None:
+        publish_personal_many([(user.pk, envelope("test_event", "notifications", {"i": i})) for i in range(30)])
+
+    await database_sync_to_async(emit_many)()
+    got: list[int] = []
+
+    async def emit(seq, channel, text, frame) -> None:
+        got.append(seq)
+        if len(got) == 5:
+            stream.stop()  # the socket was found too slow while the replay wrote
+
+    stream = PersonalStream(user.pk, emit, "premium")
+    assert await stream.resume(0) == 5
+    assert got == [1, 2, 3, 4, 5]
+
+
 async def test_slow_socket_is_closed_4009(make_user, monkeypatch):
     from channels.db import database_sync_to_async
 

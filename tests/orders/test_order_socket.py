@@ -169,3 +169,34 @@ async def test_a_message_over_the_size_limit_is_answered_too_large_unread(make_u
     await comm.send_to(text_data='{"type":"ping"}')
     assert (await comm.receive_json_from(timeout=5))["type"] == "heartbeat"
     await comm.disconnect()
+
+
+async def test_a_socket_the_server_cancels_gives_back_its_slot(make_user, monkeypatch):
+    # Outside probe (twelfth session): daphne cancels an application that outlives its close
+    # timeout (a handler stuck, a backlog the client left behind), and CancelledError passed the
+    # consumer by: no disconnect(), the tier slot renewed by the process until a restart.
+    import asyncio
+
+    import gateway.orders_consumer
+
+    stuck = asyncio.Event()
+
+    async def hangs(user_id):
+        stuck.set()
+        await asyncio.Event().wait()  # never
+
+    monkeypatch.setattr(gateway.orders_consumer, "_open_order_snapshots", hangs)
+    user = await database_sync_to_async(make_user)("o11", tier="basic")
+    session, token = await database_sync_to_async(order_session_create)(user=user)
+    comm = ws(f"/ws/orders?session={session.session}&token={token}&snapshot=1")
+    ok, _ = await comm.connect()
+    assert ok
+    await asyncio.wait_for(stuck.wait(), 5)
+    comm.future.cancel()  # what daphne's application_checker does
+    with pytest.raises(asyncio.CancelledError):
+        await comm.future
+    monkeypatch.undo()
+    again, _ = await open_socket(user)  # the basic tier's one slot is free: not refused 4029
+    await database_sync_to_async(place)(user)
+    assert (await next_update(again))["updateType"] == "ORDER_PLACED"
+    await again.disconnect()
