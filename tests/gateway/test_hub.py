@@ -84,15 +84,22 @@ async def test_send_queue_conflates_keyed_events_while_the_socket_is_backed_up(m
     queue.close()
 
 
-async def test_send_queue_too_slow_for_events_it_must_not_drop(monkeypatch):
-    monkeypatch.setattr(hubmod, "MAX_WAITING", 3)
+def behind_queue(monkeypatch, **limits) -> tuple[SendQueue, asyncio.Event]:
+    """A send queue whose socket is far behind, with these limits (MAX_WAITING=3, say), and the
+    event its on_slow sets."""
+    for name, value in limits.items():
+        monkeypatch.setattr(hubmod, name, value)
     monkeypatch.setattr(hubmod, "transport_backlog", lambda send: 10 * hubmod.SLOW_BYTES)
     slow = asyncio.Event()
 
     async def send_text(text: str) -> None:
         pass
 
-    queue = SendQueue(send_text, None, slow.set)
+    return SendQueue(send_text, None, slow.set), slow
+
+
+async def test_send_queue_too_slow_for_events_it_must_not_drop(monkeypatch):
+    queue, slow = behind_queue(monkeypatch, MAX_WAITING=3)
     for i in range(4):
         queue.put(f"event {i}", None)
     assert slow.is_set()
@@ -103,14 +110,7 @@ async def test_send_queue_too_slow_for_the_bytes_it_must_not_drop(monkeypatch):
     """Outside probe (twelfth session): only the count was bounded, so a replay of large events
     (15 KB notifications) piled ~15 MB behind each slow socket before it was closed. The bytes are
     bounded too; conflated values do not count (one per key)."""
-    monkeypatch.setattr(hubmod, "MAX_WAITING_BYTES", 10_000)
-    monkeypatch.setattr(hubmod, "transport_backlog", lambda send: 10 * hubmod.SLOW_BYTES)
-    slow = asyncio.Event()
-
-    async def send_text(text: str) -> None:
-        pass
-
-    queue = SendQueue(send_text, None, slow.set)
+    queue, slow = behind_queue(monkeypatch, MAX_WAITING_BYTES=10_000)
     for _ in range(5):
         queue.put("x" * 2_000, "market:key")  # one value per key waits: not counted
     for _ in range(5):
