@@ -467,13 +467,20 @@ async def _released(release: Awaitable[None]) -> None:
         await asyncio.shield(task)
     except asyncio.CancelledError:
         task.add_done_callback(_log_release_error)
-    except Exception:
-        logger.exception("releasing a socket's holdings failed")
+    except Exception as exc:  # noqa: BLE001 - logged as what it is: the socket is ending either way
+        _log_release_failure(exc)
 
 
 def _log_release_error(task: asyncio.Future) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.error("releasing a socket's holdings failed", exc_info=task.exception())
+        _log_release_failure(task.exception())
+
+
+def _log_release_failure(exc: BaseException | None) -> None:
+    if isinstance(exc, (OSError, RedisError)):  # Redis away: the leases lapse by themselves
+        logger.warning("releasing a socket's holdings: %s", exc)
+    else:
+        logger.error("releasing a socket's holdings failed", exc_info=exc)
 
 
 class HubMember:
