@@ -465,18 +465,17 @@ async def _released(release: Awaitable[None]) -> None:
     task = asyncio.ensure_future(release)
     try:
         await asyncio.shield(task)
-    except asyncio.CancelledError:
-        task.add_done_callback(_log_release_error)
+    except asyncio.CancelledError:  # it goes on: what it raises is logged when it ends
+        task.add_done_callback(_log_release_failure)
     except Exception as exc:  # noqa: BLE001 - logged as what it is: the socket is ending either way
         _log_release_failure(exc)
 
 
-def _log_release_error(task: asyncio.Future) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        _log_release_failure(task.exception())
-
-
-def _log_release_failure(exc: BaseException | None) -> None:
+def _log_release_failure(failed: BaseException | asyncio.Future) -> None:
+    """Log what a release raised (given it, or its finished task)."""
+    exc = failed if isinstance(failed, BaseException) else None if failed.cancelled() else failed.exception()
+    if exc is None:
+        return
     if isinstance(exc, (OSError, RedisError)):  # Redis away: the leases lapse by themselves
         logger.warning("releasing a socket's holdings: %s", exc)
     else:
