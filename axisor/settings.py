@@ -413,6 +413,9 @@ AXISOR_WS = {
     # This many refused messages within about this many seconds close the socket (4008).
     "RATE_ABUSE_CLOSE_AFTER": env_int("WS_RATE_ABUSE_CLOSE_AFTER", 100),
     "RATE_ABUSE_WINDOW_SECONDS": env_float("WS_RATE_ABUSE_WINDOW_SECONDS", 10.0),
+    # A user's messages over all their sockets in one process: CAP_WS_MESSAGES_PER_SECOND_<TIER> a
+    # second, in bursts of this many seconds' worth (gateway.inbound_limits.UserBudgets).
+    "USER_BURST_SECONDS": env_float("WS_USER_BURST_SECONDS", 5.0),
     # Slow readers: hold room events back while this many bytes wait unsent in the socket (market
     # data conflates meanwhile); close 4009 after this long held back with events that may not be
     # dropped, or when this many of them wait.
@@ -429,6 +432,9 @@ AXISOR_WS = {
 # daphne: drop a connection that has not sent a whole HTTP request (or WebSocket handshake) after
 # this many idle seconds (Twisted's default is 60; see core/internals.py).
 HTTP_IDLE_TIMEOUT_SECONDS = env_float("HTTP_IDLE_TIMEOUT_SECONDS", 30.0)
+# daphne: drop a connection whose request head (request line and headers, or WebSocket handshake) is
+# not whole this many seconds after its first byte, however it trickles in (core/internals.py).
+HTTP_HEADER_TIMEOUT_SECONDS = env_float("HTTP_HEADER_TIMEOUT_SECONDS", 10.0)
 # Connections a daphne process works on at once; more are accepted and read as places free
 # (core.internals.Admission; docs/reference/settings.md)
 CONNECTS_IN_PROGRESS = env_int("CONNECTS_IN_PROGRESS", 100)
@@ -485,6 +491,8 @@ def tier_caps(name: str, basic: int, premium: int, enterprise: int) -> dict[str,
 # no cap. /ws sockets use the leases of gateway/limits.py, like /ws/orders connections.
 AXISOR_CAPS = {
     "WS_SOCKETS": tier_caps("CAP_WS_SOCKETS", 10, 30, 100),  # open /ws sockets, all processes
+    # inbound messages a second over all of a user's sockets (both protocols) in one server process
+    "WS_MESSAGES_PER_SECOND": tier_caps("CAP_WS_MESSAGES_PER_SECOND", 40, 100, 200),
     "PRICE_ALERTS": tier_caps("CAP_PRICE_ALERTS", 10, 50, 200),  # active (untriggered) price alerts
     "ORDER_SESSIONS": tier_caps("CAP_ORDER_SESSIONS", 5, 10, 30),  # live (unexpired, unrevoked) sessions
     "ORDERS_PER_MINUTE": tier_caps("CAP_ORDERS_PER_MINUTE", 120, 600, 3000),  # order placements, modifications

@@ -23,9 +23,8 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import redis
 from channels.layers import get_channel_layer
@@ -35,6 +34,7 @@ from redis.exceptions import RedisError
 from broadcast import stafffeed
 from broadcast.messages import layer_event
 from broadcast.rooms import admin_room
+from core.batching import Batcher
 from core.leases import RENEW, log_refused, renew_command
 from core.perloop import PerLoop
 from core.redis_clients import redis_client, redis_sync_client
@@ -89,43 +89,6 @@ _memory: dict[int, dict[str, float]] = {}
 _memory_procs: dict[str, tuple[float, dict]] = {}
 
 
-class Batched:
-    """Runs ``write(items)`` once for everything added while the previous write was under way: a
-    storm of connects or disconnects costs a Redis pipeline or two per round of writes (the leases
-    written, then those removed), not a round trip per socket. ``add`` returns once its item's
-    write is done: True, or False when it failed. A failed write is logged, not raised: the
-    renewal loop writes the leases again (the next tick, when a renewal itself failed), and a
-    removed lease is no longer renewed anyway."""
-
-    def __init__(self, write: Callable[[list], Awaitable[None]], what: str) -> None:
-        self.write = write
-        self.what = what
-        self.items: list[tuple[Any, asyncio.Future]] = []
-        self.writer: asyncio.Task | None = None
-
-    async def add(self, item: Any) -> bool:
-        done = asyncio.get_running_loop().create_future()
-        self.items.append((item, done))
-        if self.writer is None or self.writer.done():
-            self.writer = asyncio.ensure_future(self._drain())
-        return await done  # ours alone: a cancelled caller cancels it; the write still goes out
-
-    async def _drain(self) -> None:
-        while self.items:
-            batch, self.items = self.items, []
-            written = False
-            try:
-                await self.write([item for item, _ in batch])
-                written = True
-            except (OSError, RedisError) as exc:
-                logger.warning("presence %s failed (%d request(s)): Redis unreachable (%r)", self.what, len(batch), exc)
-            except Exception:  # no join or leave may wait forever
-                logger.exception("presence %s failed (%d request(s))", self.what, len(batch))
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(written)
-
-
 class Registry:
     """This process's connections and the task that holds their leases and reports stats."""
 
@@ -140,7 +103,7 @@ class Registry:
         self.last_renew = 0.0
         # Every lease write, removal and renewal goes through this one writer, in order: a removal
         # is never overtaken by a join's or a renewal's write of the same lease already on its way.
-        self.writes = Batched(self._write, "lease write")
+        self.writes: Batcher[tuple, bool] = Batcher(self._write_logged)
 
     def ensure_running(self) -> None:
         if (self.task is None or self.task.done()) and not self.stopping.is_set():
@@ -156,7 +119,7 @@ class Registry:
             self.by_endpoint[endpoint] += 1
         self.conns[member] = (user_id, endpoint)
         self.ensure_running()
-        await self.writes.add(("add", user_id, member))
+        await self.writes.call(("add", user_id, member))
         return member
 
     async def leave(self, user_id: int, member: str) -> None:
@@ -164,7 +127,21 @@ class Registry:
         longer renewed, expires within LEASE_SECONDS)."""
         if (gone := self.conns.pop(member, None)) is not None:
             self.by_endpoint[gone[1]] -= 1
-        await self.writes.add(("remove", user_id, member))
+        await self.writes.call(("remove", user_id, member))
+
+    async def _write_logged(self, ops: list[tuple]) -> list[bool]:
+        """``_write``, and for each op whether it was written. A failed write is logged, not raised:
+        the renewal loop writes the leases again (the next tick, when a renewal itself failed),
+        and a removed lease is no longer renewed anyway."""
+        written = False
+        try:
+            await self._write(ops)
+            written = True
+        except (OSError, RedisError) as exc:
+            logger.warning("presence lease write failed (%d request(s)): Redis unreachable (%r)", len(ops), exc)
+        except Exception:  # no join or leave may wait forever
+            logger.exception("presence lease write failed (%d request(s))", len(ops))
+        return [written] * len(ops)
 
     async def _write(self, ops: list[tuple]) -> None:
         """What ``ops`` leave in Redis, in their order: each lease as its last op has it (a
@@ -227,10 +204,10 @@ class Registry:
         # In order with joins and leaves, a chunk at a time: a join waits behind one chunk's round
         # trip, not behind the whole renewal (at 19,000 sockets, 38 of them). A connection that
         # left while earlier chunks went out is not in its chunk (its removal is already queued).
-        written = await self.writes.add(("renew", conns[:LEASE_CHUNK], (self.pid, stats)))
+        written = await self.writes.call(("renew", conns[:LEASE_CHUNK], (self.pid, stats)))
         for start in range(LEASE_CHUNK, len(conns), LEASE_CHUNK):
             chunk = [(uid, m) for uid, m in conns[start : start + LEASE_CHUNK] if m in self.conns]
-            written = await self.writes.add(("renew", chunk, None)) and written
+            written = await self.writes.call(("renew", chunk, None)) and written
         if renew and written:  # else the next tick renews them again (the writer logged why)
             self.last_renew = now
         stats["fanout"] = stafffeed.take_fanout()

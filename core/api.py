@@ -16,7 +16,6 @@ from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, pagination, parsers, permissions, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from core.errors import BadRequest, Conflict, NotFound, Unprocessable
 from core.middleware import TOO_LARGE, too_large_detail
@@ -88,6 +87,11 @@ def exception_handler(exc, context):
         unavailable = error_response("service_unavailable", "the database is unavailable; retry shortly", 503)
         unavailable["Retry-After"] = "1"
         return unavailable
+    # Imported here, not at the top: rest_framework.views builds APIView, whose class body reads
+    # DEFAULT_PARSER_CLASSES (this module's JSONParser). Imported while this module loads, the
+    # first import of core.api (a system check's, in whatever order Django runs them) failed.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

@@ -302,6 +302,7 @@ def tune_daphne() -> None:
     _sliced_timeout_checks()
     admission.limit = settings.CONNECTS_IN_PROGRESS
     _admit_connects()
+    _head_deadline()
 
 
 class LazyDeque:
@@ -676,6 +677,61 @@ def _admit_connects() -> None:
     HTTPChannel.connectionMade = connectionMade  # type: ignore[method-assign]  # daphne's connections, admitted
     HTTPChannel.connectionLost = connectionLost  # type: ignore[method-assign]
     WebSocketProtocol.onClose = onClose
+
+
+def _head_deadline() -> None:
+    """A request head (the request line and headers, a WebSocket handshake's included) is whole
+    within ``HTTP_HEADER_TIMEOUT_SECONDS`` of its first byte, or the connection is dropped.
+    Twisted's idle timeout (``HTTP_IDLE_TIMEOUT_SECONDS``) starts again with every byte: a client
+    sending one byte a second held its connection, a descriptor and a place among the connects in
+    progress, for as long as it liked, and enough of them exhaust the process's open files. nginx
+    bounds the same with ``client_header_timeout``; the embedded server has no nginx. Each head of
+    a kept-alive connection has its own deadline, from its first byte; a silent connection is the
+    idle timeout's, a body is not timed here. One timer per head, cancelled as the head completes.
+
+    ``_axisor_head``: None before a head's first byte, its timer while it comes, False from its
+    end until its request is done."""
+    from daphne.http_protocol import HTTPFactory
+    from twisted.web.http import HTTPChannel
+
+    data_received, all_headers = HTTPChannel.dataReceived, HTTPChannel.allHeadersReceived
+    request_done, lost = HTTPChannel.requestDone, HTTPChannel.connectionLost
+
+    def dataReceived(self, data):
+        if self._axisor_head is None and isinstance(getattr(self, "factory", None), HTTPFactory):
+            self._axisor_head = self.callLater(settings.HTTP_HEADER_TIMEOUT_SECONDS, self._axisor_head_late)
+        return data_received(self, data)
+
+    def allHeadersReceived(self):
+        _cancel_head_timer(self, then=False)
+        return all_headers(self)
+
+    def requestDone(self, request):
+        _cancel_head_timer(self, then=None)  # the next head's first byte starts its own deadline
+        return request_done(self, request)
+
+    def connectionLost(self, reason):
+        _cancel_head_timer(self, then=False)
+        return lost(self, reason)
+
+    def head_late(self):
+        self._axisor_head = False
+        logger.info("dropped %s: its request head was not whole within %g s", self.transport.getPeer(),
+                    settings.HTTP_HEADER_TIMEOUT_SECONDS)  # fmt: skip
+        self.timeoutConnection()  # Twisted's own: lose the connection, abort it if that hangs
+
+    HTTPChannel._axisor_head = None  # type: ignore[attr-defined]  # ours, on the class
+    HTTPChannel._axisor_head_late = head_late  # type: ignore[attr-defined]
+    HTTPChannel.dataReceived = dataReceived  # type: ignore[method-assign]  # daphne's connections
+    HTTPChannel.allHeadersReceived = allHeadersReceived  # type: ignore[method-assign]
+    HTTPChannel.requestDone = requestDone  # type: ignore[method-assign]
+    HTTPChannel.connectionLost = connectionLost  # type: ignore[method-assign]
+
+
+def _cancel_head_timer(channel, *, then: None | bool) -> None:
+    timer, channel._axisor_head = channel._axisor_head, then
+    if timer and timer.active():
+        timer.cancel()
 
 
 def _limit_request_bodies(request_class) -> None:

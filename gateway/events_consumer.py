@@ -285,6 +285,8 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         if first and not await self._take_slot(identity.user):
             return
         self.user = identity.user
+        if first:
+            self.limiter.bind(self.user.pk, self.user.tier)
         self.expires_at = identity.expires_at
         if self.timer is not None:
             self.timer.cancel()
@@ -336,13 +338,12 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing:
             return
-        conf = settings.AXISOR_WS
         verdict = self.limiter.check()
         if verdict == "close":
             await self.fail(Code.RATE_LIMIT_EXCEEDED, "too many messages; closing", Close.RATE_LIMITED)
             return
-        if verdict == "refuse":
-            self.reply(error(Code.RATE_LIMIT_EXCEEDED, f"at most {conf['RATE_PER_SECOND']:g} messages per second"))
+        if verdict != "ok":
+            self.reply(error(Code.RATE_LIMIT_EXCEEDED, self.limiter.refusal(verdict)))
             return
         most = over_size(text_data, bytes_data)
         if most is not None:

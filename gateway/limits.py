@@ -30,6 +30,7 @@ from django.conf import settings
 from redis import asyncio as aioredis
 
 from accounts.caps import cap_for
+from core.batching import Batcher, retrieved
 from core.leases import RENEW, log_refused, renew_command
 from core.perloop import PerLoop
 from core.redis_clients import redis_client
@@ -266,11 +267,6 @@ class MemoryLimiter:
         return -1
 
 
-def _retrieved(done: asyncio.Future) -> None:
-    if not done.cancelled():
-        done.exception()  # a caller cancelled meanwhile (its socket closed): nothing to log
-
-
 class ServerStopping(ConnectionError):
     """This process is stopping and has given its leases back (``release_all``): a socket that
     reaches it now is told to reconnect, to another process (an OSError: the consumers' 4013)."""
@@ -282,38 +278,20 @@ class Leases:
 
     def __init__(self) -> None:
         self.held: dict[tuple[Kind, int], set[str]] = {}
-        self.queue: list[tuple[Op, asyncio.Future]] = []
-        self.writer: asyncio.Task | None = None
+        # every take, release and renewal, in order, a pipeline per batch (core.batching)
+        self.writes: Batcher[Op, int | None] = Batcher(lambda ops: limiter().run(ops))
         self.renewer: asyncio.Task | None = None
         self.closed = False  # release_all ran: the process is stopping and takes nothing more
 
     def drop_after(self, kind: Kind, user_id: int, member: str) -> None:
         """Queue the drop of a lease whose take is on its way, without waiting: it goes after it."""
-        asyncio.ensure_future(self.call(("drop", kind, user_id, member))).add_done_callback(_retrieved)
+        asyncio.ensure_future(self.call(("drop", kind, user_id, member))).add_done_callback(retrieved)
 
     async def call(self, op: Op) -> int | None:
         """Send ``op`` with everything else asked for before the writer's next pipeline; its answer.
-        Raises OSError/RedisError when Redis cannot be reached."""
-        done = asyncio.get_running_loop().create_future()
-        done.add_done_callback(_retrieved)
-        self.queue.append((op, done))
-        if self.writer is None or self.writer.done():
-            self.writer = asyncio.ensure_future(self._drain())
-        return await done  # ours alone: a cancelled caller cancels it; the op still goes out
-
-    async def _drain(self) -> None:
-        while self.queue:
-            batch, self.queue = self.queue, []
-            try:
-                results = await limiter().run([op for op, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - every caller in the batch gets it (OSError/RedisError: 4013)
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), result in zip(batch, results, strict=True):
-                if not done.done():
-                    done.set_result(result)
+        Raises OSError/RedisError when Redis cannot be reached (ConnectionError when the loop is
+        closing)."""
+        return await self.writes.call(op)
 
     def hold(self, kind: Kind, user_id: int, member: str) -> None:
         self.held.setdefault((kind, user_id), set()).add(member)
@@ -405,8 +383,7 @@ async def release_all() -> None:
     # a take's caller wakes as its answer is set and queues its drop (a new writer, if this one
     # has finished) before this wakes; the step below leaves one turn more for it.
     await asyncio.sleep(0)
-    while (writer := registry.writer) is not None and not writer.done():
-        await asyncio.wait([writer])
+    await registry.writes.idle()
 
 
 async def release(kind: Kind, user_id: int, member: str) -> None:

@@ -104,6 +104,7 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         self.counted = True
         self.last_heard = time.monotonic()
         self.limiter = InboundLimiter.from_settings()
+        self.limiter.bind(self.user.pk, self.user.tier)
         self.task = asyncio.ensure_future(self._keepalive())
         async with self.stream_lock:
             await self._catch_up(params)
@@ -184,8 +185,8 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
         if verdict == "close":  # same inbound limits as /ws: a flood is refused, then closed (4008)
             await self.fail(Code.RATE_LIMIT_EXCEEDED, "too many messages; closing", Close.RATE_LIMITED)
             return
-        if verdict == "refuse":
-            self.write(dumps(error(Code.RATE_LIMIT_EXCEEDED, "too many messages")))
+        if verdict != "ok":
+            self.write(dumps(error(Code.RATE_LIMIT_EXCEEDED, self.limiter.refusal(verdict))))
             return
         most = over_size(text_data, bytes_data)  # as on /ws: never parsed, the socket stays open
         if most is not None:

@@ -427,6 +427,78 @@ async def test_rate_limit_then_close_on_sustained_abuse(user, settings):
     assert await closed_with(comm) == 4008
 
 
+def user_budget(settings, rate: float, burst_seconds: float, **ws) -> None:
+    per_tier = dict.fromkeys(("basic", "premium", "enterprise"), rate)
+    settings.AXISOR_CAPS = {**settings.AXISOR_CAPS, "WS_MESSAGES_PER_SECOND": per_tier}
+    settings.AXISOR_WS = {**settings.AXISOR_WS, "USER_BURST_SECONDS": burst_seconds, **ws}
+
+
+async def test_a_users_sockets_share_one_inbound_budget_and_other_users_keep_theirs(user, make_user, settings):
+    # Outside probe (twelfth session): 100 sockets of one user, each under its own 20 messages/s,
+    # sent 1,800 a second; the process read ~900, and other users' pings waited 0.25-0.69 s.
+    user_budget(settings, 0.001, 3000)  # a burst of three messages, then (next to) nothing
+    first, _ = await connected(jwt_for(user))
+    second, _ = await connected(jwt_for(user))
+    for comm in (first, first, second):
+        await comm.send_json_to({"type": "ping"})
+        assert (await comm.receive_json_from())["type"] == "pong"
+    for comm in (second, first):  # each socket is far under its own 20 a second
+        await comm.send_json_to({"type": "subscribe", "channel": "market:BTC_USD"})
+        refused = await comm.receive_json_from()
+        assert refused["code"] == "RATE_LIMIT_EXCEEDED", refused
+        assert refused["message"] == "basic accounts may send 0.001 messages per second over all their sockets"
+    third, _ = await connected(jwt_for(user))  # a new socket does not bring a new budget
+    await third.send_json_to({"type": "ping"})
+    assert (await third.receive_json_from())["code"] == "RATE_LIMIT_EXCEEDED"
+    other, _ = await connected(jwt_for(await database_sync_to_async(make_user)("bystander")))
+    for _ in range(3):
+        await other.send_json_to({"type": "ping"})
+        assert (await other.receive_json_from())["type"] == "pong"
+    for comm in (first, second, third, other):
+        await comm.disconnect()
+
+
+async def test_a_socket_that_keeps_sending_over_its_users_budget_is_closed(user, settings):
+    user_budget(settings, 0.001, 1000, RATE_ABUSE_CLOSE_AFTER=5)  # one message, then refusals
+    comm, _ = await connected(jwt_for(user))
+    await comm.send_json_to({"type": "ping"})
+    assert (await comm.receive_json_from())["type"] == "pong"
+    for _ in range(4):
+        await comm.send_json_to({"type": "ping"})
+        assert (await comm.receive_json_from())["code"] == "RATE_LIMIT_EXCEEDED"
+    await comm.send_json_to({"type": "ping"})
+    assert (await comm.receive_json_from())["message"] == "too many messages; closing"
+    assert await closed_with(comm) == 4008
+
+
+async def test_order_update_sockets_count_against_the_same_budget(user, settings, instruments):
+    from orders.services import order_session_create
+
+    user_budget(settings, 0.001, 1000)
+    events, _ = await connected(jwt_for(user))
+    await events.send_json_to({"type": "ping"})
+    assert (await events.receive_json_from())["type"] == "pong"
+    session, token = await database_sync_to_async(order_session_create)(user=user)
+    orders = ws(f"/ws/orders?session={session.session}&token={token}")
+    assert (await orders.connect())[0]
+    await orders.send_to(text_data="PONG")
+    refused = await orders.receive_json_from()
+    assert refused["code"] == "RATE_LIMIT_EXCEEDED", refused
+    assert refused["message"].endswith("messages per second over all their sockets")
+    await events.disconnect()
+    await orders.disconnect()
+
+
+async def test_an_uncapped_tier_has_no_user_budget(make_user, settings):
+    user_budget(settings, 0, 1000)
+    carol = await database_sync_to_async(make_user)("carol", tier="enterprise")
+    comm, _ = await connected(jwt_for(carol))
+    for _ in range(30):
+        await comm.send_json_to({"type": "ping"})
+        assert (await comm.receive_json_from())["type"] == "pong"
+    await comm.disconnect()
+
+
 # ---- access changes ---------------------------------------------------------------------------
 
 

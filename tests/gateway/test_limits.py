@@ -155,7 +155,7 @@ async def test_once_the_leases_are_given_back_no_take_holds_one(fresh_users):
     await asyncio.sleep(0)  # asked for: queued for the writer's next pipeline, before the give-back
     await limits.release_all()
     registry = limits.leases()  # nothing left to send once it returns: the loop may stop now
-    assert not registry.queue and (registry.writer is None or registry.writer.done())
+    assert not registry.writes.queue and (registry.writes.writer is None or registry.writes.writer.done())
     assert await scores(limits.WS, users[1]) == {}  # written, and dropped after it
     with pytest.raises(limits.ServerStopping):
         await on_its_way
@@ -187,7 +187,8 @@ async def test_a_take_looking_again_for_a_slot_stops_when_the_leases_are_given_b
 
     monkeypatch.setattr(limits.RedisLimiter, "run", recorded)
     looking = asyncio.ensure_future(limits.acquire(limits.WS, user, "basic", "mine"))
-    await until(lambda: limits.leases().writer is not None and limits.leases().writer.done(), what="refused once")
+    writes = limits.leases().writes
+    await until(lambda: writes.writer is not None and writes.writer.done(), what="refused once")
     await elsewhere.run([("drop", limits.WS, user, "o-0")])  # a slot frees: the next look would take it
     given_back.set()
     await limits.release_all()

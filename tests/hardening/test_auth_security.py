@@ -211,7 +211,8 @@ CRAFTED_ROOMS = [
 
 
 async def test_other_users_rooms_admin_rooms_and_crafted_names_are_refused(daphne, make_user, instruments):
-    server = await asyncio.to_thread(daphne, AXISOR_SIMULATE="", WS_RATE_PER_SECOND="1000", WS_RATE_BURST="1000")
+    lifted = {"WS_RATE_PER_SECOND": "1000", "WS_RATE_BURST": "1000", "CAP_WS_MESSAGES_PER_SECOND_BASIC": "0"}
+    server = await asyncio.to_thread(daphne, AXISOR_SIMULATE="", **lifted)
     me = await database_sync_to_async(make_user)("mallory")
     other = await database_sync_to_async(make_user)("alice8")
     sock, _ = await open_ws(server, jwt_for(me))

@@ -27,7 +27,12 @@ from wire import Close, Code
 # WebSocket layer's 1007 (text frame that is not UTF-8) and 1009 (message over daphne's 1 MiB).
 DOCUMENTED_CLOSES = {v for k, v in vars(Close).items() if k.isupper()} | {1000, 1007, 1009}
 ERROR_CODES = {v for k, v in vars(Code).items() if k.isupper()}
-FUZZ_ENV = {"WS_RATE_PER_SECOND": "100000", "WS_RATE_BURST": "100000", "AXISOR_SIMULATE": ""}
+FUZZ_ENV = {
+    "WS_RATE_PER_SECOND": "100000",
+    "WS_RATE_BURST": "100000",
+    "CAP_WS_MESSAGES_PER_SECOND_BASIC": "0",  # and the user's budget over its sockets
+    "AXISOR_SIMULATE": "",
+}
 EXAMPLES = int(os.environ.get("HARDENING_FUZZ_EXAMPLES", "250"))
 
 # ---- strategies ----------------------------------------------------------------------------------
@@ -340,6 +345,70 @@ async def test_connection_that_never_completes_the_handshake_is_dropped(daphne):
     print(f"\ncase 3: stalled handshakes dropped after {took:.1f} s (HTTP_IDLE_TIMEOUT_SECONDS=3)")
     assert results == [True, True], results
     assert took < 3 + 10
+
+
+def trickle(port: int, head: bytes, every: float, request: bytes = b"") -> tuple[str, float, bytes]:
+    """Send ``request`` whole (answered first), then ``head`` a byte at a time, one every ``every``
+    seconds (the pace is the attacker's: under the idle timeout). ("dropped", seconds into the
+    head, what the server sent) when the server closes first; ("whole", ...) when all of it went."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    answered = b""
+    if request:
+        s.sendall(request)
+        while b"\r\n\r\n" not in answered:
+            answered += s.recv(65536)
+    started = time.monotonic()
+    s.settimeout(every)
+    try:
+        for i in range(len(head)):
+            try:
+                s.sendall(head[i : i + 1])
+            except OSError:  # reset: closed under us
+                return "dropped", time.monotonic() - started, answered
+            try:
+                if s.recv(65536) == b"":
+                    return "dropped", time.monotonic() - started, answered
+            except TimeoutError:
+                continue  # still open: the next byte
+            except OSError:
+                return "dropped", time.monotonic() - started, answered
+        return "whole", time.monotonic() - started, answered
+    finally:
+        s.close()
+
+
+async def test_a_request_head_trickled_a_byte_at_a_time_is_dropped_at_the_head_deadline(daphne):
+    """Twelfth session's probe: a head sent one byte a second kept the idle timer alive for good
+    (slowloris). Each head must be whole within HTTP_HEADER_TIMEOUT_SECONDS of its first byte: the
+    first of a connection (a WebSocket handshake), and the next one on a kept-alive connection; a
+    head sent at once, after idling longer than that deadline, is served."""
+    server = await asyncio.to_thread(daphne, HTTP_HEADER_TIMEOUT_SECONDS="2", HTTP_IDLE_TIMEOUT_SECONDS="30")
+    handshake = (
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    health = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    first, second = await asyncio.gather(
+        asyncio.to_thread(trickle, server.port, handshake, 0.25),  # 160 bytes: 40 s at this pace
+        asyncio.to_thread(trickle, server.port, health, 0.25, request=health),
+    )
+    print(f"\ncase 3: trickled heads dropped after {first[1]:.1f} s and {second[1]:.1f} s (deadline 2 s)")
+    assert first[0] == "dropped" and 2 <= first[1] < 8, first
+    assert second[0] == "dropped" and 2 <= second[1] < 8 and second[2].startswith(b"HTTP/1.1 200"), second
+
+    def idle_then_whole() -> bytes:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(health)
+            got = s.recv(65536)
+            s.settimeout(None)
+            time.sleep(3)  # the client's idea of a pause: longer than the head deadline, not the idle timeout
+            s.sendall(health)
+            while got.count(b"HTTP/1.1 200") < 2:
+                got += s.recv(65536)
+            return got
+
+    assert (await asyncio.to_thread(idle_then_whole)).count(b"HTTP/1.1 200") == 2
+    server_is_clean(server)
 
 
 async def test_two_thousand_unauthenticated_sockets_are_dropped_within_the_auth_timeout(daphne):

@@ -219,3 +219,52 @@ async def test_flood_on_ws_orders_is_limited_then_closed(daphne, make_user):
     assert (await recv_json(calm))["type"] == "heartbeat"
     await calm.close()
     server_is_clean(server)
+
+
+async def test_one_users_many_sockets_each_within_its_rate_are_held_to_the_users_budget(daphne, make_user):
+    """The twelfth session's probe: 100 sockets of one user, each just under its own 20 a second,
+    sent 1,800 a second and other users' pings waited 0.25-0.69 s. Here a basic user's ten sockets
+    (its cap) send 18 a second each for three seconds: the process acts on the tier's burst (200)
+    and rate (40 a second), refuses the rest naming the budget, closes none of them (no socket is
+    over its own rate), and another user is answered throughout."""
+    server = await asyncio.to_thread(daphne, AXISOR_SIMULATE="")
+    user = await database_sync_to_async(make_user)("many-sockets", tier="basic")
+    socks = [(await open_ws(server, jwt_for(user)))[0] for _ in range(10)]
+    bystander, _ = await open_ws(server, jwt_for(await database_sync_to_async(make_user)("bystander")))
+    answered, refused = 0, 0
+    loop = asyncio.get_running_loop()
+
+    async def one(sock, seconds: float = 3.0) -> None:
+        nonlocal answered, refused
+        sent = 0
+        end = loop.time() + seconds
+        while loop.time() < end:
+            await sock.send(json.dumps({"type": "ping"}))
+            sent += 1
+            await asyncio.sleep(1 / 18)  # just under the socket's own 20 a second
+        for _ in range(sent):  # every message is answered: a pong, or a refusal naming the budget
+            msg = await recv_json(sock)
+            if msg["type"] == "pong":
+                answered += 1
+            else:
+                assert msg["message"] == "basic accounts may send 40 messages per second over all their sockets", msg
+                refused += 1
+
+    started = loop.time()
+    flood = asyncio.gather(*(one(s) for s in socks))
+    bystander_rtts = await measure_rtts([bystander], 3)
+    await flood
+    took = loop.time() - started
+    print(
+        f"\none user's 10 sockets at 18/s each for {took:.1f} s: {answered} acted on, {refused} refused; "
+        f"another user's ping p99 {p99(bystander_rtts):.1f} ms"
+    )
+    assert 200 <= answered <= 200 + 40 * took + 1  # the burst, then the rate: never the 180 a second offered
+    assert refused >= 100  # ~530 sent in all
+    assert len(bystander_rtts) >= 20  # answered throughout (measure_rtts fails on any error)
+    for sock in socks:  # none was closed: each stayed under its own rate
+        await sock.send(json.dumps({"type": "ping"}))
+        assert (await recv_json(sock))["type"] in ("pong", "error")
+        await sock.close()
+    await bystander.close()
+    server_is_clean(server)

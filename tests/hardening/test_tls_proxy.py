@@ -83,7 +83,7 @@ class Nginx:
         return (self.prefix / "access.log").read_text(errors="replace")
 
 
-DAPHNE_SERVER = "    server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;\n"
+DAPHNE_SERVER = "    server 127.0.0.1:{port} max_fails=0;\n"
 
 
 def example_config(

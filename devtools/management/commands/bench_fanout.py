@@ -90,10 +90,11 @@ BENCH = ROOT / "devtools" / "bench"  # the load client and the reference servers
 # (npm ci), so the benchmark adds no package of its own.
 NODE_MODULES = ROOT / "clients" / "js" / "node_modules"
 # The orders mode's one user places orders for thousands: its servers lift the per-account caps of
-# its (enterprise) tier on sockets and placements (docs/reference/settings.md#caps-per-account-tier).
+# its (enterprise) tier on sockets, their messages and placements (docs/reference/settings.md#caps-per-account-tier).
 # The fan-out sockets are each a user of their own and run under the caps.
 UNCAPPED = {
     "CAP_WS_SOCKETS_ENTERPRISE": "0",
+    "CAP_WS_MESSAGES_PER_SECOND_ENTERPRISE": "0",
     "CAP_ORDERS_PER_MINUTE_ENTERPRISE": "0",
     "CAP_WORKING_ORDERS_ENTERPRISE": "0",
 }

@@ -77,7 +77,8 @@ class Command(BaseCommand):
         token = str(AccessToken.for_user(user))
         server = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", "0", "axisor.asgi:application"],
-            cwd=ROOT, env={**os.environ, "CAP_WS_SOCKETS_ENTERPRISE": "0", "AXISOR_BACKGROUND": "0", "LOG_LEVEL": "INFO",
+            cwd=ROOT, env={**os.environ, "CAP_WS_SOCKETS_ENTERPRISE": "0", "CAP_WS_MESSAGES_PER_SECOND_ENTERPRISE": "0",
+                          "AXISOR_BACKGROUND": "0", "LOG_LEVEL": "INFO",
                           "DEBUG": "0"},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
