@@ -352,5 +352,5 @@ def account_adjust(
     if signed < 0:
         available = account_figures(user_id=user_id).available
         if available + signed < 0:
-            raise Conflict(f"only {max(available, Decimal(0))} is available to withdraw", code="insufficient_funds")
+            raise Conflict(f"only {max(available, Decimal(0)):.8f} is available to withdraw", code="insufficient_funds")
     return ledger_post(user_id=user_id, kind=kind, amount=signed, note=note, actor_id=actor_id)

@@ -37,7 +37,12 @@ class PositionAdmin(ReadOnlyAdmin):
     search_fields = ("user__username",)
     actions = ["close_positions"]
 
-    @admin.action(description="Close the selected positions (MARKET order)")
+    def has_close_permission(self, request) -> bool:
+        """The close action's: positions are read-only here (has_change_permission), but one with
+        the permission to change positions may close them."""
+        return request.user.has_perm("margin.change_position")
+
+    @admin.action(description="Close the selected positions (MARKET order)", permissions=["close"])
     def close_positions(self, request, queryset):
         placed = 0
         for position in queryset.select_related("instrument", "user"):

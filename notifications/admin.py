@@ -6,7 +6,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -78,6 +78,10 @@ class NotificationAdmin(admin.ModelAdmin):
         ]
 
     def compose(self, request):
+        # admin_view checks only that the user is active staff: sending to every user is for those
+        # granted to add notifications (has_add_permission above is the admin's own add form's).
+        if not request.user.has_perm("notifications.add_notification"):
+            raise PermissionDenied
         form = ComposeForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             d = form.cleaned_data
@@ -97,12 +101,12 @@ class NotificationAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/notifications/compose.html", context)
 
-    @admin.action(description="Resend selected notifications")
+    @admin.action(description="Resend selected notifications", permissions=["change"])
     def resend(self, request, queryset):
         count = sum(notification_resend(notification=n) for n in queryset)
         self.message_user(request, f"{count} delivery(ies) queued again.", messages.SUCCESS)
 
-    @admin.action(description="Mark selected notifications read")
+    @admin.action(description="Mark selected notifications read", permissions=["change"])
     def mark_read(self, request, queryset):
         for n in queryset:
             notification_mark_read(notification=n)

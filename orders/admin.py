@@ -74,11 +74,11 @@ class OrderAdmin(admin.ModelAdmin):
         for line in refused:
             self.message_user(request, line, messages.ERROR)
 
-    @admin.action(description="Cancel selected orders")
+    @admin.action(description="Cancel selected orders", permissions=["change"])
     def cancel_orders(self, request, queryset):
         self._apply(request, queryset, lambda o: order_cancel(order=o), "Cancelled")
 
-    @admin.action(description="Reject selected orders (give a reason)")
+    @admin.action(description="Reject selected orders (give a reason)", permissions=["change"])
     def reject_orders(self, request, queryset):
         reason = request.POST.get("reason", "")
         self._apply(request, queryset, lambda o: order_reject(order=o, reason=reason), "Rejected")
@@ -106,7 +106,7 @@ class OrderSessionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Revoke selected sessions (closes their sockets)")
+    @admin.action(description="Revoke selected sessions (closes their sockets)", permissions=["change"])
     def revoke(self, request, queryset):
         for session in queryset:
             order_session_revoke(session=session)

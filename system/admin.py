@@ -21,7 +21,7 @@ class SystemNoticeAdmin(admin.ModelAdmin):
             obj.created_by = request.user
         system_notice_save(notice=obj)  # broadcasts like the API does
 
-    @admin.action(description="End the selected notices now")
+    @admin.action(description="End the selected notices now", permissions=["change"])
     def end_notices(self, request, queryset):
         for notice in queryset:
             system_notice_end(notice=notice)
