@@ -163,6 +163,8 @@ INSTALLED_APPS = [
 # CPU at 100 order placements/s).
 MIDDLEWARE = [
     "core.metrics.RequestTimingMiddleware",
+    # Health and metrics probes name a process's own address as their Host (core/middleware.py).
+    "core.middleware.ProbesAnswerAnyHost",
     # Before anything that may answer: a preflight and every answer carry the CORS headers.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",

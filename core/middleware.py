@@ -10,6 +10,25 @@ from django.conf import settings
 from django.http import JsonResponse
 
 TOO_LARGE = "request_too_large"
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class ProbesAnswerAnyHost:
+    """``/healthz``, ``/readyz`` and ``/metrics`` answer whatever ``Host`` a request names: load
+    balancers and Prometheus probe each process at its own address (``127.0.0.1:8001``), not at the
+    public name in ``ALLOWED_HOSTS``, and an outside operator's probes met a 400 (with an error
+    and a traceback logged for each). Host validation guards the absolute URLs a response builds
+    (redirects, links in emails); these three build none. Placed before anything that asks for the
+    host (CommonMiddleware)."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path in PROBES:
+            sent = request.META.get("HTTP_HOST") or request.META.get("SERVER_NAME", "")
+            request.get_host = lambda: sent
+        return self.get_response(request)
 
 
 class RefuseNulCharacters:

@@ -223,3 +223,10 @@ async def test_the_tls_example_in_front_of_a_production_daphne(daphne, nginx, ma
         update = json.loads(raw)
         assert (update["orderId"], update["updateType"]) == (json.loads(body)["orderId"], "ORDER_PLACED")
     assert "[emerg]" not in proxy.log() and "[crit]" not in proxy.log(), proxy.log()
+
+    # Every process down (here: the REST upstream is a port nothing listens on): the API's error
+    # shape with Retry-After, not nginx's HTML 502 page (an outside operator's deployment run).
+    down = await asyncio.to_thread(nginx, server.port, free_port())
+    status, headers, body = await asyncio.to_thread(https, down, "GET", "/api/orders", None, auth)
+    assert status == 503 and headers["Content-Type"] == "application/json", (status, body)
+    assert json.loads(body)["code"] == "service_unavailable" and headers["Retry-After"] == "2"
