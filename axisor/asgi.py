@@ -12,6 +12,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from core import collector, internals  # noqa: E402
 from core.middleware import AsgiBodyLimit  # noqa: E402
 from gateway import limits  # noqa: E402
+from gateway.hub import close_every_socket  # noqa: E402
 from gateway.routing import SocketRouter, websocket_urlpatterns  # noqa: E402
 from jobs.schedule import BackgroundStarter  # noqa: E402
 
@@ -27,8 +28,10 @@ application = BackgroundStarter(
         "http": AsgiBodyLimit(ASGIStaticFilesHandler(django_asgi_app)),
         "websocket": SocketRouter(websocket_urlpatterns),
     },
-    # On SIGTERM daphne cancels every socket's consumer without its disconnect: the tier caps'
-    # leases of this process's sockets go back at once (presence is left after it).
+    # On SIGTERM the sockets are told to reconnect elsewhere (4013) as the ports close; daphne then
+    # cancels the consumers of any left without their disconnect: the tier caps' leases of this
+    # process's sockets go back at once once requests are done (presence is left after it).
+    on_stopping=[close_every_socket],
     on_stop=[limits.release_all],
 )
 collector.tune_gc()  # last: what start-up built is frozen out of every collection

@@ -68,6 +68,7 @@ _stamps = itertools.count(1)  # shared by every hub, so a stamp never means two 
 
 
 UNAVAILABLE = "the server cannot reach its message bus right now; reconnect shortly"
+STOPPING = "this server process is stopping; reconnect and resume"
 
 
 STALE = CONFLATED.labels("stale")
@@ -300,6 +301,26 @@ class Hub:
 
 
 hub: PerLoop[Hub] = PerLoop(lambda loop: Hub())  # hub(): this process's hub
+
+
+async def close_every_socket() -> int:
+    """When the process is told to stop: every socket in a room (each joins its user's room once
+    authenticated, on both protocols) is told SERVICE_UNAVAILABLE and closed 4013, as when its
+    rooms' Redis is lost, so it reconnects (to another process, behind nginx) and resumes. daphne
+    would otherwise cut them at the reactor's stop without a close frame: a client saw 1006, as
+    after a crash (an outside operator's deployment run). Each socket's own disconnect then gives
+    its tier slot and presence back. Returns how many were told."""
+    current = hub.current()
+    if current is None:
+        return 0
+    sockets = {member for members in current.members.values() for member in members}
+    for outcome in await asyncio.gather(
+        *(member.fail(Code.SERVICE_UNAVAILABLE, STOPPING, Close.TRY_AGAIN_LATER) for member in sockets),
+        return_exceptions=True,
+    ):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, (OSError, asyncio.CancelledError)):
+            logger.warning("stopping: a socket could not be told (%r)", outcome)
+    return len(sockets)
 
 
 def local_shared_members() -> dict[str, int]:

@@ -146,17 +146,22 @@ class BackgroundStarter:
     long as its socket; gateway/routing.py).
 
     Under daphne, on the first scope, it also sets what the process does when it is told to stop
-    (SIGTERM), with or without background loops: ``on_stop`` (each awaited in turn, errors logged),
-    then leaving the presence registry. daphne cancels every socket's consumer at that point,
-    without its ``disconnect``: what a socket holds in Redis goes back here, not at its lease's
-    expiry (``gateway.limits.release_all``: a user at a tier's cap reconnecting at once to another
-    process would meet their own old lease)."""
+    (SIGTERM), with or without background loops: ``on_stopping`` as it stops listening (each
+    awaited in turn, errors logged: the sockets are told to go elsewhere), and once requests in
+    flight are done ``on_stop`` (the same), then leaving the presence registry. daphne cancels every
+    socket's consumer left at that point, without its ``disconnect``: what a socket holds in Redis
+    goes back here, not at its lease's expiry (``gateway.limits.release_all``: a user at a tier's
+    cap reconnecting at once to another process would meet their own old lease)."""
 
     def __init__(
-        self, applications: dict[str, Callable], on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
+        self,
+        applications: dict[str, Callable],
+        on_stop: Sequence[Callable[[], Awaitable[object]]] = (),
+        on_stopping: Sequence[Callable[[], Awaitable[object]]] = (),
     ) -> None:
         self.applications = applications
         self.on_stop = tuple(on_stop)
+        self.on_stopping = tuple(on_stopping)
         self.tasks: list[asyncio.Task] | None = None
         self.stopping = asyncio.Event()
         self.hooked = False
@@ -186,6 +191,7 @@ class BackgroundStarter:
         registry = presence.registry()
 
         async def finish() -> None:
+            await run_steps(self.on_stopping)
             if self.tasks:
                 await asyncio.wait(self.tasks, timeout=10)
             # Requests still running on worker threads need this loop to finish (their async parts
@@ -197,12 +203,15 @@ class BackgroundStarter:
             except TimeoutError:
                 logger.warning("stopping: leases not all given back in %.0f s; they lapse", GIVE_BACK_SECONDS)
 
-        async def give_back() -> None:
-            for step in self.on_stop:
+        async def run_steps(steps) -> None:
+            for step in steps:
                 try:
                     await step()
                 except Exception:  # Redis away: what it holds expires on its own
                     logger.exception("stopping: %s failed", getattr(step, "__qualname__", step))
+
+        async def give_back() -> None:
+            await run_steps(self.on_stop)
             try:
                 await registry.shutdown()
             except Exception:  # Redis away: the leases expire on their own

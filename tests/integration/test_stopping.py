@@ -5,10 +5,12 @@ core/internals.py, stop_listening)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import ssl
 
 import psycopg
+import websockets
 from channels.db import database_sync_to_async
 
 from tests.conftest import jwt_for
@@ -16,6 +18,7 @@ from tests.hardening.test_tls_proxy import self_signed
 from tests.integration.conftest import LISTENING, subprocess_database_url
 from tests.integration.http import call
 from tests.polling import until
+from wire import Close, Code
 
 LOCKED = "LOCK TABLE notifications_notification IN ACCESS EXCLUSIVE MODE"
 
@@ -66,6 +69,23 @@ async def test_a_stopping_process_closes_its_tls_port_too(daphne, make_user, tmp
     await refused_while_a_request_drains(server, make_user, [server.port, tls_port])
 
 
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def told_to_reconnect(sock) -> tuple[str | None, int | None]:
+    """The error code the server sent before it closed (heartbeats skipped), and the close code."""
+    said = None
+    try:
+        while True:
+            text = await asyncio.wait_for(sock.recv(), 10)
+            if text.startswith("{") and (message := json.loads(text)).get("type") == "error":
+                said = message["code"]
+    except websockets.ConnectionClosed:
+        pass
+    return said, sock.close_code
+
+
 def listening(server) -> set[int]:
     return {int(m.group(1)) for line in list(server.lines) if (m := LISTENING.search(line))}
 
@@ -96,6 +116,13 @@ async def refused_while_a_request_drains(server, make_user, ports: list[int]) ->
     user = await database_sync_to_async(make_user)("stopping")
     token = jwt_for(user)
     url = subprocess_database_url()
+    events = await websockets.connect(f"ws://127.0.0.1:{server.port}/ws", additional_headers=bearer(token))
+    assert json.loads(await events.recv())["type"] == "connection"
+    session = await asyncio.to_thread(call, "POST", f"{server.http}/api/auth/sessions", token=token)
+    assert session[0] == 201, session
+    orders = await websockets.connect(
+        f"ws://127.0.0.1:{server.port}/ws/orders?session={session[1]['session']}&token={session[1]['token']}"
+    )
     holder = await asyncio.to_thread(psycopg.connect, url)
     try:
         await asyncio.to_thread(holder.execute, LOCKED)
@@ -107,6 +134,10 @@ async def refused_while_a_request_drains(server, make_user, ports: list[int]) ->
         # within the drain (which waits up to 10 s for the request): daphne before this kept listening
         for port in ports:
             await until(lambda port=port: refused(port), in_thread=True, timeout=5, what=f"connects to {port} refused")
+        # Open sockets are told to go elsewhere, with a close code, at once: before, daphne cut
+        # them at the end without a close frame (1006, as after a crash: an outside operator's run).
+        for sock in (events, orders):
+            assert await told_to_reconnect(sock) == (Code.SERVICE_UNAVAILABLE, Close.TRY_AGAIN_LATER)
         assert server.proc.poll() is None and not in_flight.done()  # still draining
     finally:
         await asyncio.to_thread(holder.rollback)
