@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import math
+import re
 
 from django import db
 from django.conf import settings
@@ -14,7 +15,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework import exceptions, pagination, parsers, permissions, status
+from rest_framework import exceptions, pagination, parsers, permissions, serializers, status
 from rest_framework.response import Response
 
 from core.errors import BadRequest, Conflict, NotFound, Unprocessable
@@ -153,6 +154,21 @@ def json_problem(value: object, *, max_bytes: int) -> str | None:
     if len(json.dumps(value)) > max_bytes:
         return f"at most {max_bytes} bytes of JSON"
     return None
+
+
+_PLAIN_NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
+
+
+class DecimalField(serializers.DecimalField):
+    """DRF's, taking a string only as a plain number in ASCII digits: Python's ``Decimal`` also
+    reads ``"1_0"`` (10) and other scripts' digits (``"٠.٠٠١"``), and an outside review placed an
+    order for 10 with the first. A quantity, a price or an amount is ``invalid`` unless written
+    plainly (a JSON number is always plain)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not _PLAIN_NUMBER.fullmatch(data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 def error_response(code: str, detail: str, http_status: int) -> Response:

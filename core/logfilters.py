@@ -1,5 +1,6 @@
 """Log filters: credentials kept out of log lines (query-string tokens, sessions and bearer tokens
-are masked); a job that failed because the database or Redis was down logged as one warning."""
+are masked) and a record's message kept to one line; a job that failed because the database or
+Redis was down logged as one warning."""
 
 from __future__ import annotations
 
@@ -12,14 +13,27 @@ _SECRET = re.compile(r"(?i)((?:[?&\s\"']|^)(?:token|session|access|refresh|passw
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 
 
+# Line breaks and other control characters but tab: what someone else's text (a webhook receiver's
+# error body, a client's header) could use to write a line of its own into the log.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def redact(text: str) -> str:
     return _BEARER.sub(r"\1[redacted]", _SECRET.sub(r"\1[redacted]", text))
+
+
+def one_line(text: str) -> str:
+    """Control characters as escapes (``\\n``): a record's message is one line of the log. An outside
+    review had a webhook receiver answer ``oops\\n2026-12-07 16:00:00,000 CRITICAL ...`` and the
+    server's log showed the forged line as a record of its own. (A traceback is not the message:
+    it keeps its lines.)"""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text) if _CONTROL.search(text) else text
 
 
 class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = redact(message)
+        cleaned = one_line(redact(message))
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from accounts.caps import OrderRateThrottle
 from accounts.models import User
 from core import tier
-from core.api import IsStaffOrServiceKey, Page
+from core.api import DecimalField, IsStaffOrServiceKey, Page
 from core.errors import NotFound
 from ledger.selectors import ledger_entries
 from orders import apis as orders_apis
@@ -394,7 +394,7 @@ class LedgerApi(APIView):
 
 class AdjustInput(serializers.Serializer):
     kind = serializers.ChoiceField(choices=["deposit", "withdrawal", "adjustment"])
-    amount = serializers.DecimalField(max_digits=21, decimal_places=8)
+    amount = DecimalField(max_digits=21, decimal_places=8)
     note = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
+from core.api import DecimalField
 from core.errors import NotFound
 from wire import num
 
@@ -97,13 +98,13 @@ class CandlesApi(APIView):
 class PriceAlertInput(serializers.Serializer):
     symbol = serializers.CharField(max_length=32)
     condition = serializers.ChoiceField(choices=AlertCondition.values)
-    price = serializers.DecimalField(max_digits=24, decimal_places=8, min_value=0)
+    price = DecimalField(max_digits=24, decimal_places=8, min_value=0)
     note = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
 class PriceAlertPatch(serializers.Serializer):
     condition = serializers.ChoiceField(choices=AlertCondition.values, required=False)
-    price = serializers.DecimalField(max_digits=24, decimal_places=8, min_value=0, required=False)
+    price = DecimalField(max_digits=24, decimal_places=8, min_value=0, required=False)
     note = serializers.CharField(max_length=200, required=False, allow_blank=True)
 
 

@@ -4,6 +4,7 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
+from core.api import DecimalField
 from market.models import Instrument
 from wire import iso, num
 
@@ -18,9 +19,9 @@ class OrderPlaceInput(serializers.Serializer):
     exchange = serializers.CharField(max_length=16, required=False)
     orderType = serializers.ChoiceField(choices=OrderType.values)
     transactionType = serializers.ChoiceField(choices=Side.values)
-    quantity = serializers.DecimalField(**QTY)
-    price = serializers.DecimalField(required=False, allow_null=True, **QTY)
-    triggerPrice = serializers.DecimalField(required=False, allow_null=True, **QTY)
+    quantity = DecimalField(**QTY)
+    price = DecimalField(required=False, allow_null=True, **QTY)
+    triggerPrice = DecimalField(required=False, allow_null=True, **QTY)
     leverage = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1000)
     amo = serializers.BooleanField(required=False, default=False)
     reduceOnly = serializers.BooleanField(required=False, default=False)
@@ -29,9 +30,9 @@ class OrderPlaceInput(serializers.Serializer):
 
 
 class OrderModifyInput(serializers.Serializer):
-    quantity = serializers.DecimalField(required=False, **QTY)
-    price = serializers.DecimalField(required=False, **QTY)
-    triggerPrice = serializers.DecimalField(required=False, **QTY)
+    quantity = DecimalField(required=False, **QTY)
+    price = DecimalField(required=False, **QTY)
+    triggerPrice = DecimalField(required=False, **QTY)
 
 
 class OrderFilterInput(serializers.Serializer):
@@ -125,8 +126,8 @@ class ExecutionInput(serializers.Serializer):
     orderId = serializers.CharField(max_length=20)
     execId = serializers.CharField(max_length=64)
     type = serializers.ChoiceField(choices=ExecutionReport.Kind.values)
-    quantity = serializers.DecimalField(required=False, allow_null=True, **QTY)
-    price = serializers.DecimalField(required=False, allow_null=True, **QTY)
+    quantity = DecimalField(required=False, allow_null=True, **QTY)
+    price = DecimalField(required=False, allow_null=True, **QTY)
     reason = serializers.CharField(required=False, allow_blank=True, max_length=255)
     executedAt = serializers.DateTimeField(required=False, help_text="when the venue executed it (fills)")
 

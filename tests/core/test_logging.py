@@ -61,3 +61,12 @@ def test_a_django_error_is_written_once_with_debug_on(capsys):
         configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
     lines = [line for line in err.splitlines() if "Internal Server Error: /api/x" in line]
     assert len(lines) == 1 and "ERROR django.request" in lines[0], err
+
+
+def test_someone_elses_text_cannot_write_a_line_of_its_own():
+    body = "oops\n2026-12-07 16:00:00,000 CRITICAL django.security FORGED\r\x1b[2J"
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "delivery 5 failed: %s", (body,), None)
+    RedactSecrets().filter(record)
+    message = record.getMessage()
+    assert "\n" not in message and "\r" not in message and "\x1b" not in message
+    assert message == "delivery 5 failed: oops\\n2026-12-07 16:00:00,000 CRITICAL django.security FORGED\\r\\x1b[2J"

@@ -74,6 +74,9 @@ def test_place_get_list_modify_cancel(client, staff):
         ({"transactionType": "HOLD"}, "transactionType"),
         ({"quantity": -1}, "quantity"),
         ({"quantity": "ten"}, "quantity"),
+        ({"quantity": "1_0"}, "quantity"),  # Decimal reads it as 10 (an outside review placed one)
+        ({"quantity": "\u0661\u0660"}, "quantity"),  # Arabic-Indic "10"
+        ({"price": "\uff16\uff12\uff15"}, "price"),  # full-width "625"
         ({"price": None}, "price"),
         ({"leverage": 50}, "leverage"),
     ],
