@@ -12,7 +12,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +24,14 @@ DETAIL_BYTES = 500
 # A lookup of a name whose DNS server never answers waits for the resolver's own timeouts (tens of
 # seconds with retries and search domains). It runs on this small pool and the caller waits at most
 # this long (less when the attempt's deadline is nearer); a stuck lookup holds a pool thread, not
-# the caller. Eight stuck at once make the next lookups wait their turn and time out too.
+# the caller. Eight stuck at once would make the next lookups wait their turn and time out too:
+# an address written as such is never looked up, and a name already being looked up is not looked
+# up again (its callers share the lookup), so stuck threads take as many stuck names at once (an
+# outside review filled the pool from one user's webhook name and failed every user's deliveries).
 DNS_SECONDS = 5.0
 _resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="outbound-dns")
+_lookups: dict[tuple[str, int], Future] = {}  # the lookups under way, by name and port
+_lookups_lock = threading.Lock()
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -172,8 +177,31 @@ def _hostname(parts: urllib.parse.SplitResult) -> tuple[str, bool]:
     return host, False
 
 
+def _lookup(host: str, port: int) -> Future:
+    """The lookup of ``host`` under way, or a new one on the pool: one at a time per name."""
+    with _lookups_lock:
+        lookup = _lookups.get((host, port))
+        if lookup is None:
+            lookup = _lookups[host, port] = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+            lookup.add_done_callback(lambda done: _forget_lookup(host, port, done))
+        return lookup
+
+
+def _forget_lookup(host: str, port: int, done: Future) -> None:
+    with _lookups_lock:
+        if _lookups.get((host, port)) is done:
+            del _lookups[host, port]
+
+
 def _resolve(host: str, port: int, seconds: float) -> tuple[tuple[int, Any], ...]:
-    lookup = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:  # nothing to look up
+        family = socket.AF_INET if literal.version == 4 else socket.AF_INET6
+        return ((family, (host, port) if family == socket.AF_INET else (host, port, 0, 0)),)
+    lookup = _lookup(host, port)
     try:
         infos = lookup.result(timeout=max(0.0, seconds))
     except FutureTimeout:

@@ -679,3 +679,39 @@ def test_https_with_an_untrusted_certificate_is_a_tls_error(settings, https_serv
 
     assert error.code == "tls_error"
     assert server.received == []
+
+
+def test_a_stuck_lookup_holds_one_thread_and_addresses_are_never_looked_up(monkeypatch, settings):
+    """An outside review: lookups of a name whose DNS server never answers outlive their callers'
+    5 s, each holding a thread of the pool of 8; one user's webhook name filled it, and every user's
+    deliveries then failed with dns_error, even to addresses written as such. A name's callers
+    now share its one lookup, and an address is not looked up at all."""
+    configure(settings, ALLOW_HOSTS=frozenset({"127.0.0.1:18555", "[::1]:18555"}))
+    stuck, seen = threading.Event(), []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        seen.append(host)
+        if host == "hook.stall.example":
+            stuck.wait(30)  # a DNS server that never answers
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        callers = [
+            threading.Thread(
+                target=lambda: pytest.raises(OutboundError, outbound._resolve, "hook.stall.example", 443, 0.2)
+            )
+            for _ in range(12)
+        ]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join(10)
+        assert seen.count("hook.stall.example") == 1  # twelve callers, one lookup (one thread)
+        for url in ("http://127.0.0.1:18555/hook", "http://[::1]:18555/hook"):
+            check_url(url)  # answered while the name's lookup is still stuck
+        assert seen.count("127.0.0.1") == seen.count("::1") == 0
+    finally:
+        stuck.set()
