@@ -641,6 +641,7 @@ LOGGING = {
     "filters": {
         "redact": {"()": "core.logfilters.RedactSecrets"},
         "outages_as_warnings": {"()": "core.logfilters.OutagesAsWarnings"},
+        "abandoned_listeners": {"()": "core.logfilters.AbandonedDisconnectListeners"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
@@ -652,6 +653,7 @@ LOGGING = {
         # A line per job started and finished: too many to read; failures still show.
         "django_tasks": {"level": "WARNING", "filters": ["outages_as_warnings"]},
         "django_tasks_db": {"level": "WARNING"},
+        "asyncio": {"filters": ["abandoned_listeners"]},
         # Every sign-in at INFO (several lines each); failures and lockouts are warnings.
         "axes": {"level": "WARNING"},
     },

@@ -39,6 +39,20 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class AbandonedDisconnectListeners(logging.Filter):
+    """Django's ASGI handler runs each request beside a task that waits for the client's
+    disconnect. When daphne stops, it cancels the handlers still running, and a listener so left
+    behind later hears the disconnect, raises ``RequestAborted`` and asyncio logs "Task exception
+    was never retrieved" with a traceback, an error from nothing wrong (an outside operator's
+    graceful stops, 3 of 4 with a request in flight). Those records, and only those, are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from django.core.exceptions import RequestAborted
+
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, RequestAborted) and "never retrieved" in str(record.msg))
+
+
 class OutagesAsWarnings(logging.Filter):
     """django-tasks logs every failed job with its traceback. A job that failed because the database
     or Redis was down is an outage the job's own state recovers from (notifications/tasks.py: its

@@ -70,3 +70,29 @@ def test_someone_elses_text_cannot_write_a_line_of_its_own():
     message = record.getMessage()
     assert "\n" not in message and "\r" not in message and "\x1b" not in message
     assert message == "delivery 5 failed: oops\\n2026-12-07 16:00:00,000 CRITICAL django.security FORGED\\r\\x1b[2J"
+
+
+def test_a_disconnect_listener_left_by_a_stopping_server_is_not_an_error(caplog):
+    """What asyncio logs for the task Django's ASGI handler leaves behind when daphne cancels it
+    on stopping, and the client's disconnect then arrives: dropped. Any other such record stays."""
+    import asyncio
+    import gc
+
+    from django.core.exceptions import RequestAborted
+
+    async def listener():
+        raise RequestAborted()
+
+    async def bug():
+        raise ValueError("a real one")
+
+    async def leave_behind() -> None:
+        left = [asyncio.ensure_future(coro) for coro in (listener(), bug())]  # and never retrieved
+        await asyncio.sleep(0)
+        left.clear()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        asyncio.run(leave_behind())
+        gc.collect()
+    logged = [r for r in caplog.records if r.name == "asyncio"]
+    assert [type(r.exc_info[1]) for r in logged] == [ValueError]
