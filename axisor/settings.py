@@ -579,8 +579,9 @@ AXISOR_NOTIFICATIONS = {
     "SWEEP_SECONDS": env_float("NOTIFY_SWEEP_SECONDS", 10.0),
     # In-app deliveries are checked in jobs of this many.
     "BATCH": env_int("NOTIFY_BATCH", 100),
-    # At most this many webhook deliveries of one user in flight at once, across all workers: one
-    # user's slow or failing endpoint cannot take every worker thread from everyone else.
+    # At most this many webhook deliveries of one user in flight at once, across all workers (one
+    # while the endpoint's circuit breaker is half open). Together with the endpoint's circuit
+    # breaker and the worker's OUTBOUND_THREADS, a user's slow or dead endpoint costs only its owner.
     "PER_USER_CONCURRENCY": env_int("NOTIFY_PER_USER_CONCURRENCY", 2),
 }
 # Outbound HTTP on a user's behalf (webhooks), see core/outbound.py. ALLOW_HOSTS names private
@@ -599,6 +600,8 @@ AXISOR_OUTBOUND = {
 # (the run command's default), the same worker inside the server process on threads of its own.
 AXISOR_WORKER = {
     "THREADS": env_int("WORKER_THREADS", 4),  # jobs run at once per worker
+    # Of those, at most this many on outbound jobs (webhook attempts); 0: half of them, at least one.
+    "OUTBOUND_THREADS": env_int("WORKER_OUTBOUND_THREADS", 0),
     "POLL_SECONDS": env_float("WORKER_POLL_SECONDS", 0.5),  # an idle job thread looks this often
     # Single jobs (venue, feed, relay, sweep, retention): a dead holder's successor waits this long.
     "LEASE_SECONDS": env_float("WORKER_LEASE_SECONDS", 5.0),
@@ -632,7 +635,8 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "notifications@axisor.local")
 # An SMTP server that stops answering must not hold a worker thread for ever.
 EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)
 
-TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+# "outbound": jobs that wait on a server a user chose (webhooks), capped per worker (core/worker.py).
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default", "outbound"]}}
 
 LOGGING = {
     "version": 1,

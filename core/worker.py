@@ -4,7 +4,9 @@ jobs, the single ones under a lease, all on threads of the worker's own.
 It runs as ``manage.py worker`` processes, or inside a server process (``AXISOR_BACKGROUND=1``, the
 run command). Either way an asyncio loop only schedules: every job runs on the worker's thread
 pool, never on the loop and never on the one thread Channels' ``database_sync_to_async`` shares,
-so a job that waits on the network cannot delay a handshake, a resume or a feed tick.
+so a job that waits on the network cannot delay a handshake, a resume or a feed tick. Jobs that
+wait on someone else's server (the ``outbound`` queue: webhooks) hold at most
+``OUTBOUND_THREADS`` of a worker's job threads, so the other jobs always have threads.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,23 +46,40 @@ def conf(name: str):
 
 # ---- queued jobs ------------------------------------------------------------------------------
 
+# The queue of jobs that wait on a server a user chose (webhook attempts): however many of them are
+# ready, they hold at most OUTBOUND_THREADS of a worker's job threads (see Worker).
+OUTBOUND_QUEUE = "outbound"
 
-def run_one(runner: DbWorker) -> bool:
-    """Claim the next ready job and run it on this thread; False when none was ready. A job's own
+
+def run_one(runner: DbWorker, outbound: threading.Semaphore | None = None) -> bool:
+    """Claim the next ready job and run it on this thread; False when none was ready. With
+    ``outbound``, a job of the outbound queue is taken only with one of its slots, held while it
+    runs; with none free, the next ready job of another queue is taken instead. A job's own
     failures are recorded on its result row by django-tasks; a job that kills the process stays
     claimed (our jobs keep their own state, see notifications/tasks.py)."""
+    slot = outbound is not None and outbound.acquire(blocking=False)
     try:
-        with exclusive_transaction():
-            result = DBTaskResult.objects.ready().filter(backend_name="default").get_locked()
-            if result is None:
+        try:
+            with exclusive_transaction():
+                ready = DBTaskResult.objects.ready().filter(backend_name="default")
+                if outbound is not None and not slot:
+                    ready = ready.exclude(queue_name=OUTBOUND_QUEUE)
+                result = ready.get_locked()
+                if result is None:
+                    return False
+                result.claim(runner.worker_id)
+        except OperationalError as exc:
+            if is_locked_database_exception(exc):  # SQLite busy: try again on the next turn
                 return False
-            result.claim(runner.worker_id)
-    except OperationalError as exc:
-        if is_locked_database_exception(exc):  # SQLite busy: try again on the next turn
-            return False
-        raise
-    runner.run_task(result)
-    return True
+            raise
+        if slot and outbound is not None and result.queue_name != OUTBOUND_QUEUE:
+            outbound.release()  # not an outbound job: the slot goes back at once
+            slot = False
+        runner.run_task(result)
+        return True
+    finally:
+        if slot and outbound is not None:
+            outbound.release()
 
 
 def job_runner(worker_id: str) -> DbWorker:
@@ -169,6 +189,10 @@ class Worker:
     def __init__(self, *, periodic: list[Periodic], threads: int | None = None) -> None:
         self.periodic = periodic
         self.threads = conf("THREADS") if threads is None else threads
+        # Half the job threads (at least one) unless set: two users whose webhook endpoints hang
+        # must not take every thread for the attempt's timeout (docs/topics/notifications.md).
+        self.outbound_threads = conf("OUTBOUND_THREADS") or max(1, self.threads // 2)
+        self.outbound = threading.BoundedSemaphore(self.outbound_threads)
         self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.executor = ThreadPoolExecutor(
             max_workers=max(1, self.threads + len(periodic)), thread_name_prefix="axisor-worker"
@@ -176,9 +200,10 @@ class Worker:
 
     async def run(self, stopping: asyncio.Event) -> None:
         logger.info(
-            "worker %s: %d job thread(s), periodic: %s",
+            "worker %s: %d job thread(s), at most %d on outbound jobs, periodic: %s",
             self.worker_id,
             self.threads,
+            self.outbound_threads,
             ", ".join(p.name for p in self.periodic) or "none",
         )
         try:
@@ -200,7 +225,7 @@ class Worker:
         def turn() -> bool:
             close_old_connections()
             try:
-                return run_one(runner)
+                return run_one(runner, self.outbound)
             finally:
                 close_old_connections()
 

@@ -117,6 +117,11 @@ class WebhookEndpoint(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook")
     url = models.URLField(max_length=500)
     secret = models.CharField(max_length=128)
+    # The endpoint's circuit breaker (notifications/tasks.py): attempts in a row that got no answer
+    # (timeout, refused, connection, TLS or DNS error), and until when the user's other deliveries
+    # wait rather than try. Any answer closes it.
+    failures = models.PositiveIntegerField(default=0)
+    open_until = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.user_id} → {self.url}"

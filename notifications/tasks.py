@@ -7,6 +7,12 @@ its retry, with exponential backoff, in the transaction that records it. A worke
 mid-attempt leaves its claim to lapse; the delivery sweep then enqueues the delivery again. The
 outside world may see an attempt twice (receivers drop duplicates by ``webhook-id``); our records
 end ``delivered``/``sent`` or ``failed`` exactly once.
+
+Webhook attempts run on the worker's ``outbound`` queue (at most ``OUTBOUND_THREADS`` of its job
+threads), at most ``PER_USER_CONCURRENCY`` of one user's at once, and behind a circuit breaker per
+endpoint: an attempt that gets no answer opens it, and the user's other deliveries then wait,
+spending no attempt, until its time is up; one attempt at a time then probes the endpoint until it
+answers. So a hanging endpoint costs its owner's deliveries, not everyone's.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from django.db import transaction
 from django.utils import timezone
 from django_tasks import task
 
+from core.worker import OUTBOUND_QUEUE
+
 from .delivery import SENDERS, DeliveryError, in_app_statuses
 from .models import Delivery, DeliveryStatus, Method, WebhookEndpoint
 from .signals import delivery_changed
@@ -34,6 +42,11 @@ def conf(name: str):
 
 def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(conf("BACKOFF_MAX_SECONDS"), conf("BACKOFF_BASE_SECONDS") * 2 ** (attempts - 1)))
+
+
+# The endpoint did not answer: these open its circuit breaker. An answer, even an error status,
+# closes it (an endpoint that answers at once holds no worker thread for long).
+NO_ANSWER = frozenset({"timeout", "refused", "connection_error", "tls_error", "dns_error"})
 
 
 # ---- jobs ------------------------------------------------------------------------------------
@@ -74,21 +87,42 @@ def deliver(delivery_id: int) -> str:
     return status
 
 
+@task()
+def wake_webhooks(user_id: int) -> int:
+    """The user's endpoint breaker's time is up: hand their waiting webhook deliveries to attempts
+    (one, the probe, while the endpoint has failures). Returns how many."""
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().filter(user_id=user_id).first()
+        if _breaker_open(endpoint, timezone.now()):
+            return 0  # opened again meanwhile: its own wake job is scheduled
+        return _wake_waiting(user_id, endpoint)
+
+
+def _enqueue(pk: int, method: str, at) -> None:
+    if method == Method.WEBHOOK:
+        deliver.using(queue_name=OUTBOUND_QUEUE, run_after=at).enqueue(pk)
+    else:
+        deliver.using(run_after=at).enqueue(pk)
+
+
 def enqueue_deliveries(deliveries: Iterable[Delivery]) -> None:
     """The jobs for these deliveries, in the caller's transaction: in-app ones in batches, the
     others one job each (each may wait on the network)."""
     in_app: list[int] = []
-    others: list[int] = []
+    others: list[Delivery] = []
     for d in deliveries:
-        (in_app if d.method == Method.IN_APP else others).append(d.pk)
+        if d.method == Method.IN_APP:
+            in_app.append(d.pk)
+        else:
+            others.append(d)
     # Every job gets a time: the database backend runs timed jobs before untimed ones, so untimed
     # new jobs would wait behind every retry. With a time each, jobs run first come, first served.
     now = timezone.now()
     batch = conf("BATCH")
     for start in range(0, len(in_app), batch):
         deliver_in_app.using(run_after=now).enqueue(in_app[start : start + batch])
-    for pk in others:
-        deliver.using(run_after=now).enqueue(pk)
+    for d in others:
+        _enqueue(d.pk, d.method, now)
 
 
 def _enqueue_one(delivery: Delivery, *, at=None) -> None:
@@ -96,7 +130,7 @@ def _enqueue_one(delivery: Delivery, *, at=None) -> None:
     if delivery.method == Method.IN_APP:
         deliver_in_app.using(run_after=at).enqueue([delivery.pk])
     else:
-        deliver.using(run_after=at).enqueue(delivery.pk)
+        _enqueue(delivery.pk, delivery.method, at)
 
 
 def sweep_deliveries() -> int:
@@ -165,14 +199,20 @@ def _claim(delivery_id: int) -> Delivery | None:
     if delivery.method == Method.WEBHOOK:
         user_id = delivery.notification.user_id
         # The user's endpoint row serialises their claims, so the cap holds across workers.
-        WebhookEndpoint.objects.select_for_update().filter(user_id=user_id).first()
+        endpoint = WebhookEndpoint.objects.select_for_update().filter(user_id=user_id).first()
+        if endpoint is not None and endpoint.open_until is not None and endpoint.open_until > now:
+            # Not an attempt: the endpoint did not answer lately. The wake job its breaker
+            # scheduled (_record_answer) hands this delivery on when the breaker's time is up.
+            delivery.next_attempt_at = endpoint.open_until
+            delivery.save(update_fields=["next_attempt_at", "updated_at"])
+            return None
         in_flight = Delivery.objects.filter(
             notification__user_id=user_id,
             method=Method.WEBHOOK,
             status=DeliveryStatus.PENDING,
             claimed_until__gt=now,
         ).count()
-        if in_flight >= conf("PER_USER_CONCURRENCY"):
+        if in_flight >= _user_limit(endpoint):
             # Not an attempt, and no polling: the attempt in flight that finishes first enqueues
             # this user's waiting deliveries (_finish); the sweep is the backstop.
             delivery.next_attempt_at = now
@@ -189,10 +229,13 @@ def _finish(claimed: Delivery, *, status: str = "", code: str = "", detail: str 
     and a retry after ``retry_in``, or ``failed`` (``retry_in`` None). Only the latest attempt may
     record: one that outlived its claim (and was made again) is dropped, as is one on a delivery
     someone else finished."""
+    endpoint = None
     if claimed.method == Method.WEBHOOK:
         # Serialised with the user's claims (_claim), so a delivery that found the user busy is
         # either seen waiting here or sees this attempt finished.
-        WebhookEndpoint.objects.select_for_update().filter(user_id=claimed.notification.user_id).first()
+        endpoint = WebhookEndpoint.objects.select_for_update().filter(user_id=claimed.notification.user_id).first()
+        if endpoint is not None:
+            _record_answer(endpoint, claimed, code="" if status else code)
     delivery = Delivery.objects.select_for_update().select_related("notification").get(pk=claimed.pk)
     if delivery.status != DeliveryStatus.PENDING or delivery.attempts != claimed.attempts:
         return
@@ -209,23 +252,66 @@ def _finish(claimed: Delivery, *, status: str = "", code: str = "", detail: str 
     delivery.save()
     if delivery.status != DeliveryStatus.PENDING:
         delivery_changed.send(sender=Delivery, delivery=delivery)
-    if delivery.method == Method.WEBHOOK:
-        _wake_waiting(delivery)
+    if delivery.method == Method.WEBHOOK and not _breaker_open(endpoint, timezone.now()):
+        _wake_waiting(delivery.notification.user_id, endpoint, exclude=delivery.pk)
 
 
-def _wake_waiting(finished: Delivery) -> None:
-    """A webhook slot of the user is free: enqueue the user's deliveries that found them busy."""
+def _wake_waiting(user_id: int, endpoint: WebhookEndpoint | None, *, exclude: int | None = None) -> int:
+    """A webhook slot of the user is free: enqueue the user's deliveries that found them busy, or
+    their breaker open, as many as may go at once. Returns how many."""
     now = timezone.now()
-    waiting = (
-        Delivery.objects.filter(
-            notification__user_id=finished.notification.user_id,
-            method=Method.WEBHOOK,
-            status=DeliveryStatus.PENDING,
-            claimed_until__isnull=True,
-            next_attempt_at__lte=now,
-        )
-        .exclude(pk=finished.pk)
-        .order_by("next_attempt_at", "pk")[: conf("PER_USER_CONCURRENCY")]
+    waiting = Delivery.objects.filter(
+        notification__user_id=user_id,
+        method=Method.WEBHOOK,
+        status=DeliveryStatus.PENDING,
+        claimed_until__isnull=True,
+        next_attempt_at__lte=now,
     )
-    for delivery in waiting:
+    if exclude is not None:
+        waiting = waiting.exclude(pk=exclude)
+    woken = list(waiting.order_by("next_attempt_at", "pk")[: _user_limit(endpoint)])
+    for delivery in woken:
         _enqueue_one(delivery, at=now)
+    return len(woken)
+
+
+# ---- the endpoint's circuit breaker ----------------------------------------------------------
+
+
+def _breaker_open(endpoint: WebhookEndpoint | None, now) -> bool:
+    return endpoint is not None and endpoint.open_until is not None and endpoint.open_until > now
+
+
+def _user_limit(endpoint: WebhookEndpoint | None) -> int:
+    """A user's webhook attempts in flight at once: one (the probe) after the endpoint failed to
+    answer, until it answers again."""
+    return 1 if endpoint is not None and endpoint.failures else conf("PER_USER_CONCURRENCY")
+
+
+def _record_answer(endpoint: WebhookEndpoint, claimed: Delivery, *, code: str) -> None:
+    """What the attempt ``claimed`` made tells of the endpoint (locked by the caller): no answer
+    opens its breaker for a backoff that grows with the failures in a row, and schedules the wake
+    of the deliveries that will wait meanwhile; an answer closes it. An attempt on a URL the user
+    has since changed tells nothing of the new one."""
+    attempted = getattr(claimed.notification.user, "webhook", None)
+    if attempted is None or attempted.url != endpoint.url:
+        return
+    now = timezone.now()
+    if code in NO_ANSWER:
+        if _breaker_open(endpoint, now):
+            return  # an attempt in flight beside this one has opened it already
+        endpoint.failures += 1
+        endpoint.open_until = now + backoff(endpoint.failures)
+        endpoint.save(update_fields=["failures", "open_until"])
+        wake_webhooks.using(run_after=endpoint.open_until).enqueue(endpoint.user_id)
+        logger.warning(
+            "webhook endpoint of user %s: no answer (%s), %d in a row; its deliveries wait until %s",
+            endpoint.user_id,
+            code,
+            endpoint.failures,
+            endpoint.open_until.isoformat(),
+        )
+    elif (not code or code.startswith("http_")) and (endpoint.failures or endpoint.open_until):
+        endpoint.failures, endpoint.open_until = 0, None
+        endpoint.save(update_fields=["failures", "open_until"])
+        logger.info("webhook endpoint of user %s answers again", endpoint.user_id)

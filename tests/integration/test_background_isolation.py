@@ -94,6 +94,9 @@ async def test_hanging_webhooks_do_not_slow_sockets_rest_or_the_feed(daphne, mak
         OUTBOUND_TIMEOUT_SECONDS="10",
         NOTIFY_BACKOFF_BASE_SECONDS="0",
         WORKER_POLL_SECONDS="0.1",
+        # The worst an operator can configure: every job thread may hang on a webhook (by default
+        # only half of them may, WORKER_OUTBOUND_THREADS).
+        WORKER_OUTBOUND_THREADS="4",
     )
     settings.AXISOR_OUTBOUND = {**settings.AXISOR_OUTBOUND, "ALLOW_HOSTS": {hook}}
     watcher = await database_sync_to_async(make_user)("watcher", tier="enterprise")

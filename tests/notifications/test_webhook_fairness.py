@@ -1,0 +1,246 @@
+"""A hanging webhook endpoint hurts only its owner: the endpoint's circuit breaker and the worker's
+cap on outbound threads, through a real worker, real PostgreSQL and real local receivers."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import socket
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db.models import F
+from django_tasks_db.models import DBTaskResult
+
+from core.worker import OUTBOUND_QUEUE, Worker, job_runner, run_one, run_ready
+from notifications.models import Delivery, DeliveryStatus, WebhookEndpoint
+from notifications.services import notification_create, preferences_set
+from notifications.tasks import wake_webhooks
+
+
+class Hanging:
+    """Accepts every connection, reads the request and never answers; counts the attempts it got
+    and how many our side held open at once (a connection counts until the client gives up)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.accepted = self.open = self.most_open = 0
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            with self.lock:
+                self.accepted += 1
+                self.open += 1
+                self.most_open = max(self.most_open, self.open)
+            threading.Thread(target=self.hold, args=(conn,), daemon=True).start()
+
+    def hold(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                while conn.recv(65536):  # the request, then EOF when the client gives up
+                    pass
+            except OSError:
+                pass
+        with self.lock:
+            self.open -= 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Good(http.server.BaseHTTPRequestHandler):
+    arrived = threading.Event()
+    ids: list[str] = []
+
+    def do_POST(self):  # http.server's method name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Good.ids.append(self.headers["webhook-id"])
+        self.send_response(204)
+        self.end_headers()
+        Good.arrived.set()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def good_server():
+    Good.arrived, Good.ids = threading.Event(), []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Good)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def allow(settings, *ports: int) -> None:
+    hosts = settings.AXISOR_OUTBOUND["ALLOW_HOSTS"] | {f"127.0.0.1:{p}" for p in ports}
+    settings.AXISOR_OUTBOUND = {**settings.AXISOR_OUTBOUND, "ALLOW_HOSTS": hosts, "TIMEOUT_SECONDS": 1.0}
+
+
+def hooked(make_user, name: str, url: str):
+    user = make_user(name)
+    preferences_set(
+        user=user, categories={"orders": {"in_app": False, "webhook": True}}, webhook={"url": url, "secret": "s" * 20}
+    )
+    return user
+
+
+def order_executed(user) -> Delivery:
+    n = notification_create(user=user, title="Order executed", message="BUY 1 BTC_USD", category="orders")
+    return n.deliveries.get()
+
+
+class InThread:
+    """The real worker (its job threads, the outbound cap) on an event loop of its own."""
+
+    def __init__(self, threads: int) -> None:
+        self.worker = Worker(periodic=[], threads=threads)
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=asyncio.run, args=(self.main(),), daemon=True)
+
+    async def main(self) -> None:
+        self.loop, self.stopping = asyncio.get_running_loop(), asyncio.Event()
+        self.ready.set()
+        await self.worker.run(self.stopping)
+
+    def __enter__(self) -> InThread:
+        self.thread.start()
+        assert self.ready.wait(timeout=10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(self.stopping.set)
+        self.thread.join(timeout=30)  # each job thread ends its turn: an attempt lasts at most 1 s
+        assert not self.thread.is_alive()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_hanging_endpoints_do_not_hold_up_another_users_webhook(make_user, settings, good_server):
+    """The reviewer's attack: bob's and mallory's endpoints never answer, each has ten order
+    executions queued ahead of carol's. Carol's webhook is delivered after at most one attempt per
+    slot of theirs, while their endpoints still hang, and webhook attempts never held more than half
+    of the worker's threads."""
+    settings.AXISOR_NOTIFICATIONS = {
+        **settings.AXISOR_NOTIFICATIONS,
+        "PER_USER_CONCURRENCY": 2,
+        "BACKOFF_BASE_SECONDS": 60,  # no retry, and no breaker closing, while the test runs
+    }
+    settings.AXISOR_WORKER = {**settings.AXISOR_WORKER, "POLL_SECONDS": 0.05, "OUTBOUND_THREADS": 0}
+    hanging = Hanging()
+    allow(settings, hanging.port, good_server.server_port)
+    bob = hooked(make_user, "bob", f"http://127.0.0.1:{hanging.port}/bob")
+    mallory = hooked(make_user, "mallory", f"http://127.0.0.1:{hanging.port}/mallory")
+    carol = hooked(make_user, "carol", f"http://127.0.0.1:{good_server.server_port}/carol")
+    for _ in range(10):
+        order_executed(bob)
+        order_executed(mallory)
+    victim = order_executed(carol)  # queued behind all twenty
+
+    try:
+        with InThread(threads=4):
+            assert Good.arrived.wait(timeout=60), "carol's webhook never arrived"
+            before_carol = hanging.accepted
+        # The worker has stopped: every attempt it began has ended.
+        attempts_on_hanging, most_open = hanging.accepted, hanging.most_open
+    finally:
+        hanging.close()
+
+    victim.refresh_from_db()
+    assert victim.status == DeliveryStatus.DELIVERED and victim.attempts == 1
+    assert Good.ids == [f"dlv_{victim.pk}"]
+    # One round of each attacker's per-user slots at most, not their whole queue.
+    assert before_carol <= 2 * 2, f"{before_carol} attempts on the hanging endpoints before carol's"
+    assert attempts_on_hanging <= 2 * 2
+    assert most_open <= 2, f"{most_open} of 4 job threads held by hanging webhooks at once"
+    assert sum(Delivery.objects.exclude(pk=victim.pk).values_list("attempts", flat=True)) == attempts_on_hanging
+    for attacker in (bob, mallory):
+        endpoint = WebhookEndpoint.objects.get(user=attacker)
+        assert endpoint.failures == 1 and endpoint.open_until is not None
+        theirs = Delivery.objects.filter(notification__user=attacker)
+        assert set(theirs.values_list("status", flat=True)) == {DeliveryStatus.PENDING}  # nothing lost
+        # The rest wait for the breaker, having spent no attempt, and its wake job is due with it.
+        waiting = theirs.filter(attempts=0)
+        assert waiting.count() >= 8
+        assert max(waiting.values_list("next_attempt_at", flat=True)) <= endpoint.open_until
+        wake = DBTaskResult.objects.get(task_path="notifications.tasks.wake_webhooks", args_kwargs__args=[attacker.pk])
+        assert wake.run_after == endpoint.open_until
+
+
+def time_passes(seconds: float) -> None:
+    """Everything scheduled comes ``seconds`` nearer: breakers, retries, deferred deliveries, jobs."""
+    delta = timedelta(seconds=seconds)
+    WebhookEndpoint.objects.exclude(open_until=None).update(open_until=F("open_until") - delta)
+    Delivery.objects.update(next_attempt_at=F("next_attempt_at") - delta)
+    DBTaskResult.objects.exclude(run_after=None).update(run_after=F("run_after") - delta)
+
+
+@pytest.mark.django_db
+def test_breaker_defers_without_attempts_probes_once_and_delivers_everything(make_user, settings):
+    """An endpoint that refuses opens its breaker: the owner's other deliveries wait, spending no
+    attempt; when its time is up one probe goes, its success closes the breaker and the rest go;
+    every delivery ends delivered with the attempts it really made."""
+    settings.AXISOR_NOTIFICATIONS = {**settings.AXISOR_NOTIFICATIONS, "BACKOFF_BASE_SECONDS": 60}
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there yet: refused
+    allow(settings, port)
+    user = hooked(make_user, "dana", f"http://127.0.0.1:{port}/h")
+    first, second, third = (order_executed(user) for _ in range(3))
+
+    assert run_ready(limit=1) == 1  # the first attempt: refused
+    endpoint = WebhookEndpoint.objects.get(user=user)
+    assert endpoint.failures == 1 and endpoint.open_until is not None
+    first.refresh_from_db()
+    assert (first.status, first.attempts, first.last_error) == (DeliveryStatus.PENDING, 1, "refused")
+    assert run_ready() == 2  # the other two jobs find the breaker open ...
+    for waiting in (second, third):
+        waiting.refresh_from_db()  # ... and wait for it without an attempt
+        assert (waiting.attempts, waiting.next_attempt_at) == (0, endpoint.open_until)
+    assert run_ready() == 0  # no polling meanwhile
+
+    Good.arrived, Good.ids = threading.Event(), []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Good)  # the endpoint is back
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        time_passes(61)  # the breaker's time is up; the first delivery's retry is due too
+        run_ready()
+    finally:
+        server.shutdown()
+        server.server_close()
+    endpoint.refresh_from_db()
+    assert (endpoint.failures, endpoint.open_until) == (0, None)  # the answer closed it
+    attempts = {d.pk: d.attempts for d in Delivery.objects.filter(status=DeliveryStatus.DELIVERED)}
+    assert attempts == {first.pk: 2, second.pk: 1, third.pk: 1}
+    assert sorted(Good.ids) == sorted(f"dlv_{d.pk}" for d in (first, second, third))  # each once
+    assert wake_webhooks.call(user.pk) == 0  # nothing left waiting
+
+
+@pytest.mark.django_db
+def test_outbound_jobs_take_only_their_threads(make_user, settings):
+    """With every outbound slot taken, a thread takes the next other job, even a younger one."""
+    allow(settings, 9)
+    user = hooked(make_user, "erin", "http://127.0.0.1:9/h")
+    webhook = order_executed(user)
+    later = notification_create(user=user, title="Deposit", message="m", category="account").deliveries.get()
+    assert DBTaskResult.objects.get(args_kwargs__args=[webhook.pk]).queue_name == OUTBOUND_QUEUE
+    slots = threading.BoundedSemaphore(1)
+    assert slots.acquire(blocking=False)  # another thread's webhook attempt holds the only slot
+    assert run_one(job_runner("t"), slots)
+    later.refresh_from_db()
+    webhook.refresh_from_db()
+    assert later.status == DeliveryStatus.SENT and webhook.attempts == 0
+    assert not run_one(job_runner("t"), slots)  # only the webhook is left, and it must wait
+    slots.release()
+    assert run_one(job_runner("t"), slots)  # a slot is free: the webhook goes
+    webhook.refresh_from_db()
+    assert webhook.attempts == 1
+    assert slots.acquire(blocking=False)  # and its slot came back
