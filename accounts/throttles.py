@@ -3,6 +3,8 @@
 Each request is counted per client address and per username (or user) in the shared cache (Redis
 when configured: every server process counts together), before any password is hashed, so a flood
 of guesses costs the server a cache round trip each. The rates are ``AXISOR_AUTH_THROTTLES``.
+A cache that cannot be reached lets requests through; one that hangs costs a process one socket
+timeout, then is not asked until it answers again (the breaker of core/redis_clients.py).
 
 The counters are fixed windows kept with an atomic increment, not DRF's request-history list: that
 one is read, appended and written back, so a parallel flood all reads the same short history and
@@ -25,6 +27,8 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework_simplejwt.exceptions import TokenBackendError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.state import token_backend
+
+from core.redis_clients import ServerTripped
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +80,8 @@ class CountingThrottle(BaseThrottle):
         key = f"throttle:{self.scope}:{ident}:{window}"
         try:
             count = self._increment(key)
+        except ServerTripped:  # Redis hangs: not asked (its breaker logged the trip once), let it through
+            return True
         except (RedisError, OSError) as exc:  # the cache is down: let the request through, keep serving
             logger.warning("throttle %s not counted: %s", self.scope, exc)
             return True

@@ -20,11 +20,9 @@ import importlib
 import inspect
 import io
 import logging
-import os
 import random
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from importlib import metadata
@@ -35,12 +33,10 @@ from channels_redis.pubsub import RedisPubSubChannelLayer, RedisSingleShardConne
 from channels_redis.utils import _consistent_hash, decode_hosts
 from django.conf import settings
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.sentinel import MasterNotFoundError
 
 from core.logfilters import redact
 from core.middleware import too_large_body
-from core.redis_clients import layer_hosts, publishing_client_for
+from core.redis_clients import Breaker, ServerTripped, breaker_for, layer_hosts, publishing_client_for
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -1370,18 +1366,10 @@ def _fail(changes: list[tuple[str, bool, asyncio.Future]]) -> None:
             done.set_exception(closed)
 
 
-WATCH_SECONDS = 1.0  # a tripped shard is pinged this often
-
-
-class ShardTripped(RedisConnectionError):
-    """A publish not tried: its channel-layer server timed out on an earlier one and has not
-    answered a PING since (``ResilientPubSubChannelLayer.publish_blocking``)."""
-
-
-def _set_event() -> threading.Event:
-    event = threading.Event()
-    event.set()
-    return event
+class ShardTripped(ServerTripped):
+    """A publish not tried: its channel-layer server timed out on an earlier call (a publish, or
+    the cache's on the same Redis) and has not answered a PING since
+    (``ResilientPubSubChannelLayer.publish_blocking``)."""
 
 
 def received_now(layer, channel: str) -> dict | None:
@@ -1404,14 +1392,15 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
     _blocking_lock = threading.Lock()
     # Class defaults, set per instance: the base class's __getattr__ needs a loop.
     _sync_clients: list | None = None
-    _tripped: dict[int, int] = {}
-    _answering: dict[int, threading.Event] = {}
+    _breakers: list[Breaker] = []
 
     def __init__(self, hosts=None, **kwargs) -> None:
         # No hosts in CHANNEL_LAYERS: the configured Redis (one server or Sentinel), or the
         # CHANNEL_LAYER_HOSTS shards (core/redis_clients.py).
         super().__init__(hosts=hosts or layer_hosts(), **kwargs)
-        self._tripped, self._answering = {}, {}
+        # One per server and process, shared with every other guarded client of that server (the
+        # cache's, when the layer is on the configured Redis): a timeout of either trips both.
+        self._breakers = [breaker_for(host) for host in decode_hosts(self._kwargs.get("hosts"))]
 
     def publish_blocking(self, sends: list[tuple[str, dict]]) -> dict[int, Exception]:
         """``group_send`` of each ``(group, message)``, in order, from a thread with no event loop:
@@ -1425,10 +1414,12 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
         A shard that stops answering (a hung or partitioned Redis: the connection stays open and
         nothing comes back; with Sentinel, no sentinel answering for its master) costs the
         callers in flight one socket timeout, not redis-py's retries (a publish that timed out
-        may have landed; sending it again only duplicates it). The shard is then *tripped* in
-        this process: its sends fail at once, without a round trip, its idle connections are
-        closed, and a watcher thread pings it (on a new connection each time: with Sentinel, to
-        the master it names now) until it answers. Every caller of this method leaves
+        may have landed; sending it again only duplicates it). The shard's ``Breaker`` is then
+        tripped in this process (core/redis_clients.py): its sends fail at once, without a round
+        trip, its idle connections are closed, and a watcher thread pings it (on a new connection
+        each time: with Sentinel, to the master it names now) until it answers. The breaker is
+        the server's, not the layer's: when the cache's throttle counter already timed out on the
+        same Redis, the request's publish is not even tried. Every caller of this method leaves
         what failed to a successor (the outbox's relay, the next update of a conflated key), so
         nobody else waits behind that shard: a REST request's commit, the conflater's thread,
         and the other shards' rooms go on."""
@@ -1445,64 +1436,20 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
             indexes.append(i)
         failed: dict[int, Exception] = {}
         for shard, (pipe, indexes) in pipes.items():
-            if self._is_tripped(shard):
+            breaker = self._breakers[shard]
+            if breaker.tripped:
                 failed.update(dict.fromkeys(indexes, ShardTripped(f"channel-layer server {shard} is not answering")))
                 continue
             try:
-                pipe.execute()
+                with breaker.guard():  # a timeout trips it
+                    pipe.execute()
             except Exception as exc:  # noqa: BLE001 - the caller decides; the other shards still get theirs
                 failed.update(dict.fromkeys(indexes, exc))
-                # a hang: no answer in time, or (Sentinel) no sentinel answering for the master
-                if isinstance(exc, (RedisTimeoutError, MasterNotFoundError)):
-                    self._trip(shard, exc)
         return failed
 
     def shard_answering(self, shard: int) -> threading.Event:
         """Set while this process sends to ``shard``; cleared while it is tripped (the tests wait on it)."""
-        with self._blocking_lock:
-            return self._answering.setdefault(shard, _set_event())
-
-    def _is_tripped(self, shard: int) -> bool:
-        # A forked child inherits the table but not the watcher thread: only this process's trips count.
-        return self._tripped.get(shard) == os.getpid()
-
-    def _trip(self, shard: int, exc: Exception) -> None:
-        with self._blocking_lock:
-            if self._is_tripped(shard):
-                return  # another caller's timeout tripped it first
-            self._tripped[shard] = os.getpid()
-            self._answering.setdefault(shard, _set_event()).clear()
-        self._forget_connections(shard)
-        logger.warning(
-            "channel-layer server %d did not answer a publish (%s): its sends fail at once, left to their "
-            "relay, until it answers a PING",
-            shard,
-            exc,
-        )
-        threading.Thread(target=self._watch, args=(shard,), name=f"layer-shard-{shard}-watch", daemon=True).start()
-
-    def _watch(self, shard: int) -> None:
-        client = self._blocking_clients()[shard]
-        while True:
-            time.sleep(WATCH_SECONDS)
-            try:
-                client.ping()  # a PING that times out costs this thread, nobody else
-            except Exception:  # noqa: BLE001 - still away: try again
-                self._forget_connections(shard)
-                continue
-            with self._blocking_lock:
-                self._tripped.pop(shard, None)
-                self._answering[shard].set()
-            logger.warning("channel-layer server %d answers again: sending to it", shard)
-            return
-
-    def _forget_connections(self, shard: int) -> None:
-        """Close the shard's idle pooled connections: the next command connects anew. A socket
-        that timed out may still be open (redis-py's Sentinel connections stay open after a read
-        error), and with Sentinel only a new connection asks where the master is now: reusing
-        the old one, a hung master replaced by a failover would keep the shard tripped."""
-        with contextlib.suppress(Exception):
-            self._blocking_clients()[shard].connection_pool.disconnect(inuse_connections=False)
+        return self._breakers[shard].answering
 
     def _blocking_clients(self) -> list:
         clients = self._sync_clients
@@ -1511,7 +1458,10 @@ class ResilientPubSubChannelLayer(RedisPubSubChannelLayer):
                 clients = self._sync_clients
                 if clients is None:
                     hosts = decode_hosts(self._kwargs.get("hosts"))
-                    clients = self._sync_clients = [publishing_client_for(host) for host in hosts]
+                    clients = [publishing_client_for(host) for host in hosts]
+                    for breaker, client in zip(self._breakers, clients, strict=True):
+                        breaker.attach(client)
+                    self._sync_clients = clients
         return clients
 
     def _get_layer(self):

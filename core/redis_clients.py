@@ -9,20 +9,35 @@ one reconnects to the new master on its next call, without a restart (redis-py's
 
 ``CHANNEL_LAYER_HOSTS`` (several Redis URLs) takes the channel layer alone off that Redis: the
 layer's channels and groups are spread over those servers (channels-redis's consistent hashing),
-while presence, leases, limits, the cache and the probes stay on the configured Redis."""
+while presence, leases, limits, the cache and the probes stay on the configured Redis.
+
+The callers on a request's path (the cache's throttle counters, the channel layer's blocking
+publishes) go through a ``Breaker``: one per server per process, so a Redis that hangs costs the
+process one timeout, not one or three per request."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis
+import redis.client
 from django.conf import settings
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import MasterNotFoundError, Sentinel
+
+logger = logging.getLogger(__name__)
 
 _clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
 
@@ -72,19 +87,174 @@ def configured_server() -> dict:
     return server
 
 
-def _client(server: dict, *, asyncio_client: bool):
+def _client(server: dict, *, asyncio_client: bool, redis_class: type[redis.Redis] = redis.Redis):
     options = redis_options(asyncio_client=asyncio_client)
     if "address" in server:
-        return (aioredis.Redis if asyncio_client else redis.Redis).from_url(server["address"], **options)
+        return (aioredis.Redis if asyncio_client else redis_class).from_url(server["address"], **options)
     # A sentinel's client: one quick retry of a broken connection, none of a timeout (redis-py's
     # default, three retries backing off up to 10 s, held a caller ~20 s per silent sentinel).
     sentinel_retry = quick_retry(1, asyncio_client=asyncio_client, timeouts=False)
-    sentinel = (AsyncSentinel if asyncio_client else Sentinel)(
-        server["sentinels"], sentinel_kwargs={**server["sentinel_kwargs"], "retry": sentinel_retry}
-    )
+    sentinel_kwargs = {**server["sentinel_kwargs"], "retry": sentinel_retry}
     if server.get("password"):
         options["password"] = server["password"]
-    return sentinel.master_for(server["master_name"], **options)
+    if asyncio_client:
+        return AsyncSentinel(server["sentinels"], sentinel_kwargs=sentinel_kwargs).master_for(
+            server["master_name"], **options
+        )
+    return Sentinel(server["sentinels"], sentinel_kwargs=sentinel_kwargs).master_for(
+        server["master_name"], redis_class=redis_class, **options
+    )
+
+
+# ---- the breaker ---------------------------------------------------------------------------------
+
+WATCH_SECONDS = 1.0  # a tripped server is pinged this often
+
+
+class ServerTripped(redis.ConnectionError):
+    """A call not made: its Redis server did not answer an earlier one in time and has not
+    answered a PING since (``Breaker``). A ``ConnectionError``, which every caller already handles."""
+
+
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
+class Breaker:
+    """One Redis server as this process sees it: answering, or *tripped*.
+
+    A call that times out (a hung or partitioned Redis: the connection stays open and nothing comes
+    back; with Sentinel, no sentinel naming a master) trips it. Until the server answers again,
+    every call through ``guard`` fails at once with ``ServerTripped``, without a round trip, and
+    its callers do what they do when Redis is down (the throttles let the request through, the
+    outbox leaves the event to the relay). A watcher thread pings the server every
+    ``WATCH_SECONDS`` on a new connection (with Sentinel, to the master the sentinels name now);
+    the first answer closes the breaker. So a hung Redis costs a process one socket timeout per
+    trip, not one (or redis-py's three) per request.
+
+    One per server per process (``breaker_for``): the cache and the channel layer's blocking
+    publisher on the same Redis trip together, and the request that found it hung is the only
+    one that waits."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # host and port, or the Sentinel master's name: never a password
+        self.answering = _set_event()  # set while calls go to the server; cleared while tripped
+        self._pools: list[Any] = []
+        self._tripped_in: int | None = None
+        self._lock = threading.Lock()
+
+    def attach(self, client: redis.Redis) -> None:
+        """Count ``client``'s connections as this server's: a trip closes its idle ones."""
+        with self._lock:
+            self._pools.append(client.connection_pool)
+
+    @property
+    def tripped(self) -> bool:
+        # A forked child inherits the state but not the watcher thread: only this process's trips count.
+        return self._tripped_in == os.getpid()
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Around one call (a command or a pipeline's round trip) to the server: refused at once
+        while tripped; a timeout trips it (and is raised, not retried: a write that timed out may
+        have landed)."""
+        if self.tripped:
+            raise ServerTripped(f"Redis {self.name} is not answering")
+        try:
+            yield
+        except (redis.TimeoutError, MasterNotFoundError) as exc:
+            self.trip(exc)
+            raise
+
+    def trip(self, exc: Exception) -> None:
+        with self._lock:
+            if self.tripped:
+                return  # another caller's timeout tripped it first
+            self._tripped_in = os.getpid()
+            self.answering.clear()
+        self._forget_connections()
+        logger.warning(
+            "Redis %s did not answer in time (%s): calls to it fail at once (the cache lets requests through, "
+            "events are left to the relay) until it answers a PING",
+            self.name,
+            exc,
+        )
+        threading.Thread(target=self._watch, name=f"redis-watch-{self.name}", daemon=True).start()
+
+    def _watch(self) -> None:
+        # a plain client on an attached pool: its PING is not refused by the breaker it probes
+        probe = redis.Redis(connection_pool=self._pools[0])
+        while True:
+            time.sleep(WATCH_SECONDS)
+            try:
+                probe.ping()  # a PING that times out costs this thread, nobody else
+            except Exception:  # noqa: BLE001 - still away: try again
+                self._forget_connections()
+                continue
+            with self._lock:
+                self._tripped_in = None
+                self.answering.set()
+            logger.warning("Redis %s answers again: calling it", self.name)
+            return
+
+    def _forget_connections(self) -> None:
+        """Close the server's idle pooled connections: the next call connects anew. A socket that
+        timed out may still be open (redis-py's Sentinel connections stay open after a read
+        error), and with Sentinel only a new connection asks where the master is now: reusing the
+        old one, a hung master replaced by a failover would keep the breaker tripped."""
+        for pool in list(self._pools):
+            with contextlib.suppress(Exception):
+                pool.disconnect(inuse_connections=False)
+
+
+_breakers: dict[tuple, Breaker] = {}
+_breakers_lock = threading.Lock()
+
+
+def breaker_for(server: dict) -> Breaker:
+    """The process's breaker for a server as ``configured_server()`` or a channel-layer host spells
+    it (``{"address": url}``, or ``sentinels`` and ``master_name``)."""
+    if "address" in server:
+        url = urlsplit(server["address"])
+        key: tuple = ("address", server["address"])
+        name = f"{url.hostname}:{url.port or 6379}"
+    elif "sentinels" in server:
+        key = ("sentinel", server.get("master_name"), tuple(tuple(s) for s in server["sentinels"]))
+        name = f"Sentinel master {server.get('master_name')}"
+    else:  # channels-redis's (host, port) spelling
+        key = ("host", server.get("host"), server.get("port"))
+        name = f"{server.get('host')}:{server.get('port')}"
+    with _breakers_lock:
+        breaker = _breakers.get(key)
+        if breaker is None:
+            breaker = _breakers[key] = Breaker(name)
+    return breaker
+
+
+class _GuardedPipeline(redis.client.Pipeline):
+    breaker: Breaker
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        with self.breaker.guard():
+            return super().execute(raise_on_error)
+
+
+class GuardedRedis(redis.Redis):
+    """A blocking client whose every round trip, a pipeline's included, goes through its server's
+    ``Breaker`` (``breaker``, set by the factory)."""
+
+    breaker: Breaker
+
+    def execute_command(self, *args, **options):
+        with self.breaker.guard():
+            return super().execute_command(*args, **options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> _GuardedPipeline:
+        pipe = _GuardedPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+        pipe.breaker = self.breaker
+        return pipe
 
 
 # ---- the channel layer ---------------------------------------------------------------------------
@@ -117,7 +287,7 @@ def publishing_client_for(host: dict) -> redis.Redis:
     event loop go to the server its subscribers listen on. It retries a broken connection (Redis
     restarted: the pooled socket is dead, a new one works) but not a timeout: a server that did
     not answer in REDIS_SOCKET_TIMEOUT is not answering, and a publish that timed out may have
-    landed (``ResilientPubSubChannelLayer.publish_blocking`` trips that server instead)."""
+    landed (``ResilientPubSubChannelLayer.publish_blocking`` trips that server's ``Breaker`` instead)."""
     client = _client(host, asyncio_client=False)
     client.set_retry(quick_retry(2, asyncio_client=False, timeouts=False))
     return client
@@ -168,13 +338,33 @@ def redis_client() -> aioredis.Redis:
 
 
 _sync_client: redis.Redis | None = None
+_cache_client: GuardedRedis | None = None
 
 
 def redis_sync_client() -> redis.Redis:
     """The process's blocking client for the configured Redis (thread-safe: a connection pool), for
-    code on worker threads: presence reads, the worker's leases, the cache."""
+    code on worker threads: presence reads, the worker's leases, the probes (the cache has its own,
+    ``cache_client``)."""
     global _sync_client
     if _sync_client is None:
         assert settings.REDIS_ENABLED, "no Redis configured: callers check settings.REDIS_ENABLED first"
         _sync_client = _client(configured_server(), asyncio_client=False)
     return _sync_client
+
+
+def cache_client() -> GuardedRedis:
+    """The process's blocking client for Django's cache (core/cache.py: the REST throttles'
+    counters), on the configured Redis, through its ``Breaker``. A broken connection is tried again
+    (Redis restarted: a new socket works); a timeout is not: a Redis that did not answer in
+    REDIS_SOCKET_TIMEOUT is not answering, and redis-py's two retries held a request 15 s by
+    default, on every request, when Redis hung."""
+    global _cache_client
+    if _cache_client is None:
+        assert settings.REDIS_ENABLED, "no Redis configured: callers check settings.REDIS_ENABLED first"
+        server = configured_server()
+        client = _client(server, asyncio_client=False, redis_class=GuardedRedis)
+        client.set_retry(quick_retry(2, asyncio_client=False, timeouts=False))
+        client.breaker = breaker_for(server)
+        client.breaker.attach(client)
+        _cache_client = client
+    return _cache_client

@@ -146,7 +146,7 @@ async def test_a_hung_shard_costs_one_timeout_then_is_skipped_until_it_answers(s
     from core import internals
     from tests.hardening.conftest import TcpProxy
 
-    monkeypatch.setattr(internals, "WATCH_SECONDS", 0.2)
+    monkeypatch.setattr(redis_clients, "WATCH_SECONDS", 0.2)
     servers = [PrivateRedis(), PrivateRedis()]
     for server in servers:
         server.start()

@@ -37,6 +37,7 @@ def sentinel_settings(settings, monkeypatch):
         settings.REDIS_SOCKET_TIMEOUT, settings.REDIS_CONNECT_TIMEOUT = 2.0, 1.0
         monkeypatch.setattr(redis_clients, "_clients", {})  # the clients the factory caches: built anew
         monkeypatch.setattr(redis_clients, "_sync_client", None)
+        monkeypatch.setattr(redis_clients, "_cache_client", None)
         yield deployment
 
 
@@ -98,9 +99,7 @@ async def test_the_blocking_publisher_follows_a_failover_away_from_a_hung_master
     each time (with Sentinel a timed-out connection stays open, and only a new one asks where
     the master is now), finds the new master, and publishes go there. Reusing the old
     connection, the layer stayed tripped for as long as the old master hung."""
-    from core import internals
-
-    monkeypatch.setattr(internals, "WATCH_SECONDS", 0.2)
+    monkeypatch.setattr(redis_clients, "WATCH_SECONDS", 0.2)
     deployment = sentinel_settings
     prefix = f"t{uuid.uuid4().hex[:8]}"
     layer = ResilientPubSubChannelLayer(prefix=prefix)
