@@ -413,20 +413,6 @@ async def test_oversized_message_is_refused(user, settings):
     await comm.disconnect()
 
 
-async def test_rate_limit_then_close_on_sustained_abuse(user, settings):
-    settings.AXISOR_WS = {**settings.AXISOR_WS, "RATE_PER_SECOND": 0.001, "RATE_BURST": 3, "RATE_ABUSE_CLOSE_AFTER": 5}
-    comm, _ = await connected(jwt_for(user))
-    for _ in range(3):
-        await comm.send_json_to({"type": "ping"})
-        assert (await comm.receive_json_from())["type"] == "pong"
-    for _ in range(4):
-        await comm.send_json_to({"type": "ping"})
-        assert (await comm.receive_json_from())["code"] == "RATE_LIMIT_EXCEEDED"
-    await comm.send_json_to({"type": "ping"})
-    assert (await comm.receive_json_from())["code"] == "RATE_LIMIT_EXCEEDED"
-    assert await closed_with(comm) == 4008
-
-
 def user_budget(settings, rate: float, burst_seconds: float, **ws) -> None:
     per_tier = dict.fromkeys(("basic", "premium", "enterprise"), rate)
     settings.AXISOR_CAPS = {**settings.AXISOR_CAPS, "WS_MESSAGES_PER_SECOND": per_tier}
@@ -458,16 +444,27 @@ async def test_a_users_sockets_share_one_inbound_budget_and_other_users_keep_the
         await comm.disconnect()
 
 
-async def test_a_socket_that_keeps_sending_over_its_users_budget_is_closed(user, settings):
-    user_budget(settings, 0.001, 1000, RATE_ABUSE_CLOSE_AFTER=5)  # one message, then refusals
+@pytest.mark.parametrize("over", ["its own rate", "its user's budget"])
+async def test_a_socket_that_keeps_sending_over_a_limit_is_refused_then_closed(user, settings, over):
+    if over == "its own rate":
+        settings.AXISOR_WS = {
+            **settings.AXISOR_WS,
+            "RATE_PER_SECOND": 0.001,
+            "RATE_BURST": 3,
+            "RATE_ABUSE_CLOSE_AFTER": 5,
+        }
+    else:
+        user_budget(settings, 0.001, 3000, RATE_ABUSE_CLOSE_AFTER=5)  # three messages, then refusals
     comm, _ = await connected(jwt_for(user))
-    await comm.send_json_to({"type": "ping"})
-    assert (await comm.receive_json_from())["type"] == "pong"
+    for _ in range(3):
+        await comm.send_json_to({"type": "ping"})
+        assert (await comm.receive_json_from())["type"] == "pong"
     for _ in range(4):
         await comm.send_json_to({"type": "ping"})
         assert (await comm.receive_json_from())["code"] == "RATE_LIMIT_EXCEEDED"
     await comm.send_json_to({"type": "ping"})
-    assert (await comm.receive_json_from())["message"] == "too many messages; closing"
+    closing = await comm.receive_json_from()
+    assert (closing["code"], closing["message"]) == ("RATE_LIMIT_EXCEEDED", "too many messages; closing")
     assert await closed_with(comm) == 4008
 
 

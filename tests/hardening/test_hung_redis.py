@@ -20,15 +20,7 @@ from broadcast.outbox import relay_unpublished
 from core import redis_clients
 from orders.models import Order
 from tests.conftest import auth_api
-
-LIMIT = {
-    "tradingSymbol": "SBIN-EQ",
-    "exchange": "NSE",
-    "orderType": "LIMIT",
-    "transactionType": "BUY",
-    "quantity": 10,
-    "price": 625.5,
-}
+from tests.orders.factories import LIMIT
 
 
 @pytest.mark.django_db(transaction=True)

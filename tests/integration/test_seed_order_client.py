@@ -21,6 +21,7 @@ from tests.conftest import jwt_for
 from tests.integration import seed_order_client
 from tests.integration.http import call
 from tests.integration.seed_order_client import OrderUpdatesClient
+from tests.orders.factories import LIMIT
 
 QUIET = {"AXISOR_SIMULATE": ""}  # no paper venue: the test alone moves the order
 
@@ -72,15 +73,7 @@ def test_seed_python_client_gets_placement_and_fills_in_order(daphne, make_user,
         assert statuses.get(timeout=15) == "connected"
         assert client.url == orders_url(server, creds)
 
-        body = {
-            "tradingSymbol": "SBIN-EQ",
-            "exchange": "NSE",
-            "orderType": "LIMIT",
-            "transactionType": "BUY",
-            "quantity": 10,
-            "price": 625.5,
-        }
-        status, order = call("POST", f"{server.http}/api/orders", body, token=jwt_for(user))
+        status, order = call("POST", f"{server.http}/api/orders", LIMIT, token=jwt_for(user))
         assert status == 201, order
         order_id = order["orderId"]
         staff_jwt = jwt_for(staff)
@@ -128,7 +121,7 @@ def test_seed_python_client_gets_placement_and_fills_in_order(daphne, make_user,
         replay = {"orderId": order_id, "execId": "x-2", "type": "fill", "quantity": 6, "price": 625.4}
         status, applied = call("POST", f"{server.http}/api/internal/executions", replay, token=staff_jwt)
         assert status == 200 and applied["applied"] is False, applied
-        status, marker = call("POST", f"{server.http}/api/orders", {**body, "quantity": 1}, token=jwt_for(user))
+        status, marker = call("POST", f"{server.http}/api/orders", {**LIMIT, "quantity": 1}, token=jwt_for(user))
         assert status == 201, marker
         after = updates.get(timeout=10)
         assert (after["orderId"], after["updateType"], after["version"]) == (marker["orderId"], "ORDER_PLACED", 1)

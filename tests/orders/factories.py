@@ -10,6 +10,16 @@ from orders import services
 
 _exec = itertools.count(1)
 
+# The body of POST /api/orders for a plain limit order (SBIN-EQ, 10 at 625.5).
+LIMIT = {
+    "tradingSymbol": "SBIN-EQ",
+    "exchange": "NSE",
+    "orderType": "LIMIT",
+    "transactionType": "BUY",
+    "quantity": 10,
+    "price": 625.5,
+}
+
 
 def place(user, *, symbol="SBIN-EQ", order_type="LIMIT", side="BUY", quantity="10", price="625.50", trigger=None, **kw):
     return services.order_place(

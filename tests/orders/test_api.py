@@ -8,17 +8,9 @@ import pytest
 from broadcast.models import EventLog
 from orders.models import Order, OrderSession
 from tests.conftest import auth_api
+from tests.orders.factories import LIMIT
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("instruments")]
-
-LIMIT = {
-    "tradingSymbol": "SBIN-EQ",
-    "exchange": "NSE",
-    "orderType": "LIMIT",
-    "transactionType": "BUY",
-    "quantity": 10,
-    "price": 625.5,
-}
 
 
 @pytest.fixture
