@@ -37,7 +37,7 @@ from broadcast.rooms import admin_room
 from core.batching import Batcher
 from core.leases import RENEW, log_refused, renew_command
 from core.perloop import PerLoop
-from core.redis_clients import redis_client, redis_sync_client
+from core.redis_clients import guarded_sync_client, redis_client
 from wire import dumps, envelope, iso
 
 logger = logging.getLogger(__name__)
@@ -316,8 +316,9 @@ async def leave(user_id: int, member: str) -> None:
 
 
 def sync_client():
-    """The blocking Redis client presence reads with (the panel's health line uses it too)."""
-    return redis_sync_client()
+    """The blocking Redis client presence reads with (the panel's health line uses it too): through
+    the server's breaker, so a hung Redis holds a panel page for one timeout, then none."""
+    return guarded_sync_client()
 
 
 def connections_by_user(user_ids: list[int]) -> dict[int, dict[str, int]]:

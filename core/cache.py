@@ -8,12 +8,12 @@ from __future__ import annotations
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from django.core.cache.backends.redis import RedisCacheClient
 
-from core.redis_clients import cache_client
+from core.redis_clients import guarded_sync_client
 
 
 class _Client(RedisCacheClient):
     def get_client(self, key=None, *, write=False):
-        return cache_client()
+        return guarded_sync_client()
 
 
 class RedisCache(DjangoRedisCache):
@@ -30,7 +30,7 @@ class RedisCache(DjangoRedisCache):
         after its first count. ``add`` then ``incr`` as one transaction in one round trip (the
         REST throttles count every request: two round trips, and a key could expire between them)."""
         name = self.make_and_validate_key(key)
-        pipe = cache_client().pipeline(transaction=True)
+        pipe = guarded_sync_client().pipeline(transaction=True)
         pipe.set(name, 0, ex=timeout, nx=True)
         pipe.incr(name)
         return pipe.execute()[1]

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
-from core.redis_clients import layer_clients, redis_client, redis_sync_client, sync_layer_clients
+from core.redis_clients import guarded_sync_client, layer_clients, redis_client, sync_layer_clients
 
 
 def healthz(request):
@@ -50,7 +50,9 @@ def readiness() -> dict:
     the same checks under the same names, one after another with the blocking clients."""
     probes: list[tuple[str, Callable[[], object]]] = [("database", _check_database)]
     layer = "redis" if settings.CHANNEL_LAYER_HOSTS else "channelLayer"
-    probes.append((layer, lambda: settings.REDIS_ENABLED and redis_sync_client().ping()))
+    # Through the server's breaker: a hung Redis costs the first probe one timeout (not redis-py's
+    # three, 15 s of a gunicorn worker per probe), and the next ones none while it stays tripped.
+    probes.append((layer, lambda: settings.REDIS_ENABLED and guarded_sync_client().ping()))
     shards: list[tuple[str, Callable[[], object]]] = []
     if settings.CHANNEL_LAYER_HOSTS:
         shards = [(f"channelLayer.{i}", client.ping) for i, client in enumerate(sync_layer_clients())]

@@ -338,13 +338,12 @@ def redis_client() -> aioredis.Redis:
 
 
 _sync_client: redis.Redis | None = None
-_cache_client: GuardedRedis | None = None
+_guarded_client: GuardedRedis | None = None
 
 
 def redis_sync_client() -> redis.Redis:
     """The process's blocking client for the configured Redis (thread-safe: a connection pool), for
-    code on worker threads: presence reads, the worker's leases, the probes (the cache has its own,
-    ``cache_client``)."""
+    the worker's leases (a request's or a page's calls go through ``guarded_sync_client``)."""
     global _sync_client
     if _sync_client is None:
         assert settings.REDIS_ENABLED, "no Redis configured: callers check settings.REDIS_ENABLED first"
@@ -352,19 +351,20 @@ def redis_sync_client() -> redis.Redis:
     return _sync_client
 
 
-def cache_client() -> GuardedRedis:
-    """The process's blocking client for Django's cache (core/cache.py: the REST throttles'
-    counters), on the configured Redis, through its ``Breaker``. A broken connection is tried again
-    (Redis restarted: a new socket works); a timeout is not: a Redis that did not answer in
-    REDIS_SOCKET_TIMEOUT is not answering, and redis-py's two retries held a request 15 s by
-    default, on every request, when Redis hung."""
-    global _cache_client
-    if _cache_client is None:
+def guarded_sync_client() -> GuardedRedis:
+    """The process's blocking client for what a request or a page asks of the configured Redis:
+    Django's cache (core/cache.py: the REST throttles' counters), the sync readiness probe and the
+    presence reads of the panel and the notification worker, through the server's ``Breaker``. A
+    broken connection is tried again (Redis restarted: a new socket works); a timeout is not: a
+    Redis that did not answer in REDIS_SOCKET_TIMEOUT is not answering, and redis-py's two retries
+    held a request 15 s by default, on every request, when Redis hung."""
+    global _guarded_client
+    if _guarded_client is None:
         assert settings.REDIS_ENABLED, "no Redis configured: callers check settings.REDIS_ENABLED first"
         server = configured_server()
         client = _client(server, asyncio_client=False, redis_class=GuardedRedis)
         client.set_retry(quick_retry(2, asyncio_client=False, timeouts=False))
         client.breaker = breaker_for(server)
         client.breaker.attach(client)
-        _cache_client = client
-    return _cache_client
+        _guarded_client = client
+    return _guarded_client

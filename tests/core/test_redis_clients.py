@@ -37,7 +37,7 @@ def sentinel_settings(settings, monkeypatch):
         settings.REDIS_SOCKET_TIMEOUT, settings.REDIS_CONNECT_TIMEOUT = 2.0, 1.0
         monkeypatch.setattr(redis_clients, "_clients", {})  # the clients the factory caches: built anew
         monkeypatch.setattr(redis_clients, "_sync_client", None)
-        monkeypatch.setattr(redis_clients, "_cache_client", None)
+        monkeypatch.setattr(redis_clients, "_guarded_client", None)
         yield deployment
 
 

@@ -15,9 +15,11 @@ import redis
 import redis.connection
 from django.conf import settings as django_settings
 
+from broadcast import presence
 from broadcast.models import EventLog
 from broadcast.outbox import relay_unpublished
 from core import redis_clients
+from core.health import readiness
 from orders.models import Order
 from tests.conftest import auth_api
 from tests.orders.factories import LIMIT
@@ -36,7 +38,7 @@ def test_a_hung_redis_costs_a_process_one_timeout_then_orders_are_placed_without
     settings.CHANNEL_LAYERS = {
         "default": {"BACKEND": "core.internals.ResilientPubSubChannelLayer", "CONFIG": {"prefix": prefix}}
     }
-    for cached in ("_sync_client", "_cache_client"):  # the factory's clients: built anew for it
+    for cached in ("_sync_client", "_guarded_client"):  # the factory's clients: built anew for it
         monkeypatch.setattr(redis_clients, cached, None, raising=False)
     monkeypatch.setattr(redis_clients, "_breakers", {}, raising=False)
     monkeypatch.setattr(redis_clients, "WATCH_SECONDS", 0.2, raising=False)
@@ -87,6 +89,13 @@ def test_a_hung_redis_costs_a_process_one_timeout_then_orders_are_placed_without
 
         breaker = redis_clients.breaker_for(redis_clients.configured_server())
         assert not breaker.answering.is_set()
+        # The sync readiness probe (gunicorn's /readyz, the panel's health line) and the panel's
+        # presence reads ask through the same breaker: unavailable at once, no wait (before: three
+        # timeouts each, 15 s of a gunicorn worker per load balancer probe).
+        before = len(waits)
+        assert readiness()["checks"]["channelLayer"].startswith("error")
+        presence.connections_by_user([1])  # what it says without Redis: no wait for it
+        assert len(waits) == before
     finally:
         os.kill(private_redis.proc.pid, signal.SIGCONT)
 
