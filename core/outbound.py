@@ -32,6 +32,11 @@ DNS_SECONDS = 5.0
 _resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="outbound-dns")
 _lookups: dict[tuple[str, int], Future] = {}  # the lookups under way, by name and port
 _lookups_lock = threading.Lock()
+# Lookups under way at once of the names of one domain (its last two labels): a domain whose DNS
+# server never answers holds this many threads, however many names of it are asked for (the
+# outside review's next step: eight names of one stalled zone, a1.stall.example … a8, filled the
+# pool as well). The ninth and later are refused at once, without a thread.
+LOOKUPS_PER_DOMAIN = 2
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -177,14 +182,25 @@ def _hostname(parts: urllib.parse.SplitResult) -> tuple[str, bool]:
     return host, False
 
 
+def _domain(host: str) -> str:
+    return ".".join(host.rstrip(".").lower().split(".")[-2:])
+
+
 def _lookup(host: str, port: int) -> Future:
-    """The lookup of ``host`` under way, or a new one on the pool: one at a time per name."""
+    """The lookup of ``host`` under way, or a new one on the pool: one at a time per name, and at
+    most LOOKUPS_PER_DOMAIN at a time per domain (OutboundError ``dns_error`` beyond)."""
     with _lookups_lock:
         lookup = _lookups.get((host, port))
-        if lookup is None:
-            lookup = _lookups[host, port] = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
-            lookup.add_done_callback(lambda done: _forget_lookup(host, port, done))
-        return lookup
+        if lookup is not None:
+            return lookup
+        domain = _domain(host)
+        if sum(_domain(name) == domain for name, _port in _lookups) >= LOOKUPS_PER_DOMAIN:
+            raise OutboundError("dns_error", detail=f"{host}: {LOOKUPS_PER_DOMAIN} lookups in {domain} under way")
+        lookup = _lookups[host, port] = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    # Outside the lock: a lookup already done runs its callback here and now, and the callback
+    # takes the lock (held, that deadlocked every fast lookup).
+    lookup.add_done_callback(lambda done: _forget_lookup(host, port, done))
+    return lookup
 
 
 def _forget_lookup(host: str, port: int, done: Future) -> None:

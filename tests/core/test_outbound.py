@@ -692,7 +692,7 @@ def test_a_stuck_lookup_holds_one_thread_and_addresses_are_never_looked_up(monke
 
     def getaddrinfo(host, port, *args, **kwargs):
         seen.append(host)
-        if host == "hook.stall.example":
+        if host.endswith(".stall.example"):
             stuck.wait(30)  # a DNS server that never answers
             raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
         return real(host, port, *args, **kwargs)
@@ -710,8 +710,31 @@ def test_a_stuck_lookup_holds_one_thread_and_addresses_are_never_looked_up(monke
         for caller in callers:
             caller.join(10)
         assert seen.count("hook.stall.example") == 1  # twelve callers, one lookup (one thread)
+        # ... and names of the same stalled domain (the review's next step: a1 … a8 filled the pool)
+        for i in range(8):
+            with pytest.raises(OutboundError):
+                outbound._resolve(f"a{i}.stall.example", 443, 0.05)
+        assert sum(name.endswith(".stall.example") for name in seen) == outbound.LOOKUPS_PER_DOMAIN
+        assert outbound._resolve("localhost", 443, 3.0)  # another domain's lookup gets a thread
         for url in ("http://127.0.0.1:18555/hook", "http://[::1]:18555/hook"):
             check_url(url)  # answered while the name's lookup is still stuck
         assert seen.count("127.0.0.1") == seen.count("::1") == 0
     finally:
         stuck.set()
+
+
+def test_a_lookup_done_before_its_callback_is_attached_does_not_deadlock(monkeypatch):
+    """A lookup that finishes at once runs its done-callback in the caller's thread; the callback
+    takes the lookups' lock, and attached while it was held, it deadlocked every such lookup."""
+    from concurrent.futures import Future
+
+    def submit(fn, *args, **kwargs):
+        done = Future()
+        done.set_result(fn(*args, **kwargs))
+        return done
+
+    monkeypatch.setattr(outbound._resolver, "submit", submit)
+    finished = threading.Event()
+    threading.Thread(target=lambda: (outbound._resolve("localhost", 443, 1.0), finished.set()), daemon=True).start()
+    assert finished.wait(10)
+    assert ("localhost", 443) not in outbound._lookups  # forgotten once done
