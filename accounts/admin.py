@@ -18,24 +18,24 @@ class AccountAdmin(UserAdmin):
     add_fieldsets = (*UserAdmin.add_fieldsets, ("Account", {"fields": ("tier",)}))
 
     # Who may grant what (an outside review: a staff member with only change_user ticked
-    # is_superuser on their own account, and could have reset a superuser's password): the flags
-    # and grants that raise an account's powers are a superuser's to set, and a superuser's account
-    # is a superuser's to change.
+    # is_superuser on their own account, and could have reset a superuser's password; the review
+    # of that fix: or another staff member's, and used their permissions): the flags and grants
+    # that raise an account's powers are a superuser's to set, and a staff account other than
+    # one's own is a superuser's to change.
     GRANTS = ("is_superuser", "is_staff", "groups", "user_permissions")
 
     def get_readonly_fields(self, request, obj=None):
         readonly = tuple(super().get_readonly_fields(request, obj))
         return readonly if request.user.is_superuser else (*readonly, *self.GRANTS)
 
+    def _guarded(self, request, obj) -> bool:
+        return obj is not None and obj.is_staff and obj.pk != request.user.pk and not request.user.is_superuser
+
     def has_change_permission(self, request, obj=None):
-        if obj is not None and obj.is_superuser and not request.user.is_superuser:
-            return False
-        return super().has_change_permission(request, obj)
+        return not self._guarded(request, obj) and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None):
-        if obj is not None and obj.is_superuser and not request.user.is_superuser:
-            return False
-        return super().has_delete_permission(request, obj)
+        return not self._guarded(request, obj) and super().has_delete_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

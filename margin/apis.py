@@ -413,6 +413,9 @@ class AccountAdjustApi(APIView):
             raise NotFound(f"no user {user_id}")
         d = body.validated_data
         actor = request.user.pk if request.user and request.user.is_authenticated else None
+        if actor is not None and not request.user.has_perm("ledger.add_ledgerentry"):
+            # Moving money is a granted power (a superuser has it), not any staff member's.
+            raise PermissionDenied("moving money takes the permission to add ledger entries")
         if actor == user_id:  # an outside review: any staff account credited itself 1,000,000
             raise PermissionDenied("no one moves money on their own account: another staff member or a service does")
         try:

@@ -45,7 +45,14 @@ def test_a_staff_member_who_may_change_users_cannot_grant_powers_or_touch_a_supe
     staffer.refresh_from_db()
     assert staffer.tier == "enterprise"  # what they may change, changed
     assert not staffer.is_superuser and not staffer.user_permissions.filter(codename="delete_user").exists()
-    root = make_user("root", superuser=True)
+    root, strong = make_user("root", superuser=True), make_user("strong", staff=True)
+    strong.user_permissions.set(Permission.objects.filter(codename__in=["add_notification", "change_order"]))
+    reset = client.post(
+        f"/admin/accounts/user/{strong.pk}/password/", {"password1": "taken-over-123", "password2": "taken-over-123"}
+    )
+    assert reset.status_code == 403  # another staff member's account: the review of the first fix
+    strong.refresh_from_db()
+    assert strong.check_password("pw-secret-123")
     assert client.get(f"/admin/accounts/user/{root.pk}/change/").status_code in (200, 403)  # at most a view
     assert client.post(f"/admin/accounts/user/{root.pk}/change/", change_form(root)).status_code == 403
     reset = client.post(
@@ -91,18 +98,22 @@ def test_admin_actions_take_the_permission_to_change(make_user):
     assert order.order_status == OrderStatus.CANCELLED
 
 
-def test_no_one_moves_money_on_their_own_account(make_user):
-    staff, other_staff = make_user(staff=True, balance=0), make_user(staff=True)
-    url = f"/api/account/{staff.pk}/adjust"
-    own = auth_api(staff).post(url, {"kind": "deposit", "amount": "1000000"}, format="json")
-    assert own.status_code == 403 and own.json()["code"] == "permission_denied", own.json()
-    assert not LedgerEntry.objects.filter(user=staff).exists()
-    theirs = auth_api(other_staff).post(url, {"kind": "deposit", "amount": "5"}, format="json")
+def test_moving_money_is_granted_and_never_on_ones_own_account(make_user):
+    plain, finance, other = make_user(staff=True), make_user(staff=True, balance=0), make_user(staff=True)
+    for granted in (finance, other):
+        granted.user_permissions.add(Permission.objects.get(codename="add_ledgerentry"))
+    url = f"/api/account/{finance.pk}/adjust"
+    by_plain = auth_api(plain).post(url, {"kind": "deposit", "amount": "5"}, format="json")
+    assert by_plain.status_code == 403 and "permission to add ledger entries" in by_plain.json()["detail"]
+    own = auth_api(finance).post(url, {"kind": "deposit", "amount": "1000000"}, format="json")
+    assert own.status_code == 403 and "their own account" in own.json()["detail"], own.json()
+    assert not LedgerEntry.objects.filter(user=finance).exists()
+    theirs = auth_api(other).post(url, {"kind": "deposit", "amount": "5"}, format="json")
     assert theirs.status_code == 201
 
 
 def test_a_withdrawal_refusal_names_the_amount_in_plain_digits(make_user):
-    staff, user = make_user(staff=True), make_user(balance=0)
+    staff, user = make_user(superuser=True), make_user(balance=0)
     over = auth_api(staff).post(f"/api/account/{user.pk}/adjust", {"kind": "withdrawal", "amount": "1"}, format="json")
     assert over.status_code == 409
     assert over.json()["detail"] == "only 0.00000000 is available to withdraw"  # was "only 0E-8"

@@ -8,6 +8,7 @@ from decimal import Decimal as D
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -168,6 +169,7 @@ def test_the_ledger_over_rest_is_the_callers_own_newest_first_and_bounded(make_u
 
 def test_adjustments_by_staff_and_their_refusals(make_user, instruments):
     staff, user = make_user(staff=True), make_user(balance=0)
+    staff.user_permissions.add(Permission.objects.get(codename="add_ledgerentry"))
     api = auth_api(staff)
     url = f"/api/account/{user.pk}/adjust"
     deposit = api.post(url, {"kind": "deposit", "amount": "2500.5", "note": "wire in"}, format="json")
@@ -197,7 +199,7 @@ def test_adjustments_by_staff_and_their_refusals(make_user, instruments):
     ],
 )
 def test_bad_adjustments_are_refused_and_change_nothing(make_user, instruments, body):
-    staff, user = make_user(staff=True), make_user(balance=0)
+    staff, user = make_user(superuser=True), make_user(balance=0)
     answer = auth_api(staff).post(f"/api/account/{user.pk}/adjust", body, format="json")
     assert answer.status_code == 400, answer.json()
     assert not LedgerEntry.objects.filter(user=user).exists()
