@@ -66,7 +66,8 @@ class ServiceUnavailable(ApiError):
 
 
 class ServerError(ApiError):
-    """Any other 5xx."""
+    """Any other 5xx; 502 ``upstream_unavailable`` (nginx: no server process answered) may or may
+    not have taken effect: retry with the same ``Idempotency-Key``."""
 
 
 _BY_STATUS: dict[int, type[ApiError]] = {
