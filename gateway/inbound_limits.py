@@ -29,6 +29,10 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = clock()
 
+    def level(self, now: float) -> float:
+        """The tokens it holds at ``now``."""
+        return min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+
     def take(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
@@ -65,15 +69,20 @@ class UserBudgets:
             return True
         bucket = self.buckets.get(user_id)
         if bucket is None or bucket.rate != rate:  # a new user here, or one whose tier changed
-            if len(self.buckets) >= self.prune_at:
+            if bucket is None and len(self.buckets) >= self.prune_at:
                 self.prune(now)
             seconds = cast(float, settings.AXISOR_WS["USER_BURST_SECONDS"])
-            bucket = self.buckets[user_id] = TokenBucket(rate, max(1, round(rate * seconds)), clock=lambda: now)
+            fresh = TokenBucket(rate, max(1, round(rate * seconds)), clock=lambda: now)
+            if bucket is not None:
+                # What is left carries over: sockets bound under two tiers (a tier changed while
+                # some stayed open) would otherwise find a full bucket on each switch (the review).
+                fresh.tokens = min(fresh.burst, bucket.level(now))
+            bucket = self.buckets[user_id] = fresh
         return bucket.take(now)
 
     def prune(self, now: float) -> None:
         """Drop the buckets full again by ``now``; the next pruning when the map has doubled."""
-        self.buckets = {user: b for user, b in self.buckets.items() if b.tokens + (now - b.stamp) * b.rate < b.burst}
+        self.buckets = {user: b for user, b in self.buckets.items() if b.level(now) < b.burst}
         self.prune_at = max(1024, 2 * len(self.buckets))
 
 

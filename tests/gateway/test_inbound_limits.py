@@ -32,7 +32,8 @@ def test_a_burst_of_the_tiers_seconds_then_its_rate(caps):
 def test_a_tier_change_takes_the_new_rate(caps):
     budgets = UserBudgets()
     assert spend(budgets, 1, "basic", 0.0, 25) == 20
-    assert spend(budgets, 1, "premium", 0.0, 50) == 40
+    assert spend(budgets, 1, "premium", 0.0, 50) == 0  # what was spent stays spent
+    assert spend(budgets, 1, "premium", 2.0, 50) == 40  # refilled at 20 a second, up to its burst
 
 
 def test_only_full_buckets_are_pruned_so_reopening_sockets_gains_nothing(caps):
@@ -47,3 +48,11 @@ def test_only_full_buckets_are_pruned_so_reopening_sockets_gains_nothing(caps):
     budgets.take(4, "basic", 10.0)  # all full again by now: only the new one stays
     assert set(budgets.buckets) == {4}
     assert budgets.prune_at == 1024
+
+
+def test_sockets_bound_under_two_tiers_share_what_is_left(caps):
+    """A tier changed while some of a user's sockets stayed open: each switch between the two rates
+    made a full bucket (the review: 1,000 of 1,000 alternating messages passed)."""
+    budgets = UserBudgets()
+    passed = sum(budgets.take(1, "basic" if i % 2 else "premium", 100.0) for i in range(1000))
+    assert passed <= 40  # the larger burst (premium: 20 a second, 2 seconds' worth)
