@@ -117,6 +117,7 @@ class Hub:
         # (broadcast/conflation.py keeps it within one).
         self.versions: dict[str, tuple[float, float]] = {}  # key → (version, monotonic time kept)
         self.versions_prune_at = VERSIONS_KEPT
+        self.stopping = False  # the process is stopping: no socket joins a room any more
 
     async def _ensure(self) -> None:
         async with self.ready:
@@ -128,6 +129,8 @@ class Hub:
         """Returns once the process is subscribed to ``group``. Raises LayerUnavailable when it
         cannot subscribe (Redis unreachable): so does every member that waited for that
         subscription, and the group is dropped, so the next join subscribes again."""
+        if self.stopping:  # a socket authenticating during the drain: told 4013 like the others
+            raise LayerUnavailable(STOPPING)
         members = self.members.get(group)
         if members is None:
             members = self.members[group] = set()
@@ -309,13 +312,16 @@ async def close_every_socket() -> int:
     rooms' Redis is lost, so it reconnects (to another process, behind nginx) and resumes. daphne
     would otherwise cut them at the reactor's stop without a close frame: a client saw 1006, as
     after a crash (an outside operator's deployment run). Each socket's own disconnect then gives
-    its tier slot and presence back. Returns how many were told."""
-    current = hub.current()
-    if current is None:
-        return 0
+    its tier slot and presence back. From then on no socket joins a room (``Hub.join``): one that
+    authenticates during the drain is told 4013 the same way (the diff review found it served,
+    then cut with 1006). A socket whose consumer daphne cancelled first (its release running) is
+    still told: what counts is whether a close frame went out (``close_sent``), not ``closing``.
+    Returns how many were told."""
+    current = hub()
+    current.stopping = True
     sockets = {member for members in current.members.values() for member in members}
     for outcome in await asyncio.gather(
-        *(member.fail(Code.SERVICE_UNAVAILABLE, STOPPING, Close.TRY_AGAIN_LATER) for member in sockets),
+        *(member.tell_to_reconnect(STOPPING) for member in sockets if not member.close_sent),
         return_exceptions=True,
     ):
         if isinstance(outcome, BaseException) and not isinstance(outcome, (OSError, asyncio.CancelledError)):
@@ -579,7 +585,6 @@ class HubMember:
     stream: PersonalStream | None
     base_send: Callable[[dict], Awaitable[None]]
     send: Callable[..., Awaitable[None]]
-    close: Callable[..., Awaitable[None]]
     disconnect: Callable[[int], Awaitable[None]]
     access_changed: Callable[[dict], Awaitable[None]]
 
@@ -722,6 +727,21 @@ class HubMember:
         self.closing = True
         await self.send(text_data=dumps(error(code, message)))
         await self.close(close)
+
+    close_sent = False  # a close frame went out (close()): the class default, set per socket
+
+    async def close(self, code=None, reason=None) -> None:
+        self.close_sent = True
+        await super().close(code=code, reason=reason)  # type: ignore[misc]  # the consumer's
+
+    async def tell_to_reconnect(self, message: str) -> None:
+        """SERVICE_UNAVAILABLE, then close 4013, unless a close frame already went out (closing or
+        not: a consumer daphne cancelled releases without one)."""
+        if self.close_sent:
+            return
+        self.closing = True
+        await self.send(text_data=dumps(error(Code.SERVICE_UNAVAILABLE, message)))
+        await self.close(Close.TRY_AGAIN_LATER)
 
     def layer_lost(self) -> None:
         """From the hub: one of this socket's rooms cannot reach this process now (→ 4013)."""

@@ -123,6 +123,7 @@ async def refused_while_a_request_drains(server, make_user, ports: list[int]) ->
     orders = await websockets.connect(
         f"ws://127.0.0.1:{server.port}/ws/orders?session={session[1]['session']}&token={session[1]['token']}"
     )
+    late = await websockets.connect(f"ws://127.0.0.1:{server.port}/ws")  # authenticates during the drain
     holder = await asyncio.to_thread(psycopg.connect, url)
     try:
         await asyncio.to_thread(holder.execute, LOCKED)
@@ -138,6 +139,9 @@ async def refused_while_a_request_drains(server, make_user, ports: list[int]) ->
         # them at the end without a close frame (1006, as after a crash: an outside operator's run).
         for sock in (events, orders):
             assert await told_to_reconnect(sock) == (Code.SERVICE_UNAVAILABLE, Close.TRY_AGAIN_LATER)
+        # ... and one that authenticates now is told the same, not served and then cut (the review)
+        await late.send(json.dumps({"type": "auth", "token": token}))
+        assert await told_to_reconnect(late) == (Code.SERVICE_UNAVAILABLE, Close.TRY_AGAIN_LATER)
         assert server.proc.poll() is None and not in_flight.done()  # still draining
     finally:
         await asyncio.to_thread(holder.rollback)
