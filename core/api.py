@@ -7,7 +7,6 @@ import hmac
 import json
 import logging
 import math
-import re
 
 from django import db
 from django.conf import settings
@@ -20,6 +19,7 @@ from rest_framework.response import Response
 
 from core.errors import BadRequest, Conflict, NotFound, Unprocessable
 from core.middleware import TOO_LARGE, too_large_detail
+from wire import plain_number
 
 SERVICE_KEY_HEADER = "X-Service-Key"
 logger = logging.getLogger(__name__)
@@ -156,9 +156,6 @@ def json_problem(value: object, *, max_bytes: int) -> str | None:
     return None
 
 
-_PLAIN_NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
-
-
 class DecimalField(serializers.DecimalField):
     """DRF's, taking a string only as a plain number in ASCII digits: Python's ``Decimal`` also
     reads ``"1_0"`` (10) and other scripts' digits (``"٠.٠٠١"``), and an outside review placed an
@@ -166,7 +163,7 @@ class DecimalField(serializers.DecimalField):
     plainly (a JSON number is always plain)."""
 
     def to_internal_value(self, data):
-        if isinstance(data, str) and not _PLAIN_NUMBER.fullmatch(data):
+        if isinstance(data, str) and not plain_number(data):
             self.fail("invalid")
         return super().to_internal_value(data)
 

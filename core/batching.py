@@ -61,7 +61,7 @@ class Batcher(Generic[T, R]):
         """A loop closing cancels every task, the writer too (before it starts, or mid-run). A
         release waiting on it, shielded in a socket's disconnect, waited for good and the loop
         never closed: whatever it holds fails as a Redis outage would (a ConnectionError)."""
-        if writer.cancelled():
+        if writer.cancelled() and writer is self.writer:  # a new writer owns what was asked for since
             pending, self.sending, self.queue = self.sending + self.queue, [], []
             _fail(pending, ConnectionError("the writer stopped: the event loop is closing"))
 

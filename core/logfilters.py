@@ -15,7 +15,7 @@ _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 
 # Line breaks and other control characters but tab: what someone else's text (a webhook receiver's
 # error body, a client's header) could use to write a line of its own into the log.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 
 
 def redact(text: str) -> str:

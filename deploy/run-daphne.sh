@@ -10,7 +10,7 @@ export AXISOR_BACKGROUND=0
 # Every socket is a file descriptor; leave room for 10,000+ per process.
 ulimit -n 65536 || echo "could not raise the open-files limit (ulimit -n); the hard limit is $(ulimit -Hn)" >&2
 # Stopping this script stops its daphne processes (they finish their requests, then exit).
-trap 'kill -TERM $(jobs -p) 2>/dev/null' TERM INT
+trap 'kill -TERM $(jobs -p) 2>/dev/null; wait' TERM INT
 for i in $(seq 1 "${PROCESSES:-$(nproc)}"); do
   # The listen backlog is LISTEN_BACKLOG's (4096; Twisted's 50 overflows in a reconnect storm).
   # websocket_connect_timeout: daphne refuses (403) a handshake the app has not accepted in 5 s,

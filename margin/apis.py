@@ -142,7 +142,7 @@ class StrictInteger(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-class StrictDecimal(serializers.DecimalField):
+class StrictDecimal(DecimalField):
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, int | float | str):
             self.fail("invalid")

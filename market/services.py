@@ -24,6 +24,7 @@ from accounts.models import User
 from broadcast.messages import db_clock
 from core.errors import Conflict
 from notifications.services import notification_create_each
+from wire import plain_number
 
 from .models import TIMEFRAME_SECONDS, AlertCondition, Candle, Instrument, MarketState, PriceAlert, Tick
 from .signals import alerts_fired, market_changed
@@ -46,7 +47,7 @@ def bucket_start(ts: datetime, timeframe: str) -> datetime:
 
 
 def _decimal(value: object, field: str, errors: dict, index: int) -> Decimal | None:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, str) and not plain_number(value)):
         errors[f"{index}.{field}"] = "must be a number"
         return None
     try:

@@ -5,6 +5,7 @@ and nothing of Django's, so anything may import it."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, overload
@@ -46,6 +47,16 @@ def whole_number(raw: object, *, digits: int = 18) -> int | None:
     if isinstance(raw, str) and 0 < len(raw) <= digits and raw.isascii() and raw.isdigit():
         return int(raw)
     return None
+
+
+_PLAIN_NUMBER = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
+
+
+def plain_number(text: str) -> bool:
+    """Whether ``text`` is a number written plainly in ASCII digits (``"0.5"``, ``"-1e-3"``): what a
+    quantity, a price or an amount given as a string must be. ``Decimal()`` and ``float()`` also
+    read ``"1_0"`` (10), other scripts' digits (``"١٠"``), ``"NaN"`` and ``"Infinity"``."""
+    return _PLAIN_NUMBER.fullmatch(text) is not None
 
 
 def _json_default(value: Any) -> Any:

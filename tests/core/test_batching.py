@@ -72,3 +72,29 @@ async def test_a_caller_of_a_writer_that_is_cancelled_fails_instead_of_waiting_f
     writes.writer.cancel()
     with pytest.raises(ConnectionError):
         await asyncio.wait_for(later, 10)
+
+
+async def test_a_call_made_as_the_cancelled_writer_ends_goes_out_with_the_next_writer():
+    """Between a writer ending cancelled and its done-callback, a call may start a new writer: the
+    late callback leaves that one's items be (the review: it failed them, and they never went out).
+    The callback is run here by hand after the new writer exists, as that turn of the loop has it."""
+
+    async def run(items: list[str]) -> list[str]:
+        if "a" in items:
+            await asyncio.Event().wait()
+        return items
+
+    writes: Batcher[str, str] = Batcher(run)
+    first = asyncio.ensure_future(writes.call("a"))
+    await asyncio.sleep(0)
+    old = writes.writer
+    assert old is not None
+    old.cancel()
+    await asyncio.wait([old])
+    with pytest.raises(ConnectionError):
+        await first
+    later = asyncio.ensure_future(writes.call("b"))
+    await asyncio.sleep(0)  # queued, with a writer of its own
+    assert writes.writer is not old
+    writes._writer_done(old)  # the old writer's callback, late
+    assert await asyncio.wait_for(later, 10) == "b"

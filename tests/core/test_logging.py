@@ -96,3 +96,9 @@ def test_a_disconnect_listener_left_by_a_stopping_server_is_not_an_error(caplog)
         gc.collect()
     logged = [r for r in caplog.records if r.name == "asyncio"]
     assert [type(r.exc_info[1]) for r in logged] == [ValueError]
+
+
+def test_unicode_line_breaks_are_escaped_too():
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "%s", ("a\u2028b\x85c\u2029d",), None)
+    RedactSecrets().filter(record)
+    assert record.getMessage().splitlines() == [record.getMessage()]

@@ -44,6 +44,8 @@ def test_margin_guard_defaults_and_update(make_user, instruments):
         ({"threshold": "abc"}, "threshold"),
         ({"threshold": True}, "threshold"),
         ({"threshold": "NaN"}, "threshold"),
+        ({"threshold": "0.0_5"}, "threshold"),  # Decimal reads 0.05 (the diff review)
+        ({"threshold": "\u0660.\u0660\u0665"}, "threshold"),  # Arabic-Indic 0.05
         ({"action": "panic"}, "action"),
         ({"cooldownSeconds": -1}, "cooldownSeconds"),
         ({"cooldownSeconds": 1.5}, "cooldownSeconds"),

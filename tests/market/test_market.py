@@ -268,6 +268,8 @@ def test_the_state_row_keeps_the_version_its_update_carries(first):
     [
         ({"price": 5e-324}, "0.price", "tick size"),  # prints as 0, a candle with a low of 0
         ({"price": "0.001"}, "0.price", "tick size"),
+        ({"price": "2_300"}, "0.price", "must be a number"),  # Decimal reads 2300 (the diff review)
+        ({"price": "\u0662\u0663\u0660\u0660"}, "0.price", "must be a number"),  # Arabic-Indic 2300
         ({"price": 2300, "timestamp": "0001-01-01T00:00:00Z"}, "0.timestamp", "older than 7 days"),
         ({"price": 2300, "timestamp": "2000-01-01T00:00:00Z"}, "0.timestamp", "older than 7 days"),
     ],
