@@ -42,14 +42,40 @@ logger = logging.getLogger(__name__)
 _clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
 
 
+class _GiveUp(Exception):
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class ConnectionRetry(Retry):
+    """Tries a broken connection again, never a Sentinel that names no master: ``MasterNotFoundError``
+    is a ``ConnectionError``, and each try asked every sentinel again, a connect timeout each, before
+    the breaker could trip (the diff review: three rounds of discovery for one hung request)."""
+
+    def call_with_retry(self, do, fail, *args, **kwargs):
+        def once():
+            try:
+                return do()
+            except MasterNotFoundError as exc:
+                raise _GiveUp(exc) from exc
+
+        try:
+            return super().call_with_retry(once, fail, *args, **kwargs)
+        except _GiveUp as given_up:
+            raise given_up.error from None
+
+
 def quick_retry(retries: int, *, asyncio_client: bool, timeouts: bool = True):
     """redis-py's retry for our clients: ``retries`` more tries, backing off 50 ms to 0.5 s. Without
     ``timeouts``, only a broken connection is tried again (a peer that did not answer in time is
-    not answering, and what was sent may have landed)."""
-    backoff, kind = ExponentialWithJitterBackoff(base=0.05, cap=0.5), AsyncRetry if asyncio_client else Retry
+    not answering, and what was sent may have landed; a Sentinel naming no master neither, from
+    sync code: ``ConnectionRetry``)."""
+    backoff = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
     if timeouts:  # redis-py's own list: broken connections and timeouts
-        return kind(backoff, retries)
-    return kind(backoff, retries, supported_errors=(redis.ConnectionError,))
+        return (AsyncRetry if asyncio_client else Retry)(backoff, retries)
+    if asyncio_client:
+        return AsyncRetry(backoff, retries, supported_errors=(redis.ConnectionError,))
+    return ConnectionRetry(backoff, retries, supported_errors=(redis.ConnectionError,))
 
 
 def redis_options(*, asyncio_client: bool) -> dict:

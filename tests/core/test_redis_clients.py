@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -156,3 +157,30 @@ def test_the_throttles_window_counter_counts_and_expires_from_its_first_count():
     assert cache.count_in_window("w", 30) == 4
     assert 0 < server.ttl(name) <= 10  # still the first count's window
     assert cache.get("w") == 4  # what the cache's own reads see
+
+
+def test_a_sentinel_naming_no_master_is_asked_once_per_call_not_per_retry(settings, monkeypatch):
+    """The guarded client tries a broken connection again, but not a Sentinel that names no master
+    (a partition: every sentinel a connect timeout each round). The diff review counted three rounds
+    of master discovery before the breaker could trip."""
+    from redis.sentinel import MasterNotFoundError, Sentinel
+
+    with socket.socket() as closed:  # a port nothing listens on: each sentinel refuses at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings.REDIS_URL = None
+    settings.REDIS_SENTINELS, settings.REDIS_SENTINEL_MASTER = [("127.0.0.1", port)], "nomaster"
+    settings.REDIS_ENABLED = True
+    monkeypatch.setattr(redis_clients, "_guarded_client", None)
+    monkeypatch.setattr(redis_clients, "_breakers", {}, raising=False)
+    asked: list[str] = []
+    discover = Sentinel.discover_master
+
+    def counted(self, service_name):
+        asked.append(service_name)
+        return discover(self, service_name)
+
+    monkeypatch.setattr(Sentinel, "discover_master", counted)
+    with pytest.raises(MasterNotFoundError):
+        redis_clients.guarded_sync_client().get("k")
+    assert asked == ["nomaster"]
