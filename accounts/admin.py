@@ -1,5 +1,6 @@
 from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 
 from .forms import StaffAdminLoginForm
 from .models import User
@@ -8,6 +9,24 @@ from .signals import account_access_changed
 
 # A non-staff user with the right password is refused like a wrong password (accounts/forms.py).
 admin.site.login_form = StaffAdminLoginForm
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GuardedGroupAdmin(GroupAdmin):
+    """A group's permissions are grants: a superuser's to set (with auth.change_group, a staff
+    member could have added any permission to a group of their own: the second review)."""
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
 
 
 @admin.register(User)
@@ -29,7 +48,12 @@ class AccountAdmin(UserAdmin):
         return readonly if request.user.is_superuser else (*readonly, *self.GRANTS)
 
     def _guarded(self, request, obj) -> bool:
-        return obj is not None and obj.is_staff and obj.pk != request.user.pk and not request.user.is_superuser
+        return (
+            obj is not None
+            and (obj.is_staff or obj.is_superuser)
+            and obj.pk != request.user.pk
+            and not request.user.is_superuser
+        )
 
     def has_change_permission(self, request, obj=None):
         return not self._guarded(request, obj) and super().has_change_permission(request, obj)

@@ -358,11 +358,12 @@ def processes() -> list[dict]:
     if not settings.REDIS_ENABLED:
         return [stats for pid, (exp, stats) in sorted(_memory_procs.items()) if exp > now]
     conn = sync_client()
-    conn.zremrangebyscore(_procs_key(), "-inf", now)
-    pids = sorted(p.decode() for p in conn.zrangebyscore(_procs_key(), now, "+inf"))
-    if not pids:
+    try:
+        conn.zremrangebyscore(_procs_key(), "-inf", now)
+        pids = sorted(p.decode() for p in conn.zrangebyscore(_procs_key(), now, "+inf"))
+        found = conn.mget([_proc_key(pid) for pid in pids]) if pids else []
+    except (OSError, RedisError):  # Redis away (its breaker tripped): none known, the page still shows
         return []
-    found = conn.mget([_proc_key(pid) for pid in pids])
     return [json.loads(raw) for raw in found if raw]
 
 

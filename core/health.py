@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 
+from core import tier
 from core.redis_clients import guarded_sync_client, layer_clients, redis_client, sync_layer_clients
 
 
@@ -71,7 +72,14 @@ async def readyz(request):
     (CHANNEL_LAYER_HOSTS) the configured Redis is ``redis`` and each layer server is reported on
     its own (``channelLayer.0``, ... in CHANNEL_LAYER_HOSTS order); the process stays ready while
     any of them answers: one server's loss affects only its rooms, whose sockets are told to
-    reconnect (core/internals.py), and an unready fleet would serve no room at all."""
+    reconnect (core/internals.py), and an unready fleet would serve no room at all.
+
+    On the REST tier (gunicorn) the same checks run as ``readiness()``, through the Redis server's
+    breaker: a load balancer probing a worker while Redis hangs would otherwise hold it a socket
+    timeout per probe (the second review)."""
+    if tier.TIER == "wsgi":
+        found = await sync_to_async(readiness)()
+        return JsonResponse(found, status=503 if found["status"] == "unavailable" else 200)
     probes: list[tuple[str, Callable[[], Awaitable[object]]]] = [("database", sync_to_async(_check_database))]
     shards: list[tuple[str, Callable[[], Awaitable[object]]]] = []
     if settings.CHANNEL_LAYER_HOSTS:

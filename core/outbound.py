@@ -29,7 +29,9 @@ DETAIL_BYTES = 500
 # up again (its callers share the lookup), so stuck threads take as many stuck names at once (an
 # outside review filled the pool from one user's webhook name and failed every user's deliveries).
 DNS_SECONDS = 5.0
-_resolver = ThreadPoolExecutor(max_workers=8, thread_name_prefix="outbound-dns")
+# A thread waiting on a lookup costs its stack's memory, not CPU: 32 of them, so that filling the
+# pool takes 16 stalled domains (LOOKUPS_PER_DOMAIN each), not four (the second review).
+_resolver = ThreadPoolExecutor(max_workers=32, thread_name_prefix="outbound-dns")
 _lookups: dict[tuple[str, int], Future] = {}  # the lookups under way, by name and port
 _lookups_lock = threading.Lock()
 # Lookups under way at once of the names of one domain (its last two labels): a domain whose DNS
@@ -183,19 +185,25 @@ def _hostname(parts: urllib.parse.SplitResult) -> tuple[str, bool]:
 
 
 def _domain(host: str) -> str:
-    return ".".join(host.rstrip(".").lower().split(".")[-2:])
+    """The domain a name's lookups count against: its last two labels, three under a country's
+    second level (``evil.co.uk``, ``shop.com.au``: not all of ``co.uk``, whose other names a stalled
+    one would otherwise refuse, as the second review showed)."""
+    labels = host.rstrip(".").lower().split(".")
+    keep = 3 if len(labels) >= 3 and len(labels[-1]) == 2 and len(labels[-2]) <= 3 else 2
+    return ".".join(labels[-keep:])
 
 
 def _lookup(host: str, port: int) -> Future:
     """The lookup of ``host`` under way, or a new one on the pool: one at a time per name, and at
-    most LOOKUPS_PER_DOMAIN at a time per domain (OutboundError ``dns_error`` beyond)."""
+    most LOOKUPS_PER_DOMAIN at a time per domain (OutboundError ``dns_busy`` beyond: our own limit,
+    which does not open the endpoint's breaker as a lookup with no answer does)."""
     with _lookups_lock:
         lookup = _lookups.get((host, port))
         if lookup is not None:
             return lookup
         domain = _domain(host)
         if sum(_domain(name) == domain for name, _port in _lookups) >= LOOKUPS_PER_DOMAIN:
-            raise OutboundError("dns_error", detail=f"{host}: {LOOKUPS_PER_DOMAIN} lookups in {domain} under way")
+            raise OutboundError("dns_busy", detail=f"{host}: {LOOKUPS_PER_DOMAIN} lookups in {domain} under way")
         lookup = _lookups[host, port] = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     # Outside the lock: a lookup already done runs its callback here and now, and the callback
     # takes the lock (held, that deadlocked every fast lookup).

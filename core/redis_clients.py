@@ -319,16 +319,17 @@ def publishing_client_for(host: dict) -> redis.Redis:
     return client
 
 
-_sync_layer_clients: dict[tuple[str, ...], list[redis.Redis]] = {}
+_sync_layer_clients: dict[tuple[str, ...], list[GuardedRedis]] = {}
 
 
-def sync_layer_clients() -> list[redis.Redis]:
+def sync_layer_clients() -> list[GuardedRedis]:
     """The process's blocking client for each channel-layer server, in ``layer_hosts()`` order (the
-    staff panel's readiness, from sync code)."""
+    readiness of the REST tier and the staff panel, from sync code), each through its server's
+    ``Breaker``."""
     key = tuple(settings.CHANNEL_LAYER_HOSTS)
     clients = _sync_layer_clients.get(key)
     if clients is None:
-        clients = _sync_layer_clients[key] = [_client(host, asyncio_client=False) for host in layer_hosts()]
+        clients = _sync_layer_clients[key] = [guarded_client_for(host) for host in layer_hosts()]
     return clients
 
 
@@ -387,10 +388,14 @@ def guarded_sync_client() -> GuardedRedis:
     global _guarded_client
     if _guarded_client is None:
         assert settings.REDIS_ENABLED, "no Redis configured: callers check settings.REDIS_ENABLED first"
-        server = configured_server()
-        client = _client(server, asyncio_client=False, redis_class=GuardedRedis)
-        client.set_retry(quick_retry(2, asyncio_client=False, timeouts=False))
-        client.breaker = breaker_for(server)
-        client.breaker.attach(client)
-        _guarded_client = client
+        _guarded_client = guarded_client_for(configured_server())
     return _guarded_client
+
+
+def guarded_client_for(server: dict) -> GuardedRedis:
+    """A blocking client of ``server`` through its ``Breaker``, retrying a broken connection only."""
+    client = _client(server, asyncio_client=False, redis_class=GuardedRedis)
+    client.set_retry(quick_retry(2, asyncio_client=False, timeouts=False))
+    client.breaker = breaker_for(server)
+    client.breaker.attach(client)
+    return client

@@ -191,7 +191,9 @@ class Worker:
         self.threads = conf("THREADS") if threads is None else threads
         # Half the job threads (at least one) unless set: two users whose webhook endpoints hang
         # must not take every thread for the attempt's timeout (docs/topics/notifications.md).
-        self.outbound_threads = conf("OUTBOUND_THREADS") or max(1, self.threads // 2)
+        # Never all of them while there are two or more (the second review: unclamped, a setting
+        # of THREADS or more gave webhooks every thread again).
+        self.outbound_threads = min(conf("OUTBOUND_THREADS") or max(1, self.threads // 2), max(1, self.threads - 1))
         self.outbound = threading.BoundedSemaphore(self.outbound_threads)
         self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.executor = ThreadPoolExecutor(

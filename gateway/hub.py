@@ -729,6 +729,11 @@ class HubMember:
         await self.close(close)
 
     close_sent = False  # a close frame went out (close()): the class default, set per socket
+    accepted = False  # the handshake was accepted (accept()): before, nothing can be sent
+
+    async def accept(self, *args, **kwargs) -> None:
+        self.accepted = True
+        await super().accept(*args, **kwargs)  # type: ignore[misc]  # the consumer's
 
     async def close(self, code=None, reason=None) -> None:
         self.close_sent = True
@@ -737,7 +742,7 @@ class HubMember:
     async def tell_to_reconnect(self, message: str) -> None:
         """SERVICE_UNAVAILABLE, then close 4013, unless a close frame already went out (closing or
         not: a consumer daphne cancelled releases without one)."""
-        if self.close_sent:
+        if self.close_sent or not self.accepted:  # one still connecting checks hub().stopping itself
             return
         self.closing = True
         await self.send(text_data=dumps(error(Code.SERVICE_UNAVAILABLE, message)))

@@ -19,7 +19,7 @@ from broadcast import presence, rooms
 from broadcast.history import ResumeRefused
 from core.metrics import RESUMES, open_sockets
 from gateway import limits
-from gateway.hub import UNAVAILABLE, HubMember, LayerUnavailable
+from gateway.hub import UNAVAILABLE, HubMember, LayerUnavailable, hub
 from gateway.inbound_limits import InboundLimiter, over_size
 from gateway.stream import PersonalStream
 from orders.selectors import open_order_snapshots, order_session_alive
@@ -98,6 +98,9 @@ class OrderUpdatesConsumer(HubMember, AsyncWebsocketConsumer):
             return
         self.stream = PersonalStream(self.user.pk, self._emit, self.user.tier)
         await self.stream.baseline()
+        if hub().stopping:  # told to stop while it joined: told to go elsewhere, not served then cut
+            await self._unavailable()
+            return
         self.presence: str | None = await presence.join(self.user.pk, "/ws/orders", self.member)
         await self.accept()
         open_sockets("/ws/orders").inc()

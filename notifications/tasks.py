@@ -193,13 +193,20 @@ def _claim_many(delivery_ids: list[int]) -> list[Delivery]:
 @transaction.atomic
 def _claim(delivery_id: int) -> Delivery | None:
     now = timezone.now()
+    # A webhook's endpoint row first, then the delivery's, as _finish takes them: in the other order
+    # a claim and an attempt of the same delivery finishing deadlocked (the second review).
+    found = Delivery.objects.filter(pk=delivery_id).values_list("method", "notification__user_id").first()
+    if found is None:
+        return None
+    method, user_id = found
+    endpoint = None
+    if method == Method.WEBHOOK:
+        # The user's endpoint row serialises their claims, so the cap holds across workers.
+        endpoint = WebhookEndpoint.objects.select_for_update().filter(user_id=user_id).first()
     delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
     if not _claimable(delivery, now):
         return None
-    if delivery.method == Method.WEBHOOK:
-        user_id = delivery.notification.user_id
-        # The user's endpoint row serialises their claims, so the cap holds across workers.
-        endpoint = WebhookEndpoint.objects.select_for_update().filter(user_id=user_id).first()
+    if method == Method.WEBHOOK:
         if endpoint is not None and endpoint.open_until is not None and endpoint.open_until > now:
             # Not an attempt: the endpoint did not answer lately. The wake job its breaker
             # scheduled (_record_answer) hands this delivery on when the breaker's time is up.

@@ -117,3 +117,18 @@ def test_a_withdrawal_refusal_names_the_amount_in_plain_digits(make_user):
     over = auth_api(staff).post(f"/api/account/{user.pk}/adjust", {"kind": "withdrawal", "amount": "1"}, format="json")
     assert over.status_code == 409
     assert over.json()["detail"] == "only 0.00000000 is available to withdraw"  # was "only 0E-8"
+
+
+def test_a_superuser_without_is_staff_and_groups_are_guarded_too(make_user):
+    """The second review: the staff-account guard tested is_staff alone, so a superuser account
+    without it was open again; and a staff member with change_group could add any permission to a
+    group of their own."""
+    _, client = staff_with(make_user, "change_user", "view_user", "change_group", "view_group", "add_group")
+    root = make_user("root2", superuser=True)
+    root.is_staff = False
+    root.save()
+    reset = client.post(
+        f"/admin/accounts/user/{root.pk}/password/", {"password1": "x-taken-123", "password2": "x-taken-123"}
+    )
+    assert reset.status_code == 403
+    assert client.post("/admin/auth/group/add/", {"name": "mine"}).status_code == 403

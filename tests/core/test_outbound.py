@@ -716,6 +716,12 @@ def test_a_stuck_lookup_holds_one_thread_and_addresses_are_never_looked_up(monke
                 outbound._resolve(f"a{i}.stall.example", 443, 0.05)
         assert sum(name.endswith(".stall.example") for name in seen) == outbound.LOOKUPS_PER_DOMAIN
         assert outbound._resolve("localhost", 443, 3.0)  # another domain's lookup gets a thread
+        # Our own limit is dns_busy (the endpoint's breaker opens on dns_error, not on it); a name
+        # under a country's second level counts against its own domain, not all of co.uk
+        with pytest.raises(OutboundError) as busy:
+            outbound._resolve("a9.stall.example", 443, 0.05)
+        assert busy.value.code == "dns_busy"
+        assert outbound._domain("hooks.Evil.co.uk.") == "evil.co.uk" and outbound._domain("a.b.example") == "b.example"
         for url in ("http://127.0.0.1:18555/hook", "http://[::1]:18555/hook"):
             check_url(url)  # answered while the name's lookup is still stuck
         assert seen.count("127.0.0.1") == seen.count("::1") == 0

@@ -14,11 +14,12 @@ import pytest
 import redis
 import redis.connection
 from django.conf import settings as django_settings
+from django.test import Client
 
 from broadcast import presence
 from broadcast.models import EventLog
 from broadcast.outbox import relay_unpublished
-from core import redis_clients
+from core import redis_clients, tier
 from core.health import readiness
 from orders.models import Order
 from tests.conftest import auth_api
@@ -95,6 +96,11 @@ def test_a_hung_redis_costs_a_process_one_timeout_then_orders_are_placed_without
         before = len(waits)
         assert readiness()["checks"]["channelLayer"].startswith("error")
         presence.connections_by_user([1])  # what it says without Redis: no wait for it
+        assert presence.processes() == []  # the panel's dashboard: a page, not a 500 (the second review)
+        monkeypatch.setattr(tier, "TIER", "wsgi")  # gunicorn's /readyz, the load balancer's probe
+        probed = Client().get("/readyz")
+        assert probed.status_code == 503  # answered by the tripped breaker, not after a timeout:
+        assert probed.json()["checks"]["channelLayer"] == "error: ServerTripped"
         assert len(waits) == before
     finally:
         os.kill(private_redis.proc.pid, signal.SIGCONT)

@@ -10,6 +10,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.db import close_old_connections, connection
 from django.db.models import F
 from django_tasks_db.models import DBTaskResult
 
@@ -17,6 +18,7 @@ from core.worker import OUTBOUND_QUEUE, Worker, job_runner, run_one, run_ready
 from notifications.models import Delivery, DeliveryStatus, WebhookEndpoint
 from notifications.services import notification_create, preferences_set
 from notifications.tasks import wake_webhooks
+from tests.polling import until_sync
 
 
 class Hanging:
@@ -244,3 +246,64 @@ def test_outbound_jobs_take_only_their_threads(make_user, settings):
     webhook.refresh_from_db()
     assert webhook.attempts == 1
     assert slots.acquire(blocking=False)  # and its slot came back
+
+
+def someone_waits_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_and_a_finishing_attempt_of_one_delivery_do_not_deadlock(make_user, settings, monkeypatch):
+    """The second review: _claim locked the delivery, then the endpoint; _finish the endpoint, then
+    the delivery. An attempt finishing while a sweep's job claimed the same delivery again (its
+    claim lapsed) deadlocked, and PostgreSQL aborted one. Now both take the endpoint first."""
+    from notifications import tasks
+
+    hanging = Hanging()
+    allow(settings, hanging.port)
+    delivery = order_executed(hooked(make_user, "dora", f"http://127.0.0.1:{hanging.port}/dora"))
+    claimed = tasks._claim(delivery.pk)
+    assert claimed is not None
+    Delivery.objects.filter(pk=delivery.pk).update(claimed_until=F("updated_at") - timedelta(hours=1))  # lapsed
+    holding, go_on = threading.Event(), threading.Event()
+    record = tasks._record_answer
+
+    def slow_record(*args, **kwargs):  # _finish holds the endpoint row here
+        record(*args, **kwargs)
+        holding.set()
+        assert go_on.wait(10)
+
+    monkeypatch.setattr(tasks, "_record_answer", slow_record)
+    outcome: dict[str, object] = {}
+
+    def claim_again() -> None:
+        assert holding.wait(10)
+        try:
+            outcome["claim"] = tasks._claim(delivery.pk)
+        except Exception as exc:  # noqa: BLE001 - the deadlock PostgreSQL reports
+            outcome["claim"] = exc
+        finally:
+            close_old_connections()
+
+    second = threading.Thread(target=claim_again)
+    second.start()
+
+    def finish() -> None:
+        try:
+            tasks._finish(claimed, code="timeout", retry_in=timedelta(seconds=60))
+        finally:
+            close_old_connections()
+
+    finishing = threading.Thread(target=finish)
+    finishing.start()
+    assert holding.wait(10)
+    until_sync(someone_waits_on_a_lock, what="the second claim waiting on a row lock")
+    go_on.set()
+    finishing.join(10)
+    second.join(10)
+    assert not isinstance(outcome["claim"], Exception), outcome
+    hanging.close()

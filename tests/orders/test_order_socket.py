@@ -200,3 +200,26 @@ async def test_a_socket_the_server_cancels_gives_back_its_slot(make_user, monkey
     await database_sync_to_async(place)(user)
     assert (await next_update(again))["updateType"] == "ORDER_PLACED"
     await again.disconnect()
+
+
+async def test_a_socket_connecting_as_the_process_stops_is_told_to_go_elsewhere(make_user, monkeypatch):
+    """The second review: a /ws/orders socket already in its room but not yet accepted when the
+    process began to stop was passed over (nothing can be sent before the handshake is accepted),
+    then accepted, served and cut with 1006 at the end of the drain."""
+    from gateway import orders_consumer
+    from gateway.hub import hub
+
+    user = await database_sync_to_async(make_user)("o-stop")
+    baseline = orders_consumer.PersonalStream.baseline
+
+    async def stopping_meanwhile(stream):
+        await baseline(stream)
+        hub().stopping = True  # SIGTERM arrives while the socket takes its baseline
+
+    monkeypatch.setattr(orders_consumer.PersonalStream, "baseline", stopping_meanwhile)
+    session, token = await database_sync_to_async(order_session_create)(user=user)
+    comm = ws(f"/ws/orders?session={session.session}&token={token}")
+    assert (await comm.connect())[0]
+    told = await comm.receive_json_from(timeout=5)
+    assert told["code"] == "SERVICE_UNAVAILABLE", told
+    assert await closed_with(comm) == 4013
