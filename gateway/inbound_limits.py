@@ -35,7 +35,7 @@ class TokenBucket:
 
     def take(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.tokens = self.level(now)
         self.stamp = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
