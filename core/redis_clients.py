@@ -32,6 +32,7 @@ import redis.client
 from django.conf import settings
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import MasterNotFoundError as AsyncMasterNotFoundError
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
@@ -47,6 +48,10 @@ class _GiveUp(Exception):
         self.error = error
 
 
+# A Sentinel that names no master: redis-py's sync and asyncio clients each raise their own class.
+NO_MASTER = (MasterNotFoundError, AsyncMasterNotFoundError)
+
+
 class ConnectionRetry(Retry):
     """Tries a broken connection again, never a Sentinel that names no master: ``MasterNotFoundError``
     is a ``ConnectionError``, and each try asked every sentinel again, a connect timeout each, before
@@ -56,7 +61,7 @@ class ConnectionRetry(Retry):
         def once():
             try:
                 return do()
-            except MasterNotFoundError as exc:
+            except NO_MASTER as exc:
                 raise _GiveUp(exc) from exc
 
         try:
@@ -65,17 +70,33 @@ class ConnectionRetry(Retry):
             raise given_up.error from None
 
 
+class AsyncConnectionRetry(AsyncRetry):
+    """``ConnectionRetry`` for redis.asyncio clients (the gateway's presence and leases, the channel
+    layer): a Sentinel that names no master is asked once per call, not once per retry."""
+
+    async def call_with_retry(self, do, fail):
+        async def once():
+            try:
+                return await do()
+            except NO_MASTER as exc:
+                raise _GiveUp(exc) from exc
+
+        try:
+            return await super().call_with_retry(once, fail)
+        except _GiveUp as given_up:
+            raise given_up.error from None
+
+
 def quick_retry(retries: int, *, asyncio_client: bool, timeouts: bool = True):
-    """redis-py's retry for our clients: ``retries`` more tries, backing off 50 ms to 0.5 s. Without
-    ``timeouts``, only a broken connection is tried again (a peer that did not answer in time is
-    not answering, and what was sent may have landed; a Sentinel naming no master neither, from
-    sync code: ``ConnectionRetry``)."""
+    """redis-py's retry for our clients: ``retries`` more tries, backing off 50 ms to 0.5 s, never
+    of a Sentinel that names no master (``ConnectionRetry``). Without ``timeouts``, only a broken
+    connection is tried again (a peer that did not answer in time is not answering, and what was
+    sent may have landed)."""
     backoff = ExponentialWithJitterBackoff(base=0.05, cap=0.5)
+    retry = AsyncConnectionRetry if asyncio_client else ConnectionRetry
     if timeouts:  # redis-py's own list: broken connections and timeouts
-        return (AsyncRetry if asyncio_client else Retry)(backoff, retries)
-    if asyncio_client:
-        return AsyncRetry(backoff, retries, supported_errors=(redis.ConnectionError,))
-    return ConnectionRetry(backoff, retries, supported_errors=(redis.ConnectionError,))
+        return retry(backoff, retries)
+    return retry(backoff, retries, supported_errors=(redis.ConnectionError,))
 
 
 def redis_options(*, asyncio_client: bool) -> dict:
@@ -190,7 +211,7 @@ class Breaker:
             raise ServerTripped(f"Redis {self.name} is not answering")
         try:
             yield
-        except (redis.TimeoutError, MasterNotFoundError) as exc:
+        except (redis.TimeoutError, *NO_MASTER) as exc:
             self.trip(exc)
             raise
 
@@ -364,27 +385,17 @@ def redis_client() -> aioredis.Redis:
     return client
 
 
-_sync_client: redis.Redis | None = None
 _guarded_client: GuardedRedis | None = None
-
-
-def redis_sync_client() -> redis.Redis:
-    """The process's blocking client for the configured Redis (thread-safe: a connection pool), for
-    the worker's leases (a request's or a page's calls go through ``guarded_sync_client``)."""
-    global _sync_client
-    if _sync_client is None:
-        assert settings.REDIS_ENABLED, "no Redis configured: callers check settings.REDIS_ENABLED first"
-        _sync_client = _client(configured_server(), asyncio_client=False)
-    return _sync_client
 
 
 def guarded_sync_client() -> GuardedRedis:
     """The process's blocking client for what a request or a page asks of the configured Redis:
-    Django's cache (core/cache.py: the REST throttles' counters), the sync readiness probe and the
-    presence reads of the panel and the notification worker, through the server's ``Breaker``. A
-    broken connection is tried again (Redis restarted: a new socket works); a timeout is not: a
-    Redis that did not answer in REDIS_SOCKET_TIMEOUT is not answering, and redis-py's two retries
-    held a request 15 s by default, on every request, when Redis hung."""
+    Django's cache (core/cache.py: the REST throttles' counters), the sync readiness probe, the
+    presence reads of the panel and the notification worker, and the worker's leases, through the
+    server's ``Breaker``. A broken connection is tried again (Redis restarted: a new socket works);
+    a timeout is not: a Redis that did not answer in REDIS_SOCKET_TIMEOUT is not answering, and
+    redis-py's two retries held a request 15 s by default, on every request, when Redis hung (and
+    a worker's lease call three timeouts, each turn of each periodic job)."""
     global _guarded_client
     if _guarded_client is None:
         assert settings.REDIS_ENABLED, "no Redis configured: callers check settings.REDIS_ENABLED first"

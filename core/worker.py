@@ -32,7 +32,7 @@ from django_tasks_db.utils import exclusive_transaction, is_locked_database_exce
 from redis.exceptions import LockError, RedisError
 
 from core.errors import OUTAGES
-from core.redis_clients import redis_sync_client
+from core.redis_clients import guarded_sync_client
 
 if TYPE_CHECKING:
     from redis.lock import Lock
@@ -127,15 +127,21 @@ class Lease:
             return True
         if self.lock is None:
             key = f"{settings.CHANNEL_LAYER_PREFIX}:lease:{self.name}"
-            self.lock = redis_sync_client().lock(key, timeout=self.seconds, thread_local=False)
+            self.lock = guarded_sync_client().lock(key, timeout=self.seconds, thread_local=False)
         try:
-            if self.held:
+            # Renewed while its token is ours, also after a call that failed (Redis did not answer
+            # a turn ago: the key may still be ours, and only our renewal can prove it; taking it
+            # anew would find our own key and wait out the lease).
+            if self.lock.local.token is not None:
                 try:
                     self.lock.reacquire()
+                    self.held = True
                     return True
                 except LockError:
+                    self.lock.local.token = None
+                    if self.held:
+                        logger.warning("lease %s lost (this process stalled past its lease)", self.name)
                     self.held = False
-                    logger.warning("lease %s lost (this process stalled past its lease)", self.name)
             self.held = bool(self.lock.acquire(blocking=False))
             if self.held:
                 logger.info("lease %s taken by process %s", self.name, os.getpid())

@@ -15,7 +15,9 @@ import uuid
 
 import pytest
 import redis
+from channels_redis.utils import create_pool
 from django.test import RequestFactory
+from redis import asyncio as aioredis
 
 from core import redis_clients
 from core.cache import RedisCache
@@ -37,7 +39,6 @@ def sentinel_settings(settings, monkeypatch):
         settings.REDIS_ENABLED = True
         settings.REDIS_SOCKET_TIMEOUT, settings.REDIS_CONNECT_TIMEOUT = 2.0, 1.0
         monkeypatch.setattr(redis_clients, "_clients", {})  # the clients the factory caches: built anew
-        monkeypatch.setattr(redis_clients, "_sync_client", None)
         monkeypatch.setattr(redis_clients, "_guarded_client", None)
         yield deployment
 
@@ -53,7 +54,7 @@ async def test_every_redis_user_follows_a_sentinel_failover(sentinel_settings):
 
     async def every_user_works(tag: str) -> str:
         await redis_clients.redis_client().set(key, tag)  # presence, tier limits (async)
-        assert await asyncio.to_thread(redis_clients.redis_sync_client().get, key) == tag.encode()  # leases
+        assert await asyncio.to_thread(redis_clients.guarded_sync_client().get, key) == tag.encode()  # leases
         await asyncio.to_thread(cache.set, "k", tag)  # the REST throttles
         assert await asyncio.to_thread(cache.get, "k") == tag
         await asyncio.to_thread(layer.publish_blocking, [("room", {"type": "t.m", "tag": tag})])  # the outbox
@@ -152,18 +153,22 @@ def test_the_throttles_window_counter_counts_and_expires_from_its_first_count():
     cache = RedisCache("", {"KEY_PREFIX": f"t:{uuid.uuid4().hex}"})
     assert [cache.count_in_window("w", 30) for _ in range(3)] == [1, 2, 3]
     name = cache.make_and_validate_key("w")
-    server = redis_clients.redis_sync_client()
+    server = redis_clients.guarded_sync_client()
     server.expire(name, 10)  # as if 20 s of the window had passed
     assert cache.count_in_window("w", 30) == 4
     assert 0 < server.ttl(name) <= 10  # still the first count's window
     assert cache.get("w") == 4  # what the cache's own reads see
 
 
-def test_a_sentinel_naming_no_master_is_asked_once_per_call_not_per_retry(settings, monkeypatch):
-    """The guarded client tries a broken connection again, but not a Sentinel that names no master
-    (a partition: every sentinel a connect timeout each round). The diff review counted three rounds
-    of master discovery before the breaker could trip."""
-    from redis.sentinel import MasterNotFoundError, Sentinel
+@pytest.mark.parametrize("which", ["guarded", "asyncio", "layer"])
+def test_a_sentinel_naming_no_master_is_asked_once_per_call_not_per_retry(which, settings, monkeypatch):
+    """Our clients try a broken connection again, but not a Sentinel that names no master (a
+    partition: every sentinel a connect timeout each round): the blocking one of requests, pages
+    and leases, the gateway's asyncio one (presence, tier leases and limits) and the channel
+    layer's. The diff review counted three rounds of master discovery before the breaker could
+    trip; the asyncio clients still asked three and four times."""
+    from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+    from redis.sentinel import Sentinel
 
     with socket.socket() as closed:  # a port nothing listens on: each sentinel refuses at once
         closed.bind(("127.0.0.1", 0))
@@ -174,13 +179,31 @@ def test_a_sentinel_naming_no_master_is_asked_once_per_call_not_per_retry(settin
     monkeypatch.setattr(redis_clients, "_guarded_client", None)
     monkeypatch.setattr(redis_clients, "_breakers", {}, raising=False)
     asked: list[str] = []
-    discover = Sentinel.discover_master
+    discover, discover_async = Sentinel.discover_master, AsyncSentinel.discover_master
 
     def counted(self, service_name):
         asked.append(service_name)
         return discover(self, service_name)
 
+    async def counted_async(self, service_name):
+        asked.append(service_name)
+        return await discover_async(self, service_name)
+
     monkeypatch.setattr(Sentinel, "discover_master", counted)
-    with pytest.raises(MasterNotFoundError):
-        redis_clients.guarded_sync_client().get("k")
+    monkeypatch.setattr(AsyncSentinel, "discover_master", counted_async)
+
+    async def ask(client) -> None:
+        try:
+            await client.get("k")
+        finally:
+            await client.aclose()
+
+    with pytest.raises(redis_clients.NO_MASTER):
+        if which == "guarded":
+            redis_clients.guarded_sync_client().get("k")
+        elif which == "asyncio":
+            asyncio.run(ask(redis_clients._client(redis_clients.configured_server(), asyncio_client=True)))
+        else:  # the channel layer's own client of the host, as channels-redis builds it
+            pool = create_pool(redis_clients.layer_hosts()[0])
+            asyncio.run(ask(aioredis.Redis(connection_pool=pool)))
     assert asked == ["nomaster"]

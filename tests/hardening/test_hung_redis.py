@@ -21,6 +21,7 @@ from broadcast.models import EventLog
 from broadcast.outbox import relay_unpublished
 from core import redis_clients, tier
 from core.health import readiness
+from core.worker import Lease
 from orders.models import Order
 from tests.conftest import auth_api
 from tests.orders.factories import LIMIT
@@ -39,8 +40,7 @@ def test_a_hung_redis_costs_a_process_one_timeout_then_orders_are_placed_without
     settings.CHANNEL_LAYERS = {
         "default": {"BACKEND": "core.internals.ResilientPubSubChannelLayer", "CONFIG": {"prefix": prefix}}
     }
-    for cached in ("_sync_client", "_guarded_client"):  # the factory's clients: built anew for it
-        monkeypatch.setattr(redis_clients, cached, None, raising=False)
+    monkeypatch.setattr(redis_clients, "_guarded_client", None)  # the factory's client: built anew for it
     monkeypatch.setattr(redis_clients, "_breakers", {}, raising=False)
     monkeypatch.setattr(redis_clients, "WATCH_SECONDS", 0.2, raising=False)
     server = redis.Redis(port=private_redis.port)
@@ -71,6 +71,8 @@ def test_a_hung_redis_costs_a_process_one_timeout_then_orders_are_placed_without
     listener = server.pubsub()
     listener.psubscribe(f"{prefix}__group__*")
     assert listener.get_message(timeout=5)["type"] == "psubscribe"
+    lease = Lease(f"{prefix}-job", 30)  # a worker's periodic job, holding its lease
+    assert lease.hold()
 
     os.kill(private_redis.proc.pid, signal.SIGSTOP)
     try:
@@ -101,11 +103,18 @@ def test_a_hung_redis_costs_a_process_one_timeout_then_orders_are_placed_without
         probed = Client().get("/readyz")
         assert probed.status_code == 503  # answered by the tripped breaker, not after a timeout:
         assert probed.json()["checks"]["channelLayer"] == "error: ServerTripped"
+        # A worker's lease: not held while Redis does not answer (nobody can prove they hold it),
+        # and no wait for it (before: three timeouts a turn, for each periodic job).
+        assert lease.hold() is False
         assert len(waits) == before
     finally:
         os.kill(private_redis.proc.pid, signal.SIGCONT)
 
     assert breaker.answering.wait(10)  # the watcher's PING was answered
+    # The lease is still ours in Redis: renewed at once, not lost for its 30 s (before: taken
+    # anew, which found our own key and waited the lease out).
+    assert lease.hold()
+    lease.release()
     # Nothing committed is lost: the relay sends what the hung Redis was not asked for
     assert relay_unpublished(older_than_seconds=0) == len(held)
     assert not EventLog.objects.filter(published_at__isnull=True).exists()
