@@ -583,6 +583,9 @@ AXISOR_NOTIFICATIONS = {
     # while the endpoint's circuit breaker is half open). Together with the endpoint's circuit
     # breaker and the worker's OUTBOUND_THREADS, a user's slow or dead endpoint costs only its owner.
     "PER_USER_CONCURRENCY": env_int("NOTIFY_PER_USER_CONCURRENCY", 2),
+    # A webhook attempt answered after more than this is slow: the user's attempts then go one at a
+    # time until one answers faster. 0: half of OUTBOUND_TIMEOUT_SECONDS.
+    "WEBHOOK_SLOW_SECONDS": env_float("NOTIFY_WEBHOOK_SLOW_SECONDS", 0.0),
 }
 # Outbound HTTP on a user's behalf (webhooks), see core/outbound.py. ALLOW_HOSTS names private
 # receivers ("host:port", "[::1]:8080") that skip the public-address rule: tests, on-premise.

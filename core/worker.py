@@ -49,6 +49,44 @@ def conf(name: str):
 # The queue of jobs that wait on a server a user chose (webhook attempts): however many of them are
 # ready, they hold at most OUTBOUND_THREADS of a worker's job threads (see Worker).
 OUTBOUND_QUEUE = "outbound"
+# The ready outbound jobs a free outbound slot chooses among: the oldest this many, in the order the
+# app that owns them ranks them (rank_outbound_by). Bounded, so a backlog of thousands costs each
+# claim the same; a job left out of the window waits for the ones ahead, which end quickly when
+# their owners are at their cap (they wait without an attempt).
+OUTBOUND_WINDOW = 100
+_OUTBOUND_PICK_LOCK = int.from_bytes(
+    hashlib.blake2b(b"axisor:outbound pick", digest_size=8).digest(), "big", signed=True
+)
+_outbound_ranking: Callable[[list[DBTaskResult]], list[DBTaskResult]] | None = None
+
+
+def rank_outbound_by(ranking: Callable[[list[DBTaskResult]], list[DBTaskResult]] | None) -> None:
+    """Who goes first when an outbound slot is free: ``ranking`` orders ready outbound jobs
+    (oldest first as given) the way their owner sees fit. The notifications app puts the webhook
+    attempts of the users served least recently first, so the queue's order (first come, first
+    served) does not let one user's backlog hold everyone else's attempts."""
+    global _outbound_ranking
+    _outbound_ranking = ranking
+
+
+def _fairest(ready, first: DBTaskResult) -> DBTaskResult:
+    """The outbound job to run instead of ``first`` (the oldest ready one, locked): the best ranked
+    of the window that no other thread holds; ``first`` itself when there is no ranking."""
+    if _outbound_ranking is None:
+        return first
+    if connection.vendor == "postgresql":
+        # One outbound pick at a time across workers, until this transaction commits the job as
+        # running: the next pick's ranking sees it (SQLite's exclusive transaction does the same).
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_OUTBOUND_PICK_LOCK])
+    window = list(ready.filter(queue_name=OUTBOUND_QUEUE).only("id", "task_path", "args_kwargs")[:OUTBOUND_WINDOW])
+    for job in _outbound_ranking(window):
+        if job.pk == first.pk:
+            return first
+        locked = ready.filter(pk=job.pk).get_locked()
+        if locked is not None:
+            return locked
+    return first
 
 
 def run_one(runner: DbWorker, outbound: threading.Semaphore | None = None) -> bool:
@@ -67,6 +105,8 @@ def run_one(runner: DbWorker, outbound: threading.Semaphore | None = None) -> bo
                 result = ready.get_locked()
                 if result is None:
                     return False
+                if result.queue_name == OUTBOUND_QUEUE:
+                    result = _fairest(ready, result)
                 result.claim(runner.worker_id)
         except OperationalError as exc:
             if is_locked_database_exception(exc):  # SQLite busy: try again on the next turn

@@ -122,6 +122,11 @@ class WebhookEndpoint(models.Model):
     # wait rather than try. Any answer closes it.
     failures = models.PositiveIntegerField(default=0)
     open_until = models.DateTimeField(null=True, blank=True)
+    # The last attempt answered, but slowly (after NOTIFY_WEBHOOK_SLOW_SECONDS): one attempt at a
+    # time until one answers fast. And when the last attempt began: the outbound threads go first
+    # to the users served least recently (notifications/tasks.py, rank_outbound).
+    slow = models.BooleanField(default=False)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.user_id} → {self.url}"

@@ -4,28 +4,37 @@ delivery attempt (claim, outcome, retry), each in its own transaction.
 A notification's jobs are enqueued in the transaction that creates it (``enqueue_deliveries``), so a
 rolled-back notification has none and a committed one always has them. A failed attempt enqueues
 its retry, with exponential backoff, in the transaction that records it. A worker that dies
-mid-attempt leaves its claim to lapse; the delivery sweep then enqueues the delivery again. The
-outside world may see an attempt twice (receivers drop duplicates by ``webhook-id``); our records
-end ``delivered``/``sent`` or ``failed`` exactly once.
+mid-attempt leaves its claim to lapse; the delivery sweep then enqueues the delivery again, and
+if that was its last allowed attempt (``MAX_ATTEMPTS``) it ends ``failed`` with ``attempt_lost``
+instead of a further attempt. The outside world may see an attempt twice (receivers drop duplicates
+by ``webhook-id``); our records end ``delivered``/``sent`` or ``failed`` exactly once.
 
 Webhook attempts run on the worker's ``outbound`` queue (at most ``OUTBOUND_THREADS`` of its job
 threads), at most ``PER_USER_CONCURRENCY`` of one user's at once, and behind a circuit breaker per
 endpoint: an attempt that gets no answer opens it, and the user's other deliveries then wait,
 spending no attempt, until its time is up; one attempt at a time then probes the endpoint until it
-answers. So a hanging endpoint costs its owner's deliveries, not everyone's.
+answers. An endpoint that answers, but slowly (after ``WEBHOOK_SLOW_SECONDS``, half the outbound
+timeout), gets one attempt at a time too, until an attempt answers fast. And a free outbound slot
+takes the attempt of the user with the fewest attempts in flight, then of the one whose last attempt
+began longest ago (``rank_outbound``), not the oldest job: another user's webhook waits behind at
+most one attempt of each slow user, however long their queues. So a hanging or slow endpoint costs
+its owner's deliveries, not everyone's.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django_tasks import task
+from django_tasks_db.models import DBTaskResult
 
 from core.worker import OUTBOUND_QUEUE
 
@@ -47,6 +56,14 @@ def backoff(attempts: int) -> timedelta:
 # The endpoint did not answer: these open its circuit breaker. An answer, even an error status,
 # closes it (an endpoint that answers at once holds no worker thread for long).
 NO_ANSWER = frozenset({"timeout", "refused", "connection_error", "tls_error", "dns_error"})
+# The last allowed attempt began and never recorded its outcome (its worker died; the claim lapsed).
+ATTEMPT_LOST = "attempt_lost"
+
+
+def slow_seconds() -> float:
+    """An attempt answered after longer than this is slow (the endpoint then gets one at a time)."""
+    outbound: dict[str, Any] = settings.AXISOR_OUTBOUND
+    return float(conf("WEBHOOK_SLOW_SECONDS") or outbound["TIMEOUT_SECONDS"] / 2)
 
 
 # ---- jobs ------------------------------------------------------------------------------------
@@ -73,6 +90,7 @@ def deliver(delivery_id: int) -> str:
     delivery = _claim(delivery_id)
     if delivery is None:
         return "skipped"
+    began = time.monotonic()
     try:
         status = SENDERS[delivery.method](delivery)
     except Exception as exc:
@@ -81,9 +99,10 @@ def deliver(delivery_id: int) -> str:
             exc = DeliveryError("internal_error", f"{type(exc).__name__}: {exc}")
         final = exc.final or delivery.attempts >= conf("MAX_ATTEMPTS")
         logger.warning("delivery %s attempt %s failed: %s (%s)", delivery.pk, delivery.attempts, exc.code, exc.detail)
-        _finish(delivery, code=exc.code, detail=exc.detail, retry_in=None if final else backoff(delivery.attempts))
+        retry_in = None if final else backoff(delivery.attempts)
+        _finish(delivery, code=exc.code, detail=exc.detail, retry_in=retry_in, took=time.monotonic() - began)
         return exc.code
-    _finish(delivery, status=status)
+    _finish(delivery, status=status, took=time.monotonic() - began)
     return status
 
 
@@ -151,11 +170,15 @@ def sweep_deliveries() -> int:
                 status=DeliveryStatus.PENDING, claimed_until__isnull=True, next_attempt_at__lt=now - lost_after
             )[:500]
         )
+        for d in lapsed:
+            # Said when the delivery is attempted no more: its last attempt's claim lapsed (_claim).
+            d.last_error = ATTEMPT_LOST
+            d.error_detail = f"attempt {d.attempts}: its worker stopped before recording the outcome"
         for d in lapsed + lost:
             d.claimed_until = None
             d.next_attempt_at = now
             _enqueue_one(d)
-        Delivery.objects.bulk_update(lapsed + lost, ["claimed_until", "next_attempt_at"])
+        Delivery.objects.bulk_update(lapsed + lost, ["claimed_until", "next_attempt_at", "last_error", "error_detail"])
     if lapsed or lost:
         logger.warning("delivery sweep: %d lapsed claim(s), %d lost job(s) enqueued again", len(lapsed), len(lost))
     return len(lapsed) + len(lost)
@@ -173,6 +196,27 @@ def _claimable(delivery: Delivery | None, now) -> TypeGuard[Delivery]:
     )
 
 
+def _out_of_attempts(delivery: Delivery) -> bool:
+    """Claimable, but its last allowed attempt was made: it began and its worker died before
+    recording the outcome (the claim lapsed), so it ends failed rather than attempt MAX+1."""
+    return delivery.attempts >= conf("MAX_ATTEMPTS")
+
+
+def _fail_lost(delivery: Delivery) -> None:
+    """End a delivery that is out of attempts (_out_of_attempts), locked by the caller: ``failed``
+    with ``attempt_lost`` (what the sweep recorded, or a lapsed claim found before the sweep), or
+    with its last error where the attempts allowed were lowered since."""
+    if delivery.claimed_until is not None or not delivery.last_error:
+        delivery.last_error = ATTEMPT_LOST
+        delivery.error_detail = f"attempt {delivery.attempts}: its worker stopped before recording the outcome"
+    delivery.status, delivery.claimed_until = DeliveryStatus.FAILED, None
+    delivery.save(update_fields=["status", "claimed_until", "last_error", "error_detail", "updated_at"])
+    logger.warning(
+        "delivery %s failed: no attempt left after %s (%s)", delivery.pk, delivery.attempts, delivery.last_error
+    )
+    delivery_changed.send(sender=Delivery, delivery=delivery)
+
+
 def _take(delivery: Delivery, now) -> None:
     delivery.attempts += 1
     delivery.claimed_until = now + timedelta(seconds=conf("CLAIM_SECONDS"))
@@ -182,7 +226,13 @@ def _take(delivery: Delivery, now) -> None:
 def _claim_many(delivery_ids: list[int]) -> list[Delivery]:
     now = timezone.now()
     rows = Delivery.objects.select_for_update(skip_locked=True).filter(pk__in=delivery_ids).order_by("pk")
-    claimed = [d for d in rows if _claimable(d, now)]
+    claimed = []
+    for d in rows:
+        if _claimable(d, now):
+            if _out_of_attempts(d):
+                _fail_lost(d)
+            else:
+                claimed.append(d)
     for d in claimed:
         _take(d, now)
     Delivery.objects.bulk_update(claimed, ["attempts", "claimed_until"])
@@ -206,6 +256,12 @@ def _claim(delivery_id: int) -> Delivery | None:
     delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
     if not _claimable(delivery, now):
         return None
+    if _out_of_attempts(delivery):
+        _fail_lost(delivery)
+        if method == Method.WEBHOOK and not _breaker_open(endpoint, now):
+            # The lost attempt never woke the deliveries that waited for it.
+            _wake_waiting(user_id, endpoint, exclude=delivery.pk)
+        return None
     if method == Method.WEBHOOK:
         if endpoint is not None and endpoint.open_until is not None and endpoint.open_until > now:
             # Not an attempt: the endpoint did not answer lately. The wake job its breaker
@@ -218,8 +274,13 @@ def _claim(delivery_id: int) -> Delivery | None:
             method=Method.WEBHOOK,
             status=DeliveryStatus.PENDING,
             claimed_until__gt=now,
-        ).count()
-        if in_flight >= _user_limit(endpoint):
+        )
+        limit = _user_limit(endpoint)
+        # An attempt in flight for longer than a slow answer takes: the endpoint is slow already.
+        began_before = now - timedelta(seconds=slow_seconds()) + timedelta(seconds=conf("CLAIM_SECONDS"))
+        if in_flight.filter(claimed_until__lt=began_before).exists():
+            limit = 1
+        if in_flight.count() >= limit:
             # Not an attempt, and no polling: the attempt in flight that finishes first enqueues
             # this user's waiting deliveries (_finish); the sweep is the backstop.
             delivery.next_attempt_at = now
@@ -227,22 +288,27 @@ def _claim(delivery_id: int) -> Delivery | None:
             return None
     _take(delivery, now)
     delivery.save(update_fields=["attempts", "claimed_until", "updated_at"])
+    if endpoint is not None:
+        endpoint.last_attempt_at = now  # its place in the outbound order (rank_outbound)
+        endpoint.save(update_fields=["last_attempt_at"])
     return Delivery.objects.select_related("notification__user__webhook").get(pk=delivery.pk)
 
 
 @transaction.atomic
-def _finish(claimed: Delivery, *, status: str = "", code: str = "", detail: str = "", retry_in=None) -> None:
-    """Record the outcome of the attempt ``claimed`` made: ``status`` on success; else the error
-    and a retry after ``retry_in``, or ``failed`` (``retry_in`` None). Only the latest attempt may
-    record: one that outlived its claim (and was made again) is dropped, as is one on a delivery
-    someone else finished."""
+def _finish(
+    claimed: Delivery, *, status: str = "", code: str = "", detail: str = "", retry_in=None, took: float = 0.0
+) -> None:
+    """Record the outcome of the attempt ``claimed`` made (in ``took`` seconds): ``status`` on
+    success; else the error and a retry after ``retry_in``, or ``failed`` (``retry_in`` None).
+    Only the latest attempt may record: one that outlived its claim (and was made again) is
+    dropped, as is one on a delivery someone else finished."""
     endpoint = None
     if claimed.method == Method.WEBHOOK:
         # Serialised with the user's claims (_claim), so a delivery that found the user busy is
         # either seen waiting here or sees this attempt finished.
         endpoint = WebhookEndpoint.objects.select_for_update().filter(user_id=claimed.notification.user_id).first()
         if endpoint is not None:
-            _record_answer(endpoint, claimed, code="" if status else code)
+            _record_answer(endpoint, claimed, code="" if status else code, took=took)
     delivery = Delivery.objects.select_for_update().select_related("notification").get(pk=claimed.pk)
     if delivery.status != DeliveryStatus.PENDING or delivery.attempts != claimed.attempts:
         return
@@ -291,15 +357,18 @@ def _breaker_open(endpoint: WebhookEndpoint | None, now) -> bool:
 
 def _user_limit(endpoint: WebhookEndpoint | None) -> int:
     """A user's webhook attempts in flight at once: one (the probe) after the endpoint failed to
-    answer, until it answers again."""
-    return 1 if endpoint is not None and endpoint.failures else conf("PER_USER_CONCURRENCY")
+    answer, until it answers again; one while it answers slowly, until an answer comes fast."""
+    if endpoint is not None and (endpoint.failures or endpoint.slow):
+        return 1
+    return conf("PER_USER_CONCURRENCY")
 
 
-def _record_answer(endpoint: WebhookEndpoint, claimed: Delivery, *, code: str) -> None:
+def _record_answer(endpoint: WebhookEndpoint, claimed: Delivery, *, code: str, took: float) -> None:
     """What the attempt ``claimed`` made tells of the endpoint (locked by the caller): no answer
     opens its breaker for a backoff that grows with the failures in a row, and schedules the wake
-    of the deliveries that will wait meanwhile; an answer closes it. An attempt on a URL the user
-    has since changed tells nothing of the new one."""
+    of the deliveries that will wait meanwhile; an answer closes it, and marks the endpoint slow
+    (one attempt at a time) when it came after ``slow_seconds()``, fast again when it came sooner.
+    An attempt on a URL the user has since changed tells nothing of the new one."""
     attempted = getattr(claimed.notification.user, "webhook", None)
     if attempted is None or attempted.url != endpoint.url:
         return
@@ -318,7 +387,68 @@ def _record_answer(endpoint: WebhookEndpoint, claimed: Delivery, *, code: str) -
             endpoint.failures,
             endpoint.open_until.isoformat(),
         )
-    elif (not code or code.startswith("http_")) and (endpoint.failures or endpoint.open_until):
-        endpoint.failures, endpoint.open_until = 0, None
-        endpoint.save(update_fields=["failures", "open_until"])
-        logger.info("webhook endpoint of user %s answers again", endpoint.user_id)
+    elif not code or code.startswith("http_"):
+        slow = took > slow_seconds()
+        if not (endpoint.failures or endpoint.open_until or endpoint.slow != slow):
+            return
+        if endpoint.failures or endpoint.open_until:
+            logger.info("webhook endpoint of user %s answers again", endpoint.user_id)
+        if slow != endpoint.slow:
+            logger.info(
+                "webhook endpoint of user %s answers %s (%.1f s): %s at a time",
+                endpoint.user_id,
+                "slowly" if slow else "fast again",
+                took,
+                "one" if slow else "up to the per-user cap",
+            )
+        endpoint.failures, endpoint.open_until, endpoint.slow = 0, None, slow
+        endpoint.save(update_fields=["failures", "open_until", "slow"])
+
+
+# ---- the order of the outbound queue ---------------------------------------------------------
+
+
+def rank_outbound(jobs: list[DBTaskResult]) -> list[DBTaskResult]:
+    """Ready outbound jobs (webhook attempts; oldest first) in the order a free outbound slot takes
+    them (core.worker.rank_outbound_by): first the users with the fewest webhook attempts in
+    flight, then the users whose last attempt began longest ago (never, first), then the queue's
+    order. So a user's backlog, or their slow endpoint, does not hold back another user's attempt
+    that queued after it: that one goes as soon as one slot is free. A job of a user at their cap
+    or behind their breaker still goes when its turn comes, and waits without an attempt
+    (``_claim``)."""
+    now = timezone.now()
+    deliveries = {str(job.pk): pk for job in jobs if (pk := _delivery_of(job)) is not None}
+    # Running jobs count from the moment they are taken (the worker serialises the picks), before
+    # their claim: two picks in a row must not both go to one user. A job running for longer than
+    # a claim lasts belongs to a worker that died.
+    running = DBTaskResult.objects.running().filter(
+        queue_name=OUTBOUND_QUEUE, started_at__gt=now - timedelta(seconds=conf("CLAIM_SECONDS"))
+    )
+    started = {pk for job in running.only("id", "task_path", "args_kwargs") if (pk := _delivery_of(job)) is not None}
+    owners = dict(
+        Delivery.objects.filter(pk__in={*deliveries.values(), *started}).values_list("pk", "notification__user_id")
+    )
+    users = {owners[pk] for pk in deliveries.values() if pk in owners}
+    last = dict(WebhookEndpoint.objects.filter(user_id__in=users).values_list("user_id", "last_attempt_at"))
+    claimed = Delivery.objects.filter(
+        notification__user_id__in=users, method=Method.WEBHOOK, status=DeliveryStatus.PENDING, claimed_until__gt=now
+    ).values_list("pk", "notification__user_id")
+    in_flight = Counter(user for _pk, user in {*claimed, *((pk, owners[pk]) for pk in started if pk in owners)})
+
+    def order(item: tuple[int, DBTaskResult]) -> tuple[int, float, int]:
+        position, job = item
+        user = owners.get(deliveries.get(str(job.pk), 0))
+        if user is None:  # not an attempt we know of (or its delivery is gone): in the queue's order
+            return (0, 0.0, position)
+        began = last.get(user)
+        return (in_flight[user], began.timestamp() if began else 0.0, position)
+
+    return [job for _position, job in sorted(enumerate(jobs), key=order)]
+
+
+def _delivery_of(job: DBTaskResult) -> int | None:
+    """The delivery a ``deliver`` job attempts; None for any other job."""
+    args = job.args_kwargs.get("args") if isinstance(job.args_kwargs, dict) else None
+    if job.task_path == deliver.module_path and args and type(args[0]) is int:
+        return args[0]
+    return None

@@ -231,6 +231,60 @@ def test_lapsed_claim_is_swept_and_delivered_once(make_user, settings, hook_serv
     assert [e["data"]["status"] for e in events(user, "notification_status_update")] == ["delivered"]
 
 
+def test_a_lapsed_claim_on_the_last_attempt_ends_failed_not_a_further_attempt(make_user, settings, hook_server):
+    """Last round's review: a worker died mid-way through a delivery's last allowed attempt; the
+    sweep handed it on and the next claim made attempt MAX+1. It ends ``failed`` with
+    ``attempt_lost`` instead, its owner is told, and the endpoint gets no further request."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from notifications.tasks import _claim, sweep_deliveries
+
+    settings.AXISOR_NOTIFICATIONS = {**settings.AXISOR_NOTIFICATIONS, "MAX_ATTEMPTS": 2, "BACKOFF_BASE_SECONDS": 0}
+    user = make_user("n8b")
+    preferences_set(
+        user=user,
+        categories={"orders": {"in_app": False, "webhook": True}},
+        webhook={"url": hook_server, "secret": "s" * 20},
+    )
+    delivery = notify(user, category="orders").deliveries.get()
+    Hook.answer = 500
+    assert run_ready(limit=1) == 1  # attempt 1 of 2: http_500, a retry is enqueued
+    Hook.answer = 200
+    assert _claim(delivery.pk) is not None  # attempt 2 of 2: a worker took it, and died
+    Delivery.objects.filter(pk=delivery.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert sweep_deliveries() == 1
+    run_ready()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (DeliveryStatus.FAILED, 2, "attempt_lost")
+    assert len(Hook.received) == 1  # attempt 1's; attempt 2 died before it reached the endpoint
+    [status] = events(user, "notification_status_update")
+    assert status["data"]["status"] == "failed" and status["data"]["error"] == "attempt_lost"
+    assert status["data"]["attempts"] == 2
+    assert sweep_deliveries() == 0 and run_ready() == 0  # and that is the end of it
+
+
+def test_a_lapsed_in_app_claim_on_the_last_attempt_ends_failed(make_user, settings):
+    """The same for a batch of in-app deliveries whose worker died: no attempt MAX+1."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from notifications.tasks import _claim_many, sweep_deliveries
+
+    settings.AXISOR_NOTIFICATIONS = {**settings.AXISOR_NOTIFICATIONS, "MAX_ATTEMPTS": 1}
+    user = make_user("n8c")
+    delivery = notify(user).deliveries.get()
+    assert [d.pk for d in _claim_many([delivery.pk])] == [delivery.pk]  # attempt 1 of 1: the worker died
+    Delivery.objects.filter(pk=delivery.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
+    assert sweep_deliveries() == 1
+    run_ready()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (DeliveryStatus.FAILED, 1, "attempt_lost")
+    assert [e["data"]["status"] for e in events(user, "notification_status_update")] == ["failed"]
+
+
 def test_one_users_webhooks_in_flight_are_capped(make_user, settings, hook_server):
     from notifications.tasks import _claim, _finish
 

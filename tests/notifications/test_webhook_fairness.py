@@ -1,5 +1,7 @@
-"""A hanging webhook endpoint hurts only its owner: the endpoint's circuit breaker and the worker's
-cap on outbound threads, through a real worker, real PostgreSQL and real local receivers."""
+"""A hanging or slow webhook endpoint hurts only its owner: the endpoint's circuit breaker, the
+one-at-a-time rule for slow endpoints, the outbound queue's order (least recently served user first)
+and the worker's cap on outbound threads, through a real worker, real PostgreSQL and real local
+receivers."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import http.server
 import socket
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -307,3 +310,188 @@ def test_a_claim_and_a_finishing_attempt_of_one_delivery_do_not_deadlock(make_us
     second.join(10)
     assert not isinstance(outcome["claim"], Exception), outcome
     hanging.close()
+
+
+class Receivers(http.server.ThreadingHTTPServer):
+    """One local receiver for several users (the path names the user): it answers 204 to each,
+    after ``delays[user]`` seconds (a slow endpoint, inside the attempt's timeout). It logs, in
+    order, each request's start (with how many of that user's requests were open at that moment,
+    itself included) and end, and when each arrived and when each was enqueued (the test's
+    measurement)."""
+
+    def __init__(self, delays: dict[str, float]) -> None:
+        self.delays = delays
+        self.lock = threading.Lock()
+        self.log: list[tuple[str, str, int]] = []  # ("start" | "end", user, open requests of the user)
+        self.open: dict[str, int] = dict.fromkeys(delays, 0)
+        self.arrived: dict[str, list[float]] = {user: [] for user in delays}
+        self.first = {user: threading.Event() for user in delays}
+        super().__init__(("127.0.0.1", 0), self.Handler)
+        self.daemon_threads = True
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        server: Receivers
+
+        def do_POST(self):  # http.server's method name
+            server, user = self.server, self.path.strip("/")
+            self.rfile.read(int(self.headers["Content-Length"]))
+            with server.lock:
+                server.open[user] += 1
+                server.log.append(("start", user, server.open[user]))
+                server.arrived[user].append(time.monotonic())
+            threading.Event().wait(server.delays[user])  # a slow endpoint: the answer takes this long
+            with server.lock:
+                server.open[user] -= 1
+                server.log.append(("end", user, server.open[user]))
+            self.send_response(204)
+            self.end_headers()
+            server.first[user].set()
+
+        def log_message(self, *args):
+            pass
+
+    def starts(self, user: str, before: tuple[str, str, int] | None = None) -> int:
+        """The requests of ``user`` that started before the entry ``before`` of the log (all if None)."""
+        with self.lock:
+            log = self.log[: self.log.index(before)] if before else self.log
+            return sum(1 for kind, who, _open in log if kind == "start" and who == user)
+
+    def most_open(self, user: str, after: int = 0) -> int:
+        """The most requests of ``user`` open at once, counting from log entry ``after`` on."""
+        with self.lock:
+            return max((n for kind, who, n in self.log[after:] if kind == "start" and who == user), default=0)
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+SLOW = 0.6  # answers after 0.6 s: inside the 1 s timeout of these tests, slower than half of it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_slow_endpoints_do_not_hold_up_another_users_webhook(make_user, settings):
+    """Last round's review: bob's and mallory's endpoints answer, but only just inside the timeout,
+    and each has ten order executions queued ahead of carol's. Carol's attempt starts after at most
+    one attempt of each of theirs, not behind their queues (first come, first served took all
+    twenty first); neither of them ever has two attempts open at once; and everything is
+    delivered, each once."""
+    settings.AXISOR_NOTIFICATIONS = {**settings.AXISOR_NOTIFICATIONS, "PER_USER_CONCURRENCY": 2}
+    settings.AXISOR_WORKER = {**settings.AXISOR_WORKER, "POLL_SECONDS": 0.05, "OUTBOUND_THREADS": 0}
+    receivers = Receivers({"bob": SLOW, "mallory": SLOW, "carol": 0.0})
+    allow(settings, receivers.server_port)
+    url = f"http://127.0.0.1:{receivers.server_port}"
+    bob, mallory, carol = (hooked(make_user, name, f"{url}/{name}") for name in ("bob", "mallory", "carol"))
+    for _ in range(10):
+        order_executed(bob)
+        order_executed(mallory)
+    enqueued = time.monotonic()
+    order_executed(carol)  # queued behind all twenty
+
+    try:
+        with InThread(threads=4):  # two outbound threads
+            assert receivers.first["carol"].wait(timeout=60), "carol's webhook never arrived"
+            with receivers.lock:
+                carol_started = next(entry for entry in receivers.log if entry[1] == "carol")
+            until_sync(
+                lambda: Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 0,
+                timeout=60,
+                what="every delivery done",
+            )
+    finally:
+        receivers.close()
+    print(f"\ncarol's webhook arrived {receivers.arrived['carol'][0] - enqueued:.2f} s after it was enqueued")
+
+    # Before carol's: at most one attempt of each slow user (the first round, made before anyone
+    # knew they were slow), not their queues.
+    assert receivers.starts("bob", before=carol_started) <= 1
+    assert receivers.starts("mallory", before=carol_started) <= 1
+    # One outbound thread each, ever: a free thread went to someone with nothing in flight first,
+    # and once an attempt had answered slowly, one at a time.
+    assert receivers.most_open("bob") == 1 and receivers.most_open("mallory") == 1
+    # Nothing lost, nothing twice, no attempt spent waiting.
+    assert set(Delivery.objects.values_list("status", "attempts")) == {(DeliveryStatus.DELIVERED, 1)}
+    assert receivers.starts("bob") == receivers.starts("mallory") == 10 and receivers.starts("carol") == 1
+    for user in (bob, mallory):
+        endpoint = WebhookEndpoint.objects.get(user=user)
+        assert endpoint.slow and endpoint.failures == 0 and endpoint.open_until is None
+    assert not WebhookEndpoint.objects.get(user=carol).slow
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_endpoint_holds_one_outbound_thread(make_user, settings):
+    """Bob alone, with eight deliveries, three outbound threads and a per-user cap of two: once an
+    attempt has answered slowly, his attempts go one at a time (before: two at once, all along). A
+    fast answer gives him his cap again."""
+    settings.AXISOR_NOTIFICATIONS = {**settings.AXISOR_NOTIFICATIONS, "PER_USER_CONCURRENCY": 2}
+    settings.AXISOR_WORKER = {**settings.AXISOR_WORKER, "POLL_SECONDS": 0.05, "OUTBOUND_THREADS": 3}
+    receivers = Receivers({"bob": SLOW})
+    allow(settings, receivers.server_port)
+    bob = hooked(make_user, "bob", f"http://127.0.0.1:{receivers.server_port}/bob")
+    for _ in range(8):
+        order_executed(bob)
+
+    try:
+        with InThread(threads=4):
+            until_sync(
+                lambda: not Delivery.objects.filter(status=DeliveryStatus.PENDING).exists(),
+                timeout=60,
+                what="bob's deliveries done",
+            )
+    finally:
+        receivers.close()
+
+    with receivers.lock:
+        first_answer = next(n for n, entry in enumerate(receivers.log) if entry[0] == "end")
+    assert receivers.most_open("bob", after=first_answer) == 1, receivers.log
+    assert set(Delivery.objects.values_list("status", "attempts")) == {(DeliveryStatus.DELIVERED, 1)}
+    assert receivers.starts("bob") == 8
+    endpoint = WebhookEndpoint.objects.get(user=bob)
+    assert endpoint.slow
+
+    # The endpoint is fast again: one answer, and bob has his cap back.
+    receivers = Receivers({"bob": 0.0})
+    allow(settings, receivers.server_port)
+    WebhookEndpoint.objects.filter(user=bob).update(url=f"http://127.0.0.1:{receivers.server_port}/bob")
+    try:
+        fast = order_executed(bob)
+        assert run_ready() == 1
+    finally:
+        receivers.close()
+    fast.refresh_from_db()
+    endpoint.refresh_from_db()
+    assert fast.status == DeliveryStatus.DELIVERED and not endpoint.slow
+
+
+@pytest.mark.django_db
+def test_a_free_outbound_slot_goes_to_the_user_served_least_recently(make_user, settings, good_server):
+    """The queue's order is first come, first served; a free outbound slot takes instead the attempt
+    of a user with nothing in flight whose last attempt is oldest (never, first)."""
+    allow(settings, good_server.server_port)
+    url = f"http://127.0.0.1:{good_server.server_port}"
+    bob, carol = hooked(make_user, "bob", f"{url}/bob"), hooked(make_user, "carol", f"{url}/carol")
+    bobs = [order_executed(bob) for _ in range(3)]
+    carols = order_executed(carol)  # the last in the queue
+    run_ready()
+    assert Good.ids == [f"dlv_{d.pk}" for d in (bobs[0], carols, bobs[1], bobs[2])]
+
+
+@pytest.mark.django_db
+def test_an_attempt_in_flight_for_longer_than_a_slow_answer_counts_as_slow(make_user, settings):
+    """Before any slow answer: while one of the user's attempts has been in flight for longer than
+    a slow answer takes, another does not start beside it (it waits, spending no attempt)."""
+    from notifications import tasks
+
+    settings.AXISOR_NOTIFICATIONS = {**settings.AXISOR_NOTIFICATIONS, "PER_USER_CONCURRENCY": 2}
+    allow(settings, 9)  # slow answers: after half of the 1 s timeout
+    user = hooked(make_user, "fay", "http://127.0.0.1:9/fay")
+    first, second, third = (order_executed(user) for _ in range(3))
+    claimed = tasks._claim(first.pk)
+    assert claimed is not None and tasks._claim(second.pk) is not None  # the cap is two
+    tasks._finish(claimed, status=DeliveryStatus.DELIVERED)  # the first answered at once
+    # The second has been in flight for 0.6 s now, and has not answered.
+    Delivery.objects.filter(pk=second.pk).update(claimed_until=F("claimed_until") - timedelta(seconds=0.6))
+    assert tasks._claim(third.pk) is None
+    third.refresh_from_db()
+    assert third.attempts == 0 and third.claimed_until is None
