@@ -39,6 +39,11 @@ _lookups_lock = threading.Lock()
 # outside review's next step: eight names of one stalled zone, a1.stall.example … a8, filled the
 # pool as well). The ninth and later are refused at once, without a thread.
 LOOKUPS_PER_DOMAIN = 2
+# Lookups started for one owner (a user: their webhook URL saved, their deliveries) under way at
+# once, over all domains: a user who saves one stalled domain's URL after another holds this many
+# threads, not the pool (the last round's note: sixteen stalled domains of one user filled it).
+LOOKUPS_PER_OWNER = 2
+_started_for: dict[tuple[str, int], str] = {}  # the owner each lookup under way was started for
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -193,10 +198,11 @@ def _domain(host: str) -> str:
     return ".".join(labels[-keep:])
 
 
-def _lookup(host: str, port: int) -> Future:
-    """The lookup of ``host`` under way, or a new one on the pool: one at a time per name, and at
-    most LOOKUPS_PER_DOMAIN at a time per domain (OutboundError ``dns_busy`` beyond: our own limit,
-    which does not open the endpoint's breaker as a lookup with no answer does)."""
+def _lookup(host: str, port: int, owner: str | None) -> Future:
+    """The lookup of ``host`` under way, or a new one on the pool: one at a time per name, at most
+    LOOKUPS_PER_DOMAIN at a time per domain and LOOKUPS_PER_OWNER started for one ``owner``
+    (OutboundError ``dns_busy`` beyond: our own limit, which does not open the endpoint's breaker
+    as a lookup with no answer does)."""
     with _lookups_lock:
         lookup = _lookups.get((host, port))
         if lookup is not None:
@@ -204,7 +210,11 @@ def _lookup(host: str, port: int) -> Future:
         domain = _domain(host)
         if sum(_domain(name) == domain for name, _port in _lookups) >= LOOKUPS_PER_DOMAIN:
             raise OutboundError("dns_busy", detail=f"{host}: {LOOKUPS_PER_DOMAIN} lookups in {domain} under way")
+        if owner is not None and sum(by == owner for by in _started_for.values()) >= LOOKUPS_PER_OWNER:
+            raise OutboundError("dns_busy", detail=f"{host}: {LOOKUPS_PER_OWNER} lookups for {owner} under way")
         lookup = _lookups[host, port] = _resolver.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        if owner is not None:
+            _started_for[host, port] = owner
     # Outside the lock: a lookup already done runs its callback here and now, and the callback
     # takes the lock (held, that deadlocked every fast lookup).
     lookup.add_done_callback(lambda done: _forget_lookup(host, port, done))
@@ -215,9 +225,10 @@ def _forget_lookup(host: str, port: int, done: Future) -> None:
     with _lookups_lock:
         if _lookups.get((host, port)) is done:
             del _lookups[host, port]
+            _started_for.pop((host, port), None)
 
 
-def _resolve(host: str, port: int, seconds: float) -> tuple[tuple[int, Any], ...]:
+def _resolve(host: str, port: int, seconds: float, owner: str | None = None) -> tuple[tuple[int, Any], ...]:
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
@@ -225,7 +236,7 @@ def _resolve(host: str, port: int, seconds: float) -> tuple[tuple[int, Any], ...
     if literal is not None:  # nothing to look up
         family = socket.AF_INET if literal.version == 4 else socket.AF_INET6
         return ((family, (host, port) if family == socket.AF_INET else (host, port, 0, 0)),)
-    lookup = _lookup(host, port)
+    lookup = _lookup(host, port, owner)
     try:
         infos = lookup.result(timeout=max(0.0, seconds))
     except FutureTimeout:
@@ -243,7 +254,7 @@ def _resolve(host: str, port: int, seconds: float) -> tuple[tuple[int, Any], ...
     return tuple(addresses)
 
 
-def _check(url: str, conf: dict[str, Any], dns_seconds: float = DNS_SECONDS) -> _Target:
+def _check(url: str, conf: dict[str, Any], dns_seconds: float = DNS_SECONDS, owner: str | None = None) -> _Target:
     if not isinstance(url, str):
         raise OutboundError("invalid_url", detail=f"not a string: {type(url).__name__}")
     _refuse_characters(url)
@@ -274,7 +285,7 @@ def _check(url: str, conf: dict[str, Any], dns_seconds: float = DNS_SECONDS) -> 
     if not allow_listed and port not in conf["PORTS"]:
         raise OutboundError("port_not_allowed", detail=f"port {port}")
 
-    addresses = _resolve(host, port, dns_seconds)
+    addresses = _resolve(host, port, dns_seconds, owner)
     if not allow_listed:
         for _family, sockaddr in addresses:
             try:
@@ -291,10 +302,11 @@ def _check(url: str, conf: dict[str, Any], dns_seconds: float = DNS_SECONDS) -> 
     return _Target(scheme, host, port, host_header, path, addresses)
 
 
-def check_url(url: str) -> None:
+def check_url(url: str, *, owner: str | None = None) -> None:
     """Refuse (raise OutboundError) a URL we must never call; resolves the host (DNS) and checks every
-    address. Used when a user saves a webhook URL, and again at each delivery."""
-    _check(url, _conf())
+    address. Used when a user saves a webhook URL, and again at each delivery. ``owner``: whose
+    URL it is (``user:<id>``), for LOOKUPS_PER_OWNER."""
+    _check(url, _conf(), owner=owner)
 
 
 # --- the call ---------------------------------------------------------------------------------
@@ -423,8 +435,10 @@ def post(
     headers: dict[str, str],
     timeout: float | None = None,
     max_response_bytes: int | None = None,
+    owner: str | None = None,
 ) -> Response:
-    """POST once. Raises OutboundError for anything but a 2xx answer."""
+    """POST once. Raises OutboundError for anything but a 2xx answer. ``owner``: on whose behalf
+    (``user:<id>``), for LOOKUPS_PER_OWNER."""
     conf = _conf()
     seconds = conf["TIMEOUT_SECONDS"] if timeout is None else timeout
     limit = conf["MAX_RESPONSE_BYTES"] if max_response_bytes is None else max_response_bytes
@@ -436,7 +450,7 @@ def post(
     response: http.client.HTTPResponse | None = None
     where = url
     try:
-        target = _check(url, conf, min(DNS_SECONDS, deadline.remaining()))
+        target = _check(url, conf, min(DNS_SECONDS, deadline.remaining()), owner)
         where = target.hostname
         sock = _connect(target, deadline)
         where = f"{target.hostname} at {sock.getpeername()[0]}"

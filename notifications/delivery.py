@@ -108,7 +108,7 @@ def deliver_webhook(delivery: Delivery) -> str:
     except ValueError as exc:  # a secret saved before secrets were checked
         raise DeliveryError("invalid_secret", str(exc), final=True) from None
     try:
-        outbound.post(endpoint.url, body=body.encode(), headers=headers)
+        outbound.post(endpoint.url, body=body.encode(), headers=headers, owner=f"user:{endpoint.user_id}")
     except outbound.OutboundError as exc:
         raise DeliveryError(exc.code, exc.detail) from None
     return DeliveryStatus.DELIVERED

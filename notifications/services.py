@@ -191,7 +191,7 @@ def preferences_set(*, user: User, categories: dict[str, dict[str, bool]], webho
     checked first, outside the transaction: its DNS lookup may take seconds."""
     if webhook and webhook.get("url"):
         try:
-            outbound.check_url(webhook["url"])
+            outbound.check_url(webhook["url"], owner=f"user:{user.pk}")
         except outbound.OutboundError as exc:
             raise BadRequest(f"webhookUrl is not allowed: {exc.code}", code="webhook_url_not_allowed") from None
         try:

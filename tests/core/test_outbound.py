@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from core import outbound
 from core.outbound import OutboundError, Response, check_url, post
+from tests.polling import until_sync
 
 SERVER_LIFETIME = 30.0  # no test server thread outlives this, whatever the test does
 
@@ -727,6 +728,41 @@ def test_a_stuck_lookup_holds_one_thread_and_addresses_are_never_looked_up(monke
         assert seen.count("127.0.0.1") == seen.count("::1") == 0
     finally:
         stuck.set()
+
+
+def test_one_owners_stalled_domains_hold_two_lookup_threads_not_the_pool(monkeypatch):
+    """The last round's note: one user saving one stalled domain's URL after another (sixteen
+    domains, two names each) could fill the 32 lookup threads, and every user's deliveries then
+    waited. Lookups started for one owner are capped (``LOOKUPS_PER_OWNER``): the next is
+    ``dns_busy`` at once, without a thread; another owner's lookups, and a name the owner's
+    lookup already covers, go on."""
+    stuck, seen = threading.Event(), []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        seen.append(host)
+        if host.endswith(".example"):
+            stuck.wait(30)  # DNS servers that never answer
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    try:
+        for i in range(16):  # sixteen stalled domains, one user
+            with pytest.raises(OutboundError) as refused:
+                outbound._resolve(f"hook.stall{i}.example", 443, 0.05, "user:7")
+            assert refused.value.code == ("dns_error" if i < outbound.LOOKUPS_PER_OWNER else "dns_busy")
+        assert sum(name.endswith(".example") for name in seen) == outbound.LOOKUPS_PER_OWNER
+        with pytest.raises(OutboundError) as shared:  # a lookup under way is joined, not started
+            outbound._resolve("hook.stall0.example", 443, 0.05, "user:7")
+        assert shared.value.code == "dns_error"
+        assert outbound._resolve("localhost", 443, 3.0, "user:8")  # another user's lookup gets a thread
+        with pytest.raises(OutboundError) as other:
+            outbound._resolve("hook.other.example", 443, 0.05, "user:8")
+        assert other.value.code == "dns_error"  # their own first stalled lookup: not refused
+    finally:
+        stuck.set()
+    until_sync(lambda: not outbound._lookups and not outbound._started_for, what="lookups forgotten once done")
 
 
 def test_a_lookup_done_before_its_callback_is_attached_does_not_deadlock(monkeypatch):

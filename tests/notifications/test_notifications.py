@@ -191,6 +191,48 @@ def test_webhook_url_refused_at_save_changes_nothing(make_user, settings):
     assert "blocked_address" in resp.json()["detail"]
 
 
+def test_a_user_saving_stalled_urls_one_after_another_holds_two_lookups(make_user, monkeypatch):
+    """Saving a webhook URL looks its name up: a user saving one stalled domain's URL after another
+    took a lookup thread each (the pool is everyone's). Lookups for one user are capped: the third
+    save is refused at once (``dns_busy``, try again), nothing saved; another user's save goes on."""
+    import socket
+
+    from core import outbound
+
+    stuck = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host.endswith(".example"):  # DNS servers that never answer
+            stuck.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(outbound, "DNS_SECONDS", 0.05)
+    mallory, carol = make_user("n6d"), make_user("n6e")
+    try:
+        refusals = []
+        for n in range(3):
+            resp = auth_api(mallory).put(
+                "/api/notifications/preferences",
+                {"webhookUrl": f"https://hook.stall{n}.example/", "webhookSecret": "s" * 20},
+                format="json",
+            )
+            assert resp.status_code == 400 and resp.json()["code"] == "webhook_url_not_allowed"
+            refusals.append(resp.json()["detail"].rsplit(": ", 1)[-1])
+        assert refusals == ["dns_error", "dns_error", "dns_busy"]
+        resp = auth_api(carol).put(
+            "/api/notifications/preferences",
+            {"webhookUrl": "https://hook.carol.example/", "webhookSecret": "s" * 20},
+            format="json",
+        )
+        assert resp.json()["detail"].endswith("dns_error")  # looked up for her: not refused by mallory's
+        assert not WebhookEndpoint.objects.filter(user__in=[mallory, carol]).exists()
+    finally:
+        stuck.set()
+
+
 def test_rolled_back_notification_enqueues_nothing_committed_one_has_its_jobs(make_user):
     user = make_user("n7")
     with pytest.raises(RuntimeError), transaction.atomic():
