@@ -10,7 +10,9 @@ venue's last step (the low and the high of the tick path, not only the last tick
 - a resting LIMIT (accepted in an earlier step) fills at its limit once the path reaches it, even
   when the market gapped through it (a resting order is the price taker's counterpart: no price
   improvement beyond its limit, and never worse);
-- SL/SL-M wait in TRIGGER_PENDING until the path reaches the trigger, then behave as LIMIT/MARKET;
+- SL/SL-M wait in TRIGGER_PENDING until the path reaches the trigger, then behave as arriving
+  LIMIT/MARKET orders: a stop-limit the market is already through when it fires fills at the better
+  of its limit and the last price, not at its limit (it never rested there);
 - an order whose limit or trigger changed since the venue last looked at it is judged against the
   last price alone, as an arriving order is (and a resting limit modified into the market fills at
   the better of its limit and the last price): the path's ticks may have traded before the new
@@ -18,7 +20,8 @@ venue's last step (the low and the high of the tick path, not only the last tick
   The venue compares each order with what it saw at its previous step (no clock involved), and
   judges it so at the step that notices the change and at the next: a change made while a step
   runs, after its prices were read, predates part of the next step's path too;
-- AMO orders wait for the exchange's next session, then open; nothing is accepted or filled on an
+- AMO orders wait for the exchange's next session, then open as arriving orders (a limit the
+  opening price is through fills at the better of the two); nothing is accepted or filled on an
   exchange whose session is closed (market.sessions);
 - a DAY order still working when its session ends is cancelled ("expired at the end of the session");
   an IOC order is cancelled as soon as the venue could not fill it, or the rest of it, at once.
@@ -128,10 +131,14 @@ class PaperVenue:
         if modified:  # judged as it is now, against the market as it is now
             path = Path(path.last, path.last, path.last)
         status, kind, side = order.order_status, order.order_type, order.transaction_type
-        if status == OrderStatus.AMO:
+        if status == OrderStatus.AMO or (status == OrderStatus.TRIGGER_PENDING and _triggered(order, path)):
+            # The venue opens it now (an AMO at the open, a stop whose trigger fired): it never rested
+            # at its limit, so the next step judges it as an arriving order, at the last price, and
+            # a limit the market is already through takes the market, not its limit.
+            changed.add(order_id)
             return self._report(order, "accept")
         if status == OrderStatus.TRIGGER_PENDING:
-            return self._report(order, "accept") if _triggered(order, path) else 0
+            return 0
         if status == OrderStatus.PENDING:
             arriving_marketable = kind == OrderType.MARKET or (
                 kind == OrderType.LIMIT

@@ -195,3 +195,52 @@ def test_a_limit_changed_while_a_step_runs_is_judged_on_the_last_price_for_one_s
     venue.step()  # the path from here on is after the change: it counts again
     limit.refresh_from_db()
     assert limit.order_status == OrderStatus.COMPLETE and limit.average_price == Decimal("620")
+
+
+@pytest.mark.parametrize(
+    ("side", "limit", "trigger", "before", "fired"),
+    [("BUY", "630", "625", "620.00", "626.00"), ("SELL", "610", "615", "620.00", "614.00")],
+)
+def test_a_stop_limit_that_fires_into_the_market_fills_at_the_market_not_its_limit(
+    user, side, limit, trigger, before, fired
+):
+    """A risk review: a BUY stop-limit 625/630 fired at 626 filled at 630, 4 worse than the market,
+    as if it had rested at 630 while the market crossed it. It arrives when it fires."""
+    prices = Prices(SBIN__EQ=before)
+    order = place(user, order_type="SL", side=side, price=limit, trigger=trigger, quantity="5")
+    venue = PaperVenue(prices)
+    venue.step()
+    prices.prices["SBIN-EQ"] = Decimal(fired)
+    venue.step()  # fired → OPEN
+    venue.step()  # fills as an arriving limit: the better of its limit and the last price
+    order.refresh_from_db()
+    assert order.order_status == OrderStatus.COMPLETE and order.average_price == Decimal(fired)
+
+
+def test_a_stop_limit_the_market_left_behind_when_it_fired_rests_at_its_limit(user):
+    prices = Prices(SBIN__EQ="620.00")
+    order = place(user, order_type="SL", side="BUY", price="627", trigger="625", quantity="5")
+    venue = PaperVenue(prices)
+    venue.step()
+    prices.prices["SBIN-EQ"] = Decimal("628.00")  # fires, and is already above the limit
+    venue.step()
+    venue.step()
+    order.refresh_from_db()
+    assert order.order_status == OrderStatus.OPEN and order.filled_quantity == 0
+    prices.ranges["SBIN-EQ"] = (Decimal("626.00"), Decimal("628.00"))  # dips through 627: it rested there
+    venue.step()
+    order.refresh_from_db()
+    assert order.order_status == OrderStatus.COMPLETE and order.average_price == Decimal("627")
+
+
+def test_an_after_market_limit_the_open_is_through_fills_at_the_open_not_its_limit(user):
+    """A BUY AMO at 630 with the market opening at 600 filled at 630 (the same review)."""
+    prices = Prices(SBIN__EQ="630.00")
+    order = place(user, order_type="LIMIT", side="BUY", price="630", quantity="5", amo=True)
+    venue = PaperVenue(prices)
+    venue.step()  # AFTER_MARKET_ORDER_REQ_RECEIVED
+    prices.prices["SBIN-EQ"] = Decimal("600.00")  # the session opens at 600
+    venue.step()  # opens
+    venue.step()  # fills as an arriving limit
+    order.refresh_from_db()
+    assert order.order_status == OrderStatus.COMPLETE and order.average_price == Decimal("600")
