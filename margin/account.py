@@ -5,7 +5,8 @@ available, and the checks that keep available margin from going below zero.
 - Order margin: working orders hold margin for the exposure they could add. Per instrument, the
   buys could add ``max(0, p + B) − max(0, p)`` long (``p`` the signed position, ``B`` the buys'
   pending quantity), the sells ``max(0, S − p) − max(0, −p)`` short; the larger side is held, at the
-  orders' own price ÷ leverage (a market order at the last price plus ``MARKET_ORDER_BUFFER``).
+  orders' own price ÷ leverage (a market order at the last price plus ``MARKET_ORDER_BUFFER``, a
+  sell limit at no less than the last price).
   So an order that only reduces a position needs no margin: closing is always possible.
 - Available = balance − position margin − order margin. Unrealised profit is not spendable;
   unrealised loss stays inside its position's margin (isolated), which liquidation bounds.
@@ -98,9 +99,15 @@ class _Working(NamedTuple):
 
 def _unit_cost(order: _Working, last: Decimal, fee: Decimal, buffer: Decimal) -> Decimal:
     """Margin per unit of an order: its price (a market or stop-market order: the last price, with
-    ``buffer`` for slippage) over its leverage, plus the ``fee`` rate its fill will cost."""
+    ``buffer`` for slippage; a SELL limit: the higher of its price and the last price) over its
+    leverage, plus the ``fee`` rate its fill will cost."""
     if order.order_type in (OrderType.LIMIT, OrderType.SL) and order.price:
         price = order.price
+        if order.order_type == OrderType.LIMIT and order.transaction_type == Side.SELL:
+            # A sell fills at its limit or higher (a marketable one at the market), and a short's
+            # margin and fee grow with its fill price: held at its limit, a SELL 0.05 BTC_USD at
+            # 39,000 with the market at 40,000 was placed, then filled 0.048 and cancelled for funds.
+            price = max(price, last)
     elif order.order_type == OrderType.SL_M and order.trigger_price:
         price = order.trigger_price
     else:

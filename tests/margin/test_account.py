@@ -295,6 +295,31 @@ def test_the_venue_fills_only_what_the_margin_carries_and_cancels_the_rest(make_
     assert D(0) <= figures.available < D(5) and figures.order_margin == 0
 
 
+def test_a_sell_limit_below_the_market_holds_the_margin_of_its_fill_at_the_market(make_user, instruments):
+    """A risk review: a SELL limit held margin at its limit, but it fills at its limit or higher (at
+    the market when marketable), and a short's margin and fee grow with its fill price. Placed at
+    39,000 with the market at 40,000 on 196 USD, it was accepted, filled 0.048 and cancelled."""
+    from margin.venue import PaperVenue
+    from tests.orders.test_venue import Prices
+
+    user = make_user(balance=196)
+    tick("BTC_USD", 40000)
+    order = submit(user, "SELL", "0.05", price=D("39000"))  # 0.05 × (4,000 + 20) = 201 at the market
+    assert order.order_status == "REJECTED"
+    assert order.rejection_reason == (
+        f"{INSUFFICIENT_FUNDS}: the order needs 201.00 USD of margin and fees, 196.00 USD is available"
+    )
+    fund(user.pk, 5)  # 201: the fill at the market is carried in full
+    order = submit(user, "SELL", "0.05", price=D("39000"))
+    PaperVenue(Prices(BTC_USD="40000")).step()
+    order.refresh_from_db()
+    assert (order.order_status, order.average_price) == ("COMPLETE", D(40000))
+    assert account_figures(user_id=user.pk).available == 0
+    other = make_user(balance=100_000)
+    submit(other, "SELL", "1", price=D("42000"))  # above the market: it fills at its limit, held there
+    assert account_figures(user_id=other.pk).order_margin == D("4221")
+
+
 def test_working_orders_are_capped_per_tier(make_user, instruments, settings):
     settings.AXISOR_CAPS = {**settings.AXISOR_CAPS, "WORKING_ORDERS": {"basic": 3, "premium": 5, "enterprise": 0}}
     user = make_user(balance=100_000)
