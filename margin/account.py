@@ -4,9 +4,9 @@ available, and the checks that keep available margin from going below zero.
 - Position margin: each open position holds ``quantity × entry price ÷ leverage``.
 - Order margin: working orders hold margin for the exposure they could add. Per instrument, the
   buys could add ``max(0, p + B) − max(0, p)`` long (``p`` the signed position, ``B`` the buys'
-  pending quantity), the sells ``max(0, S − p) − max(0, −p)`` short; the larger side is held, at the
-  orders' own price ÷ leverage (a market order at the last price plus ``MARKET_ORDER_BUFFER``, a
-  sell limit at no less than the last price).
+  pending quantity), the sells ``max(0, S − p) − max(0, −p)`` short; the larger side is held, at its
+  costliest orders' price ÷ leverage (a market order at the last price plus ``MARKET_ORDER_BUFFER``,
+  a sell limit at no less than the last price).
   So an order that only reduces a position needs no margin: closing is always possible.
 - Available = balance − position margin − order margin. Unrealised profit is not spendable;
   unrealised loss stays inside its position's margin (isolated), which liquidation bounds.
@@ -126,10 +126,15 @@ def _order_margin(position: Decimal, orders: list[tuple[str, Decimal, Decimal]])
         (Side.BUY, lambda b: max(Decimal(0), position + b) - max(Decimal(0), position)),
         (Side.SELL, lambda s: max(Decimal(0), s - position) - max(Decimal(0), -position)),
     ):
-        total = sum((q for q, _ in sides[side]), Decimal(0))
-        if total:
-            average_cost = sum((q * c for q, c in sides[side]), Decimal(0)) / total
-            held = max(held, added(total) * average_cost)
+        # What the side adds is held at its costliest orders' cost: whichever fill first close the
+        # position, the others open, and any of them may be the last (at the orders' average cost,
+        # a 2x buy behind a 100x one that closed a short opened on half the margin it needed, and
+        # the fill check then held back the 100x one, which only reduced).
+        left, cost = added(sum((q for q, _ in sides[side]), Decimal(0))), Decimal(0)
+        for quantity, unit in sorted(sides[side], key=lambda item: item[1], reverse=True):
+            take = min(quantity, left)
+            cost, left = cost + take * unit, left - take
+        held = max(held, cost)
     return held
 
 

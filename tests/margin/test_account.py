@@ -320,6 +320,31 @@ def test_a_sell_limit_below_the_market_holds_the_margin_of_its_fill_at_the_marke
     assert account_figures(user_id=other.pk).order_margin == D("4221")
 
 
+def test_what_a_side_adds_is_held_at_its_costliest_orders(make_user, instruments):
+    """A risk review: against a short of 0.05, a BUY 0.05 at 100x (it only closes) and a BUY 0.05 at
+    2x (it opens a long of 0.05 once the other closed the short: 1,001 of margin and fee) held the
+    two orders' average cost, 511. The 2x buy was accepted on 549 available; at the fill the venue
+    held back the 100x buy, which only reduced, to 0.034 and cancelled it for funds."""
+    from margin.venue import PaperVenue
+    from tests.orders.test_venue import Prices
+
+    user = make_user(balance=750)
+    tick("BTC_USD", 40000)
+    venue = PaperVenue(Prices(BTC_USD="40000"))
+    submit(user, "SELL", "0.05", order_type="MARKET", price=None)
+    venue.step()  # short 0.05 at 40,000: 200 held, a fee of 1; 549 available
+    closing = submit(user, "BUY", "0.05", leverage=100)
+    opening = submit(user, "BUY", "0.05", leverage=2)
+    assert closing.order_status == "PENDING" and opening.order_status == "REJECTED"
+    assert opening.rejection_reason == (
+        f"{INSUFFICIENT_FUNDS}: the order needs 1001.00 USD of margin and fees, 549.00 USD is available"
+    )
+    venue.step()
+    closing.refresh_from_db()
+    assert (closing.order_status, closing.filled_quantity) == ("COMPLETE", D("0.05"))
+    assert not Position.objects.filter(user=user, status="open").exists()
+
+
 def test_working_orders_are_capped_per_tier(make_user, instruments, settings):
     settings.AXISOR_CAPS = {**settings.AXISOR_CAPS, "WORKING_ORDERS": {"basic": 3, "premium": 5, "enterprise": 0}}
     user = make_user(balance=100_000)
