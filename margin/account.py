@@ -6,7 +6,7 @@ available, and the checks that keep available margin from going below zero.
   buys could add ``max(0, p + B) − max(0, p)`` long (``p`` the signed position, ``B`` the buys'
   pending quantity), the sells ``max(0, S − p) − max(0, −p)`` short; the larger side is held, at its
   costliest orders' price ÷ leverage (a market order at the last price plus ``MARKET_ORDER_BUFFER``,
-  a sell limit at no less than the last price).
+  an arriving sell limit at no less than the last price).
   So an order that only reduces a position needs no margin: closing is always possible.
 - Available = balance − position margin − order margin. Unrealised profit is not spendable;
   unrealised loss stays inside its position's margin (isolated), which liquidation bounds.
@@ -39,7 +39,7 @@ from ledger.selectors import account_balance
 from ledger.services import account_lock, ledger_post
 from market.models import Instrument
 from market.selectors import last_traded_price
-from orders.models import LIVE, Order, OrderType, Side
+from orders.models import LIVE, Order, OrderStatus, OrderType, Side
 from orders.services import order_lock, order_modify, order_place_in_transaction, order_reject
 
 from .formula import fill_effect
@@ -47,6 +47,7 @@ from .models import Position, PositionStatus
 from .positions import fee_rate
 
 INSUFFICIENT_FUNDS = "Insufficient funds"
+PENDING = OrderStatus.PENDING
 MAX_ADJUSTMENT = Decimal("1e12")
 
 
@@ -91,6 +92,7 @@ class _Working(NamedTuple):
     price: Decimal | None
     trigger_price: Decimal | None
     leverage: int
+    order_status: str
 
     @classmethod
     def of(cls, order: Order) -> _Working:
@@ -99,14 +101,15 @@ class _Working(NamedTuple):
 
 def _unit_cost(order: _Working, last: Decimal, fee: Decimal, buffer: Decimal) -> Decimal:
     """Margin per unit of an order: its price (a market or stop-market order: the last price, with
-    ``buffer`` for slippage; a SELL limit: the higher of its price and the last price) over its
-    leverage, plus the ``fee`` rate its fill will cost."""
+    ``buffer`` for slippage; a SELL limit the venue has not taken yet: the higher of its price and
+    the last price) over its leverage, plus the ``fee`` rate its fill will cost."""
     if order.order_type in (OrderType.LIMIT, OrderType.SL) and order.price:
         price = order.price
-        if order.order_type == OrderType.LIMIT and order.transaction_type == Side.SELL:
-            # A sell fills at its limit or higher (a marketable one at the market), and a short's
-            # margin and fee grow with its fill price: held at its limit, a SELL 0.05 BTC_USD at
-            # 39,000 with the market at 40,000 was placed, then filled 0.048 and cancelled for funds.
+        if order.order_type == OrderType.LIMIT and order.transaction_type == Side.SELL and order.order_status == PENDING:
+            # An arriving sell fills at the better of its limit and the market, and a short's margin
+            # and fee grow with its fill price: held at its limit, a SELL 0.05 BTC_USD at 39,000 with
+            # the market at 40,000 was placed, then filled 0.048 and cancelled for funds. (Once it
+            # rests, the venue fills it at its limit: held there.)
             price = max(price, last)
     elif order.order_type == OrderType.SL_M and order.trigger_price:
         price = order.trigger_price
