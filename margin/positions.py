@@ -152,7 +152,9 @@ def position_apply_fill(*, order: Order, quantity: Decimal, price: Decimal) -> l
     now = timezone.now()
     position = (
         Position.objects.select_for_update(of=("self",))
-        .select_related("instrument", "close_order", "guard_execution")
+        # not the close order: read after the lock (in _closed), or it is the one this statement's
+        # snapshot saw, from before a close that committed while this fill waited for the lock
+        .select_related("instrument", "guard_execution")
         .filter(user_id=order.user_id, instrument_id=order.instrument_id, status=OPEN)
         .first()
     )

@@ -121,15 +121,16 @@ def position_close(
     any order); the position closes when the order fills. A system close (the guard's auto-close)
     first cancels the user's other working orders on the instrument, so nothing the user left
     working can grow the position again or open the other side once it is flat."""
-    position = (
-        Position.objects.select_for_update(of=("self",)).select_related("instrument", "close_order").get(pk=position.pk)
-    )
+    position = Position.objects.select_for_update(of=("self",)).select_related("instrument").get(pk=position.pk)
     if position.status != OPEN:
         raise Conflict(f"{position.public_id} is already closed", code="position_closed")
-    if position.close_order is not None and position.close_order.order_status in LIVE:
+    # The close order is read after the lock, not joined to the locked read: a joined row is the one
+    # the statement's snapshot saw, so a close that waited for a concurrent one to commit saw no close
+    # order working and placed a second (two POST /close at once both answered 202).
+    working = position.close_order_id and Order.objects.filter(pk=position.close_order_id, order_status__in=LIVE).first()
+    if working:
         raise Conflict(
-            f"{position.public_id} already has a close order {position.close_order.order_id} working",
-            code="close_pending",
+            f"{position.public_id} already has a close order {working.order_id} working", code="close_pending"
         )
     if kind != CloseKind.MANUAL:
         _withdraw_working_orders(position)
