@@ -105,7 +105,8 @@ def _unit_cost(order: _Working, last: Decimal, fee: Decimal, buffer: Decimal) ->
     the last price) over its leverage, plus the ``fee`` rate its fill will cost."""
     if order.order_type in (OrderType.LIMIT, OrderType.SL) and order.price:
         price = order.price
-        if order.order_type == OrderType.LIMIT and order.transaction_type == Side.SELL and order.order_status == PENDING:
+        arriving = order.order_status == PENDING
+        if arriving and order.order_type == OrderType.LIMIT and order.transaction_type == Side.SELL:
             # An arriving sell fills at the better of its limit and the market, and a short's margin
             # and fee grow with its fill price: held at its limit, a SELL 0.05 BTC_USD at 39,000 with
             # the market at 40,000 was placed, then filled 0.048 and cancelled for funds. (Once it

@@ -127,7 +127,8 @@ def position_close(
     # The close order is read after the lock, not joined to the locked read: a joined row is the one
     # the statement's snapshot saw, so a close that waited for a concurrent one to commit saw no close
     # order working and placed a second (two POST /close at once both answered 202).
-    working = position.close_order_id and Order.objects.filter(pk=position.close_order_id, order_status__in=LIVE).first()
+    close_id = position.close_order_id
+    working = close_id and Order.objects.filter(pk=close_id, order_status__in=LIVE).first()
     if working:
         raise Conflict(
             f"{position.public_id} already has a close order {working.order_id} working", code="close_pending"
