@@ -478,6 +478,15 @@ def order_trade_add(
     _validate_quantity(errors, order.instrument, quantity)
     if price is None or _bad_number(price) or price <= 0 or price != price.quantize(Decimal("1e-8")):
         errors["price"] = "a fill needs a positive price with at most 8 decimals"
+    elif order.order_type in PRICED and order.price is not None:
+        # A limit is a promise: never a worse price. An outside venue's report of a BUY limit at 625
+        # filled at 999,999,999,999,999 was booked, and its fee alone took the balance to -5e16.
+        worse = price > order.price if order.transaction_type == Side.BUY else price < order.price
+        if worse:
+            above_below = "above" if order.transaction_type == Side.BUY else "below"
+            errors["price"] = (
+                f"a {order.transaction_type} limit at {order.price.normalize():f} cannot fill {above_below} it"
+            )
     if errors:
         raise ValidationError(errors)
     assert quantity is not None and price is not None  # else refused just above

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from broadcast.models import EventLog
-from orders.models import Order, OrderSession
+from orders.models import Order, OrderSession, Trade
 from tests.conftest import auth_api
 from tests.orders.factories import LIMIT
 
@@ -121,6 +121,25 @@ def test_executions_api_fills_idempotently_and_trades_list(client, staff):
     assert unknown.status_code == 404
     trades = client.get("/api/trades").json()
     assert trades["count"] == 1 and trades["results"][0]["execId"] == "f1" and trades["results"][0]["quantity"] == 4
+
+
+def test_executions_api_refuses_a_fill_worse_than_the_orders_limit(client, staff, user):
+    """A risk review: a BUY limit at 625.5 reported filled at 999,999,999,999,999 was booked (its fee
+    alone took the balance to -5e16). A limit never fills at a worse price: 400, nothing booked."""
+    from ledger.models import Account
+
+    oid = client.post("/api/orders", LIMIT, format="json").json()["orderId"]
+    balance = Account.objects.get(user=user).balance
+    fill = {"orderId": oid, "execId": "w1", "type": "fill", "quantity": 10, "price": "999999999999999"}
+    worse = staff.post("/api/internal/executions", fill, format="json")
+    assert worse.status_code == 400 and worse.json()["fields"]["price"][0]["message"] == (
+        "a BUY limit at 625.5 cannot fill above it"
+    )
+    assert Account.objects.get(user=user).balance == balance and not Trade.objects.filter(order__order_id=oid).exists()
+    url = "/api/internal/executions"
+    at = staff.post(url, {**fill, "execId": "w2", "quantity": 4, "price": "625.5"}, format="json")
+    better = staff.post(url, {**fill, "execId": "w3", "quantity": 6, "price": "600"}, format="json")
+    assert at.status_code == better.status_code == 200 and better.json()["order"]["orderStatus"] == "COMPLETE"
 
 
 def test_executions_api_is_staff_or_service_key(client, api, settings):

@@ -293,7 +293,9 @@ def expect_fill(m: Expected, quantity: Decimal, price: Decimal) -> tuple[Errors,
     errors = set()
     if m.status in TERMINAL:
         errors.add(Conflict)
-    if quantity <= 0 or price <= 0:
+    # a limit never fills at a worse price (an outside venue's report of one is refused)
+    worse = m.order_type in PRICED and m.price is not None and (price > m.price if m.side == "BUY" else price < m.price)
+    if quantity <= 0 or price <= 0 or worse:
         errors.add(ValidationError)
     elif quantity > m.remaining:
         errors.add(Conflict)  # over-fill
