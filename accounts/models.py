@@ -15,6 +15,9 @@ class User(AbstractUser):
 
     class Meta:
         db_table = "accounts_user"
+        # The staff panel's socket disconnect has no admin counterpart: a permission of its own, so
+        # cutting a client's sockets needs no power to edit accounts (panel/permissions.py).
+        permissions = [("disconnect_user", "Can disconnect a user's sockets")]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(tier__in=[t.value for t in Tier]), name="accounts_user_tier_valid"

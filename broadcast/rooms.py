@@ -23,6 +23,9 @@ _USER_ID = re.compile(r"^[1-9][0-9]{0,18}$")
 
 CATEGORIES = ("notifications", "positions", "margin_guard", "alerts", "orders")
 ADMIN_LEVELS = ("staff", "superuser")
+# admin:staff carries a copy of every logged event, every user's (broadcast/stafffeed.py): the
+# live event log, so the event log's view permission (the panel's Events page asks the same).
+STAFF_FEED_PERMISSION = "realtime.view_eventlog"  # the broadcast app's label
 
 
 class RoomKind(str, Enum):
@@ -134,8 +137,11 @@ def admin_room(level: str) -> Room:
 
 
 def admin_rooms_for(user) -> list[Room]:
+    """The admin rooms ``user`` may be in. For a staff member who is not a superuser this asks
+    ``user.has_perm``: on an event loop, read the user's permissions first (on a thread, as the
+    consumer does: ``get_all_permissions`` fills the user's cache)."""
     rooms = []
-    if user.is_staff or user.is_superuser:
+    if user.is_superuser or (user.is_staff and user.has_perm(STAFF_FEED_PERMISSION)):
         rooms.append(Room(RoomKind.ADMIN, "staff"))
     if user.is_superuser:
         rooms.append(Room(RoomKind.ADMIN, "superuser"))
@@ -143,7 +149,7 @@ def admin_rooms_for(user) -> list[Room]:
 
 
 def auto_rooms(user) -> list[Room]:
-    """Rooms joined on authentication: the user's own room, ``system``, admin rooms for staff."""
+    """Rooms joined on authentication: the user's own room, ``system``, the admin rooms allowed."""
     return [user_room(user.pk), system_room(), *admin_rooms_for(user)]
 
 

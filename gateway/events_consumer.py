@@ -111,6 +111,28 @@ _notices_read = database_sync_to_async(_notices_in_force_texts, thread_sensitive
 SYSTEM_GROUP = rooms.system_room().layer_group
 
 
+def _permissions_read_sync(user: User) -> None:
+    try:
+        user.get_all_permissions()  # fills the user's permission cache (ModelBackend)
+    finally:
+        db_connection.close()  # a pool thread: leave no connection behind it
+
+
+_permissions_read = database_sync_to_async(_permissions_read_sync, thread_sensitive=False)
+
+
+async def staff_permissions(user: User) -> None:
+    """Read a staff member's permissions (not a superuser's: they have all), so that the room
+    checks (rooms.admin_rooms_for: admin:staff needs realtime.view_eventlog) answer on the loop.
+    Raises DatabaseUnavailable when the database cannot answer."""
+    if not user.is_staff or user.is_superuser:
+        return
+    try:
+        await _permissions_read(user)
+    except connect_read.DATABASE_ERRORS as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+
+
 async def connection_start(token, user_id: int) -> tuple[Identity, int, list[str]]:
     """What a new /ws connection needs: who the token's user is (AuthError if no longer allowed),
     the latest seq of its stream (one statement, connect_read), and the notices in force (cached
@@ -270,6 +292,7 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
                 identity, notices = await self._first_auth(token)
             else:
                 identity = await jwt_authenticate(token)
+            await staff_permissions(identity.user)
         except AuthError as exc:
             await self.fail(Code.AUTHENTICATION_FAILED, str(exc), Close.AUTHENTICATION_FAILED)
             return
@@ -287,6 +310,8 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         self.user = identity.user
         if first:
             self.limiter.bind(self.user.pk, self.user.tier)
+        else:
+            await self._leave_admin_rooms_no_longer_allowed()
         self.expires_at = identity.expires_at
         if self.timer is not None:
             self.timer.cancel()
@@ -504,6 +529,17 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             self.joined[room.name] = room
             if room.kind == rooms.RoomKind.USER:
                 self.personal_open = True
+
+    async def _leave_admin_rooms_no_longer_allowed(self) -> None:
+        """A fresh token is a fresh look at the permissions: a staff member whose permission to a
+        room was taken away since leaves it (the panel renews its token every few minutes)."""
+        assert self.user is not None
+        allowed = rooms.admin_rooms_for(self.user)
+        for name, room in list(self.joined.items()):
+            if room.kind is rooms.RoomKind.ADMIN and room not in allowed:
+                del self.joined[name]
+                await self.hub_leave(room.layer_group)
+                self.reply(self._room_reply(room, "unsubscribed"))
 
     def _subscribed(self) -> list[str]:
         return [*self.joined, *(c for c in rooms.CATEGORIES if c in self.filters)]

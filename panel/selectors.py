@@ -91,15 +91,17 @@ def delivery_failures(hours: int = 24, limit: int = 10) -> dict:
     return {"hours": hours, "count": failed.count(), "recent": list(recent)}
 
 
-def dashboard() -> dict:
+def dashboard(*, failures: bool, notices: bool, history: bool) -> dict:
+    """The dashboard's figures; the parts read from a model's rows only when asked (the staff
+    member's permissions, panel/permissions.py): processes and readiness are every staff member's."""
     processes = presence.processes()
     return {
         "processes": process_rows(processes),
         "totals": connection_totals(processes),
-        "notices": list(notices_in_force()),
-        "failures": delivery_failures(),
+        "notices": list(notices_in_force()) if notices else [],
+        "failures": delivery_failures() if failures else {"hours": 24, "count": 0, "recent": []},
         "readiness": readiness(),
-        "history": event_history(),
+        "history": event_history() if history else {"since": None, "minutes": HISTORY_MINUTES, "counts": {}},
         "lease_seconds": presence.LEASE_SECONDS,
     }
 
@@ -137,13 +139,14 @@ def notices(limit: int = 30) -> dict:
     return {"in_force": in_force, "recent": recent}
 
 
-def users_page(*, query: str = "", limit: int = 50) -> list[dict]:
+def users_page(*, query: str = "", money: bool = True, limit: int = 50) -> list[dict]:
     qs = get_user_model().objects.order_by("username")
     if query:
         qs = qs.filter(username__icontains=query)
     users = list(qs[:limit])
     conns = presence.connections_by_user([u.pk for u in users])
-    balances = dict(Account.objects.filter(user_id__in=[u.pk for u in users]).values_list("user_id", "balance"))
+    ids = [u.pk for u in users] if money else []
+    balances = dict(Account.objects.filter(user_id__in=ids).values_list("user_id", "balance"))
     return [{"user": u, "connections": conns[u.pk], "balance": balances.get(u.pk, Decimal(0))} for u in users]
 
 
@@ -152,14 +155,15 @@ def user_connections(user) -> dict[str, int]:
     return presence.connections_by_user([user.pk])[user.pk]
 
 
-def user_detail(user) -> dict:
+def user_detail(user, *, money: bool = True, sessions: bool = True, orders: bool = True) -> dict:
+    """The user page's figures; money, sessions and orders only when asked (the permissions)."""
     now = timezone.now()
-    sessions = OrderSession.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=now)
+    live = OrderSession.objects.filter(user=user, revoked_at__isnull=True, expires_at__gt=now)
     return {
         "connections": user_connections(user),
-        "sessions": list(sessions.order_by("-created_at")),
-        "order_count": Order.objects.filter(user=user).count(),
-        "money": account_figures(user_id=user.pk),
+        "sessions": list(live.order_by("-created_at")) if sessions else [],
+        "order_count": Order.objects.filter(user=user).count() if orders else None,
+        "money": account_figures(user_id=user.pk) if money else None,
     }
 
 

@@ -30,7 +30,7 @@ from system.models import NoticeKind, SystemNotice
 from system.services import system_notice_create, system_notice_end
 from wire import iso
 
-from . import selectors
+from . import permissions, selectors
 from .forms import ComposeForm, DisconnectForm, MaintenanceForm, RejectForm, ServiceStatusForm
 
 # Both system-notice forms have a "message": distinct element ids keep their labels apart.
@@ -39,18 +39,43 @@ MAINTENANCE_IDS, SERVICE_IDS = "maint_%s", "svc_%s"
 SOCKET_TOKEN_LIFETIME = timedelta(minutes=5)
 
 
-def staff_required(view):
-    """Anonymous: to the login page. Signed in but not staff: 403."""
+def _refused(request: HttpRequest, json: bool, code: str, detail: str) -> HttpResponse:
+    if json:  # the API's error shape (core/api.py)
+        return JsonResponse({"code": code, "detail": detail}, status=403)
+    raise PermissionDenied(detail)
 
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path(), reverse("panel:login"))
-        if not request.user.is_staff:
-            raise PermissionDenied("staff only")
-        return view(request, *args, **kwargs)
 
-    return wrapped
+def panel_view(*, page: str = "dashboard", needs: tuple[str, ...] = (), json: bool = False):
+    """Anonymous: to the login page (a JSON endpoint: 403). Signed in but not staff, or without
+    what the page or action needs (panel/permissions.py): 403, before anything is read or done."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs):
+            user = request.user
+            if not user.is_authenticated:
+                if json:
+                    return _refused(request, json, "not_authenticated", "sign in to the panel first")
+                return redirect_to_login(request.get_full_path(), reverse("panel:login"))
+            if not user.is_staff:
+                return _refused(request, json, "permission_denied", "staff only")
+            if not permissions.may_open(user, page):
+                return _refused(request, json, "permission_denied", f"you may not open the {page} page")
+            missing = [a for a in needs if not permissions.may(user, a)]
+            if missing:
+                wanted = " or ".join(permissions.ABILITIES[missing[0]])
+                return _refused(request, json, "permission_denied", f"this needs the permission {wanted}")
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+def _render(request: HttpRequest, template: str, context: dict, status: int = 200) -> HttpResponse:
+    """A panel page, with what the signed-in staff member may see and do (``can``)."""
+    can = context.get("can") or permissions.abilities(request.user)
+    return render(request, template, {**context, "can": can}, status=status)
 
 
 class PanelLoginView(LoginView):
@@ -91,10 +116,12 @@ def _status_of(error: Exception) -> int:
 
 
 @require_POST
-@staff_required
+@panel_view(json=True)
 def socket_token(request: HttpRequest) -> JsonResponse:
     """A short-lived access token for the page's /ws socket (the page never sees a password).
-    POST with the CSRF token, so another site cannot mint one with the staff member's cookie."""
+    POST with the CSRF token, so another site cannot mint one with the staff member's cookie.
+    Any staff member may have one: it is what signing in to the API gives them, and what the
+    socket then carries is decided by the rooms (admin:staff needs realtime.view_eventlog)."""
     token = AccessToken.for_user(request.user)
     token.set_exp(lifetime=SOCKET_TOKEN_LIFETIME)
     return JsonResponse({"token": str(token), "expiresAt": iso(token.current_time + SOCKET_TOKEN_LIFETIME)})
@@ -104,15 +131,17 @@ def socket_token(request: HttpRequest) -> JsonResponse:
 
 
 @require_GET
-@staff_required
+@panel_view()
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "panel/dashboard.html", {"page": "dashboard", **selectors.dashboard()})
+    can = permissions.abilities(request.user)
+    shown = selectors.dashboard(failures=can["notifications"], notices=can["notices"], history=can["events"])
+    return _render(request, "panel/dashboard.html", {"page": "dashboard", "can": can, **shown})
 
 
 @require_GET
-@staff_required
+@panel_view(page="events")
 def events(request: HttpRequest) -> HttpResponse:
-    return render(request, "panel/events.html", {"page": "events", "recent": selectors.recent_events()})
+    return _render(request, "panel/events.html", {"page": "events", "recent": selectors.recent_events()})
 
 
 # ---- orders ---------------------------------------------------------------------------------
@@ -127,17 +156,17 @@ def _orders_page(request: HttpRequest, *, status: int = 200, reject_form: Reject
         "statuses": selectors.ORDER_STATUSES,
         "reject_form": reject_form,
     }
-    return render(request, "panel/orders.html", context, status=status)
+    return _render(request, "panel/orders.html", context, status=status)
 
 
 @require_GET
-@staff_required
+@panel_view(page="orders")
 def orders(request: HttpRequest) -> HttpResponse:
     return _orders_page(request)
 
 
 @require_POST
-@staff_required
+@panel_view(page="orders", needs=("order_change",))
 def order_cancel_view(request: HttpRequest, order_id: str) -> HttpResponse:
     try:
         order_cancel(order=order_id)
@@ -149,7 +178,7 @@ def order_cancel_view(request: HttpRequest, order_id: str) -> HttpResponse:
 
 
 @require_POST
-@staff_required
+@panel_view(page="orders", needs=("order_change",))
 def order_reject_view(request: HttpRequest, order_id: str) -> HttpResponse:
     form = RejectForm(request.POST)
     if not form.is_valid():
@@ -168,16 +197,20 @@ def order_reject_view(request: HttpRequest, order_id: str) -> HttpResponse:
 
 
 def _notifications_page(request: HttpRequest, form: ComposeForm, status: int = 200) -> HttpResponse:
-    context = {"page": "notifications", "form": form, "notifications": selectors.recent_notifications()}
-    return render(request, "panel/notifications.html", context, status=status)
+    can = permissions.abilities(request.user)
+    recent = selectors.recent_notifications() if can["notifications"] else []
+    context = {"page": "notifications", "can": can, "form": form, "notifications": recent}
+    return _render(request, "panel/notifications.html", context, status=status)
 
 
-@staff_required
+@panel_view(page="notifications")
 def notifications(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return _notifications_page(request, ComposeForm())
     if request.method != "POST":
         return HttpResponse(status=405)
+    if not permissions.may(request.user, "compose"):  # NotificationAdmin.compose's
+        raise PermissionDenied("sending notifications needs notifications.add_notification")
     form = ComposeForm(request.POST)
     if not form.is_valid():
         return _notifications_page(request, form, status=400)
@@ -201,17 +234,19 @@ def notifications(request: HttpRequest) -> HttpResponse:
 
 
 def _system_page(request: HttpRequest, *, maintenance=None, service=None, status: int = 200) -> HttpResponse:
+    can = permissions.abilities(request.user)
     context = {
         "page": "system",
+        "can": can,
         "maintenance_form": maintenance or MaintenanceForm(auto_id=MAINTENANCE_IDS),
         "service_form": service or ServiceStatusForm(auto_id=SERVICE_IDS),
-        **selectors.notices(),
+        **(selectors.notices() if can["notices"] else {"in_force": [], "recent": []}),
     }
-    return render(request, "panel/system.html", context, status=status)
+    return _render(request, "panel/system.html", context, status=status)
 
 
 @require_GET
-@staff_required
+@panel_view(page="system")
 def system(request: HttpRequest) -> HttpResponse:
     return _system_page(request)
 
@@ -230,21 +265,21 @@ def _create_notice(request: HttpRequest, form, kind: str, key: str) -> HttpRespo
 
 
 @require_POST
-@staff_required
+@panel_view(page="system", needs=("notice_add",))
 def maintenance_create(request: HttpRequest) -> HttpResponse:
     form = MaintenanceForm(request.POST, auto_id=MAINTENANCE_IDS)
     return _create_notice(request, form, NoticeKind.MAINTENANCE, "maintenance")
 
 
 @require_POST
-@staff_required
+@panel_view(page="system", needs=("notice_add",))
 def service_status_create(request: HttpRequest) -> HttpResponse:
     form = ServiceStatusForm(request.POST, auto_id=SERVICE_IDS)
     return _create_notice(request, form, NoticeKind.SERVICE_STATUS, "service")
 
 
 @require_POST
-@staff_required
+@panel_view(page="system", needs=("notice_end",))
 def notice_end(request: HttpRequest, notice_id: int) -> HttpResponse:
     notice = SystemNotice.objects.filter(pk=notice_id).first()
     if notice is None:
@@ -262,35 +297,54 @@ def notice_end(request: HttpRequest, notice_id: int) -> HttpResponse:
 
 
 @require_GET
-@staff_required
+@panel_view(page="users")
 def users(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("q", "").strip()[:150]
-    return render(request, "panel/users.html", {"page": "users", "rows": selectors.users_page(query=query), "q": query})
+    can = permissions.abilities(request.user)
+    rows = selectors.users_page(query=query, money=can["money"])
+    return _render(request, "panel/users.html", {"page": "users", "can": can, "rows": rows, "q": query})
+
+
+def _guarded(request: HttpRequest, user) -> bool:
+    """Another staff or superuser account is a superuser's to act on (as in AccountAdmin)."""
+    return (user.is_staff or user.is_superuser) and user.pk != request.user.pk and not request.user.is_superuser
 
 
 def _user_page(request: HttpRequest, user, status: int = 200) -> HttpResponse:
-    context = {"page": "users", "subject": user, "disconnect_form": DisconnectForm(), **selectors.user_detail(user)}
-    return render(request, "panel/user_detail.html", context, status=status)
+    can = permissions.abilities(request.user)
+    context = {
+        "page": "users",
+        "can": can,
+        "subject": user,
+        "guarded": _guarded(request, user),
+        "disconnect_form": DisconnectForm(),
+        **selectors.user_detail(user, money=can["money"], sessions=can["sessions"], orders=can["orders"]),
+    }
+    return _render(request, "panel/user_detail.html", context, status=status)
 
 
 @require_GET
-@staff_required
+@panel_view(page="users")
 def user_detail(request: HttpRequest, user_id: int) -> HttpResponse:
     return _user_page(request, get_object_or_404(get_user_model(), pk=user_id))
 
 
 @require_GET
-@staff_required
+@panel_view(page="users", json=True)
 def user_connections(request: HttpRequest, user_id: int) -> JsonResponse:
     """Live connection counts for the user page (it asks every few seconds)."""
-    user = get_object_or_404(get_user_model(), pk=user_id)
+    user = get_user_model().objects.filter(pk=user_id).first()
+    if user is None:
+        return JsonResponse({"code": "not_found", "detail": f"no user {user_id}"}, status=404)
     return JsonResponse({"userId": str(user.pk), "connections": selectors.user_connections(user)})
 
 
 @require_POST
-@staff_required
+@panel_view(page="users", needs=("disconnect",))
 def user_disconnect(request: HttpRequest, user_id: int) -> HttpResponse:
     user = get_object_or_404(get_user_model(), pk=user_id)
+    if _guarded(request, user):
+        raise PermissionDenied("another staff account's sockets are a superuser's to disconnect")
     form = DisconnectForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose which sockets to disconnect: all, /ws or /ws/orders.")
@@ -301,7 +355,7 @@ def user_disconnect(request: HttpRequest, user_id: int) -> HttpResponse:
 
 
 @require_POST
-@staff_required
+@panel_view(page="users", needs=("session_revoke",))
 def session_revoke(request: HttpRequest, user_id: int, session: str) -> HttpResponse:
     user = get_object_or_404(get_user_model(), pk=user_id)
     found = OrderSession.objects.filter(user=user, session=session).first()
@@ -320,10 +374,13 @@ def session_revoke(request: HttpRequest, user_id: int, session: str) -> HttpResp
 
 
 @require_GET
-@staff_required
+@panel_view(page="market")
 def market(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "panel/market.html",
-        {"page": "market", "rows": selectors.market_snapshots(), "executions": selectors.guard_executions()},
-    )
+    can = permissions.abilities(request.user)
+    context = {
+        "page": "market",
+        "can": can,
+        "rows": selectors.market_snapshots() if can["instruments"] else [],
+        "executions": selectors.guard_executions() if can["guard"] else [],
+    }
+    return _render(request, "panel/market.html", context)

@@ -173,7 +173,8 @@ import { EventsClient } from "../realtime/index.js";
     listen("admin_events", (msg) => {
       for (const [type, n] of Object.entries(msg.data.counts)) count(type, n);
       for (const entry of msg.data.events) {
-        if (entry.type === "notification_status_update" && entry.data && entry.data.status === "failed") {
+        // the sections a staff member may not see are not on the page (panel/permissions.py)
+        if (entry.type === "notification_status_update" && entry.data && entry.data.status === "failed" && document.getElementById("failed-list")) {
           const counter = document.getElementById("failed-count");
           counter.textContent = Number(counter.textContent) + 1;
           const list = document.getElementById("failed-list");
@@ -193,6 +194,7 @@ import { EventsClient } from "../realtime/index.js";
 
     function notice(type, data) {
       const list = document.getElementById("notices");
+      if (!list) return;
       const existing = list.querySelector(`[data-notice="${data.id}"]`);
       const over = data.status === "ended" || data.status === "operational";
       if (over) {
@@ -269,6 +271,7 @@ import { EventsClient } from "../realtime/index.js";
 
     function renderRates() {
       const tbody = document.querySelector("#rates tbody");
+      if (!tbody) return;
       const nowSecond = Math.floor(Date.now() / 1000);
       const minuteKeys = [];
       for (let i = MINUTES - 1; i >= 0; i--) minuteKeys.push(minuteKey(Date.now() - i * 60000));
@@ -405,7 +408,7 @@ import { EventsClient } from "../realtime/index.js";
 
     function actionCell(orderId, status) {
       const cell = el("td", { class: "actions" });
-      if (LIVE.has(status)) {
+      if (LIVE.has(status) && actions) {
         const html = actions.innerHTML.replaceAll("ORDER_ID", encodeURIComponent(orderId));
         cell.innerHTML = html;
       }
@@ -447,6 +450,7 @@ import { EventsClient } from "../realtime/index.js";
   // ---- notifications ----------------------------------------------------------------------
   function notifications() {
     const tbody = document.querySelector("#notifications tbody");
+    if (!tbody) return;
     onEntries((entry) => {
       const d = entry.data;
       if (!d) return;
@@ -482,6 +486,7 @@ import { EventsClient } from "../realtime/index.js";
   function system() {
     const tbody = document.querySelector("#in-force tbody");
     const recent = document.getElementById("recent-notices");
+    if (!tbody) return;
     onEntries((entry) => {
       if (entry.type !== "server_maintenance" && entry.type !== "service_status_update") return;
       const d = entry.data;
@@ -499,7 +504,7 @@ import { EventsClient } from "../realtime/index.js";
       }
       const row = el("tr", { "data-notice": d.id }, el("th", { scope: "row" }, d.id), el("td", {}, ...label),
         el("td", {}, el("time", {}, clock(d.updatedAt || d.startTime))),
-        el("td", {}, postButton(`/panel/system/${encodeURIComponent(d.id)}/end`, "End now", "small danger")));
+        el("td", {}, ...(tbody.hasAttribute("data-can-end") ? [postButton(`/panel/system/${encodeURIComponent(d.id)}/end`, "End now", "small danger")] : [])));
       dropEmpty(tbody);
       if (existing) existing.replaceWith(row);
       else tbody.prepend(row);
@@ -532,10 +537,10 @@ import { EventsClient } from "../realtime/index.js";
   // ---- market and margin guard ------------------------------------------------------------
   function market() {
     const tbody = document.querySelector("#market tbody");
-    for (const row of tbody.querySelectorAll("tr[data-symbol]")) client.subscribe("market:" + row.dataset.symbol);
+    for (const row of tbody ? tbody.querySelectorAll("tr[data-symbol]") : []) client.subscribe("market:" + row.dataset.symbol);
     listen("market_data_update", (msg) => {
       const d = msg.data;
-      const row = tbody.querySelector(`tr[data-symbol="${CSS.escape(d.symbol)}"]`);
+      const row = tbody && tbody.querySelector(`tr[data-symbol="${CSS.escape(d.symbol)}"]`);
       if (!row) return;
       for (const col of ["price", "volume", "high24h", "low24h"]) row.querySelector(`[data-col="${col}"]`).textContent = d[col];
       const change = row.querySelector('[data-col="changePercent"]');
@@ -546,6 +551,7 @@ import { EventsClient } from "../realtime/index.js";
     });
     const guard = document.getElementById("guard");
     onEntries((entry) => {
+      if (!guard) return;
       if (entry.type !== "margin_guard_execution" && entry.type !== "auto_close_execution") return;
       dropEmpty(guard);
       const d = entry.data || {};

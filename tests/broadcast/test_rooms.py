@@ -10,8 +10,9 @@ from broadcast import rooms
 GROUP_OK = re.compile(r"^[A-Za-z0-9._-]{1,99}$")
 
 
-def person(pk, staff=False, superuser=False):
-    return SimpleNamespace(pk=pk, is_staff=staff, is_superuser=superuser)
+def person(pk, staff=False, superuser=False, perms=()):
+    granted = set(perms)
+    return SimpleNamespace(pk=pk, is_staff=staff, is_superuser=superuser, has_perm=lambda p: superuser or p in granted)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,8 @@ def test_malformed_names_are_invalid(name):
 
 
 def test_permissions():
-    alice, staff, root = person(1), person(2, staff=True), person(3, superuser=True)
+    alice, root = person(1), person(3, superuser=True)
+    staff = person(2, staff=True, perms=[rooms.STAFF_FEED_PERMISSION])
     symbols = {"BTC_USD"}
     rooms.check_join(alice, rooms.parse("user:1"), known_symbols=symbols)
     rooms.check_join(alice, rooms.parse("market:BTC_USD"), known_symbols=symbols)
@@ -80,3 +82,15 @@ def test_permissions():
         rooms.check_join(staff, rooms.parse("admin:superuser"), known_symbols=symbols)
     rooms.check_join(root, rooms.parse("admin:superuser"), known_symbols=symbols)
     assert [r.name for r in rooms.auto_rooms(root)] == ["user:3", "system", "admin:staff", "admin:superuser"]
+
+
+def test_the_staff_feed_is_for_staff_who_may_view_the_event_log():
+    """admin:staff carries every user's logged events: being staff is not enough."""
+    bare = person(2, staff=True, perms=["orders.view_order", "accounts.view_user"])
+    not_staff = person(4, perms=[rooms.STAFF_FEED_PERMISSION])
+    for user in (bare, not_staff):
+        with pytest.raises(rooms.Forbidden):
+            rooms.check_join(user, rooms.parse("admin:staff"), known_symbols=set())
+        assert rooms.admin_rooms_for(user) == []
+    reader = person(5, staff=True, perms=[rooms.STAFF_FEED_PERMISSION])
+    assert [r.name for r in rooms.auto_rooms(reader)] == ["user:5", "system", "admin:staff"]

@@ -22,6 +22,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from tests.browser.chrome import chrome
 from tests.conftest import jwt_for
 from tests.integration.http import call
+from tests.panel.grants import EVERY_PANEL_PERMISSION, grant
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "var" / "artifacts" / "panel"
@@ -51,6 +52,7 @@ def server(daphne, browser):
 @pytest.fixture
 def staff(make_user):
     user = make_user("operator", staff=True)
+    grant(user, *EVERY_PANEL_PERMISSION)  # an operator granted every page and action (tests/panel/test_permissions.py)
     # The server process uses Django's default hashers; the test settings' fast MD5 is not among them.
     user.password = PBKDF2PasswordHasher().encode(PASSWORD, "panelsalt1234", iterations=1000)
     user.save(update_fields=["password"])

@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.contrib.auth.models import Permission
 from rest_framework_simplejwt.tokens import AccessToken
 
 from broadcast.outbox import publish_personal_many
-from broadcast.rooms import user_room
+from broadcast.rooms import STAFF_FEED_PERMISSION, user_room
 from tests.conftest import closed_with, connected, jwt_for, ws
 from wire import dumps, envelope
 
@@ -339,7 +340,14 @@ async def test_staff_auto_join_admin_rooms(make_user):
             pass
         return message
 
-    staff = await database_sync_to_async(make_user)("sam", staff=True)
+    def feed_reader():
+        """A staff member who may view the event log: what admin:staff carries (broadcast.rooms)."""
+        staff = make_user("sam", staff=True)
+        app, codename = STAFF_FEED_PERMISSION.split(".")
+        staff.user_permissions.add(Permission.objects.get(content_type__app_label=app, codename=codename))
+        return staff
+
+    staff = await database_sync_to_async(feed_reader)()
     root = await database_sync_to_async(make_user)("root", superuser=True)
     comm, _ = await connected(jwt_for(staff))
     await comm.send_json_to({"type": "list_rooms"})

@@ -16,6 +16,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from accounts.services import account_deactivate, account_upsert
 from tests.conftest import jwt_for
 from tests.hardening.conftest import close_code, open_ws, recv_json, recv_until, rest
+from tests.panel.grants import feed_reader
 
 WITHIN = 5.0
 
@@ -77,7 +78,7 @@ async def test_deactivation_password_change_and_demotion_close_sockets_on_every_
         changed,
         lambda: account_upsert(username="rekeyed", password="a-new-password-1", tier="basic"),
     )
-    admin = await database_sync_to_async(make_user)("demoted", staff=True)
+    admin = await database_sync_to_async(feed_reader)(make_user, "demoted")
     sock, _ = await open_ws(a, jwt_for(admin))
     await sock.send(json.dumps({"type": "list_rooms"}))
     rooms = (await recv_until(sock, lambda m: m["type"] == "room_list"))["subscribedRooms"]

@@ -23,6 +23,7 @@ from tests.conftest import jwt_for
 from tests.hardening.conftest import PrivateRedis, rest, server_is_clean
 from tests.hardening.fleet import Fleet, broadcast, latest_seqs
 from tests.integration.http import call
+from tests.panel.grants import feed_reader
 from tests.polling import until
 
 SHARDS = 3
@@ -116,7 +117,7 @@ async def test_sharded_layer_spreads_rooms_and_losing_one_server_affects_only_it
         assert n < 200, "the user rooms do not spread over the servers"
     staff = None
     while staff is None or shard_of(prefix, user_room(staff.pk).layer_group) == victim:
-        staff = await database_sync_to_async(make_user)(f"sh-ops{0 if staff is None else staff.pk}", staff=True)
+        staff = await database_sync_to_async(feed_reader)(make_user, f"sh-ops{0 if staff is None else staff.pk}")
     token = jwt_for(staff)
     people = [u for found in on.values() for u in found]
     hit = {u.pk for u in on[victim]}  # users whose personal room is on the killed server

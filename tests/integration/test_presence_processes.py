@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from accounts.services import account_disconnect
 from broadcast import presence
 from tests.conftest import jwt_for
+from tests.panel.grants import feed_reader
 from tests.polling import until
 
 LEASE = 3.0
@@ -36,7 +37,7 @@ async def connect(server, user) -> websockets.ClientConnection:
 async def test_counts_span_processes_and_a_dead_process_drops_out_within_the_lease(daphne, make_user, instruments):
     env = {"PRESENCE_LEASE_SECONDS": str(LEASE), "PRESENCE_STATS_SECONDS": "0.5"}
     a, b = await asyncio.to_thread(daphne, **env), await asyncio.to_thread(daphne, **env)
-    staff = await database_sync_to_async(make_user)("ops", staff=True)
+    staff = await database_sync_to_async(feed_reader)(make_user, "ops")
     user = await database_sync_to_async(make_user)("trader", tier="premium")
 
     watcher = await connect(a, staff)

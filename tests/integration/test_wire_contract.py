@@ -34,6 +34,7 @@ from tests.docs.asyncapi import client_message_of, close_codes, load, message_of
 from tests.integration.http import call
 from tests.margin.conftest import tick
 from tests.orders.factories import execute, place
+from tests.panel.grants import feed_reader
 
 
 @dataclass
@@ -102,7 +103,7 @@ def test_every_frame_matches_the_asyncapi_document(daphne, make_user, instrument
     document = load()
     server = daphne(**QUIET, PRESENCE_STATS_SECONDS="0.5")
     user = make_user("wire", tier="basic")
-    staff = make_user("wire-staff", staff=True)
+    staff = feed_reader(make_user, "wire-staff")
 
     # Before any socket: events to replay, notices in force, a price, a position the guard watches.
     tick("BTC_USD", 100)

@@ -21,6 +21,7 @@ from notifications.services import notification_broadcast
 from tests.conftest import closed_with, connected, jwt_for
 from tests.orders.factories import place
 from tests.orders.test_order_socket import open_socket
+from tests.panel.grants import EVERY_PANEL_PERMISSION, grant
 from wire import envelope
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("instruments")]
@@ -54,6 +55,17 @@ async def next_feed(layer, channel) -> dict:
             return payload["data"]
 
 
+def staff_member(make_user, name: str, *perms: str):
+    """A staff account granted exactly ``perms`` (made on a thread: call through database_sync_to_async)."""
+    user = make_user(name, staff=True)
+    grant(user, *perms)
+    return user
+
+
+FEED = "realtime.view_eventlog"  # what admin:staff asks (broadcast.rooms.STAFF_FEED_PERMISSION)
+DISCONNECT = ("accounts.view_user", "accounts.disconnect_user")  # the panel's disconnect
+
+
 def marker(text: str) -> None:
     publish(room=system_room(), event=envelope("service_status_update", "system", {"message": text}))
 
@@ -62,7 +74,7 @@ def marker(text: str) -> None:
 
 
 async def test_staff_socket_gets_a_compact_copy_of_each_logged_event(make_user):
-    staff = await database_sync_to_async(make_user)("op", staff=True)
+    staff = await database_sync_to_async(staff_member)(make_user, "op", FEED)
     customer = await database_sync_to_async(make_user)("cust")
     comm, _ = await connected(jwt_for(staff))
     order = await database_sync_to_async(place)(customer)
@@ -83,6 +95,64 @@ async def test_a_customer_socket_never_sees_the_staff_feed(make_user):
     own = await comm.receive_json_from(timeout=5)
     assert own["type"] == "order_update"
     assert await comm.receive_nothing(timeout=1.5)  # no admin_events, no admin_stats
+    await comm.disconnect()
+
+
+async def until_marker(comm, text: str) -> list[str]:
+    """The types of what reaches ``comm`` up to the system-room marker ``text``."""
+    seen = []
+    async with asyncio.timeout(5):
+        while True:
+            msg = await comm.receive_json_from(timeout=5)
+            if msg["type"] == "service_status_update" and msg["data"].get("message") == text:
+                return seen
+            seen.append(msg["type"])
+
+
+async def test_the_staff_feed_is_for_those_who_may_view_the_event_log(make_user):
+    """admin:staff carries every user's logged events (orders, notifications, margin-guard runs):
+    the live event log. A staff member granted every other panel permission but not the event
+    log's view permission is not put in it, may not join it, and none of it reaches them; one
+    granted only that permission gets it."""
+    others = [p for p in EVERY_PANEL_PERMISSION if not p.startswith("realtime.")]
+    bare = await database_sync_to_async(staff_member)(make_user, "bare", *others)
+    reader = await database_sync_to_async(staff_member)(make_user, "reader", FEED)
+    customer = await database_sync_to_async(make_user)("cust")
+    bare_ws, _ = await connected(jwt_for(bare))
+    reader_ws, _ = await connected(jwt_for(reader))
+    for comm, expected in ((bare_ws, False), (reader_ws, True)):
+        await comm.send_json_to({"type": "list_rooms"})
+        assert ("admin:staff" in (await next_of_type(comm, "room_list"))["subscribedRooms"]) is expected
+    await bare_ws.send_json_to({"type": "subscribe", "channel": "admin:staff"})
+    refused = await bare_ws.receive_json_from(timeout=5)
+    assert (refused["type"], refused["code"], refused["channel"]) == ("error", "FORBIDDEN", "admin:staff")
+
+    order = await database_sync_to_async(place)(customer)
+    await database_sync_to_async(marker)("after the order")
+    feed = await next_of_type(reader_ws, "admin_events")
+    assert feed["data"]["events"][0]["data"]["orderId"] == order.order_id
+    assert await until_marker(bare_ws, "after the order") == []  # no admin_events, no admin_stats
+    await bare_ws.disconnect()
+    await reader_ws.disconnect()
+
+
+async def test_a_renewed_token_is_a_fresh_look_at_the_staff_feed_permission(make_user):
+    """The panel renews its socket's token every few minutes: a staff member whose permission was
+    taken away since leaves admin:staff then, told so, and gets none of the feed after."""
+    staff = await database_sync_to_async(staff_member)(make_user, "op", FEED)
+    customer = await database_sync_to_async(make_user)("cust")
+    comm, _ = await connected(jwt_for(staff))
+    await comm.send_json_to({"type": "list_rooms"})
+    assert "admin:staff" in (await next_of_type(comm, "room_list"))["subscribedRooms"]
+    await database_sync_to_async(grant)(staff)  # nothing any more
+    await comm.send_json_to({"type": "auth", "token": jwt_for(staff)})
+    left = await next_of_type(comm, "room_subscription")
+    assert (left["channel"], left["status"]) == ("admin:staff", "unsubscribed")
+    assert "admin:staff" not in left["subscribedRooms"]
+    assert (await comm.receive_json_from(timeout=5))["type"] == "connection"
+    await database_sync_to_async(place)(customer)
+    await database_sync_to_async(marker)("after the order")
+    assert await until_marker(comm, "after the order") == []
     await comm.disconnect()
 
 
@@ -121,7 +191,7 @@ async def test_a_rolled_back_change_puts_nothing_on_the_feed(make_user):
 
 
 async def test_connections_are_counted_per_user_endpoint_and_process(make_user):
-    staff = await database_sync_to_async(make_user)("op", staff=True)
+    staff = await database_sync_to_async(staff_member)(make_user, "op", FEED)
     customer = await database_sync_to_async(make_user)("cust", tier="premium")
     comm, _ = await connected(jwt_for(customer))
     orders, _ = await open_socket(customer)
@@ -149,7 +219,7 @@ async def test_connections_are_counted_per_user_endpoint_and_process(make_user):
 
 
 async def test_disconnect_closes_the_users_sockets_with_4004_endpoint_by_endpoint(make_user):
-    staff = await database_sync_to_async(make_user)("op", staff=True)
+    staff = await database_sync_to_async(staff_member)(make_user, "op", *DISCONNECT)
     customer = await database_sync_to_async(make_user)("cust", tier="premium")
     events, _ = await connected(jwt_for(customer))
     orders, _ = await open_socket(customer)
@@ -208,7 +278,7 @@ async def test_a_socket_that_unsubscribed_its_own_room_is_still_disconnected(mak
     # not written, and the socket stays in its group; subscribed again, it gets what it missed.
     from notifications.services import notification_create
 
-    staff = await database_sync_to_async(make_user)("op2", staff=True)
+    staff = await database_sync_to_async(staff_member)(make_user, "op2", *DISCONNECT)
     customer = await database_sync_to_async(make_user)("cust2", tier="premium")
     events, _ = await connected(jwt_for(customer))
     await events.send_json_to({"type": "unsubscribe", "channel": f"user:{customer.pk}"})

@@ -16,6 +16,7 @@ from orders.models import Order, OrderSession, OrderUpdate
 from orders.services import order_session_create
 from system.models import SystemNotice
 from tests.orders.factories import execute, place
+from tests.panel.grants import EVERY_PANEL_PERMISSION, grant
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +33,11 @@ PAGES = [
 
 @pytest.fixture
 def staff(make_user):
-    return make_user("operator", staff=True)
+    """An operator granted every permission the panel asks (tests/panel/test_permissions.py: one
+    granted none, or only some)."""
+    user = make_user("operator", staff=True)
+    grant(user, *EVERY_PANEL_PERMISSION)
+    return user
 
 
 @pytest.fixture
