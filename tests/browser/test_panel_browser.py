@@ -212,6 +212,25 @@ def test_order_status_changes_live_in_the_blotter(browser, server, staff, make_u
     waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "CANCELLED"))
 
 
+def test_an_operator_granted_less_sees_less_and_the_live_rows_follow(browser, server, staff, make_user):
+    """Granted only to view orders and the event log: the navigation has only those pages, and an
+    order arriving live gets no Cancel/Reject (the page has no actions template to fill them from)."""
+    grant(staff, "orders.view_order", "realtime.view_eventlog")
+    trader = make_user("trader", tier="premium")
+    log_in(browser, server, staff)
+    links = {a.text for a in browser.find_elements(By.CSS_SELECTOR, "nav a")}
+    assert links == {"Dashboard", "Events", "Orders"}, links
+    visit(browser, server, "/panel/orders")
+    body = {"tradingSymbol": "SBIN-EQ", "orderType": "LIMIT", "transactionType": "BUY", "quantity": 1, "price": 625.5}
+    status, order = call("POST", f"{server.http}/api/orders", body, token=jwt_for(trader))
+    assert status == 201, order
+    row = f'#orders tr[data-order="{order["orderId"]}"]'
+    waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="version"]'), "1"))
+    assert not browser.find_elements(By.CSS_SELECTOR, f"{row} .actions form")
+    browser.get(f"{server.http}/panel/users")
+    assert "403" in browser.page_source or "Forbidden" in browser.page_source
+
+
 def test_every_page_live_and_screenshotted(browser, server, staff, make_user):
     trader = make_user("trader", tier="premium")
     sock = client_socket(server, trader)
