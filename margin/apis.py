@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from accounts.caps import OrderRateThrottle
 from accounts.models import User
 from core import tier
-from core.api import DecimalField, IsStaffOrServiceKey, Page
+from core.api import DecimalField, Page, staff_with
 from core.errors import NotFound
 from ledger.selectors import ledger_entries
 from orders import apis as orders_apis
@@ -233,7 +233,7 @@ class MarginGuardExecutionsApi(APIView):
 
 
 class TicksApi(APIView):
-    permission_classes = [IsStaffOrServiceKey]
+    permission_classes = [staff_with("market.add_tick")]
 
     @extend_schema(
         request=inline_serializer(
@@ -277,7 +277,7 @@ class TicksApi(APIView):
 
 
 class ExecutionApi(APIView):
-    permission_classes = [IsStaffOrServiceKey]
+    permission_classes = [staff_with("orders.add_executionreport")]
 
     @extend_schema(
         request=ExecutionInput, responses=OrderOutput, summary="A venue's execution report (staff or service key)"
@@ -399,7 +399,8 @@ class AdjustInput(serializers.Serializer):
 
 
 class AccountAdjustApi(APIView):
-    permission_classes = [IsStaffOrServiceKey]
+    # Moving money is a granted power (a superuser has it), not any staff member's.
+    permission_classes = [staff_with("ledger.add_ledgerentry")]
 
     @extend_schema(
         request=AdjustInput,
@@ -413,9 +414,6 @@ class AccountAdjustApi(APIView):
             raise NotFound(f"no user {user_id}")
         d = body.validated_data
         actor = request.user.pk if request.user and request.user.is_authenticated else None
-        if actor is not None and not request.user.has_perm("ledger.add_ledgerentry"):
-            # Moving money is a granted power (a superuser has it), not any staff member's.
-            raise PermissionDenied("moving money takes the permission to add ledger entries")
         if actor == user_id:  # an outside review: any staff account credited itself 1,000,000
             raise PermissionDenied("no one moves money on their own account: another staff member or a service does")
         try:

@@ -10,6 +10,8 @@ from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
+from core.api import staff_with
+
 from . import selectors, services
 from .serializers import (
     NotificationCreateInput,
@@ -43,7 +45,7 @@ class NotificationViewSet(viewsets.GenericViewSet):
 
     def get_permissions(self):
         if self.action == "create":
-            return [permissions.IsAuthenticated(), permissions.IsAdminUser()]
+            return [permissions.IsAuthenticated(), staff_with("notifications.add_notification", service_key=False)()]
         return [permissions.IsAuthenticated()]
 
     @extend_schema(parameters=[NotificationFilterInput], summary="Your notifications, newest first")

@@ -7,7 +7,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import IsStaffOrServiceKey
+from core.api import staff_with
 
 from .models import SystemNotice
 from .selectors import notices_in_force
@@ -17,7 +17,7 @@ from .services import system_notice_create, system_notice_end
 
 class NoticeListApi(APIView):
     def get_permissions(self):
-        return [IsStaffOrServiceKey()] if self.request.method == "POST" else [IsAuthenticated()]
+        return [staff_with("system.add_systemnotice")()] if self.request.method == "POST" else [IsAuthenticated()]
 
     @extend_schema(responses=NoticeOutput(many=True), summary="System notices in force")
     def get(self, request):
@@ -42,7 +42,7 @@ class NoticeListApi(APIView):
 
 
 class NoticeEndApi(APIView):
-    permission_classes = [IsStaffOrServiceKey]
+    permission_classes = [staff_with("system.change_systemnotice")]
 
     @extend_schema(request=None, responses=NoticeOutput, summary="End a system notice now (staff)")
     def post(self, request, notice_id: int):

@@ -52,7 +52,9 @@ def server(daphne, browser):
 @pytest.fixture
 def staff(make_user):
     user = make_user("operator", staff=True)
-    grant(user, *EVERY_PANEL_PERMISSION)  # an operator granted every page and action (tests/panel/test_permissions.py)
+    # An operator granted every page and action (tests/panel/test_permissions.py), who also stands
+    # in for the venue and the feed (their REST endpoints take their own permissions)
+    grant(user, *EVERY_PANEL_PERMISSION, "orders.add_executionreport", "market.add_tick")
     # The server process uses Django's default hashers; the test settings' fast MD5 is not among them.
     user.password = PBKDF2PasswordHasher().encode(PASSWORD, "panelsalt1234", iterations=1000)
     user.save(update_fields=["password"])

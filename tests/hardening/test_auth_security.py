@@ -272,7 +272,7 @@ async def test_rest_objects_of_another_user_are_not_found(daphne, make_user, ins
         "POST",
         f"{server.http}/api/notifications",
         {"userId": other.pk, "title": "t", "message": "m", "type": "info", "category": "system"},
-        token=jwt_for(await database_sync_to_async(make_user)("staff9", staff=True)),
+        token=jwt_for(await database_sync_to_async(make_user)("staff9", superuser=True)),
     )
     status, inbox = await rest("GET", f"{server.http}/api/notifications", token=theirs)
     nid = inbox["results"][0]["id"] if isinstance(inbox, dict) and inbox.get("results") else None

@@ -397,7 +397,7 @@ async def test_the_deployment_behind_nginx_serves_the_seed_clients_and_routes_ar
     wss = f"wss://127.0.0.1:{proxy.https_port}"
     ctx = proxy.context()
 
-    staff = await database_sync_to_async(make_user)("ops-deploy", staff=True)
+    staff = await database_sync_to_async(make_user)("ops-deploy", superuser=True)
     trader = await database_sync_to_async(make_user)("seed-trader", tier="premium")
     prober = await database_sync_to_async(make_user)("prober", tier="enterprise")
     newcomer = await database_sync_to_async(make_user)("newcomer", tier="premium")

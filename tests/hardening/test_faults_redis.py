@@ -42,7 +42,7 @@ def env_for(redis_url: str) -> dict[str, str]:
 async def test_redis_restart_under_200_clients_loses_no_personal_event(private_redis, daphne, make_user):
     raise_nofile()
     a, b = await asyncio.gather(*(asyncio.to_thread(daphne, **env_for(private_redis.url)) for _ in range(2)))
-    staff = await database_sync_to_async(make_user)("ops12", staff=True)
+    staff = await database_sync_to_async(make_user)("ops12", superuser=True)
     people = await users(make_user, "r12-", 100)
     fleet = Fleet()
     for user in people:  # two clients per user, one starting on each process
@@ -171,7 +171,7 @@ async def test_redis_unreachable_for_30_s_writes_commit_or_fail_cleanly_and_noth
 async def test_daphne_killed_under_500_clients_they_resume_on_the_other(private_redis, daphne, make_user):
     raise_nofile()
     a, b = await asyncio.gather(*(asyncio.to_thread(daphne, **env_for(private_redis.url)) for _ in range(2)))
-    staff = await database_sync_to_async(make_user)("ops15", staff=True)
+    staff = await database_sync_to_async(make_user)("ops15", superuser=True)
     token = jwt_for(staff)
     people = await users(make_user, "k15-", 250)
     fleet = Fleet()

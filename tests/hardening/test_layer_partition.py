@@ -45,7 +45,7 @@ async def test_a_process_partitioned_from_redis_tells_its_clients_to_reconnect_a
     # a reaches Redis only through the proxy (its layer, presence, leases, cache); b directly
     a = await asyncio.to_thread(daphne, **env_for(f"redis://127.0.0.1:{proxy.port}/0"))
     b = await asyncio.to_thread(daphne, **env_for(private_redis.url))
-    staff = await database_sync_to_async(make_user)("ops-part", staff=True)
+    staff = await database_sync_to_async(make_user)("ops-part", superuser=True)
     token = jwt_for(staff)
     people = await users(make_user, "pt-", 20)
     fleet = Fleet()

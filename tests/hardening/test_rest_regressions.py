@@ -20,7 +20,7 @@ from tests.conftest import auth_api
     ],
 )
 def test_notification_data_that_jsonb_cannot_store_is_a_400(make_user, data):
-    staff = make_user("staff4", staff=True)
+    staff = make_user("staff4", superuser=True)
     body = f'{{"userId": {staff.pk}, "title": "t", "message": "m", "category": "orders", "data": {data}}}'
     response = auth_api(staff).post("/api/notifications", body, content_type="application/json")
     assert response.status_code == 400, response.content

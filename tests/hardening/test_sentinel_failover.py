@@ -50,7 +50,7 @@ async def test_master_killed_under_200_clients_sentinel_failover_loses_nothing(
     )
     # the worker runs the background work: the paper venue fills the orders, deliveries, the relay
     await asyncio.to_thread(worker, AXISOR_SIMULATE="venue", WORKER_POLL_SECONDS="0.1", **env)
-    staff = await database_sync_to_async(make_user)("ops-sentinel", staff=True)
+    staff = await database_sync_to_async(make_user)("ops-sentinel", superuser=True)
     token = jwt_for(staff)
     people = await users(make_user, "sf-", 100)
     fleet = Fleet()

@@ -86,7 +86,7 @@ async def cancel_the_rest(servers, people, timeout: float = 180) -> int:
 async def test_soak_every_client_view_equals_the_database_and_every_event_arrives_once(daphne, make_user, instruments):
     env = {"AXISOR_SIMULATE": "all", "MARKET_FEED_INTERVAL_SECONDS": "0.5"}
     a, b = await asyncio.gather(*(asyncio.to_thread(daphne, **env) for _ in range(2)))
-    staff = await database_sync_to_async(make_user)("soak-ops", staff=True)
+    staff = await database_sync_to_async(make_user)("soak-ops", superuser=True)
     people = await users(make_user, "soak-", 10)
     fleet = Fleet()
     for user in people:

@@ -28,7 +28,7 @@ async def next_of(sock, type_: str) -> dict:
 
 async def test_tick_posted_to_one_process_reaches_another(daphne, make_user, instruments):
     a, b = await asyncio.to_thread(daphne), await asyncio.to_thread(daphne)
-    staff = await database_sync_to_async(make_user)("feed", staff=True)
+    staff = await database_sync_to_async(make_user)("feed", superuser=True)
     user = await database_sync_to_async(make_user)("watch")
     async with websockets.connect(
         f"{b.ws}/ws", additional_headers={"Authorization": f"Bearer {jwt_for(user)}"}

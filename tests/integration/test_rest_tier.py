@@ -31,7 +31,7 @@ def read_update(sock) -> dict:
 def test_an_order_placed_on_the_rest_tier_reaches_its_socket_on_daphne(daphne, gunicorn, make_user, instruments):
     # No background loops on daphne: its relay would deliver events the worker failed to send.
     sockets, web = daphne(AXISOR_BACKGROUND="0", **QUIET), gunicorn(workers=2, **QUIET)
-    user, staff = make_user("trader"), make_user("ops", staff=True)
+    user, staff = make_user("trader"), make_user("ops", superuser=True)
     status, creds = call("POST", f"{web.http}/api/auth/sessions", token=jwt_for(user))
     assert status == 201, creds
     sock = websocket.create_connection(
@@ -122,7 +122,7 @@ def test_ticks_sent_to_the_rest_tier_are_refused_and_change_nothing(daphne, guni
     from market.models import Tick
 
     sockets, web = daphne(**QUIET), gunicorn(workers=1, **QUIET)
-    staff = make_user("feed", staff=True)
+    staff = make_user("feed", superuser=True)
     ticks = [{"symbol": "SBIN-EQ", "price": 630.5, "volume": 10}]
     status, answer = call("POST", f"{web.http}/api/internal/ticks", ticks, token=jwt_for(staff))
     assert status == 421 and answer["code"] == "wrong_tier", answer

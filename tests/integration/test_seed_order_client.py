@@ -58,7 +58,7 @@ def shut_down(client: OrderUpdatesClient, statuses: queue.Queue, threads_before:
 def test_seed_python_client_gets_placement_and_fills_in_order(daphne, make_user, instruments, capsys):
     server = daphne(**QUIET)
     user = make_user("seedpy")
-    staff = make_user("ops", staff=True)
+    staff = make_user("ops", superuser=True)
     creds = session_for(server, user)
 
     threads_before = set(threading.enumerate())

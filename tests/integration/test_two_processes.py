@@ -20,7 +20,7 @@ async def recv_json(sock, timeout: float = 10) -> dict:
 
 async def test_event_published_through_one_process_reaches_socket_on_the_other(daphne, make_user, instruments):
     a, b = await asyncio.to_thread(daphne), await asyncio.to_thread(daphne)
-    staff = await database_sync_to_async(make_user)("ops", staff=True)
+    staff = await database_sync_to_async(make_user)("ops", superuser=True)
     watcher = await database_sync_to_async(make_user)("watcher")
 
     status, ready = await asyncio.to_thread(call, "GET", f"{a.http}/readyz")

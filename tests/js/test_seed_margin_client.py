@@ -30,7 +30,7 @@ def node_command(script: Path, *args: str) -> list[str]:
 @pytest.mark.django_db(transaction=True)
 def test_seed_client_margin_guard_and_positions_subscriptions(daphne, make_user, instruments):
     server = daphne(AXISOR_SIMULATE="")
-    user, ops = make_user("seedmargin"), make_user("venue", staff=True)
+    user, ops = make_user("seedmargin"), make_user("venue", superuser=True)
     token, staff = jwt_for(user), jwt_for(ops)
     proc = subprocess.Popen(
         node_command(HERE / "seed_events_client.mjs", f"{server.ws}/ws", token), stdout=subprocess.PIPE, text=True

@@ -210,7 +210,7 @@ def test_only_staff_adjust_and_only_existing_users(make_user, instruments):
     mine = auth_api(user).post(f"/api/account/{user.pk}/adjust", {"kind": "deposit", "amount": "5"}, format="json")
     theirs = auth_api(user).post(f"/api/account/{other.pk}/adjust", {"kind": "deposit", "amount": "5"}, format="json")
     assert mine.status_code == theirs.status_code == 403
-    staff = make_user(staff=True)
+    staff = make_user(superuser=True)
     missing = auth_api(staff).post("/api/account/99999999/adjust", {"kind": "deposit", "amount": "5"}, format="json")
     assert missing.status_code == 404
     assert not LedgerEntry.objects.filter(user__in=[user, other]).exists()

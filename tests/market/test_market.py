@@ -101,7 +101,7 @@ def test_rest_market_endpoints(make_user, settings):
 def test_ticks_api_staff_or_service_key(make_user, api, settings):
     body = [{"symbol": "ETH_USD", "price": 2301.5, "volume": 3}]
     assert auth_api(make_user("u")).post("/api/internal/ticks", body, format="json").status_code == 403
-    staff = auth_api(make_user("s", staff=True))
+    staff = auth_api(make_user("s", superuser=True))
     assert staff.post("/api/internal/ticks", body, format="json").status_code == 202
     bad = staff.post("/api/internal/ticks", [*body, {"symbol": "ETH_USD", "price": -1, "volume": 1}], format="json")
     assert bad.status_code == 400 and "1.price" in bad.json()["fields"]
@@ -276,7 +276,7 @@ def test_the_state_row_keeps_the_version_its_update_carries(first):
 )
 def test_a_tick_below_one_tick_or_older_than_the_backfill_window_is_refused(make_user, tick, field, says):
     # Outside probe (twelfth session): both were taken (202) and made candles at year 1 or a low of 0.
-    staff = auth_api(make_user("s2", staff=True))
+    staff = auth_api(make_user("s2", superuser=True))
     bad = staff.post("/api/internal/ticks", [{"symbol": "ETH_USD", "volume": 1, **tick}], format="json")
     assert bad.status_code == 400 and says in bad.json()["fields"][field][0]["message"], bad.json()
     assert not Tick.objects.exists()

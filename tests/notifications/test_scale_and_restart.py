@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.django_db(transaction=True)
 async def test_broadcast_to_ten_thousand_users_in_one_request(make_user):
-    staff = await database_sync_to_async(make_user)("ops", staff=True)
+    staff = await database_sync_to_async(make_user)("ops", superuser=True)
     online = [await database_sync_to_async(make_user)(f"online{i}") for i in range(5)]
     password = make_password(None)
     await database_sync_to_async(User.objects.bulk_create)(

@@ -25,7 +25,7 @@ def client(user):
 
 @pytest.fixture
 def staff(make_user):
-    return auth_api(make_user("venue", staff=True))
+    return auth_api(make_user("venue", superuser=True))
 
 
 def test_place_get_list_modify_cancel(client, staff):

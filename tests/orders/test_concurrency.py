@@ -248,7 +248,7 @@ def modify_call(order: Order, changes: dict[str, Decimal], token: str | None) ->
 
 
 def test_cancel_racing_a_fill_ends_as_one_serial_order(make_user):
-    user, staff = make_user("racer"), make_user("venue", staff=True)
+    user, staff = make_user("racer"), make_user("venue", superuser=True)
     token, staff_token = jwt_for(user), jwt_for(staff)
     seen: Counter[str] = Counter()
     for i in range(RACES):
@@ -292,7 +292,7 @@ MODIFY_RACES = [
 
 
 def test_modify_racing_a_fill_ends_as_one_serial_order(make_user):
-    user, staff = make_user("modder"), make_user("venue", staff=True)
+    user, staff = make_user("modder"), make_user("venue", superuser=True)
     token, staff_token = jwt_for(user), jwt_for(staff)
     seen: Counter[str] = Counter()
     for i in range(RACES + 4):

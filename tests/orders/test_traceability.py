@@ -60,7 +60,7 @@ def test_cancel_all_cancels_every_working_order_of_the_caller_only(make_user, in
 
 
 def test_a_fill_keeps_the_venues_execution_time(make_user, instruments):
-    user, venue = make_user(), auth_api(make_user(staff=True))
+    user, venue = make_user(), auth_api(make_user(superuser=True))
     order_id = auth_api(user).post("/api/orders", BODY, format="json").json()["orderId"]
     report = {"orderId": order_id, "execId": "v-1", "type": "fill", "quantity": 1, "price": 600,
               "executedAt": "2026-01-05T09:30:01.250Z"}  # fmt: skip

@@ -26,7 +26,7 @@ def maintenance_body(hours_from_now: int = 2) -> dict:
 
 
 async def test_staff_maintenance_notice_reaches_every_connection(make_user):
-    staff = await database_sync_to_async(make_user)("ops", staff=True)
+    staff = await database_sync_to_async(make_user)("ops", superuser=True)
     users = [await database_sync_to_async(make_user)(f"u{i}") for i in range(3)]
     socks = [(await connected(jwt_for(u)))[0] for u in users]
 
@@ -92,7 +92,7 @@ async def test_notices_in_force_are_sent_after_connection(make_user):
 
 def test_notice_api_refuses_non_staff_and_bad_input(make_user):
     user = make_user("plain")
-    staff = make_user("ops", staff=True)
+    staff = make_user("ops", superuser=True)
     assert auth_api(user).post("/api/system/notices", maintenance_body(), format="json").status_code == 403
     bad = maintenance_body()
     bad["endTime"] = bad["startTime"]

@@ -1,0 +1,79 @@
+"""The staff endpoints of the REST API take the Django permission the admin and the staff panel take
+for the same thing. Being staff was enough before: the panel refused a staff member granted
+nothing, who then did it all through the API with the panel's own token (``/panel/token``): a
+notice to every socket, a notification to any user, a fill booked, a price posted."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from market.models import Tick
+from notifications.models import Notification
+from orders.models import ExecutionReport
+from system.models import SystemNotice
+from tests.conftest import auth_api
+from tests.orders.factories import place
+from tests.panel.grants import grant
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("instruments")]
+
+
+def panel_token(user) -> str:
+    """What the staff panel hands its signed-in staff member for the API and the socket."""
+    browser = Client()
+    browser.force_login(user)
+    return browser.post("/panel/token").json()["token"]
+
+
+def test_each_staff_endpoint_takes_its_permission_not_being_staff(make_user):
+    customer = make_user("customer")
+    order = place(customer)
+    notice = SystemNotice.objects.create(kind="service_status", service="feed", status="degraded", message="lag")
+    start = timezone.now() + timedelta(hours=2)
+    calls = {
+        "system.add_systemnotice": (
+            "/api/system/notices",
+            {
+                "kind": "maintenance",
+                "message": "m",
+                "startTime": start.isoformat(),
+                "endTime": (start + timedelta(hours=1)).isoformat(),
+            },
+            201,
+        ),
+        "system.change_systemnotice": (f"/api/system/notices/{notice.pk}/end", None, 200),
+        "notifications.add_notification": (
+            "/api/notifications",
+            {"userId": customer.pk, "title": "t", "message": "m", "category": "system"},
+            201,
+        ),
+        "market.add_tick": ("/api/internal/ticks", [{"symbol": "BTC_USD", "price": "625", "volume": 1}], 202),
+        "orders.add_executionreport": (
+            "/api/internal/executions",
+            {"orderId": order.order_id, "execId": "venue-1", "type": "accept"},
+            200,
+        ),
+    }
+    staff = make_user("operator", staff=True)
+    api = auth_api(staff)
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {panel_token(staff)}")
+    # Granted nothing (and, for each call, everything but its own permission): refused, nothing done
+    for perm, (url, body, _) in calls.items():
+        grant(staff, *(other for other in calls if other != perm))
+        refused = api.post(url, body, format="json")
+        assert refused.status_code == 403, (perm, refused.content)
+        assert refused.json()["code"] == "permission_denied" and perm in refused.json()["detail"]
+    assert SystemNotice.objects.count() == 1 and SystemNotice.objects.get().end_time is None
+    assert not Notification.objects.exists() and not Tick.objects.exists()
+    assert not ExecutionReport.objects.exists()
+    # Granted exactly its permission: done
+    for perm, (url, body, status) in calls.items():
+        grant(staff, perm)
+        done = api.post(url, body, format="json")
+        assert done.status_code == status, (perm, done.content)
+    assert SystemNotice.objects.count() == 2 and Notification.objects.count() == 1
+    assert Tick.objects.count() == 1 and ExecutionReport.objects.count() == 1
