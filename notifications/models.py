@@ -84,7 +84,16 @@ class Delivery(models.Model):
     class Meta:
         verbose_name_plural = "deliveries"
         constraints = [models.UniqueConstraint(fields=["notification", "method"], name="delivery_one_per_method")]
-        indexes = [models.Index(fields=["status", "next_attempt_at"], name="delivery_due_idx")]
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due_idx"),
+            # The attempts in flight (claimed), which every outbound pick counts (tasks.rank_outbound):
+            # a few rows, however many deliveries are pending.
+            models.Index(
+                fields=["claimed_until"],
+                name="delivery_claimed_idx",
+                condition=Q(status="pending", claimed_until__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.method} {self.status} ({self.notification_id})"
