@@ -102,7 +102,8 @@ class _Working(NamedTuple):
 def _unit_cost(order: _Working, last: Decimal, fee: Decimal, buffer: Decimal) -> Decimal:
     """Margin per unit of an order: its price (a market or stop-market order: the last price, with
     ``buffer`` for slippage; a SELL limit the venue has not taken yet: the higher of its price and
-    the last price) over its leverage, plus the ``fee`` rate its fill will cost."""
+    the last price; a SELL stop-limit: the higher of its price and its trigger) over its leverage,
+    plus the ``fee`` rate its fill will cost."""
     if order.order_type in (OrderType.LIMIT, OrderType.SL) and order.price:
         price = order.price
         arriving = order.order_status == PENDING
@@ -112,6 +113,12 @@ def _unit_cost(order: _Working, last: Decimal, fee: Decimal, buffer: Decimal) ->
             # the market at 40,000 was placed, then filled 0.048 and cancelled for funds. (Once it
             # rests, the venue fills it at its limit: held there.)
             price = max(price, last)
+        if order.order_type == OrderType.SL and order.transaction_type == Side.SELL and order.trigger_price:
+            # A sell stop-limit arrives when it fires (margin/venue.py): it fills at the better of its
+            # limit and the market, which is then at its trigger. Held at its limit, a SELL 0.05
+            # BTC_USD stop 39,900 limit 39,000 was accepted on 196, fired, filled 0.048 at 39,900 and
+            # was cancelled for funds (review 14).
+            price = max(price, order.trigger_price)
     elif order.order_type == OrderType.SL_M and order.trigger_price:
         price = order.trigger_price
     else:
