@@ -171,9 +171,11 @@ def sweep_deliveries() -> int:
             )[:500]
         )
         for d in lapsed:
-            # Said when the delivery is attempted no more: its last attempt's claim lapsed (_claim).
-            d.last_error = ATTEMPT_LOST
-            d.error_detail = f"attempt {d.attempts}: its worker stopped before recording the outcome"
+            if _out_of_attempts(d):
+                # Said when the delivery is attempted no more: its last attempt's claim lapsed
+                # (_claim ends it). Not on an earlier attempt: that one is simply made again.
+                d.last_error = ATTEMPT_LOST
+                d.error_detail = f"attempt {d.attempts}: its worker stopped before recording the outcome"
         for d in lapsed + lost:
             d.claimed_until = None
             d.next_attempt_at = now

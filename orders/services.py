@@ -454,6 +454,18 @@ def order_accept(*, order: Order | str) -> Order:
     return order
 
 
+def _limits_had(order: Order) -> set[Decimal]:
+    """Every limit price ``order`` has had: its own and those of the snapshots its updates sent
+    (placement, modifications; numbers in JSON, each with at most 8 decimals, so a float's shortest
+    repr is the price)."""
+    limits = {order.price} if order.price is not None else set()
+    for snapshot in order.updates.values_list("snapshot", flat=True):
+        had = snapshot.get("price") if isinstance(snapshot, dict) else None
+        if isinstance(had, int | float) and had > 0:
+            limits.add(Decimal(repr(had)))
+    return limits
+
+
 @transaction.atomic
 def order_trade_add(
     *,
@@ -481,12 +493,17 @@ def order_trade_add(
     elif order.order_type in PRICED and order.price is not None:
         # A limit is a promise: never a worse price. An outside venue's report of a BUY limit at 625
         # filled at 999,999,999,999,999 was booked, and its fee alone took the balance to -5e16.
-        worse = price > order.price if order.transaction_type == Side.BUY else price < order.price
-        if worse:
-            above_below = "above" if order.transaction_type == Side.BUY else "below"
-            errors["price"] = (
-                f"a {order.transaction_type} limit at {order.price.normalize():f} cannot fill {above_below} it"
-            )
+        buy = order.transaction_type == Side.BUY
+        if price > order.price if buy else price < order.price:
+            # ... than any limit the order has had: a venue that filled at the limit it had, before
+            # a modification reached it, reports an honest trade (refused, it was never booked).
+            limits = _limits_had(order)
+            widest = max(limits) if buy else min(limits)
+            if price > widest if buy else price < widest:
+                above_below = "above" if buy else "below"
+                errors["price"] = (
+                    f"a {order.transaction_type} limit at {widest.normalize():f} cannot fill {above_below} it"
+                )
     if errors:
         raise ValidationError(errors)
     assert quantity is not None and price is not None  # else refused just above

@@ -266,6 +266,8 @@ def test_lapsed_claim_is_swept_and_delivered_once(make_user, settings, hook_serv
     # ... and died: once its claim lapses the sweep hands the delivery to another worker
     Delivery.objects.filter(pk=delivery.pk).update(claimed_until=timezone.now() - timedelta(seconds=1))
     assert sweep_deliveries() == 1
+    delivery.refresh_from_db()
+    assert delivery.last_error == ""  # not its last attempt: made again, not lost (the review)
     run_ready()
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 2

@@ -142,6 +142,24 @@ def test_executions_api_refuses_a_fill_worse_than_the_orders_limit(client, staff
     assert at.status_code == better.status_code == 200 and better.json()["order"]["orderStatus"] == "COMPLETE"
 
 
+def test_a_fill_at_a_limit_the_order_had_before_a_modification_is_booked(client, staff, user):
+    """The review of the rule above: the venue filled a BUY limit at 630 before the user's change to
+    620 reached it, and its honest report was refused (so never booked): any limit the order has
+    had goes, a price worse than all of them does not."""
+    order = {**LIMIT, "price": "630", "quantity": 10}
+    oid = client.post("/api/orders", order, format="json").json()["orderId"]
+    url = "/api/internal/executions"
+    assert staff.post(url, {"orderId": oid, "execId": "m0", "type": "accept"}, format="json").status_code == 200
+    assert client.patch(f"/api/orders/{oid}", {"price": "620"}, format="json").status_code == 200
+    fill = {"orderId": oid, "execId": "m1", "type": "fill", "quantity": 4, "price": "630"}
+    assert staff.post(url, fill, format="json").status_code == 200  # at the limit it had
+    worse = staff.post(url, {**fill, "execId": "m2", "price": "630.5"}, format="json")
+    assert worse.status_code == 400 and worse.json()["fields"]["price"][0]["message"] == (
+        "a BUY limit at 630 cannot fill above it"
+    )
+    assert Trade.objects.filter(order__order_id=oid).count() == 1
+
+
 def test_executions_api_is_staff_or_service_key(client, api, settings):
     oid = client.post("/api/orders", LIMIT, format="json").json()["orderId"]
     body = {"orderId": oid, "execId": "x1", "type": "reject", "reason": "Insufficient funds"}

