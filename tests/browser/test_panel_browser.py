@@ -175,15 +175,20 @@ def test_compose_a_notification_and_the_client_receives_it(browser, server, staf
         sock.close()
 
 
+def placed(server, trader, quantity: int) -> tuple[dict, str]:
+    """A BUY limit the trader places through the API, and its blotter row's selector."""
+    body = {"tradingSymbol": "SBIN-EQ", "orderType": "LIMIT", "transactionType": "BUY", "quantity": quantity}
+    status, order = call("POST", f"{server.http}/api/orders", {**body, "price": 625.5}, token=jwt_for(trader))
+    assert status == 201, order
+    return order, f'#orders tr[data-order="{order["orderId"]}"]'
+
+
 def test_order_status_changes_live_in_the_blotter(browser, server, staff, make_user):
     trader = make_user("trader", tier="premium")
     log_in(browser, server, staff)
     visit(browser, server, "/panel/orders")
 
-    body = {"tradingSymbol": "SBIN-EQ", "orderType": "LIMIT", "transactionType": "BUY", "quantity": 10, "price": 625.5}
-    status, order = call("POST", f"{server.http}/api/orders", body, token=jwt_for(trader))
-    assert status == 201, order
-    row = f'#orders tr[data-order="{order["orderId"]}"]'
+    order, row = placed(server, trader, 10)
     waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "PENDING"))
 
     def execution(kind: str, exec_id: str, **extra) -> None:
@@ -202,11 +207,8 @@ def test_order_status_changes_live_in_the_blotter(browser, server, staff, make_u
     assert not browser.find_elements(By.CSS_SELECTOR, f"{row} .actions form")  # nothing left to cancel
 
     # staff cancel from the blotter: a second order, accepted, cancelled with the row's button
-    status, order = call("POST", f"{server.http}/api/orders", body, token=jwt_for(trader))
-    assert status == 201
-    second = order
+    order, row = placed(server, trader, 10)
     execution("accept", "venue-3")
-    row = f'#orders tr[data-order="{second["orderId"]}"]'
     waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="orderStatus"]'), "OPEN"))
     screenshot(browser, "orders")
     browser.find_element(By.CSS_SELECTOR, f'{row} form[action$="/cancel"] button').click()
@@ -223,10 +225,7 @@ def test_an_operator_granted_less_sees_less_and_the_live_rows_follow(browser, se
     links = {a.text for a in browser.find_elements(By.CSS_SELECTOR, "nav a")}
     assert links == {"Dashboard", "Events", "Orders"}, links
     visit(browser, server, "/panel/orders")
-    body = {"tradingSymbol": "SBIN-EQ", "orderType": "LIMIT", "transactionType": "BUY", "quantity": 1, "price": 625.5}
-    status, order = call("POST", f"{server.http}/api/orders", body, token=jwt_for(trader))
-    assert status == 201, order
-    row = f'#orders tr[data-order="{order["orderId"]}"]'
+    _, row = placed(server, trader, 1)
     waiting(browser).until(text_is((By.CSS_SELECTOR, f'{row} [data-col="version"]'), "1"))
     assert not browser.find_elements(By.CSS_SELECTOR, f"{row} .actions form")
     browser.get(f"{server.http}/panel/users")

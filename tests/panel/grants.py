@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import Permission
 from django.db.models import Q
+from django.test import Client
 
 from panel.permissions import ABILITIES
 
@@ -17,6 +18,13 @@ def perm_objects(*perms: str) -> list[Permission]:
     found = list(Permission.objects.filter(query))
     assert len(found) == len(set(perms)), (perms, found)
     return found
+
+
+def signed_in(user) -> Client:
+    """A browser session of ``user`` (the panel's pages and forms)."""
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 def grant(user, *perms: str) -> None:

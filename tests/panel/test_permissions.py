@@ -17,17 +17,11 @@ from orders.models import Order, OrderSession
 from orders.services import order_session_create
 from system.models import SystemNotice
 from tests.orders.factories import execute, place
-from tests.panel.grants import EVERY_PANEL_PERMISSION, grant
+from tests.panel.grants import EVERY_PANEL_PERMISSION, grant, signed_in
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("instruments")]
 
 NAV = ["events", "orders", "notifications", "system", "users", "market"]
-
-
-def signed_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from orders.models import Order, OrderSession, OrderUpdate
 from orders.services import order_session_create
 from system.models import SystemNotice
 from tests.orders.factories import execute, place
-from tests.panel.grants import EVERY_PANEL_PERMISSION, grant
+from tests.panel.grants import EVERY_PANEL_PERMISSION, grant, signed_in
 
 pytestmark = pytest.mark.django_db
 
@@ -47,9 +47,7 @@ def customer(make_user, instruments):
 
 @pytest.fixture
 def panel(staff) -> Client:
-    client = Client()
-    client.force_login(staff)
-    return client
+    return signed_in(staff)
 
 
 @pytest.fixture
