@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from .models import Tier, User
-from .signals import account_access_changed, account_disconnect_requested
+from .signals import account_access_changed, account_disconnect_requested, account_password_changed
 
 SOCKET_ENDPOINTS = ("/ws", "/ws/orders")
 
@@ -40,6 +40,7 @@ def account_upsert(
     user.save()
     if not created and new_password:
         refresh_tokens_revoke(user=user)
+        account_password_changed.send(sender=User, user=user)
     if demoted or (not created and new_password):
         account_access_changed.send(sender=User, user=user)
     return user, created

@@ -7,3 +7,7 @@ account_access_changed = Signal()
 
 # Sent when staff disconnect a user's sockets (endpoints=["/ws", "/ws/orders"] or a subset).
 account_disconnect_requested = Signal()
+
+# Sent inside the transaction that set a user's password (not on creation): credentials issued
+# before it end (orders/receivers.py revokes the user's order-socket sessions).
+account_password_changed = Signal()

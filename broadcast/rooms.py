@@ -18,8 +18,8 @@ from enum import Enum
 MAX_ROOM_NAME = 100
 # Channel-layer group names: ASCII alphanumerics, hyphen, underscore, period; under 100 chars.
 _GROUP_SAFE = re.compile(r"[A-Za-z0-9_-]")
-_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-./&]{0,31}$")
-_USER_ID = re.compile(r"^[1-9][0-9]{0,18}$")
+_SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-./&]{0,31}")
+_USER_ID = re.compile(r"[1-9][0-9]{0,18}")
 
 CATEGORIES = ("notifications", "positions", "margin_guard", "alerts", "orders")
 ADMIN_LEVELS = ("staff", "superuser")
@@ -109,9 +109,9 @@ def parse(name: object) -> Room:
     kind, sep, key = name.partition(":")
     if not sep:
         raise InvalidRoom(f"unknown room {name!r}: expected user:ID, market:SYMBOL, admin:LEVEL, system or a category")
-    if kind == "user" and _USER_ID.match(key):
+    if kind == "user" and _USER_ID.fullmatch(key):
         return Room(RoomKind.USER, key)
-    if kind == "market" and _SYMBOL.match(key):
+    if kind == "market" and _SYMBOL.fullmatch(key):
         return Room(RoomKind.MARKET, key)
     if kind == "admin" and key in ADMIN_LEVELS:
         return Room(RoomKind.ADMIN, key)

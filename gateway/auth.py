@@ -33,7 +33,9 @@ class Identity:
 
 def jwt_decode(raw: object):
     """A token's signature, expiry and claims only: no database, cheap enough for the event loop."""
-    if not isinstance(raw, str) or not raw or len(raw) > 4096:
+    # A JWT is ASCII (base64url segments and dots): anything else, a lone surrogate from a JSON
+    # "\ud800" escape included, is refused here (its encode() raised and the socket closed 1011).
+    if not isinstance(raw, str) or not raw or len(raw) > 4096 or not raw.isascii():
         raise AuthError("token must be a JWT string")
     try:
         return _jwt.get_validated_token(raw.encode())

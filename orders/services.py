@@ -577,6 +577,8 @@ def order_session_check(session_id: str, token: str) -> OrderSession | None:
     """The live session these credentials open, or None (bad, expired, revoked, inactive user)."""
     if not (isinstance(session_id, str) and isinstance(token, str)) or len(session_id) > 40 or len(token) > 200:
         return None
+    if "\x00" in session_id:  # PostgreSQL text cannot hold NUL: the query raised (handshake 500, not 403)
+        return None
     found = OrderSession.objects.select_related("user").filter(session=session_id).first()
     if found is None or not hmac.compare_digest(found.token_hash, _token_hash(token)):
         return None
