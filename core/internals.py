@@ -109,6 +109,8 @@ NEEDS: tuple[tuple[str, str | None, str], ...] = (
     ("twisted.internet.abstract", "FileDescriptor", "pauseProducing"),
     ("twisted.internet.abstract", "FileDescriptor", "resumeProducing"),
     ("daphne.ws_protocol", "WebSocketProtocol", "onClose"),
+    ("autobahn.websocket.protocol", "WebSocketProtocol", "onPing"),  # answered while little waits unsent
+    ("autobahn.websocket.protocol", "WebSocketProtocol", "sendPong"),  # the latest ping's, once it drains
     ("twisted.protocols.policies", "WrappingFactory", "self.wrappedFactory"),  # stop_listening: TLS ports
     ("twisted.internet.endpoints", None, "_parse"),  # with_backlog reads a description as Twisted does
     ("autobahn.websocket.protocol", None, "pformat"),
@@ -257,6 +259,22 @@ def tune_daphne() -> None:
         connection_made(self)
         eager_writes(self.transport)
 
+    def onPing(self, payload):
+        # autobahn answers every ping at once, into Twisted's write buffer, whether or not the
+        # client reads: a client that sent pings and never read grew the server's memory without
+        # bound (an outside test: 400,000 pings, +60 MiB, all of it pongs waiting). While more than
+        # PONG_BACKLOG_BYTES wait unsent, only the latest ping is kept, and answered once the
+        # client has read enough (RFC 6455 5.5.3 lets an endpoint answer only the latest ping; a
+        # keepalive that waits for its pong still gets one, the ping it sent being the latest).
+        transport = self.transport
+        if transport is not None and _unsent(transport) > PONG_BACKLOG_BYTES:
+            owed = self._axisor_pong_owed is not None
+            self._axisor_pong_owed = payload
+            if not owed:
+                _pong_when_drained(self)
+            return
+        on_ping(self, payload)
+
     def onOpen(self):
         on_open(self)
         # autobahn keeps the opening handshake's request, headers and response for its test suite's
@@ -280,6 +298,9 @@ def tune_daphne() -> None:
 
     on_message = WebSocketProtocol.onMessage
     connection_made = WebSocketProtocol.connectionMade
+    on_ping = WebSocketProtocol.onPing
+    WebSocketProtocol.onPing = onPing
+    WebSocketProtocol._axisor_pong_owed = None
     WebSocketProtocol.connectionMade = connectionMade
     on_open = WebSocketProtocol.onOpen
     WebSocketProtocol.onOpen = onOpen
@@ -972,6 +993,28 @@ def _lazy_autobahn_config_log() -> None:
             fn = getattr(module, name, None)
             if fn is not None and not hasattr(fn, "_axisor_lazy"):
                 setattr(module, name, _lazily(fn))
+
+
+# A client's ping is answered while at most this much waits unsent to its socket (onPing above).
+PONG_BACKLOG_BYTES = 64 * 1024
+
+
+def _unsent(transport) -> int:
+    """Bytes a Twisted transport holds that the socket has not taken yet."""
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def _pong_when_drained(protocol) -> None:
+    """Send the pong a backlogged socket owes for its latest ping, once little waits unsent."""
+    from twisted.internet import reactor
+
+    if protocol.state != protocol.STATE_OPEN or protocol.transport is None:
+        protocol._axisor_pong_owed = None
+    elif _unsent(protocol.transport) <= PONG_BACKLOG_BYTES:
+        payload, protocol._axisor_pong_owed = protocol._axisor_pong_owed, None
+        protocol.sendPong(payload)
+    else:
+        reactor.callLater(0.05, _pong_when_drained, protocol)  # type: ignore[arg-type]
 
 
 def _resume_when_drained(protocol) -> None:

@@ -2,13 +2,15 @@
 answered with a traceback and close 1011, an HTTP 500, or the wrong error code: every one now gets
 the documented, machine-readable answer and changes nothing. And credentials outlived what should
 end them: sockets stayed open after a password set in the admin or an account deleted there, and an
-order session survived any password change."""
+order session survived any password change. And a client that sent WebSocket pings and never read
+grew the server's memory by every pong it was owed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import socket
+import struct
 
 import websockets
 from channels.db import database_sync_to_async
@@ -17,7 +19,7 @@ from websockets.sync.client import connect as sync_connect
 
 from accounts.services import account_upsert
 from tests.conftest import jwt_for
-from tests.hardening.conftest import close_code, open_ws, rest, server_is_clean
+from tests.hardening.conftest import close_code, open_ws, rest, rss_mib, server_is_clean
 from wire import Close, Code
 
 QUIET = {"AXISOR_SIMULATE": ""}
@@ -203,4 +205,58 @@ async def test_deleting_an_account_in_the_admin_closes_its_sockets(daphne, make_
     assert await close_code(events, timeout=20) == Close.ACCESS_REVOKED
     assert await close_code(orders, timeout=20) == Close.ACCESS_REVOKED
     assert await close_code(other_events, timeout=20) == Close.ACCESS_REVOKED
+    server_is_clean(server)
+
+
+# ---- pings from a client that never reads ---------------------------------------------------------
+
+PINGS = 400_000  # 125-byte pings: ~50 MB of pongs, were every one answered
+
+
+def ping_frames(count: int) -> bytes:
+    """``count`` masked ping frames with a 125-byte payload (the largest a control frame may carry)."""
+    frame = struct.pack("!BB", 0x89, 0x80 | 125) + bytes(4) + b"p" * 125  # mask 0: payload as is
+    return frame * count
+
+
+async def test_pings_from_a_client_that_never_reads_cost_bounded_memory(daphne, make_user):
+    server = await asyncio.to_thread(daphne, **QUIET)
+    user = await database_sync_to_async(make_user)("pinger")
+    token = jwt_for(user)
+
+    def flood() -> tuple[int, float]:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # reads nothing meanwhile
+        s.connect(("127.0.0.1", server.port))
+        with s:
+            s.sendall(
+                (
+                    "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                    f"Authorization: Bearer {token}\r\n\r\n"
+                ).encode()
+            )
+            before = rss_mib(server.proc.pid)
+            s.sendall(ping_frames(PINGS))
+            s.sendall(struct.pack("!BB", 0x89, 0x80 | 6) + bytes(4) + b"latest")
+            payload = b'{"type":"ping"}'
+            s.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + bytes(4) + payload)
+            # now read: everything the server wrote before the answer to that last message, and the
+            # pong of the latest ping (a keepalive waits for it), whenever it comes
+            pongs, data, answered = 0, b"", False
+            s.settimeout(60)
+            while b'"type":"pong"' not in data or not answered:
+                chunk = s.recv(1 << 20)
+                assert chunk, "the server closed the socket"
+                data = data[-64:] + chunk
+                pongs += chunk.count(b"\x8a\x7d")  # a pong frame's head, 125-byte payload
+                answered = answered or b"\x8a\x06latest" in data
+            return pongs, rss_mib(server.proc.pid) - before
+
+    pongs, grown = await asyncio.to_thread(flood)
+    # Answered: what fit while the client did not read (the kernel's socket buffers, up to tcp_wmem's
+    # 4 MiB here: ~50,000 of 200,000; then PONG_BACKLOG_BYTES), not all of them (before: every one,
+    # ~50 MB held in the server for a client that never read).
+    assert pongs < PINGS // 4, pongs
+    assert grown < 20, f"RSS grew {grown:.1f} MiB"
     server_is_clean(server)
