@@ -6,8 +6,8 @@ from django.db import transaction
 
 from .forms import StaffAdminLoginForm
 from .models import User
-from .services import refresh_tokens_revoke
-from .signals import account_access_changed, account_password_changed
+from .services import password_replaced, refresh_tokens_revoke
+from .signals import account_access_changed
 
 # A non-staff user with the right password is refused like a wrong password (accounts/forms.py).
 admin.site.login_form = StaffAdminLoginForm
@@ -41,9 +41,7 @@ class RevokingPasswordChangeForm(AdminPasswordChangeForm):
             return super().save(commit=False)
         with transaction.atomic():
             user = super().save(commit=True)
-            refresh_tokens_revoke(user=user)
-            account_password_changed.send(sender=User, user=user)
-            account_access_changed.send(sender=User, user=user)
+            password_replaced(user=user)
         return user
 
 

@@ -39,11 +39,20 @@ def account_upsert(
     user.is_active = True
     user.save()
     if not created and new_password:
-        refresh_tokens_revoke(user=user)
-        account_password_changed.send(sender=User, user=user)
-    if demoted or (not created and new_password):
+        password_replaced(user=user)
+    elif demoted:
         account_access_changed.send(sender=User, user=user)
     return user, created
+
+
+@transaction.atomic
+def password_replaced(*, user: User) -> None:
+    """What a new password (saved, not on a new account) ends, in its transaction: the user's
+    refresh tokens, their order-socket sessions (orders/receivers.py) and their open sockets (4003).
+    ``account_upsert`` and the admin's password page call it."""
+    refresh_tokens_revoke(user=user)
+    account_password_changed.send(sender=User, user=user)
+    account_access_changed.send(sender=User, user=user)
 
 
 @transaction.atomic
