@@ -1,12 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
-from django.contrib.auth.forms import AdminPasswordChangeForm
 from django.contrib.auth.models import Group
 from django.db import transaction
 
 from .forms import StaffAdminLoginForm
 from .models import User
-from .services import password_replaced, refresh_tokens_revoke
+from .services import refresh_tokens_revoke
 from .signals import account_access_changed
 
 # A non-staff user with the right password is refused like a wrong password (accounts/forms.py).
@@ -31,23 +30,8 @@ class GuardedGroupAdmin(GroupAdmin):
         return request.user.is_superuser
 
 
-class RevokingPasswordChangeForm(AdminPasswordChangeForm):
-    """The admin's "Change password" page, which saves without ``save_model``: a password set here
-    revokes the user's refresh tokens and order-socket sessions and closes its open sockets (4003),
-    as ``account_upsert`` does (an outside test: every socket stayed open after it)."""
-
-    def save(self, commit=True):
-        if not commit:
-            return super().save(commit=False)
-        with transaction.atomic():
-            user = super().save(commit=True)
-            password_replaced(user=user)
-        return user
-
-
 @admin.register(User)
 class AccountAdmin(UserAdmin):
-    change_password_form = RevokingPasswordChangeForm
     list_display = ("username", "tier", "is_staff", "is_superuser", "is_active", "date_joined")
     list_filter = ("tier", "is_staff", "is_superuser", "is_active")
     fieldsets = (*(UserAdmin.fieldsets or ()), ("Account", {"fields": ("tier",)}))

@@ -1,7 +1,9 @@
 """Users of the platform: Django users with an account tier."""
 
 from django.contrib.auth.models import AbstractUser
-from django.db import models
+from django.db import models, transaction
+
+from .signals import account_password_changed
 
 
 class Tier(models.TextChoices):
@@ -11,7 +13,44 @@ class Tier(models.TextChoices):
 
 
 class User(AbstractUser):
+    """A new password on an existing account, however it is set (``account_upsert``, the admin's
+    password page, ``manage.py changepassword``, any ``set_password`` then ``save``), ends the
+    credentials issued before it: ``save`` sends ``account_password_changed`` in its transaction,
+    and its receivers revoke the refresh tokens and the order-socket sessions and close the open
+    sockets (an outside test: ``changepassword`` left them all). Not Django's re-hash of the same
+    password when its hasher changed, at a sign-in (``check_password``)."""
+
     tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.BASIC, db_index=True)
+    _rehashing = False
+    _password_replaced = False
+
+    def set_password(self, raw_password):
+        super().set_password(raw_password)
+        if self.pk is not None and not self._rehashing:
+            self._password_replaced = True
+
+    def check_password(self, raw_password):
+        self._rehashing = True  # Django's upgrade of the hash calls set_password with the same one
+        try:
+            return super().check_password(raw_password)
+        finally:
+            self._rehashing = False
+
+    async def acheck_password(self, raw_password):
+        self._rehashing = True
+        try:
+            return await super().acheck_password(raw_password)
+        finally:
+            self._rehashing = False
+
+    def save(self, *args, **kwargs):
+        if not self._password_replaced:
+            return super().save(*args, **kwargs)
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            self._password_replaced = False
+            account_password_changed.send(sender=User, user=self)
+        return None
 
     class Meta:
         db_table = "accounts_user"

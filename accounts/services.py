@@ -9,7 +9,7 @@ from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from .models import Tier, User
-from .signals import account_access_changed, account_disconnect_requested, account_password_changed
+from .signals import account_access_changed, account_disconnect_requested
 
 SOCKET_ENDPOINTS = ("/ws", "/ws/orders")
 
@@ -38,21 +38,9 @@ def account_upsert(
     user.is_superuser = superuser
     user.is_active = True
     user.save()
-    if not created and new_password:
-        password_replaced(user=user)
-    elif demoted:
+    if demoted:  # (a new password's credentials end in User.save)
         account_access_changed.send(sender=User, user=user)
     return user, created
-
-
-@transaction.atomic
-def password_replaced(*, user: User) -> None:
-    """What a new password (saved, not on a new account) ends, in its transaction: the user's
-    refresh tokens, their order-socket sessions (orders/receivers.py) and their open sockets (4003).
-    ``account_upsert`` and the admin's password page call it."""
-    refresh_tokens_revoke(user=user)
-    account_password_changed.send(sender=User, user=user)
-    account_access_changed.send(sender=User, user=user)
 
 
 @transaction.atomic

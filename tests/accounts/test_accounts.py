@@ -71,6 +71,47 @@ def test_openapi_schema_and_docs(client):
     assert client.get("/api/docs").status_code == 200
 
 
+def test_a_password_set_any_way_ends_the_credentials_and_a_rehash_at_sign_in_does_not(db, settings):
+    """An outside test: ``manage.py changepassword`` (``set_password`` then ``save``) left the refresh
+    tokens and the order-socket sessions alive, where ``create_account --password`` and the admin
+    ended them. A new password now ends them however it is saved (User.save). Django's upgrade of a
+    hash at a sign-in sets the same password again: it ends nothing."""
+    from django.contrib.auth.hashers import MD5PasswordHasher
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    from accounts.signals import account_password_changed
+    from orders.models import OrderSession
+    from orders.services import order_session_create
+
+    told = []
+    account_password_changed.connect(lambda sender, user, **kw: told.append(user.pk), weak=False, dispatch_uid="t")
+    try:
+        # the test settings hash with MD5 alone: with PBKDF2 first, a sign-in upgrades the hash
+        settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher", *settings.PASSWORD_HASHERS]
+        settings.PASSWORD_HASHERS = list(dict.fromkeys(settings.PASSWORD_HASHERS))
+        user = User.objects.create_user("changer", password="first-pass-12")  # a new account: no
+        user.password = MD5PasswordHasher().encode("first-pass-12", "salt")
+        user.save(update_fields=["password"])
+        refresh = RefreshToken.for_user(user)
+        session, _ = order_session_create(user=user)
+        assert User.objects.get(pk=user.pk).check_password("first-pass-12")  # re-hashed with PBKDF2 ...
+        assert User.objects.get(pk=user.pk).password.startswith("pbkdf2_sha256$")
+        assert told == []  # ... and nothing ended
+        assert not BlacklistedToken.objects.filter(token__jti=refresh["jti"]).exists()
+
+        changed = User.objects.get(pk=user.pk)  # what manage.py changepassword does
+        changed.set_password("second-pass-34")
+        changed.save()
+        assert told == [user.pk]
+        assert BlacklistedToken.objects.filter(token__jti=refresh["jti"]).exists()
+        assert OrderSession.objects.get(pk=session.pk).revoked_at is not None
+        changed.save()  # saved again, no new password: nothing more
+        assert told == [user.pk]
+    finally:
+        account_password_changed.disconnect(dispatch_uid="t")
+
+
 def test_the_same_password_again_keeps_the_users_tokens_and_a_new_one_revokes_them(db):
     """scripts/run upserts the demo accounts on every start: a page's token must survive that."""
     from rest_framework_simplejwt.exceptions import AuthenticationFailed
