@@ -264,8 +264,9 @@ def tune_daphne() -> None:
         # client reads: a client that sent pings and never read grew the server's memory without
         # bound (an outside test: 400,000 pings, +60 MiB, all of it pongs waiting). While more than
         # PONG_BACKLOG_BYTES wait unsent, only the latest ping is kept, and answered once the
-        # client has read enough (RFC 6455 5.5.3 lets an endpoint answer only the latest ping; a
-        # keepalive that waits for its pong still gets one, the ping it sent being the latest).
+        # client has read enough or PONG_WAIT_SECONDS passed (RFC 6455 5.5.3 lets an endpoint
+        # answer only the latest ping; a keepalive that waits for its pong still gets one, the ping
+        # it sent being the latest, even while a busy feed keeps the buffer full).
         transport = self.transport
         if transport is not None and _unsent(transport) > PONG_BACKLOG_BYTES:
             owed = self._axisor_pong_owed is not None
@@ -995,8 +996,13 @@ def _lazy_autobahn_config_log() -> None:
                 setattr(module, name, _lazily(fn))
 
 
-# A client's ping is answered while at most this much waits unsent to its socket (onPing above).
+# A client's ping is answered while at most this much waits unsent to its socket (onPing above),
+# or once its pong has waited PONG_WAIT_SECONDS: a client reading a busy feed over a slow link has
+# more than that unsent all along (the hub writes while up to WS_SLOW_BYTES wait), and its
+# keepalive waits for the pong. A client that never reads gets at most one pong a second.
 PONG_BACKLOG_BYTES = 64 * 1024
+PONG_WAIT_SECONDS = 1.0
+_PONG_POLL_SECONDS = 0.05
 
 
 def _unsent(transport) -> int:
@@ -1004,17 +1010,20 @@ def _unsent(transport) -> int:
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
-def _pong_when_drained(protocol) -> None:
-    """Send the pong a backlogged socket owes for its latest ping, once little waits unsent."""
+def _pong_when_drained(protocol, turns: int | None = None) -> None:
+    """Send the pong a backlogged socket owes for its latest ping, once little waits unsent, or
+    after PONG_WAIT_SECONDS (``turns`` of the poll) whatever waits."""
     from twisted.internet import reactor
 
+    if turns is None:
+        turns = round(PONG_WAIT_SECONDS / _PONG_POLL_SECONDS)
     if protocol.state != protocol.STATE_OPEN or protocol.transport is None:
         protocol._axisor_pong_owed = None
-    elif _unsent(protocol.transport) <= PONG_BACKLOG_BYTES:
+    elif turns <= 0 or _unsent(protocol.transport) <= PONG_BACKLOG_BYTES:
         payload, protocol._axisor_pong_owed = protocol._axisor_pong_owed, None
         protocol.sendPong(payload)
     else:
-        reactor.callLater(0.05, _pong_when_drained, protocol)  # type: ignore[arg-type]
+        reactor.callLater(_PONG_POLL_SECONDS, _pong_when_drained, protocol, turns - 1)  # type: ignore[arg-type]
 
 
 def _resume_when_drained(protocol) -> None:

@@ -864,3 +864,49 @@ def test_an_open_sockets_first_ping_comes_at_a_random_point_of_its_first_interva
         lasts.append(protocol.last_ping)
     assert all(now - 10 <= last <= now for last in lasts)
     assert max(lasts) - min(lasts) > 5  # spread over the interval, not one instant
+
+
+def test_a_ping_from_a_client_that_reads_is_answered_while_the_server_keeps_its_buffer_full(monkeypatch):
+    """A client on a slow link reading a busy feed: the hub writes while at most WS_SLOW_BYTES (1 MiB)
+    waits unsent, so more than PONG_BACKLOG_BYTES (64 KiB) stays buffered the whole time while the
+    client keeps reading. The pong its keepalive waits for must still come (before the pong backlog
+    cap it went out behind what was buffered at the ping); it never came."""
+    from daphne.ws_protocol import WebSocketProtocol
+    from twisted.internet import reactor
+
+    internals.tune_daphne()
+    timers: list = []
+    monkeypatch.setattr(reactor, "callLater", lambda delay, fn, *args: timers.append((fn, args)))
+
+    class Transport:
+        dataBuffer, offset, _tempDataLen = b"", 0, 0
+
+    class Peer:
+        STATE_OPEN = 3
+        state = 3
+        _axisor_pong_owed = None
+        transport = Transport()
+        pongs: list = []
+
+        def sendPong(self, payload=None):
+            self.pongs.append(payload)
+
+    peer = Peer()
+    slow_bytes = 1 << 20
+    peer.transport.dataBuffer = bytes(900 * 1024)  # what waits when the client's keepalive pings
+    WebSocketProtocol.onPing(peer, b"keepalive")
+    ahead, drained = 900 * 1024, 0
+    for _ in range(400):  # 20 s of 50 ms timer turns, the client reading 400 KB/s all along
+        unsent = len(peer.transport.dataBuffer) - 20 * 1024
+        drained += 20 * 1024
+        if unsent <= slow_bytes:  # the hub writes again (gateway/hub.py: SLOW_BYTES)
+            unsent = slow_bytes - 1024
+        peer.transport.dataBuffer = bytes(unsent)
+        if not timers:
+            break
+        fn, args = timers.pop(0)
+        fn(*args)
+        if peer.pongs:
+            break
+    assert peer.pongs == [b"keepalive"], f"the keepalive's pong never went out ({drained} bytes read meanwhile)"
+    assert drained <= ahead, drained  # no later than behind what waited at the ping, as before the cap
