@@ -26,6 +26,9 @@ ADMIN_LEVELS = ("staff", "superuser")
 # admin:staff carries a copy of every logged event, every user's (broadcast/stafffeed.py): the
 # live event log, so the event log's view permission (the panel's Events page asks the same).
 STAFF_FEED_PERMISSION = "realtime.view_eventlog"  # the broadcast app's label
+# ... or its change permission: either lets the admin show a model (ModelAdmin.has_view_permission),
+# and either opens /panel/events (panel/permissions.py), whose live feed this room is.
+STAFF_FEED_PERMISSIONS = (STAFF_FEED_PERMISSION, "realtime.change_eventlog")
 
 
 class RoomKind(str, Enum):
@@ -141,7 +144,7 @@ def admin_rooms_for(user) -> list[Room]:
     ``user.has_perm``: on an event loop, read the user's permissions first (on a thread, as the
     consumer does: ``get_all_permissions`` fills the user's cache)."""
     rooms = []
-    if user.is_superuser or (user.is_staff and user.has_perm(STAFF_FEED_PERMISSION)):
+    if user.is_superuser or (user.is_staff and any(user.has_perm(p) for p in STAFF_FEED_PERMISSIONS)):
         rooms.append(Room(RoomKind.ADMIN, "staff"))
     if user.is_superuser:
         rooms.append(Room(RoomKind.ADMIN, "superuser"))

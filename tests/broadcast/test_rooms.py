@@ -94,3 +94,14 @@ def test_the_staff_feed_is_for_staff_who_may_view_the_event_log():
         assert rooms.admin_rooms_for(user) == []
     reader = person(5, staff=True, perms=[rooms.STAFF_FEED_PERMISSION])
     assert [r.name for r in rooms.auto_rooms(reader)] == ["user:5", "system", "admin:staff"]
+
+
+def test_the_staff_feed_takes_what_the_events_page_takes():
+    """/panel/events opens with the event log's view or change permission (the admin's
+    has_view_permission, panel/permissions.py): its live feed, admin:staff, with either too."""
+    from panel import permissions
+
+    editor = person(6, staff=True, perms=["realtime.change_eventlog"])
+    assert permissions.may_open(editor, "events")
+    rooms.check_join(editor, rooms.parse("admin:staff"), known_symbols=set())
+    assert [r.name for r in rooms.auto_rooms(editor)] == ["user:6", "system", "admin:staff"]
