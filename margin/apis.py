@@ -247,7 +247,7 @@ class TicksApi(APIView):
             many=True,
         ),
         responses={202: inline_serializer("Ingested", {"applied": serializers.IntegerField()})},
-        summary="Ingest ticks (staff or service key); all or nothing",
+        summary="Ingest ticks (staff with market.add_tick, or the service key); all or nothing",
     )
     def post(self, request):
         if tier.TIER == "wsgi":
@@ -280,7 +280,9 @@ class ExecutionApi(APIView):
     permission_classes = [staff_with("orders.add_executionreport")]
 
     @extend_schema(
-        request=ExecutionInput, responses=OrderOutput, summary="A venue's execution report (staff or service key)"
+        request=ExecutionInput,
+        responses=OrderOutput,
+        summary="A venue's execution report (staff with orders.add_executionreport, or the service key)",
     )
     def post(self, request):
         body = ExecutionInput(data=request.data)
@@ -405,7 +407,7 @@ class AccountAdjustApi(APIView):
     @extend_schema(
         request=AdjustInput,
         responses={201: AccountOutput},
-        summary="Deposit, withdraw or adjust a user's balance (staff or service key)",
+        summary="Deposit, withdraw or adjust a user's balance (staff with ledger.add_ledgerentry, or the service key)",
     )
     def post(self, request, user_id: int):
         body = AdjustInput(data=request.data)

@@ -66,7 +66,7 @@ class NotificationViewSet(viewsets.GenericViewSet):
                 {"created": serializers.IntegerField(), "id": serializers.CharField(required=False)},
             )
         },
-        summary="Send a notification to one user, a tier or everyone (staff)",
+        summary="Send a notification to one user, a tier or everyone (staff with notifications.add_notification)",
     )
     def create(self, request):
         body = NotificationCreateInput(data=request.data)

@@ -23,7 +23,11 @@ class NoticeListApi(APIView):
     def get(self, request):
         return Response(NoticeOutput(notices_in_force(), many=True).data)
 
-    @extend_schema(request=NoticeInput, responses={201: NoticeOutput}, summary="Create a system notice (staff)")
+    @extend_schema(
+        request=NoticeInput,
+        responses={201: NoticeOutput},
+        summary="Create a system notice (staff with system.add_systemnotice, or the service key)",
+    )
     def post(self, request):
         body = NoticeInput(data=request.data)
         body.is_valid(raise_exception=True)
@@ -44,7 +48,11 @@ class NoticeListApi(APIView):
 class NoticeEndApi(APIView):
     permission_classes = [staff_with("system.change_systemnotice")]
 
-    @extend_schema(request=None, responses=NoticeOutput, summary="End a system notice now (staff)")
+    @extend_schema(
+        request=None,
+        responses=NoticeOutput,
+        summary="End a system notice now (staff with system.change_systemnotice, or the service key)",
+    )
     def post(self, request, notice_id: int):
         notice = system_notice_end(notice=get_object_or_404(SystemNotice, pk=notice_id))
         return Response(NoticeOutput(notice).data)
