@@ -138,6 +138,12 @@ def service_key_given(request) -> bool:
     return bool(key and given and hmac.compare_digest(key.encode(), given.encode()))
 
 
+def acts_as_staff_with(request, perm: str) -> bool:
+    """The request's user is staff and holds ``perm`` (a superuser holds every one)."""
+    user = request.user
+    return bool(user and user.is_authenticated and user.is_staff and user.has_perm(perm))
+
+
 def staff_with(perm: str, *, service_key: bool = True) -> type[permissions.BasePermission]:
     """A staff user holding the Django permission ``perm`` (what the admin and the staff panel ask
     for the same thing; a superuser holds every one), or, with ``service_key``, a caller presenting
@@ -148,10 +154,7 @@ def staff_with(perm: str, *, service_key: bool = True) -> type[permissions.BaseP
         message = f"staff with the permission {perm}" + (", or the service key," if service_key else "") + " required"
 
         def has_permission(self, request, view) -> bool:
-            user = request.user
-            if user and user.is_authenticated and user.is_staff:
-                return user.has_perm(perm)
-            return service_key and service_key_given(request)
+            return acts_as_staff_with(request, perm) or (service_key and service_key_given(request))
 
     return StaffWith
 

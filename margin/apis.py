@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from accounts.caps import OrderRateThrottle
 from accounts.models import User
 from core import tier
-from core.api import DecimalField, Page, staff_with
+from core.api import DecimalField, Page, acts_as_staff_with, staff_with
 from core.errors import NotFound
 from ledger.selectors import ledger_entries
 from orders import apis as orders_apis
@@ -415,7 +415,9 @@ class AccountAdjustApi(APIView):
         if not User.objects.filter(pk=user_id).exists():
             raise NotFound(f"no user {user_id}")
         d = body.validated_data
-        actor = request.user.pk if request.user and request.user.is_authenticated else None
+        # The staff member who moves it, or None: the service key's caller (whatever token it carries:
+        # a customer's token beside the key is not the actor, the second review found it recorded)
+        actor = request.user.pk if acts_as_staff_with(request, "ledger.add_ledgerentry") else None
         if actor == user_id:  # an outside review: any staff account credited itself 1,000,000
             raise PermissionDenied("no one moves money on their own account: another staff member or a service does")
         try:

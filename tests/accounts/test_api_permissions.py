@@ -77,3 +77,23 @@ def test_each_staff_endpoint_takes_its_permission_not_being_staff(make_user):
         assert done.status_code == status, (perm, done.content)
     assert SystemNotice.objects.count() == 2 and Notification.objects.count() == 1
     assert Tick.objects.count() == 1 and ExecutionReport.objects.count() == 1
+
+
+def test_the_service_key_serves_beside_any_token_and_only_a_granted_staff_member_is_the_actor(make_user, settings):
+    """The second review: a staff token without the permission beside the service key was refused
+    (the docs say "or"), and a customer's token beside the key was recorded as the actor of a
+    money movement."""
+    from ledger.models import LedgerEntry
+
+    settings.AXISOR_SERVICE_KEY = "ops-key"
+    staff, customer = make_user("operator", staff=True), make_user("customer")
+    tick = [{"symbol": "BTC_USD", "price": "625", "volume": 1}]
+    assert auth_api(staff).post("/api/internal/ticks", tick, format="json").status_code == 403
+    keyed = auth_api(staff).post("/api/internal/ticks", tick, format="json", HTTP_X_SERVICE_KEY="ops-key")
+    assert keyed.status_code == 202
+    other = make_user("other")
+    deposit = {"kind": "deposit", "amount": "5"}
+    url = f"/api/account/{other.pk}/adjust"
+    moved = auth_api(customer).post(url, deposit, format="json", HTTP_X_SERVICE_KEY="ops-key")
+    assert moved.status_code == 201
+    assert LedgerEntry.objects.filter(user=other, note="").latest("pk").actor_id is None
