@@ -358,6 +358,8 @@ def user_disconnect(request: HttpRequest, user_id: int) -> HttpResponse:
 @panel_view(page="users", needs=("session_revoke",))
 def session_revoke(request: HttpRequest, user_id: int, session: str) -> HttpResponse:
     user = get_object_or_404(get_user_model(), pk=user_id)
+    if _guarded(request, user):  # as Disconnect (the second review: a superuser's sessions were open)
+        raise PermissionDenied("another staff account's sessions are a superuser's to revoke")
     found = OrderSession.objects.filter(user=user, session=session).first()
     if found is None:
         messages.error(request, f"{user.username} has no session {session}.")

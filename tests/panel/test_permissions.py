@@ -256,6 +256,23 @@ def test_another_staff_accounts_sockets_are_a_superusers_to_cut(make_user, djang
     assert callbacks
 
 
+def test_another_staff_accounts_sessions_are_a_superusers_to_revoke(make_user):
+    """The second review: Revoke (the panel's and the admin's) took a superuser's order sessions
+    from any staff member with the permission; Disconnect did not. Now neither does."""
+    perms = ("accounts.view_user", "orders.view_ordersession", "orders.change_ordersession")
+    _, client = staff_with(make_user, *perms)
+    root = make_user("root", superuser=True)
+    session, _ = order_session_create(user=root)
+    url = f"/panel/users/{root.pk}/sessions/{session.session}/revoke"
+    assert url.rsplit("/", 1)[0] not in client.get(f"/panel/users/{root.pk}").content.decode()
+    assert client.post(url).status_code == 403
+    admin_action = {"action": "revoke", "_selected_action": [session.pk]}
+    client.post("/admin/orders/ordersession/", admin_action)
+    assert OrderSession.objects.get(pk=session.pk).revoked_at is None
+    assert signed_in(make_user("root2", superuser=True)).post(url).status_code == 303
+    assert OrderSession.objects.get(pk=session.pk).revoked_at is not None
+
+
 def test_a_superuser_keeps_everything(make_user, customer, world):
     root = signed_in(make_user("root", superuser=True))
     for url in ["/panel/", *[f"/panel/{name}" for name in NAV], f"/panel/users/{customer.pk}"]:
