@@ -120,18 +120,6 @@ def exception_handler(exc, context):
     return response
 
 
-class IsStaffOrServiceKey(permissions.BasePermission):
-    """Staff users (JWT or session), or a caller presenting the configured service key."""
-
-    message = "staff or service key required"
-
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        if user and user.is_authenticated and user.is_staff:
-            return True
-        return service_key_given(request)
-
-
 def service_key_given(request) -> bool:
     key = settings.AXISOR_SERVICE_KEY
     given = request.headers.get(SERVICE_KEY_HEADER)
