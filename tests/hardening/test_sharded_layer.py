@@ -117,7 +117,9 @@ async def test_sharded_layer_spreads_rooms_and_losing_one_server_affects_only_it
         assert n < 200, "the user rooms do not spread over the servers"
     staff = None
     while staff is None or shard_of(prefix, user_room(staff.pk).layer_group) == victim:
-        staff = await database_sync_to_async(feed_reader)(make_user, f"sh-ops{0 if staff is None else staff.pk}")
+        name = f"sh-ops{0 if staff is None else staff.pk}"  # who also posts ticks, notices, notifications
+        perms = ("market.add_tick", "system.add_systemnotice", "notifications.add_notification")
+        staff = await database_sync_to_async(feed_reader)(make_user, name, *perms)
     token = jwt_for(staff)
     people = [u for found in on.values() for u in found]
     hit = {u.pk for u in on[victim]}  # users whose personal room is on the killed server

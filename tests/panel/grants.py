@@ -37,10 +37,11 @@ def grant(user, *perms: str) -> None:
 EVERY_PANEL_PERMISSION = tuple(sorted({p for perms in ABILITIES.values() for p in perms}))
 
 
-def feed_reader(make_user, username: str):
-    """A staff account that may have the staff feed (admin:staff): the event log's view permission."""
+def feed_reader(make_user, username: str, *also: str):
+    """A staff account that may have the staff feed (admin:staff): the event log's view permission
+    (and the permissions ``also``)."""
     from broadcast.rooms import STAFF_FEED_PERMISSION
 
     user = make_user(username, staff=True)
-    grant(user, STAFF_FEED_PERMISSION)
+    grant(user, STAFF_FEED_PERMISSION, *also)
     return user
