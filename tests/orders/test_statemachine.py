@@ -223,6 +223,7 @@ class Expected:
     trades: tuple[tuple[Decimal, Decimal], ...] = ()
     reason: str = ""
     version: int = 1
+    earlier_prices: tuple[Decimal, ...] = ()  # the limits it had before modifications
 
     @property
     def filled(self) -> Decimal:
@@ -293,8 +294,12 @@ def expect_fill(m: Expected, quantity: Decimal, price: Decimal) -> tuple[Errors,
     errors = set()
     if m.status in TERMINAL:
         errors.add(Conflict)
-    # a limit never fills at a worse price (an outside venue's report of one is refused)
-    worse = m.order_type in PRICED and m.price is not None and (price > m.price if m.side == "BUY" else price < m.price)
+    # a limit never fills at a worse price than every limit it has had (an outside venue's report of
+    # one is refused; one at a limit it had before a modification reached the venue is booked)
+    worse = False
+    if m.order_type in PRICED and m.price is not None:
+        had = (*m.earlier_prices, m.price)
+        worse = price > max(had) if m.side == "BUY" else price < min(had)
     if quantity <= 0 or price <= 0 or worse:
         errors.add(ValidationError)
     elif quantity > m.remaining:
@@ -327,6 +332,7 @@ def expect_modify(m: Expected, quantity=None, price=None, trigger=None) -> tuple
         price=new_price,
         trigger=new_trigger,
         version=m.version + 1,
+        earlier_prices=m.earlier_prices if m.price is None else (*m.earlier_prices, m.price),
     )
 
 
