@@ -29,7 +29,6 @@ def scans(window) -> list[str]:
     return seq
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's plans")
 def test_a_pick_reads_no_finished_job_rows_and_no_pending_backlog(make_user, settings):
     allow(settings, 9)
     users = [hooked(make_user, f"u{i}", f"http://127.0.0.1:9/u{i}") for i in range(3)]
