@@ -182,8 +182,15 @@ class Lease:
                     if self.held:
                         logger.warning("lease %s lost (this process stalled past its lease)", self.name)
                     self.held = False
-            self.held = bool(self.lock.acquire(blocking=False))
-            if self.held:
+            # Our token is kept before the SET goes out: a SET that landed but whose reply timed
+            # out leaves the key ours, and the next turn's renewal (above) proves it; taken with
+            # a token of redis-py's, the next turn found a key it could not tell from another
+            # process's and waited the whole lease out.
+            self.lock.local.token = uuid.uuid4().hex.encode()
+            self.held = bool(self.lock.acquire(blocking=False, token=self.lock.local.token))
+            if not self.held:
+                self.lock.local.token = None
+            else:
                 logger.info("lease %s taken by process %s", self.name, os.getpid())
         except RedisError as exc:
             self.held = False

@@ -130,3 +130,40 @@ def test_a_hung_redis_costs_a_process_one_timeout_then_orders_are_placed_without
     assert client.post("/api/orders", LIMIT, format="json").status_code == 201
     assert counted() == 3
     listener.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lease_whose_taking_timed_out_after_it_landed_is_ours_at_the_next_turn(private_redis, settings, monkeypatch):
+    """A worker takes its lease (SET NX PX) from a Redis that hangs: the SET waits in the server's
+    socket, the reply times out, and the SET runs once Redis wakes. The key is this process's, so
+    the next turn holds the lease at once; before, the process took it anew with a new token, found
+    a key it could not tell from another process's, and nobody ran the job for the whole lease."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    settings.REDIS_URL = private_redis.url
+    settings.CHANNEL_LAYER_PREFIX = prefix
+    settings.REDIS_SOCKET_TIMEOUT, settings.REDIS_CONNECT_TIMEOUT = 1.0, 1.0
+    monkeypatch.setattr(redis_clients, "_guarded_client", None)
+    monkeypatch.setattr(redis_clients, "_breakers", {}, raising=False)
+    monkeypatch.setattr(redis_clients, "WATCH_SECONDS", 0.2, raising=False)
+    server = redis.Redis(port=private_redis.port)
+    key = f"{prefix}:lease:{prefix}-job"
+    assert server.ping()  # a connection of the test's own, opened while Redis answers
+    assert redis_clients.guarded_sync_client().ping()  # and the worker's: the SET goes out on it
+
+    lease, other = Lease(f"{prefix}-job", 30), Lease(f"{prefix}-job", 30)
+    os.kill(private_redis.proc.pid, signal.SIGSTOP)
+    try:
+        assert lease.hold() is False  # the reply never came: nobody can prove they hold it
+    finally:
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+    breaker = redis_clients.breaker_for(redis_clients.configured_server())
+    assert breaker.answering.wait(10)
+    assert server.get(key) is not None  # the SET ran when Redis woke
+    assert server.pttl(key) > 20_000
+
+    assert lease.hold() is True  # ours: renewed at once, not waited out
+    assert other.hold() is False  # and nobody else's (another process's lease of the same job)
+    lease.release()
+    assert server.get(key) is None
+    assert other.hold() is True
+    other.release()

@@ -41,7 +41,9 @@ def random_path() -> str:
 
 def every_shape() -> list[str]:
     """One path of each shape under each prefix, so the first round makes every series a path can."""
-    return [prefix + tail for prefix in PREFIXES for tail in (secrets.token_hex(8), str(10**15 + secrets.randbelow(10**15)))]
+    return [
+        prefix + tail for prefix in PREFIXES for tail in (secrets.token_hex(8), str(10**15 + secrets.randbelow(10**15)))
+    ]
 
 
 def invent(server, token: str, n: int, paths: list[str] = ()) -> None:
