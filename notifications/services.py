@@ -25,7 +25,7 @@ from .models import (
     WebhookEndpoint,
 )
 from .signals import notification_created, notifications_read
-from .tasks import enqueue_deliveries
+from .tasks import endpoint_url_changed, enqueue_deliveries
 
 DEFAULT_METHODS: dict[str, bool] = {Method.IN_APP: True, Method.EMAIL: False, Method.WEBHOOK: False}
 
@@ -210,6 +210,14 @@ def _preferences_write(*, user: User, categories: dict[str, dict[str, bool]], we
         NotificationPreference.objects.update_or_create(user=user, category=category, defaults=values)
     if webhook is not None:
         if webhook.get("url"):
-            WebhookEndpoint.objects.update_or_create(user=user, defaults=webhook)
+            # Locked as the delivery jobs lock it (tasks._claim, _finish): the endpoint row first.
+            endpoint, created = WebhookEndpoint.objects.select_for_update().get_or_create(user=user, defaults=webhook)
+            if not created:
+                moved = endpoint.url != webhook["url"]
+                endpoint.url, endpoint.secret = webhook["url"], webhook.get("secret", "")
+                endpoint.save(update_fields=["url", "secret"])
+                if moved:
+                    # A new URL is a new endpoint: it does not wait out the old one's breaker.
+                    endpoint_url_changed(endpoint)
         else:
             WebhookEndpoint.objects.filter(user=user).delete()

@@ -407,6 +407,27 @@ def _record_answer(endpoint: WebhookEndpoint, claimed: Delivery, *, code: str, t
         endpoint.save(update_fields=["failures", "open_until", "slow"])
 
 
+def endpoint_url_changed(endpoint: WebhookEndpoint) -> int:
+    """The user saved a new URL for ``endpoint`` (in the caller's transaction, the row locked):
+    what its breaker and slow mark knew was of the old URL, so both are reset, and the user's
+    webhook deliveries that wait (for the breaker, a busy slot or a retry's backoff) are due now,
+    to the new URL, each keeping its ``webhook-id`` and the attempts it made (none is lost, none
+    gains attempts); as many as may go at once are enqueued, the rest follow as those finish.
+    Attempts in flight to the old URL end there, and tell nothing of the new one
+    (``_record_answer``). Returns how many were enqueued."""
+    now = timezone.now()
+    endpoint.failures, endpoint.open_until, endpoint.slow = 0, None, False
+    endpoint.save(update_fields=["failures", "open_until", "slow"])
+    Delivery.objects.filter(
+        notification__user_id=endpoint.user_id,
+        method=Method.WEBHOOK,
+        status=DeliveryStatus.PENDING,
+        claimed_until__isnull=True,
+        next_attempt_at__gt=now,
+    ).update(next_attempt_at=now, updated_at=now)
+    return _wake_waiting(endpoint.user_id, endpoint)
+
+
 # ---- the order of the outbound queue ---------------------------------------------------------
 
 
