@@ -48,14 +48,27 @@ _started_for: dict[tuple[str, int], str] = {}  # the owner each lookup under way
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# What a user is told instead of a code that would describe our network: whether a name resolves
+# to a private address (one of our internal names: ``blocked_address``) or not at all
+# (``dns_error``) maps our internal DNS for anyone who can save a URL, or point a name of their own
+# at ours (a CNAME) after saving it. Both are ``host_not_public`` to the user; logs and staff keep
+# the code and the detail (the resolved addresses).
+PUBLIC_CODES = {"blocked_address": "host_not_public", "dns_error": "host_not_public"}
+
+
 class OutboundError(Exception):
-    """code: short, generic, user-visible (never remote text); detail: for staff only (admin)."""
+    """code: short, generic (never remote text), for logs and staff, and ``public_code`` what the
+    user may see of it; detail: for staff only (admin)."""
 
     def __init__(self, code: str, detail: str = "") -> None:
         # Only the code goes into args, so str(exc) and tracebacks shown to a user carry no remote text.
         super().__init__(code)
         self.code = code
         self.detail = detail
+
+    @property
+    def public_code(self) -> str:
+        return PUBLIC_CODES.get(self.code, self.code)
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,9 @@ def deliver_webhook(delivery: Delivery) -> str:
     try:
         outbound.post(endpoint.url, body=body.encode(), headers=headers, owner=f"user:{endpoint.user_id}")
     except outbound.OutboundError as exc:
-        raise DeliveryError(exc.code, exc.detail) from None
+        # The user sees the public code (lastError, the status event); staff the code and detail.
+        detail = exc.detail if exc.public_code == exc.code else f"{exc.code}: {exc.detail}"
+        raise DeliveryError(exc.public_code, detail) from None
     return DeliveryStatus.DELIVERED
 
 

@@ -4,6 +4,8 @@ the same transaction, and record their attempts in ``notifications/tasks.py``.""
 
 from __future__ import annotations
 
+import logging
+
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -26,6 +28,8 @@ from .models import (
 )
 from .signals import notification_created, notifications_read
 from .tasks import endpoint_url_changed, enqueue_deliveries
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_METHODS: dict[str, bool] = {Method.IN_APP: True, Method.EMAIL: False, Method.WEBHOOK: False}
 
@@ -193,7 +197,9 @@ def preferences_set(*, user: User, categories: dict[str, dict[str, bool]], webho
         try:
             outbound.check_url(webhook["url"], owner=f"user:{user.pk}")
         except outbound.OutboundError as exc:
-            raise BadRequest(f"webhookUrl is not allowed: {exc.code}", code="webhook_url_not_allowed") from None
+            # The public code only: which internal names resolve is not the user's to learn.
+            logger.info("webhook URL of user %s refused: %s (%s)", user.pk, exc.code, exc.detail)
+            raise BadRequest(f"webhookUrl is not allowed: {exc.public_code}", code="webhook_url_not_allowed") from None
         try:
             signing_key(webhook.get("secret", ""))
         except ValueError as exc:

@@ -54,8 +54,10 @@ def backoff(attempts: int) -> timedelta:
 
 
 # The endpoint did not answer: these open its circuit breaker. An answer, even an error status,
-# closes it (an endpoint that answers at once holds no worker thread for long).
-NO_ANSWER = frozenset({"timeout", "refused", "connection_error", "tls_error", "dns_error"})
+# closes it (an endpoint that answers at once holds no worker thread for long). A host that does not
+# resolve to a public address (``host_not_public``: no address, or a private one) is one: were it
+# not, the breaker would tell its owner which of the two it was (core.outbound.PUBLIC_CODES).
+NO_ANSWER = frozenset({"timeout", "refused", "connection_error", "tls_error", "dns_error", "host_not_public"})
 # The last allowed attempt began and never recorded its outcome (its worker died; the claim lapsed).
 ATTEMPT_LOST = "attempt_lost"
 

@@ -137,3 +137,82 @@ def test_saving_the_same_url_again_leaves_the_breaker_as_it_is(make_user, settin
     after = WebhookEndpoint.objects.get(user=user)
     assert (after.failures, after.open_until, after.secret) == (1, before.open_until, "t" * 20)
     assert run_ready() == 0  # nothing woken
+
+
+class InternalDNS:
+    """The resolver as an attacker probes it: ``db.internal.example`` is one of our internal names
+    (a private address), ``gone.example`` exists nowhere, ``hook.rebind.example`` is the attacker's
+    own name, public when saved and pointed at our network (a CNAME) afterwards. ``localhost`` is
+    left to the real resolver (/etc/hosts)."""
+
+    def __init__(self) -> None:
+        self.rebound = False
+        self.real = socket.getaddrinfo
+
+    def __call__(self, host, port, *args, **kwargs):
+        private = ("10.20.30.40", port)
+        if host == "db.internal.example" or (host == "hook.rebind.example" and self.rebound):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", private)]
+        if host == "hook.rebind.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+        if host.endswith(".example"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return self.real(host, port, *args, **kwargs)
+
+
+@pytest.fixture
+def internal_dns(monkeypatch):
+    dns = InternalDNS()
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    return dns
+
+
+def test_a_refused_url_tells_nothing_of_our_network(make_user, internal_dns):
+    """Whether a name is one of ours (it resolves, to a private address) or exists nowhere, the user
+    saving it gets one answer: the same code, the same generic text, no address, nothing stored."""
+    from tests.conftest import auth_api
+
+    user = make_user("wh-prober")
+    answers = []
+    for url in ("http://db.internal.example/", "http://gone.example/", "http://localhost/", "http://10.20.30.40/"):
+        resp = auth_api(user).put(
+            "/api/notifications/preferences", {"webhookUrl": url, "webhookSecret": "s" * 20}, format="json"
+        )
+        assert resp.status_code == 400, resp.content
+        assert "10.20.30.40" not in resp.content.decode() and "127.0.0.1" not in resp.content.decode()
+        answers.append(resp.json())
+    assert answers == [{"code": "webhook_url_not_allowed", "detail": "webhookUrl is not allowed: host_not_public"}] * 4
+    assert not WebhookEndpoint.objects.filter(user=user).exists()
+
+
+def test_a_rebound_name_and_a_vanished_one_look_alike_to_their_owner(make_user, internal_dns):
+    """After saving, an attacker points their name at one of ours: the delivery is refused (no
+    connection), and what the user can read back (the delivery's ``lastError`` over REST, the
+    status event, the endpoint's breaker) is what a name that stopped resolving gives. The detail
+    is staff's (the delivery's error_detail)."""
+    from broadcast.models import EventLog
+    from tests.conftest import auth_api
+
+    rebinder, vanished = make_user("wh-rebind"), make_user("wh-vanish")
+    set_url(rebinder, "http://hook.rebind.example/")
+    assert WebhookEndpoint.objects.filter(user=rebinder).exists()  # public when saved
+    WebhookEndpoint.objects.create(user=vanished, url="http://gone.example/", secret="s" * 20)
+    preferences_set(user=vanished, categories={"orders": {"in_app": False, "webhook": True}})
+    internal_dns.rebound = True
+    deliveries = {user.pk: order_executed(user) for user in (rebinder, vanished)}
+    run_ready()
+
+    seen = {}
+    for user in (rebinder, vanished):
+        body = auth_api(user).get("/api/notifications").json()
+        [listed] = body["results"]
+        endpoint = WebhookEndpoint.objects.get(user=user)
+        seen[user.pk] = (listed["deliveries"], endpoint.failures, endpoint.open_until is not None)
+        assert "10.20.30.40" not in str(body)
+        assert "10.20.30.40" not in str(list(EventLog.objects.filter(user=user).values_list("payload", flat=True)))
+    assert seen[rebinder.pk] == seen[vanished.pk]
+    assert seen[rebinder.pk][0] == [
+        {"method": "webhook", "status": "pending", "attempts": 1, "lastError": "host_not_public"}
+    ]
+    detail = Delivery.objects.get(pk=deliveries[rebinder.pk].pk).error_detail
+    assert "10.20.30.40" in detail  # staff see why
