@@ -586,6 +586,9 @@ AXISOR_NOTIFICATIONS = {
     # A webhook attempt answered after more than this is slow: the user's attempts then go one at a
     # time until one answers faster. 0: half of OUTBOUND_TIMEOUT_SECONDS.
     "WEBHOOK_SLOW_SECONDS": env_float("NOTIFY_WEBHOOK_SLOW_SECONDS", 0.0),
+    # Saves of a webhook URL per user ("<requests>/<period>", as AXISOR_AUTH_THROTTLES): each looks
+    # the name up, and a new URL resets the endpoint's circuit breaker (notifications/throttles.py).
+    "WEBHOOK_URL_RATE": env("NOTIFY_WEBHOOK_URL_RATE") or "20/h",
 }
 # Outbound HTTP on a user's behalf (webhooks), see core/outbound.py. ALLOW_HOSTS names private
 # receivers ("host:port", "[::1]:8080") that skip the public-address rule: tests, on-premise.

@@ -20,6 +20,7 @@ from .serializers import (
     PreferencesInput,
     PreferencesOutput,
 )
+from .throttles import WebhookUrlThrottle
 
 
 class NewestFirst(CursorPagination):
@@ -42,6 +43,11 @@ class NotificationViewSet(viewsets.GenericViewSet):
     serializer_class = NotificationOutput
     pagination_class = NewestFirst
     lookup_value_regex = r"[0-9]{1,18}"
+
+    def get_throttles(self):
+        if self.action == "preferences":
+            return [WebhookUrlThrottle()]
+        return super().get_throttles()
 
     def get_permissions(self):
         if self.action == "create":

@@ -506,6 +506,50 @@ def test_response_body_is_read_up_to_the_cap(settings, http_server):
     assert len(post(url, body=b"", headers={}, max_response_bytes=1000).body) == 1000
 
 
+def _many_headers(conn: socket.socket, stop: threading.Event) -> None:
+    conn.recv(65536)
+    conn.sendall(b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v\r\n" % n for n in range(1000)) + b"\r\n")
+    stop.wait(SERVER_LIFETIME)
+
+
+def _endless_header_line(conn: socket.socket, stop: threading.Event) -> None:
+    conn.recv(65536)
+    try:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (1024 * 1024))
+    except OSError:
+        return  # the client stopped reading and closed
+    stop.wait(SERVER_LIFETIME)
+
+
+def _endless_continues(conn: socket.socket, stop: threading.Event) -> None:
+    conn.recv(65536)
+    for _ in range(int(SERVER_LIFETIME / 0.05)):
+        try:
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        except OSError:
+            return
+        if stop.wait(0.05):
+            return
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "code"),
+    [(_many_headers, "connection_error"), (_endless_header_line, "connection_error"), (_endless_continues, "timeout")],
+)
+def test_an_answers_head_is_bounded_too(settings, raw_server, behaviour, code):
+    """The answer's head is the receiver's as much as its body: a thousand headers, a megabyte-long
+    header line, or interim 100 answers without end are cut off (http.client's 100 headers of 64 KiB
+    at most, the total deadline), a failure with its code and never the remote's text."""
+    server = raw_server(behaviour)
+    configure(settings, ALLOW_HOSTS=frozenset({f"127.0.0.1:{server.port}"}), TIMEOUT_SECONDS=1.0)
+
+    started = time.monotonic()
+    error = refusal(lambda: post(f"http://127.0.0.1:{server.port}/", body=b"x", headers={}))
+
+    assert error.code == code
+    assert time.monotonic() - started < 1.0 + 1.0
+
+
 # --- 6. remote text stays out of the code -----------------------------------------------------
 def test_error_answer_text_goes_to_detail_never_to_code(settings, http_server):
     server = http_server(Answer(500, b"SSH-2.0-OpenSSH_9.2 secret banner"))

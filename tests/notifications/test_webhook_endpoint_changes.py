@@ -216,3 +216,70 @@ def test_a_rebound_name_and_a_vanished_one_look_alike_to_their_owner(make_user, 
     ]
     detail = Delivery.objects.get(pk=deliveries[rebinder.pk].pk).error_detail
     assert "10.20.30.40" in detail  # staff see why
+
+
+def test_webhook_url_saves_are_rate_limited_per_user(make_user, settings, receiver):
+    """Each save of a URL is a lookup on our resolver and a new URL resets the breaker: a user gets
+    NOTIFY_WEBHOOK_URL_RATE of them (refused ones count), then 429 ``throttled`` with Retry-After
+    and nothing changes; their other preferences, clearing the URL, and another user go on."""
+    from tests.conftest import auth_api
+
+    settings.AXISOR_NOTIFICATIONS = {**settings.AXISOR_NOTIFICATIONS, "WEBHOOK_URL_RATE": "3/h"}
+    allow(settings, receiver.server_port)
+    mallory, carol = make_user("wh-cycler"), make_user("wh-calm")
+    client = auth_api(mallory)
+    good = f"http://127.0.0.1:{receiver.server_port}"
+
+    def save(user_client, url):
+        return user_client.put(
+            "/api/notifications/preferences", {"webhookUrl": url, "webhookSecret": "s" * 20}, format="json"
+        )
+
+    assert [save(client, url).status_code for url in (f"{good}/1", "http://localhost/", f"{good}/2")] == [
+        200,
+        400,
+        200,
+    ]
+    refused = save(client, f"{good}/3")
+    assert refused.status_code == 429 and refused.json()["code"] == "throttled"
+    assert 1 <= int(refused["Retry-After"]) <= 3600
+    assert WebhookEndpoint.objects.get(user=mallory).url == f"{good}/2"  # unchanged
+    switches = client.put("/api/notifications/preferences", {"categories": {"orders": {"email": True}}}, format="json")
+    assert switches.status_code == 200 and switches.json()["categories"]["orders"]["email"] is True
+    assert client.put("/api/notifications/preferences", {"webhookUrl": None}, format="json").status_code == 200
+    assert save(auth_api(carol), f"{good}/carol").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({"webhookUrl": "https://example.com/" + "a" * 481, "webhookSecret": "s" * 20}, "webhookUrl", "max_length"),
+        ({"webhookUrl": "https://example.com/h", "webhookSecret": "s" * 129}, "webhookSecret", "max_length"),
+        ({"webhookUrl": "https://example.com/h", "webhookSecret": "s" * 15}, "webhookSecret", "min_length"),
+        ({"webhookUrl": "https://example.com/h"}, "webhookSecret", "invalid"),
+        ({"webhookUrl": "javascript:alert(1)", "webhookSecret": "s" * 20}, "webhookUrl", "invalid"),
+        ({"webhookUrl": ["https://example.com/h"], "webhookSecret": "s" * 20}, "webhookUrl", "invalid"),
+        ({"categories": {"gossip": {"webhook": True}}}, "categories", "invalid"),
+    ],
+)
+def test_webhook_sizes_and_shapes_a_user_sends_are_bounded(make_user, body, field, code):
+    """Every size a user controls is capped before anything is looked up or stored: the URL (500
+    characters), the secret (16 to 128), the shapes; one endpoint per user (a second save replaces
+    it). Each refusal is a 400 ``validation_error`` naming the field, and changes nothing."""
+    from tests.conftest import auth_api
+
+    user = make_user(f"wh-size-{field}-{code}")
+    resp = auth_api(user).put("/api/notifications/preferences", body, format="json")
+    assert resp.status_code == 400 and resp.json()["code"] == "validation_error"
+    assert resp.json()["fields"][field][0]["code"] == code
+    assert not WebhookEndpoint.objects.filter(user=user).exists() and not user.notification_preferences.exists()
+
+
+def test_one_endpoint_per_user_a_second_save_replaces_it(make_user, settings, receiver):
+    allow(settings, receiver.server_port)
+    user = make_user("wh-one")
+    for path in ("a", "b", "c"):
+        set_url(user, f"http://127.0.0.1:{receiver.server_port}/{path}")
+    assert list(WebhookEndpoint.objects.filter(user=user).values_list("url", flat=True)) == [
+        f"http://127.0.0.1:{receiver.server_port}/c"
+    ]
