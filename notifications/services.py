@@ -216,7 +216,7 @@ def _preferences_write(*, user: User, categories: dict[str, dict[str, bool]], we
         NotificationPreference.objects.update_or_create(user=user, category=category, defaults=values)
     if webhook is not None:
         if webhook.get("url"):
-            # Locked as the delivery jobs lock it (tasks._claim, _finish): the endpoint row first.
+            # The endpoint row before the user's deliveries, as the delivery jobs lock them (tasks._claim).
             endpoint, created = WebhookEndpoint.objects.select_for_update().get_or_create(user=user, defaults=webhook)
             if not created:
                 moved = endpoint.url != webhook["url"]
