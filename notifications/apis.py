@@ -46,7 +46,7 @@ class NotificationViewSet(viewsets.GenericViewSet):
 
     def get_throttles(self):
         if self.action == "preferences":
-            return [WebhookUrlThrottle()]
+            return [*super().get_throttles(), WebhookUrlThrottle()]
         return super().get_throttles()
 
     def get_permissions(self):
