@@ -260,6 +260,8 @@ def test_webhook_url_saves_are_rate_limited_per_user(make_user, settings, receiv
         ({"webhookUrl": "javascript:alert(1)", "webhookSecret": "s" * 20}, "webhookUrl", "invalid"),
         ({"webhookUrl": ["https://example.com/h"], "webhookSecret": "s" * 20}, "webhookUrl", "invalid"),
         ({"categories": {"gossip": {"webhook": True}}}, "categories", "invalid"),
+        ({"webhookSecret": "s" * 20}, "webhookSecret", "invalid"),  # a secret alone was ignored: not rotated
+        ({"webhookUrl": None, "webhookSecret": "s" * 20}, "webhookSecret", "invalid"),
     ],
 )
 def test_webhook_sizes_and_shapes_a_user_sends_are_bounded(make_user, body, field, code):
