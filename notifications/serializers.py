@@ -80,7 +80,9 @@ class PreferencesInput(serializers.Serializer):
             raise serializers.ValidationError({"webhookSecret": "required with webhookUrl (16+ characters)"})
         if "webhookSecret" in attrs and not attrs.get("webhookUrl"):
             # A secret is saved with its URL; alone it was ignored, and the caller thought it rotated.
-            raise serializers.ValidationError({"webhookSecret": "only with webhookUrl: send the URL with its new secret"})
+            raise serializers.ValidationError(
+                {"webhookSecret": "only with webhookUrl: send the URL with its new secret"}
+            )
         return attrs
 
 
