@@ -5,7 +5,7 @@ from django.db import transaction
 
 from .forms import StaffAdminLoginForm
 from .models import User
-from .services import refresh_tokens_revoke
+from .services import credentials_revoke
 from .signals import account_access_changed
 
 # A non-staff user with the right password is refused like a wrong password (accounts/forms.py).
@@ -80,6 +80,6 @@ class AccountAdmin(UserAdmin):
         super().save_model(request, obj, form, change)
         # Deactivating or demoting here must cut live sockets like the service does.
         if change and "is_active" in form.changed_data and not obj.is_active:
-            refresh_tokens_revoke(user=obj)
+            credentials_revoke(user=obj)
         if change and {"is_active", "is_staff", "is_superuser", "password"} & set(form.changed_data):
             account_access_changed.send(sender=User, user=obj)

@@ -10,20 +10,25 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
-from rest_framework_simplejwt.serializers import TokenRefreshSerializer
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer, TokenRefreshSerializer
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
-from rest_framework_simplejwt.tokens import RefreshToken
-from rest_framework_simplejwt.utils import get_md5_hash_password
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenViewBase
 
 from .models import User
 from .throttles import LOGIN_THROTTLES, REFRESH_THROTTLES
+from .tokens import RefreshToken, credentials_current
+
+
+class TokenObtainInput(TokenObtainPairSerializer):
+    """simplejwt's sign-in, its pair carrying the credentials claim (accounts/tokens.py)."""
+
+    token_class = RefreshToken
 
 
 class TokenRefreshInput(TokenRefreshSerializer):
     """simplejwt's refresh, stricter: the token's user must still exist, be active and have the
-    password the token was issued under (simplejwt checks that on access tokens only), and a token
+    credentials the token was issued under (accounts/tokens.py), and a token
     is spent by its first refresh, also when two refreshes race."""
 
     def validate(self, attrs):
@@ -31,9 +36,7 @@ class TokenRefreshInput(TokenRefreshSerializer):
         user = User.objects.filter(**{jwt_settings.USER_ID_FIELD: refresh.get(jwt_settings.USER_ID_CLAIM)}).first()
         if user is None or not jwt_settings.USER_AUTHENTICATION_RULE(user):
             raise exceptions.AuthenticationFailed(self.error_messages["no_active_account"], "no_active_account")
-        if jwt_settings.CHECK_REVOKE_TOKEN and refresh.get(jwt_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(
-            user.password
-        ):
+        if not credentials_current(refresh, user):
             raise exceptions.AuthenticationFailed("The user's password has been changed.", "password_changed")
         with transaction.atomic():
             # blacklist() answers get_or_create's (row, created), whatever its annotation says
@@ -45,6 +48,7 @@ class TokenRefreshInput(TokenRefreshSerializer):
 
 
 class TokenObtainApi(TokenObtainPairView):
+    serializer_class = TokenObtainInput
     throttle_classes = LOGIN_THROTTLES
 
     @extend_schema(summary="A token pair (access, refresh) for a username and password")

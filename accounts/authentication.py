@@ -1,6 +1,6 @@
-"""REST's JWT authentication: simplejwt's ``JWTAuthentication``, its rules unchanged (the user
-exists, is active, has not changed its password since the token), with the one read it makes of
-the user built and compiled once per process instead of once per request.
+"""REST's JWT authentication: simplejwt's ``JWTAuthentication``, its rules (the user exists, is
+active) and ours (the token's credentials are the user's current ones: accounts/tokens.py), with
+the one read it makes of the user built and compiled once per process instead of once per request.
 
 simplejwt reads the user with ``user_model.objects.get(<USER_ID_FIELD>=<claim>)`` and catches
 ``user_model.DoesNotExist``; ``UserById`` answers both, with the ORM's own statement compiled
@@ -22,8 +22,11 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from jwt.algorithms import HMACAlgorithm
 from rest_framework_simplejwt import authentication
+from rest_framework_simplejwt.exceptions import AuthenticationFailed
 
 from core.compiled import CompiledGet
+
+from .tokens import credentials_current
 
 
 class UserById:
@@ -53,6 +56,15 @@ class JWTAuthentication(authentication.JWTAuthentication):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.user_model = user_by_id()  # type: ignore[assignment]
+
+    def get_user(self, validated_token):
+        """simplejwt's rules, and the token's credentials claim (accounts/tokens.py) in place of its
+        password-hash claim: a password changed or credentials revoked since the token refuse it
+        (simplejwt's refusal, its code and message kept)."""
+        user = super().get_user(validated_token)
+        if not credentials_current(validated_token, user):
+            raise AuthenticationFailed("The user's password has been changed.", code="password_changed")
+        return user
 
 
 class JWTScheme(SimpleJWTScheme):

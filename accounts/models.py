@@ -18,9 +18,15 @@ class User(AbstractUser):
     credentials issued before it: ``save`` sends ``account_password_changed`` in its transaction,
     and its receivers revoke the refresh tokens and the order-socket sessions and close the open
     sockets (an outside test: ``changepassword`` left them all). Not Django's re-hash of the same
-    password when its hasher changed, at a sign-in (``check_password``)."""
+    password when its hasher changed, at a sign-in (``check_password``).
+
+    ``credentials_version`` is what a token's credentials claim names (accounts/tokens.py): raised,
+    in the transaction that ends them (``accounts.services.credentials_revoke``), when the password
+    really changes or the account is deactivated, never by a re-hash, so a sign-in that re-hashes
+    leaves the user's other devices signed in."""
 
     tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.BASIC, db_index=True)
+    credentials_version = models.PositiveIntegerField(default=0, editable=False)
     _rehashing = False
     _password_replaced = False
 

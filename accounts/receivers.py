@@ -5,7 +5,7 @@ from django.dispatch import receiver
 from broadcast.outbox import signal_access_changed
 
 from .models import User
-from .services import refresh_tokens_revoke
+from .services import credentials_revoke
 from .signals import account_access_changed, account_disconnect_requested, account_password_changed
 
 
@@ -16,9 +16,9 @@ def on_account_access_changed(sender, user, **kwargs) -> None:
 
 @receiver(account_password_changed)
 def on_account_password_changed(sender, user, **kwargs) -> None:
-    """A new password (User.save): the refresh tokens issued before it end, and the open sockets
+    """A new password (User.save): the credentials issued before it end, and the open sockets
     re-check access and close 4003 (orders/receivers.py ends the order-socket sessions)."""
-    refresh_tokens_revoke(user=user)
+    credentials_revoke(user=user)
     account_access_changed.send(sender=User, user=user)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
@@ -48,15 +49,19 @@ def account_deactivate(*, user: User) -> User:
     """Deactivate the account: no new tokens, and its open sockets are closed."""
     user.is_active = False
     user.save(update_fields=["is_active"])
-    refresh_tokens_revoke(user=user)
+    credentials_revoke(user=user)
     account_access_changed.send(sender=User, user=user)
     return user
 
 
 @transaction.atomic
-def refresh_tokens_revoke(*, user: User) -> int:
-    """Blacklist every unexpired refresh token of the user (a password change, a deactivation):
-    none of them refreshes again, even if the account is later re-activated. Returns how many."""
+def credentials_revoke(*, user: User) -> int:
+    """End every credential issued to the user so far (a password change, a deactivation): raise its
+    ``credentials_version``, which every token names (accounts/tokens.py), so no access token of
+    before is accepted again, and blacklist every unexpired refresh token: none of them refreshes
+    again, even if the account is later re-activated. Returns how many refresh tokens it ended."""
+    User.objects.filter(pk=user.pk).update(credentials_version=F("credentials_version") + 1)
+    user.credentials_version = User.objects.values_list("credentials_version", flat=True).get(pk=user.pk)
     live = OutstandingToken.objects.filter(user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True)
     revoked = BlacklistedToken.objects.bulk_create([BlacklistedToken(token=t) for t in live], ignore_conflicts=True)
     return len(revoked)

@@ -340,8 +340,12 @@ SIMPLE_JWT = {
     "LEEWAY": 0,
     "UPDATE_LAST_LOGIN": False,
     "CHECK_USER_IS_ACTIVE": True,
-    # A password change makes every earlier token invalid.
-    "CHECK_REVOKE_TOKEN": True,
+    # A password change (or a deactivation) makes every earlier token invalid: by the tokens'
+    # credentials claim (accounts/tokens.py), not simplejwt's password-hash claim, which a sign-in
+    # that re-hashes the password (the hasher's parameters changed) broke for every other device.
+    "CHECK_REVOKE_TOKEN": False,
+    "AUTH_TOKEN_CLASSES": ("accounts.tokens.AccessToken",),
+    "TOKEN_OBTAIN_SERIALIZER": "accounts.apis.TokenObtainInput",
     "AUTH_HEADER_TYPES": ("Bearer",),
     # A refresh token is single-use: /api/auth/token/refresh answers a new one and blacklists the
     # old; /api/auth/logout blacklists it; a password change or deactivation blacklists them all.

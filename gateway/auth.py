@@ -1,5 +1,6 @@
 """Credential checks for sockets, reusing simplejwt's validation (signature, exp, aud/iss,
-active user, password-change revocation) so the sockets and the REST API agree on who is in."""
+active user) and the REST API's credentials claim (accounts/tokens.py) so the sockets and the REST
+API agree on who is in."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 from rest_framework_simplejwt.settings import api_settings
-from rest_framework_simplejwt.utils import get_md5_hash_password
+
+from accounts.tokens import credentials_current
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -60,15 +62,13 @@ def identity_load(token) -> Identity:
 def identity_check(token, user: User | None) -> Identity:
     """The token's identity, given its user as read (None: no such user). simplejwt's rules for a
     request (``JWTAuthentication.get_user``), as its settings set them: the user exists, is active
-    when CHECK_USER_IS_ACTIVE, and has not changed its password since the token when
-    CHECK_REVOKE_TOKEN."""
+    when CHECK_USER_IS_ACTIVE; and the REST API's (accounts.authentication): its credentials are
+    the token's (no password change, no revocation since)."""
     if user is None:
         raise AuthError("User not found")
     if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
         raise AuthError("User is inactive")
-    if api_settings.CHECK_REVOKE_TOKEN and token.get(api_settings.REVOKE_TOKEN_CLAIM) != get_md5_hash_password(
-        user.password
-    ):
+    if not credentials_current(token, user):
         raise AuthError("The user's password has been changed.")
     exp = token.get("exp")
     expires_at = datetime.fromtimestamp(exp, tz=UTC) if exp else None
@@ -94,14 +94,18 @@ jwt_authenticate = database_sync_to_async(_jwt_authenticate)
 
 
 @database_sync_to_async
-def user_still_allowed(user_id: int, password_hash: str, is_staff: bool, is_superuser: bool) -> str | None:
-    """None while the user may keep its socket as it is; otherwise why not."""
+def user_still_allowed(user_id: int, credentials_version: int, is_staff: bool, is_superuser: bool) -> str | None:
+    """None while the user may keep its socket as it is; otherwise why not. The credentials, not
+    the password hash: a sign-in elsewhere that re-hashed the password closes nothing."""
     row = (
-        get_user_model().objects.filter(pk=user_id).values("is_active", "password", "is_staff", "is_superuser").first()
+        get_user_model()
+        .objects.filter(pk=user_id)
+        .values("is_active", "credentials_version", "is_staff", "is_superuser")
+        .first()
     )
     if row is None or not row["is_active"]:
         return "account deactivated"
-    if row["password"] != password_hash:
+    if row["credentials_version"] != credentials_version:
         return "password changed"
     if (row["is_staff"], row["is_superuser"]) != (is_staff, is_superuser):
         return "role changed"

@@ -574,6 +574,6 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             await self.fail(Code.DISCONNECTED, "disconnected by staff", Close.DISCONNECTED)
             return
         user = self.user
-        reason = await user_still_allowed(user.pk, user.password, user.is_staff, user.is_superuser)
+        reason = await user_still_allowed(user.pk, user.credentials_version, user.is_staff, user.is_superuser)
         if reason:
             await self.fail(Code.ACCESS_REVOKED, reason, Close.ACCESS_REVOKED)

@@ -18,10 +18,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
-from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.forms import StaffLoginForm
 from accounts.services import account_disconnect
+from accounts.tokens import AccessToken
 from core.errors import Conflict, NotFound
 from notifications.services import notification_broadcast, notification_create
 from orders.models import OrderSession

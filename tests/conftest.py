@@ -8,8 +8,8 @@ import os
 import pytest
 from channels.testing import WebsocketCommunicator
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.tokens import AccessToken
 from axisor.asgi import application
 from tests.integration.conftest import daphne, subprocess_database_url  # noqa: F401 - shared fixtures
 

@@ -78,9 +78,9 @@ def test_a_password_set_any_way_ends_the_credentials_and_a_rehash_at_sign_in_doe
     hash at a sign-in sets the same password again: it ends nothing."""
     from django.contrib.auth.hashers import MD5PasswordHasher
     from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
-    from rest_framework_simplejwt.tokens import RefreshToken
 
     from accounts.signals import account_password_changed
+    from accounts.tokens import RefreshToken
     from orders.models import OrderSession
     from orders.services import order_session_create
 
@@ -116,10 +116,10 @@ def test_the_same_password_again_keeps_the_users_tokens_and_a_new_one_revokes_th
     """scripts/run upserts the demo accounts on every start: a page's token must survive that."""
     from rest_framework_simplejwt.exceptions import AuthenticationFailed
     from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
-    from rest_framework_simplejwt.tokens import RefreshToken
 
     from accounts.authentication import JWTAuthentication  # REST's: simplejwt's rules
     from accounts.services import account_upsert
+    from accounts.tokens import RefreshToken
 
     user, _ = account_upsert(username="keeper", password="keeper-pass-12", tier="basic")
     refresh = RefreshToken.for_user(user)

@@ -9,8 +9,8 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import Permission
-from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.tokens import AccessToken
 from broadcast.outbox import publish_personal_many
 from broadcast.rooms import STAFF_FEED_PERMISSION, user_room
 from tests.conftest import closed_with, connected, jwt_for, ws

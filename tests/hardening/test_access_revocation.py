@@ -11,9 +11,9 @@ from datetime import timedelta
 
 import websockets
 from channels.db import database_sync_to_async
-from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.services import account_deactivate, account_upsert
+from accounts.tokens import AccessToken
 from tests.conftest import jwt_for
 from tests.hardening.conftest import close_code, open_ws, recv_json, recv_until, rest
 from tests.panel.grants import feed_reader

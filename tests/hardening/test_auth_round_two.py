@@ -25,10 +25,10 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import Client
 from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
-from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 from accounts.services import account_deactivate, account_upsert
+from accounts.tokens import RefreshToken
 from axisor_client import Login
 from devtools.management.commands.seed_demo import DEMO_ACCOUNTS
 from tests.integration.conftest import ROOT, subprocess_database_url

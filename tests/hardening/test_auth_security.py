@@ -20,9 +20,9 @@ from channels.db import database_sync_to_async
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
-from rest_framework_simplejwt.tokens import AccessToken
 from websockets.exceptions import InvalidStatus
 
+from accounts.tokens import AccessToken
 from tests.conftest import jwt_for
 from tests.hardening.conftest import close_code, open_ws, recv_json, recv_until, rest
 

@@ -14,10 +14,10 @@ import struct
 
 import websockets
 from channels.db import database_sync_to_async
-from rest_framework_simplejwt.tokens import RefreshToken
 from websockets.sync.client import connect as sync_connect
 
 from accounts.services import account_upsert
+from accounts.tokens import RefreshToken
 from tests.conftest import jwt_for
 from tests.hardening.conftest import close_code, open_ws, rest, rss_mib, server_is_clean
 from wire import Close, Code

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 from django.test import Client
 from django.utils import timezone
-from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.tokens import AccessToken
 from notifications.models import Notification
 from orders.models import Order, OrderSession, OrderUpdate
 from orders.services import order_session_create

@@ -69,9 +69,9 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
+from accounts.tokens import AccessToken
 from broadcast.outbox import publish
 from broadcast.rooms import system_room
 from devtools.bench import stats

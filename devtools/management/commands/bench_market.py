@@ -23,9 +23,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
-from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import User
+from accounts.tokens import AccessToken
 from margin.ticks import ticks_ingest
 from market.models import Instrument, PriceAlert
 
