@@ -77,9 +77,8 @@ class AccountAdmin(UserAdmin):
             super().delete_queryset(request, queryset)
 
     def save_model(self, request, obj, form, change):
+        # Deactivating or demoting here cuts live sockets like the service does (User.save tells
+        # them); a deactivation ends the credentials too.
         super().save_model(request, obj, form, change)
-        # Deactivating or demoting here must cut live sockets like the service does.
         if change and "is_active" in form.changed_data and not obj.is_active:
             credentials_revoke(user=obj)
-        if change and {"is_active", "is_staff", "is_superuser", "password"} & set(form.changed_data):
-            account_access_changed.send(sender=User, user=obj)

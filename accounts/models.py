@@ -3,7 +3,7 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models, transaction
 
-from .signals import account_password_changed
+from .signals import account_access_changed, account_password_changed
 
 
 class Tier(models.TextChoices):
@@ -29,6 +29,7 @@ class User(AbstractUser):
     credentials_version = models.PositiveIntegerField(default=0, editable=False)
     _rehashing = False
     _password_replaced = False
+    ACCESS_FLAGS = ("is_active", "is_staff", "is_superuser")  # what an open socket's rooms depend on
 
     def set_password(self, raw_password):
         super().set_password(raw_password)
@@ -50,12 +51,23 @@ class User(AbstractUser):
             self._rehashing = False
 
     def save(self, *args, **kwargs):
-        if not self._password_replaced:
+        """Also tells the user's open sockets to re-check (``account_access_changed``, in the same
+        transaction) when the active, staff or superuser flag changed, however it was saved: a
+        shell's or a script's ``save()`` as much as a service's or the admin's."""
+        fields = kwargs.get("update_fields")
+        flags_saved = self.ACCESS_FLAGS if fields is None else [f for f in self.ACCESS_FLAGS if f in fields]
+        if not self._password_replaced and (self._state.adding or not flags_saved):
             return super().save(*args, **kwargs)
         with transaction.atomic():
+            before = None
+            if not self._state.adding and flags_saved:
+                before = User.objects.filter(pk=self.pk).values_list(*flags_saved).first()
             super().save(*args, **kwargs)
-            self._password_replaced = False
-            account_password_changed.send(sender=User, user=self)
+            if before is not None and tuple(before) != tuple(getattr(self, f) for f in flags_saved):
+                account_access_changed.send(sender=User, user=self)
+            if self._password_replaced:
+                self._password_replaced = False
+                account_password_changed.send(sender=User, user=self)
         return None
 
     class Meta:

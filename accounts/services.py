@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from .models import Tier, User
-from .signals import account_access_changed, account_disconnect_requested
+from .signals import account_disconnect_requested
 
 SOCKET_ENDPOINTS = ("/ws", "/ws/orders")
 
@@ -33,24 +33,20 @@ def account_upsert(
     if password is not None and new_password:
         validate_password(password, user)
         user.set_password(password)
-    demoted = not created and ((user.is_staff and not staff) or (user.is_superuser and not superuser))
     user.tier = tier
     user.is_staff = staff or superuser
     user.is_superuser = superuser
     user.is_active = True
-    user.save()
-    if demoted:  # (a new password's credentials end in User.save)
-        account_access_changed.send(sender=User, user=user)
+    user.save()  # a demotion tells the open sockets, a new password ends the credentials (User.save)
     return user, created
 
 
 @transaction.atomic
 def account_deactivate(*, user: User) -> User:
-    """Deactivate the account: no new tokens, and its open sockets are closed."""
+    """Deactivate the account: no new tokens, and its open sockets are closed (User.save tells them)."""
     user.is_active = False
     user.save(update_fields=["is_active"])
     credentials_revoke(user=user)
-    account_access_changed.send(sender=User, user=user)
     return user
 
 

@@ -531,8 +531,9 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
                 self.personal_open = True
 
     async def _leave_admin_rooms_no_longer_allowed(self) -> None:
-        """A fresh token is a fresh look at the permissions: a staff member whose permission to a
-        room was taken away since leaves it (the panel renews its token every few minutes)."""
+        """A fresh token, or a change to the user's permissions (``access_changed``), is a fresh look
+        at them: a staff member whose permission to a room was taken away since leaves it, told so
+        (``room_subscription`` ``unsubscribed``); one given it may subscribe."""
         assert self.user is not None
         allowed = rooms.admin_rooms_for(self.user)
         for name, room in list(self.joined.items()):
@@ -577,3 +578,14 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
         reason = await user_still_allowed(user.pk, user.credentials_version, user.is_staff, user.is_superuser)
         if reason:
             await self.fail(Code.ACCESS_REVOKED, reason, Close.ACCESS_REVOKED)
+            return
+        if user.is_staff and not user.is_superuser:  # its permissions may have changed: a fresh look
+            for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):  # ModelBackend's
+                user.__dict__.pop(cache, None)
+            try:
+                await staff_permissions(user)
+            except DatabaseUnavailable:
+                await self.fail(Code.SERVICE_UNAVAILABLE, DB_UNAVAILABLE, Close.TRY_AGAIN_LATER)
+                return
+            if not self.closing and self.user is user:
+                await self._leave_admin_rooms_no_longer_allowed()
