@@ -17,7 +17,7 @@ from django.urls import path
 
 from gateway.events_consumer import EventsConsumer
 from gateway.orders_consumer import OrderUpdatesConsumer
-from gateway.origin import BrowserOriginValidator, origin_validator
+from gateway.origin import BrowserOriginValidator, host_allowed, origin_validator
 
 websocket_urlpatterns = [
     path("ws", EventsConsumer.as_asgi()),
@@ -27,9 +27,10 @@ websocket_urlpatterns = [
 
 class SocketRouter:
     """channels' ``OriginValidator(URLRouter(routes))`` as the outermost router of WebSocket
-    scopes, without a coroutine of its own: a refused Origin gets channels' ``WebsocketDenier``
-    (403), a path no route matches the error URLRouter raises, and a match its consumer, with
-    ``url_route`` and ``path_remaining`` in the scope as the outermost URLRouter puts them. The
+    scopes, without a coroutine of its own: a Host that ALLOWED_HOSTS does not allow, or a
+    refused Origin, gets channels' ``WebsocketDenier`` (403, before accept), a path no route
+    matches the error URLRouter raises, and a match its consumer, with ``url_route`` and
+    ``path_remaining`` in the scope as the outermost URLRouter puts them. The
     scope is the connection's own (daphne makes one per socket), so they are set in it rather than
     in a copy. Routes are consumers or applications; a nested router is refused (URLRouter's
     handling of one is not here). Whatever the call raises, the caller (``BackgroundStarter``)
@@ -44,7 +45,7 @@ class SocketRouter:
 
     @markcoroutinefunction  # an ASGI 3 application to whoever asks (daphne, uvicorn, asgiref)
     def __call__(self, scope, receive, send):
-        if not self.origins.allows(scope):
+        if not host_allowed(scope) or not self.origins.allows(scope):
             return WebsocketDenier()(scope, receive, send)
         path = scope["path"]
         root_path = scope.get("root_path", "")

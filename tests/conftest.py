@@ -101,7 +101,7 @@ def auth_api(user) -> APIClient:
 
 
 def ws(path: str = "/ws", *, token: str | None = None, origin: str | None = None) -> WebsocketCommunicator:
-    headers = []
+    headers = [(b"host", b"testserver")]  # as every HTTP client sends one (gateway.origin.host_allowed)
     if token is not None:
         headers.append((b"authorization", f"Bearer {token}".encode()))
     if origin is not None:

@@ -15,7 +15,9 @@ from gateway.routing import SocketRouter
 
 
 def websocket_scope(path: str, headers=()) -> dict:
-    return {"type": "websocket", "path": path, "headers": list(headers), "query_string": b"", "subprotocols": []}
+    """A handshake's scope, with the Host every HTTP client sends (gateway.origin.host_allowed)."""
+    headers = [(b"host", b"testserver"), *headers]
+    return {"type": "websocket", "path": path, "headers": headers, "query_string": b"", "subprotocols": []}
 
 
 async def never(*_):
@@ -114,3 +116,39 @@ def test_a_nested_router_is_refused_at_start_up():
 
     with pytest.raises(ImproperlyConfigured, match="does not nest routers"):
         SocketRouter([path("api/", URLRouter([]))])
+
+
+async def test_a_host_allowed_hosts_does_not_allow_is_denied_before_the_consumer(settings):
+    """As Django refuses such an HTTP request (DisallowedHost): channels' denier (403), not the
+    consumer; ALLOWED_HOSTS is read per handshake, as Django reads it per request."""
+    from channels.security.websocket import WebsocketDenier
+    from channels.testing import WebsocketCommunicator
+
+    def runs(headers) -> object:
+        run = application({**websocket_scope("/ws"), "headers": headers}, never, never)
+        try:
+            return run.cr_code
+        finally:
+            run.close()
+
+    denied = WebsocketDenier.__call__.__code__
+    for host in (b"evil.example", b"testserver.evil.example", b"testserver@evil.example", b"", b"a b"):
+        assert runs([(b"host", host)]) is denied, host
+    assert runs([(b"host", b"testserver"), (b"host", b"evil.example")]) is denied  # joined, as Django does
+    assert runs([]) is denied  # no Host and no server address: Django's "unknown"
+    assert runs([(b"host", b"testserver:8000")]) is not denied
+    assert runs([(b"x-forwarded-host", b"testserver"), (b"host", b"evil.example")]) is denied  # not read ...
+    settings.USE_X_FORWARDED_HOST = True  # ... unless the settings say a proxy sets it
+    assert runs([(b"x-forwarded-host", b"testserver"), (b"host", b"evil.example")]) is not denied
+    settings.USE_X_FORWARDED_HOST = False
+    no_host = {"type": "websocket", "path": "/ws", "headers": [], "query_string": b"", "subprotocols": []}
+    run = application({**no_host, "server": ("127.0.0.1", 8000)}, never, never)  # the address daphne serves
+    assert run.cr_code is not denied
+    run.close()
+
+    settings.ALLOWED_HOSTS = ["axisor.example.com"]
+    assert runs([(b"host", b"axisor.example.com")]) is not denied
+    assert runs([(b"host", b"testserver")]) is denied
+    comm = WebsocketCommunicator(application, "/ws", headers=[(b"host", b"testserver")])
+    ok, _ = await comm.connect()
+    assert not ok  # closed before accept: daphne answers the handshake 403 (tests/hardening/test_ws_attack.py)

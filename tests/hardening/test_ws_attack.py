@@ -71,14 +71,15 @@ async def test_a_token_with_a_lone_surrogate_is_refused_4001_not_1011(daphne, ma
     server_is_clean(server)
 
 
-def handshake_status(port: int, target: str) -> str:
-    """The status line daphne answers a WebSocket handshake for ``target`` with."""
+def handshake_status(port: int, target: str, *, host: str = "127.0.0.1", more: str = "") -> str:
+    """The status line daphne answers a WebSocket handshake for ``target`` with (``more``: further
+    header lines, each ending CRLF)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(
             (
-                f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"GET {target} HTTP/1.1\r\nHost: {host}\r\n{more}Upgrade: websocket\r\nConnection: Upgrade\r\n"
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
+            ).encode("latin1")
         )
         head = b""
         while b"\r\n" not in head:
@@ -101,6 +102,43 @@ async def test_orders_credentials_with_a_nul_are_refused_403_not_500(daphne, mak
     # the credentials themselves still open the socket
     line = await asyncio.to_thread(handshake_status, server.port, f"/ws/orders?session={session}&token={token}")
     assert " 101 " in line, line
+    server_is_clean(server)
+
+
+FORGED_HOSTS = (
+    "evil.example",
+    "evil.example:443",
+    "127.0.0.1.evil.example",
+    "127.0.0.1@evil.example",
+    "localhost.evil.example:8000",
+    "127.0.0.1, evil.example",
+    "bad host",
+    "\xe9vil.example",
+)
+
+
+async def test_a_handshake_whose_host_allowed_hosts_does_not_allow_is_refused_403(daphne, make_user):
+    """Django refuses an HTTP request whose Host ALLOWED_HOSTS does not allow (400); the socket
+    handshakes checked the Origin only, so a forged Host (DNS rebinding, a cache keyed by it) opened
+    /ws and /ws/orders. They are refused before accept now (403), and the allowed Hosts still open."""
+    server = await asyncio.to_thread(daphne, **QUIET)
+    user = await database_sync_to_async(make_user)("hosted")
+    status, creds = await rest("POST", f"{server.http}/api/auth/sessions", token=jwt_for(user))
+    assert status == 201, creds
+    orders = f"/ws/orders?session={creds['session']}&token={creds['token']}"
+    for target in ("/ws", orders):
+        for host in FORGED_HOSTS:
+            line = await asyncio.to_thread(handshake_status, server.port, target, host=host)
+            assert " 403 " in line, (target, host, line)
+        # two Host headers, the second forged: read as Django reads them (joined), refused
+        twice = await asyncio.to_thread(handshake_status, server.port, target, more="Host: evil.example\r\n")
+        assert " 403 " in twice, (target, twice)
+        for host in ("127.0.0.1", f"127.0.0.1:{server.port}", "localhost", f"[::1]:{server.port}"):
+            line = await asyncio.to_thread(handshake_status, server.port, target, host=host)
+            assert " 101 " in line, (target, host, line)
+        # X-Forwarded-Host is not read (USE_X_FORWARDED_HOST is off): neither a way in nor out
+        line = await asyncio.to_thread(handshake_status, server.port, target, more="X-Forwarded-Host: evil.example\r\n")
+        assert " 101 " in line, (target, line)
     server_is_clean(server)
 
 

@@ -256,13 +256,13 @@ async def test_a_session_cookie_alone_opens_no_socket(make_user):
     cookie = f"sessionid={panel.cookies['sessionid'].value}".encode()
 
     foreign = WebsocketCommunicator(
-        application, "/ws", headers=[(b"cookie", cookie), (b"origin", b"https://evil.example")]
+        application, "/ws", headers=[(b"host", b"127.0.0.1"), (b"cookie", cookie), (b"origin", b"https://evil.example")]
     )
     ok, _ = await foreign.connect()
     assert not ok  # refused at the handshake by the Origin check
 
     same_site = WebsocketCommunicator(
-        application, "/ws", headers=[(b"cookie", cookie), (b"origin", b"http://127.0.0.1")]
+        application, "/ws", headers=[(b"host", b"127.0.0.1"), (b"cookie", cookie), (b"origin", b"http://127.0.0.1")]
     )
     ok, _ = await same_site.connect()
     assert ok
