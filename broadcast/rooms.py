@@ -27,7 +27,8 @@ ADMIN_LEVELS = ("staff", "superuser")
 # live event log, so the event log's view permission (the panel's Events page asks the same).
 STAFF_FEED_PERMISSION = "realtime.view_eventlog"  # the broadcast app's label
 # ... or its change permission: either lets the admin show a model (ModelAdmin.has_view_permission),
-# and either opens /panel/events (panel/permissions.py), whose live feed this room is.
+# and either opens /panel/events, whose live feed this room is: panel/permissions.py's "events"
+# ability is this tuple.
 STAFF_FEED_PERMISSIONS = (STAFF_FEED_PERMISSION, "realtime.change_eventlog")
 
 

@@ -8,6 +8,8 @@ A superuser has every permission. The table is docs/topics/operations.md's "The 
 
 from __future__ import annotations
 
+from broadcast.rooms import STAFF_FEED_PERMISSIONS
+
 
 def view_perms(model: str) -> tuple[str, ...]:
     """What lets the admin show a model (``ModelAdmin.has_view_permission``): view or change."""
@@ -17,7 +19,9 @@ def view_perms(model: str) -> tuple[str, ...]:
 
 # Abilities: each is granted by any one of its permissions.
 ABILITIES: dict[str, tuple[str, ...]] = {
-    "events": view_perms("realtime.eventlog"),  # the broadcast app's label
+    # the event log's view or change permission: the page's live feed is admin:staff, which asks
+    # the same of a socket (one tuple for both, so they cannot drift apart)
+    "events": STAFF_FEED_PERMISSIONS,
     "orders": view_perms("orders.order"),
     "order_change": ("orders.change_order",),  # OrderAdmin's cancel/reject actions
     "notifications": view_perms("notifications.notification"),

@@ -129,6 +129,16 @@ def test_the_socket_token_is_any_staff_members_and_json_when_refused(make_user, 
     assert anonymous.status_code == 403 and anonymous.json()["code"] == "not_authenticated"
 
 
+def test_the_events_page_and_its_live_feed_ask_the_same_permissions():
+    """/panel/events and admin:staff, its live feed, are opened by one tuple (they drifted once:
+    the change permission opened the page, not the room)."""
+    from broadcast.rooms import STAFF_FEED_PERMISSIONS
+    from panel.permissions import ABILITIES, view_perms
+
+    assert ABILITIES["events"] is STAFF_FEED_PERMISSIONS
+    assert set(STAFF_FEED_PERMISSIONS) == set(view_perms("realtime.eventlog"))  # the admin's rule
+
+
 # ---- exactly the permission a page asks -----------------------------------------------------
 
 
