@@ -61,9 +61,20 @@ class User(AbstractUser):
         with transaction.atomic():
             before = None
             if not self._state.adding and flags_saved:
-                before = User.objects.filter(pk=self.pk).values_list(*flags_saved).first()
+                # locked: a revocation (credentials_revoke) waits for this save, or is read by it
+                row = (
+                    User.objects.select_for_update()
+                    .filter(pk=self.pk)
+                    .values(*flags_saved, "credentials_version")
+                    .first()
+                )
+                if row is not None:
+                    before = tuple(row[f] for f in flags_saved)
+                    # a stale copy of the user must not write an older counter back: that would
+                    # revive the tokens a revocation ended since the copy was read
+                    self.credentials_version = max(self.credentials_version, row["credentials_version"])
             super().save(*args, **kwargs)
-            if before is not None and tuple(before) != tuple(getattr(self, f) for f in flags_saved):
+            if before is not None and before != tuple(getattr(self, f) for f in flags_saved):
                 account_access_changed.send(sender=User, user=self)
             if self._password_replaced:
                 self._password_replaced = False

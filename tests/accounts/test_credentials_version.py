@@ -104,3 +104,24 @@ async def test_a_token_without_the_credentials_claim_is_refused(make_user):
     plain["user_id"] = str(user.pk)
     assert await sync_to_async(account)(str(plain)) == 401
     assert await socket_code(str(plain)) == 4001
+
+
+def test_a_stale_copy_of_the_user_saved_after_a_password_change_does_not_revive_its_tokens(make_user):
+    """A copy read before the change (an admin form, a script) and saved after it writes every
+    column: not the older credentials counter, which would make the ended tokens good again."""
+    from accounts.tokens import AccessToken
+    from tests.conftest import auth_api
+
+    user = make_user("stale")
+    old_token = str(AccessToken.for_user(user))
+    stale = User.objects.get(pk=user.pk)
+    changed = User.objects.get(pk=user.pk)
+    changed.set_password("another-pass-9012")
+    changed.save()
+    stale.tier = "premium"
+    stale.save()
+    assert User.objects.get(pk=user.pk).credentials_version == changed.credentials_version == 1
+    refused = APIClient()
+    refused.credentials(HTTP_AUTHORIZATION=f"Bearer {old_token}")
+    assert refused.get("/api/account").status_code == 401
+    assert auth_api(changed).get("/api/account").status_code == 200
