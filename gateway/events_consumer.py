@@ -7,6 +7,7 @@ Thin by design: no business logic, no ORM writes. Events arrive pre-serialised f
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import time
@@ -119,6 +120,10 @@ def _permissions_read_sync(user: User) -> None:
 
 
 _permissions_read = database_sync_to_async(_permissions_read_sync, thread_sensitive=False)
+
+
+# What ModelBackend caches on a user it was asked about (get_all_permissions fills all three).
+PERMISSION_CACHES = ("_perm_cache", "_user_perm_cache", "_group_perm_cache")
 
 
 async def staff_permissions(user: User) -> None:
@@ -580,12 +585,18 @@ class EventsConsumer(HubMember, AsyncJsonWebsocketConsumer):
             await self.fail(Code.ACCESS_REVOKED, reason, Close.ACCESS_REVOKED)
             return
         if user.is_staff and not user.is_superuser:  # its permissions may have changed: a fresh look
-            for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):  # ModelBackend's
-                user.__dict__.pop(cache, None)
+            # read into a copy, then swapped in: a command meanwhile still finds the user's
+            # permissions cached (a missing cache would be read on the event loop)
+            fresh = copy.copy(user)
+            for cache in PERMISSION_CACHES:
+                fresh.__dict__.pop(cache, None)
             try:
-                await staff_permissions(user)
+                await staff_permissions(fresh)
             except DatabaseUnavailable:
                 await self.fail(Code.SERVICE_UNAVAILABLE, DB_UNAVAILABLE, Close.TRY_AGAIN_LATER)
                 return
+            for cache in PERMISSION_CACHES:
+                if cache in fresh.__dict__:
+                    user.__dict__[cache] = fresh.__dict__[cache]
             if not self.closing and self.user is user:
                 await self._leave_admin_rooms_no_longer_allowed()
