@@ -28,8 +28,8 @@ class TokenObtainInput(TokenObtainPairSerializer):
 
 class TokenRefreshInput(TokenRefreshSerializer):
     """simplejwt's refresh, stricter: the token's user must still exist, be active and have the
-    credentials the token was issued under (accounts/tokens.py), and a token
-    is spent by its first refresh, also when two refreshes race."""
+    credentials the token was issued under (accounts/tokens.py), and a token is spent by its first
+    refresh, also when two refreshes race."""
 
     def validate(self, attrs):
         refresh = RefreshToken(attrs["refresh"])  # signature, expiry, type, blacklist
