@@ -6,7 +6,7 @@ available, and the checks that keep available margin from going below zero.
   buys could add ``max(0, p + B) − max(0, p)`` long (``p`` the signed position, ``B`` the buys'
   pending quantity), the sells ``max(0, S − p) − max(0, −p)`` short; the larger side is held, at its
   costliest orders' price ÷ leverage (a market order at the last price plus ``MARKET_ORDER_BUFFER``,
-  an arriving sell limit at no less than the last price).
+  a sell limit at no less than the last price).
   So an order that only reduces a position needs no margin: closing is always possible.
 - Available = balance − position margin − order margin. Unrealised profit is not spendable;
   unrealised loss stays inside its position's margin (isolated), which liquidation bounds.
@@ -47,7 +47,6 @@ from .models import Position, PositionStatus
 from .positions import fee_rate
 
 INSUFFICIENT_FUNDS = "Insufficient funds"
-PENDING = OrderStatus.PENDING
 MAX_ADJUSTMENT = Decimal("1e12")
 
 
@@ -101,24 +100,31 @@ class _Working(NamedTuple):
 
 def _unit_cost(order: _Working, last: Decimal, fee: Decimal, buffer: Decimal) -> Decimal:
     """Margin per unit of an order: its price (a market or stop-market order: the last price, with
-    ``buffer`` for slippage; a SELL limit the venue has not taken yet: the higher of its price and
-    the last price; a SELL stop-limit: the higher of its price and its trigger) over its leverage,
-    plus the ``fee`` rate its fill will cost."""
+    ``buffer`` for slippage; a SELL limit: the higher of its price and the last price; a SELL
+    stop-limit: the higher of its price and its trigger, and once it works, of the last price too)
+    over its leverage, plus the ``fee`` rate its fill will cost."""
     if order.order_type in (OrderType.LIMIT, OrderType.SL) and order.price:
         price = order.price
-        arriving = order.order_status == PENDING
-        if arriving and order.order_type == OrderType.LIMIT and order.transaction_type == Side.SELL:
-            # An arriving sell fills at the better of its limit and the market, and a short's margin
-            # and fee grow with its fill price: held at its limit, a SELL 0.05 BTC_USD at 39,000 with
-            # the market at 40,000 was placed, then filled 0.048 and cancelled for funds. (Once it
-            # rests, the venue fills it at its limit: held there.)
+        selling = order.transaction_type == Side.SELL
+        if selling and order.order_type == OrderType.LIMIT:
+            # A sell fills at its limit or higher, and a short's margin and fee grow with its fill
+            # price. Held at its limit, a SELL 0.05 BTC_USD at 39,000 with the market at 40,000 was
+            # placed, then filled 0.048 and cancelled for funds; a resting one modified to 39,000 was
+            # held there, not at the 40,000 the venue fills a limit modified into the market at
+            # (margin/venue.py), for the second until the venue's next step filled it. So every sell
+            # limit, arriving, resting or modified, holds the higher of its limit and the market:
+            # placing and modifying hold the same, and a resting one the market has risen above holds
+            # more only until the venue fills it at its limit (an outside venue may report any price
+            # at or above it: orders.services.order_trade_add).
             price = max(price, last)
-        if order.order_type == OrderType.SL and order.transaction_type == Side.SELL and order.trigger_price:
+        if order.order_type == OrderType.SL and selling and order.trigger_price:
             # A sell stop-limit arrives when it fires (margin/venue.py): it fills at the better of its
             # limit and the market, which is then at its trigger. Held at its limit, a SELL 0.05
             # BTC_USD stop 39,900 limit 39,000 was accepted on 196, fired, filled 0.048 at 39,900 and
-            # was cancelled for funds (review 14).
+            # was cancelled for funds (review 14). Once fired it works as a sell limit does.
             price = max(price, order.trigger_price)
+            if order.order_status == OrderStatus.OPEN:
+                price = max(price, last)
     elif order.order_type == OrderType.SL_M and order.trigger_price:
         price = order.trigger_price
     else:
