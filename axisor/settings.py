@@ -555,6 +555,10 @@ AXISOR_RISK = {
     # last traded price, and an order whose notional (quantity × price) is above this.
     "PRICE_BAND": env_float("RISK_PRICE_BAND", 0.10),
     "MAX_ORDER_NOTIONAL": env_float("RISK_MAX_ORDER_NOTIONAL", 100_000_000),
+    # A fill of a MARKET or SL-M order reported from outside the paper venue (the executions API)
+    # further than this fraction from the last traded price is refused (400): such an order has no
+    # limit to bound its price. The same 10 % as PRICE_BAND: no limit order could be placed there.
+    "FILL_BAND": env_float("RISK_FILL_BAND", 0.10),
     # The mark price liquidation and the Margin Guard are judged at: the last trade, moving at most
     # this fraction per tick (one bad print cannot liquidate anyone).
     "MARK_BAND": env_float("RISK_MARK_BAND", 0.05),

@@ -296,6 +296,7 @@ class ExecutionApi(APIView):
             price=d.get("price"),
             reason=d.get("reason", ""),
             executed_at=d.get("executedAt"),
+            outside=True,
         )
         return Response({"applied": applied, "order": OrderOutput(order).data})
 

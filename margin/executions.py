@@ -26,6 +26,7 @@ def execution_fill(
     price: Decimal | None,
     executed_at: datetime | None = None,
     liquidation: bool = False,
+    banded: bool = False,
 ) -> Trade | None:
     """One execution leg: the order's side, then the position (its row is locked before the user's
     event sequence, as everywhere: margin/positions.py), then the order's updates.
@@ -42,7 +43,13 @@ def execution_fill(
             order_cancel(order=order)
             return None
     order, trade = order_trade_add(
-        order=order, exec_id=exec_id, quantity=quantity, price=price, executed_at=executed_at, liquidation=liquidation
+        order=order,
+        exec_id=exec_id,
+        quantity=quantity,
+        price=price,
+        executed_at=executed_at,
+        liquidation=liquidation,
+        banded=banded,
     )
     assert quantity is not None and price is not None  # order_trade_add refuses a fill without them
     position_apply_fill(order=order, quantity=quantity, price=price)
@@ -75,9 +82,14 @@ def execution_apply(
     reason: str = "",
     executed_at: datetime | None = None,
     liquidation: bool = False,
+    outside: bool = False,
 ) -> tuple[Order, bool]:
     """Apply a venue's execution report once. Returns (order, applied); a replayed execId
-    changes nothing, sends nothing and returns applied=False."""
+    changes nothing, sends nothing and returns applied=False. ``outside``: the report comes from
+    outside the paper venue (``POST /api/internal/executions``): a MARKET or SL-M fill must be
+    priced within ``AXISOR_RISK["FILL_BAND"]`` of the last price (``orders.services.order_trade_add``);
+    the paper venue fills at the market it reads, a liquidation at the worse of the market and the
+    liquidation price."""
     if kind not in ExecutionReport.Kind.values:
         raise ValidationError({"type": "must be accept, fill, reject or cancel"})
     reason = (reason or "")[:255]
@@ -106,6 +118,7 @@ def execution_apply(
             price=price,
             executed_at=executed_at,
             liquidation=liquidation,
+            banded=outside,
         )
     elif kind == ExecutionReport.Kind.REJECT:
         order_reject(order=order, reason=reason or "rejected by venue")

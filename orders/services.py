@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import cast
 
 from django.conf import settings
@@ -20,7 +20,7 @@ from accounts.caps import cap_check
 from accounts.models import User
 from accounts.signals import account_access_changed
 from core.compiled import CompiledGet
-from core.errors import Conflict, NotFound
+from core.errors import BadRequest, Conflict, NotFound
 from market import sessions
 from market.models import Instrument
 from market.selectors import last_traded_price
@@ -466,6 +466,34 @@ def _limits_had(order: Order) -> set[Decimal]:
     return limits
 
 
+def _on_tick(value: Decimal, tick: Decimal, rounding: str) -> Decimal:
+    return (value / tick).to_integral_value(rounding=rounding) * tick
+
+
+def _check_fill_band(order: Order, price: Decimal) -> None:
+    """A fill with no limit to bound it, reported from outside: within ``AXISOR_RISK["FILL_BAND"]``
+    of the instrument's last price, or before its first trade of its reference price (what the
+    pre-trade check held the order at, and what its position is valued at until a tick comes).
+    An outside venue's report of a MARKET BUY at 999,999,999,999,999 was booked, its fee alone
+    taking the balance below zero; a refused report records nothing, its execId included, so the
+    venue may send it again once the market has caught up."""
+    instrument = order.instrument
+    last = last_traded_price(instrument)
+    anchor = instrument.reference_price if last is None else last
+    band = Decimal(str(settings.AXISOR_RISK["FILL_BAND"]))
+    low, high = anchor * (1 - band), anchor * (1 + band)
+    if not low <= price <= high:
+        which = "last price" if last is not None else "reference price"
+        raise BadRequest(
+            f"a {order.order_type} fill must be within {(band * 100).normalize():f} % of {instrument.symbol}'s"
+            f" {which} {instrument.price_text(anchor)}{'' if last is not None else ' (no trade yet)'}"
+            # the band's ends on the tick grid, inwards: every price shown as in it is
+            f" ({instrument.price_text(_on_tick(low, instrument.tick_size, ROUND_CEILING))}"
+            f" to {instrument.price_text(_on_tick(high, instrument.tick_size, ROUND_FLOOR))})",
+            code="fill_price_out_of_band",
+        )
+
+
 @transaction.atomic
 def order_trade_add(
     *,
@@ -475,10 +503,15 @@ def order_trade_add(
     price: Decimal | None,
     executed_at: datetime | None = None,
     liquidation: bool = False,
+    banded: bool = False,
 ) -> tuple[Order, Trade]:
     """The order's side of one execution leg: the trade, the filled and pending quantities, COMPLETE
     when nothing is pending. A fill on a PENDING, TRIGGER_PENDING or AMO order implies acceptance.
-    Sends nothing: ``margin.executions.execution_fill`` moves the position, then ``order_fill_record``."""
+    Sends nothing: ``margin.executions.execution_fill`` moves the position, then ``order_fill_record``.
+
+    A limit never fills at a worse price than every limit it has had. ``banded`` (a report from
+    outside the paper venue): a MARKET or SL-M fill, which has no limit, is refused (BadRequest
+    ``fill_price_out_of_band``) further than ``AXISOR_RISK["FILL_BAND"]`` from the last price."""
     order = order_lock(order)
     if order.order_status in (S.PENDING, S.TRIGGER_PENDING, S.AMO):
         _move(order, S.OPEN)
@@ -507,6 +540,8 @@ def order_trade_add(
     if errors:
         raise ValidationError(errors)
     assert quantity is not None and price is not None  # else refused just above
+    if banded and order.order_type in (OrderType.MARKET, OrderType.SL_M):
+        _check_fill_band(order, price)
     if quantity > order.pending_quantity:
         raise Conflict(
             f"fill of {quantity.normalize()} exceeds the pending {order.pending_quantity.normalize()}", code="overfill"

@@ -55,6 +55,8 @@ def test_seed_client_margin_guard_and_positions_subscriptions(daphne, make_user,
             return data
 
         http("PUT", "/api/margin-guard", {"threshold": 0.85, "action": "close_position", "cooldownSeconds": 60})
+        # the market at 100 first: a venue's MARKET fill is refused beyond RISK_FILL_BAND of the last price
+        http("POST", "/api/internal/ticks", [{"symbol": "BTC_USD", "price": 100, "volume": 1}], as_=staff)
         order = http(
             "POST",
             "/api/orders",
