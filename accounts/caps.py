@@ -23,6 +23,16 @@ def cap_for(tier: str, name: str) -> int:
     return caps.get(tier, caps["basic"])
 
 
+def leverage_cap(tier: str, instrument_cap: int) -> tuple[int, bool]:
+    """The highest leverage an account of ``tier`` may use on an instrument capped at
+    ``instrument_cap``: the lower of that and the tier's ``CAP_LEVERAGE`` (0: the instrument's
+    alone), and whether the tier's is the one that holds."""
+    cap = cap_for(tier, "LEVERAGE")
+    if 0 < cap < instrument_cap:
+        return cap, True
+    return instrument_cap, False
+
+
 def cap_check(*, user: User, name: str, what: str, count: Callable[[], int], locked: bool = False) -> None:
     """Raise Conflict ``limit_exceeded`` (409) if ``user`` already holds its tier's cap of ``what``.
 

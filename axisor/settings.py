@@ -503,6 +503,10 @@ AXISOR_CAPS = {
     "ORDER_SESSIONS": tier_caps("CAP_ORDER_SESSIONS", 5, 10, 30),  # live (unexpired, unrevoked) sessions
     "ORDERS_PER_MINUTE": tier_caps("CAP_ORDERS_PER_MINUTE", 120, 600, 3000),  # order placements, modifications
     "WORKING_ORDERS": tier_caps("CAP_WORKING_ORDERS", 200, 1000, 5000),  # live orders held at once
+    # An order's leverage, below the instrument's own cap (the lower of the two holds). Basic at
+    # 20x, as exchanges start new accounts (Binance's futures: 20x until the user asks for more);
+    # the seed's example orders use 10x, the demo's premium alice 20x and 25x.
+    "LEVERAGE": tier_caps("CAP_LEVERAGE", 20, 50, 100),
     # Events replayed by resume (/ws `resume`, /ws/orders ?since=) per user per minute: at least
     # twice EVENTS_RETENTION_PER_USER, so one full catch-up always fits.
     "RESUME_EVENTS_PER_MINUTE": tier_caps("CAP_RESUME_EVENTS_PER_MINUTE", 20_000, 50_000, 100_000),

@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.caps import cap_check
+from accounts.caps import cap_check, leverage_cap
 from accounts.models import User
 from accounts.signals import account_access_changed
 from core.compiled import CompiledGet
@@ -269,8 +269,12 @@ def order_place_in_transaction(
         _validate_against_market(errors, instrument, order_type, transaction_type, quantity, price, trigger_price, last)
     validity = validity or (Validity.DAY if instrument.exchange in sessions.SESSIONS else Validity.GTC)
     _validate_session(errors, instrument, order_type, validity, amo)
-    if not 1 <= leverage <= instrument.max_leverage:
-        errors["leverage"] = f"must be between 1 and {instrument.max_leverage} for {instrument.symbol}"
+    # A position's own close is placed at 1x (margin.positions.closing_order): never refused here.
+    cap, by_tier = leverage_cap(user.tier, instrument.max_leverage)
+    if not 1 <= leverage <= cap:
+        errors["leverage"] = f"must be between 1 and {cap} for {instrument.symbol}" + (
+            f" ({user.tier} accounts may use at most {cap}x)" if by_tier else ""
+        )
     elif 1 / Decimal(leverage) <= instrument.maintenance_margin_rate:
         # the initial margin must exceed the maintenance margin, or the position opens liquidated
         errors["leverage"] = (
@@ -365,12 +369,35 @@ def order_modify(
             errors["quantity"] = f"must be above the filled quantity {order.filled_quantity.normalize()}"
     if errors:
         raise ValidationError(errors)
+    _check_leverage_still_allowed(order, quantity=quantity, price=price, trigger_price=trigger_price)
     if quantity is not None:
         order.quantity = quantity
         order.pending_quantity = quantity - order.filled_quantity
     order.price, order.trigger_price = new_price, new_trigger
     _record(order, UpdateType.ORDER_MODIFIED)
     return order
+
+
+def _check_leverage_still_allowed(
+    order: Order, *, quantity: Decimal | None, price: Decimal | None, trigger_price: Decimal | None
+) -> None:
+    """A working order whose leverage is above what its account's tier may use now (the tier went
+    down after it was placed) is not modified in a way that could add exposure: only a smaller
+    quantity, and the cancel, take no risk on. A reduce-only order adds none."""
+    reducing = quantity is not None and quantity <= order.quantity and price is None and trigger_price is None
+    if order.reduce_only or reducing:
+        return
+    tier = User.objects.values_list("tier", flat=True).get(pk=order.user_id)
+    cap, by_tier = leverage_cap(tier, order.instrument.max_leverage)
+    if order.leverage > cap:
+        symbol = order.instrument.symbol
+        most = f"the {cap} {tier} accounts may use for {symbol}" if by_tier else f"{symbol}'s maximum {cap}"
+        raise ValidationError(
+            {
+                "leverage": f"the order's leverage {order.leverage} is above {most}:"
+                f" cancel it and place it again at {cap} or less"
+            }
+        )
 
 
 @transaction.atomic

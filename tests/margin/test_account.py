@@ -248,7 +248,7 @@ def test_a_modification_the_account_cannot_carry_is_refused_and_changes_nothing(
 
 
 def test_ledger_notes_and_times_read_plainly(make_user, trade, instruments):
-    user = make_user(balance=10_000)
+    user = make_user(balance=10_000, tier="enterprise")  # 100x
     trade(user, "BUY", "10", "41000", leverage=100)
     trade(user, "SELL", "10", "41000.5", leverage=100)
     (entry,) = auth_api(user).get("/api/account/ledger?limit=1").json()["results"]
@@ -328,7 +328,7 @@ def test_what_a_side_adds_is_held_at_its_costliest_orders(make_user, instruments
     from margin.venue import PaperVenue
     from tests.orders.test_venue import Prices
 
-    user = make_user(balance=750)
+    user = make_user(balance=750, tier="enterprise")  # 100x
     tick("BTC_USD", 40000)
     venue = PaperVenue(Prices(BTC_USD="40000"))
     submit(user, "SELL", "0.05", order_type="MARKET", price=None)

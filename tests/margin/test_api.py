@@ -156,7 +156,7 @@ def test_executions_are_listed_newest_first(make_user, trade):
 
 
 def test_order_leverage_is_validated_over_rest(make_user, instruments):
-    api = auth_api(make_user())
+    api = auth_api(make_user(tier="enterprise"))  # up to BTC_USD's own cap, 100 (tiers: tests/risk)
     base = {"tradingSymbol": "BTC_USD", "orderType": "MARKET", "transactionType": "BUY", "quantity": "0.01"}
     for bad in (0, 101, "x", 2.5):
         r = api.post("/api/orders", {**base, "leverage": bad}, format="json")

@@ -72,7 +72,7 @@ EXAMPLES = int(os.environ.get("MONEY_PROPERTY_EXAMPLES", 15))  # more: MONEY_PRO
 def test_money_and_risk_invariants_hold_under_random_trading(make_user, instruments, script, guard):
     with transaction.atomic():
         sid = transaction.savepoint()
-        user = make_user(balance=20_000)
+        user = make_user(balance=20_000, tier="enterprise")  # up to 100x: no tier cap below BTC_USD's
         margin_guard_config_set(user=user, threshold=D("0.8"), action=guard, cooldown_seconds=0)
         ticks_ingest([{"symbol": "BTC_USD", "price": str(START), "volume": "1"}])
         prices = LatestPrices()

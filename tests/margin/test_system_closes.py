@@ -169,7 +169,7 @@ def test_a_short_opened_at_the_order_size_cap_is_liquidated_once_the_price_takes
     # price with the loss beyond its margin the broker's.
     from ledger.models import LedgerEntry
 
-    user = make_user()
+    user = make_user(tier="enterprise")  # 100x
     tick("BTC_USD", 40000)
     trade(user, "SELL", "2500", "40000", leverage=100)  # notional 100,000,000: the cap, allowed
     position = Position.objects.get(user=user, status="open")

@@ -363,7 +363,8 @@ class OrderMachine(RuleBasedStateMachine):
         super().__init__()
         self._atomic = transaction.atomic()
         self._atomic.__enter__()
-        self.user = User.objects.create(username=f"machine{next(_users)}")
+        # enterprise: its leverage cap (100) is no lower than any instrument's, which the model knows
+        self.user = User.objects.create(username=f"machine{next(_users)}", tier="enterprise")
         fund(self.user.pk, TEST_BALANCE)
         self.orders: list[Order] = []
         self.models: list[Expected] = []
