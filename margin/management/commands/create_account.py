@@ -1,4 +1,7 @@
-"""python manage.py create_account NAME --password PW --tier basic|premium|enterprise [--staff] [--balance AMOUNT]"""
+"""python manage.py create_account NAME --password PW --tier basic|premium|enterprise [--staff] [--balance AMOUNT]
+
+Here, above the margin model, not in ``accounts``: a balance set lower is checked against what the
+account's positions and working orders hold (``margin.account.account_adjust``)."""
 
 from decimal import Decimal, InvalidOperation
 
@@ -8,9 +11,11 @@ from django.db import transaction
 
 from accounts.models import Tier
 from accounts.services import account_upsert
+from core.errors import Conflict
 from ledger.models import MONEY_QUANT, EntryKind
 from ledger.selectors import account_balance
-from ledger.services import ledger_post
+from ledger.services import account_lock
+from margin.account import account_adjust, account_figures
 
 
 class Command(BaseCommand):
@@ -48,13 +53,7 @@ class Command(BaseCommand):
                     username=username, password=password, tier=tier, staff=staff, superuser=superuser
                 )
                 if target is not None:
-                    current, _ = account_balance(user_id=user.pk)
-                    ledger_post(
-                        user_id=user.pk,
-                        kind=EntryKind.ADJUSTMENT,
-                        amount=target - current,
-                        note="create_account --balance",
-                    )
+                    self._set_balance(user.pk, user.username, target)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         verb = "created" if created else "updated"
@@ -63,3 +62,23 @@ class Command(BaseCommand):
         self.stdout.write(
             f"{verb} {user.username} (id {user.pk}, tier {user.tier}, {role}, balance {money.normalize():f} {currency})"
         )
+
+    def _set_balance(self, user_id: int, username: str, target: Decimal) -> None:
+        """An adjustment for the difference, through the service that keeps cash from going below
+        what the open positions and working orders hold (a lower balance is refused, never forced:
+        an account set to 100 while an order held 4,020 had -3,920 available)."""
+        current = account_lock(user_id).balance
+        if target == current:
+            return
+        try:
+            account_adjust(
+                user_id=user_id, kind=EntryKind.ADJUSTMENT, amount=target - current, note="create_account --balance"
+            )
+        except Conflict:
+            figures = account_figures(user_id=user_id)
+            currency = figures.currency
+            raise CommandError(
+                f"--balance {target.normalize():f} is below the {figures.reserved:,.2f} {currency} {username}'s open"
+                " positions and working orders hold (margin and fees): the lowest balance it can be set to now is"
+                f" {min(figures.reserved, current):,.2f} {currency}"
+            ) from None
