@@ -5,7 +5,6 @@ from django.db import transaction
 
 from .forms import StaffAdminLoginForm
 from .models import User
-from .services import credentials_revoke
 from .signals import account_access_changed
 
 # A non-staff user with the right password is refused like a wrong password (accounts/forms.py).
@@ -75,10 +74,3 @@ class AccountAdmin(UserAdmin):
             for user in queryset:
                 account_access_changed.send(sender=User, user=user)
             super().delete_queryset(request, queryset)
-
-    def save_model(self, request, obj, form, change):
-        # Deactivating or demoting here cuts live sockets like the service does (User.save tells
-        # them); a deactivation ends the credentials too.
-        super().save_model(request, obj, form, change)
-        if change and "is_active" in form.changed_data and not obj.is_active:
-            credentials_revoke(user=obj)

@@ -18,7 +18,8 @@ class User(AbstractUser):
     credentials issued before it: ``save`` sends ``account_password_changed`` in its transaction,
     and its receivers revoke the refresh tokens and the order-socket sessions and close the open
     sockets (an outside test: ``changepassword`` left them all). Not Django's re-hash of the same
-    password when its hasher changed, at a sign-in (``check_password``).
+    password when its hasher changed, at a sign-in (``check_password``). A deactivation, however
+    it is saved, and a password made unusable (the admin's lock-out) end them too.
 
     ``credentials_version`` is what a token's credentials claim names (accounts/tokens.py): raised,
     in the transaction that ends them (``accounts.services.credentials_revoke``), when the password
@@ -28,6 +29,7 @@ class User(AbstractUser):
     tier = models.CharField(max_length=16, choices=Tier.choices, default=Tier.BASIC, db_index=True)
     credentials_version = models.PositiveIntegerField(default=0, editable=False)
     _rehashing = False
+    _checked_hash = ""
     _password_replaced = False
     ACCESS_FLAGS = ("is_active", "is_staff", "is_superuser")  # what an open socket's rooms depend on
 
@@ -36,8 +38,17 @@ class User(AbstractUser):
         if self.pk is not None and not self._rehashing:
             self._password_replaced = True
 
+    def set_unusable_password(self):
+        # The admin's "password-based authentication: disabled" (a lock-out) sets the hash without
+        # set_password: it ends the credentials as a new password does (an outside review: the
+        # refresh token kept minting access tokens after it).
+        super().set_unusable_password()
+        if self.pk is not None:
+            self._password_replaced = True
+
     def check_password(self, raw_password):
         self._rehashing = True  # Django's upgrade of the hash calls set_password with the same one
+        self._checked_hash = self.password
         try:
             return super().check_password(raw_password)
         finally:
@@ -45,6 +56,7 @@ class User(AbstractUser):
 
     async def acheck_password(self, raw_password):
         self._rehashing = True
+        self._checked_hash = self.password
         try:
             return await super().acheck_password(raw_password)
         finally:
@@ -55,15 +67,24 @@ class User(AbstractUser):
         transaction) when the active, staff or superuser flag changed, however it was saved: a
         shell's or a script's ``save()`` as much as a service's or the admin's."""
         fields = kwargs.get("update_fields")
-        flags_saved = self.ACCESS_FLAGS if fields is None else [f for f in self.ACCESS_FLAGS if f in fields]
+        if self._rehashing and fields is not None and set(fields) == {"password"} and self.pk is not None:
+            # Django's upgrade of the hash at a sign-in: written only over the hash it checked. A
+            # password changed meanwhile (staff locking a stolen account out while its thief signs
+            # in with the old one) stays; the re-hash of the old password wrote it back.
+            User.objects.filter(pk=self.pk, password=self._checked_hash).update(password=self.password)
+            return None
+        flags_saved = self.ACCESS_FLAGS if fields is None else tuple(f for f in self.ACCESS_FLAGS if f in fields)
         if not self._password_replaced and (self._state.adding or not flags_saved):
             return super().save(*args, **kwargs)
         with transaction.atomic():
             before = None
             if not self._state.adding and flags_saved:
-                # locked: a revocation (credentials_revoke) waits for this save, or is read by it
+                # Locked (a revocation, credentials_revoke, waits for this save or is read by it),
+                # FOR NO KEY UPDATE as every other lock of the row: a full FOR UPDATE also waits for
+                # rows being inserted that point at the user, and a refresh inserting its token
+                # while this save's revocation waited on the refresh's blacklisting deadlocked.
                 row = (
-                    User.objects.select_for_update()
+                    User.objects.select_for_update(no_key=True)
                     .filter(pk=self.pk)
                     .values(*flags_saved, "credentials_version")
                     .first()
@@ -74,11 +95,20 @@ class User(AbstractUser):
                     # revive the tokens a revocation ended since the copy was read
                     self.credentials_version = max(self.credentials_version, row["credentials_version"])
             super().save(*args, **kwargs)
-            if before is not None and before != tuple(getattr(self, f) for f in flags_saved):
-                account_access_changed.send(sender=User, user=self)
-            if self._password_replaced:
+            # A deactivation ends the credentials as a new password does, however it is saved:
+            # re-activated, the account's old tokens stay ended.
+            deactivated = (
+                before is not None
+                and "is_active" in flags_saved
+                and before[flags_saved.index("is_active")]
+                and not self.is_active
+            )
+            if self._password_replaced or deactivated:
                 self._password_replaced = False
+                # its receivers end the credentials and tell the open sockets (accounts/receivers.py)
                 account_password_changed.send(sender=User, user=self)
+            elif before is not None and before != tuple(getattr(self, f) for f in flags_saved):
+                account_access_changed.send(sender=User, user=self)
         return None
 
     class Meta:

@@ -43,10 +43,10 @@ def account_upsert(
 
 @transaction.atomic
 def account_deactivate(*, user: User) -> User:
-    """Deactivate the account: no new tokens, and its open sockets are closed (User.save tells them)."""
+    """Deactivate the account: no new tokens, the ones issued end, and its open sockets are closed
+    (User.save: a deactivation ends the credentials however it is saved)."""
     user.is_active = False
     user.save(update_fields=["is_active"])
-    credentials_revoke(user=user)
     return user
 
 

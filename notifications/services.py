@@ -5,6 +5,7 @@ the same transaction, and record their attempts in ``notifications/tasks.py``.""
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -219,11 +220,20 @@ def _preferences_write(*, user: User, categories: dict[str, dict[str, bool]], we
             # The endpoint row before the user's deliveries, as the delivery jobs lock them (tasks._claim).
             endpoint, created = WebhookEndpoint.objects.select_for_update().get_or_create(user=user, defaults=webhook)
             if not created:
-                moved = endpoint.url != webhook["url"]
+                moved = _origin(endpoint.url) != _origin(webhook["url"])
                 endpoint.url, endpoint.secret = webhook["url"], webhook.get("secret", "")
                 endpoint.save(update_fields=["url", "secret"])
                 if moved:
-                    # A new URL is a new endpoint: it does not wait out the old one's breaker.
+                    # Another host is a new endpoint: it does not wait out the old one's breaker.
+                    # Another path on the same host is not (the breaker counts the host's silences:
+                    # an answer, even an error, closes it), so it cannot be used to reset it.
                     endpoint_url_changed(endpoint)
         else:
             WebhookEndpoint.objects.filter(user=user).delete()
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Where a URL calls: scheme, host and port (the default one for the scheme when none is given)."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").rstrip("."), parts.port or default

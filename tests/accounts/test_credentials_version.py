@@ -125,3 +125,107 @@ def test_a_stale_copy_of_the_user_saved_after_a_password_change_does_not_revive_
     refused.credentials(HTTP_AUTHORIZATION=f"Bearer {old_token}")
     assert refused.get("/api/account").status_code == 401
     assert auth_api(changed).get("/api/account").status_code == 200
+
+
+def test_the_admins_lock_out_and_a_plain_deactivation_end_the_tokens(make_user):
+    """The admin's "password-based authentication: disabled" sets an unusable password without
+    ``set_password``, and a shell's ``user.is_active = False; user.save()`` goes round the
+    service: both end the credentials (an outside review: the refresh token kept minting access
+    tokens after the lock-out, and a re-activated account's old tokens came back)."""
+    from django.contrib.auth.forms import AdminPasswordChangeForm
+
+    locked, deactivated = make_user("locked-out"), make_user("shell-deactivated")
+    for user in (locked, deactivated):
+        user.set_password(PASSWORD)
+        user.save()
+    pairs = {user.pk: sign_in(user.username) for user in (locked, deactivated)}
+
+    form = AdminPasswordChangeForm(User.objects.get(pk=locked.pk), data={"usable_password": "false"})
+    assert form.is_valid(), form.errors
+    form.save()
+    shell = User.objects.get(pk=deactivated.pk)
+    shell.is_active = False
+    shell.save()
+    shell.is_active = True  # and back: its old tokens stay ended
+    shell.save()
+
+    for user in (locked, deactivated):
+        assert User.objects.get(pk=user.pk).credentials_version == 2  # set_password above, then this
+        assert account(pairs[user.pk]["access"]) == 401
+        assert refreshed(pairs[user.pk]["refresh"]).status_code == 401
+    assert not User.objects.get(pk=locked.pk).has_usable_password()
+    assert account(sign_in(deactivated.username)["access"]) == 200  # a new sign-in is a new session
+
+
+def test_a_rehash_at_sign_in_does_not_write_the_old_password_back_over_a_new_one(settings):
+    """A thief signs in with the stolen password while staff change it: the sign-in read the old
+    hash, checked it, and Django re-hashed it (the iterations had changed) with a save of the
+    password alone, after the change. The new password stays; before, the old one worked again."""
+    settings.PASSWORD_HASHERS = [HASHERS % "OldIterations"]
+    User.objects.create_user("stolen", password=PASSWORD)
+    settings.PASSWORD_HASHERS = [HASHERS % "NewIterations"]
+    thief = User.objects.get(username="stolen")  # the sign-in's read
+    staff = User.objects.get(username="stolen")
+    staff.set_password("locked-out-new-5678")
+    staff.save()
+    assert thief.check_password(PASSWORD)  # checked against what it read: re-hashed and saved
+    stored = User.objects.get(username="stolen")
+    assert stored.check_password("locked-out-new-5678") and not stored.check_password(PASSWORD)
+
+    # with nothing changed meanwhile the re-hash is written, as Django does
+    User.objects.create_user("upgraded", password=PASSWORD)
+    assert User.objects.get(username="upgraded").password.startswith("pbkdf2_sha256$2000$")
+
+
+def test_a_refresh_racing_a_password_change_deadlocks_neither():
+    """The refresh blacklists the token it was given, then records the next one (a row that points
+    at the user); a password change meanwhile locks the user and blacklists every live token, the
+    same one included, so it waits for the refresh. The refresh's insert must not wait for the
+    change's lock of the user: with FOR UPDATE it did, and PostgreSQL aborted one ("deadlock
+    detected"), so a stolen refresh token refreshed in a loop could make a password change fail."""
+    import threading
+    import uuid
+    from datetime import timedelta
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+    from accounts.tokens import RefreshToken
+    from tests.polling import until_sync
+
+    user = User.objects.create_user("racer", password=PASSWORD)
+    RefreshToken.for_user(user)
+    given = OutstandingToken.objects.get(user=user)
+    failures: list[BaseException] = []
+
+    def change_password() -> None:
+        try:
+            staff = User.objects.get(pk=user.pk)
+            staff.set_password("another-pass-5678")
+            staff.save()  # as manage.py changepassword and the admin's password page
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    changer = threading.Thread(target=change_password)
+    with transaction.atomic():  # the refresh (accounts.apis.TokenRefreshInput.validate)
+        BlacklistedToken.objects.get_or_create(token=given)
+        changer.start()
+        with connection.cursor() as cursor:  # the change waits for this transaction's blacklisting
+
+            def change_waits() -> bool:
+                cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                return cursor.fetchone()[0] > 0
+
+            until_sync(change_waits, timeout=10, what="the password change to wait on the refresh")
+        now = timezone.now()
+        OutstandingToken.objects.create(
+            user=user, jti=uuid.uuid4().hex, token="next", created_at=now, expires_at=now + timedelta(days=1)
+        )
+    changer.join(20)
+    assert not changer.is_alive() and failures == []
+    # the change went through (a token the refresh minted meanwhile names the old counter: refused)
+    assert User.objects.get(pk=user.pk).credentials_version == 1
+    assert BlacklistedToken.objects.filter(token=given).count() == 1

@@ -122,9 +122,12 @@ def test_a_new_url_closes_the_breaker_and_the_waiting_deliveries_go_to_it(make_u
     assert sorted(Receiver.ids) == sorted(f"dlv_{d.pk}" for d in (retried, deferred, fresh))  # each once
 
 
-def test_saving_the_same_url_again_leaves_the_breaker_as_it_is(make_user, settings, hanging):
-    """Only a change of where we call resets the breaker: saving the same URL (a new secret, the
-    category switches) leaves the endpoint's penalty, and the waiting deliveries, where they were."""
+@pytest.mark.parametrize("again", ["/same", "/another-path", "/same?x=1"])
+def test_saving_the_same_url_again_leaves_the_breaker_as_it_is(make_user, settings, hanging, again):
+    """Only a change of where we call (scheme, host, port) resets the breaker: saving the same URL
+    (a new secret, the category switches), or another path or query on the same host (the breaker
+    counts the host's silences: an answer closes it), leaves the endpoint's penalty, and the
+    waiting deliveries, where they were; else a user whose host hangs would reset it each save."""
     settings.AXISOR_NOTIFICATIONS = {**settings.AXISOR_NOTIFICATIONS, "BACKOFF_BASE_SECONDS": 60}
     allow(settings, hanging.port)
     user = make_user("wh-same")
@@ -133,9 +136,10 @@ def test_saving_the_same_url_again_leaves_the_breaker_as_it_is(make_user, settin
     order_executed(user)
     assert run_ready() == 1
     before = WebhookEndpoint.objects.get(user=user)
-    preferences_set(user=user, categories={"orders": {"webhook": True}}, webhook={"url": url, "secret": "t" * 20})
+    moved = f"http://127.0.0.1:{hanging.port}{again}"
+    preferences_set(user=user, categories={"orders": {"webhook": True}}, webhook={"url": moved, "secret": "t" * 20})
     after = WebhookEndpoint.objects.get(user=user)
-    assert (after.failures, after.open_until, after.secret) == (1, before.open_until, "t" * 20)
+    assert (after.failures, after.open_until, after.secret, after.url) == (1, before.open_until, "t" * 20, moved)
     assert run_ready() == 0  # nothing woken
 
 
