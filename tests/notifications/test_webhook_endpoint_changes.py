@@ -15,31 +15,9 @@ from django.utils import timezone
 from core.worker import run_ready
 from notifications.models import Delivery, DeliveryStatus, WebhookEndpoint
 from notifications.services import notification_create, preferences_set
+from tests.notifications.test_webhook_fairness import Hanging  # accepts, reads, never answers
 
 pytestmark = pytest.mark.django_db
-
-
-class Hanging:
-    """Accepts every connection and never answers."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        threading.Thread(target=self.accept, daemon=True).start()
-
-    def accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return  # closed
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
