@@ -267,6 +267,14 @@ def _resolve(host: str, port: int, seconds: float, owner: str | None = None) -> 
     return tuple(addresses)
 
 
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Where a URL calls: scheme, host and port (the scheme's default when none is given), read
+    as ``_check`` reads them; for a URL that already passed it (a saved webhook's)."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").rstrip("."), parts.port or _DEFAULT_PORTS.get(scheme)
+
+
 def _check(url: str, conf: dict[str, Any], dns_seconds: float = DNS_SECONDS, owner: str | None = None) -> _Target:
     if not isinstance(url, str):
         raise OutboundError("invalid_url", detail=f"not a string: {type(url).__name__}")

@@ -5,7 +5,6 @@ the same transaction, and record their attempts in ``notifications/tasks.py``.""
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -220,7 +219,7 @@ def _preferences_write(*, user: User, categories: dict[str, dict[str, bool]], we
             # The endpoint row before the user's deliveries, as the delivery jobs lock them (tasks._claim).
             endpoint, created = WebhookEndpoint.objects.select_for_update().get_or_create(user=user, defaults=webhook)
             if not created:
-                moved = _origin(endpoint.url) != _origin(webhook["url"])
+                moved = outbound.origin(endpoint.url) != outbound.origin(webhook["url"])
                 endpoint.url, endpoint.secret = webhook["url"], webhook.get("secret", "")
                 endpoint.save(update_fields=["url", "secret"])
                 if moved:
@@ -230,10 +229,3 @@ def _preferences_write(*, user: User, categories: dict[str, dict[str, bool]], we
                     endpoint_url_changed(endpoint)
         else:
             WebhookEndpoint.objects.filter(user=user).delete()
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """Where a URL calls: scheme, host and port (the default one for the scheme when none is given)."""
-    parts = urlsplit(url)
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").rstrip("."), parts.port or default
